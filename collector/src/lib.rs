@@ -1,0 +1,36 @@
+//! tracelake collector: receivers and the ingest pipeline.
+//!
+//! ```text
+//!  OTLP gRPC :4317 --+
+//!                    +--> Pipeline: decode -> validate/convert (blocking pool)
+//!  OTLP HTTP :4318 --+        -> SpanWriter::append (WAL, durable) -> ack
+//! ```
+//!
+//! Receivers only frame and decode; the pipeline owns validation and
+//! storage. A request is acknowledged only after its accepted spans are in
+//! the WAL per the fsync policy; rejected spans are reported in OTLP
+//! `partial_success` while the good spans of the same request are kept.
+
+pub mod otlp_grpc;
+pub mod otlp_http;
+pub mod pipeline;
+
+pub use pipeline::{IngestError, IngestOutcome, Pipeline};
+
+/// The tenant header (Tempo's convention), for HTTP and gRPC metadata.
+pub const TENANT_HEADER: &str = "x-scope-orgid";
+
+/// Size limits of the OTLP receivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtlpLimits {
+    /// Largest request body / gRPC message accepted, after decompression.
+    pub max_message_bytes: usize,
+}
+
+impl Default for OtlpLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}

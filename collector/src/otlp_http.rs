@@ -1,0 +1,243 @@
+//! OTLP/HTTP `POST /v1/traces` (port 4318).
+//!
+//! Bodies are protobuf (`application/x-protobuf`) or JSON
+//! (`application/json`), optionally gzip (`Content-Encoding: gzip`). The
+//! response uses the request's encoding. Errors follow the OTLP/HTTP spec:
+//! a `google.rpc.Status` body with 400 (bad body), 413 (over the size limit,
+//! compressed or not), 415 (other content types), 503 (storage unavailable,
+//! retryable).
+
+use std::io::Read;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tracelake_storage::DEFAULT_TENANT;
+
+use crate::{IngestError, OtlpLimits, Pipeline, TENANT_HEADER};
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+#[derive(Debug, Clone)]
+struct HttpState {
+    pipeline: Pipeline,
+    limits: OtlpLimits,
+}
+
+/// The OTLP/HTTP routes.
+pub fn router(pipeline: Pipeline, limits: OtlpLimits) -> Router {
+    Router::new()
+        .route("/v1/traces", post(export_traces))
+        .layer(DefaultBodyLimit::max(limits.max_message_bytes))
+        .with_state(HttpState { pipeline, limits })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => PROTOBUF,
+            Self::Json => JSON,
+        }
+    }
+}
+
+/// `google.rpc.Status`, the OTLP/HTTP error body.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// An OTLP/HTTP error: status + `google.rpc.Status` body.
+#[derive(Debug)]
+struct OtlpHttpError {
+    status: StatusCode,
+    grpc_code: tonic::Code,
+    message: String,
+    encoding: Encoding,
+}
+
+impl OtlpHttpError {
+    fn new(status: StatusCode, grpc_code: tonic::Code, message: impl Into<String>, encoding: Encoding) -> Self {
+        Self {
+            status,
+            grpc_code,
+            message: message.into(),
+            encoding,
+        }
+    }
+}
+
+impl IntoResponse for OtlpHttpError {
+    fn into_response(self) -> Response {
+        let body = RpcStatus {
+            code: self.grpc_code as i32,
+            message: self.message,
+        };
+        let bytes = match self.encoding {
+            Encoding::Protobuf => body.encode_to_vec(),
+            Encoding::Json => serde_json::to_vec(&body).unwrap_or_default(),
+        };
+        let mut response = (self.status, bytes).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.encoding.content_type()),
+        );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+fn request_encoding(headers: &HeaderMap) -> Result<Encoding, OtlpHttpError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match mime.as_str() {
+        PROTOBUF | "application/protobuf" => Ok(Encoding::Protobuf),
+        JSON => Ok(Encoding::Json),
+        _ => Err(OtlpHttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            format!("unsupported content type {content_type:?}: use application/x-protobuf or application/json"),
+            Encoding::Json,
+        )),
+    }
+}
+
+/// Undoes `Content-Encoding`, never producing more than `limit` bytes.
+fn decode_content(headers: &HeaderMap, body: Bytes, limit: usize, encoding: Encoding) -> Result<Bytes, OtlpHttpError> {
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    match content_encoding.as_str() {
+        "" | "identity" => Ok(body),
+        "gzip" => {
+            let mut decompressed = Vec::new();
+            let mut reader = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
+            reader.read_to_end(&mut decompressed).map_err(|error| {
+                OtlpHttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    tonic::Code::InvalidArgument,
+                    format!("body is not valid gzip: {error}"),
+                    encoding,
+                )
+            })?;
+            if decompressed.len() > limit {
+                return Err(OtlpHttpError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    tonic::Code::ResourceExhausted,
+                    format!("decompressed body exceeds the limit of {limit} bytes"),
+                    encoding,
+                ));
+            }
+            Ok(Bytes::from(decompressed))
+        }
+        other => Err(OtlpHttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            format!("unsupported content encoding {other:?}: use gzip or none"),
+            encoding,
+        )),
+    }
+}
+
+fn tenant(headers: &HeaderMap, encoding: Encoding) -> Result<String, OtlpHttpError> {
+    match headers.get(TENANT_HEADER) {
+        None => Ok(DEFAULT_TENANT.to_string()),
+        Some(value) => value.to_str().map(str::to_string).map_err(|_| {
+            OtlpHttpError::new(
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                "x-scope-orgid is not ascii",
+                encoding,
+            )
+        }),
+    }
+}
+
+async fn export_traces(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OtlpHttpError> {
+    let encoding = request_encoding(&headers)?;
+    let tenant = tenant(&headers, encoding)?;
+    let limit = state.limits.max_message_bytes;
+    let raw = decode_content(&headers, body, limit, encoding)?;
+    let request = tokio::task::spawn_blocking(move || decode_request(&raw, encoding))
+        .await
+        .map_err(|error| {
+            OtlpHttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::Internal,
+                format!("decode task failed: {error}"),
+                encoding,
+            )
+        })??;
+    let outcome = state
+        .pipeline
+        .ingest_otlp(&tenant, request.resource_spans)
+        .await
+        .map_err(|error| match error {
+            IngestError::InvalidTenant(_) => OtlpHttpError::new(
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                error.to_string(),
+                encoding,
+            ),
+            IngestError::Unavailable(_) => OtlpHttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                tonic::Code::Unavailable,
+                error.to_string(),
+                encoding,
+            ),
+        })?;
+    let response = ExportTraceServiceResponse {
+        partial_success: (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: outcome.rejected as i64,
+            error_message: outcome.message,
+        }),
+    };
+    let bytes = match encoding {
+        Encoding::Protobuf => response.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&response).unwrap_or_default(),
+    };
+    Ok(([(header::CONTENT_TYPE, encoding.content_type())], bytes).into_response())
+}
+
+fn decode_request(raw: &[u8], encoding: Encoding) -> Result<ExportTraceServiceRequest, OtlpHttpError> {
+    let invalid = |message: String| {
+        OtlpHttpError::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, message, encoding)
+    };
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(raw)
+            .map_err(|error| invalid(format!("body is not an OTLP ExportTraceServiceRequest protobuf: {error}"))),
+        Encoding::Json => serde_json::from_slice(raw)
+            .map_err(|error| invalid(format!("body is not OTLP JSON: {error}"))),
+    }
+}

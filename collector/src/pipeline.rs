@@ -1,0 +1,81 @@
+//! The ingest pipeline shared by every receiver.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use tracelake_storage::otlp::resource_spans_to_batch;
+use tracelake_storage::{SpanWriter, StorageError, validate_tenant};
+
+/// How many rejection reasons a response spells out; the count covers all.
+const REASONS_SHOWN: usize = 5;
+
+/// What happened to one request's spans.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub accepted: usize,
+    pub rejected: usize,
+    /// Why spans were rejected, empty when none was.
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    InvalidTenant(StorageError),
+    /// Storage could not make the spans durable; the client should retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(StorageError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    writer: Arc<dyn SpanWriter>,
+}
+
+impl Pipeline {
+    pub fn new(writer: Arc<dyn SpanWriter>) -> Self {
+        Self { writer }
+    }
+
+    /// Validates and stores OTLP spans for `tenant`; returns once the
+    /// accepted spans are durable.
+    pub async fn ingest_otlp(
+        &self,
+        tenant: &str,
+        resource_spans: Vec<ResourceSpans>,
+    ) -> Result<IngestOutcome, IngestError> {
+        validate_tenant(tenant).map_err(IngestError::InvalidTenant)?;
+        let tenant_owned = tenant.to_string();
+        let converted = tokio::task::spawn_blocking(move || {
+            resource_spans_to_batch(&tenant_owned, &resource_spans)
+        })
+        .await
+        .map_err(|error| IngestError::Unavailable(StorageError::Corrupt(format!("convert task: {error}"))))?
+        .map_err(IngestError::Unavailable)?;
+        if let Some(batch) = converted.batch {
+            self.writer
+                .append(tenant, batch)
+                .await
+                .map_err(IngestError::Unavailable)?;
+        }
+        let rejected = converted.rejections.len();
+        let message = if rejected == 0 {
+            String::new()
+        } else {
+            let reasons: Vec<String> = converted
+                .rejections
+                .iter()
+                .take(REASONS_SHOWN)
+                .map(|rejection| format!("span {:?}: {}", rejection.span_id_hex, rejection.reason))
+                .collect();
+            let more = rejected.saturating_sub(REASONS_SHOWN);
+            let suffix = if more > 0 { format!("; and {more} more") } else { String::new() };
+            format!("rejected {rejected} spans: {}{suffix}", reasons.join("; "))
+        };
+        Ok(IngestOutcome {
+            accepted: converted.accepted,
+            rejected,
+            message,
+        })
+    }
+}

@@ -1,0 +1,147 @@
+//! Reads a [`SpanFilter`] out of the predicates DataFusion pushes into a
+//! scan, so storage can prune blocks by time range and trace id.
+//!
+//! Only conjuncts of the shape `column <op> literal` are understood; every
+//! other predicate is left to DataFusion (pushdown is `Inexact`), so
+//! missing a shape costs speed, never correctness. Bounds are mapped to the
+//! overlap range storage prunes with: a span matching `start_time >= x`
+//! ends at or after `x`, one matching `end_time <= y` starts at or before `y`.
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use tracelake_storage::schema::col;
+use tracelake_storage::{SpanFilter, TraceId};
+
+/// The filter implied by the conjunction of `filters`.
+pub fn span_filter(filters: &[Expr]) -> SpanFilter {
+    let mut filter = SpanFilter::default();
+    let mut from = i64::MIN;
+    let mut to = i64::MAX;
+    let mut conjuncts = Vec::new();
+    for expr in filters {
+        split_and(expr, &mut conjuncts);
+    }
+    for expr in conjuncts {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
+            continue;
+        };
+        let (column, op, literal) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(column), Expr::Literal(value, _)) => (column.name.as_str(), *op, value),
+            (Expr::Literal(value, _), Expr::Column(column)) => match op.swap() {
+                Some(swapped) => (column.name.as_str(), swapped, value),
+                None => continue,
+            },
+            _ => continue,
+        };
+        match (column, op) {
+            (col::TRACE_ID, Operator::Eq) => {
+                if let Some(trace_id) = trace_id_literal(literal) {
+                    filter.trace_id = Some(trace_id);
+                }
+            }
+            (col::START_TIME | col::END_TIME, Operator::Gt | Operator::GtEq) => {
+                if let Some(nanos) = timestamp_nanos(literal) {
+                    from = from.max(nanos);
+                }
+            }
+            (col::START_TIME | col::END_TIME, Operator::Lt | Operator::LtEq) => {
+                if let Some(nanos) = timestamp_nanos(literal) {
+                    to = to.min(nanos);
+                }
+            }
+            (col::START_TIME | col::END_TIME, Operator::Eq) => {
+                if let Some(nanos) = timestamp_nanos(literal) {
+                    from = from.max(nanos);
+                    to = to.min(nanos);
+                }
+            }
+            _ => {}
+        }
+    }
+    if from != i64::MIN || to != i64::MAX {
+        filter.time_range_ns = Some((from, to));
+    }
+    filter
+}
+
+fn split_and<'a>(expr: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
+            split_and(left, out);
+            split_and(right, out);
+        }
+        other => out.push(other),
+    }
+}
+
+fn trace_id_literal(value: &ScalarValue) -> Option<TraceId> {
+    match value {
+        ScalarValue::FixedSizeBinary(16, Some(bytes))
+        | ScalarValue::Binary(Some(bytes))
+        | ScalarValue::LargeBinary(Some(bytes)) => TraceId::try_from(bytes.as_slice()).ok(),
+        _ => None,
+    }
+}
+
+fn timestamp_nanos(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::TimestampNanosecond(Some(nanos), _) => Some(*nanos),
+        ScalarValue::TimestampMicrosecond(Some(micros), _) => micros.checked_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(millis), _) => millis.checked_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(seconds), _) => seconds.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col as column, lit};
+
+    use super::*;
+
+    fn ts(nanos: i64) -> Expr {
+        lit(ScalarValue::TimestampNanosecond(Some(nanos), Some("UTC".into())))
+    }
+
+    #[test]
+    fn extracts_trace_id_and_time_bounds() {
+        let trace_id = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+        let trace_literal = lit(ScalarValue::FixedSizeBinary(16, Some(trace_id.as_bytes().to_vec())));
+        let cases: Vec<(Vec<Expr>, SpanFilter)> = vec![
+            (vec![], SpanFilter::default()),
+            (
+                vec![column(col::TRACE_ID).eq(trace_literal.clone())],
+                SpanFilter {
+                    trace_id: Some(trace_id),
+                    time_range_ns: None,
+                },
+            ),
+            (
+                vec![column(col::START_TIME).gt_eq(ts(10)).and(column(col::END_TIME).lt_eq(ts(20)))],
+                SpanFilter {
+                    trace_id: None,
+                    time_range_ns: Some((10, 20)),
+                },
+            ),
+            (
+                vec![ts(30).gt(column(col::START_TIME)), trace_literal.eq(column(col::TRACE_ID))],
+                SpanFilter {
+                    trace_id: Some(trace_id),
+                    time_range_ns: Some((i64::MIN, 30)),
+                },
+            ),
+            (
+                // An OR is not a conjunct: no pruning, still correct.
+                vec![column(col::START_TIME).gt(ts(10)).or(column(col::NAME).eq(lit("x")))],
+                SpanFilter::default(),
+            ),
+        ];
+        for (filters, expected) in cases {
+            assert_eq!(span_filter(&filters), expected, "{filters:?}");
+        }
+    }
+}

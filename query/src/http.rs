@@ -1,0 +1,142 @@
+//! HTTP query API on the query port (3200).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/traces/{id}` | the trace as `{"batches": [ResourceSpans...]}` in OTLP JSON (hex ids, nanosecond strings), as Tempo's v1 API; with `Accept: application/protobuf`, OTLP `TracesData` protobuf (wire-compatible with Tempo's `Trace`). Optional `start`/`end` (unix seconds) only prune. 404 unknown id, 400 malformed id or range |
+//! | `GET /ready` | 200 `ready` |
+//!
+//! The tenant is the `X-Scope-OrgID` header, `single-tenant` without it.
+//! Errors are plain text with the status, as Tempo answers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prost::Message;
+use serde::Serialize;
+use tracelake_storage::{DEFAULT_TENANT, SpanReader, TraceId};
+
+use crate::QueryError;
+use crate::trace::trace_by_id;
+
+const TENANT_HEADER: &str = "x-scope-orgid";
+const PROTOBUF_TYPES: [&str; 2] = ["application/protobuf", "application/x-protobuf"];
+
+#[derive(Debug, Clone)]
+struct QueryState {
+    reader: Arc<dyn SpanReader>,
+}
+
+/// The query routes.
+pub fn router(reader: Arc<dyn SpanReader>) -> Router {
+    Router::new()
+        .route("/api/traces/{trace_id}", get(get_trace))
+        .route("/ready", get(|| async { "ready" }))
+        .with_state(QueryState { reader })
+}
+
+/// Every error the API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("query failed: {0}")]
+    Internal(#[from] QueryError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Internal(error) => {
+                tracing::error!(%error, "query failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, self.to_string()).into_response()
+    }
+}
+
+fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get(TENANT_HEADER) {
+        None => Ok(DEFAULT_TENANT.to_string()),
+        Some(value) => {
+            let tenant = value
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("X-Scope-OrgID is not ascii".into()))?;
+            tracelake_storage::validate_tenant(tenant).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+            Ok(tenant.to_string())
+        }
+    }
+}
+
+fn wants_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| {
+            accept
+                .split(',')
+                .map(|part| part.split(';').next().unwrap_or("").trim())
+                .any(|mime| PROTOBUF_TYPES.contains(&mime))
+        })
+}
+
+/// `start`/`end` in unix seconds, both or neither.
+fn time_range(params: &HashMap<String, String>) -> Result<Option<(i64, i64)>, ApiError> {
+    let seconds = |name: &str| -> Result<Option<i64>, ApiError> {
+        match params.get(name).filter(|value| !value.is_empty()) {
+            None => Ok(None),
+            Some(value) => value
+                .parse::<i64>()
+                .ok()
+                .and_then(|seconds| seconds.checked_mul(1_000_000_000))
+                .map(Some)
+                .ok_or_else(|| ApiError::BadRequest(format!("{name} must be unix seconds, got {value:?}"))),
+        }
+    };
+    match (seconds("start")?, seconds("end")?) {
+        (None, None) => Ok(None),
+        (Some(start), Some(end)) if start <= end => Ok(Some((start, end.saturating_add(999_999_999)))),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest("start must not be after end".into())),
+        _ => Err(ApiError::BadRequest("give both start and end, or neither".into())),
+    }
+}
+
+#[derive(Serialize)]
+struct TraceJson<'a> {
+    batches: &'a [opentelemetry_proto::tonic::trace::v1::ResourceSpans],
+}
+
+async fn get_trace(
+    State(state): State<QueryState>,
+    Path(trace_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let trace_id = TraceId::parse_lenient(&trace_id)
+        .map_err(|error| ApiError::BadRequest(format!("invalid trace id {trace_id:?}: {error}")))?;
+    let range = time_range(&params)?;
+    let Some(trace) = trace_by_id(state.reader, &tenant, trace_id, range).await? else {
+        return Err(ApiError::NotFound(format!("trace {trace_id} not found")));
+    };
+    if wants_protobuf(&headers) {
+        let mut response = trace.encode_to_vec().into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/protobuf"));
+        return Ok(response);
+    }
+    let body = TraceJson {
+        batches: &trace.resource_spans,
+    };
+    Ok(axum::Json(body).into_response())
+}

@@ -1,0 +1,37 @@
+//! tracelake query: a DataFusion session over storage and the HTTP APIs.
+//!
+//! ```text
+//!  HTTP :3200 --> router --> trace service --> SessionContext (per request)
+//!                                                 |  table `spans`
+//!                                                 v
+//!                                          SpansTable (TableProvider)
+//!                                                 |  SpanReader::snapshot(tenant, filter)
+//!                                   +-------------+-------------+
+//!                                   v                           v
+//!                      Parquet blocks (pruned by       head batches (memory)
+//!                      time range + trace-id filter)
+//! ```
+//!
+//! This crate depends on storage's narrow read side ([`SpanReader`]) only.
+//!
+//! [`SpanReader`]: tracelake_storage::SpanReader
+
+pub mod filters;
+pub mod http;
+pub mod session;
+pub mod spans_table;
+pub mod trace;
+
+pub use http::router;
+pub use session::session_for_tenant;
+
+/// Errors of the query side.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("storage: {0}")]
+    Storage(#[from] tracelake_storage::StorageError),
+}
+
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;

@@ -1,0 +1,227 @@
+//! The `spans` table: Parquet blocks plus the head buffer of one tenant.
+//!
+//! `scan` turns the pushed-down predicates into a [`SpanFilter`], asks
+//! storage for a snapshot pruned by time range and trace id (blocks are
+//! chosen from the in-memory metas, none is opened to decide), and plans:
+//!
+//! ```text
+//! SpansScanExec: tenant=.., blocks=K/N, head_batches=H/M, trace_id=.., time_range=..
+//!   UnionExec
+//!     DataSourceExec (Parquet: the K blocks; row groups and pages pruned
+//!                     again by statistics, page index and bloom filter)
+//!     DataSourceExec (memory: the H head batches)
+//! ```
+//!
+//! Pushdown is declared `Inexact`: DataFusion still filters every row, so
+//! pruning can only skip data, never change an answer. `SpansScanExec` is a
+//! pass-through whose only job is to show the pruning in `EXPLAIN`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, project_schema};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+};
+use tracelake_storage::schema::span_schema;
+use tracelake_storage::{SpanFilter, SpanReader, SpanSnapshot};
+
+use crate::filters::span_filter;
+use crate::session::STORE_URL;
+
+/// One tenant's spans, blocks and head together.
+#[derive(Debug)]
+pub struct SpansTable {
+    reader: Arc<dyn SpanReader>,
+    tenant: String,
+}
+
+impl SpansTable {
+    pub fn new(reader: Arc<dyn SpanReader>, tenant: &str) -> Self {
+        Self {
+            reader,
+            tenant: tenant.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SpansTable {
+    fn schema(&self) -> SchemaRef {
+        span_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = span_schema();
+        let filter = span_filter(filters);
+        let snapshot = self.reader.snapshot(&self.tenant, &filter);
+        let predicate = match conjunction(filters.to_vec()) {
+            Some(expr) => {
+                let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
+                Some(state.create_physical_expr(expr, &df_schema)?)
+            }
+            None => None,
+        };
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !snapshot.blocks.is_empty() {
+            let partitions = state.config().target_partitions().max(1);
+            inputs.push(parquet_scan(&snapshot, predicate, projection, limit, partitions)?);
+        }
+        if !snapshot.head.is_empty() {
+            let partitions = vec![snapshot.head.clone()];
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &partitions,
+                Arc::clone(&schema),
+                projection.cloned(),
+            )?);
+        }
+        let input: Arc<dyn ExecutionPlan> = if inputs.is_empty() {
+            Arc::new(EmptyExec::new(project_schema(&schema, projection)?))
+        } else {
+            UnionExec::try_new(inputs)?
+        };
+        Ok(Arc::new(SpansScanExec {
+            input,
+            summary: Arc::new(ScanSummary::new(&self.tenant, &filter, &snapshot)),
+        }))
+    }
+}
+
+fn parquet_scan(
+    snapshot: &SpanSnapshot,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+    partitions: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut source = ParquetSource::new(span_schema())
+        .with_enable_page_index(true)
+        .with_bloom_filter_on_read(true);
+    if let Some(predicate) = predicate {
+        source = source.with_predicate(predicate);
+    }
+    let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(snapshot.blocks.len())];
+    for (index, block) in snapshot.blocks.iter().enumerate() {
+        let group_count = groups.len();
+        groups[index % group_count].push(PartitionedFile::new(block.path.to_string(), block.size_bytes));
+    }
+    let mut builder = FileScanConfigBuilder::new(STORE_URL.clone(), Arc::new(source))
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit);
+    for group in groups {
+        builder = builder.with_file_group(FileGroup::new(group));
+    }
+    Ok(DataSourceExec::from_data_source(builder.build()))
+}
+
+/// What pruning chose, as `EXPLAIN` shows it.
+#[derive(Debug)]
+struct ScanSummary {
+    text: String,
+}
+
+impl ScanSummary {
+    fn new(tenant: &str, filter: &SpanFilter, snapshot: &SpanSnapshot) -> Self {
+        let mut text = format!(
+            "tenant={tenant}, blocks={}/{}, head_batches={}/{}",
+            snapshot.blocks.len(),
+            snapshot.total_blocks,
+            snapshot.head.len(),
+            snapshot.total_head_batches
+        );
+        if let Some(trace_id) = &filter.trace_id {
+            text.push_str(&format!(", trace_id={trace_id}"));
+        }
+        if let Some((from, to)) = filter.time_range_ns {
+            text.push_str(&format!(", time_range_ns=[{from}, {to}]"));
+        }
+        Self { text }
+    }
+}
+
+/// Pass-through over the scan, there to make pruning visible in `EXPLAIN`.
+#[derive(Debug)]
+struct SpansScanExec {
+    input: Arc<dyn ExecutionPlan>,
+    summary: Arc<ScanSummary>,
+}
+
+impl DisplayAs for SpansScanExec {
+    fn fmt_as(&self, format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        match format {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(f, "SpansScanExec: {}", self.summary.text)
+            }
+            DisplayFormatType::TreeRender => write!(f, "{}", self.summary.text),
+        }
+    }
+}
+
+impl ExecutionPlan for SpansScanExec {
+    fn name(&self) -> &'static str {
+        "SpansScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _visit: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(input) = children.into_iter().next() else {
+            return datafusion::common::internal_err!("SpansScanExec needs one child");
+        };
+        Ok(Arc::new(Self {
+            input,
+            summary: Arc::clone(&self.summary),
+        }))
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}

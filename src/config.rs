@@ -1,0 +1,271 @@
+//! Configuration: defaults < `tracelake.toml` < `TRACELAKE_*` environment < flags.
+//!
+//! Every key is optional and unknown keys are refused. The environment and
+//! flags are read by clap (each flag names its variable), so the merge is:
+//! start from the defaults, overlay the file, overlay what clap found.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use tracelake_storage::{FsyncPolicy, StorageConfig};
+
+/// The whole effective configuration, as `--print-config` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    /// Local directory: WAL always, blocks with `storage = "file"`.
+    pub(crate) data_dir: PathBuf,
+    /// `file` (blocks under `data_dir`) or an object store URL.
+    pub(crate) storage: String,
+    pub(crate) listen: ListenConfig,
+    pub(crate) wal: WalConfig,
+    pub(crate) flush: FlushConfig,
+    pub(crate) otlp: OtlpConfig,
+}
+
+/// Listener addresses, `host:port`; port 0 picks a free port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ListenConfig {
+    pub(crate) xray_udp: String,
+    pub(crate) xray_api: String,
+    pub(crate) otlp_grpc: String,
+    pub(crate) otlp_http: String,
+    pub(crate) http: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct WalConfig {
+    /// `always`: fsync before every ack (group commit). `interval`: ack
+    /// after the write, fsync every `fsync_interval`.
+    pub(crate) fsync: FsyncPolicy,
+    #[serde(with = "humantime_serde")]
+    pub(crate) fsync_interval: Duration,
+    pub(crate) segment_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FlushConfig {
+    /// Flush the head to blocks once its oldest span is this old...
+    #[serde(with = "humantime_serde")]
+    pub(crate) max_age: Duration,
+    /// ...or once it holds this many bytes.
+    pub(crate) max_bytes: u64,
+    pub(crate) row_group_rows: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct OtlpConfig {
+    /// Largest OTLP message (gRPC) or body (HTTP, after gzip) accepted.
+    pub(crate) max_message_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let storage = StorageConfig::default();
+        Self {
+            data_dir: storage.data_dir,
+            storage: "file".into(),
+            listen: ListenConfig::default(),
+            wal: WalConfig {
+                fsync: storage.fsync,
+                fsync_interval: storage.fsync_interval,
+                segment_bytes: storage.wal_segment_bytes,
+            },
+            flush: FlushConfig {
+                max_age: storage.flush_max_age,
+                max_bytes: storage.flush_max_bytes,
+                row_group_rows: storage.row_group_rows,
+            },
+            otlp: OtlpConfig {
+                max_message_bytes: tracelake_collector::OtlpLimits::default().max_message_bytes,
+            },
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            xray_udp: "127.0.0.1:2000".into(),
+            xray_api: "127.0.0.1:2000".into(),
+            otlp_grpc: "0.0.0.0:4317".into(),
+            otlp_http: "0.0.0.0:4318".into(),
+            http: "0.0.0.0:3200".into(),
+        }
+    }
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Config::default().wal
+    }
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        Config::default().flush
+    }
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Config::default().otlp
+    }
+}
+
+/// Values from the environment or flags; `None` leaves the file's value.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct Overrides {
+    /// Local data directory (WAL, and blocks with the file backend).
+    #[arg(long, env = "TRACELAKE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Block storage: `file` (under the data dir).
+    #[arg(long, env = "TRACELAKE_STORAGE")]
+    storage: Option<String>,
+    /// X-Ray daemon UDP listener, host:port.
+    #[arg(long, env = "TRACELAKE_LISTEN_XRAY_UDP")]
+    listen_xray_udp: Option<String>,
+    /// X-Ray API listener, host:port.
+    #[arg(long, env = "TRACELAKE_LISTEN_XRAY_API")]
+    listen_xray_api: Option<String>,
+    /// OTLP gRPC listener, host:port.
+    #[arg(long, env = "TRACELAKE_LISTEN_OTLP_GRPC")]
+    listen_otlp_grpc: Option<String>,
+    /// OTLP HTTP listener, host:port.
+    #[arg(long, env = "TRACELAKE_LISTEN_OTLP_HTTP")]
+    listen_otlp_http: Option<String>,
+    /// Query HTTP listener (Tempo API, /ready), host:port.
+    #[arg(long, env = "TRACELAKE_LISTEN_HTTP")]
+    listen_http: Option<String>,
+    /// WAL fsync policy: always or interval.
+    #[arg(long, env = "TRACELAKE_WAL_FSYNC")]
+    wal_fsync: Option<FsyncPolicy>,
+    /// With --wal-fsync interval, the longest an ack waits for its fsync (e.g. 100ms).
+    #[arg(long, env = "TRACELAKE_WAL_FSYNC_INTERVAL")]
+    wal_fsync_interval: Option<humantime::Duration>,
+    /// Flush the head to blocks once its oldest span is this old (e.g. 5m).
+    #[arg(long, env = "TRACELAKE_FLUSH_MAX_AGE")]
+    flush_max_age: Option<humantime::Duration>,
+    /// Flush the head to blocks once it holds this many bytes.
+    #[arg(long, env = "TRACELAKE_FLUSH_MAX_BYTES")]
+    flush_max_bytes: Option<u64>,
+    /// Largest OTLP message or body accepted, in bytes.
+    #[arg(long, env = "TRACELAKE_OTLP_MAX_MESSAGE_BYTES")]
+    otlp_max_message_bytes: Option<usize>,
+}
+
+impl Config {
+    /// Defaults, overlaid by `file` (if any), overlaid by `overrides`.
+    pub(crate) fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        let set = |target: &mut String, value: &Option<String>| {
+            if let Some(value) = value {
+                target.clone_from(value);
+            }
+        };
+        if let Some(data_dir) = &overrides.data_dir {
+            config.data_dir.clone_from(data_dir);
+        }
+        set(&mut config.storage, &overrides.storage);
+        set(&mut config.listen.xray_udp, &overrides.listen_xray_udp);
+        set(&mut config.listen.xray_api, &overrides.listen_xray_api);
+        set(&mut config.listen.otlp_grpc, &overrides.listen_otlp_grpc);
+        set(&mut config.listen.otlp_http, &overrides.listen_otlp_http);
+        set(&mut config.listen.http, &overrides.listen_http);
+        if let Some(fsync) = overrides.wal_fsync {
+            config.wal.fsync = fsync;
+        }
+        if let Some(interval) = overrides.wal_fsync_interval {
+            config.wal.fsync_interval = interval.into();
+        }
+        if let Some(max_age) = overrides.flush_max_age {
+            config.flush.max_age = max_age.into();
+        }
+        if let Some(max_bytes) = overrides.flush_max_bytes {
+            config.flush.max_bytes = max_bytes;
+        }
+        if let Some(max_message_bytes) = overrides.otlp_max_message_bytes {
+            config.otlp.max_message_bytes = max_message_bytes;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.storage != "file" {
+            bail!(
+                "storage {:?} is not supported by this build: use \"file\" (object store URLs come with the S3 backend)",
+                self.storage
+            );
+        }
+        if self.otlp.max_message_bytes == 0 {
+            bail!("otlp.max_message_bytes must be positive");
+        }
+        if self.flush.row_group_rows == 0 {
+            bail!("flush.row_group_rows must be positive");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn storage_config(&self) -> StorageConfig {
+        StorageConfig {
+            data_dir: self.data_dir.clone(),
+            fsync: self.wal.fsync,
+            fsync_interval: self.wal.fsync_interval,
+            wal_segment_bytes: self.wal.segment_bytes,
+            flush_max_bytes: self.flush.max_bytes,
+            flush_max_age: self.flush.max_age,
+            row_group_rows: self.flush.row_group_rows,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tracelake.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/srv/t\"\n[listen]\nhttp = \"127.0.0.1:9\"\n[wal]\nfsync = \"interval\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            listen_http: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&path), &overrides).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/t"));
+        assert_eq!(config.listen.http, "127.0.0.1:0");
+        assert_eq!(config.listen.otlp_grpc, "0.0.0.0:4317");
+        assert_eq!(config.wal.fsync, FsyncPolicy::Interval);
+        let printed = toml::to_string(&config).unwrap();
+        assert_eq!(toml::from_str::<Config>(&printed).unwrap(), config);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tracelake.toml");
+        for bad in ["datadir = \"x\"", "[listen]\nhttpp = \"x\"", "[wal]\nfsync = \"sometimes\"", "storage = \"s4://x\""] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(Config::load(Some(&path), &Overrides::default()).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The `tracelake` command line: wires the crates together.
+
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Tracing and span-metrics backend: X-Ray and OTLP ingest, Parquet
+/// storage, DataFusion queries.
+#[derive(Debug, Parser)]
+#[command(name = "tracelake", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (embedded defaults: ./tracelake-data on local disk).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Config file (TOML); every key optional, unknown keys refused.
+    #[arg(long, env = "TRACELAKE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[command(flatten)]
+    overrides: config::Overrides,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = config::Config::load(args.config.as_deref(), &args.overrides)?;
+            if args.print_config {
+                print!("{}", toml::to_string(&config)?);
+                return Ok(());
+            }
+            init_logging();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve::serve(config))
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the `listening` lines); level from
+/// `TRACELAKE_LOG`, default `info`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRACELAKE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,111 @@
+//! `tracelake serve`: binds every listener, prints `listening <name> <addr>`
+//! for each, and runs until SIGINT/SIGTERM, then stops accepting, lets
+//! requests in flight finish and flushes the head to blocks.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracelake_collector::{OtlpLimits, Pipeline, otlp_grpc, otlp_http};
+use tracelake_storage::{SpanReader, SpanWriter, Storage, local_store};
+
+use crate::config::Config;
+
+/// How often the flusher checks whether the head is due.
+const FLUSH_CHECK: Duration = Duration::from_millis(250);
+
+async fn bind(name: &str, address: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {name} on {address}"))
+}
+
+fn announce(name: &str, listener: &TcpListener) -> anyhow::Result<()> {
+    let address = listener.local_addr()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening {name} {address}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = local_store(&config.data_dir)?;
+    let (storage, _open_stats) = Storage::open(config.storage_config(), store)
+        .await
+        .context("opening storage")?;
+    let limits = OtlpLimits {
+        max_message_bytes: config.otlp.max_message_bytes,
+    };
+    let writer: Arc<dyn SpanWriter> = Arc::new(storage.clone());
+    let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
+    let pipeline = Pipeline::new(writer);
+
+    let grpc_listener = bind("otlp-grpc", &config.listen.otlp_grpc).await?;
+    let otlp_http_listener = bind("otlp-http", &config.listen.otlp_http).await?;
+    let http_listener = bind("http", &config.listen.http).await?;
+    announce("otlp-grpc", &grpc_listener)?;
+    announce("otlp-http", &otlp_http_listener)?;
+    announce("http", &http_listener)?;
+
+    let (stop_sender, stop) = watch::channel(false);
+    let stopped = move |mut receiver: watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+
+    let grpc = tonic::transport::Server::builder()
+        .add_service(otlp_grpc::trace_service(pipeline.clone(), limits))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop.clone()));
+    let otlp_http = axum::serve(otlp_http_listener, otlp_http::router(pipeline, limits))
+        .with_graceful_shutdown(stopped(stop.clone()))
+        .into_future();
+    let http = axum::serve(http_listener, tracelake_query::router(reader))
+        .with_graceful_shutdown(stopped(stop.clone()))
+        .into_future();
+    let flusher_storage = storage.clone();
+    let flusher_stop = stopped(stop.clone());
+    let flusher = tokio::spawn(async move { flusher_storage.run_flusher(FLUSH_CHECK, flusher_stop).await });
+
+    let servers = tokio::spawn(async move {
+        let (grpc, otlp_http, http) = tokio::join!(grpc, otlp_http, http);
+        grpc.context("otlp-grpc server")?;
+        otlp_http.context("otlp-http server")?;
+        http.context("http server")?;
+        anyhow::Ok(())
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests, then flushing the head");
+    let _ = stop_sender.send(true);
+    servers.await.context("server task")??;
+    let _ = flusher.await;
+    let flushed = storage.shutdown().await.context("final flush")?;
+    tracing::info!(?flushed, "stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

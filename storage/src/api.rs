@@ -1,0 +1,72 @@
+//! The two narrow faces of storage: what receivers write through and what
+//! the query side reads through.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use object_store::ObjectStore;
+use object_store::path::Path;
+
+use crate::{Result, TraceId};
+
+/// The write side, used by the collector's pipeline.
+///
+/// Contract: [`SpanWriter::append`] returns `Ok` only once the batch is in
+/// the WAL per the fsync policy (`always`: fsynced, so it survives `kill -9`
+/// and power loss; `interval`: written to the OS, fsynced within the
+/// interval). When it returns, the spans are already visible to
+/// [`SpanReader`]. The batch must have [`crate::schema::span_schema`] and
+/// every row must belong to `tenant`.
+#[async_trait]
+pub trait SpanWriter: Send + Sync + std::fmt::Debug {
+    async fn append(&self, tenant: &str, batch: RecordBatch) -> Result<()>;
+}
+
+/// What a reader wants; everything is optional and only prunes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpanFilter {
+    /// Spans whose `[start_time, end_time]` may overlap this inclusive
+    /// nanosecond range.
+    pub time_range_ns: Option<(i64, i64)>,
+    /// Spans of this trace only.
+    pub trace_id: Option<TraceId>,
+}
+
+/// One immutable Parquet block the query side may open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRef {
+    pub path: Path,
+    pub size_bytes: u64,
+    pub span_count: u64,
+}
+
+/// A consistent view of one tenant's matching spans: a flush moves spans
+/// from the head to a block atomically with respect to snapshots, so no
+/// span is missing from or doubled in a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct SpanSnapshot {
+    /// Blocks that may hold matching spans.
+    pub blocks: Vec<BlockRef>,
+    /// Head (not yet flushed) batches that may hold matching spans.
+    pub head: Vec<RecordBatch>,
+    /// Blocks of the tenant before pruning (for `EXPLAIN` and metrics).
+    pub total_blocks: usize,
+    /// Head batches of the tenant before pruning.
+    pub total_head_batches: usize,
+}
+
+/// The read side, the only storage type the query crate depends on.
+///
+/// Contract: a snapshot holds every span of `tenant` that matches the
+/// filter (it may hold more: pruning is inexact, callers filter again),
+/// each once. A trace id consults the trace-id filters kept in memory, so no
+/// block is opened to decide which blocks to open. Blocks are read through
+/// [`SpanReader::object_store`].
+pub trait SpanReader: Send + Sync + std::fmt::Debug {
+    /// The store the block paths are relative to.
+    fn object_store(&self) -> Arc<dyn ObjectStore>;
+
+    /// The blocks and head batches that may hold matching spans.
+    fn snapshot(&self, tenant: &str, filter: &SpanFilter) -> SpanSnapshot;
+}

@@ -1,0 +1,313 @@
+//! Immutable Parquet blocks and their meta files.
+//!
+//! ```text
+//! tenants/{tenant}/spans/{yyyy-mm-dd}/{hh}/{ulid}.parquet    written first
+//! tenants/{tenant}/spans/{yyyy-mm-dd}/{hh}/{ulid}.meta.json  written last
+//! ```
+//!
+//! A block is visible only once its meta file exists, so a crash between the
+//! two writes leaves an orphan Parquet file that the catalog removes at the
+//! next start, never a half-visible block. The hour is that of the spans'
+//! start times: one flush writes one block per tenant and hour.
+//!
+//! Inside a block rows are sorted by trace id, then start time; columns are
+//! zstd-compressed and dictionary-encoded (except the high-cardinality ids),
+//! with page-level statistics (so the page index prunes), and a Parquet
+//! bloom filter on `trace_id` for readers that open the file anyway.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use datafusion::arrow::datatypes::TimestampNanosecondType;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::bloom::TraceIdFilter;
+use crate::schema::{col, span_schema};
+use crate::{Result, StorageError, TraceId};
+
+const META_SUFFIX: &str = ".meta.json";
+const PARQUET_SUFFIX: &str = ".parquet";
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+
+/// What the catalog knows of a block without opening it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    pub id: String,
+    pub tenant: String,
+    /// The Parquet file, relative to the store root.
+    pub path: String,
+    pub size_bytes: u64,
+    pub span_count: u64,
+    pub trace_count: u64,
+    pub min_start_ns: i64,
+    pub max_end_ns: i64,
+    pub created_unix_ms: i64,
+    pub trace_filter: TraceIdFilter,
+}
+
+/// The meta file on disk, versioned.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum MetaFile {
+    #[serde(rename = "1")]
+    V1(BlockMeta),
+}
+
+impl BlockMeta {
+    /// The meta file's location for a Parquet path.
+    pub fn meta_path_for(parquet_path: &str) -> Option<String> {
+        parquet_path
+            .strip_suffix(PARQUET_SUFFIX)
+            .map(|stem| format!("{stem}{META_SUFFIX}"))
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(&MetaFile::V1(self.clone()))
+            .map_err(|error| StorageError::Corrupt(format!("encoding block meta: {error}")))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        match serde_json::from_slice::<MetaFile>(bytes) {
+            Ok(MetaFile::V1(meta)) => Ok(meta),
+            Err(error) => Err(StorageError::Corrupt(format!("block meta: {error}"))),
+        }
+    }
+
+    /// Whether spans of this block may overlap `[from, to]` (ns, inclusive).
+    pub fn overlaps(&self, from: i64, to: i64) -> bool {
+        self.min_start_ns <= to && self.max_end_ns >= from
+    }
+
+    pub fn may_contain(&self, trace_id: &TraceId) -> bool {
+        self.trace_filter.may_contain(trace_id)
+    }
+}
+
+/// Whether a store path is a meta file / a block file.
+pub fn is_meta_path(path: &str) -> bool {
+    path.ends_with(META_SUFFIX)
+}
+
+pub fn is_block_path(path: &str) -> bool {
+    path.ends_with(PARQUET_SUFFIX)
+}
+
+/// Splits span batches by the UTC hour of each span's start time.
+pub fn split_by_hour(batches: &[RecordBatch]) -> Result<BTreeMap<i64, RecordBatch>> {
+    let mut by_hour: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
+    for batch in batches {
+        let starts = batch
+            .column_by_name(col::START_TIME)
+            .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
+            .ok_or_else(|| StorageError::Corrupt("batch without start_time".into()))?;
+        let mut rows_by_hour: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for row in 0..starts.len() {
+            let hour = starts.value(row).div_euclid(NANOS_PER_HOUR);
+            rows_by_hour.entry(hour).or_default().push(row as u32);
+        }
+        if rows_by_hour.len() == 1 {
+            let hour = *rows_by_hour.keys().next().expect("one hour");
+            by_hour.entry(hour).or_default().push(batch.clone());
+            continue;
+        }
+        for (hour, rows) in rows_by_hour {
+            let indices = UInt32Array::from(rows);
+            by_hour
+                .entry(hour)
+                .or_default()
+                .push(take_record_batch(batch, &indices)?);
+        }
+    }
+    let mut merged = BTreeMap::new();
+    for (hour, parts) in by_hour {
+        merged.insert(hour, concat_batches(&span_schema(), &parts)?);
+    }
+    Ok(merged)
+}
+
+/// Sorts by trace id then start time and encodes one block; CPU only.
+///
+/// Returns the Parquet bytes and the meta (with `path`/`id` filled from
+/// `tenant`, `hour` and a fresh ULID; `size_bytes` of the encoded file).
+pub fn encode_block(
+    tenant: &str,
+    hour: i64,
+    batch: &RecordBatch,
+    row_group_rows: usize,
+) -> Result<(Vec<u8>, BlockMeta)> {
+    let sorted = sort_for_block(batch)?;
+    let trace_ids = sorted
+        .column_by_name(col::TRACE_ID)
+        .and_then(|array| array.as_fixed_size_binary_opt())
+        .ok_or_else(|| StorageError::Corrupt("batch without trace_id".into()))?;
+    // Sorted by trace id: distinct ids are the changes between neighbours.
+    let mut trace_count = 0u64;
+    for row in 0..trace_ids.len() {
+        if row == 0 || trace_ids.value(row) != trace_ids.value(row - 1) {
+            trace_count += 1;
+        }
+    }
+    let mut trace_filter = TraceIdFilter::with_capacity(trace_count as usize);
+    for row in 0..trace_ids.len() {
+        if let Ok(trace_id) = TraceId::try_from(trace_ids.value(row)) {
+            trace_filter.insert(&trace_id);
+        }
+    }
+    let time_bound = |name: &str, pick_max: bool| {
+        sorted
+            .column_by_name(name)
+            .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
+            .and_then(|array| {
+                if pick_max {
+                    datafusion::arrow::compute::max(array)
+                } else {
+                    datafusion::arrow::compute::min(array)
+                }
+            })
+    };
+    let min_start_ns = time_bound(col::START_TIME, false).unwrap_or(hour * NANOS_PER_HOUR);
+    let max_end_ns = time_bound(col::END_TIME, true).unwrap_or(min_start_ns);
+
+    let bytes = write_parquet(&sorted, trace_count, row_group_rows)?;
+    let id = ulid::Ulid::new().to_string();
+    let hour_start = DateTime::<Utc>::from_timestamp_nanos(hour * NANOS_PER_HOUR);
+    let path = format!(
+        "tenants/{tenant}/spans/{}/{}{PARQUET_SUFFIX}",
+        hour_start.format("%Y-%m-%d/%H"),
+        id
+    );
+    let meta = BlockMeta {
+        id,
+        tenant: tenant.to_string(),
+        path,
+        size_bytes: bytes.len() as u64,
+        span_count: sorted.num_rows() as u64,
+        trace_count,
+        min_start_ns,
+        max_end_ns: max_end_ns.max(min_start_ns),
+        created_unix_ms: Utc::now().timestamp_millis(),
+        trace_filter,
+    };
+    Ok((bytes, meta))
+}
+
+fn sort_for_block(batch: &RecordBatch) -> Result<RecordBatch> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| StorageError::Corrupt(format!("batch without {name}")))
+    };
+    let indices = lexsort_to_indices(
+        &[
+            SortColumn {
+                values: column(col::TRACE_ID)?,
+                options: None,
+            },
+            SortColumn {
+                values: column(col::START_TIME)?,
+                options: None,
+            },
+        ],
+        None,
+    )?;
+    Ok(take_record_batch(batch, &indices)?)
+}
+
+fn writer_properties(trace_count: u64, row_group_rows: usize) -> Result<WriterProperties> {
+    let schema = span_schema();
+    let index_of = |name: &str| {
+        schema
+            .index_of(name)
+            .map(|index| index as i32)
+            .map_err(StorageError::from)
+    };
+    let trace_id = ColumnPath::from(col::TRACE_ID);
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_data_page_row_count_limit(8 * 1024)
+        .set_column_dictionary_enabled(trace_id.clone(), false)
+        .set_column_dictionary_enabled(ColumnPath::from(col::SPAN_ID), false)
+        .set_column_dictionary_enabled(ColumnPath::from(col::PARENT_SPAN_ID), false)
+        .set_column_bloom_filter_enabled(trace_id.clone(), true)
+        .set_column_bloom_filter_fpp(trace_id.clone(), 0.01)
+        .set_column_bloom_filter_max_ndv(trace_id, trace_count.max(1))
+        .set_sorting_columns(Some(vec![
+            SortingColumn {
+                column_idx: index_of(col::TRACE_ID)?,
+                descending: false,
+                nulls_first: false,
+            },
+            SortingColumn {
+                column_idx: index_of(col::START_TIME)?,
+                descending: false,
+                nulls_first: false,
+            },
+        ]))
+        .build())
+}
+
+fn write_parquet(batch: &RecordBatch, trace_count: u64, row_group_rows: usize) -> Result<Vec<u8>> {
+    let properties = writer_properties(trace_count, row_group_rows)?;
+    let mut bytes = Vec::with_capacity(batch.get_array_memory_size() / 8);
+    let mut writer = ArrowWriter::try_new(&mut bytes, span_schema(), Some(properties))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(bytes)
+}
+
+/// Writes the Parquet file, then the meta file that makes it visible.
+pub async fn put_block(store: &Arc<dyn ObjectStore>, bytes: Vec<u8>, meta: &BlockMeta) -> Result<()> {
+    let meta_path = BlockMeta::meta_path_for(&meta.path)
+        .ok_or_else(|| StorageError::Corrupt(format!("block path {} is not .parquet", meta.path)))?;
+    store
+        .put(&Path::from(meta.path.as_str()), PutPayload::from(bytes))
+        .await?;
+    store
+        .put(&Path::from(meta_path.as_str()), PutPayload::from(meta.encode()?))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_paths_and_versioned_encoding() {
+        assert_eq!(
+            BlockMeta::meta_path_for("tenants/t/spans/2026-01-01/05/01ABC.parquet").as_deref(),
+            Some("tenants/t/spans/2026-01-01/05/01ABC.meta.json")
+        );
+        assert_eq!(BlockMeta::meta_path_for("x.json"), None);
+        let meta = BlockMeta {
+            id: "01ABC".into(),
+            tenant: "t".into(),
+            path: "tenants/t/spans/2026-01-01/05/01ABC.parquet".into(),
+            size_bytes: 10,
+            span_count: 2,
+            trace_count: 1,
+            min_start_ns: 1,
+            max_end_ns: 5,
+            created_unix_ms: 0,
+            trace_filter: TraceIdFilter::with_capacity(1),
+        };
+        let encoded = meta.encode().unwrap();
+        assert!(String::from_utf8_lossy(&encoded).starts_with(r#"{"version":"1""#));
+        assert_eq!(BlockMeta::decode(&encoded).unwrap(), meta);
+        assert!(BlockMeta::decode(br#"{"version":"9"}"#).is_err());
+        assert!(meta.overlaps(5, 9) && meta.overlaps(0, 1) && !meta.overlaps(6, 9));
+    }
+}

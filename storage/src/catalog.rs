@@ -1,0 +1,124 @@
+//! The block catalog: every visible block's meta, in memory.
+//!
+//! Loaded at start-up by listing `tenants/` in the store. A Parquet file
+//! without its meta file is the leftover of a flush that crashed between
+//! its two writes: it was never visible, so it is deleted. The metas carry
+//! each block's time range and trace-id filter, which is the trace-id index:
+//! a lookup by trace id alone tests the filters in memory and opens only the
+//! blocks that may hold the trace.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parking_lot::RwLock;
+
+use crate::block::{BlockMeta, is_block_path, is_meta_path};
+use crate::{BlockRef, Result, SpanFilter};
+
+/// What loading found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CatalogLoadStats {
+    pub blocks: usize,
+    pub orphans_removed: usize,
+    pub unreadable_metas: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    by_tenant: RwLock<HashMap<String, Vec<Arc<BlockMeta>>>>,
+}
+
+impl Catalog {
+    /// Lists the store and loads every meta file.
+    pub async fn load(store: &Arc<dyn ObjectStore>) -> Result<(Self, CatalogLoadStats)> {
+        let objects: Vec<_> = store.list(Some(&Path::from("tenants"))).try_collect().await?;
+        let mut meta_paths = Vec::new();
+        let mut block_paths = HashSet::new();
+        for object in &objects {
+            let location = object.location.as_ref();
+            if is_meta_path(location) {
+                meta_paths.push(object.location.clone());
+            } else if is_block_path(location) {
+                block_paths.insert(location.to_string());
+            }
+        }
+        let catalog = Self::default();
+        let mut stats = CatalogLoadStats::default();
+        let mut referenced = HashSet::new();
+        for meta_path in meta_paths {
+            let bytes = store.get(&meta_path).await?.bytes().await?;
+            let meta = match BlockMeta::decode(&bytes) {
+                Ok(meta) if block_paths.contains(&meta.path) => meta,
+                Ok(meta) => {
+                    tracing::warn!(meta = %meta_path, block = %meta.path, "block meta without its parquet file, ignored");
+                    stats.unreadable_metas += 1;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(meta = %meta_path, %error, "unreadable block meta, ignored");
+                    stats.unreadable_metas += 1;
+                    continue;
+                }
+            };
+            referenced.insert(meta.path.clone());
+            catalog.add(meta);
+            stats.blocks += 1;
+        }
+        for orphan in block_paths.difference(&referenced) {
+            // Only orphans whose meta file does not exist at all: a block
+            // whose meta is unreadable is kept for a person to look at.
+            let Some(meta_path) = BlockMeta::meta_path_for(orphan) else {
+                continue;
+            };
+            if objects.iter().any(|object| object.location.as_ref() == meta_path) {
+                continue;
+            }
+            tracing::info!(block = %orphan, "removing block without meta (flush interrupted)");
+            store.delete(&Path::from(orphan.as_str())).await?;
+            stats.orphans_removed += 1;
+        }
+        Ok((catalog, stats))
+    }
+
+    pub fn add(&self, meta: BlockMeta) {
+        self.by_tenant
+            .write()
+            .entry(meta.tenant.clone())
+            .or_default()
+            .push(Arc::new(meta));
+    }
+
+    /// Blocks of `tenant` that may hold spans matching `filter`, and how
+    /// many blocks the tenant has in all.
+    pub fn find(&self, tenant: &str, filter: &SpanFilter) -> (Vec<BlockRef>, usize) {
+        let by_tenant = self.by_tenant.read();
+        let Some(blocks) = by_tenant.get(tenant) else {
+            return (Vec::new(), 0);
+        };
+        let matching = blocks
+            .iter()
+            .filter(|meta| match filter.time_range_ns {
+                Some((from, to)) => meta.overlaps(from, to),
+                None => true,
+            })
+            .filter(|meta| match &filter.trace_id {
+                Some(trace_id) => meta.may_contain(trace_id),
+                None => true,
+            })
+            .map(|meta| BlockRef {
+                path: Path::from(meta.path.as_str()),
+                size_bytes: meta.size_bytes,
+                span_count: meta.span_count,
+            })
+            .collect();
+        (matching, blocks.len())
+    }
+
+    /// Every block's meta, for stats and maintenance.
+    pub fn all(&self) -> Vec<Arc<BlockMeta>> {
+        self.by_tenant.read().values().flatten().cloned().collect()
+    }
+}

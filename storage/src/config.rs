@@ -1,0 +1,69 @@
+//! Storage settings, part of the server's `tracelake.toml`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// When the WAL fsyncs, and so what "acked" means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// Every append is fsynced before it is acked (group commit: appends
+    /// that arrive together share one fsync). Acked spans survive `kill -9`
+    /// and power loss.
+    #[default]
+    Always,
+    /// Appends are acked once written to the OS and fsynced every
+    /// `fsync_interval`. Acked spans survive `kill -9` of the process, not a
+    /// power loss inside the interval.
+    Interval,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "always" => Ok(Self::Always),
+            "interval" => Ok(Self::Interval),
+            other => Err(format!("unknown fsync policy {other:?}: use always or interval")),
+        }
+    }
+}
+
+/// Settings of the storage engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Local directory for the WAL (always local) and, with the `file`
+    /// backend, the blocks.
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// With `fsync = "interval"`, the longest an acked append stays unsynced.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// A WAL segment is closed and a new one started past this size.
+    pub wal_segment_bytes: u64,
+    /// The head is flushed to blocks once it holds this many bytes...
+    pub flush_max_bytes: u64,
+    /// ...or once its oldest span has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub flush_max_age: Duration,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./tracelake-data"),
+            fsync: FsyncPolicy::Always,
+            fsync_interval: Duration::from_millis(100),
+            wal_segment_bytes: 128 * 1024 * 1024,
+            flush_max_bytes: 256 * 1024 * 1024,
+            flush_max_age: Duration::from_secs(5 * 60),
+            row_group_rows: 64 * 1024,
+        }
+    }
+}

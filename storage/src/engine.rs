@@ -1,0 +1,326 @@
+//! The storage engine: WAL + head + blocks + catalog behind the
+//! [`SpanWriter`] and [`SpanReader`] traits.
+//!
+//! Ordering rules that make "acked" mean "durable" and keep snapshots exact:
+//!
+//! - An append holds the append gate (shared) from its WAL write until its
+//!   batch is in the head. A flush takes the gate exclusively only to
+//!   rotate the WAL and seal the head, so every record in a sealed WAL
+//!   segment is in the sealed head, and vice versa.
+//! - A flush writes blocks, then, under the view lock, adds them to the
+//!   catalog and drops the sealed batches from the head; snapshots take the
+//!   view lock too, so a span is never seen twice or missed. Only then are
+//!   the sealed WAL segments deleted.
+//! - A failed flush leaves the sealed batches in the head and their WAL
+//!   segments on disk; the next flush retries them.
+//!
+//! A crash after blocks are written but before the WAL segments are deleted
+//! replays those segments, so their spans can appear twice after restart;
+//! making replay idempotent is tracked separately.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::api::SpanSnapshot;
+use crate::block::{encode_block, put_block, split_by_hour};
+use crate::catalog::{Catalog, CatalogLoadStats};
+use crate::head::{Head, HeadBatch, HeadStats};
+use crate::schema::span_schema;
+use crate::wal::{ReplayStats, Wal, encode_payload};
+use crate::{Result, SpanFilter, SpanReader, SpanWriter, StorageConfig, StorageError, validate_tenant};
+
+/// What start-up found, for the log and for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenStats {
+    pub replay: ReplayStats,
+    pub catalog: CatalogLoadStats,
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    pub blocks: usize,
+    pub spans: u64,
+    pub bytes: u64,
+}
+
+/// Counters since start.
+#[derive(Debug, Default)]
+struct Counters {
+    appended_spans: AtomicU64,
+    appended_batches: AtomicU64,
+    flushed_blocks: AtomicU64,
+    flushed_bytes: AtomicU64,
+    flush_failures: AtomicU64,
+}
+
+/// A snapshot of the counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    pub appended_spans: u64,
+    pub appended_batches: u64,
+    pub flushed_blocks: u64,
+    pub flushed_bytes: u64,
+    pub flush_failures: u64,
+    pub blocks: usize,
+    pub head: HeadStats,
+}
+
+/// The storage engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: StorageConfig,
+    store: Arc<dyn ObjectStore>,
+    wal: Wal,
+    head: Head,
+    catalog: Catalog,
+    append_gate: RwLock<()>,
+    flush_lock: Mutex<()>,
+    view: parking_lot::RwLock<()>,
+    closed: AtomicBool,
+    counters: Counters,
+}
+
+/// The embedded default store: the local data directory.
+pub fn local_store(data_dir: &FsPath) -> Result<Arc<dyn ObjectStore>> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StorageError::WalIo {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    Ok(Arc::new(LocalFileSystem::new_with_prefix(data_dir)?))
+}
+
+impl Storage {
+    /// Loads the catalog from `store`, replays the WAL under
+    /// `config.data_dir/wal` into the head, and opens a fresh WAL segment.
+    pub async fn open(config: StorageConfig, store: Arc<dyn ObjectStore>) -> Result<(Self, OpenStats)> {
+        let (catalog, catalog_stats) = Catalog::load(&store).await?;
+        let wal_dir = config.data_dir.join("wal");
+        let (policy, interval, segment_bytes) =
+            (config.fsync, config.fsync_interval, config.wal_segment_bytes);
+        let (wal, records, replay) = tokio::task::spawn_blocking(move || {
+            Wal::open(&wal_dir, policy, interval, segment_bytes)
+        })
+        .await
+        .map_err(|error| StorageError::Corrupt(format!("wal replay task: {error}")))??;
+        let head = Head::default();
+        for record in records {
+            head.insert(HeadBatch::new(&record.tenant, record.batch));
+        }
+        let storage = Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                wal,
+                head,
+                catalog,
+                append_gate: RwLock::new(()),
+                flush_lock: Mutex::new(()),
+                view: parking_lot::RwLock::new(()),
+                closed: AtomicBool::new(false),
+                counters: Counters::default(),
+            }),
+        };
+        let stats = OpenStats {
+            replay,
+            catalog: catalog_stats,
+        };
+        tracing::info!(?stats, "storage opened");
+        Ok((storage, stats))
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.inner.config
+    }
+
+    /// Writes everything in the head to blocks.
+    pub async fn flush(&self) -> Result<FlushStats> {
+        let inner = &self.inner;
+        let _flushing = inner.flush_lock.lock().await;
+        let (sealed_segment, sealed) = {
+            let _exclusive = inner.append_gate.write().await;
+            let segment = inner.wal.rotate().await?;
+            (segment, inner.head.seal())
+        };
+        if sealed.is_empty() {
+            inner.wal.remove_through(sealed_segment).await?;
+            return Ok(FlushStats::default());
+        }
+        match self.write_blocks(&sealed).await {
+            Ok((metas, stats)) => {
+                {
+                    let _view = inner.view.write();
+                    for meta in metas {
+                        inner.catalog.add(meta);
+                    }
+                    inner.head.remove_sealed(sealed.len());
+                }
+                inner.wal.remove_through(sealed_segment).await?;
+                inner
+                    .counters
+                    .flushed_blocks
+                    .fetch_add(stats.blocks as u64, Ordering::Relaxed);
+                inner.counters.flushed_bytes.fetch_add(stats.bytes, Ordering::Relaxed);
+                tracing::debug!(?stats, "flushed head");
+                Ok(stats)
+            }
+            Err(error) => {
+                inner.counters.flush_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "flush failed; spans stay in the head and the wal");
+                Err(error)
+            }
+        }
+    }
+
+    async fn write_blocks(&self, sealed: &[HeadBatch]) -> Result<(Vec<crate::block::BlockMeta>, FlushStats)> {
+        let mut tenants: Vec<Arc<str>> = sealed.iter().map(|batch| batch.tenant.clone()).collect();
+        tenants.sort();
+        tenants.dedup();
+        let mut metas = Vec::new();
+        let mut stats = FlushStats::default();
+        for tenant in tenants {
+            let batches: Vec<RecordBatch> = sealed
+                .iter()
+                .filter(|batch| batch.tenant == tenant)
+                .map(|batch| batch.batch.clone())
+                .collect();
+            let row_group_rows = self.inner.config.row_group_rows;
+            let tenant_for_encode = tenant.clone();
+            let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+                let mut blocks = Vec::new();
+                for (hour, batch) in split_by_hour(&batches)? {
+                    blocks.push(encode_block(&tenant_for_encode, hour, &batch, row_group_rows)?);
+                }
+                Ok(blocks)
+            })
+            .await
+            .map_err(|error| StorageError::Corrupt(format!("block encode task: {error}")))??;
+            for (bytes, meta) in encoded {
+                put_block(&self.inner.store, bytes, &meta).await?;
+                stats.blocks += 1;
+                stats.spans += meta.span_count;
+                stats.bytes += meta.size_bytes;
+                metas.push(meta);
+            }
+        }
+        Ok((metas, stats))
+    }
+
+    /// Whether the head is due for a flush by size or age.
+    pub fn flush_due(&self) -> bool {
+        let head = self.inner.head.stats();
+        let config = &self.inner.config;
+        head.sealed_batches > 0
+            || head.active_bytes as u64 >= config.flush_max_bytes
+            || head
+                .oldest_active
+                .is_some_and(|oldest| oldest.elapsed() >= config.flush_max_age)
+    }
+
+    /// Flushes whenever due, checking every `tick`, until `shutdown` resolves.
+    pub async fn run_flusher(&self, tick: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = interval.tick() => {
+                    if self.flush_due() {
+                        // Errors are logged and counted; the next tick retries.
+                        let _ = self.flush().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refuses new appends and flushes the head to blocks.
+    pub async fn shutdown(&self) -> Result<FlushStats> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        // Wait for appends in flight to reach the head.
+        drop(self.inner.append_gate.write().await);
+        self.flush().await
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        let counters = &self.inner.counters;
+        StorageStats {
+            appended_spans: counters.appended_spans.load(Ordering::Relaxed),
+            appended_batches: counters.appended_batches.load(Ordering::Relaxed),
+            flushed_blocks: counters.flushed_blocks.load(Ordering::Relaxed),
+            flushed_bytes: counters.flushed_bytes.load(Ordering::Relaxed),
+            flush_failures: counters.flush_failures.load(Ordering::Relaxed),
+            blocks: self.inner.catalog.all().len(),
+            head: self.inner.head.stats(),
+        }
+    }
+
+    /// Every visible block's meta.
+    pub fn blocks(&self) -> Vec<Arc<crate::block::BlockMeta>> {
+        self.inner.catalog.all()
+    }
+}
+
+#[async_trait]
+impl SpanWriter for Storage {
+    async fn append(&self, tenant: &str, batch: RecordBatch) -> Result<()> {
+        validate_tenant(tenant)?;
+        if batch.schema() != span_schema() {
+            return Err(StorageError::Corrupt("append of a batch without the span schema".into()));
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let spans = batch.num_rows() as u64;
+        let head_batch_input = batch.clone();
+        let tenant_owned = tenant.to_string();
+        // IPC encoding and the head's summaries are CPU work: off the reactor.
+        let (payload, head_batch) = tokio::task::spawn_blocking(move || {
+            encode_payload(&tenant_owned, &batch).map(|payload| (payload, HeadBatch::new(&tenant_owned, head_batch_input)))
+        })
+        .await
+        .map_err(|error| StorageError::Corrupt(format!("wal encode task: {error}")))??;
+        let _shared = inner.append_gate.read().await;
+        if inner.closed.load(Ordering::SeqCst) {
+            return Err(StorageError::ShuttingDown);
+        }
+        inner.wal.append(payload).await?;
+        inner.head.insert(head_batch);
+        inner.counters.appended_spans.fetch_add(spans, Ordering::Relaxed);
+        inner.counters.appended_batches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl SpanReader for Storage {
+    fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.inner.store)
+    }
+
+    fn snapshot(&self, tenant: &str, filter: &SpanFilter) -> SpanSnapshot {
+        let _view = self.inner.view.read();
+        let (blocks, total_blocks) = self.inner.catalog.find(tenant, filter);
+        let (head, total_head_batches) = self.inner.head.snapshot(tenant, filter);
+        SpanSnapshot {
+            blocks,
+            head,
+            total_blocks,
+            total_head_batches,
+        }
+    }
+}

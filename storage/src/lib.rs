@@ -1,0 +1,93 @@
+//! tracelake storage: the span model and everything that keeps spans.
+//!
+//! ```text
+//!  append(tenant, batch)
+//!        |
+//!        v
+//!  +-----------+  group commit, CRC per record, fsync per policy
+//!  |    WAL    |  (local disk, replayed on start)
+//!  +-----------+
+//!        |  durable -> acked
+//!        v
+//!  +-----------+  queryable at once
+//!  |   head    |
+//!  +-----------+
+//!        |  flush by size or age (and on shutdown)
+//!        v
+//!  +-----------------------------------------------+  object_store
+//!  | tenants/{t}/spans/{yyyy-mm-dd}/{hh}/{ulid}.parquet |  (local dir or S3)
+//!  |                          {ulid}.meta.json (last)    |
+//!  +-----------------------------------------------+
+//!        |  catalog: metas in memory, time range + trace-id filter
+//!        v
+//!   SpanReader (the query side's narrow view)
+//! ```
+//!
+//! The query crate never sees the WAL or the head's internals: it asks a
+//! [`SpanReader`] for the blocks and head batches that may hold the rows it
+//! wants, pruned by tenant, time range and trace id.
+
+pub mod api;
+pub mod block;
+pub mod bloom;
+pub mod catalog;
+pub mod config;
+pub mod counting_store;
+pub mod engine;
+pub mod head;
+pub mod ids;
+pub mod otlp;
+pub mod schema;
+#[doc(hidden)]
+pub mod testing;
+pub mod wal;
+
+pub use api::{BlockRef, SpanFilter, SpanReader, SpanSnapshot, SpanWriter};
+pub use config::{FsyncPolicy, StorageConfig};
+pub use engine::{FlushStats, OpenStats, Storage, StorageStats, local_store};
+pub use ids::{IdError, SpanId, TraceId};
+
+/// The tenant used when a request names none (Tempo's convention).
+pub const DEFAULT_TENANT: &str = "single-tenant";
+
+/// Errors of the storage engine.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("wal i/o on {path}: {source}")]
+    WalIo {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("wal writer stopped")]
+    WalClosed,
+    #[error("arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("invalid tenant {0:?}: use 1-128 characters of [A-Za-z0-9_.-]")]
+    InvalidTenant(String),
+    #[error("storage is shutting down")]
+    ShuttingDown,
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Checks a tenant id before it becomes part of an object path.
+pub fn validate_tenant(tenant: &str) -> Result<()> {
+    let valid = !tenant.is_empty()
+        && tenant.len() <= 128
+        && tenant != "."
+        && tenant != ".."
+        && tenant
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidTenant(tenant.chars().take(140).collect()))
+    }
+}

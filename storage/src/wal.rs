@@ -1,0 +1,500 @@
+//! Write-ahead log: append-only segment files on local disk.
+//!
+//! ```text
+//! segment  {seq:020}.wal = header record*
+//! header   "TLWAL\0" + version u16 LE                       (8 bytes)
+//! record   payload_len u32 LE + crc32(payload) u32 LE + payload
+//! payload  v1: kind u8 (1 = span batch) + tenant_len u16 LE + tenant
+//!              + one Arrow IPC stream holding the batch
+//! ```
+//!
+//! One writer thread owns the files. Appends that arrive while it is busy
+//! are written together and share one fsync (group commit), so `always`
+//! costs one fsync per burst, not per request. Replay on open reads every
+//! segment in order; a record that is cut short or fails its CRC ends that
+//! segment: the file is truncated there and the record counted, never a
+//! start-up failure. Segments are deleted once the head they fed has been
+//! flushed to blocks ([`Wal::remove_through`]).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::FsyncPolicy;
+use crate::schema::span_schema;
+use crate::{Result, StorageError};
+
+const MAGIC: &[u8; 6] = b"TLWAL\0";
+const VERSION: u16 = 1;
+const HEADER_LEN: usize = 8;
+const RECORD_HEADER_LEN: usize = 8;
+/// A length beyond this is a torn or corrupt record, not an allocation.
+const MAX_RECORD_BYTES: usize = 512 * 1024 * 1024;
+const KIND_SPAN_BATCH: u8 = 1;
+/// Appends waiting for the writer; senders wait (backpressure) beyond it.
+const QUEUE_DEPTH: usize = 1024;
+
+/// One replayed record.
+#[derive(Debug)]
+pub struct WalRecord {
+    pub segment: u64,
+    pub tenant: String,
+    pub batch: RecordBatch,
+}
+
+/// What replay found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub segments: usize,
+    pub records: usize,
+    /// Records cut short or failing their CRC; each truncated its segment.
+    pub torn_records: usize,
+    /// Records whose CRC held but whose payload did not decode (skipped).
+    pub undecodable_records: usize,
+    pub truncated_bytes: u64,
+}
+
+enum Command {
+    Append {
+        payload: Vec<u8>,
+        done: oneshot::Sender<Result<u64>>,
+    },
+    Rotate {
+        done: oneshot::Sender<Result<u64>>,
+    },
+    RemoveThrough {
+        segment: u64,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Sync,
+}
+
+/// Handle to the WAL writer thread.
+#[derive(Debug)]
+pub struct Wal {
+    sender: mpsc::Sender<Command>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:020}.wal"))
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::WalIo {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Encodes one span batch of `tenant` as a record payload.
+pub fn encode_payload(tenant: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let tenant_len = u16::try_from(tenant.len())
+        .map_err(|_| StorageError::InvalidTenant(tenant.chars().take(140).collect()))?;
+    let mut payload = Vec::with_capacity(batch.get_array_memory_size() / 2 + 64);
+    payload.push(KIND_SPAN_BATCH);
+    payload.extend_from_slice(&tenant_len.to_le_bytes());
+    payload.extend_from_slice(tenant.as_bytes());
+    let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(payload)
+}
+
+fn decode_payload(payload: &[u8]) -> Result<(String, Vec<RecordBatch>)> {
+    let corrupt = |what: &str| StorageError::Corrupt(format!("wal payload: {what}"));
+    let (&kind, rest) = payload.split_first().ok_or_else(|| corrupt("empty"))?;
+    if kind != KIND_SPAN_BATCH {
+        return Err(corrupt(&format!("unknown record kind {kind}")));
+    }
+    let len_bytes: [u8; 2] = rest
+        .get(..2)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| corrupt("short tenant length"))?;
+    let tenant_len = usize::from(u16::from_le_bytes(len_bytes));
+    let tenant_bytes = rest
+        .get(2..2 + tenant_len)
+        .ok_or_else(|| corrupt("short tenant"))?;
+    let tenant = std::str::from_utf8(tenant_bytes)
+        .map_err(|_| corrupt("tenant is not utf-8"))?
+        .to_string();
+    let ipc = &rest[2 + tenant_len..];
+    let reader = StreamReader::try_new(Cursor::new(ipc), None)?;
+    if reader.schema() != span_schema() {
+        return Err(corrupt("batch schema is not the span schema"));
+    }
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok((tenant, batches))
+}
+
+/// Reads one segment, truncating it at the first torn record.
+fn replay_segment(
+    path: &Path,
+    segment: u64,
+    records: &mut Vec<WalRecord>,
+    stats: &mut ReplayStats,
+) -> Result<()> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut bytes))
+        .map_err(io_error(path))?;
+    if bytes.len() < HEADER_LEN {
+        // Created but the header never made it: nothing was acked from it.
+        stats.torn_records += usize::from(!bytes.is_empty());
+        stats.truncated_bytes += bytes.len() as u64;
+        std::fs::remove_file(path).map_err(io_error(path))?;
+        return Ok(());
+    }
+    if &bytes[..6] != MAGIC || u16::from_le_bytes([bytes[6], bytes[7]]) != VERSION {
+        let aside = path.with_extension("unreadable");
+        tracing::error!(path = %path.display(), aside = %aside.display(), "wal segment has a foreign header, moved aside");
+        std::fs::rename(path, &aside).map_err(io_error(path))?;
+        return Ok(());
+    }
+    stats.segments += 1;
+    let mut offset = HEADER_LEN;
+    while offset < bytes.len() {
+        let Some(record) = read_record(&bytes[offset..]) else {
+            stats.torn_records += 1;
+            stats.truncated_bytes += (bytes.len() - offset) as u64;
+            tracing::warn!(path = %path.display(), offset, "torn wal record, truncating segment");
+            let file = OpenOptions::new().write(true).open(path).map_err(io_error(path))?;
+            file.set_len(offset as u64).map_err(io_error(path))?;
+            file.sync_all().map_err(io_error(path))?;
+            break;
+        };
+        offset += RECORD_HEADER_LEN + record.len();
+        match decode_payload(record) {
+            Ok((tenant, batches)) => {
+                stats.records += 1;
+                for batch in batches {
+                    records.push(WalRecord {
+                        segment,
+                        tenant: tenant.clone(),
+                        batch,
+                    });
+                }
+            }
+            Err(error) => {
+                stats.undecodable_records += 1;
+                tracing::error!(path = %path.display(), offset, %error, "skipping undecodable wal record");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The payload of the record at the start of `bytes`, or `None` when it is
+/// cut short or fails its CRC.
+fn read_record(bytes: &[u8]) -> Option<&[u8]> {
+    let header = bytes.get(..RECORD_HEADER_LEN)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    if len > MAX_RECORD_BYTES {
+        return None;
+    }
+    let payload = bytes.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + len)?;
+    (crc32fast::hash(payload) == crc).then_some(payload)
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let path = entry.path();
+        if path.extension().and_then(|ext| ext.to_str()) != Some("wal") {
+            continue;
+        }
+        let Some(segment) = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| stem.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        segments.push((segment, path));
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+impl Wal {
+    /// Replays `dir` and starts a writer on a fresh segment after the last
+    /// one replayed.
+    pub fn open(
+        dir: &Path,
+        policy: FsyncPolicy,
+        fsync_interval: Duration,
+        segment_bytes: u64,
+    ) -> Result<(Self, Vec<WalRecord>, ReplayStats)> {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let mut records = Vec::new();
+        let mut stats = ReplayStats::default();
+        let segments = list_segments(dir)?;
+        for (segment, path) in &segments {
+            replay_segment(path, *segment, &mut records, &mut stats)?;
+        }
+        let next_segment = segments.last().map(|(segment, _)| segment + 1).unwrap_or(1);
+        let writer = SegmentWriter::create(dir.to_path_buf(), next_segment, policy, segment_bytes)?;
+        let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let mut threads = vec![
+            std::thread::Builder::new()
+                .name("wal-writer".into())
+                .spawn(move || writer.run(receiver))
+                .map_err(io_error(dir))?,
+        ];
+        if policy == FsyncPolicy::Interval {
+            let weak = sender.downgrade();
+            let ticker = std::thread::Builder::new()
+                .name("wal-fsync-ticker".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(fsync_interval);
+                        let Some(sender) = weak.upgrade() else { return };
+                        if sender.blocking_send(Command::Sync).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(io_error(dir))?;
+            threads.push(ticker);
+        }
+        let wal = Self {
+            sender,
+            threads: Mutex::new(threads),
+        };
+        Ok((wal, records, stats))
+    }
+
+    /// Appends one record; returns the segment it went to once it is
+    /// durable per the fsync policy.
+    pub async fn append(&self, payload: Vec<u8>) -> Result<u64> {
+        let (done, wait) = oneshot::channel();
+        self.sender
+            .send(Command::Append { payload, done })
+            .await
+            .map_err(|_| StorageError::WalClosed)?;
+        wait.await.map_err(|_| StorageError::WalClosed)?
+    }
+
+    /// Closes the current segment (fsynced) and starts the next; returns the
+    /// closed segment. Every record acked before the call is in a segment
+    /// at or below the one returned.
+    pub async fn rotate(&self) -> Result<u64> {
+        let (done, wait) = oneshot::channel();
+        self.sender
+            .send(Command::Rotate { done })
+            .await
+            .map_err(|_| StorageError::WalClosed)?;
+        wait.await.map_err(|_| StorageError::WalClosed)?
+    }
+
+    /// Deletes the closed segments numbered `segment` and below.
+    pub async fn remove_through(&self, segment: u64) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.sender
+            .send(Command::RemoveThrough { segment, done })
+            .await
+            .map_err(|_| StorageError::WalClosed)?;
+        wait.await.map_err(|_| StorageError::WalClosed)?
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Closing the channel stops the writer after it has written what is queued.
+        let (closed_sender, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.sender, closed_sender));
+        for thread in self.threads.lock().drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread's state: the open segment.
+struct SegmentWriter {
+    dir: PathBuf,
+    segment: u64,
+    file: File,
+    written: u64,
+    unsynced: bool,
+    policy: FsyncPolicy,
+    segment_bytes: u64,
+}
+
+type PendingAck = (oneshot::Sender<Result<u64>>, Result<u64>);
+
+impl SegmentWriter {
+    fn create(dir: PathBuf, segment: u64, policy: FsyncPolicy, segment_bytes: u64) -> Result<Self> {
+        let path = segment_path(&dir, segment);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        let mut header = [0u8; HEADER_LEN];
+        header[..6].copy_from_slice(MAGIC);
+        header[6..].copy_from_slice(&VERSION.to_le_bytes());
+        file.write_all(&header).map_err(io_error(&path))?;
+        file.sync_all().map_err(io_error(&path))?;
+        sync_dir(&dir)?;
+        Ok(Self {
+            dir,
+            segment,
+            file,
+            written: HEADER_LEN as u64,
+            unsynced: false,
+            policy,
+            segment_bytes,
+        })
+    }
+
+    fn path(&self) -> PathBuf {
+        segment_path(&self.dir, self.segment)
+    }
+
+    fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        let mut pending: Vec<PendingAck> = Vec::new();
+        while let Some(first) = receiver.blocking_recv() {
+            let mut next = Some(first);
+            // Take everything already queued: one write burst, one fsync.
+            while let Some(command) = next {
+                self.handle(command, &mut pending);
+                next = if pending.len() < QUEUE_DEPTH {
+                    receiver.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.complete(&mut pending);
+        }
+        self.complete(&mut pending);
+        if self.unsynced {
+            let _ = self.file.sync_data();
+        }
+    }
+
+    fn handle(&mut self, command: Command, pending: &mut Vec<PendingAck>) {
+        match command {
+            Command::Append { payload, done } => {
+                let result = self.write_record(&payload).map(|()| self.segment);
+                pending.push((done, result));
+                if self.written >= self.segment_bytes {
+                    self.complete(pending);
+                    if let Err(error) = self.start_next_segment() {
+                        tracing::error!(%error, "wal segment rotation failed");
+                    }
+                }
+            }
+            Command::Rotate { done } => {
+                self.complete(pending);
+                let sealed = self.segment;
+                let _ = done.send(self.start_next_segment().map(|()| sealed));
+            }
+            Command::RemoveThrough { segment, done } => {
+                let _ = done.send(self.remove_through(segment));
+            }
+            Command::Sync => {
+                if self.unsynced {
+                    self.sync();
+                }
+            }
+        }
+    }
+
+    fn write_record(&mut self, payload: &[u8]) -> Result<()> {
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|len| (*len as usize) <= MAX_RECORD_BYTES)
+            .ok_or_else(|| StorageError::Corrupt(format!("wal record of {} bytes is too large", payload.len())))?;
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        header[..4].copy_from_slice(&len.to_le_bytes());
+        header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        let path = self.path();
+        let written = self
+            .file
+            .write_all(&header)
+            .and_then(|()| self.file.write_all(payload));
+        if let Err(source) = written {
+            // A partial record would hide every later one from replay:
+            // continue in a fresh segment.
+            tracing::error!(path = %path.display(), %source, "wal write failed");
+            if let Err(error) = self.start_next_segment() {
+                tracing::error!(%error, "wal segment rotation after a failed write failed");
+            }
+            return Err(StorageError::WalIo { path, source });
+        }
+        self.written += (RECORD_HEADER_LEN + payload.len()) as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes the pending appends durable per the policy and acks them.
+    fn complete(&mut self, pending: &mut Vec<PendingAck>) {
+        if pending.is_empty() {
+            return;
+        }
+        let must_sync = match self.policy {
+            FsyncPolicy::Always => self.unsynced,
+            FsyncPolicy::Interval => false,
+        };
+        let sync_error = if must_sync { self.sync() } else { None };
+        for (done, result) in pending.drain(..) {
+            let result = match (&sync_error, result) {
+                (Some(message), Ok(_)) => Err(StorageError::WalIo {
+                    path: self.path(),
+                    source: std::io::Error::other(message.clone()),
+                }),
+                (_, result) => result,
+            };
+            let _ = done.send(result);
+        }
+    }
+
+    /// fsyncs the open segment; returns the error text on failure.
+    fn sync(&mut self) -> Option<String> {
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.unsynced = false;
+                None
+            }
+            Err(error) => {
+                tracing::error!(path = %self.path().display(), %error, "wal fsync failed");
+                Some(error.to_string())
+            }
+        }
+    }
+
+    fn start_next_segment(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.file.sync_data().map_err(io_error(&self.path()))?;
+        }
+        let next = Self::create(self.dir.clone(), self.segment + 1, self.policy, self.segment_bytes)?;
+        *self = next;
+        Ok(())
+    }
+
+    fn remove_through(&mut self, segment: u64) -> Result<()> {
+        for (number, path) in list_segments(&self.dir)? {
+            if number <= segment && number < self.segment {
+                std::fs::remove_file(&path).map_err(io_error(&path))?;
+            }
+        }
+        sync_dir(&self.dir)
+    }
+}

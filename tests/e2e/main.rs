@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `tracelake` binary, driven by real clients.
+
+mod bad_input;
+mod durability;
+mod otlp;
+mod python_sdk;
+mod server;

@@ -1,0 +1,152 @@
+//! `TestServer`: the real `tracelake` binary on port 0 with its own data dir.
+//!
+//! Set `TEST_LOG=1` to see the server's logs.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub(crate) struct TestServer {
+    child: Option<Child>,
+    pub(crate) otlp_grpc: SocketAddr,
+    pub(crate) otlp_http: SocketAddr,
+    pub(crate) http: SocketAddr,
+}
+
+pub(crate) struct TestServerBuilder {
+    data_dir: PathBuf,
+    flush_max_age: String,
+    args: Vec<String>,
+}
+
+impl TestServerBuilder {
+    pub(crate) fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            // Blocks are written on shutdown unless a test asks for more.
+            flush_max_age: "1h".into(),
+            args: Vec::new(),
+        }
+    }
+
+    pub(crate) fn flush_max_age(mut self, age: &str) -> Self {
+        self.flush_max_age = age.to_string();
+        self
+    }
+
+    pub(crate) fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    pub(crate) fn spawn(&self) -> TestServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tracelake"));
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen-otlp-grpc", "127.0.0.1:0"])
+            .args(["--listen-otlp-http", "127.0.0.1:0"])
+            .args(["--listen-http", "127.0.0.1:0"])
+            .args(["--flush-max-age", &self.flush_max_age])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        for (key, _) in std::env::vars() {
+            if key.starts_with("TRACELAKE_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command.spawn().expect("spawn tracelake");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut addresses = std::collections::HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while addresses.len() < 3 {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let line = match receiver.recv_timeout(remaining) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("tracelake did not print its listening lines (run with TEST_LOG=1)");
+                }
+            };
+            let mut parts = line.split_whitespace();
+            if parts.next() == Some("listening") {
+                let name = parts.next().expect("listener name").to_string();
+                let address: SocketAddr = parts.next().expect("address").parse().expect("socket address");
+                addresses.insert(name, address);
+            }
+        }
+        TestServer {
+            child: Some(child),
+            otlp_grpc: addresses["otlp-grpc"],
+            otlp_http: addresses["otlp-http"],
+            http: addresses["http"],
+        }
+    }
+}
+
+impl TestServer {
+    pub(crate) fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub(crate) fn otlp_http_url(&self) -> String {
+        format!("http://{}", self.otlp_http)
+    }
+
+    pub(crate) fn otlp_grpc_url(&self) -> String {
+        format!("http://{}", self.otlp_grpc)
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the server flushes its head to blocks.
+    pub(crate) fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tracelake did not stop within 60s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
