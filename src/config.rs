@@ -167,7 +167,8 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
             }
             None => Config::default(),
         };
@@ -263,9 +264,17 @@ mod tests {
     fn unknown_keys_and_bad_values_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tracelake.toml");
-        for bad in ["datadir = \"x\"", "[listen]\nhttpp = \"x\"", "[wal]\nfsync = \"sometimes\"", "storage = \"s4://x\""] {
+        for bad in [
+            "datadir = \"x\"",
+            "[listen]\nhttpp = \"x\"",
+            "[wal]\nfsync = \"sometimes\"",
+            "storage = \"s4://x\"",
+        ] {
             std::fs::write(&path, bad).unwrap();
-            assert!(Config::load(Some(&path), &Overrides::default()).is_err(), "{bad}");
+            assert!(
+                Config::load(Some(&path), &Overrides::default()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -44,7 +44,9 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             init_logging();
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(serve::serve(config))
         }
     }

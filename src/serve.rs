@@ -67,7 +67,8 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         .into_future();
     let flusher_storage = storage.clone();
     let flusher_stop = stopped(stop.clone());
-    let flusher = tokio::spawn(async move { flusher_storage.run_flusher(FLUSH_CHECK, flusher_stop).await });
+    let flusher =
+        tokio::spawn(async move { flusher_storage.run_flusher(FLUSH_CHECK, flusher_stop).await });
 
     let servers = tokio::spawn(async move {
         let (grpc, otlp_http, http) = tokio::join!(grpc, otlp_http, http);
@@ -91,7 +92,9 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(signal) => signal,
             Err(error) => {
                 tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");

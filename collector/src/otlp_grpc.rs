@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -22,7 +22,10 @@ pub struct OtlpTraceService {
 }
 
 /// The tonic service, ready to add to a server.
-pub fn trace_service(pipeline: Pipeline, limits: OtlpLimits) -> TraceServiceServer<OtlpTraceService> {
+pub fn trace_service(
+    pipeline: Pipeline,
+    limits: OtlpLimits,
+) -> TraceServiceServer<OtlpTraceService> {
     TraceServiceServer::new(OtlpTraceService { pipeline })
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
@@ -54,10 +57,8 @@ impl TraceService for OtlpTraceService {
             .ingest_otlp(&tenant, request.into_inner().resource_spans)
             .await
             .map_err(ingest_error_status)?;
-        let partial_success = (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: outcome.rejected as i64,
-            error_message: outcome.message,
-        });
-        Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: outcome.partial_success(),
+        }))
     }
 }

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 use tracelake_storage::DEFAULT_TENANT;
@@ -74,7 +74,12 @@ struct OtlpHttpError {
 }
 
 impl OtlpHttpError {
-    fn new(status: StatusCode, grpc_code: tonic::Code, message: impl Into<String>, encoding: Encoding) -> Self {
+    fn new(
+        status: StatusCode,
+        grpc_code: tonic::Code,
+        message: impl Into<String>,
+        encoding: Encoding,
+    ) -> Self {
         Self {
             status,
             grpc_code,
@@ -113,21 +118,33 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, OtlpHttpError> {
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         PROTOBUF | "application/protobuf" => Ok(Encoding::Protobuf),
         JSON => Ok(Encoding::Json),
         _ => Err(OtlpHttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             tonic::Code::InvalidArgument,
-            format!("unsupported content type {content_type:?}: use application/x-protobuf or application/json"),
+            format!(
+                "unsupported content type {content_type:?}: use application/x-protobuf or application/json"
+            ),
             Encoding::Json,
         )),
     }
 }
 
 /// Undoes `Content-Encoding`, never producing more than `limit` bytes.
-fn decode_content(headers: &HeaderMap, body: Bytes, limit: usize, encoding: Encoding) -> Result<Bytes, OtlpHttpError> {
+fn decode_content(
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+    encoding: Encoding,
+) -> Result<Bytes, OtlpHttpError> {
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|value| value.to_str().ok())
@@ -218,10 +235,7 @@ async fn export_traces(
             ),
         })?;
     let response = ExportTraceServiceResponse {
-        partial_success: (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: outcome.rejected as i64,
-            error_message: outcome.message,
-        }),
+        partial_success: outcome.partial_success(),
     };
     let bytes = match encoding {
         Encoding::Protobuf => response.encode_to_vec(),
@@ -230,13 +244,24 @@ async fn export_traces(
     Ok(([(header::CONTENT_TYPE, encoding.content_type())], bytes).into_response())
 }
 
-fn decode_request(raw: &[u8], encoding: Encoding) -> Result<ExportTraceServiceRequest, OtlpHttpError> {
+fn decode_request(
+    raw: &[u8],
+    encoding: Encoding,
+) -> Result<ExportTraceServiceRequest, OtlpHttpError> {
     let invalid = |message: String| {
-        OtlpHttpError::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, message, encoding)
+        OtlpHttpError::new(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            message,
+            encoding,
+        )
     };
     match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(raw)
-            .map_err(|error| invalid(format!("body is not an OTLP ExportTraceServiceRequest protobuf: {error}"))),
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(raw).map_err(|error| {
+            invalid(format!(
+                "body is not an OTLP ExportTraceServiceRequest protobuf: {error}"
+            ))
+        }),
         Encoding::Json => serde_json::from_slice(raw)
             .map_err(|error| invalid(format!("body is not OTLP JSON: {error}"))),
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tracelake_storage::otlp::resource_spans_to_batch;
 use tracelake_storage::{SpanWriter, StorageError, validate_tenant};
@@ -16,6 +17,17 @@ pub struct IngestOutcome {
     pub rejected: usize,
     /// Why spans were rejected, empty when none was.
     pub message: String,
+}
+
+impl IngestOutcome {
+    /// The OTLP `partial_success` for this outcome: `None` when every span
+    /// was accepted, as the OTLP spec asks.
+    pub fn partial_success(self) -> Option<ExportTracePartialSuccess> {
+        (self.rejected > 0).then_some(ExportTracePartialSuccess {
+            rejected_spans: self.rejected as i64,
+            error_message: self.message,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +62,9 @@ impl Pipeline {
             resource_spans_to_batch(&tenant_owned, &resource_spans)
         })
         .await
-        .map_err(|error| IngestError::Unavailable(StorageError::Corrupt(format!("convert task: {error}"))))?
+        .map_err(|error| {
+            IngestError::Unavailable(StorageError::Corrupt(format!("convert task: {error}")))
+        })?
         .map_err(IngestError::Unavailable)?;
         if let Some(batch) = converted.batch {
             self.writer
@@ -69,7 +83,11 @@ impl Pipeline {
                 .map(|rejection| format!("span {:?}: {}", rejection.span_id_hex, rejection.reason))
                 .collect();
             let more = rejected.saturating_sub(REASONS_SHOWN);
-            let suffix = if more > 0 { format!("; and {more} more") } else { String::new() };
+            let suffix = if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            };
             format!("rejected {rejected} spans: {}{suffix}", reasons.join("; "))
         };
         Ok(IngestOutcome {

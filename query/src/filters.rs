@@ -104,13 +104,19 @@ mod tests {
     use super::*;
 
     fn ts(nanos: i64) -> Expr {
-        lit(ScalarValue::TimestampNanosecond(Some(nanos), Some("UTC".into())))
+        lit(ScalarValue::TimestampNanosecond(
+            Some(nanos),
+            Some("UTC".into()),
+        ))
     }
 
     #[test]
     fn extracts_trace_id_and_time_bounds() {
         let trace_id = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
-        let trace_literal = lit(ScalarValue::FixedSizeBinary(16, Some(trace_id.as_bytes().to_vec())));
+        let trace_literal = lit(ScalarValue::FixedSizeBinary(
+            16,
+            Some(trace_id.as_bytes().to_vec()),
+        ));
         let cases: Vec<(Vec<Expr>, SpanFilter)> = vec![
             (vec![], SpanFilter::default()),
             (
@@ -121,14 +127,21 @@ mod tests {
                 },
             ),
             (
-                vec![column(col::START_TIME).gt_eq(ts(10)).and(column(col::END_TIME).lt_eq(ts(20)))],
+                vec![
+                    column(col::START_TIME)
+                        .gt_eq(ts(10))
+                        .and(column(col::END_TIME).lt_eq(ts(20))),
+                ],
                 SpanFilter {
                     trace_id: None,
                     time_range_ns: Some((10, 20)),
                 },
             ),
             (
-                vec![ts(30).gt(column(col::START_TIME)), trace_literal.eq(column(col::TRACE_ID))],
+                vec![
+                    ts(30).gt(column(col::START_TIME)),
+                    trace_literal.eq(column(col::TRACE_ID)),
+                ],
                 SpanFilter {
                     trace_id: Some(trace_id),
                     time_range_ns: Some((i64::MIN, 30)),
@@ -136,7 +149,11 @@ mod tests {
             ),
             (
                 // An OR is not a conjunct: no pruning, still correct.
-                vec![column(col::START_TIME).gt(ts(10)).or(column(col::NAME).eq(lit("x")))],
+                vec![
+                    column(col::START_TIME)
+                        .gt(ts(10))
+                        .or(column(col::NAME).eq(lit("x"))),
+                ],
                 SpanFilter::default(),
             ),
         ];

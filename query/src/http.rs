@@ -71,7 +71,8 @@ fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
             let tenant = value
                 .to_str()
                 .map_err(|_| ApiError::BadRequest("X-Scope-OrgID is not ascii".into()))?;
-            tracelake_storage::validate_tenant(tenant).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+            tracelake_storage::validate_tenant(tenant)
+                .map_err(|error| ApiError::BadRequest(error.to_string()))?;
             Ok(tenant.to_string())
         }
     }
@@ -99,14 +100,20 @@ fn time_range(params: &HashMap<String, String>) -> Result<Option<(i64, i64)>, Ap
                 .ok()
                 .and_then(|seconds| seconds.checked_mul(1_000_000_000))
                 .map(Some)
-                .ok_or_else(|| ApiError::BadRequest(format!("{name} must be unix seconds, got {value:?}"))),
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("{name} must be unix seconds, got {value:?}"))
+                }),
         }
     };
     match (seconds("start")?, seconds("end")?) {
         (None, None) => Ok(None),
-        (Some(start), Some(end)) if start <= end => Ok(Some((start, end.saturating_add(999_999_999)))),
+        (Some(start), Some(end)) if start <= end => {
+            Ok(Some((start, end.saturating_add(999_999_999))))
+        }
         (Some(_), Some(_)) => Err(ApiError::BadRequest("start must not be after end".into())),
-        _ => Err(ApiError::BadRequest("give both start and end, or neither".into())),
+        _ => Err(ApiError::BadRequest(
+            "give both start and end, or neither".into(),
+        )),
     }
 }
 
@@ -130,9 +137,10 @@ async fn get_trace(
     };
     if wants_protobuf(&headers) {
         let mut response = trace.encode_to_vec().into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/protobuf"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/protobuf"),
+        );
         return Ok(response);
     }
     let body = TraceJson {

@@ -71,7 +71,10 @@ impl TableProvider for SpansTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -95,7 +98,9 @@ impl TableProvider for SpansTable {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !snapshot.blocks.is_empty() {
             let partitions = state.config().target_partitions().max(1);
-            inputs.push(parquet_scan(&snapshot, predicate, projection, limit, partitions)?);
+            inputs.push(parquet_scan(
+                &snapshot, predicate, projection, limit, partitions,
+            )?);
         }
         if !snapshot.head.is_empty() {
             let partitions = vec![snapshot.head.clone()];
@@ -130,10 +135,14 @@ fn parquet_scan(
     if let Some(predicate) = predicate {
         source = source.with_predicate(predicate);
     }
-    let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(snapshot.blocks.len())];
+    let mut groups: Vec<Vec<PartitionedFile>> =
+        vec![Vec::new(); partitions.min(snapshot.blocks.len())];
     for (index, block) in snapshot.blocks.iter().enumerate() {
         let group_count = groups.len();
-        groups[index % group_count].push(PartitionedFile::new(block.path.to_string(), block.size_bytes));
+        groups[index % group_count].push(PartitionedFile::new(
+            block.path.to_string(),
+            block.size_bytes,
+        ));
     }
     let mut builder = FileScanConfigBuilder::new(STORE_URL.clone(), Arc::new(source))
         .with_projection_indices(projection.cloned())?
@@ -207,7 +216,10 @@ impl ExecutionPlan for SpansScanExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let Some(input) = children.into_iter().next() else {
             return datafusion::common::internal_err!("SpansScanExec needs one child");
         };
@@ -221,7 +233,11 @@ impl ExecutionPlan for SpansScanExec {
         vec![true]
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         self.input.execute(partition, context)
     }
 }

@@ -24,9 +24,17 @@ pub async fn trace_by_id(
         TraceId::LEN as i32,
         Some(trace_id.as_bytes().to_vec()),
     ));
-    let mut frame = context.table("spans").await?.filter(col(column::TRACE_ID).eq(id_literal))?;
+    let mut frame = context
+        .table("spans")
+        .await?
+        .filter(col(column::TRACE_ID).eq(id_literal))?;
     if let Some((from, to)) = time_range_ns {
-        let timestamp = |nanos: i64| lit(ScalarValue::TimestampNanosecond(Some(nanos), Some("UTC".into())));
+        let timestamp = |nanos: i64| {
+            lit(ScalarValue::TimestampNanosecond(
+                Some(nanos),
+                Some("UTC".into()),
+            ))
+        };
         frame = frame.filter(
             col(column::END_TIME)
                 .gt_eq(timestamp(from))

@@ -28,9 +28,14 @@ async fn storage_with_blocks(dir: &std::path::Path) -> (Storage, Arc<CountingSto
     // One block per hour, each holding 40 traces.
     for block in 0..BLOCKS {
         let resource_spans: Vec<_> = (0..40)
-            .map(|trace| sample_resource_spans(block * 100 + trace, 3, T0 + block * HOUR + trace * 1_000))
+            .map(|trace| {
+                sample_resource_spans(block * 100 + trace, 3, T0 + block * HOUR + trace * 1_000)
+            })
             .collect();
-        let batch = resource_spans_to_batch("t1", &resource_spans).unwrap().batch.unwrap();
+        let batch = resource_spans_to_batch("t1", &resource_spans)
+            .unwrap()
+            .batch
+            .unwrap();
         storage.append("t1", batch).await.unwrap();
         storage.flush().await.unwrap();
     }
@@ -52,25 +57,56 @@ async fn trace_by_id_opens_only_candidate_blocks() {
             .map(|meta| meta.path.clone())
             .collect();
         let holder = format!("/{:02}/", seed / 100);
-        assert!(candidates.iter().any(|path| path.contains(&holder)), "{candidates:?}");
-        assert!(candidates.len() <= 3, "filters admit too much: {candidates:?}");
+        assert!(
+            candidates.iter().any(|path| path.contains(&holder)),
+            "{candidates:?}"
+        );
+        assert!(
+            candidates.len() <= 3,
+            "filters admit too much: {candidates:?}"
+        );
 
         counting.reset();
-        let trace = trace_by_id(Arc::clone(&reader), "t1", trace_id, None).await.unwrap().expect("trace found");
-        let spans: usize = trace.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        let trace = trace_by_id(Arc::clone(&reader), "t1", trace_id, None)
+            .await
+            .unwrap()
+            .expect("trace found");
+        let spans: usize = trace
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
         assert_eq!(spans, 3);
-        let opened: HashSet<String> = counting.reads().keys().map(|path| path.to_string()).collect();
+        let opened: HashSet<String> = counting
+            .reads()
+            .keys()
+            .map(|path| path.to_string())
+            .collect();
         assert!(!opened.is_empty());
-        assert!(opened.is_subset(&candidates), "opened {opened:?}, candidates {candidates:?}");
+        assert!(
+            opened.is_subset(&candidates),
+            "opened {opened:?}, candidates {candidates:?}"
+        );
     }
     // An id in no block opens (almost) nothing, and finds nothing.
     let absent = TraceId::from_hex("0123456789abcdef0123456789abcdef").unwrap();
     counting.reset();
-    assert!(trace_by_id(Arc::clone(&reader), "t1", absent, None).await.unwrap().is_none());
+    assert!(
+        trace_by_id(Arc::clone(&reader), "t1", absent, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(counting.reads().len() <= 2, "{:?}", counting.reads());
     // Another tenant sees nothing.
     let own = TraceId::try_from(trace_id_bytes(7).as_slice()).unwrap();
-    assert!(trace_by_id(reader, "t2", own, None).await.unwrap().is_none());
+    assert!(
+        trace_by_id(reader, "t2", own, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,15 +118,33 @@ async fn explain_shows_block_pruning_by_trace_id_and_time() {
     let explain = |sql: String| {
         let context = context.clone();
         async move {
-            let batches = context.sql(&format!("EXPLAIN {sql}")).await.unwrap().collect().await.unwrap();
-            datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
+            let batches = context
+                .sql(&format!("EXPLAIN {sql}"))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string()
         }
     };
     let trace_hex = hex::encode(trace_id_bytes(1_305));
-    let plan = explain(format!("SELECT name FROM spans WHERE trace_id = X'{trace_hex}'")).await;
+    let plan = explain(format!(
+        "SELECT name FROM spans WHERE trace_id = X'{trace_hex}'"
+    ))
+    .await;
     let trace_id = TraceId::from_hex(&trace_hex).unwrap();
-    let candidates = storage.blocks().iter().filter(|meta| meta.may_contain(&trace_id)).count();
-    assert!(plan.contains(&format!("blocks={candidates}/{BLOCKS}")), "{plan}");
+    let candidates = storage
+        .blocks()
+        .iter()
+        .filter(|meta| meta.may_contain(&trace_id))
+        .count();
+    assert!(
+        plan.contains(&format!("blocks={candidates}/{BLOCKS}")),
+        "{plan}"
+    );
     assert!(plan.contains(&format!("trace_id={trace_hex}")), "{plan}");
 
     let plan = explain(
@@ -105,6 +159,8 @@ async fn explain_shows_block_pruning_by_trace_id_and_time() {
         .collect()
         .await
         .unwrap();
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&count).unwrap().to_string();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&count)
+        .unwrap()
+        .to_string();
     assert!(text.contains("| 120 |"), "{text}");
 }

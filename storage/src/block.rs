@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use datafusion::arrow::compute::{
+    SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
+};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -269,14 +271,22 @@ fn write_parquet(batch: &RecordBatch, trace_count: u64, row_group_rows: usize) -
 }
 
 /// Writes the Parquet file, then the meta file that makes it visible.
-pub async fn put_block(store: &Arc<dyn ObjectStore>, bytes: Vec<u8>, meta: &BlockMeta) -> Result<()> {
-    let meta_path = BlockMeta::meta_path_for(&meta.path)
-        .ok_or_else(|| StorageError::Corrupt(format!("block path {} is not .parquet", meta.path)))?;
+pub async fn put_block(
+    store: &Arc<dyn ObjectStore>,
+    bytes: Vec<u8>,
+    meta: &BlockMeta,
+) -> Result<()> {
+    let meta_path = BlockMeta::meta_path_for(&meta.path).ok_or_else(|| {
+        StorageError::Corrupt(format!("block path {} is not .parquet", meta.path))
+    })?;
     store
         .put(&Path::from(meta.path.as_str()), PutPayload::from(bytes))
         .await?;
     store
-        .put(&Path::from(meta_path.as_str()), PutPayload::from(meta.encode()?))
+        .put(
+            &Path::from(meta_path.as_str()),
+            PutPayload::from(meta.encode()?),
+        )
         .await?;
     Ok(())
 }

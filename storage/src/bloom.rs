@@ -44,7 +44,9 @@ fn hashes(trace_id: &TraceId) -> (u64, u64) {
 impl TraceIdFilter {
     /// A filter sized for `expected_items` distinct trace ids.
     pub fn with_capacity(expected_items: usize) -> Self {
-        let bits = (expected_items.max(1) * BITS_PER_ITEM).next_power_of_two().max(64);
+        let bits = (expected_items.max(1) * BITS_PER_ITEM)
+            .next_power_of_two()
+            .max(64);
         Self {
             bits: vec![0; bits / 64],
             probes: PROBES,
@@ -84,7 +86,11 @@ struct Encoded {
 
 impl Serialize for TraceIdFilter {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let bytes: Vec<u8> = self.bits.iter().flat_map(|word| word.to_le_bytes()).collect();
+        let bytes: Vec<u8> = self
+            .bits
+            .iter()
+            .flat_map(|word| word.to_le_bytes())
+            .collect();
         Encoded {
             probes: self.probes,
             bits: base64::engine::general_purpose::STANDARD.encode(bytes),
@@ -140,7 +146,10 @@ mod tests {
         let false_positives = (10_000..110_000)
             .filter(|seed| filter.may_contain(&id(*seed)))
             .count();
-        assert!(false_positives < 2_000, "{false_positives} false positives of 100000");
+        assert!(
+            false_positives < 2_000,
+            "{false_positives} false positives of 100000"
+        );
     }
 
     #[test]
@@ -151,6 +160,8 @@ mod tests {
         let back: TraceIdFilter = serde_json::from_str(&json).unwrap();
         assert_eq!(back, filter);
         assert!(serde_json::from_str::<TraceIdFilter>(r#"{"probes":7,"bits":"AAA="}"#).is_err());
-        assert!(serde_json::from_str::<TraceIdFilter>(r#"{"probes":0,"bits":"AAAAAAAAAAA="}"#).is_err());
+        assert!(
+            serde_json::from_str::<TraceIdFilter>(r#"{"probes":0,"bits":"AAAAAAAAAAA="}"#).is_err()
+        );
     }
 }

@@ -34,7 +34,10 @@ pub struct Catalog {
 impl Catalog {
     /// Lists the store and loads every meta file.
     pub async fn load(store: &Arc<dyn ObjectStore>) -> Result<(Self, CatalogLoadStats)> {
-        let objects: Vec<_> = store.list(Some(&Path::from("tenants"))).try_collect().await?;
+        let objects: Vec<_> = store
+            .list(Some(&Path::from("tenants")))
+            .try_collect()
+            .await?;
         let mut meta_paths = Vec::new();
         let mut block_paths = HashSet::new();
         for object in &objects {
@@ -73,7 +76,10 @@ impl Catalog {
             let Some(meta_path) = BlockMeta::meta_path_for(orphan) else {
                 continue;
             };
-            if objects.iter().any(|object| object.location.as_ref() == meta_path) {
+            if objects
+                .iter()
+                .any(|object| object.location.as_ref() == meta_path)
+            {
                 continue;
             }
             tracing::info!(block = %orphan, "removing block without meta (flush interrupted)");

@@ -27,7 +27,9 @@ impl std::str::FromStr for FsyncPolicy {
         match text {
             "always" => Ok(Self::Always),
             "interval" => Ok(Self::Interval),
-            other => Err(format!("unknown fsync policy {other:?}: use always or interval")),
+            other => Err(format!(
+                "unknown fsync policy {other:?}: use always or interval"
+            )),
         }
     }
 }

@@ -35,7 +35,9 @@ use crate::catalog::{Catalog, CatalogLoadStats};
 use crate::head::{Head, HeadBatch, HeadStats};
 use crate::schema::span_schema;
 use crate::wal::{ReplayStats, Wal, encode_payload};
-use crate::{Result, SpanFilter, SpanReader, SpanWriter, StorageConfig, StorageError, validate_tenant};
+use crate::{
+    Result, SpanFilter, SpanReader, SpanWriter, StorageConfig, StorageError, validate_tenant,
+};
 
 /// What start-up found, for the log and for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,11 +108,17 @@ pub fn local_store(data_dir: &FsPath) -> Result<Arc<dyn ObjectStore>> {
 impl Storage {
     /// Loads the catalog from `store`, replays the WAL under
     /// `config.data_dir/wal` into the head, and opens a fresh WAL segment.
-    pub async fn open(config: StorageConfig, store: Arc<dyn ObjectStore>) -> Result<(Self, OpenStats)> {
+    pub async fn open(
+        config: StorageConfig,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<(Self, OpenStats)> {
         let (catalog, catalog_stats) = Catalog::load(&store).await?;
         let wal_dir = config.data_dir.join("wal");
-        let (policy, interval, segment_bytes) =
-            (config.fsync, config.fsync_interval, config.wal_segment_bytes);
+        let (policy, interval, segment_bytes) = (
+            config.fsync,
+            config.fsync_interval,
+            config.wal_segment_bytes,
+        );
         let (wal, records, replay) = tokio::task::spawn_blocking(move || {
             Wal::open(&wal_dir, policy, interval, segment_bytes)
         })
@@ -173,19 +181,28 @@ impl Storage {
                     .counters
                     .flushed_blocks
                     .fetch_add(stats.blocks as u64, Ordering::Relaxed);
-                inner.counters.flushed_bytes.fetch_add(stats.bytes, Ordering::Relaxed);
+                inner
+                    .counters
+                    .flushed_bytes
+                    .fetch_add(stats.bytes, Ordering::Relaxed);
                 tracing::debug!(?stats, "flushed head");
                 Ok(stats)
             }
             Err(error) => {
-                inner.counters.flush_failures.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .counters
+                    .flush_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, "flush failed; spans stay in the head and the wal");
                 Err(error)
             }
         }
     }
 
-    async fn write_blocks(&self, sealed: &[HeadBatch]) -> Result<(Vec<crate::block::BlockMeta>, FlushStats)> {
+    async fn write_blocks(
+        &self,
+        sealed: &[HeadBatch],
+    ) -> Result<(Vec<crate::block::BlockMeta>, FlushStats)> {
         let mut tenants: Vec<Arc<str>> = sealed.iter().map(|batch| batch.tenant.clone()).collect();
         tenants.sort();
         tenants.dedup();
@@ -202,7 +219,12 @@ impl Storage {
             let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
                 let mut blocks = Vec::new();
                 for (hour, batch) in split_by_hour(&batches)? {
-                    blocks.push(encode_block(&tenant_for_encode, hour, &batch, row_group_rows)?);
+                    blocks.push(encode_block(
+                        &tenant_for_encode,
+                        hour,
+                        &batch,
+                        row_group_rows,
+                    )?);
                 }
                 Ok(blocks)
             })
@@ -231,7 +253,11 @@ impl Storage {
     }
 
     /// Flushes whenever due, checking every `tick`, until `shutdown` resolves.
-    pub async fn run_flusher(&self, tick: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run_flusher(
+        &self,
+        tick: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -280,7 +306,9 @@ impl SpanWriter for Storage {
     async fn append(&self, tenant: &str, batch: RecordBatch) -> Result<()> {
         validate_tenant(tenant)?;
         if batch.schema() != span_schema() {
-            return Err(StorageError::Corrupt("append of a batch without the span schema".into()));
+            return Err(StorageError::Corrupt(
+                "append of a batch without the span schema".into(),
+            ));
         }
         if batch.num_rows() == 0 {
             return Ok(());
@@ -291,7 +319,8 @@ impl SpanWriter for Storage {
         let tenant_owned = tenant.to_string();
         // IPC encoding and the head's summaries are CPU work: off the reactor.
         let (payload, head_batch) = tokio::task::spawn_blocking(move || {
-            encode_payload(&tenant_owned, &batch).map(|payload| (payload, HeadBatch::new(&tenant_owned, head_batch_input)))
+            encode_payload(&tenant_owned, &batch)
+                .map(|payload| (payload, HeadBatch::new(&tenant_owned, head_batch_input)))
         })
         .await
         .map_err(|error| StorageError::Corrupt(format!("wal encode task: {error}")))??;
@@ -301,8 +330,14 @@ impl SpanWriter for Storage {
         }
         inner.wal.append(payload).await?;
         inner.head.insert(head_batch);
-        inner.counters.appended_spans.fetch_add(spans, Ordering::Relaxed);
-        inner.counters.appended_batches.fetch_add(1, Ordering::Relaxed);
+        inner
+            .counters
+            .appended_spans
+            .fetch_add(spans, Ordering::Relaxed);
+        inner
+            .counters
+            .appended_batches
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }

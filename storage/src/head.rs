@@ -35,8 +35,12 @@ impl HeadBatch {
                 .column_by_name(name)
                 .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>().cloned())
         };
-        let min_start_ns = times(col::START_TIME).and_then(|array| min(&array)).unwrap_or(i64::MIN);
-        let max_end_ns = times(col::END_TIME).and_then(|array| max(&array)).unwrap_or(i64::MAX);
+        let min_start_ns = times(col::START_TIME)
+            .and_then(|array| min(&array))
+            .unwrap_or(i64::MIN);
+        let max_end_ns = times(col::END_TIME)
+            .and_then(|array| max(&array))
+            .unwrap_or(i64::MAX);
         let mut trace_filter = TraceIdFilter::with_capacity(batch.num_rows());
         if let Some(trace_ids) = batch
             .column_by_name(col::TRACE_ID)

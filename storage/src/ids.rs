@@ -117,10 +117,7 @@ mod tests {
     fn rejects_bad_ids() {
         let cases: &[(&[u8], Option<IdError>)] = &[
             (&[1; 16], None),
-            (
-                &[0; 16],
-                Some(IdError::AllZero { kind: "trace id" }),
-            ),
+            (&[0; 16], Some(IdError::AllZero { kind: "trace id" })),
             (
                 &[1; 15],
                 Some(IdError::WrongLength {
@@ -139,7 +136,11 @@ mod tests {
             ),
         ];
         for (bytes, expected) in cases {
-            assert_eq!(TraceId::try_from(*bytes).err(), expected.clone(), "{bytes:?}");
+            assert_eq!(
+                TraceId::try_from(*bytes).err(),
+                expected.clone(),
+                "{bytes:?}"
+            );
         }
         assert!(SpanId::try_from(&[0u8; 8][..]).is_err());
         assert!(SpanId::try_from(&[7u8; 8][..]).is_ok());

@@ -88,6 +88,8 @@ pub fn validate_tenant(tenant: &str) -> Result<()> {
     if valid {
         Ok(())
     } else {
-        Err(StorageError::InvalidTenant(tenant.chars().take(140).collect()))
+        Err(StorageError::InvalidTenant(
+            tenant.chars().take(140).collect(),
+        ))
     }
 }

@@ -1,7 +1,9 @@
 //! Span fixtures shared by this crate's tests, the query crate's tests and
 //! the benchmarks. Deterministic: the same seed gives the same spans.
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -24,7 +26,9 @@ pub fn trace_id_bytes(seed: u64) -> Vec<u8> {
 
 /// A non-zero span id derived from `seed`.
 pub fn span_id_bytes(seed: u64) -> Vec<u8> {
-    (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1).to_be_bytes().to_vec()
+    (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1)
+        .to_be_bytes()
+        .to_vec()
 }
 
 /// A trace of `spans` spans (a root and children) starting at `start_ns`,
@@ -34,13 +38,25 @@ pub fn sample_resource_spans(seed: u64, spans: u64, start_ns: u64) -> ResourceSp
     let root_id = span_id_bytes(seed * 1_000);
     let mut out = Vec::new();
     for index in 0..spans {
-        let span_id = if index == 0 { root_id.clone() } else { span_id_bytes(seed * 1_000 + index) };
+        let span_id = if index == 0 {
+            root_id.clone()
+        } else {
+            span_id_bytes(seed * 1_000 + index)
+        };
         let start = start_ns + index * 1_000_003;
         out.push(Span {
             trace_id: trace_id.clone(),
             span_id,
-            parent_span_id: if index == 0 { Vec::new() } else { root_id.clone() },
-            trace_state: if index == 0 { "vendor=1".into() } else { String::new() },
+            parent_span_id: if index == 0 {
+                Vec::new()
+            } else {
+                root_id.clone()
+            },
+            trace_state: if index == 0 {
+                "vendor=1".into()
+            } else {
+                String::new()
+            },
             flags: 0x100,
             name: format!("op-{index}"),
             kind: (index % 5 + 1) as i32,
@@ -48,7 +64,10 @@ pub fn sample_resource_spans(seed: u64, spans: u64, start_ns: u64) -> ResourceSp
             end_time_unix_nano: start + 500_007,
             attributes: vec![
                 attribute("http.request.method", Value::StringValue("GET".into())),
-                attribute("http.response.status_code", Value::IntValue(if index == 2 { 503 } else { 200 })),
+                attribute(
+                    "http.response.status_code",
+                    Value::IntValue(if index == 2 { 503 } else { 200 }),
+                ),
                 attribute("ratio", Value::DoubleValue(0.125)),
                 attribute("cache.hit", Value::BoolValue(index % 2 == 0)),
                 attribute("blob", Value::BytesValue(vec![0, 1, 2, 255])),
@@ -56,8 +75,12 @@ pub fn sample_resource_spans(seed: u64, spans: u64, start_ns: u64) -> ResourceSp
                     "list",
                     Value::ArrayValue(ArrayValue {
                         values: vec![
-                            AnyValue { value: Some(Value::IntValue(1)) },
-                            AnyValue { value: Some(Value::StringValue("two".into())) },
+                            AnyValue {
+                                value: Some(Value::IntValue(1)),
+                            },
+                            AnyValue {
+                                value: Some(Value::StringValue("two".into())),
+                            },
                         ],
                     }),
                 ),
@@ -77,7 +100,10 @@ pub fn sample_resource_spans(seed: u64, spans: u64, start_ns: u64) -> ResourceSp
             events: vec![Event {
                 time_unix_nano: start + 10,
                 name: "exception".into(),
-                attributes: vec![attribute("exception.type", Value::StringValue("Boom".into()))],
+                attributes: vec![attribute(
+                    "exception.type",
+                    Value::StringValue("Boom".into()),
+                )],
                 dropped_attributes_count: 2,
             }],
             dropped_events_count: 3,
@@ -95,7 +121,11 @@ pub fn sample_resource_spans(seed: u64, spans: u64, start_ns: u64) -> ResourceSp
             },
             dropped_links_count: 0,
             status: Some(Status {
-                message: if index == 2 { "upstream failed".into() } else { String::new() },
+                message: if index == 2 {
+                    "upstream failed".into()
+                } else {
+                    String::new()
+                },
                 code: if index == 2 { 2 } else { 0 },
             }),
         });
@@ -103,7 +133,10 @@ pub fn sample_resource_spans(seed: u64, spans: u64, start_ns: u64) -> ResourceSp
     ResourceSpans {
         resource: Some(Resource {
             attributes: vec![
-                attribute("service.name", Value::StringValue(format!("svc-{}", seed % 3))),
+                attribute(
+                    "service.name",
+                    Value::StringValue(format!("svc-{}", seed % 3)),
+                ),
                 attribute("cloud.platform", Value::StringValue("aws_lambda".into())),
             ],
             dropped_attributes_count: 0,

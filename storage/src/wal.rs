@@ -173,7 +173,10 @@ fn replay_segment(
             stats.torn_records += 1;
             stats.truncated_bytes += (bytes.len() - offset) as u64;
             tracing::warn!(path = %path.display(), offset, "torn wal record, truncating segment");
-            let file = OpenOptions::new().write(true).open(path).map_err(io_error(path))?;
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_error(path))?;
             file.set_len(offset as u64).map_err(io_error(path))?;
             file.sync_all().map_err(io_error(path))?;
             break;
@@ -421,7 +424,12 @@ impl SegmentWriter {
         let len = u32::try_from(payload.len())
             .ok()
             .filter(|len| (*len as usize) <= MAX_RECORD_BYTES)
-            .ok_or_else(|| StorageError::Corrupt(format!("wal record of {} bytes is too large", payload.len())))?;
+            .ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "wal record of {} bytes is too large",
+                    payload.len()
+                ))
+            })?;
         let mut header = [0u8; RECORD_HEADER_LEN];
         header[..4].copy_from_slice(&len.to_le_bytes());
         header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
@@ -484,7 +492,12 @@ impl SegmentWriter {
         if self.unsynced {
             self.file.sync_data().map_err(io_error(&self.path()))?;
         }
-        let next = Self::create(self.dir.clone(), self.segment + 1, self.policy, self.segment_bytes)?;
+        let next = Self::create(
+            self.dir.clone(),
+            self.segment + 1,
+            self.policy,
+            self.segment_bytes,
+        )?;
         *self = next;
         Ok(())
     }

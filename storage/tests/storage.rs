@@ -8,11 +8,15 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use tracelake_storage::otlp::{batches_to_traces_data, resource_spans_to_batch};
 use tracelake_storage::testing::sample_resource_spans;
 use tracelake_storage::wal::{Wal, encode_payload};
-use tracelake_storage::{FsyncPolicy, SpanFilter, SpanReader, SpanWriter, Storage, StorageConfig, TraceId, local_store};
+use tracelake_storage::{
+    FsyncPolicy, SpanFilter, SpanReader, SpanWriter, Storage, StorageConfig, TraceId, local_store,
+};
 
 const T0: u64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 
-fn spans_sorted(resource_spans: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans]) -> Vec<Span> {
+fn spans_sorted(
+    resource_spans: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
+) -> Vec<Span> {
     let mut spans: Vec<Span> = resource_spans
         .iter()
         .flat_map(|resource| resource.scope_spans.iter())
@@ -31,7 +35,10 @@ fn batch(seed: u64, spans: u64, start: u64) -> RecordBatch {
 
 #[test]
 fn otlp_round_trips_through_the_span_schema() {
-    let sent = vec![sample_resource_spans(1, 4, T0), sample_resource_spans(2, 3, T0 + 5)];
+    let sent = vec![
+        sample_resource_spans(1, 4, T0),
+        sample_resource_spans(2, 3, T0 + 5),
+    ];
     let converted = resource_spans_to_batch("t1", &sent).unwrap();
     assert_eq!(converted.accepted, 7);
     assert!(converted.rejections.is_empty());
@@ -43,7 +50,10 @@ fn otlp_round_trips_through_the_span_schema() {
         assert_eq!(got.resource, want.resource);
         assert_eq!(got.schema_url, want.schema_url);
         assert_eq!(got.scope_spans[0].scope, want.scope_spans[0].scope);
-        assert_eq!(got.scope_spans[0].schema_url, want.scope_spans[0].schema_url);
+        assert_eq!(
+            got.scope_spans[0].schema_url,
+            want.scope_spans[0].schema_url
+        );
     }
 }
 
@@ -79,16 +89,29 @@ fn wal_replays_every_prefix_of_a_torn_segment() {
     let wal_dir = dir.path().join("wal");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     {
-        let (wal, records, stats) = Wal::open(&wal_dir, FsyncPolicy::Always, std::time::Duration::from_millis(10), 1 << 30).unwrap();
+        let (wal, records, stats) = Wal::open(
+            &wal_dir,
+            FsyncPolicy::Always,
+            std::time::Duration::from_millis(10),
+            1 << 30,
+        )
+        .unwrap();
         assert!(records.is_empty());
         assert_eq!(stats.torn_records, 0);
         runtime.block_on(async {
             for seed in 0..3 {
-                wal.append(encode_payload("t1", &batch(seed, 2, T0)).unwrap()).await.unwrap();
+                wal.append(encode_payload("t1", &batch(seed, 2, T0)).unwrap())
+                    .await
+                    .unwrap();
             }
         });
     }
-    let segment = std::fs::read_dir(&wal_dir).unwrap().flatten().map(|e| e.path()).find(|p| std::fs::metadata(p).unwrap().len() > 8).unwrap();
+    let segment = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| std::fs::metadata(p).unwrap().len() > 8)
+        .unwrap();
     let full = std::fs::read(&segment).unwrap();
     // Cut the segment at many points: start-up never fails, and replays
     // exactly the records that are whole.
@@ -100,12 +123,21 @@ fn wal_replays_every_prefix_of_a_torn_segment() {
         boundaries.push(offset);
     }
     assert_eq!(boundaries.len(), 3);
-    for cut in (0..full.len()).step_by(97).chain([full.len() - 1, boundaries[0], boundaries[0] + 3]) {
+    for cut in (0..full.len())
+        .step_by(97)
+        .chain([full.len() - 1, boundaries[0], boundaries[0] + 3])
+    {
         let case_dir = dir.path().join(format!("cut-{cut}"));
         std::fs::create_dir_all(&case_dir).unwrap();
         let case_segment = case_dir.join(segment.file_name().unwrap());
         std::fs::write(&case_segment, &full[..cut]).unwrap();
-        let (wal, records, stats) = Wal::open(&case_dir, FsyncPolicy::Always, std::time::Duration::from_millis(10), 1 << 30).unwrap();
+        let (wal, records, stats) = Wal::open(
+            &case_dir,
+            FsyncPolicy::Always,
+            std::time::Duration::from_millis(10),
+            1 << 30,
+        )
+        .unwrap();
         let whole = boundaries.iter().filter(|end| **end <= cut).count();
         assert_eq!(records.len(), whole, "cut at {cut}");
         let torn = match cut {
@@ -113,10 +145,20 @@ fn wal_replays_every_prefix_of_a_torn_segment() {
             1..8 => true,
             _ => !boundaries.contains(&cut),
         };
-        assert_eq!(stats.torn_records, usize::from(torn), "cut at {cut}: {stats:?}");
+        assert_eq!(
+            stats.torn_records,
+            usize::from(torn),
+            "cut at {cut}: {stats:?}"
+        );
         drop(wal);
         // A second open finds a clean log.
-        let (_wal, again, stats) = Wal::open(&case_dir, FsyncPolicy::Always, std::time::Duration::from_millis(10), 1 << 30).unwrap();
+        let (_wal, again, stats) = Wal::open(
+            &case_dir,
+            FsyncPolicy::Always,
+            std::time::Duration::from_millis(10),
+            1 << 30,
+        )
+        .unwrap();
         assert_eq!(again.len(), whole);
         assert_eq!(stats.torn_records, 0);
     }
@@ -126,7 +168,13 @@ fn wal_replays_every_prefix_of_a_torn_segment() {
     let case_dir = dir.path().join("bitflip");
     std::fs::create_dir_all(&case_dir).unwrap();
     std::fs::write(case_dir.join(segment.file_name().unwrap()), &corrupt).unwrap();
-    let (_wal, records, stats) = Wal::open(&case_dir, FsyncPolicy::Always, std::time::Duration::from_millis(10), 1 << 30).unwrap();
+    let (_wal, records, stats) = Wal::open(
+        &case_dir,
+        FsyncPolicy::Always,
+        std::time::Duration::from_millis(10),
+        1 << 30,
+    )
+    .unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(stats.torn_records, 1);
 }
@@ -142,13 +190,22 @@ fn config(dir: &std::path::Path) -> StorageConfig {
 async fn appended_spans_are_queryable_then_flushed_then_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let store = local_store(dir.path()).unwrap();
-    let (storage, _) = Storage::open(config(dir.path()), Arc::clone(&store)).await.unwrap();
+    let (storage, _) = Storage::open(config(dir.path()), Arc::clone(&store))
+        .await
+        .unwrap();
     storage.append("t1", batch(1, 3, T0)).await.unwrap();
-    storage.append("t1", batch(2, 3, T0 + 3_600_000_000_000)).await.unwrap();
+    storage
+        .append("t1", batch(2, 3, T0 + 3_600_000_000_000))
+        .await
+        .unwrap();
     storage.append("t2", batch(3, 3, T0)).await.unwrap();
-    let trace_one = TraceId::try_from(tracelake_storage::testing::trace_id_bytes(1).as_slice()).unwrap();
+    let trace_one =
+        TraceId::try_from(tracelake_storage::testing::trace_id_bytes(1).as_slice()).unwrap();
     let all = SpanFilter::default();
-    let by_trace = SpanFilter { trace_id: Some(trace_one), ..SpanFilter::default() };
+    let by_trace = SpanFilter {
+        trace_id: Some(trace_one),
+        ..SpanFilter::default()
+    };
 
     let snapshot = storage.snapshot("t1", &all);
     assert_eq!((snapshot.head.len(), snapshot.blocks.len()), (2, 0));
@@ -162,18 +219,27 @@ async fn appended_spans_are_queryable_then_flushed_then_replayed() {
     let snapshot = storage.snapshot("t1", &all);
     assert_eq!((snapshot.head.len(), snapshot.blocks.len()), (0, 2));
     assert_eq!(storage.snapshot("t1", &by_trace).blocks.len(), 1);
-    let hour_two = SpanFilter { time_range_ns: Some((T0 as i64 + 3_600_000_000_000, i64::MAX)), ..SpanFilter::default() };
+    let hour_two = SpanFilter {
+        time_range_ns: Some((T0 as i64 + 3_600_000_000_000, i64::MAX)),
+        ..SpanFilter::default()
+    };
     assert_eq!(storage.snapshot("t1", &hour_two).blocks.len(), 1);
     let path = snapshot.blocks[0].path.to_string();
     assert!(path.starts_with("tenants/t1/spans/2026-01-01/0"), "{path}");
     assert!(dir.path().join(&path).exists());
-    assert!(dir.path().join(path.replace(".parquet", ".meta.json")).exists());
+    assert!(
+        dir.path()
+            .join(path.replace(".parquet", ".meta.json"))
+            .exists()
+    );
 
     // Unflushed appends come back from the WAL; flushed ones from blocks.
     storage.append("t1", batch(4, 2, T0)).await.unwrap();
     drop(storage);
     // An orphan block (crash between the two writes of a flush) is removed.
-    let orphan = dir.path().join("tenants/t1/spans/2026-01-01/00/01ORPHAN.parquet");
+    let orphan = dir
+        .path()
+        .join("tenants/t1/spans/2026-01-01/00/01ORPHAN.parquet");
     std::fs::write(&orphan, b"PAR1").unwrap();
     let (storage, stats) = Storage::open(config(dir.path()), store).await.unwrap();
     assert_eq!(stats.catalog.blocks, 3);
@@ -189,9 +255,14 @@ async fn appended_spans_are_queryable_then_flushed_then_replayed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn appends_are_refused_after_shutdown_and_bad_tenants_always() {
     let dir = tempfile::tempdir().unwrap();
-    let (storage, _) = Storage::open(config(dir.path()), local_store(dir.path()).unwrap()).await.unwrap();
+    let (storage, _) = Storage::open(config(dir.path()), local_store(dir.path()).unwrap())
+        .await
+        .unwrap();
     for tenant in ["", "..", "a/b", "x y", &"t".repeat(200)] {
-        assert!(storage.append(tenant, batch(1, 1, T0)).await.is_err(), "{tenant:?}");
+        assert!(
+            storage.append(tenant, batch(1, 1, T0)).await.is_err(),
+            "{tenant:?}"
+        );
     }
     storage.append("ok", batch(1, 1, T0)).await.unwrap();
     let flushed = storage.shutdown().await.unwrap();

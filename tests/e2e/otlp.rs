@@ -63,7 +63,11 @@ pub(crate) fn span_id(seed: u64) -> [u8; 8] {
 }
 
 /// GET /api/traces/{id} as protobuf; `None` on 404.
-pub(crate) async fn fetch_trace(client: &reqwest::Client, base: &str, trace_id: &[u8]) -> Option<TracesData> {
+pub(crate) async fn fetch_trace(
+    client: &reqwest::Client,
+    base: &str,
+    trace_id: &[u8],
+) -> Option<TracesData> {
     let response = client
         .get(format!("{base}/api/traces/{}", hex::encode(trace_id)))
         .header("accept", "application/protobuf")
@@ -73,7 +77,11 @@ pub(crate) async fn fetch_trace(client: &reqwest::Client, base: &str, trace_id: 
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return None;
     }
-    assert!(response.status().is_success(), "status {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "status {}",
+        response.status()
+    );
     let bytes = response.bytes().await.expect("body");
     Some(TracesData::decode(bytes).expect("TracesData protobuf"))
 }

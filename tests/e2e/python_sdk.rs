@@ -22,7 +22,10 @@ fn python() -> PathBuf {
 }
 
 fn run_python_round_trip(protocol: &str, endpoint: &str, query_base: &str) -> (String, u64) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otlp_roundtrip.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/otlp_roundtrip.py"
+    );
     let output = Command::new(python())
         .arg(script)
         .args([protocol, endpoint, query_base])
@@ -34,7 +37,8 @@ fn run_python_round_trip(protocol: &str, endpoint: &str, query_base: &str) -> (S
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("python prints a json report");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("python prints a json report");
     (
         report["trace_id"].as_str().expect("trace_id").to_string(),
         report["spans"].as_u64().expect("spans"),
@@ -47,7 +51,10 @@ async fn python_sdk_traces_round_trip_over_grpc_and_http_and_survive_restart() {
     let mut server = TestServerBuilder::new(dir.path()).spawn();
     let client = reqwest::Client::new();
     let mut traces = Vec::new();
-    for (protocol, endpoint) in [("grpc", server.otlp_grpc_url()), ("http", server.otlp_http_url())] {
+    for (protocol, endpoint) in [
+        ("grpc", server.otlp_grpc_url()),
+        ("http", server.otlp_http_url()),
+    ] {
         let query_base = server.http_url();
         let (trace_id, spans) = tokio::task::spawn_blocking({
             let endpoint = endpoint.clone();
@@ -57,7 +64,9 @@ async fn python_sdk_traces_round_trip_over_grpc_and_http_and_survive_restart() {
         .unwrap();
         assert!(spans >= 5, "{protocol}: only {spans} spans");
         let trace_bytes = hex::decode(&trace_id).unwrap();
-        let from_head = fetch_trace(&client, &server.http_url(), &trace_bytes).await.expect("trace in head");
+        let from_head = fetch_trace(&client, &server.http_url(), &trace_bytes)
+            .await
+            .expect("trace in head");
         assert_eq!(spans_of(&from_head).len() as u64, spans);
         traces.push((trace_bytes, from_head));
     }
@@ -72,10 +81,16 @@ async fn python_sdk_traces_round_trip_over_grpc_and_http_and_survive_restart() {
     assert!(!blocks.is_empty(), "shutdown wrote no block");
     let server = TestServerBuilder::new(dir.path()).spawn();
     for (trace_id, from_head) in traces {
-        let from_block = fetch_trace(&client, &server.http_url(), &trace_id).await.expect("trace in blocks");
+        let from_block = fetch_trace(&client, &server.http_url(), &trace_id)
+            .await
+            .expect("trace in blocks");
         assert_eq!(spans_of(&from_block), spans_of(&from_head));
         let resources = |trace: &opentelemetry_proto::tonic::trace::v1::TracesData| {
-            let mut resources: Vec<_> = trace.resource_spans.iter().map(|r| format!("{:?}", r.resource)).collect();
+            let mut resources: Vec<_> = trace
+                .resource_spans
+                .iter()
+                .map(|r| format!("{:?}", r.resource))
+                .collect();
             resources.sort();
             resources
         };

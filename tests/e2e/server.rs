@@ -90,7 +90,11 @@ impl TestServerBuilder {
             let mut parts = line.split_whitespace();
             if parts.next() == Some("listening") {
                 let name = parts.next().expect("listener name").to_string();
-                let address: SocketAddr = parts.next().expect("address").parse().expect("socket address");
+                let address: SocketAddr = parts
+                    .next()
+                    .expect("address")
+                    .parse()
+                    .expect("socket address");
                 addresses.insert(name, address);
             }
         }

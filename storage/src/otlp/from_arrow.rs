@@ -164,11 +164,10 @@ impl<'a> Columns<'a> {
         } else {
             Vec::new()
         };
-        let status_code = status_from_str(self.status_code.value(row));
-        let status_message = text(self.status_message, row);
-        let status = (status_code != 0 || !status_message.is_empty()).then(|| Status {
-            message: status_message,
-            code: status_code,
+        // Always present: an absent status and an unset one read the same.
+        let status = Some(Status {
+            message: text(self.status_message, row),
+            code: status_from_str(self.status_code.value(row)),
         });
         Span {
             trace_id: self.trace_id.value(row).to_vec(),
@@ -227,7 +226,14 @@ fn read_links(links: &ListArray, row: usize) -> Vec<Link> {
     let Some(items) = items.as_any().downcast_ref::<StructArray>() else {
         return Vec::new();
     };
-    let (Some(trace_id), Some(span_id), Some(trace_state), Some(attributes), Some(dropped), Some(flags)) = (
+    let (
+        Some(trace_id),
+        Some(span_id),
+        Some(trace_state),
+        Some(attributes),
+        Some(dropped),
+        Some(flags),
+    ) = (
         items
             .column_by_name("trace_id")
             .and_then(|array| array.as_fixed_size_binary_opt()),
@@ -246,7 +252,8 @@ fn read_links(links: &ListArray, row: usize) -> Vec<Link> {
         items
             .column_by_name("flags")
             .and_then(|array| array.as_primitive_opt::<UInt32Type>()),
-    ) else {
+    )
+    else {
         return Vec::new();
     };
     (0..items.len())

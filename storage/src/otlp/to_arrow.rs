@@ -314,7 +314,8 @@ impl SpanRowsBuilder {
         self.name.append_value(&span.name);
         self.kind.append_value(kind_to_str(span.kind));
         self.service_name.append_value(resource.service_name);
-        self.service_namespace.append_option(resource.service_namespace);
+        self.service_namespace
+            .append_option(resource.service_namespace);
         self.service_type.append_option(resource.service_type);
         self.start_time.append_value(valid.start_ns);
         self.end_time.append_value(valid.end_ns);
@@ -336,25 +337,31 @@ impl SpanRowsBuilder {
         self.xray_fault.append_value(fault);
         self.xray_throttle.append_value(throttle);
         self.http_method.append_option(
-            find_str(attributes, "http.request.method").or_else(|| find_str(attributes, "http.method")),
+            find_str(attributes, "http.request.method")
+                .or_else(|| find_str(attributes, "http.method")),
         );
-        self.http_url
-            .append_option(find_str(attributes, "url.full").or_else(|| find_str(attributes, "http.url")));
-        self.http_route.append_option(find_str(attributes, "http.route"));
+        self.http_url.append_option(
+            find_str(attributes, "url.full").or_else(|| find_str(attributes, "http.url")),
+        );
+        self.http_route
+            .append_option(find_str(attributes, "http.route"));
         self.http_status_code
             .append_option(http_status.and_then(|status| i32::try_from(status).ok()));
-        self.peer_service.append_option(find_str(attributes, "peer.service"));
+        self.peer_service
+            .append_option(find_str(attributes, "peer.service"));
         self.db_system.append_option(
             find_str(attributes, "db.system.name").or_else(|| find_str(attributes, "db.system")),
         );
         self.remote_namespace.append_option(remote_namespace(span));
-        self.user
-            .append_option(find_str(attributes, "enduser.id").or_else(|| find_str(attributes, "user.id")));
+        self.user.append_option(
+            find_str(attributes, "enduser.id").or_else(|| find_str(attributes, "user.id")),
+        );
 
         self.flags.append_value(span.flags);
         self.dropped_attributes_count
             .append_value(span.dropped_attributes_count);
-        self.dropped_events_count.append_value(span.dropped_events_count);
+        self.dropped_events_count
+            .append_value(span.dropped_events_count);
         let dropped_bad_links = self.links.append_row(&span.links);
         self.dropped_links_count
             .append_value(span.dropped_links_count.saturating_add(dropped_bad_links));
@@ -362,14 +369,18 @@ impl SpanRowsBuilder {
         self.resource_attributes.append_row(resource.attributes);
         self.resource_dropped_attributes_count
             .append_value(resource.dropped_attributes_count);
-        self.resource_schema_url.append_option(non_empty(resource.schema_url));
+        self.resource_schema_url
+            .append_option(non_empty(resource.schema_url));
         let scope = scope_span.scope.as_ref();
         self.scope_name
             .append_option(scope.and_then(|scope| non_empty(&scope.name)));
         self.scope_version
             .append_option(scope.and_then(|scope| non_empty(&scope.version)));
-        self.scope_attributes
-            .append_row(scope.map(|scope| scope.attributes.as_slice()).unwrap_or(&[]));
+        self.scope_attributes.append_row(
+            scope
+                .map(|scope| scope.attributes.as_slice())
+                .unwrap_or(&[]),
+        );
         self.scope_schema_url
             .append_option(non_empty(&scope_span.schema_url));
         self.attributes.append_row(attributes);

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, first setting up what it needs on a fresh
+# machine: a Python venv with the real OpenTelemetry SDK and OTLP exporters
+# (tests/python/requirements.txt) that the end-to-end tests drive.
+#
+#   CARGO_TARGET_DIR  build dir, default /var/tmp/tracelake-target (kept between runs)
+#   TRACELAKE_VENV    venv dir, default /var/tmp/tracelake-venv
+#   extra arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tracelake-target}"
+venv="${TRACELAKE_VENV:-/var/tmp/tracelake-venv}"
+requirements=tests/python/requirements.txt
+
+if ! cmp -s "$requirements" "$venv/.tracelake-requirements" 2>/dev/null \
+   || ! "$venv/bin/python" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, opentelemetry.exporter.otlp.proto.http.trace_exporter' 2>/dev/null; then
+  echo "setting up python clients in $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/.tracelake-requirements"
+fi
+export TRACELAKE_TEST_PYTHON="$venv/bin/python"
+
+cargo test --workspace --all-targets --locked "$@"
