@@ -17,6 +17,8 @@ use crate::config::Config;
 
 /// How often the flusher checks whether the head is due.
 const FLUSH_CHECK: Duration = Duration::from_millis(250);
+/// How long a stop waits for requests in flight before flushing regardless.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn bind(name: &str, address: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address)
@@ -81,7 +83,13 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests, then flushing the head");
     let _ = stop_sender.send(true);
-    servers.await.context("server task")??;
+    // Clients that keep connections open must not keep the head from disk.
+    match tokio::time::timeout(DRAIN_TIMEOUT, servers).await {
+        Ok(joined) => joined.context("server task")??,
+        Err(_) => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight after the drain timeout; flushing anyway")
+        }
+    }
     let _ = flusher.await;
     let flushed = storage.shutdown().await.context("final flush")?;
     tracing::info!(?flushed, "stopped");

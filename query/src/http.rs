@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /api/traces/{id}` | the trace as `{"batches": [ResourceSpans...]}` in OTLP JSON (hex ids, nanosecond strings), as Tempo's v1 API; with `Accept: application/protobuf`, OTLP `TracesData` protobuf (wire-compatible with Tempo's `Trace`). Optional `start`/`end` (unix seconds) only prune. 404 unknown id, 400 malformed id or range |
 //! | `GET /ready` | 200 `ready` |
+//! | `GET /api/echo` | 200 `echo` (Grafana's data source test) |
 //!
 //! The tenant is the `X-Scope-OrgID` header, `single-tenant` without it.
 //! Errors are plain text with the status, as Tempo answers.
@@ -36,6 +37,7 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
     Router::new()
         .route("/api/traces/{trace_id}", get(get_trace))
         .route("/ready", get(|| async { "ready" }))
+        .route("/api/echo", get(|| async { "echo" }))
         .with_state(QueryState { reader })
 }
 

@@ -284,37 +284,36 @@ impl Wal {
         Ok((wal, records, stats))
     }
 
-    /// Appends one record; returns the segment it went to once it is
-    /// durable per the fsync policy.
-    pub async fn append(&self, payload: Vec<u8>) -> Result<u64> {
+    /// Sends one command to the writer thread and waits for its answer.
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
         let (done, wait) = oneshot::channel();
         self.sender
-            .send(Command::Append { payload, done })
+            .send(command(done))
             .await
             .map_err(|_| StorageError::WalClosed)?;
         wait.await.map_err(|_| StorageError::WalClosed)?
+    }
+
+    /// Appends one record; returns the segment it went to once it is
+    /// durable per the fsync policy.
+    pub async fn append(&self, payload: Vec<u8>) -> Result<u64> {
+        self.request(|done| Command::Append { payload, done }).await
     }
 
     /// Closes the current segment (fsynced) and starts the next; returns the
     /// closed segment. Every record acked before the call is in a segment
     /// at or below the one returned.
     pub async fn rotate(&self) -> Result<u64> {
-        let (done, wait) = oneshot::channel();
-        self.sender
-            .send(Command::Rotate { done })
-            .await
-            .map_err(|_| StorageError::WalClosed)?;
-        wait.await.map_err(|_| StorageError::WalClosed)?
+        self.request(|done| Command::Rotate { done }).await
     }
 
     /// Deletes the closed segments numbered `segment` and below.
     pub async fn remove_through(&self, segment: u64) -> Result<()> {
-        let (done, wait) = oneshot::channel();
-        self.sender
-            .send(Command::RemoveThrough { segment, done })
+        self.request(|done| Command::RemoveThrough { segment, done })
             .await
-            .map_err(|_| StorageError::WalClosed)?;
-        wait.await.map_err(|_| StorageError::WalClosed)?
     }
 }
 

@@ -278,6 +278,7 @@ async fn query_api_answers_bad_and_unknown_ids_clearly() {
             400,
         ),
         ("/ready", 200),
+        ("/api/echo", 200),
     ];
     for (path, status) in cases {
         let response = client.get(format!("{base}{path}")).send().await.unwrap();

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `tracelake` binary, driven by real clients.
 
 mod bad_input;
+mod cli;
 mod durability;
 mod otlp;
 mod python_sdk;

@@ -149,9 +149,6 @@ struct AnyValueReader<'a> {
 impl<'a> AnyValueReader<'a> {
     /// `None` when the struct does not have the schema's children.
     fn new(values: &'a StructArray) -> Option<Self> {
-        fn child<'b, T: 'static>(values: &'b StructArray, name: &str) -> Option<&'b T> {
-            values.column_by_name(name)?.as_any().downcast_ref::<T>()
-        }
         Some(Self {
             str: child(values, any_value::STR)?,
             int: child(values, any_value::INT)?,
@@ -184,6 +181,11 @@ impl<'a> AnyValueReader<'a> {
         }
         None
     }
+}
+
+/// Child `name` of a struct array, if present with type `T`.
+pub(crate) fn child<'a, T: 'static>(parent: &'a StructArray, name: &str) -> Option<&'a T> {
+    parent.column_by_name(name)?.as_any().downcast_ref::<T>()
 }
 
 /// The string value of attribute `key`, if present and a string.

@@ -1,16 +1,15 @@
 //! Span table rows -> OTLP `TracesData`, regrouped by resource and scope.
 
 use datafusion::arrow::array::{
-    Array, AsArray, FixedSizeBinaryArray, ListArray, MapArray, RecordBatch, StringArray,
-    StructArray, UInt32Array,
+    Array, FixedSizeBinaryArray, ListArray, MapArray, RecordBatch, StringArray, StructArray,
+    TimestampNanosecondArray, UInt32Array,
 };
-use datafusion::arrow::datatypes::{TimestampNanosecondType, UInt32Type};
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, TracesData};
 
-use super::attributes::read_attributes;
+use super::attributes::{child, read_attributes};
 use super::{kind_from_str, status_from_str};
 use crate::schema::col;
 use crate::{Result, StorageError};
@@ -71,8 +70,8 @@ struct Columns<'a> {
     trace_state: &'a StringArray,
     name: &'a StringArray,
     kind: &'a StringArray,
-    start_time: &'a datafusion::arrow::array::TimestampNanosecondArray,
-    end_time: &'a datafusion::arrow::array::TimestampNanosecondArray,
+    start_time: &'a TimestampNanosecondArray,
+    end_time: &'a TimestampNanosecondArray,
     status_code: &'a StringArray,
     status_message: &'a StringArray,
     flags: &'a UInt32Array,
@@ -196,18 +195,10 @@ fn read_events(events: &ListArray, row: usize) -> Vec<Event> {
         return Vec::new();
     };
     let (Some(time), Some(name), Some(attributes), Some(dropped)) = (
-        items
-            .column_by_name("time")
-            .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>()),
-        items
-            .column_by_name("name")
-            .and_then(|array| array.as_string_opt::<i32>()),
-        items
-            .column_by_name("attributes")
-            .and_then(|array| array.as_map_opt()),
-        items
-            .column_by_name("dropped_attributes_count")
-            .and_then(|array| array.as_primitive_opt::<UInt32Type>()),
+        child::<TimestampNanosecondArray>(items, "time"),
+        child::<StringArray>(items, "name"),
+        child::<MapArray>(items, "attributes"),
+        child::<UInt32Array>(items, "dropped_attributes_count"),
     ) else {
         return Vec::new();
     };
@@ -234,24 +225,12 @@ fn read_links(links: &ListArray, row: usize) -> Vec<Link> {
         Some(dropped),
         Some(flags),
     ) = (
-        items
-            .column_by_name("trace_id")
-            .and_then(|array| array.as_fixed_size_binary_opt()),
-        items
-            .column_by_name("span_id")
-            .and_then(|array| array.as_fixed_size_binary_opt()),
-        items
-            .column_by_name("trace_state")
-            .and_then(|array| array.as_string_opt::<i32>()),
-        items
-            .column_by_name("attributes")
-            .and_then(|array| array.as_map_opt()),
-        items
-            .column_by_name("dropped_attributes_count")
-            .and_then(|array| array.as_primitive_opt::<UInt32Type>()),
-        items
-            .column_by_name("flags")
-            .and_then(|array| array.as_primitive_opt::<UInt32Type>()),
+        child::<FixedSizeBinaryArray>(items, "trace_id"),
+        child::<FixedSizeBinaryArray>(items, "span_id"),
+        child::<StringArray>(items, "trace_state"),
+        child::<MapArray>(items, "attributes"),
+        child::<UInt32Array>(items, "dropped_attributes_count"),
+        child::<UInt32Array>(items, "flags"),
     )
     else {
         return Vec::new();
