@@ -23,4 +23,10 @@ if ! cmp -s "$requirements" "$venv/.tracelake-requirements" 2>/dev/null \
 fi
 export TRACELAKE_TEST_PYTHON="$venv/bin/python"
 
-cargo test --workspace --all-targets --locked "$@"
+# Benches run once each in test mode (they must keep working), then every
+# unit, integration and end-to-end test; the last line totals them.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --benches --locked "$@"
+cargo test --workspace --lib --bins --tests --locked "$@" 2>&1 | tee "$log"
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
