@@ -17,9 +17,6 @@ pub mod pipeline;
 
 pub use pipeline::{IngestError, IngestOutcome, Pipeline};
 
-/// The tenant header (Tempo's convention), for HTTP and gRPC metadata.
-pub const TENANT_HEADER: &str = "x-scope-orgid";
-
 /// Size limits of the OTLP receivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OtlpLimits {

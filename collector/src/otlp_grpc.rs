@@ -12,9 +12,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
-use tracelake_storage::DEFAULT_TENANT;
+use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
 
-use crate::{IngestError, OtlpLimits, Pipeline, TENANT_HEADER};
+use crate::{IngestError, OtlpLimits, Pipeline};
 
 #[derive(Debug, Clone)]
 pub struct OtlpTraceService {

@@ -19,9 +19,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use tracelake_storage::DEFAULT_TENANT;
+use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
 
-use crate::{IngestError, OtlpLimits, Pipeline, TENANT_HEADER};
+use crate::{IngestError, OtlpLimits, Pipeline};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";

@@ -19,12 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prost::Message;
 use serde::Serialize;
-use tracelake_storage::{DEFAULT_TENANT, SpanReader, TraceId};
+use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER, TraceId};
 
 use crate::QueryError;
 use crate::trace::trace_by_id;
 
-const TENANT_HEADER: &str = "x-scope-orgid";
 const PROTOBUF_TYPES: [&str; 2] = ["application/protobuf", "application/x-protobuf"];
 
 #[derive(Debug, Clone)]

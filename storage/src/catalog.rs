@@ -38,12 +38,12 @@ impl Catalog {
             .list(Some(&Path::from("tenants")))
             .try_collect()
             .await?;
-        let mut meta_paths = Vec::new();
+        let mut meta_paths = HashSet::new();
         let mut block_paths = HashSet::new();
         for object in &objects {
             let location = object.location.as_ref();
             if is_meta_path(location) {
-                meta_paths.push(object.location.clone());
+                meta_paths.insert(location.to_string());
             } else if is_block_path(location) {
                 block_paths.insert(location.to_string());
             }
@@ -51,8 +51,12 @@ impl Catalog {
         let catalog = Self::default();
         let mut stats = CatalogLoadStats::default();
         let mut referenced = HashSet::new();
-        for meta_path in meta_paths {
-            let bytes = store.get(&meta_path).await?.bytes().await?;
+        for meta_path in &meta_paths {
+            let bytes = store
+                .get(&Path::from(meta_path.as_str()))
+                .await?
+                .bytes()
+                .await?;
             let meta = match BlockMeta::decode(&bytes) {
                 Ok(meta) if block_paths.contains(&meta.path) => meta,
                 Ok(meta) => {
@@ -76,10 +80,7 @@ impl Catalog {
             let Some(meta_path) = BlockMeta::meta_path_for(orphan) else {
                 continue;
             };
-            if objects
-                .iter()
-                .any(|object| object.location.as_ref() == meta_path)
-            {
+            if meta_paths.contains(&meta_path) {
                 continue;
             }
             tracing::info!(block = %orphan, "removing block without meta (flush interrupted)");

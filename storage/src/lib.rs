@@ -50,6 +50,10 @@ pub use ids::{IdError, SpanId, TraceId};
 /// The tenant used when a request names none (Tempo's convention).
 pub const DEFAULT_TENANT: &str = "single-tenant";
 
+/// The header (HTTP) or metadata key (gRPC) naming the tenant, lowercase as
+/// HTTP/2 and tonic metadata require (Tempo's `X-Scope-OrgID`).
+pub const TENANT_HEADER: &str = "x-scope-orgid";
+
 /// Errors of the storage engine.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

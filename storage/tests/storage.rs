@@ -83,19 +83,30 @@ fn derived_columns_are_filled() {
     assert_eq!(rows, expected);
 }
 
+/// A WAL in `dir` with `fsync = always` and segments that never rotate.
+fn open_wal(
+    dir: &std::path::Path,
+) -> (
+    Wal,
+    Vec<tracelake_storage::wal::WalRecord>,
+    tracelake_storage::wal::ReplayStats,
+) {
+    Wal::open(
+        dir,
+        FsyncPolicy::Always,
+        std::time::Duration::from_millis(10),
+        1 << 30,
+    )
+    .unwrap()
+}
+
 #[test]
 fn wal_replays_every_prefix_of_a_torn_segment() {
     let dir = tempfile::tempdir().unwrap();
     let wal_dir = dir.path().join("wal");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     {
-        let (wal, records, stats) = Wal::open(
-            &wal_dir,
-            FsyncPolicy::Always,
-            std::time::Duration::from_millis(10),
-            1 << 30,
-        )
-        .unwrap();
+        let (wal, records, stats) = open_wal(&wal_dir);
         assert!(records.is_empty());
         assert_eq!(stats.torn_records, 0);
         runtime.block_on(async {
@@ -131,13 +142,7 @@ fn wal_replays_every_prefix_of_a_torn_segment() {
         std::fs::create_dir_all(&case_dir).unwrap();
         let case_segment = case_dir.join(segment.file_name().unwrap());
         std::fs::write(&case_segment, &full[..cut]).unwrap();
-        let (wal, records, stats) = Wal::open(
-            &case_dir,
-            FsyncPolicy::Always,
-            std::time::Duration::from_millis(10),
-            1 << 30,
-        )
-        .unwrap();
+        let (wal, records, stats) = open_wal(&case_dir);
         let whole = boundaries.iter().filter(|end| **end <= cut).count();
         assert_eq!(records.len(), whole, "cut at {cut}");
         let torn = match cut {
@@ -152,13 +157,7 @@ fn wal_replays_every_prefix_of_a_torn_segment() {
         );
         drop(wal);
         // A second open finds a clean log.
-        let (_wal, again, stats) = Wal::open(
-            &case_dir,
-            FsyncPolicy::Always,
-            std::time::Duration::from_millis(10),
-            1 << 30,
-        )
-        .unwrap();
+        let (_wal, again, stats) = open_wal(&case_dir);
         assert_eq!(again.len(), whole);
         assert_eq!(stats.torn_records, 0);
     }
@@ -168,13 +167,7 @@ fn wal_replays_every_prefix_of_a_torn_segment() {
     let case_dir = dir.path().join("bitflip");
     std::fs::create_dir_all(&case_dir).unwrap();
     std::fs::write(case_dir.join(segment.file_name().unwrap()), &corrupt).unwrap();
-    let (_wal, records, stats) = Wal::open(
-        &case_dir,
-        FsyncPolicy::Always,
-        std::time::Duration::from_millis(10),
-        1 << 30,
-    )
-    .unwrap();
+    let (_wal, records, stats) = open_wal(&case_dir);
     assert_eq!(records.len(), 1);
     assert_eq!(stats.torn_records, 1);
 }

@@ -42,7 +42,10 @@ async fn otlp_http_bad_bodies_get_clear_errors() {
     // A 413 is sent before the body is read, so the server closes that
     // connection; a fresh connection per request keeps the client from
     // reusing a closed one.
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let huge_request = request(
         "big",
         (0..2_000)

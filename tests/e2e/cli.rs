@@ -1,16 +1,6 @@
 //! The command line: configuration layering and refusal of bad config.
 
-use std::process::Command;
-
-fn tracelake() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tracelake"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TRACELAKE_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
+use crate::server::tracelake_command as tracelake;
 
 #[test]
 fn print_config_layers_defaults_file_env_and_flags() {

@@ -9,6 +9,18 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The binary, with the caller's `TRACELAKE_*` settings removed so only
+/// what a test passes configures it.
+pub(crate) fn tracelake_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tracelake"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TRACELAKE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 pub(crate) struct TestServer {
     child: Option<Child>,
     pub(crate) otlp_grpc: SocketAddr,
@@ -43,7 +55,7 @@ impl TestServerBuilder {
     }
 
     pub(crate) fn spawn(&self) -> TestServer {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tracelake"));
+        let mut command = tracelake_command();
         command
             .arg("serve")
             .arg("--data-dir")
@@ -60,11 +72,6 @@ impl TestServerBuilder {
             } else {
                 Stdio::null()
             });
-        for (key, _) in std::env::vars() {
-            if key.starts_with("TRACELAKE_") {
-                command.env_remove(key);
-            }
-        }
         let mut child = command.spawn().expect("spawn tracelake");
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = mpsc::channel();
