@@ -41,6 +41,7 @@ pub mod schema;
 #[doc(hidden)]
 pub mod testing;
 pub mod wal;
+pub mod xray;
 
 pub use api::{BlockRef, SpanFilter, SpanReader, SpanSnapshot, SpanWriter};
 pub use config::{FsyncPolicy, StorageConfig};

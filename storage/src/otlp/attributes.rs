@@ -33,7 +33,16 @@ impl AttributesBuilder {
 
     /// Appends one row holding `attributes`.
     pub(crate) fn append_row(&mut self, attributes: &[KeyValue]) {
-        for key_value in attributes {
+        self.append_row_except(attributes, |_| false);
+    }
+
+    /// Appends one row holding the `attributes` that `skip` does not match.
+    pub(crate) fn append_row_except(
+        &mut self,
+        attributes: &[KeyValue],
+        skip: impl Fn(&KeyValue) -> bool,
+    ) {
+        for key_value in attributes.iter().filter(|key_value| !skip(key_value)) {
             self.keys.append_value(&key_value.key);
             let value = key_value.value.as_ref().and_then(|any| any.value.as_ref());
             self.values.append(value);
@@ -206,7 +215,16 @@ pub(crate) fn find_int(attributes: &[KeyValue], key: &str) -> Option<i64> {
     }
 }
 
-fn find_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+/// The boolean value of attribute `key`, if present and a boolean.
+pub(crate) fn find_bool(attributes: &[KeyValue], key: &str) -> Option<bool> {
+    match find_value(attributes, key)? {
+        Value::BoolValue(flag) => Some(*flag),
+        _ => None,
+    }
+}
+
+/// The value of attribute `key`, if present and set.
+pub(crate) fn find_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
     attributes
         .iter()
         .find(|key_value| key_value.key == key)

@@ -4,7 +4,7 @@ use datafusion::arrow::array::{
     Array, FixedSizeBinaryArray, ListArray, MapArray, RecordBatch, StringArray, StructArray,
     TimestampNanosecondArray, UInt32Array,
 };
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, TracesData};
@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use super::attributes::{child, read_attributes};
 use super::{kind_from_str, status_from_str};
 use crate::schema::col;
+use crate::xray;
 use crate::{Result, StorageError};
 
 /// Rebuilds OTLP `TracesData` from span table batches (all columns, in
@@ -88,6 +89,8 @@ struct Columns<'a> {
     attributes: &'a MapArray,
     events: &'a ListArray,
     links: &'a ListArray,
+    /// Optional so a projection without it still reads.
+    xray_metadata: Option<&'a StringArray>,
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
@@ -135,6 +138,7 @@ impl<'a> Columns<'a> {
             attributes: column(batch, col::ATTRIBUTES)?,
             events: column(batch, col::EVENTS)?,
             links: column(batch, col::LINKS)?,
+            xray_metadata: column(batch, col::XRAY_METADATA).ok(),
         })
     }
 
@@ -178,7 +182,7 @@ impl<'a> Columns<'a> {
             kind: kind_from_str(self.kind.value(row)) as i32,
             start_time_unix_nano: self.start_time.value(row).max(0) as u64,
             end_time_unix_nano: self.end_time.value(row).max(0) as u64,
-            attributes: read_attributes(self.attributes, row),
+            attributes: self.span_attributes(row),
             dropped_attributes_count: self.dropped_attributes_count.value(row),
             events: read_events(self.events, row),
             dropped_events_count: self.dropped_events_count.value(row),
@@ -186,6 +190,31 @@ impl<'a> Columns<'a> {
             dropped_links_count: self.dropped_links_count.value(row),
             status,
         }
+    }
+}
+
+impl Columns<'_> {
+    /// The span's attributes with its X-Ray metadata put back as the
+    /// `aws.xray.metadata.{namespace}` attributes it was taken from.
+    fn span_attributes(&self, row: usize) -> Vec<KeyValue> {
+        let mut attributes = read_attributes(self.attributes, row);
+        let Some(metadata) = self.xray_metadata.filter(|array| array.is_valid(row)) else {
+            return attributes;
+        };
+        if let Ok(serde_json::Value::Object(namespaces)) =
+            serde_json::from_str::<serde_json::Value>(metadata.value(row))
+        {
+            for (namespace, value) in namespaces {
+                attributes.push(KeyValue {
+                    key: format!("{}{namespace}", xray::attr::METADATA_PREFIX),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(value.to_string())),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        attributes
     }
 }
 

@@ -11,7 +11,7 @@
 //! The read side regroups rows by resource and scope, so a trace read back
 //! has the same shape the SDK sent.
 
-mod attributes;
+pub(crate) mod attributes;
 mod from_arrow;
 mod to_arrow;
 

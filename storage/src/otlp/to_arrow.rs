@@ -11,10 +11,11 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
-use super::attributes::{AttributesBuilder, find_int, find_str};
+use super::attributes::{AttributesBuilder, find_bool, find_int, find_str};
 use super::{kind_to_str, status_to_str};
 use crate::ids::{SpanId, TraceId};
 use crate::schema::{event_fields, event_item_field, link_fields, link_item_field, span_schema};
+use crate::xray;
 use crate::{Result, StorageError};
 
 /// Why one span of a request was not stored.
@@ -91,7 +92,7 @@ struct ResourceContext<'a> {
     schema_url: &'a str,
     service_name: &'a str,
     service_namespace: Option<&'a str>,
-    service_type: Option<&'static str>,
+    service_type: Option<&'a str>,
 }
 
 impl<'a> ResourceContext<'a> {
@@ -109,21 +110,22 @@ impl<'a> ResourceContext<'a> {
             schema_url: &resource_spans.schema_url,
             service_name: find_str(attributes, "service.name").unwrap_or("unknown_service"),
             service_namespace: find_str(attributes, "service.namespace"),
-            service_type: find_str(attributes, "cloud.platform").and_then(xray_origin),
+            service_type: xray_origin(attributes),
         }
     }
 }
 
-/// The X-Ray origin for an OpenTelemetry `cloud.platform`.
-fn xray_origin(cloud_platform: &str) -> Option<&'static str> {
-    Some(match cloud_platform {
-        "aws_lambda" => "AWS::Lambda::Function",
-        "aws_ec2" => "AWS::EC2::Instance",
-        "aws_ecs" => "AWS::ECS::Container",
-        "aws_eks" => "AWS::EKS::Container",
-        "aws_elastic_beanstalk" => "AWS::ElasticBeanstalk::Environment",
-        _ => return None,
-    })
+/// The X-Ray origin of a resource: as sent by X-Ray (`aws.xray.origin`), or
+/// the one an OpenTelemetry `cloud.platform` stands for.
+fn xray_origin(attributes: &[KeyValue]) -> Option<&str> {
+    if let Some(origin) = find_str(attributes, xray::attr::ORIGIN) {
+        return Some(origin);
+    }
+    let platform = find_str(attributes, xray::attr::CLOUD_PLATFORM)?;
+    xray::ORIGIN_PLATFORMS
+        .iter()
+        .find(|(_, known)| *known == platform)
+        .map(|(origin, _)| *origin)
 }
 
 /// The parts of a span that must be valid before it is stored.
@@ -169,17 +171,39 @@ impl TryFrom<&Span> for ValidSpan {
     }
 }
 
-/// HTTP-derived X-Ray flags: `error` for 4xx, `throttle` for 429, `fault`
-/// for 5xx or an error status without a 4xx.
-fn xray_flags(http_status: Option<i64>, status_code: i32) -> (bool, bool, bool) {
+/// X-Ray's flags: as an X-Ray document set them (`aws.xray.error`, ...), or
+/// from HTTP: `error` for 4xx, `throttle` for 429, `fault` for 5xx or an
+/// error status without a 4xx.
+fn xray_flags(
+    attributes: &[KeyValue],
+    http_status: Option<i64>,
+    status_code: i32,
+) -> (bool, bool, bool) {
     let client_error = matches!(http_status, Some(400..=499));
     let throttle = http_status == Some(429);
     let fault = matches!(http_status, Some(500..=599)) || (status_code == 2 && !client_error);
+    let explicit = |key: &str| find_bool(attributes, key);
+    let from_xray = [xray::attr::ERROR, xray::attr::FAULT, xray::attr::THROTTLE]
+        .iter()
+        .any(|key| explicit(key).is_some());
+    if from_xray {
+        return (
+            explicit(xray::attr::ERROR).unwrap_or(false),
+            explicit(xray::attr::FAULT).unwrap_or(false),
+            explicit(xray::attr::THROTTLE).unwrap_or(false),
+        );
+    }
     (client_error, fault, throttle)
 }
 
-/// The X-Ray namespace of an outgoing call.
-fn remote_namespace(span: &Span) -> Option<&'static str> {
+/// The X-Ray namespace of an outgoing call: as an X-Ray subsegment named it,
+/// or `aws`/`remote` for OpenTelemetry client and producer spans.
+fn remote_namespace(span: &Span) -> Option<&str> {
+    match find_str(&span.attributes, xray::attr::NAMESPACE) {
+        Some(namespace @ ("aws" | "remote")) => return Some(namespace),
+        Some(_) => return None,
+        None => {}
+    }
     let kind = kind_to_str(span.kind);
     if kind != "client" && kind != "producer" {
         return None;
@@ -189,6 +213,27 @@ fn remote_namespace(span: &Span) -> Option<&'static str> {
     } else {
         Some("remote")
     }
+}
+
+/// The `aws.xray.metadata.{namespace}` attributes whose text is JSON, by
+/// attribute key: they live in the `xray_metadata` column instead of the
+/// attribute map (and come back as attributes when read).
+fn xray_metadata(attributes: &[KeyValue]) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut metadata = std::collections::BTreeMap::new();
+    for key_value in attributes {
+        if !key_value.key.starts_with(xray::attr::METADATA_PREFIX) {
+            continue;
+        }
+        let Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(text)) =
+            key_value.value.as_ref().and_then(|any| any.value.as_ref())
+        else {
+            continue;
+        };
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+            metadata.insert(key_value.key.clone(), value);
+        }
+    }
+    metadata
 }
 
 /// One builder per column of [`span_schema`], in schema order.
@@ -332,7 +377,7 @@ impl SpanRowsBuilder {
         let attributes = span.attributes.as_slice();
         let http_status = find_int(attributes, "http.response.status_code")
             .or_else(|| find_int(attributes, "http.status_code"));
-        let (error, fault, throttle) = xray_flags(http_status, status_code);
+        let (error, fault, throttle) = xray_flags(attributes, http_status, status_code);
         self.xray_error.append_value(error);
         self.xray_fault.append_value(fault);
         self.xray_throttle.append_value(throttle);
@@ -383,9 +428,22 @@ impl SpanRowsBuilder {
         );
         self.scope_schema_url
             .append_option(non_empty(&scope_span.schema_url));
-        self.attributes.append_row(attributes);
+        let metadata = xray_metadata(attributes);
+        if metadata.is_empty() {
+            self.attributes.append_row(attributes);
+            self.xray_metadata.append_null();
+        } else {
+            self.attributes.append_row_except(attributes, |key_value| {
+                metadata.contains_key(&key_value.key)
+            });
+            let object: serde_json::Map<String, serde_json::Value> = metadata
+                .into_iter()
+                .map(|(key, value)| (key[xray::attr::METADATA_PREFIX.len()..].to_string(), value))
+                .collect();
+            self.xray_metadata
+                .append_value(serde_json::Value::Object(object).to_string());
+        }
         self.events.append_row(&span.events);
-        self.xray_metadata.append_null();
         self.sampling_rule.append_null();
     }
 
