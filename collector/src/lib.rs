@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  OTLP gRPC :4317 --+
-//!                    +--> Pipeline: decode -> validate/convert (blocking pool)
-//!  OTLP HTTP :4318 --+        -> SpanWriter::append (WAL, durable) -> ack
+//!  OTLP HTTP :4318 --+--> Pipeline: decode -> validate/convert (blocking pool)
+//!  X-Ray UDP :2000 --+        -> SpanWriter::append (WAL, durable) -> ack
+//!  X-Ray API :2000 --+   (X-Ray documents are mapped to OTLP spans first: `xray`)
 //! ```
 //!
 //! Receivers only frame and decode; the pipeline owns validation and
@@ -14,6 +15,7 @@
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod pipeline;
+pub mod xray;
 
 pub use pipeline::{IngestError, IngestOutcome, Pipeline};
 

@@ -36,6 +36,7 @@ fn ingest_error_status(error: IngestError) -> Status {
     match error {
         IngestError::InvalidTenant(error) => Status::invalid_argument(error.to_string()),
         IngestError::Unavailable(error) => Status::unavailable(error.to_string()),
+        IngestError::Internal(message) => Status::internal(message),
     }
 }
 

@@ -233,6 +233,12 @@ async fn export_traces(
                 error.to_string(),
                 encoding,
             ),
+            IngestError::Internal(_) => OtlpHttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::Internal,
+                error.to_string(),
+                encoding,
+            ),
         })?;
     let response = ExportTraceServiceResponse {
         partial_success: outcome.partial_success(),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use tracelake_storage::otlp::resource_spans_to_batch;
+use tracelake_storage::otlp::{SpanRejection, resource_spans_to_batch};
 use tracelake_storage::{SpanWriter, StorageError, validate_tenant};
 
 /// How many rejection reasons a response spells out; the count covers all.
@@ -17,6 +17,8 @@ pub struct IngestOutcome {
     pub rejected: usize,
     /// Why spans were rejected, empty when none was.
     pub message: String,
+    /// Every refused span with its reason.
+    pub rejections: Vec<SpanRejection>,
 }
 
 impl IngestOutcome {
@@ -37,6 +39,9 @@ pub enum IngestError {
     /// Storage could not make the spans durable; the client should retry.
     #[error("storage unavailable: {0}")]
     Unavailable(StorageError),
+    /// A bug or a lost worker, not the client's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 #[derive(Debug, Clone)]
@@ -62,9 +67,7 @@ impl Pipeline {
             resource_spans_to_batch(&tenant_owned, &resource_spans)
         })
         .await
-        .map_err(|error| {
-            IngestError::Unavailable(StorageError::Corrupt(format!("convert task: {error}")))
-        })?
+        .map_err(|error| IngestError::Internal(format!("convert task: {error}")))?
         .map_err(IngestError::Unavailable)?;
         if let Some(batch) = converted.batch {
             self.writer
@@ -94,6 +97,7 @@ impl Pipeline {
             accepted: converted.accepted,
             rejected,
             message,
+            rejections: converted.rejections,
         })
     }
 }

@@ -1,0 +1,302 @@
+//! The ingest side of the X-Ray API (REST-JSON, all POST), as boto3 and the
+//! X-Ray daemon call it:
+//!
+//! - `/TraceSegments` (PutTraceSegments): `{"TraceSegmentDocuments": ["...", ...]}`
+//!   -> `{"UnprocessedTraceSegments": [{"Id", "ErrorCode", "Message"}]}`.
+//!   Each entry is the text of a segment, an independent subsegment, or an
+//!   array of subsegments; one bad entry does not cost the others.
+//! - `/TelemetryRecords` (PutTelemetryRecords): checked and answered `{}`.
+//!
+//! SigV4 `Authorization` headers are accepted and not verified (tracelake
+//! has no AWS credentials to verify them against). The tenant is the
+//! `X-Scope-OrgID` header, as on every tracelake API. Errors are shaped as
+//! AWS shapes them: the status, `x-amzn-errortype`, and
+//! `{"__type", "message"}`, which botocore turns into a `ClientError`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
+
+use super::XrayIngest;
+use crate::IngestError;
+
+/// Largest PutTraceSegments request body accepted.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+struct ApiState {
+    ingest: XrayIngest,
+}
+
+/// The `/TraceSegments` and `/TelemetryRecords` routes.
+pub fn router(ingest: XrayIngest) -> Router {
+    Router::new()
+        .route("/TraceSegments", post(put_trace_segments))
+        .route("/TelemetryRecords", post(put_telemetry_records))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(ApiState { ingest })
+}
+
+/// An error as the AWS REST-JSON protocol spells it.
+#[derive(Debug)]
+pub struct AwsError {
+    pub status: StatusCode,
+    pub error_type: &'static str,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error_type: "InvalidRequestException",
+            message: message.into(),
+        }
+    }
+
+    /// For routes the X-Ray API port does not serve.
+    pub fn unknown_operation(path: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            error_type: "UnknownOperationException",
+            message: format!("no X-Ray operation at {path}"),
+        }
+    }
+}
+
+impl From<IngestError> for AwsError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::InvalidTenant(_) => Self::invalid_request(error.to_string()),
+            IngestError::Unavailable(_) => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error_type: "ServiceUnavailableException",
+                message: error.to_string(),
+            },
+            IngestError::Internal(_) => Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                error_type: "InternalFailure",
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for AwsError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"__type": self.error_type, "message": self.message});
+        (
+            self.status,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (
+                    header::HeaderName::from_static("x-amzn-errortype"),
+                    self.error_type,
+                ),
+            ],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutTraceSegmentsRequest {
+    trace_segment_documents: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutTraceSegmentsResult {
+    unprocessed_trace_segments: Vec<UnprocessedTraceSegment>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct UnprocessedTraceSegment {
+    id: String,
+    error_code: String,
+    message: String,
+}
+
+/// The tenant a request names, default `single-tenant`.
+pub fn tenant_of(headers: &HeaderMap) -> Result<String, AwsError> {
+    match headers.get(TENANT_HEADER) {
+        None => Ok(DEFAULT_TENANT.to_string()),
+        Some(value) => value
+            .to_str()
+            .map(str::to_string)
+            .map_err(|_| AwsError::invalid_request("X-Scope-OrgID is not visible ASCII")),
+    }
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, AwsError> {
+    serde_json::from_slice(body)
+        .map_err(|error| AwsError::invalid_request(format!("request body: {error}")))
+}
+
+fn json_response<T: Serialize>(value: &T) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(value).unwrap_or_else(|_| "{}".into()),
+    )
+        .into_response()
+}
+
+async fn put_trace_segments(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AwsError> {
+    let tenant = tenant_of(&headers)?;
+    let request: PutTraceSegmentsRequest = json_body(&body)?;
+    let documents = request
+        .trace_segment_documents
+        .into_iter()
+        .map(bytes::Bytes::from)
+        .collect();
+    let outcome = state.ingest.ingest(&tenant, documents).await?;
+    let unprocessed = outcome
+        .unprocessed
+        .into_iter()
+        .map(|unprocessed| UnprocessedTraceSegment {
+            id: unprocessed.id,
+            error_code: unprocessed.error_code.error_code().to_string(),
+            message: unprocessed.message,
+        })
+        .collect();
+    Ok(json_response(&PutTraceSegmentsResult {
+        unprocessed_trace_segments: unprocessed,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutTelemetryRecordsRequest {
+    telemetry_records: Vec<serde_json::Value>,
+}
+
+async fn put_telemetry_records(headers: HeaderMap, body: Bytes) -> Result<Response, AwsError> {
+    tenant_of(&headers)?;
+    let request: PutTelemetryRecordsRequest = json_body(&body)?;
+    tracing::debug!(
+        records = request.telemetry_records.len(),
+        "x-ray telemetry records"
+    );
+    Ok(json_response(&serde_json::json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use tower::ServiceExt;
+    use tracelake_storage::{SpanWriter, Storage, StorageConfig, local_store};
+
+    use crate::Pipeline;
+
+    async fn app(dir: &std::path::Path) -> (Router, Storage) {
+        let config = StorageConfig {
+            data_dir: dir.to_path_buf(),
+            ..Default::default()
+        };
+        let (storage, _) = Storage::open(config, local_store(dir).unwrap())
+            .await
+            .unwrap();
+        let writer: Arc<dyn SpanWriter> = Arc::new(storage.clone());
+        (router(XrayIngest::new(Pipeline::new(writer))), storage)
+    }
+
+    async fn post_json(
+        app: &Router,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = app
+            .clone()
+            .oneshot(
+                Request::post(path)
+                    .header("content-type", "application/json")
+                    .header("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20261129/us-east-1/xray/aws4_request, SignedHeaders=host, Signature=abc")
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn put_trace_segments_reports_each_bad_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, storage) = app(dir.path()).await;
+        let good = r#"{"id":"70de5b6f19ff9a0a","name":"shop","trace_id":"1-581cf771-a006649127e371903a2de979","start_time":1764424242.1,"end_time":1764424242.2}"#;
+        let bad_trace = r#"{"id":"1111111111111111","name":"shop","trace_id":"nope","start_time":1764424242.1,"end_time":1764424242.2}"#;
+        let request = serde_json::json!({"TraceSegmentDocuments": [good, bad_trace, "{not json", "x".repeat(70_000)]});
+        let (status, _, body) = post_json(&app, "/TraceSegments", &request.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let unprocessed = body["UnprocessedTraceSegments"].as_array().unwrap();
+        assert_eq!(unprocessed.len(), 3, "{body}");
+        assert_eq!(unprocessed[0]["Id"], "1111111111111111");
+        assert_eq!(unprocessed[0]["ErrorCode"], "InvalidDocument");
+        assert!(
+            unprocessed[0]["Message"]
+                .as_str()
+                .unwrap()
+                .contains("trace_id")
+        );
+        let codes: Vec<&str> = unprocessed
+            .iter()
+            .map(|entry| entry["ErrorCode"].as_str().unwrap())
+            .collect();
+        assert!(
+            codes.contains(&"MalformedDocument") && codes.contains(&"DocumentTooLarge"),
+            "{codes:?}"
+        );
+        assert_eq!(storage.stats().appended_spans, 1);
+    }
+
+    #[tokio::test]
+    async fn errors_are_aws_shaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _storage) = app(dir.path()).await;
+        for body in ["{", "{}", r#"{"TraceSegmentDocuments": "x"}"#] {
+            let (status, headers, json) = post_json(&app, "/TraceSegments", body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(headers["x-amzn-errortype"], "InvalidRequestException");
+            assert_eq!(json["__type"], "InvalidRequestException");
+            assert!(
+                json["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("request body"),
+                "{json}"
+            );
+        }
+        let (status, _, json) = post_json(
+            &app,
+            "/TelemetryRecords",
+            r#"{"TelemetryRecords": [{"Timestamp": 1}], "Hostname": "h"}"#,
+        )
+        .await;
+        assert_eq!((status, json), (StatusCode::OK, serde_json::json!({})));
+        let (status, _, _) = post_json(&app, "/TelemetryRecords", "{}").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}
