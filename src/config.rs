@@ -23,6 +23,7 @@ pub(crate) struct Config {
     pub(crate) wal: WalConfig,
     pub(crate) flush: FlushConfig,
     pub(crate) otlp: OtlpConfig,
+    pub(crate) xray: XrayConfig,
 }
 
 /// Listener addresses, `host:port`; port 0 picks a free port.
@@ -65,6 +66,29 @@ pub(crate) struct OtlpConfig {
     pub(crate) max_message_bytes: usize,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct XrayConfig {
+    /// Tenant that X-Ray daemon datagrams are stored under (the UDP
+    /// protocol carries none; the X-Ray API uses `X-Scope-OrgID`).
+    pub(crate) udp_tenant: String,
+    /// Bytes of datagrams waiting to be decoded before new ones are dropped.
+    pub(crate) udp_queue_bytes: usize,
+    /// Socket receive buffer asked of the kernel (capped by `net.core.rmem_max`).
+    pub(crate) udp_receive_buffer_bytes: usize,
+}
+
+impl Default for XrayConfig {
+    fn default() -> Self {
+        let udp = tracelake_collector::xray::udp::UdpConfig::default();
+        Self {
+            udp_tenant: udp.tenant,
+            udp_queue_bytes: udp.queue_bytes,
+            udp_receive_buffer_bytes: udp.socket_receive_buffer,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         let storage = StorageConfig::default();
@@ -85,6 +109,7 @@ impl Default for Config {
             otlp: OtlpConfig {
                 max_message_bytes: tracelake_collector::OtlpLimits::default().max_message_bytes,
             },
+            xray: XrayConfig::default(),
         }
     }
 }
@@ -218,7 +243,17 @@ impl Config {
         if self.flush.row_group_rows == 0 {
             bail!("flush.row_group_rows must be positive");
         }
+        tracelake_storage::validate_tenant(&self.xray.udp_tenant)
+            .map_err(|error| anyhow::anyhow!("xray.udp_tenant: {error}"))?;
         Ok(())
+    }
+
+    pub(crate) fn udp_config(&self) -> tracelake_collector::xray::udp::UdpConfig {
+        tracelake_collector::xray::udp::UdpConfig {
+            tenant: self.xray.udp_tenant.clone(),
+            queue_bytes: self.xray.udp_queue_bytes,
+            socket_receive_buffer: self.xray.udp_receive_buffer_bytes,
+        }
     }
 
     pub(crate) fn storage_config(&self) -> StorageConfig {

@@ -1,6 +1,8 @@
 //! The `tracelake` command line: wires the crates together.
 
 mod config;
+mod import;
+mod metrics;
 mod serve;
 
 use std::path::PathBuf;
@@ -20,6 +22,25 @@ struct Cli {
 enum Command {
     /// Run the server (embedded defaults: ./tracelake-data on local disk).
     Serve(ServeArgs),
+    /// Load traces from files: X-Ray BatchGetTraces output or segment
+    /// documents, OTLP JSON (one request per file or per line) or OTLP
+    /// protobuf. The server must not be running on the same data dir.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    /// Files to load.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Tenant to store the spans under.
+    #[arg(long, env = "TRACELAKE_IMPORT_TENANT", default_value = tracelake_storage::DEFAULT_TENANT)]
+    tenant: String,
+    /// Config file (TOML); every key optional, unknown keys refused.
+    #[arg(long, env = "TRACELAKE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: config::Overrides,
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,14 +70,26 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(serve::serve(config))
         }
+        Command::Import(args) => {
+            let config = config::Config::load(args.config.as_deref(), &args.overrides)?;
+            init_logging_at("warn");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(import::import(config, &args.tenant, &args.files))
+        }
     }
 }
 
 /// Logs go to stderr (stdout carries the `listening` lines); level from
 /// `TRACELAKE_LOG`, default `info`.
 fn init_logging() {
+    init_logging_at("info");
+}
+
+fn init_logging_at(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRACELAKE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tracelake_collector::xray::{XrayIngest, api as xray_api, udp as xray_udp};
 use tracelake_collector::{OtlpLimits, Pipeline, otlp_grpc, otlp_http};
 use tracelake_storage::{SpanReader, SpanWriter, Storage, local_store};
 
@@ -26,8 +27,7 @@ async fn bind(name: &str, address: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding {name} on {address}"))
 }
 
-fn announce(name: &str, listener: &TcpListener) -> anyhow::Result<()> {
-    let address = listener.local_addr()?;
+fn announce(name: &str, address: std::net::SocketAddr) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening {name} {address}")?;
     stdout.flush()?;
@@ -45,13 +45,25 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let writer: Arc<dyn SpanWriter> = Arc::new(storage.clone());
     let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
     let pipeline = Pipeline::new(writer);
+    let xray_ingest = XrayIngest::new(pipeline.clone());
+    let udp_stats = Arc::new(xray_udp::UdpStats::default());
 
+    let udp_address: std::net::SocketAddr = tokio::net::lookup_host(&config.listen.xray_udp)
+        .await
+        .with_context(|| format!("resolving xray-udp address {}", config.listen.xray_udp))?
+        .next()
+        .with_context(|| format!("xray-udp address {} resolves to nothing", config.listen.xray_udp))?;
+    let udp_socket = xray_udp::bind(udp_address, config.xray.udp_receive_buffer_bytes)
+        .with_context(|| format!("binding xray-udp on {udp_address}"))?;
+    let xray_api_listener = bind("xray-api", &config.listen.xray_api).await?;
     let grpc_listener = bind("otlp-grpc", &config.listen.otlp_grpc).await?;
     let otlp_http_listener = bind("otlp-http", &config.listen.otlp_http).await?;
     let http_listener = bind("http", &config.listen.http).await?;
-    announce("otlp-grpc", &grpc_listener)?;
-    announce("otlp-http", &otlp_http_listener)?;
-    announce("http", &http_listener)?;
+    announce("xray-udp", udp_socket.local_addr()?)?;
+    announce("xray-api", xray_api_listener.local_addr()?)?;
+    announce("otlp-grpc", grpc_listener.local_addr()?)?;
+    announce("otlp-http", otlp_http_listener.local_addr()?)?;
+    announce("http", http_listener.local_addr()?)?;
 
     let (stop_sender, stop) = watch::channel(false);
     let stopped = move |mut receiver: watch::Receiver<bool>| async move {
@@ -64,18 +76,37 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let otlp_http = axum::serve(otlp_http_listener, otlp_http::router(pipeline, limits))
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();
-    let http = axum::serve(http_listener, tracelake_query::router(reader))
+    let xray_api_routes = xray_api::router(xray_ingest.clone()).fallback(
+        |uri: axum::http::Uri| async move { xray_api::AwsError::unknown_operation(uri.path()) },
+    );
+    let xray_api = axum::serve(xray_api_listener, xray_api_routes)
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();
+    let http_routes = tracelake_query::router(reader).merge(crate::metrics::router(
+        storage.clone(),
+        Arc::clone(&udp_stats),
+    ));
+    let http = axum::serve(http_listener, http_routes)
+        .with_graceful_shutdown(stopped(stop.clone()))
+        .into_future();
+    let udp = xray_udp::run(
+        udp_socket,
+        xray_ingest,
+        config.udp_config(),
+        udp_stats,
+        stopped(stop.clone()),
+    );
     let flusher_storage = storage.clone();
     let flusher_stop = stopped(stop.clone());
     let flusher =
         tokio::spawn(async move { flusher_storage.run_flusher(FLUSH_CHECK, flusher_stop).await });
 
     let servers = tokio::spawn(async move {
-        let (grpc, otlp_http, http) = tokio::join!(grpc, otlp_http, http);
+        let (grpc, otlp_http, xray_api, http, ()) =
+            tokio::join!(grpc, otlp_http, xray_api, http, udp);
         grpc.context("otlp-grpc server")?;
         otlp_http.context("otlp-http server")?;
+        xray_api.context("xray-api server")?;
         http.context("http server")?;
         anyhow::Ok(())
     });

@@ -94,6 +94,10 @@ struct Inner {
     view: parking_lot::RwLock<()>,
     closed: AtomicBool,
     counters: Counters,
+    /// Held open while the engine lives: an exclusive lock on
+    /// `wal/LOCK`, so a second server or `tracelake import` on the same
+    /// data dir is refused instead of interleaving WAL segments.
+    _lock: std::fs::File,
 }
 
 /// The embedded default store: the local data directory.
@@ -105,6 +109,27 @@ pub fn local_store(data_dir: &FsPath) -> Result<Arc<dyn ObjectStore>> {
     Ok(Arc::new(LocalFileSystem::new_with_prefix(data_dir)?))
 }
 
+fn lock_data_dir(wal_dir: &FsPath) -> Result<std::fs::File> {
+    let io_error = |source| StorageError::WalIo {
+        path: wal_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(wal_dir).map_err(io_error)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(wal_dir.join("LOCK"))
+        .map_err(io_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked(
+            wal_dir.parent().unwrap_or(wal_dir).to_path_buf(),
+        )),
+        Err(std::fs::TryLockError::Error(source)) => Err(io_error(source)),
+    }
+}
+
 impl Storage {
     /// Loads the catalog from `store`, replays the WAL under
     /// `config.data_dir/wal` into the head, and opens a fresh WAL segment.
@@ -112,8 +137,9 @@ impl Storage {
         config: StorageConfig,
         store: Arc<dyn ObjectStore>,
     ) -> Result<(Self, OpenStats)> {
-        let (catalog, catalog_stats) = Catalog::load(&store).await?;
         let wal_dir = config.data_dir.join("wal");
+        let lock = lock_data_dir(&wal_dir)?;
+        let (catalog, catalog_stats) = Catalog::load(&store).await?;
         let (policy, interval, segment_bytes) = (
             config.fsync,
             config.fsync_interval,
@@ -140,6 +166,7 @@ impl Storage {
                 view: parking_lot::RwLock::new(()),
                 closed: AtomicBool::new(false),
                 counters: Counters::default(),
+                _lock: lock,
             }),
         };
         let stats = OpenStats {

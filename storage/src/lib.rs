@@ -77,6 +77,8 @@ pub enum StorageError {
     InvalidTenant(String),
     #[error("storage is shutting down")]
     ShuttingDown,
+    #[error("data dir {0} is in use by another tracelake process")]
+    Locked(std::path::PathBuf),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
