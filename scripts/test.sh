@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, first setting up what it needs on a fresh
-# machine: a Python venv with the real OpenTelemetry SDK and OTLP exporters
+# machine: a Python venv with the real OpenTelemetry SDK and OTLP exporters,
+# the AWS X-Ray SDK for Python and boto3
 # (tests/python/requirements.txt) that the end-to-end tests drive.
 #
 #   CARGO_TARGET_DIR  build dir, default /var/tmp/tracelake-target (kept between runs)
@@ -14,7 +15,7 @@ venv="${TRACELAKE_VENV:-/var/tmp/tracelake-venv}"
 requirements=tests/python/requirements.txt
 
 if ! cmp -s "$requirements" "$venv/.tracelake-requirements" 2>/dev/null \
-   || ! "$venv/bin/python" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, opentelemetry.exporter.otlp.proto.http.trace_exporter' 2>/dev/null; then
+   || ! "$venv/bin/python" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, opentelemetry.exporter.otlp.proto.http.trace_exporter, aws_xray_sdk.core, boto3' 2>/dev/null; then
   echo "setting up python clients in $venv"
   rm -rf "$venv"
   python3 -m venv "$venv"

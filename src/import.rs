@@ -94,7 +94,10 @@ pub(crate) async fn import(config: Config, tenant: &str, files: &[PathBuf]) -> a
         }
     }
     progress.finish_and_clear();
-    let flushed = storage.shutdown().await.context("flushing imported spans")?;
+    let flushed = storage
+        .shutdown()
+        .await
+        .context("flushing imported spans")?;
     println!(
         "imported {} spans from {} files into tenant {tenant} ({} blocks); rejected {}",
         totals.accepted_spans,
@@ -159,7 +162,9 @@ async fn import_file(
 /// Reasons are grouped without the ids that make each one unique.
 fn strip_ids(message: &str) -> String {
     match message.split_once(": ") {
-        Some((prefix, rest)) if prefix.len() == 16 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) => {
+        Some((prefix, rest))
+            if prefix.len() == 16 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
             rest.to_string()
         }
         _ => message.to_string(),
@@ -183,8 +188,8 @@ fn parse_file(bytes: &[u8]) -> anyhow::Result<Vec<Payload>> {
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(line)
-            .with_context(|| format!("line {}: not JSON", number + 1))?;
+        let value: Value =
+            serde_json::from_str(line).with_context(|| format!("line {}: not JSON", number + 1))?;
         payloads.push(payload_of(value).with_context(|| format!("line {}", number + 1))?);
     }
     Ok(payloads)
@@ -207,9 +212,11 @@ fn payload_of(value: Value) -> anyhow::Result<Payload> {
             }
             Ok(Payload::Documents(documents))
         }
-        Value::Object(object) if object.contains_key("resourceSpans") || object.contains_key("resource_spans") => {
-            let request: ExportTraceServiceRequest =
-                serde_json::from_value(value).context("not an OTLP JSON ExportTraceServiceRequest")?;
+        Value::Object(object)
+            if object.contains_key("resourceSpans") || object.contains_key("resource_spans") =>
+        {
+            let request: ExportTraceServiceRequest = serde_json::from_value(value)
+                .context("not an OTLP JSON ExportTraceServiceRequest")?;
             Ok(Payload::Otlp(request))
         }
         Value::Object(object) if object.contains_key("trace_id") || object.contains_key("id") => {

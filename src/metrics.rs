@@ -19,7 +19,13 @@ pub(crate) fn router(storage: Storage, udp: Arc<UdpStats>) -> Router {
         get(move || {
             let storage = storage.clone();
             let udp = Arc::clone(&udp);
-            async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&storage, &udp)).into_response() }
+            async move {
+                (
+                    [(header::CONTENT_TYPE, CONTENT_TYPE)],
+                    render(&storage, &udp),
+                )
+                    .into_response()
+            }
         }),
     )
 }
@@ -28,13 +34,32 @@ fn render(storage: &Storage, udp: &UdpStats) -> String {
     let mut out = String::new();
     let stats = storage.stats();
     let counters = [
-        ("tracelake_storage_appended_spans_total", "Spans appended to the WAL and head.", stats.appended_spans),
-        ("tracelake_storage_flushed_blocks_total", "Parquet blocks written.", stats.flushed_blocks),
-        ("tracelake_storage_flushed_bytes_total", "Bytes of Parquet blocks written.", stats.flushed_bytes),
-        ("tracelake_storage_flush_failures_total", "Flushes that failed and will be retried.", stats.flush_failures),
+        (
+            "tracelake_storage_appended_spans_total",
+            "Spans appended to the WAL and head.",
+            stats.appended_spans,
+        ),
+        (
+            "tracelake_storage_flushed_blocks_total",
+            "Parquet blocks written.",
+            stats.flushed_blocks,
+        ),
+        (
+            "tracelake_storage_flushed_bytes_total",
+            "Bytes of Parquet blocks written.",
+            stats.flushed_bytes,
+        ),
+        (
+            "tracelake_storage_flush_failures_total",
+            "Flushes that failed and will be retried.",
+            stats.flush_failures,
+        ),
     ];
     for (name, help, value) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     }
     let _ = writeln!(
         out,

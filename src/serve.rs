@@ -52,7 +52,12 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("resolving xray-udp address {}", config.listen.xray_udp))?
         .next()
-        .with_context(|| format!("xray-udp address {} resolves to nothing", config.listen.xray_udp))?;
+        .with_context(|| {
+            format!(
+                "xray-udp address {} resolves to nothing",
+                config.listen.xray_udp
+            )
+        })?;
     let udp_socket = xray_udp::bind(udp_address, config.xray.udp_receive_buffer_bytes)
         .with_context(|| format!("binding xray-udp on {udp_address}"))?;
     let xray_api_listener = bind("xray-api", &config.listen.xray_api).await?;
@@ -76,9 +81,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let otlp_http = axum::serve(otlp_http_listener, otlp_http::router(pipeline, limits))
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();
-    let xray_api_routes = xray_api::router(xray_ingest.clone()).fallback(
-        |uri: axum::http::Uri| async move { xray_api::AwsError::unknown_operation(uri.path()) },
-    );
+    let xray_api_routes =
+        xray_api::router(xray_ingest.clone()).fallback(|uri: axum::http::Uri| async move {
+            xray_api::AwsError::unknown_operation(uri.path())
+        });
     let xray_api = axum::serve(xray_api_listener, xray_api_routes)
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();

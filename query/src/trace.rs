@@ -79,7 +79,10 @@ fn is_in_progress(span: &Span) -> bool {
     span.attributes.iter().any(|attribute| {
         attribute.key == xray::attr::IN_PROGRESS
             && matches!(
-                attribute.value.as_ref().and_then(|value| value.value.as_ref()),
+                attribute
+                    .value
+                    .as_ref()
+                    .and_then(|value| value.value.as_ref()),
                 Some(any_value::Value::BoolValue(true))
             )
     })
@@ -174,12 +177,13 @@ pub fn assemble(mut traces: TracesData) -> TracesData {
     }
     for (target, moved) in moves {
         let scopes = &mut traces.resource_spans[target].scope_spans;
-        match scopes.iter_mut().find(|scope_spans| scope_spans.scope == moved.scope) {
+        match scopes
+            .iter_mut()
+            .find(|scope_spans| scope_spans.scope == moved.scope)
+        {
             Some(existing) => {
                 existing.spans.extend(moved.spans);
-                existing
-                    .spans
-                    .sort_by_key(|span| span.start_time_unix_nano);
+                existing.spans.sort_by_key(|span| span.start_time_unix_nano);
             }
             None => scopes.push(moved),
         }
@@ -213,10 +217,17 @@ mod tests {
         Span {
             trace_id: vec![9; 16],
             span_id: vec![id; 8],
-            parent_span_id: if parent == 0 { Vec::new() } else { vec![parent; 8] },
+            parent_span_id: if parent == 0 {
+                Vec::new()
+            } else {
+                vec![parent; 8]
+            },
             start_time_unix_nano: 10,
             end_time_unix_nano: end,
-            attributes: vec![kv(xray::attr::IN_PROGRESS, any_value::Value::BoolValue(in_progress))],
+            attributes: vec![kv(
+                xray::attr::IN_PROGRESS,
+                any_value::Value::BoolValue(in_progress),
+            )],
             ..Default::default()
         }
     }
@@ -225,7 +236,12 @@ mod tests {
         ResourceSpans {
             resource: Some(Resource {
                 attributes: service
-                    .map(|name| vec![kv("service.name", any_value::Value::StringValue(name.into()))])
+                    .map(|name| {
+                        vec![kv(
+                            "service.name",
+                            any_value::Value::StringValue(name.into()),
+                        )]
+                    })
                     .unwrap_or_default(),
                 ..Default::default()
             }),
@@ -245,10 +261,23 @@ mod tests {
     fn complete_documents_win_and_orphans_join_their_service() {
         let traces = TracesData {
             resource_spans: vec![
-                group(Some("shop"), vec![span(1, 0, 10, true), span(2, 1, 30, false)]),
+                group(
+                    Some("shop"),
+                    vec![span(1, 0, 10, true), span(2, 1, 30, false)],
+                ),
                 // Streamed before the segment: no service.
-                group(None, vec![span(3, 2, 25, false), span(4, 3, 24, false), span(5, 7, 20, false)]),
-                group(Some("shop"), vec![span(1, 0, 40, false), span(1, 0, 12, true)]),
+                group(
+                    None,
+                    vec![
+                        span(3, 2, 25, false),
+                        span(4, 3, 24, false),
+                        span(5, 7, 20, false),
+                    ],
+                ),
+                group(
+                    Some("shop"),
+                    vec![span(1, 0, 40, false), span(1, 0, 12, true)],
+                ),
             ],
         };
         let assembled = assemble(traces);
@@ -264,7 +293,13 @@ mod tests {
         seen.sort();
         assert_eq!(
             seen,
-            vec![(1, 40, true), (2, 30, true), (3, 25, true), (4, 24, true), (5, 20, false)]
+            vec![
+                (1, 40, true),
+                (2, 30, true),
+                (3, 25, true),
+                (4, 24, true),
+                (5, 20, false)
+            ]
         );
     }
 }

@@ -6,3 +6,4 @@ mod durability;
 mod otlp;
 mod python_sdk;
 mod server;
+mod xray;

@@ -9,13 +9,13 @@ use crate::otlp::{fetch_trace, spans_of};
 use crate::server::TestServerBuilder;
 
 /// The venv's interpreter, set up by scripts/test.sh.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let path = std::env::var_os("TRACELAKE_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp/tracelake-venv/bin/python"));
     assert!(
         path.exists(),
-        "{} not found: run scripts/test.sh (it installs the OpenTelemetry Python SDK) or set TRACELAKE_TEST_PYTHON",
+        "{} not found: run scripts/test.sh (it installs the Python clients) or set TRACELAKE_TEST_PYTHON",
         path.display()
     );
     path

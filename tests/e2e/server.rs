@@ -26,6 +26,8 @@ pub(crate) struct TestServer {
     pub(crate) otlp_grpc: SocketAddr,
     pub(crate) otlp_http: SocketAddr,
     pub(crate) http: SocketAddr,
+    pub(crate) xray_udp: SocketAddr,
+    pub(crate) xray_api: SocketAddr,
 }
 
 pub(crate) struct TestServerBuilder {
@@ -60,6 +62,8 @@ impl TestServerBuilder {
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(["--listen-xray-udp", "127.0.0.1:0"])
+            .args(["--listen-xray-api", "127.0.0.1:0"])
             .args(["--listen-otlp-grpc", "127.0.0.1:0"])
             .args(["--listen-otlp-http", "127.0.0.1:0"])
             .args(["--listen-http", "127.0.0.1:0"])
@@ -85,7 +89,7 @@ impl TestServerBuilder {
         });
         let mut addresses = std::collections::HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while addresses.len() < 3 {
+        while addresses.len() < 5 {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let line = match receiver.recv_timeout(remaining) {
                 Ok(line) => line,
@@ -110,6 +114,8 @@ impl TestServerBuilder {
             otlp_grpc: addresses["otlp-grpc"],
             otlp_http: addresses["otlp-http"],
             http: addresses["http"],
+            xray_udp: addresses["xray-udp"],
+            xray_api: addresses["xray-api"],
         }
     }
 }
@@ -121,6 +127,10 @@ impl TestServer {
 
     pub(crate) fn otlp_http_url(&self) -> String {
         format!("http://{}", self.otlp_http)
+    }
+
+    pub(crate) fn xray_api_url(&self) -> String {
+        format!("http://{}", self.xray_api)
     }
 
     pub(crate) fn otlp_grpc_url(&self) -> String {

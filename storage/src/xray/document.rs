@@ -249,8 +249,7 @@ fn is_annotation_key(key: &str) -> bool {
 impl SegmentDocument {
     /// Reads one document (not yet validated).
     pub fn from_json(bytes: &[u8]) -> Result<Self, InvalidDocument> {
-        serde_json::from_slice(bytes)
-            .map_err(|error| invalid(format!("malformed document: {error}")))
+        read_json(bytes, "document")
     }
 
     /// Whether this is an independent subsegment (sent on its own, with
@@ -272,11 +271,10 @@ impl SegmentDocument {
         }
         match self.document_type.as_deref() {
             None => {}
-            Some("subsegment") => {
-                if self.parent_id.is_none() {
-                    return Err(invalid("independent subsegment has no parent_id"));
-                }
+            Some("subsegment") if self.parent_id.is_none() => {
+                return Err(invalid("independent subsegment has no parent_id"));
             }
+            Some("subsegment") => {}
             Some(other) => {
                 return Err(invalid(format!(
                     "type {other:?} is not \"subsegment\" (segments have no type)"
@@ -425,6 +423,35 @@ impl SegmentDocument {
         Ok(())
     }
 
+    /// This document as it reads back after the trip through spans (see
+    /// the module docs of [`crate::xray`]): nested subsegments without
+    /// `trace_id`, `parent_id` and `type`, no `end_time` while in progress,
+    /// no empty `metadata` or `subsegments`.
+    pub fn canonical(&self) -> SegmentDocument {
+        self.canonical_at(false)
+    }
+
+    fn canonical_at(&self, nested: bool) -> SegmentDocument {
+        let mut copy = self.clone();
+        if nested {
+            copy.trace_id = None;
+            copy.parent_id = None;
+            copy.document_type = None;
+        }
+        if copy.in_progress == Some(true) {
+            copy.end_time = None;
+        }
+        if copy.metadata.as_ref().is_some_and(Map::is_empty) {
+            copy.metadata = None;
+        }
+        copy.subsegments = self
+            .subsegments
+            .as_ref()
+            .filter(|list| !list.is_empty())
+            .map(|list| list.iter().map(|child| child.canonical_at(true)).collect());
+        copy
+    }
+
     /// Every (sub)segment in this document, depth first, the document first.
     pub fn entity_count(&self) -> usize {
         1 + self
@@ -447,6 +474,25 @@ fn json_type_name(value: &Value) -> &'static str {
     }
 }
 
+/// Deserializes with the path of the offending field in the message
+/// (`malformed document: subsegments[0].start_time: invalid type: ...`).
+fn read_json<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, InvalidDocument> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." || path.is_empty() {
+            invalid(format!("malformed {what}: {inner}"))
+        } else {
+            invalid(format!("malformed {what}: {path}: {inner}"))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| invalid(format!("malformed {what}: {error}")))?;
+    Ok(value)
+}
+
 /// Reads what one `PutTraceSegments` entry or one daemon datagram body
 /// holds: a segment, an independent subsegment, or an array of
 /// subsegments (as the X-Ray API allows).
@@ -456,8 +502,7 @@ pub fn parse_documents(bytes: &[u8]) -> Result<Vec<SegmentDocument>, InvalidDocu
         .find(|byte| !byte.is_ascii_whitespace())
         .ok_or_else(|| invalid("document is empty"))?;
     if *first == b'[' {
-        serde_json::from_slice(bytes)
-            .map_err(|error| invalid(format!("malformed document array: {error}")))
+        read_json(bytes, "document array")
     } else {
         Ok(vec![SegmentDocument::from_json(bytes)?])
     }

@@ -37,7 +37,7 @@ pub struct SpanWithResource<'a> {
 }
 
 impl SpanWithResource<'_> {
-    fn from_xray(&self) -> bool {
+    fn came_from_xray(&self) -> bool {
         self.scope_name == XRAY_SCOPE_NAME
     }
 
@@ -52,7 +52,7 @@ impl SpanWithResource<'_> {
     /// A span that stands as a segment of its own.
     fn is_segment(&self) -> bool {
         let kind = self.kind();
-        if self.from_xray() {
+        if self.came_from_xray() {
             return kind == SpanKind::Server;
         }
         matches!(kind, SpanKind::Server | SpanKind::Consumer) || self.span.parent_span_id.is_empty()
@@ -140,7 +140,7 @@ fn hex_id(bytes: &[u8]) -> Option<String> {
 fn entity(item: &SpanWithResource<'_>, top_level: bool) -> SegmentDocument {
     let span = item.span;
     let attributes = span.attributes.as_slice();
-    let from_xray = item.from_xray();
+    let from_xray = item.came_from_xray();
     let is_segment = top_level && item.is_segment();
     let in_progress = find_bool(attributes, attr::IN_PROGRESS);
     let mut document = SegmentDocument {
@@ -232,7 +232,7 @@ fn into_map(value: Value) -> Option<Map<String, Value>> {
 /// X-Ray names a segment after its service; other spans keep their name,
 /// except OTLP client calls, named after what they call as the exporter does.
 fn entity_name(item: &SpanWithResource<'_>, is_segment: bool) -> String {
-    if item.from_xray() {
+    if item.came_from_xray() {
         return item.span.name.clone();
     }
     if is_segment {
