@@ -14,22 +14,22 @@
 //! | `kind` | Utf8 | `unspecified`, `internal`, `server`, `client`, `producer`, `consumer` |
 //! | `service_name` | Utf8 | resource `service.name`, `unknown_service` when absent |
 //! | `service_namespace` | Utf8, null | resource `service.namespace` |
-//! | `service_type` | Utf8, null | X-Ray origin (`AWS::Lambda::Function`, ...) or resource `cloud.platform` |
+//! | `service_type` | Utf8, null | X-Ray origin (`AWS::Lambda::Function`, ...): resource `aws.xray.origin`, or the origin resource `cloud.platform` stands for |
 //! | `start_time` | Timestamp(ns, UTC) | start, nanoseconds since the epoch |
 //! | `end_time` | Timestamp(ns, UTC) | end, nanoseconds since the epoch |
 //! | `duration_ns` | Int64 | `end_time - start_time`, clamped at 0 |
 //! | `status_code` | Utf8 | `unset`, `ok`, `error` |
 //! | `status_message` | Utf8, null | status description |
-//! | `xray_error` | Boolean | client error (HTTP 4xx), X-Ray's `error` flag |
-//! | `xray_fault` | Boolean | server error (HTTP 5xx or error status), X-Ray's `fault` flag |
-//! | `xray_throttle` | Boolean | throttled (HTTP 429), X-Ray's `throttle` flag |
+//! | `xray_error` | Boolean | client error: X-Ray's `error` flag (`aws.xray.error`), else HTTP 4xx |
+//! | `xray_fault` | Boolean | server error: X-Ray's `fault` flag, else HTTP 5xx or error status |
+//! | `xray_throttle` | Boolean | throttled: X-Ray's `throttle` flag, else HTTP 429 |
 //! | `http_method` | Utf8, null | `http.request.method` / `http.method` |
 //! | `http_url` | Utf8, null | `url.full` / `http.url` |
 //! | `http_route` | Utf8, null | `http.route` |
 //! | `http_status_code` | Int32, null | `http.response.status_code` / `http.status_code` |
 //! | `peer_service` | Utf8, null | `peer.service` (the called service, for inferred nodes) |
 //! | `db_system` | Utf8, null | `db.system.name` / `db.system` |
-//! | `remote_namespace` | Utf8, null | X-Ray subsegment namespace (`remote`, `aws`) |
+//! | `remote_namespace` | Utf8, null | X-Ray subsegment namespace (`remote`, `aws`; `aws.xray.namespace`), else `aws`/`remote` for client and producer spans |
 //! | `user` | Utf8, null | X-Ray `user` / `enduser.id` |
 //! | `flags` | UInt32 | OTLP span flags |
 //! | `dropped_attributes_count`, `dropped_events_count`, `dropped_links_count` | UInt32 | as sent |
@@ -42,7 +42,7 @@
 //! | `attributes` | Map(Utf8, AnyValue) | span attributes (X-Ray annotations included) |
 //! | `events` | List(Struct) | `time` (ns), `name`, `attributes`, `dropped_attributes_count` |
 //! | `links` | List(Struct) | `trace_id`, `span_id`, `trace_state`, `attributes`, `dropped_attributes_count`, `flags` |
-//! | `xray_metadata` | Utf8, null | X-Ray `metadata` object, as JSON |
+//! | `xray_metadata` | Utf8, null | X-Ray `metadata` object, as JSON: the `aws.xray.metadata.{namespace}` span attributes (JSON text) move here and read back as those attributes |
 //! | `sampling_rule` | Utf8, null | name of the sampling rule that kept the span |
 //!
 //! `AnyValue` is a struct with one child per OTLP value type; exactly one is

@@ -14,7 +14,7 @@
 //! `{"__type", "message"}`, which botocore turns into a `ClientError`.
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,7 +38,8 @@ pub fn router(ingest: XrayIngest) -> Router {
     Router::new()
         .route("/TraceSegments", post(put_trace_segments))
         .route("/TelemetryRecords", post(put_telemetry_records))
-        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        // Bodies are read with an explicit limit so the error is AWS-shaped.
+        .layer(DefaultBodyLimit::disable())
         .with_state(ApiState { ingest })
 }
 
@@ -136,8 +137,16 @@ pub fn tenant_of(headers: &HeaderMap) -> Result<String, AwsError> {
     }
 }
 
-fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, AwsError> {
-    serde_json::from_slice(body)
+/// Reads at most [`MAX_REQUEST_BYTES`] of `body` and parses it.
+async fn json_body<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, AwsError> {
+    let bytes = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
+        .await
+        .map_err(|_| AwsError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            error_type: "InvalidRequestException",
+            message: format!("request body is larger than {MAX_REQUEST_BYTES} bytes"),
+        })?;
+    serde_json::from_slice(&bytes)
         .map_err(|error| AwsError::invalid_request(format!("request body: {error}")))
 }
 
@@ -152,10 +161,10 @@ fn json_response<T: Serialize>(value: &T) -> Response {
 async fn put_trace_segments(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, AwsError> {
     let tenant = tenant_of(&headers)?;
-    let request: PutTraceSegmentsRequest = json_body(&body)?;
+    let request: PutTraceSegmentsRequest = json_body(body).await?;
     let documents = request
         .trace_segment_documents
         .into_iter()
@@ -182,9 +191,9 @@ struct PutTelemetryRecordsRequest {
     telemetry_records: Vec<serde_json::Value>,
 }
 
-async fn put_telemetry_records(headers: HeaderMap, body: Bytes) -> Result<Response, AwsError> {
+async fn put_telemetry_records(headers: HeaderMap, body: Body) -> Result<Response, AwsError> {
     tenant_of(&headers)?;
-    let request: PutTelemetryRecordsRequest = json_body(&body)?;
+    let request: PutTelemetryRecordsRequest = json_body(body).await?;
     tracing::debug!(
         records = request.telemetry_records.len(),
         "x-ray telemetry records"
@@ -298,5 +307,13 @@ mod tests {
         assert_eq!((status, json), (StatusCode::OK, serde_json::json!({})));
         let (status, _, _) = post_json(&app, "/TelemetryRecords", "{}").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+        let huge = format!(
+            "{{\"TraceSegmentDocuments\": [\"{}\"]}}",
+            "x".repeat(MAX_REQUEST_BYTES)
+        );
+        let (status, headers, json) = post_json(&app, "/TraceSegments", &huge).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(headers["x-amzn-errortype"], "InvalidRequestException");
+        assert!(json["message"].as_str().unwrap().contains("larger than"));
     }
 }

@@ -474,9 +474,14 @@ fn json_type_name(value: &Value) -> &'static str {
     }
 }
 
-/// Deserializes with the path of the offending field in the message
-/// (`malformed document: subsegments[0].start_time: invalid type: ...`).
+/// Deserializes; on failure, deserializes again tracking the path so the
+/// message names the offending field
+/// (`malformed document: subsegments[0].start_time: invalid type: ...`)
+/// without slowing down the common, valid case.
 fn read_json<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, InvalidDocument> {
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();

@@ -1,0 +1,58 @@
+//! X-Ray segment documents: decode + validate + map to spans (per core),
+//! and that plus the conversion to span table rows, for a document shaped
+//! like what aws-xray-sdk for Python sends (segment with annotations,
+//! metadata, an HTTP, an AWS and a failing subsegment; about 2 KB).
+//!
+//! cargo bench -p tracelake-collector --bench xray
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use tracelake_storage::otlp::resource_spans_to_batch;
+use tracelake_storage::xray::{SegmentDocument, XRAY_SCOPE_NAME, document_to_spans};
+
+mod common;
+
+use common::sample_document;
+
+fn decode_and_map(bytes: &[u8]) -> ResourceSpans {
+    let document = SegmentDocument::from_json(bytes).unwrap();
+    document.validate().unwrap();
+    let mapped = document_to_spans(&document).unwrap();
+    ResourceSpans {
+        resource: mapped.resource,
+        scope_spans: vec![ScopeSpans {
+            scope: Some(InstrumentationScope {
+                name: XRAY_SCOPE_NAME.into(),
+                ..Default::default()
+            }),
+            spans: mapped.spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn xray(c: &mut Criterion) {
+    let documents: Vec<Vec<u8>> = (0..1000).map(sample_document).collect();
+    let mut group = c.benchmark_group("xray_segments");
+    group.throughput(Throughput::Elements(documents.len() as u64));
+    group.bench_function("decode_validate_map_1000", |b| {
+        b.iter(|| documents.iter().map(|bytes| decode_and_map(bytes)).count())
+    });
+    group.bench_function("decode_validate_map_to_rows_1000", |b| {
+        b.iter(|| {
+            let resource_spans: Vec<ResourceSpans> = documents
+                .iter()
+                .map(|bytes| decode_and_map(bytes))
+                .collect();
+            resource_spans_to_batch("t", &resource_spans)
+                .unwrap()
+                .accepted
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, xray);
+criterion_main!(benches);
