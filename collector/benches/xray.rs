@@ -6,10 +6,9 @@
 //! cargo bench -p tracelake-collector --bench xray
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tracelake_storage::otlp::resource_spans_to_batch;
-use tracelake_storage::xray::{SegmentDocument, XRAY_SCOPE_NAME, document_to_spans};
+use tracelake_storage::xray::{SegmentDocument, document_to_spans};
 
 mod common;
 
@@ -18,19 +17,9 @@ use common::sample_document;
 fn decode_and_map(bytes: &[u8]) -> ResourceSpans {
     let document = SegmentDocument::from_json(bytes).unwrap();
     document.validate().unwrap();
-    let mapped = document_to_spans(&document).unwrap();
-    ResourceSpans {
-        resource: mapped.resource,
-        scope_spans: vec![ScopeSpans {
-            scope: Some(InstrumentationScope {
-                name: XRAY_SCOPE_NAME.into(),
-                ..Default::default()
-            }),
-            spans: mapped.spans,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    let mut mapped = document_to_spans(&document).unwrap();
+    let resource = mapped.resource.take().unwrap_or_default();
+    mapped.into_resource_spans(resource)
 }
 
 fn xray(c: &mut Criterion) {
@@ -38,7 +27,12 @@ fn xray(c: &mut Criterion) {
     let mut group = c.benchmark_group("xray_segments");
     group.throughput(Throughput::Elements(documents.len() as u64));
     group.bench_function("decode_validate_map_1000", |b| {
-        b.iter(|| documents.iter().map(|bytes| decode_and_map(bytes)).count())
+        b.iter(|| {
+            documents
+                .iter()
+                .map(|bytes| decode_and_map(bytes))
+                .collect::<Vec<_>>()
+        })
     });
     group.bench_function("decode_validate_map_to_rows_1000", |b| {
         b.iter(|| {

@@ -298,15 +298,18 @@ mod tests {
 
     const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
 
+    /// Header, then the Parent, Sampled, Lineage and extra pairs it holds.
+    type ParseCase<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<SampledFlag>,
+        Option<&'a str>,
+        &'a [(&'a str, &'a str)],
+    );
+
     #[test]
     fn parses_the_documented_forms() {
-        let cases: &[(
-            &str,
-            Option<&str>,
-            Option<SampledFlag>,
-            Option<&str>,
-            &[(&str, &str)],
-        )] = &[
+        let cases: &[ParseCase<'_>] = &[
             (
                 "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
                 Some("53995c3f42cd8ad8"),

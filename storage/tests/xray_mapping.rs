@@ -3,18 +3,16 @@
 //! the span table itself (document -> spans -> Arrow rows -> spans ->
 //! document).
 
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, InstrumentationScope, KeyValue, any_value::Value as Any,
-};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Any};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use tracelake_storage::otlp::{batches_to_traces_data, resource_spans_to_batch};
 use tracelake_storage::xray::{
     MappedDocument, SegmentDocument, SpanWithResource, XRAY_SCOPE_NAME, document_to_spans,
-    spans_to_documents,
+    spans_to_documents, traces_to_documents,
 };
 
 fn parse(document: &Value) -> SegmentDocument {
@@ -433,29 +431,12 @@ fn mapping_rules_table() {
 
 /// Document -> spans -> span table rows -> spans -> document.
 fn through_storage(document: &SegmentDocument) -> Vec<SegmentDocument> {
-    let mapped = document_to_spans(document).unwrap();
-    let resource = mapped.resource.clone().unwrap_or_else(|| Resource {
-        attributes: vec![KeyValue {
-            key: "service.name".into(),
-            value: Some(AnyValue {
-                value: Some(text("parent-service")),
-            }),
-            ..Default::default()
-        }],
+    let mut mapped = document_to_spans(document).unwrap();
+    let resource = mapped.resource.take().unwrap_or_else(|| Resource {
+        attributes: vec![kv("service.name", text("parent-service"))],
         ..Default::default()
     });
-    let request = vec![ResourceSpans {
-        resource: Some(resource),
-        scope_spans: vec![ScopeSpans {
-            scope: Some(InstrumentationScope {
-                name: XRAY_SCOPE_NAME.into(),
-                ..Default::default()
-            }),
-            spans: mapped.spans,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }];
+    let request = vec![mapped.into_resource_spans(resource)];
     let converted = resource_spans_to_batch("t", &request).unwrap();
     assert!(
         converted.rejections.is_empty(),
@@ -463,29 +444,7 @@ fn through_storage(document: &SegmentDocument) -> Vec<SegmentDocument> {
         converted.rejections
     );
     let traces = batches_to_traces_data(&[converted.batch.unwrap()]).unwrap();
-    let mut flat = Vec::new();
-    for resource_spans in &traces.resource_spans {
-        let resource = resource_spans
-            .resource
-            .as_ref()
-            .map(|resource| resource.attributes.as_slice())
-            .unwrap_or_default();
-        for scope_spans in &resource_spans.scope_spans {
-            let scope_name = scope_spans
-                .scope
-                .as_ref()
-                .map(|scope| scope.name.as_str())
-                .unwrap_or_default();
-            for span in &scope_spans.spans {
-                flat.push(SpanWithResource {
-                    resource,
-                    scope_name,
-                    span,
-                });
-            }
-        }
-    }
-    spans_to_documents(&flat)
+    traces_to_documents(&traces)
 }
 
 #[test]

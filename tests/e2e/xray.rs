@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{Span, TracesData};
 use prost::Message;
 use serde_json::{Value, json};
-use tracelake_storage::xray::{SegmentDocument, SpanWithResource, spans_to_documents};
+use tracelake_storage::xray::{SegmentDocument, traces_to_documents};
 
 use crate::otlp::{fetch_trace, request, span, span_id, spans_of, trace_id};
 use crate::python_sdk::python;
@@ -51,33 +51,6 @@ fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a Any> {
 
 fn text(value: &str) -> Any {
     Any::StringValue(value.to_string())
-}
-
-/// The trace read back as X-Ray documents.
-fn documents_of(trace: &TracesData) -> Vec<SegmentDocument> {
-    let mut flat = Vec::new();
-    for resource_spans in &trace.resource_spans {
-        let resource = resource_spans
-            .resource
-            .as_ref()
-            .map(|resource| resource.attributes.as_slice())
-            .unwrap_or_default();
-        for scope_spans in &resource_spans.scope_spans {
-            let scope_name = scope_spans
-                .scope
-                .as_ref()
-                .map(|scope| scope.name.as_str())
-                .unwrap_or_default();
-            for span in &scope_spans.spans {
-                flat.push(SpanWithResource {
-                    resource,
-                    scope_name,
-                    span,
-                });
-            }
-        }
-    }
-    spans_to_documents(&flat)
 }
 
 fn service_of(trace: &TracesData, span_id_hex: &str) -> Option<String> {
@@ -210,11 +183,11 @@ async fn xray_python_sdk_segment_over_udp_comes_back_mapped() {
     // Everything the SDK sent comes back when the spans are read as X-Ray
     // documents again, from the head and, after a restart, from blocks.
     let expected: Vec<SegmentDocument> = sent.iter().map(SegmentDocument::canonical).collect();
-    assert_eq!(documents_of(&found), expected);
+    assert_eq!(traces_to_documents(&found), expected);
     assert!(server.stop().success());
     let restarted = TestServerBuilder::new(dir.path()).spawn();
     let from_blocks = wait_for_trace(&restarted, &trace, span_count).await;
-    assert_eq!(documents_of(&from_blocks), expected);
+    assert_eq!(traces_to_documents(&from_blocks), expected);
 }
 
 fn put_trace_segments(server: &TestServer, documents: &[String]) -> Value {
@@ -347,7 +320,7 @@ async fn boto3_put_trace_segments_keeps_good_documents_and_explains_bad_ones() {
     for id in &ids {
         assert_eq!(service_of(&first, id).as_deref(), Some("shop"), "{id}");
     }
-    let documents = documents_of(&first);
+    let documents = traces_to_documents(&first);
     assert_eq!(
         documents.len(),
         1,

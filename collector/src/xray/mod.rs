@@ -31,13 +31,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parking_lot::Mutex;
 use tracelake_storage::xray::{
-    MAX_DOCUMENT_BYTES, MappedDocument, SegmentDocument, XRAY_SCOPE_NAME, document_to_spans,
-    parse_documents,
+    MAX_DOCUMENT_BYTES, MappedDocument, SegmentDocument, document_to_spans, parse_documents,
 };
 
 use crate::{IngestError, Pipeline};
@@ -236,18 +234,7 @@ fn prepare(tenant: &str, raw_documents: &[Bytes], resources: &Mutex<ResourceCach
         for span in &document.spans {
             span_owner.insert(hex::encode(&span.span_id), position);
         }
-        resource_spans.push(ResourceSpans {
-            resource: Some(resource),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: XRAY_SCOPE_NAME.to_string(),
-                    ..Default::default()
-                }),
-                spans: document.spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
+        resource_spans.push(document.into_resource_spans(resource));
     }
     Prepared {
         resource_spans,

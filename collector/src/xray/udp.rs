@@ -164,94 +164,52 @@ impl UdpStats {
     pub fn render_prometheus(&self, out: &mut String) {
         use std::fmt::Write;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP tracelake_xray_udp_datagrams_received_total X-Ray daemon datagrams received."
+        let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let rejected: Vec<(String, u64)> = FrameError::ALL
+            .iter()
+            .map(|error| (error.label(), self.frame_errors(*error)))
+            .chain(
+                RejectReason::ALL
+                    .iter()
+                    .map(|reason| (reason.label(), self.document_errors(*reason))),
+            )
+            .map(|(reason, value)| (format!("{{reason=\"{reason}\"}}"), value))
+            .collect();
+        let plain = |value: u64| [(String::new(), value)];
+        counter(
+            "tracelake_xray_udp_datagrams_received_total",
+            "X-Ray daemon datagrams received.",
+            &plain(load(&self.datagrams_received)),
         );
-        let _ = writeln!(
-            out,
-            "# TYPE tracelake_xray_udp_datagrams_received_total counter"
+        counter(
+            "tracelake_xray_udp_datagrams_rejected_total",
+            "X-Ray datagrams or documents refused, by reason.",
+            &rejected,
         );
-        let _ = writeln!(
-            out,
-            "tracelake_xray_udp_datagrams_received_total {}",
-            load(&self.datagrams_received)
+        counter(
+            "tracelake_xray_udp_datagrams_dropped_total",
+            "X-Ray datagrams dropped because the decode queue was full.",
+            &plain(load(&self.datagrams_dropped)),
         );
-        let _ = writeln!(
-            out,
-            "# HELP tracelake_xray_udp_datagrams_rejected_total X-Ray datagrams or documents refused, by reason."
+        counter(
+            "tracelake_xray_udp_documents_accepted_total",
+            "X-Ray documents stored from UDP.",
+            &plain(load(&self.documents_accepted)),
         );
-        let _ = writeln!(
-            out,
-            "# TYPE tracelake_xray_udp_datagrams_rejected_total counter"
+        counter(
+            "tracelake_xray_udp_spans_accepted_total",
+            "Spans stored from X-Ray UDP documents.",
+            &plain(load(&self.spans_accepted)),
         );
-        for error in FrameError::ALL {
-            let _ = writeln!(
-                out,
-                "tracelake_xray_udp_datagrams_rejected_total{{reason=\"{}\"}} {}",
-                error.label(),
-                self.frame_errors(error)
-            );
-        }
-        for reason in RejectReason::ALL {
-            let _ = writeln!(
-                out,
-                "tracelake_xray_udp_datagrams_rejected_total{{reason=\"{}\"}} {}",
-                reason.label(),
-                self.document_errors(reason)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tracelake_xray_udp_datagrams_dropped_total X-Ray datagrams dropped because the decode queue was full."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE tracelake_xray_udp_datagrams_dropped_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "tracelake_xray_udp_datagrams_dropped_total {}",
-            load(&self.datagrams_dropped)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tracelake_xray_udp_documents_accepted_total X-Ray documents stored from UDP."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE tracelake_xray_udp_documents_accepted_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "tracelake_xray_udp_documents_accepted_total {}",
-            load(&self.documents_accepted)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tracelake_xray_udp_spans_accepted_total Spans stored from X-Ray UDP documents."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE tracelake_xray_udp_spans_accepted_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "tracelake_xray_udp_spans_accepted_total {}",
-            load(&self.spans_accepted)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tracelake_xray_udp_storage_failures_total Batches of X-Ray datagrams storage could not take."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE tracelake_xray_udp_storage_failures_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "tracelake_xray_udp_storage_failures_total {}",
-            load(&self.storage_failures)
+        counter(
+            "tracelake_xray_udp_storage_failures_total",
+            "Batches of X-Ray datagrams storage could not take.",
+            &plain(load(&self.storage_failures)),
         );
     }
 }
@@ -378,7 +336,8 @@ mod tests {
 
     #[test]
     fn frames_as_the_daemon_does() {
-        let cases: &[(&[u8], Result<&[u8], FrameError>)] = &[
+        type Case<'a> = (&'a [u8], Result<&'a [u8], FrameError>);
+        let cases: &[Case<'_>] = &[
             (
                 b"{\"format\": \"json\", \"version\": 1}\n{\"id\":1}",
                 Ok(b"{\"id\":1}"),

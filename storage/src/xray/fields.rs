@@ -28,7 +28,11 @@ pub(crate) struct Field {
     pub(crate) field_type: FieldType,
 }
 
-const fn field(path: &'static [&'static str], key: &'static str, field_type: FieldType) -> Field {
+pub(crate) const fn field(
+    path: &'static [&'static str],
+    key: &'static str,
+    field_type: FieldType,
+) -> Field {
     Field {
         path,
         key,
@@ -55,6 +59,15 @@ pub(crate) const HTTP_FIELDS: &[Field] = &[
         "http.response.body.size",
         Int,
     ),
+];
+
+/// Older OpenTelemetry HTTP names, read (never written) for spans that did
+/// not come from X-Ray.
+pub(crate) const HTTP_LEGACY_FIELDS: &[Field] = &[
+    field(&["request", "method"], "http.method", Str),
+    field(&["request", "url"], "http.url", Str),
+    field(&["request", "user_agent"], "http.user_agent", Str),
+    field(&["response", "status"], "http.status_code", Int),
 ];
 
 pub(crate) const SQL_FIELDS: &[Field] = &[

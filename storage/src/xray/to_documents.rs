@@ -11,14 +11,14 @@ use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
-use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
+use opentelemetry_proto::tonic::trace::v1::{Span, TracesData, status::StatusCode};
 use serde_json::{Map, Value};
 
 use super::document::{
     Cause, CauseDetails, Http, SegmentDocument, SegmentLink, StackFrame, XrayException,
 };
 use super::fields::{
-    AWS_RESOURCE_FIELDS, AWS_SPAN_FIELDS, Field, FieldType, HTTP_FIELDS, SERVICE_FIELDS,
+    AWS_RESOURCE_FIELDS, AWS_SPAN_FIELDS, Field, HTTP_FIELDS, HTTP_LEGACY_FIELDS, SERVICE_FIELDS,
     SQL_FIELDS, any_to_json, decode_object, find, find_bool, find_int, find_json, find_str,
     string_array,
 };
@@ -59,29 +59,32 @@ impl SpanWithResource<'_> {
     }
 }
 
-/// Older OpenTelemetry HTTP names, read from spans that did not come from X-Ray.
-const HTTP_LEGACY_FIELDS: &[Field] = &[
-    Field {
-        path: &["request", "method"],
-        key: "http.method",
-        field_type: FieldType::Str,
-    },
-    Field {
-        path: &["request", "url"],
-        key: "http.url",
-        field_type: FieldType::Str,
-    },
-    Field {
-        path: &["request", "user_agent"],
-        key: "http.user_agent",
-        field_type: FieldType::Str,
-    },
-    Field {
-        path: &["response", "status"],
-        key: "http.status_code",
-        field_type: FieldType::Int,
-    },
-];
+/// Builds the documents of every span in `traces` (usually one trace).
+pub fn traces_to_documents(traces: &TracesData) -> Vec<SegmentDocument> {
+    let mut flat = Vec::new();
+    for resource_spans in &traces.resource_spans {
+        let resource = resource_spans
+            .resource
+            .as_ref()
+            .map(|resource| resource.attributes.as_slice())
+            .unwrap_or_default();
+        for scope_spans in &resource_spans.scope_spans {
+            let scope_name = scope_spans
+                .scope
+                .as_ref()
+                .map(|scope| scope.name.as_str())
+                .unwrap_or_default();
+            for span in &scope_spans.spans {
+                flat.push(SpanWithResource {
+                    resource,
+                    scope_name,
+                    span,
+                });
+            }
+        }
+    }
+    spans_to_documents(&flat)
+}
 
 /// Builds the documents of a set of spans (usually one trace), in the order
 /// their first span appears.

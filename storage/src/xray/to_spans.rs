@@ -1,9 +1,11 @@
 //! Segment document -> OTLP spans (see the rules table in [`super`]).
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
-use opentelemetry_proto::tonic::trace::v1::{Span, Status, status::StatusCode};
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, status::StatusCode,
+};
 use serde_json::Value;
 
 use super::document::{Cause, InvalidDocument, SegmentDocument, XrayException};
@@ -11,7 +13,9 @@ use super::fields::{
     AWS_RESOURCE_FIELDS, AWS_SPAN_FIELDS, HTTP_FIELDS, SERVICE_FIELDS, SQL_FIELDS, TableTarget,
     encode_object, json_text_value, json_to_any, key_value,
 };
-use super::{EXCEPTION_EVENT, ORIGIN_PLATFORMS, attr, parse_xray_trace_id, seconds_to_nanos};
+use super::{
+    EXCEPTION_EVENT, ORIGIN_PLATFORMS, XRAY_SCOPE_NAME, attr, parse_xray_trace_id, seconds_to_nanos,
+};
 use crate::ids::SpanId;
 
 /// One document's spans.
@@ -22,6 +26,26 @@ pub struct MappedDocument {
     pub resource: Option<Resource>,
     /// The document's own span first, then its subsegments depth first.
     pub spans: Vec<Span>,
+}
+
+impl MappedDocument {
+    /// The spans under `resource` (the document's own, or its parent's for
+    /// an independent subsegment) and the X-Ray instrumentation scope, as a
+    /// receiver hands them to storage.
+    pub fn into_resource_spans(self, resource: Resource) -> ResourceSpans {
+        ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: XRAY_SCOPE_NAME.to_string(),
+                    ..Default::default()
+                }),
+                spans: self.spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
 }
 
 /// Maps a validated top-level document (segment or independent subsegment).
