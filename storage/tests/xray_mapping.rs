@@ -502,6 +502,38 @@ fn streamed_subsegments_are_put_back_under_their_segment() {
     assert_eq!(alone[0].parent_id.as_deref(), Some("70de5b6f19ff9a0a"));
 }
 
+#[test]
+fn a_pathological_parent_chain_does_not_overflow_the_stack() {
+    let resource = vec![kv("service.name", text("deep"))];
+    let spans: Vec<Span> = (1..=20_000u64)
+        .map(|index| Span {
+            trace_id: vec![7; 16],
+            span_id: index.to_be_bytes().to_vec(),
+            parent_span_id: if index == 1 {
+                Vec::new()
+            } else {
+                (index - 1).to_be_bytes().to_vec()
+            },
+            kind: SpanKind::Internal as i32,
+            start_time_unix_nano: 1_000_000_000 + index,
+            end_time_unix_nano: 2_000_000_000,
+            ..Default::default()
+        })
+        .collect();
+    let flat: Vec<SpanWithResource<'_>> = spans
+        .iter()
+        .map(|span| SpanWithResource {
+            resource: &resource,
+            scope_name: XRAY_SCOPE_NAME,
+            span,
+        })
+        .collect();
+    let documents = spans_to_documents(&flat);
+    let total: usize = documents.iter().map(SegmentDocument::entity_count).sum();
+    assert_eq!(total, 20_000, "every span in some document");
+    assert!(documents.len() > 1, "deep chains are split into documents");
+}
+
 fn kv(key: &str, value: Any) -> KeyValue {
     KeyValue {
         key: key.into(),

@@ -112,23 +112,37 @@ pub fn spans_to_documents(spans: &[SpanWithResource<'_>]) -> Vec<SegmentDocument
             None => roots.push(index),
         }
     }
-    roots
-        .into_iter()
-        .map(|root| build(spans, &children, root, true))
-        .collect()
+    let mut documents = Vec::with_capacity(roots.len());
+    let mut pending: std::collections::VecDeque<usize> = roots.into();
+    while let Some(root) = pending.pop_front() {
+        let mut too_deep = Vec::new();
+        documents.push(build(spans, &children, root, 0, &mut too_deep));
+        pending.extend(too_deep);
+    }
+    documents
 }
+
+/// Deeper subsegments than this start documents of their own, so a
+/// pathological parent chain cannot exhaust the stack (X-Ray's own SDKs
+/// nest a handful of levels).
+const MAX_NESTING: usize = 64;
 
 fn build(
     spans: &[SpanWithResource<'_>],
     children: &[Vec<usize>],
     index: usize,
-    top_level: bool,
+    depth: usize,
+    too_deep: &mut Vec<usize>,
 ) -> SegmentDocument {
     let item = &spans[index];
-    let mut document = entity(item, top_level);
+    let mut document = entity(item, depth == 0);
+    if depth >= MAX_NESTING {
+        too_deep.extend(&children[index]);
+        return document;
+    }
     let subsegments: Vec<SegmentDocument> = children[index]
         .iter()
-        .map(|child| build(spans, children, *child, false))
+        .map(|child| build(spans, children, *child, depth + 1, too_deep))
         .collect();
     if !subsegments.is_empty() {
         document.subsegments = Some(subsegments);
