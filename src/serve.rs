@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracelake_collector::xray::{XrayIngest, api as xray_api, udp as xray_udp};
 use tracelake_collector::{OtlpLimits, Pipeline, otlp_grpc, otlp_http};
+use tracelake_sampler::api::SamplingService;
+use tracelake_sampler::store::RulesStore;
 use tracelake_storage::{SpanReader, SpanWriter, Storage, local_store};
 
 use crate::config::Config;
@@ -36,6 +38,7 @@ fn announce(name: &str, address: std::net::SocketAddr) -> anyhow::Result<()> {
 
 pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let store = local_store(&config.data_dir)?;
+    let sampling = Arc::new(SamplingService::new(RulesStore::new(Arc::clone(&store))));
     let (storage, _open_stats) = Storage::open(config.storage_config(), store)
         .await
         .context("opening storage")?;
@@ -81,8 +84,9 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let otlp_http = axum::serve(otlp_http_listener, otlp_http::router(pipeline, limits))
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();
-    let xray_api_routes =
-        xray_api::router(xray_ingest.clone()).fallback(|uri: axum::http::Uri| async move {
+    let xray_api_routes = xray_api::router(xray_ingest.clone())
+        .merge(tracelake_sampler::api::router(sampling))
+        .fallback(|uri: axum::http::Uri| async move {
             xray_api::AwsError::unknown_operation(uri.path())
         });
     let xray_api = axum::serve(xray_api_listener, xray_api_routes)

@@ -3,10 +3,20 @@
 //! and tail-sampling policies, plus the `X-Amzn-Trace-Id` header both the
 //! collector and the instrumented components use.
 //!
-//! Depends on no other tracelake crate; the collector serves its rules and
-//! the gateway plugin uses it as a client. Sampling rules are built in a
-//! later issue.
+//! Depends on no other tracelake crate; its routes are served on the X-Ray
+//! API port and the gateway plugin uses it as a client. Rules persist
+//! through `object_store`, next to the span data.
+//!
+//! ```text
+//!  SDKs --GetSamplingRules / SamplingTargets--> api --> store (rules, per tenant, persistent)
+//!                                                   --> quota (reservoir split across clients)
+//! ```
 
+pub mod api;
+pub mod aws_error;
+pub mod quota;
+pub mod rules;
+pub mod store;
 pub mod trace_header;
 
 pub use trace_header::{SampledFlag, TraceHeader, TraceHeaderError};

@@ -5,5 +5,6 @@ mod cli;
 mod durability;
 mod otlp;
 mod python_sdk;
+mod sampling;
 mod server;
 mod xray;

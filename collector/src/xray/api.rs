@@ -16,17 +16,16 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
-use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
 
 use super::XrayIngest;
 use crate::IngestError;
 
-/// Largest PutTraceSegments request body accepted.
-pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+pub use tracelake_sampler::aws_error::{AwsError, MAX_REQUEST_BYTES};
+use tracelake_sampler::aws_error::{json_body, json_response, tenant_of};
 
 #[derive(Debug, Clone)]
 struct ApiState {
@@ -43,66 +42,15 @@ pub fn router(ingest: XrayIngest) -> Router {
         .with_state(ApiState { ingest })
 }
 
-/// An error as the AWS REST-JSON protocol spells it.
-#[derive(Debug)]
-pub struct AwsError {
-    pub status: StatusCode,
-    pub error_type: &'static str,
-    pub message: String,
-}
-
-impl AwsError {
-    pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            error_type: "InvalidRequestException",
-            message: message.into(),
-        }
-    }
-
-    /// For routes the X-Ray API port does not serve.
-    pub fn unknown_operation(path: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            error_type: "UnknownOperationException",
-            message: format!("no X-Ray operation at {path}"),
-        }
-    }
-}
-
-impl From<IngestError> for AwsError {
-    fn from(error: IngestError) -> Self {
-        match error {
-            IngestError::InvalidTenant(_) => Self::invalid_request(error.to_string()),
-            IngestError::Unavailable(_) => Self {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                error_type: "ServiceUnavailableException",
-                message: error.to_string(),
-            },
-            IngestError::Internal(_) => Self {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                error_type: "InternalFailure",
-                message: error.to_string(),
-            },
-        }
-    }
-}
-
-impl IntoResponse for AwsError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({"__type": self.error_type, "message": self.message});
-        (
-            self.status,
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (
-                    header::HeaderName::from_static("x-amzn-errortype"),
-                    self.error_type,
-                ),
-            ],
-            body.to_string(),
-        )
-            .into_response()
+fn ingest_error(error: IngestError) -> AwsError {
+    match error {
+        IngestError::InvalidTenant(_) => AwsError::invalid_request(error.to_string()),
+        IngestError::Unavailable(_) => AwsError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error_type: "ServiceUnavailableException",
+            message: error.to_string(),
+        },
+        IngestError::Internal(_) => AwsError::internal(error.to_string()),
     }
 }
 
@@ -126,38 +74,6 @@ struct UnprocessedTraceSegment {
     message: String,
 }
 
-/// The tenant a request names, default `single-tenant`.
-pub fn tenant_of(headers: &HeaderMap) -> Result<String, AwsError> {
-    match headers.get(TENANT_HEADER) {
-        None => Ok(DEFAULT_TENANT.to_string()),
-        Some(value) => value
-            .to_str()
-            .map(str::to_string)
-            .map_err(|_| AwsError::invalid_request("X-Scope-OrgID is not visible ASCII")),
-    }
-}
-
-/// Reads at most [`MAX_REQUEST_BYTES`] of `body` and parses it.
-async fn json_body<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, AwsError> {
-    let bytes = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
-        .await
-        .map_err(|_| AwsError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            error_type: "InvalidRequestException",
-            message: format!("request body is larger than {MAX_REQUEST_BYTES} bytes"),
-        })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|error| AwsError::invalid_request(format!("request body: {error}")))
-}
-
-fn json_response<T: Serialize>(value: &T) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_string(value).unwrap_or_else(|_| "{}".into()),
-    )
-        .into_response()
-}
-
 async fn put_trace_segments(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -170,7 +86,11 @@ async fn put_trace_segments(
         .into_iter()
         .map(bytes::Bytes::from)
         .collect();
-    let outcome = state.ingest.ingest(&tenant, documents).await?;
+    let outcome = state
+        .ingest
+        .ingest(&tenant, documents)
+        .await
+        .map_err(ingest_error)?;
     let unprocessed = outcome
         .unprocessed
         .into_iter()
