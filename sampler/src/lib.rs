@@ -14,6 +14,8 @@
 
 pub mod api;
 pub mod aws_error;
+pub mod client;
+pub mod pattern;
 pub mod quota;
 pub mod rules;
 pub mod store;
