@@ -22,14 +22,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Deserialize;
 
-use crate::pattern::Pattern;
+use crate::pattern::{Pattern, QuickFilter};
 use crate::rules::{RequestProperties, SamplingRule, rule_order};
 use crate::store::now_seconds;
 
 /// A rule ready for per-request decisions, with its counters and quota.
 #[derive(Debug, Clone)]
 struct LiveRule {
-    name: String,
+    name: Arc<str>,
     service_name: Pattern,
     service_type: Pattern,
     host: Pattern,
@@ -51,7 +51,7 @@ struct LiveRule {
 impl LiveRule {
     fn new(rule: &SamplingRule) -> Self {
         Self {
-            name: rule.name().to_string(),
+            name: Arc::from(rule.name()),
             // The most selective fields are tested first.
             url_path: Pattern::compile(&rule.url_path),
             host: Pattern::compile(&rule.host),
@@ -124,12 +124,19 @@ impl LiveRule {
     }
 }
 
+fn filters(rules: &[LiveRule]) -> Vec<QuickFilter> {
+    rules
+        .iter()
+        .map(|rule| rule.url_path.quick_filter())
+        .collect()
+}
+
 /// One decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub sampled: bool,
     /// The rule that decided (reported as the segment's sampling rule).
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
 }
 
 /// Statistics for one rule since the last report.
@@ -145,7 +152,10 @@ pub struct RuleStatistics {
 #[derive(Debug)]
 struct Rules {
     central: Vec<LiveRule>,
+    /// `central[i].url_path`'s filter, contiguous (see [`QuickFilter`]).
+    central_filters: Vec<QuickFilter>,
     local: Vec<LiveRule>,
+    local_filters: Vec<QuickFilter>,
     /// `LastRuleModification` the central rules were fetched at.
     fetched_modification: f64,
 }
@@ -173,10 +183,13 @@ impl Sampler {
     pub fn new(local: &[SamplingRule]) -> Self {
         let mut sorted = local.to_vec();
         sorted.sort_by(rule_order);
+        let local: Vec<LiveRule> = sorted.iter().map(LiveRule::new).collect();
         Self {
             rules: Arc::new(Mutex::new(Rules {
                 central: Vec::new(),
-                local: sorted.iter().map(LiveRule::new).collect(),
+                central_filters: Vec::new(),
+                local_filters: filters(&local),
+                local,
                 fetched_modification: 0.0,
             })),
             client_id: new_client_id(),
@@ -189,17 +202,25 @@ impl Sampler {
 
     /// Decides for one request at `now` (epoch seconds); `random` in [0, 1).
     pub fn decide_at(&self, request: &RequestProperties<'_>, now: f64, random: f64) -> Decision {
-        let mut rules = self.rules.lock();
+        let mut guard = self.rules.lock();
+        let rules = &mut *guard;
         let central = !rules.central.is_empty();
-        let live = if central {
-            &mut rules.central
+        let (live, live_filters) = if central {
+            (&mut rules.central, &rules.central_filters)
         } else {
-            &mut rules.local
+            (&mut rules.local, &rules.local_filters)
         };
-        match live.iter_mut().find(|rule| rule.matches(request)) {
+        let path = request.url_path.as_bytes();
+        let found = live_filters
+            .iter()
+            .enumerate()
+            .filter(|(_, filter)| filter.may_match(path))
+            .map(|(index, _)| index)
+            .find(|index| live[*index].matches(request));
+        match found.and_then(|index| live.get_mut(index)) {
             Some(rule) => Decision {
                 sampled: rule.decide(now, random, central),
-                rule: Some(rule.name.clone()),
+                rule: Some(Arc::clone(&rule.name)),
             },
             None => Decision {
                 sampled: false,
@@ -228,12 +249,15 @@ impl Sampler {
                 live
             })
             .collect();
+        rules.central_filters = filters(&rules.central);
         rules.fetched_modification = last_modification;
     }
 
     /// Drops the central rules: decisions go back to the local rules.
     pub fn go_offline(&self) {
-        self.rules.lock().central.clear();
+        let mut rules = self.rules.lock();
+        rules.central.clear();
+        rules.central_filters.clear();
     }
 
     /// Counters of every central rule that saw requests, reset.
@@ -245,7 +269,7 @@ impl Sampler {
             .filter(|rule| rule.requests > 0)
             .map(|rule| {
                 let statistics = RuleStatistics {
-                    rule_name: rule.name.clone(),
+                    rule_name: rule.name.to_string(),
                     request_count: rule.requests,
                     sampled_count: rule.sampled,
                     borrow_count: rule.borrowed,
@@ -261,7 +285,11 @@ impl Sampler {
     /// Applies a rule's target from `SamplingTargets`.
     pub fn apply_target(&self, rule_name: &str, fixed_rate: f64, quota: Option<(i64, f64)>) {
         let mut rules = self.rules.lock();
-        if let Some(rule) = rules.central.iter_mut().find(|rule| rule.name == rule_name) {
+        if let Some(rule) = rules
+            .central
+            .iter_mut()
+            .find(|rule| &*rule.name == rule_name)
+        {
             rule.fixed_rate = fixed_rate;
             if quota.is_some() {
                 rule.quota = quota;

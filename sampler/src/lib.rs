@@ -19,6 +19,7 @@ pub mod pattern;
 pub mod quota;
 pub mod rules;
 pub mod store;
+pub mod tail;
 pub mod trace_header;
 
 pub use trace_header::{SampledFlag, TraceHeader, TraceHeaderError};

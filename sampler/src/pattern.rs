@@ -2,6 +2,13 @@
 //! `*`, an exact value, or a prefix/suffix around one `*`, and those are
 //! checked with a length test and one case-insensitive comparison instead
 //! of the general matcher.
+//!
+//! Before that comparison, a one-word filter: the last (up to) 8 bytes of
+//! the literal, compared as a `u64` against the same window of the text
+//! with bit 0x20 forced on both sides. Letters that differ only in case
+//! agree under it, so it never rejects a match; it rejects almost every
+//! non-match in one instruction, because rules sharing a path usually
+//! differ at the end of their literal (`/api/v1/orders*` vs `/api/v1/carts*`).
 
 use crate::rules::wildcard_match;
 
@@ -9,13 +16,62 @@ use crate::rules::wildcard_match;
 pub enum Pattern {
     Any,
     /// No wildcard: equal ignoring ASCII case.
-    Exact(String),
+    Exact(Literal),
     /// `abc*`.
-    Prefix(String),
+    Prefix(Literal),
     /// `*abc`.
-    Suffix(String),
+    Suffix(Literal),
     /// Anything else: the general matcher.
     General(String),
+}
+
+/// A literal and its last-word filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Literal {
+    text: String,
+    /// The literal's last `width` bytes, 0x20 set in each.
+    key: u64,
+    width: usize,
+}
+
+/// `bytes[end - width..end]` as a little-endian word, 0x20 set in each byte.
+#[inline]
+fn word_before(bytes: &[u8], end: usize, width: usize) -> u64 {
+    const CASE_BITS: u64 = 0x2020_2020_2020_2020;
+    if width == 8 {
+        // The common case: a fixed-size load, no copy loop.
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[end - 8..end]);
+        return u64::from_le_bytes(word) | CASE_BITS;
+    }
+    let mut word = [0u8; 8];
+    word[..width].copy_from_slice(&bytes[end - width..end]);
+    u64::from_le_bytes(word) | (CASE_BITS & (u64::MAX >> (64 - 8 * width.max(1))))
+}
+
+impl Literal {
+    fn new(text: &str) -> Self {
+        let width = text.len().min(8);
+        Self {
+            text: text.to_string(),
+            key: if width == 0 {
+                0
+            } else {
+                word_before(text.as_bytes(), text.len(), width)
+            },
+            width,
+        }
+    }
+
+    /// Whether `text[at..at + len]` equals the literal, ignoring ASCII case.
+    #[inline]
+    fn matches_at(&self, text: &[u8], at: usize) -> bool {
+        let end = at + self.text.len();
+        if self.width > 0 && word_before(text, end, self.width) != self.key {
+            return false;
+        }
+        text[at..end].eq_ignore_ascii_case(self.text.as_bytes())
+    }
 }
 
 impl Pattern {
@@ -28,30 +84,78 @@ impl Pattern {
             .filter(|byte| matches!(byte, b'*' | b'?'))
             .count();
         match wildcards {
-            0 => Self::Exact(pattern.to_string()),
-            1 if pattern.ends_with('*') => Self::Prefix(pattern[..pattern.len() - 1].to_string()),
-            1 if pattern.starts_with('*') => Self::Suffix(pattern[1..].to_string()),
+            0 => Self::Exact(Literal::new(pattern)),
+            1 if pattern.ends_with('*') => {
+                Self::Prefix(Literal::new(&pattern[..pattern.len() - 1]))
+            }
+            1 if pattern.starts_with('*') => Self::Suffix(Literal::new(&pattern[1..])),
             _ => Self::General(pattern.to_string()),
         }
     }
 
     #[inline]
     pub fn matches(&self, text: &str) -> bool {
+        let bytes = text.as_bytes();
         match self {
             Self::Any => true,
-            Self::Exact(expected) => {
-                expected.len() == text.len() && expected.eq_ignore_ascii_case(text)
+            Self::Exact(literal) => {
+                literal.text.len() == bytes.len() && literal.matches_at(bytes, 0)
             }
-            Self::Prefix(prefix) => {
-                text.len() >= prefix.len()
-                    && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+            Self::Prefix(literal) => {
+                bytes.len() >= literal.text.len() && literal.matches_at(bytes, 0)
             }
-            Self::Suffix(suffix) => {
-                text.len() >= suffix.len()
-                    && text.as_bytes()[text.len() - suffix.len()..]
-                        .eq_ignore_ascii_case(suffix.as_bytes())
+            Self::Suffix(literal) => {
+                bytes.len() >= literal.text.len()
+                    && literal.matches_at(bytes, bytes.len() - literal.text.len())
             }
             Self::General(pattern) => wildcard_match(pattern, text),
+        }
+    }
+}
+
+/// A pattern's filter in 16 bytes, so a decision scans rules' URL filters
+/// in a few cache lines before touching any rule: `false` means the
+/// pattern cannot match; `true` means check the pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuickFilter {
+    /// 0 any, 1 exact, 2 prefix, 3 suffix, 4 general.
+    kind: u8,
+    width: u8,
+    len: u32,
+    key: u64,
+}
+
+impl QuickFilter {
+    #[inline]
+    pub fn may_match(&self, text: &[u8]) -> bool {
+        let len = self.len as usize;
+        let end = match self.kind {
+            1 if text.len() == len => len,
+            2 if text.len() >= len => len,
+            3 if text.len() >= len => text.len(),
+            0 | 4 => return true,
+            _ => return false,
+        };
+        self.width == 0 || word_before(text, end, self.width as usize) == self.key
+    }
+}
+
+impl Pattern {
+    pub fn quick_filter(&self) -> QuickFilter {
+        let (kind, literal) = match self {
+            Self::Any => (0, None),
+            Self::Exact(literal) => (1, Some(literal)),
+            Self::Prefix(literal) => (2, Some(literal)),
+            Self::Suffix(literal) => (3, Some(literal)),
+            Self::General(_) => (4, None),
+        };
+        QuickFilter {
+            kind,
+            width: literal.map(|literal| literal.width as u8).unwrap_or(0),
+            len: literal
+                .map(|literal| literal.text.len() as u32)
+                .unwrap_or(0),
+            key: literal.map(|literal| literal.key).unwrap_or(0),
         }
     }
 }
