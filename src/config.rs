@@ -24,6 +24,7 @@ pub(crate) struct Config {
     pub(crate) flush: FlushConfig,
     pub(crate) otlp: OtlpConfig,
     pub(crate) xray: XrayConfig,
+    pub(crate) sampling: SamplingConfig,
 }
 
 /// Listener addresses, `host:port`; port 0 picks a free port.
@@ -78,6 +79,17 @@ pub(crate) struct XrayConfig {
     pub(crate) udp_receive_buffer_bytes: usize,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SamplingConfig {
+    /// Sampling rules loaded into the store at start-up (created, or
+    /// updated by name): TOML `[[rules]]`, JSON `SamplingRule`s, or the
+    /// X-Ray SDK local rules format (version 1 or 2). Empty: none.
+    pub(crate) rules_file: Option<PathBuf>,
+    /// Tenant the rules file is loaded for (default `single-tenant`).
+    pub(crate) rules_tenant: Option<String>,
+}
+
 impl Default for XrayConfig {
     fn default() -> Self {
         let udp = tracelake_collector::xray::udp::UdpConfig::default();
@@ -110,6 +122,7 @@ impl Default for Config {
                 max_message_bytes: tracelake_collector::OtlpLimits::default().max_message_bytes,
             },
             xray: XrayConfig::default(),
+            sampling: SamplingConfig::default(),
         }
     }
 }
@@ -183,6 +196,9 @@ pub(crate) struct Overrides {
     /// Largest OTLP message or body accepted, in bytes.
     #[arg(long, env = "TRACELAKE_OTLP_MAX_MESSAGE_BYTES")]
     otlp_max_message_bytes: Option<usize>,
+    /// Sampling rules file loaded at start-up (TOML, JSON, or X-Ray SDK local rules).
+    #[arg(long, env = "TRACELAKE_SAMPLING_RULES_FILE")]
+    sampling_rules_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -225,6 +241,9 @@ impl Config {
         }
         if let Some(max_message_bytes) = overrides.otlp_max_message_bytes {
             config.otlp.max_message_bytes = max_message_bytes;
+        }
+        if let Some(rules_file) = &overrides.sampling_rules_file {
+            config.sampling.rules_file = Some(rules_file.clone());
         }
         config.validate()?;
         Ok(config)

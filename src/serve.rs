@@ -39,6 +39,7 @@ fn announce(name: &str, address: std::net::SocketAddr) -> anyhow::Result<()> {
 pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let store = local_store(&config.data_dir)?;
     let sampling = Arc::new(SamplingService::new(RulesStore::new(Arc::clone(&store))));
+    load_rules_file(&config, &sampling).await?;
     let (storage, _open_stats) = Storage::open(config.storage_config(), store)
         .await
         .context("opening storage")?;
@@ -134,6 +135,32 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = flusher.await;
     let flushed = storage.shutdown().await.context("final flush")?;
     tracing::info!(?flushed, "stopped");
+    Ok(())
+}
+
+/// Loads `[sampling] rules_file`, if set, into the rules store.
+async fn load_rules_file(config: &Config, sampling: &SamplingService) -> anyhow::Result<()> {
+    let Some(path) = &config.sampling.rules_file else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading sampling rules file {}", path.display()))?;
+    let is_toml = path
+        .extension()
+        .is_some_and(|extension| extension == "toml");
+    let rules = tracelake_sampler::client::parse_rules_file(&text, is_toml)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let tenant = config
+        .sampling
+        .rules_tenant
+        .as_deref()
+        .unwrap_or(tracelake_storage::DEFAULT_TENANT);
+    let loaded = sampling
+        .store()
+        .import(tenant, &rules)
+        .await
+        .with_context(|| format!("loading sampling rules from {}", path.display()))?;
+    tracing::info!(loaded, tenant, file = %path.display(), "sampling rules loaded");
     Ok(())
 }
 

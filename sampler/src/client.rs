@@ -389,6 +389,40 @@ pub fn parse_local_rules(text: &str) -> Result<Vec<SamplingRule>, String> {
     Ok(rules)
 }
 
+/// Reads a rules file: the X-Ray SDK local rules format (JSON, version 1
+/// or 2), or rules in the X-Ray API's `SamplingRule` shape — a JSON list,
+/// `{"SamplingRules": [...]}`, or TOML `[[rules]]` tables with the same
+/// PascalCase keys. `is_toml` picks the syntax.
+pub fn parse_rules_file(text: &str, is_toml: bool) -> Result<Vec<SamplingRule>, String> {
+    #[derive(Deserialize)]
+    struct TomlRules {
+        rules: Vec<SamplingRule>,
+    }
+    let rules: Vec<SamplingRule> = if is_toml {
+        toml::from_str::<TomlRules>(text)
+            .map_err(|error| format!("rules file: {error}"))?
+            .rules
+    } else {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|error| format!("rules file: {error}"))?;
+        if value.get("default").is_some() && value.get("version").is_some() {
+            return parse_local_rules(text);
+        }
+        let list = match value {
+            serde_json::Value::Object(mut object) => object
+                .remove("SamplingRules")
+                .ok_or("rules file: expected a list, {\"SamplingRules\": [...]} or the X-Ray SDK local rules format")?,
+            list => list,
+        };
+        serde_json::from_value(list).map_err(|error| format!("rules file: {error}"))?
+    };
+    for rule in &rules {
+        rule.validate()
+            .map_err(|error| format!("rules file, rule {:?}: {error}", rule.name()))?;
+    }
+    Ok(rules)
+}
+
 /// Polls `endpoint` (the X-Ray API base URL, e.g. `http://127.0.0.1:2000`)
 /// for rules (every 5 minutes, or when the collector's
 /// `LastRuleModification` moves) and reports statistics for targets every
@@ -622,6 +656,42 @@ mod tests {
                 .rule
                 .as_deref(),
             Some("local-1")
+        );
+    }
+
+    #[test]
+    fn rules_files_in_every_format() {
+        let toml = r#"
+[[rules]]
+RuleName = "health"
+Priority = 1
+FixedRate = 0.0
+ReservoirSize = 0
+ServiceName = "*"
+ServiceType = "*"
+Host = "*"
+HTTPMethod = "GET"
+URLPath = "/health"
+ResourceARN = "*"
+Version = 1
+"#;
+        let rules = parse_rules_file(toml, true).unwrap();
+        assert_eq!(rules[0].name(), "health");
+        let json = r#"{"SamplingRules": [{"RuleName": "orders", "Priority": 2, "FixedRate": 1.0, "ReservoirSize": 5, "ServiceName": "*", "ServiceType": "*", "Host": "*", "HTTPMethod": "*", "URLPath": "/orders/*", "ResourceARN": "*", "Version": 1}]}"#;
+        assert_eq!(parse_rules_file(json, false).unwrap()[0].name(), "orders");
+        let local = r#"{"version": 2, "rules": [], "default": {"fixed_target": 3, "rate": 0.2}}"#;
+        assert_eq!(parse_rules_file(local, false).unwrap()[0].reservoir_size, 3);
+        assert!(
+            parse_rules_file(r#"{"rules": 1}"#, false)
+                .unwrap_err()
+                .contains("expected a list")
+        );
+        assert!(parse_rules_file("[[rules]]\nRuleName = 5", true).is_err());
+        let bad_priority = json.replace("\"Priority\": 2", "\"Priority\": 0");
+        assert!(
+            parse_rules_file(&bad_priority, false)
+                .unwrap_err()
+                .contains("Priority 0")
         );
     }
 

@@ -250,6 +250,41 @@ impl RulesStore {
         .await
     }
 
+    /// Makes the tenant's rules include `rules` (from a rules file): each is
+    /// created, or updated when a rule of that name exists; `Default` only
+    /// takes its rate and reservoir. Rules not named are left alone.
+    pub async fn import(&self, tenant: &str, rules: &[SamplingRule]) -> Result<usize, RulesError> {
+        let existing = self.rules(tenant).await?;
+        for rule in rules {
+            let name = rule.name();
+            let known = existing
+                .records
+                .iter()
+                .any(|record| record.sampling_rule.name() == name);
+            if !known {
+                self.create(tenant, rule.clone()).await?;
+                continue;
+            }
+            let is_default = name == crate::rules::DEFAULT_RULE_NAME;
+            let update = SamplingRuleUpdate {
+                rule_name: Some(name.to_string()),
+                fixed_rate: Some(rule.fixed_rate),
+                reservoir_size: Some(rule.reservoir_size),
+                priority: (!is_default).then_some(rule.priority),
+                resource_arn: (!is_default).then(|| rule.resource_arn.clone()),
+                host: (!is_default).then(|| rule.host.clone()),
+                service_name: (!is_default).then(|| rule.service_name.clone()),
+                service_type: (!is_default).then(|| rule.service_type.clone()),
+                http_method: (!is_default).then(|| rule.http_method.clone()),
+                url_path: (!is_default).then(|| rule.url_path.clone()),
+                attributes: (!is_default).then(|| rule.attributes.clone()),
+                ..Default::default()
+            };
+            self.update(tenant, &update).await?;
+        }
+        Ok(rules.len())
+    }
+
     pub async fn delete(
         &self,
         tenant: &str,
@@ -351,6 +386,44 @@ mod tests {
             .collect();
         assert_eq!(names, ["orders", "health", "Default"]);
         assert!(before_restart.last_modification > first.last_modification);
+
+        // A rules file: a new rule is created, a known one updated, Default
+        // keeps its patterns.
+        let mut from_file = rule("admin", 3, "/admin");
+        from_file.fixed_rate = 0.0;
+        let mut default_from_file = SamplingRule::default_rule("t");
+        default_from_file.fixed_rate = 0.2;
+        let mut orders_from_file = rule("orders", 7, "/orders/v2/*");
+        orders_from_file.fixed_rate = 0.5;
+        store
+            .import("t", &[from_file, default_from_file, orders_from_file])
+            .await
+            .unwrap();
+        let imported = store.rules("t").await.unwrap();
+        let by_name = |name: &str| {
+            imported
+                .records
+                .iter()
+                .find(|record| record.sampling_rule.name() == name)
+                .unwrap()
+                .sampling_rule
+                .clone()
+        };
+        assert_eq!(by_name("admin").url_path, "/admin");
+        assert_eq!(by_name("orders").url_path, "/orders/v2/*");
+        assert_eq!(by_name("Default").fixed_rate, 0.2);
+        assert_eq!(
+            by_name("Default").reservoir_size,
+            1,
+            "the file's Default reservoir (1) replaced the 5 set above"
+        );
+        store.delete("t", Some("admin"), None).await.unwrap();
+        let mut orders_back = by_name("orders");
+        orders_back.fixed_rate = 1.0;
+        orders_back.priority = 5;
+        orders_back.url_path = "/orders/*".into();
+        store.import("t", &[orders_back]).await.unwrap();
+        let before_restart = store.rules("t").await.unwrap();
 
         let reopened = RulesStore::new(memory);
         let after_restart = reopened.rules("t").await.unwrap();

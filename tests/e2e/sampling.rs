@@ -209,3 +209,49 @@ async fn xray_sdk_follows_rules_created_and_updated_through_boto3() {
         "the /health trace sampled after the update did not arrive"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_file_is_loaded_at_start_up_and_a_bad_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("sampling.json");
+    // The X-Ray SDK's local rules format, version 2.
+    std::fs::write(
+        &rules,
+        r#"{"version": 2, "rules": [{"description": "health", "host": "*", "http_method": "GET", "url_path": "/health", "fixed_target": 0, "rate": 0.0}], "default": {"fixed_target": 2, "rate": 0.1}}"#,
+    )
+    .unwrap();
+    let server = TestServerBuilder::new(&dir.path().join("data"))
+        .arg("--sampling-rules-file")
+        .arg(rules.to_str().unwrap())
+        .spawn();
+    assert_eq!(rule_names(&server).await, ["health", "Default"]);
+    drop(server);
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[rules]]\nRuleName = \"x\"\nPriority = 0\n").unwrap();
+    let output = crate::server::tracelake_command()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .args([
+            "--listen-xray-udp",
+            "127.0.0.1:0",
+            "--listen-xray-api",
+            "127.0.0.1:0",
+            "--listen-otlp-grpc",
+            "127.0.0.1:0",
+            "--listen-otlp-http",
+            "127.0.0.1:0",
+            "--listen-http",
+            "127.0.0.1:0",
+        ])
+        .arg("--sampling-rules-file")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("bad.toml"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
