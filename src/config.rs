@@ -25,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) otlp: OtlpConfig,
     pub(crate) xray: XrayConfig,
     pub(crate) sampling: SamplingConfig,
+    pub(crate) tail_sampling: TailSamplingConfig,
 }
 
 /// Listener addresses, `host:port`; port 0 picks a free port.
@@ -90,6 +91,58 @@ pub(crate) struct SamplingConfig {
     pub(crate) rules_tenant: Option<String>,
 }
 
+/// Tail sampling of spans SDKs sent explicitly unsampled (see the
+/// collector's `tail` module); off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TailSamplingConfig {
+    pub(crate) enabled: bool,
+    /// How long after a trace's first span it is decided.
+    #[serde(with = "humantime_serde")]
+    pub(crate) decision_wait: Duration,
+    /// Keep traces with an error or fault span.
+    pub(crate) keep_errors: bool,
+    /// Keep traces at least this long; 0s turns the policy off.
+    #[serde(with = "humantime_serde")]
+    pub(crate) latency_threshold: Duration,
+    /// Keep this share (0-1) of the other traces, by trace id.
+    pub(crate) probabilistic_share: f64,
+    /// Cap on kept traces per second per root service; 0 means no cap.
+    pub(crate) max_traces_per_service_per_second: f64,
+    /// Spans held across pending traces; beyond it the oldest are decided early.
+    pub(crate) max_pending_spans: usize,
+}
+
+impl Default for TailSamplingConfig {
+    fn default() -> Self {
+        let policy = tracelake_sampler::tail::TailPolicy::default();
+        Self {
+            enabled: false,
+            decision_wait: policy.decision_wait,
+            keep_errors: policy.keep_errors,
+            latency_threshold: policy.latency_threshold.unwrap_or_default(),
+            probabilistic_share: policy.probabilistic_share,
+            max_traces_per_service_per_second: 0.0,
+            max_pending_spans: policy.max_pending_spans,
+        }
+    }
+}
+
+impl TailSamplingConfig {
+    pub(crate) fn policy(&self) -> tracelake_sampler::tail::TailPolicy {
+        tracelake_sampler::tail::TailPolicy {
+            decision_wait: self.decision_wait,
+            keep_errors: self.keep_errors,
+            latency_threshold: (!self.latency_threshold.is_zero())
+                .then_some(self.latency_threshold),
+            probabilistic_share: self.probabilistic_share,
+            max_traces_per_service_per_second: (self.max_traces_per_service_per_second > 0.0)
+                .then_some(self.max_traces_per_service_per_second),
+            max_pending_spans: self.max_pending_spans,
+        }
+    }
+}
+
 impl Default for XrayConfig {
     fn default() -> Self {
         let udp = tracelake_collector::xray::udp::UdpConfig::default();
@@ -123,6 +176,7 @@ impl Default for Config {
             },
             xray: XrayConfig::default(),
             sampling: SamplingConfig::default(),
+            tail_sampling: TailSamplingConfig::default(),
         }
     }
 }
@@ -261,6 +315,12 @@ impl Config {
         }
         if self.flush.row_group_rows == 0 {
             bail!("flush.row_group_rows must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.tail_sampling.probabilistic_share) {
+            bail!("tail_sampling.probabilistic_share must be between 0 and 1");
+        }
+        if self.tail_sampling.max_pending_spans == 0 {
+            bail!("tail_sampling.max_pending_spans must be positive");
         }
         tracelake_storage::validate_tenant(&self.xray.udp_tenant)
             .map_err(|error| anyhow::anyhow!("xray.udp_tenant: {error}"))?;

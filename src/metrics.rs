@@ -8,21 +8,23 @@ use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use tracelake_collector::tail::TailStage;
 use tracelake_collector::xray::udp::UdpStats;
 use tracelake_storage::Storage;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub(crate) fn router(storage: Storage, udp: Arc<UdpStats>) -> Router {
+pub(crate) fn router(storage: Storage, udp: Arc<UdpStats>, tail: Option<Arc<TailStage>>) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
             let storage = storage.clone();
             let udp = Arc::clone(&udp);
+            let tail = tail.clone();
             async move {
                 (
                     [(header::CONTENT_TYPE, CONTENT_TYPE)],
-                    render(&storage, &udp),
+                    render(&storage, &udp, tail.as_deref()),
                 )
                     .into_response()
             }
@@ -30,7 +32,7 @@ pub(crate) fn router(storage: Storage, udp: Arc<UdpStats>) -> Router {
     )
 }
 
-fn render(storage: &Storage, udp: &UdpStats) -> String {
+fn render(storage: &Storage, udp: &UdpStats, tail: Option<&TailStage>) -> String {
     let mut out = String::new();
     let stats = storage.stats();
     let counters = [
@@ -67,5 +69,36 @@ fn render(storage: &Storage, udp: &UdpStats) -> String {
         stats.blocks
     );
     udp.render_prometheus(&mut out);
+    if let Some(tail) = tail {
+        let stats = tail.stats();
+        let counters = [
+            (
+                "tracelake_tail_sampling_traces_kept_total",
+                "Unsampled traces kept by a tail policy.",
+                stats.traces_kept,
+            ),
+            (
+                "tracelake_tail_sampling_traces_dropped_total",
+                "Unsampled traces dropped.",
+                stats.traces_dropped,
+            ),
+            (
+                "tracelake_tail_sampling_spans_dropped_total",
+                "Spans of dropped traces.",
+                stats.spans_dropped,
+            ),
+            (
+                "tracelake_tail_sampling_traces_evicted_total",
+                "Traces decided early because the pending buffer was full.",
+                stats.traces_evicted,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+    }
     out
 }

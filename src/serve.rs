@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tracelake_collector::tail::TailStage;
 use tracelake_collector::xray::{XrayIngest, api as xray_api, udp as xray_udp};
 use tracelake_collector::{OtlpLimits, Pipeline, otlp_grpc, otlp_http};
 use tracelake_sampler::api::SamplingService;
@@ -48,7 +49,16 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let writer: Arc<dyn SpanWriter> = Arc::new(storage.clone());
     let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
-    let pipeline = Pipeline::new(writer);
+    let tail = config.tail_sampling.enabled.then(|| {
+        Arc::new(TailStage::new(
+            config.tail_sampling.policy(),
+            Arc::clone(&writer),
+        ))
+    });
+    let pipeline = match &tail {
+        Some(stage) => Pipeline::with_tail_sampling(writer, Arc::clone(stage)),
+        None => Pipeline::new(writer),
+    };
     let xray_ingest = XrayIngest::new(pipeline.clone());
     let udp_stats = Arc::new(xray_udp::UdpStats::default());
 
@@ -96,6 +106,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let http_routes = tracelake_query::router(reader).merge(crate::metrics::router(
         storage.clone(),
         Arc::clone(&udp_stats),
+        tail.clone(),
     ));
     let http = axum::serve(http_listener, http_routes)
         .with_graceful_shutdown(stopped(stop.clone()))
@@ -107,6 +118,8 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         udp_stats,
         stopped(stop.clone()),
     );
+    let tail_task =
+        tail.map(|stage| tokio::spawn(stage.run(Duration::from_secs(1), stopped(stop.clone()))));
     let flusher_storage = storage.clone();
     let flusher_stop = stopped(stop.clone());
     let flusher =
@@ -131,6 +144,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         Err(_) => {
             tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight after the drain timeout; flushing anyway")
         }
+    }
+    if let Some(task) = tail_task {
+        // Pending traces are decided, and kept ones written, before the flush.
+        let _ = task.await;
     }
     let _ = flusher.await;
     let flushed = storage.shutdown().await.context("final flush")?;

@@ -15,6 +15,7 @@
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod pipeline;
+pub mod tail;
 pub mod xray;
 
 pub use pipeline::{IngestError, IngestOutcome, Pipeline};

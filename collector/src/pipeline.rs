@@ -7,6 +7,8 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tracelake_storage::otlp::{SpanRejection, resource_spans_to_batch};
 use tracelake_storage::{SpanWriter, StorageError, validate_tenant};
 
+use crate::tail::TailStage;
+
 /// How many rejection reasons a response spells out; the count covers all.
 const REASONS_SHOWN: usize = 5;
 
@@ -47,11 +49,21 @@ pub enum IngestError {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     writer: Arc<dyn SpanWriter>,
+    tail: Option<Arc<TailStage>>,
 }
 
 impl Pipeline {
     pub fn new(writer: Arc<dyn SpanWriter>) -> Self {
-        Self { writer }
+        Self { writer, tail: None }
+    }
+
+    /// A pipeline that holds explicitly unsampled spans for tail sampling
+    /// (see [`crate::tail`]); the caller runs [`TailStage::run`].
+    pub fn with_tail_sampling(writer: Arc<dyn SpanWriter>, tail: Arc<TailStage>) -> Self {
+        Self {
+            writer,
+            tail: Some(tail),
+        }
     }
 
     /// Validates and stores OTLP spans for `tenant`; returns once the
@@ -59,9 +71,13 @@ impl Pipeline {
     pub async fn ingest_otlp(
         &self,
         tenant: &str,
-        resource_spans: Vec<ResourceSpans>,
+        mut resource_spans: Vec<ResourceSpans>,
     ) -> Result<IngestOutcome, IngestError> {
         validate_tenant(tenant).map_err(IngestError::InvalidTenant)?;
+        let held = match &self.tail {
+            Some(tail) => tail.hold_unsampled(tenant, &mut resource_spans).await,
+            None => 0,
+        };
         let tenant_owned = tenant.to_string();
         let converted = tokio::task::spawn_blocking(move || {
             resource_spans_to_batch(&tenant_owned, &resource_spans)
@@ -94,7 +110,7 @@ impl Pipeline {
             format!("rejected {rejected} spans: {}{suffix}", reasons.join("; "))
         };
         Ok(IngestOutcome {
-            accepted: converted.accepted,
+            accepted: converted.accepted + held,
             rejected,
             message,
             rejections: converted.rejections,

@@ -255,3 +255,92 @@ async fn rules_file_is_loaded_at_start_up_and_a_bad_one_refused() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_sampling_keeps_unsampled_error_traces_only() {
+    use crate::otlp::{request, span, span_id, trace_id};
+    use prost::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tracelake.toml");
+    std::fs::write(
+        &config,
+        "[tail_sampling]\nenabled = true\ndecision_wait = \"500ms\"\nlatency_threshold = \"0s\"\n",
+    )
+    .unwrap();
+    let server = TestServerBuilder::new(&dir.path().join("data"))
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .spawn();
+    // Explicitly unsampled (W3C flags present, sampled bit clear): one
+    // trace with an error span, one without; and a head-sampled trace.
+    let mut failed = span(trace_id(1), span_id(1), "GET /checkout");
+    failed.flags = 0x100;
+    failed.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+        code: 2,
+        message: "boom".into(),
+    });
+    let mut plain = span(trace_id(2), span_id(2), "GET /");
+    plain.flags = 0x100;
+    let mut sampled = span(trace_id(3), span_id(3), "GET /sampled");
+    sampled.flags = 0x101;
+    let body = request("shop", vec![failed, plain, sampled]).encode_to_vec();
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/v1/traces", server.otlp_http_url()))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    assert!(
+        fetch_trace(&client, &server.http_url(), &trace_id(3))
+            .await
+            .is_some(),
+        "head-sampled: stored at once"
+    );
+    assert!(
+        fetch_trace(&client, &server.http_url(), &trace_id(1))
+            .await
+            .is_none(),
+        "held until decided"
+    );
+    let mut kept = false;
+    for _ in 0..100 {
+        if fetch_trace(&client, &server.http_url(), &trace_id(1))
+            .await
+            .is_some()
+        {
+            kept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        kept,
+        "the unsampled error trace was kept by the tail policy"
+    );
+    assert!(
+        fetch_trace(&client, &server.http_url(), &trace_id(2))
+            .await
+            .is_none(),
+        "the plain unsampled trace was dropped"
+    );
+    let metrics = client
+        .get(format!("{}/metrics", server.http_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tracelake_tail_sampling_traces_kept_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tracelake_tail_sampling_traces_dropped_total 1"),
+        "{metrics}"
+    );
+}
