@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Receivers only frame and decode; the pipeline owns validation and
-//! storage. A request is acknowledged only after its accepted spans are in
+//! storage (and, when enabled, holds explicitly unsampled OTLP spans for
+//! tail sampling: [`tail`]). A request is acknowledged only after its accepted spans are in
 //! the WAL per the fsync policy; rejected spans are reported in OTLP
 //! `partial_success` while the good spans of the same request are kept.
 
