@@ -166,6 +166,7 @@ mod tests {
 
     #[test]
     fn compiled_patterns_agree_with_the_general_matcher() {
+        let long = "/api/v2/resource-98/items/42/and/a/path/longer/than/sixty-four/bytes/end";
         let patterns = [
             "*",
             "**",
@@ -177,6 +178,10 @@ mod tests {
             "?et",
             "GET",
             "a?c*",
+            "/API/V2/Resource-98/*",
+            "*/BYTES/END",
+            long,
+            "/api/v2/resource-97/*",
         ];
         let texts = [
             "",
@@ -192,6 +197,9 @@ mod tests {
             "GET",
             "abc",
             "abcd",
+            long,
+            "/api/v2/resource-98/items",
+            "/api/v2/resource-9",
         ];
         for pattern in patterns {
             let compiled = Pattern::compile(pattern);
@@ -201,6 +209,13 @@ mod tests {
                     wildcard_match(pattern, text),
                     "{pattern:?} ~ {text:?} ({compiled:?})"
                 );
+                let passes_filter = compiled.quick_filter().may_match(text.as_bytes());
+                if compiled.matches(text) {
+                    assert!(
+                        passes_filter,
+                        "the filter rejected a match: {pattern:?} ~ {text:?}"
+                    );
+                }
             }
         }
     }
