@@ -16,6 +16,7 @@
 //! its `rate`, as the X-Ray SDKs' local sampler does. Local rules come in
 //! the X-Ray SDK's JSON format, version 1 or 2 ([`parse_local_rules`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,13 +125,6 @@ impl LiveRule {
     }
 }
 
-fn filters(rules: &[LiveRule]) -> Vec<QuickFilter> {
-    rules
-        .iter()
-        .map(|rule| rule.url_path.quick_filter())
-        .collect()
-}
-
 /// One decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -149,13 +143,74 @@ pub struct RuleStatistics {
     pub borrow_count: i64,
 }
 
+/// Rules indexed by their URL literal, so a decision looks at a handful of
+/// candidates instead of every rule: rules whose `URLPath` is a prefix or
+/// exact literal of 8+ bytes are found by (literal length, last 8 bytes of
+/// the literal) — one hash lookup per distinct literal length — and every
+/// other rule is always a candidate. Candidates are tried in rule order.
+#[derive(Debug, Default)]
+struct RuleIndex {
+    always: Vec<u32>,
+    by_literal: HashMap<(usize, u64), Vec<u32>>,
+    lengths: Vec<usize>,
+    filters: Vec<QuickFilter>,
+}
+
+impl RuleIndex {
+    fn new(rules: &[LiveRule]) -> Self {
+        let mut index = Self::default();
+        for (position, rule) in rules.iter().enumerate() {
+            match rule.url_path.literal_key() {
+                Some(key) => index
+                    .by_literal
+                    .entry(key)
+                    .or_default()
+                    .push(position as u32),
+                None => index.always.push(position as u32),
+            }
+            index.filters.push(rule.url_path.quick_filter());
+        }
+        index.lengths = index.by_literal.keys().map(|(length, _)| *length).collect();
+        index.lengths.sort_unstable();
+        index.lengths.dedup();
+        index
+    }
+
+    /// The first rule (in order) that matches, if any.
+    fn find(
+        &self,
+        rules: &[LiveRule],
+        request: &RequestProperties<'_>,
+        scratch: &mut Vec<u32>,
+    ) -> Option<usize> {
+        let path = request.url_path.as_bytes();
+        scratch.clear();
+        scratch.extend_from_slice(&self.always);
+        for &length in &self.lengths {
+            if length > path.len() {
+                break;
+            }
+            let key = Pattern::text_key(path, length);
+            if let Some(found) = self.by_literal.get(&(length, key)) {
+                scratch.extend_from_slice(found);
+            }
+        }
+        scratch.sort_unstable();
+        scratch
+            .iter()
+            .map(|position| *position as usize)
+            .filter(|position| self.filters[*position].may_match(path))
+            .find(|position| rules[*position].matches(request))
+    }
+}
+
 #[derive(Debug)]
 struct Rules {
     central: Vec<LiveRule>,
-    /// `central[i].url_path`'s filter, contiguous (see [`QuickFilter`]).
-    central_filters: Vec<QuickFilter>,
+    central_index: RuleIndex,
     local: Vec<LiveRule>,
-    local_filters: Vec<QuickFilter>,
+    local_index: RuleIndex,
+    scratch: Vec<u32>,
     /// `LastRuleModification` the central rules were fetched at.
     fetched_modification: f64,
 }
@@ -187,9 +242,10 @@ impl Sampler {
         Self {
             rules: Arc::new(Mutex::new(Rules {
                 central: Vec::new(),
-                central_filters: Vec::new(),
-                local_filters: filters(&local),
+                central_index: RuleIndex::default(),
+                local_index: RuleIndex::new(&local),
                 local,
+                scratch: Vec::new(),
                 fetched_modification: 0.0,
             })),
             client_id: new_client_id(),
@@ -205,18 +261,12 @@ impl Sampler {
         let mut guard = self.rules.lock();
         let rules = &mut *guard;
         let central = !rules.central.is_empty();
-        let (live, live_filters) = if central {
-            (&mut rules.central, &rules.central_filters)
+        let (live, live_index) = if central {
+            (&mut rules.central, &rules.central_index)
         } else {
-            (&mut rules.local, &rules.local_filters)
+            (&mut rules.local, &rules.local_index)
         };
-        let path = request.url_path.as_bytes();
-        let found = live_filters
-            .iter()
-            .enumerate()
-            .filter(|(_, filter)| filter.may_match(path))
-            .map(|(index, _)| index)
-            .find(|index| live[*index].matches(request));
+        let found = live_index.find(live, request, &mut rules.scratch);
         match found.and_then(|index| live.get_mut(index)) {
             Some(rule) => Decision {
                 sampled: rule.decide(now, random, central),
@@ -249,7 +299,7 @@ impl Sampler {
                 live
             })
             .collect();
-        rules.central_filters = filters(&rules.central);
+        rules.central_index = RuleIndex::new(&rules.central);
         rules.fetched_modification = last_modification;
     }
 
@@ -257,7 +307,7 @@ impl Sampler {
     pub fn go_offline(&self) {
         let mut rules = self.rules.lock();
         rules.central.clear();
-        rules.central_filters.clear();
+        rules.central_index = RuleIndex::default();
     }
 
     /// Counters of every central rule that saw requests, reset.
@@ -693,6 +743,83 @@ Version = 1
                 .unwrap_err()
                 .contains("Priority 0")
         );
+    }
+
+    #[test]
+    fn the_rule_index_finds_what_a_linear_scan_finds() {
+        let paths = [
+            "*",
+            "/health",
+            "/HEALTH",
+            "/api/v1/orders/*",
+            "/api/v1/orders",
+            "/API/V1/ORDERS/42",
+            "/api/v1/carts/*",
+            "*/items",
+            "/api/*/orders/*",
+            "/api/v1/orders/?",
+            "/api/v10/orders/*",
+            "/a*",
+            "/static/app.js",
+            "/static/*",
+        ];
+        let methods = ["*", "GET", "POST"];
+        let mut rules = Vec::new();
+        for (index, path) in paths.iter().enumerate() {
+            for (offset, method) in methods.iter().enumerate() {
+                let mut rule = SamplingRule::default_rule("t");
+                rule.rule_name = Some(format!("r{index}-{offset}"));
+                // Priorities interleave so order is not the insertion order.
+                // Catch-all paths come after the literal ones, so the
+                // index must order its candidates, not list "always" first.
+                let catch_all = if path.starts_with('*') { 50 } else { 0 };
+                rule.priority = ((index * 7 + offset * 13) % 40 + 1 + catch_all) as i64;
+                rule.url_path = (*path).to_string();
+                rule.http_method = (*method).to_string();
+                rules.push(rule);
+            }
+        }
+        rules.push(SamplingRule::default_rule("t"));
+        rules.sort_by(rule_order);
+        let live: Vec<LiveRule> = rules.iter().map(LiveRule::new).collect();
+        let index = RuleIndex::new(&live);
+        let mut scratch = Vec::new();
+        let requests = [
+            "/health",
+            "/Health",
+            "/api/v1/orders/42",
+            "/API/v1/Orders/7",
+            "/api/v1/orders",
+            "/api/v1/orders/",
+            "/api/v1/carts/1",
+            "/api/v2/orders/1",
+            "/api/v10/orders/x",
+            "/x/items",
+            "/static/app.js",
+            "/static/other.css",
+            "/a",
+            "",
+            "/api/v1/orders/9",
+            "/apiv1",
+        ];
+        for path in requests {
+            for method in ["GET", "POST", "PUT"] {
+                let request = RequestProperties {
+                    service_name: "shop",
+                    service_type: "*",
+                    host: "h",
+                    http_method: method,
+                    url_path: path,
+                    attributes: &[],
+                };
+                let linear = live.iter().position(|rule| rule.matches(&request));
+                assert_eq!(
+                    index.find(&live, &request, &mut scratch),
+                    linear,
+                    "{method} {path}"
+                );
+            }
+        }
     }
 
     #[test]

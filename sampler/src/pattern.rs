@@ -141,6 +141,22 @@ impl QuickFilter {
 }
 
 impl Pattern {
+    /// For a prefix or exact literal of 8 bytes or more: its length and
+    /// last-word key, by which rules are indexed (see `client`).
+    pub fn literal_key(&self) -> Option<(usize, u64)> {
+        match self {
+            Self::Prefix(literal) | Self::Exact(literal) if literal.width == 8 => {
+                Some((literal.text.len(), literal.key))
+            }
+            _ => None,
+        }
+    }
+
+    /// The key a text has at `end` (compare with [`Self::literal_key`]).
+    pub fn text_key(text: &[u8], end: usize) -> u64 {
+        word_before(text, end, 8)
+    }
+
     pub fn quick_filter(&self) -> QuickFilter {
         let (kind, literal) = match self {
             Self::Any => (0, None),
