@@ -8,6 +8,7 @@ use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use tracelake_collector::prometheus::write_plain_counter;
 use tracelake_collector::tail::TailStage;
 use tracelake_collector::xray::udp::UdpStats;
 use tracelake_storage::Storage;
@@ -58,10 +59,7 @@ fn render(storage: &Storage, udp: &UdpStats, tail: Option<&TailStage>) -> String
         ),
     ];
     for (name, help, value) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
+        write_plain_counter(&mut out, name, help, value);
     }
     let _ = writeln!(
         out,
@@ -70,35 +68,7 @@ fn render(storage: &Storage, udp: &UdpStats, tail: Option<&TailStage>) -> String
     );
     udp.render_prometheus(&mut out);
     if let Some(tail) = tail {
-        let stats = tail.stats();
-        let counters = [
-            (
-                "tracelake_tail_sampling_traces_kept_total",
-                "Unsampled traces kept by a tail policy.",
-                stats.traces_kept,
-            ),
-            (
-                "tracelake_tail_sampling_traces_dropped_total",
-                "Unsampled traces dropped.",
-                stats.traces_dropped,
-            ),
-            (
-                "tracelake_tail_sampling_spans_dropped_total",
-                "Spans of dropped traces.",
-                stats.spans_dropped,
-            ),
-            (
-                "tracelake_tail_sampling_traces_evicted_total",
-                "Traces decided early because the pending buffer was full.",
-                stats.traces_evicted,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        }
+        tail.render_prometheus(&mut out);
     }
     out
 }

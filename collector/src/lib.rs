@@ -16,6 +16,7 @@
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod pipeline;
+pub mod prometheus;
 pub mod tail;
 pub mod xray;
 

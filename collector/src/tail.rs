@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use parking_lot::Mutex;
+use tracelake_sampler::store::now_seconds;
 use tracelake_sampler::tail::{Decided, SpanSummary, TailPolicy, TailSampler, TailStats};
 use tracelake_storage::SpanWriter;
 use tracelake_storage::otlp::resource_spans_to_batch;
@@ -49,13 +50,6 @@ pub struct HeldSpan {
 pub struct TailStage {
     sampler: Mutex<TailSampler<HeldSpan>>,
     writer: Arc<dyn SpanWriter>,
-}
-
-fn now_seconds() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs_f64())
-        .unwrap_or_default()
 }
 
 fn service_name(resource: Option<&Resource>) -> &str {
@@ -86,6 +80,36 @@ impl TailStage {
         self.sampler.lock().stats()
     }
 
+    /// Prometheus text exposition of the tail-sampling counters.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let stats = self.stats();
+        let counters = [
+            (
+                "tracelake_tail_sampling_traces_kept_total",
+                "Unsampled traces kept by a tail policy.",
+                stats.traces_kept,
+            ),
+            (
+                "tracelake_tail_sampling_traces_dropped_total",
+                "Unsampled traces dropped.",
+                stats.traces_dropped,
+            ),
+            (
+                "tracelake_tail_sampling_spans_dropped_total",
+                "Spans of dropped traces.",
+                stats.spans_dropped,
+            ),
+            (
+                "tracelake_tail_sampling_traces_evicted_total",
+                "Traces decided early because the pending buffer was full.",
+                stats.traces_evicted,
+            ),
+        ];
+        for (name, help, value) in counters {
+            crate::prometheus::write_plain_counter(out, name, help, value);
+        }
+    }
+
     /// Takes the explicitly unsampled spans with valid trace ids out of
     /// `resource_spans` and holds them; returns how many were held.
     pub async fn hold_unsampled(
@@ -100,6 +124,13 @@ impl TailStage {
         {
             let mut sampler = self.sampler.lock();
             for group in resource_spans.iter_mut() {
+                let holds_any = group
+                    .scope_spans
+                    .iter()
+                    .any(|scope_spans| scope_spans.spans.iter().any(is_unsampled));
+                if !holds_any {
+                    continue;
+                }
                 let resource = Arc::new(group.resource.clone());
                 let service = service_name(group.resource.as_ref()).to_string();
                 for scope_spans in group.scope_spans.iter_mut() {
@@ -138,28 +169,61 @@ impl TailStage {
 
     /// Writes the spans of kept traces, grouped by tenant.
     async fn write_kept(&self, decided: Vec<Decided<HeldSpan>>) {
-        let mut by_tenant: HashMap<Arc<str>, Vec<ResourceSpans>> = HashMap::new();
+        // Spans that arrived together share their resource and scope
+        // (`Arc`s): regroup by them so each resource is converted once.
+        type GroupKey = (Arc<str>, usize, usize);
+        type Group = (
+            Arc<Option<Resource>>,
+            Arc<Option<InstrumentationScope>>,
+            Vec<Span>,
+        );
+        let mut groups: HashMap<GroupKey, Group> = HashMap::new();
         for trace in decided.into_iter().filter(|trace| trace.verdict.kept()) {
             for held in trace.items {
-                by_tenant
-                    .entry(Arc::clone(&held.tenant))
-                    .or_default()
-                    .push(ResourceSpans {
-                        resource: (*held.resource).clone(),
-                        scope_spans: vec![ScopeSpans {
-                            scope: (*held.scope).clone(),
-                            spans: vec![held.span],
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    });
+                let key = (
+                    Arc::clone(&held.tenant),
+                    Arc::as_ptr(&held.resource) as usize,
+                    Arc::as_ptr(&held.scope) as usize,
+                );
+                groups
+                    .entry(key)
+                    .or_insert_with(|| {
+                        (
+                            Arc::clone(&held.resource),
+                            Arc::clone(&held.scope),
+                            Vec::new(),
+                        )
+                    })
+                    .2
+                    .push(held.span);
             }
         }
+        let mut by_tenant: HashMap<Arc<str>, Vec<ResourceSpans>> = HashMap::new();
+        for ((tenant, _, _), (resource, scope, spans)) in groups {
+            by_tenant.entry(tenant).or_default().push(ResourceSpans {
+                resource: (*resource).clone(),
+                scope_spans: vec![ScopeSpans {
+                    scope: (*scope).clone(),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
         for (tenant, resource_spans) in by_tenant {
-            let converted = match resource_spans_to_batch(&tenant, &resource_spans) {
-                Ok(converted) => converted,
-                Err(error) => {
+            let tenant_owned = Arc::clone(&tenant);
+            let converted = tokio::task::spawn_blocking(move || {
+                resource_spans_to_batch(&tenant_owned, &resource_spans)
+            })
+            .await;
+            let converted = match converted {
+                Ok(Ok(converted)) => converted,
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "tail-sampled spans could not be converted");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "tail-sampled conversion task failed");
                     continue;
                 }
             };

@@ -22,7 +22,7 @@ use axum::routing::post;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::aws_error::{AwsError, json_body, json_response, tenant_of};
+use crate::aws_error::{AwsError, json_body, json_body_or_default, json_response, tenant_of};
 use crate::quota::{INTERVAL_SECONDS, Report, RuleQuotas};
 use crate::rules::{SamplingRule, SamplingRuleUpdate};
 use crate::store::{RuleRecord, RulesError, RulesStore, now_seconds};
@@ -125,20 +125,6 @@ async fn get_sampling_rules(
         response["NextToken"] = serde_json::Value::String(next.to_string());
     }
     Ok(json_response(&response))
-}
-
-/// SDKs send an empty body for `GetSamplingRules` with no token.
-async fn json_body_or_default<T: for<'de> Deserialize<'de> + Default>(
-    body: Body,
-) -> Result<T, AwsError> {
-    let bytes = axum::body::to_bytes(body, crate::aws_error::MAX_REQUEST_BYTES)
-        .await
-        .map_err(|_| AwsError::invalid_request("request body too large"))?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|error| AwsError::invalid_request(format!("request body: {error}")))
 }
 
 #[derive(Debug, Deserialize)]

@@ -65,14 +65,34 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 pub async fn json_body<T: for<'de> serde::Deserialize<'de>>(
     body: axum::body::Body,
 ) -> Result<T, AwsError> {
-    let bytes = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
+    let bytes = read_body(body).await?;
+    parse_json(&bytes)
+}
+
+/// As [`json_body`], with an empty body read as `T::default()` (SDKs send
+/// `GetSamplingRules` without one).
+pub async fn json_body_or_default<T: for<'de> serde::Deserialize<'de> + Default>(
+    body: axum::body::Body,
+) -> Result<T, AwsError> {
+    let bytes = read_body(body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(&bytes)
+}
+
+async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, AwsError> {
+    axum::body::to_bytes(body, MAX_REQUEST_BYTES)
         .await
         .map_err(|_| AwsError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             error_type: "InvalidRequestException",
             message: format!("request body is larger than {MAX_REQUEST_BYTES} bytes"),
-        })?;
-    serde_json::from_slice(&bytes)
+        })
+}
+
+fn parse_json<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8]) -> Result<T, AwsError> {
+    serde_json::from_slice(bytes)
         .map_err(|error| AwsError::invalid_request(format!("request body: {error}")))
 }
 

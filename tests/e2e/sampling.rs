@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::otlp::fetch_trace;
 use crate::python_sdk::python;
 use crate::server::{TestServer, TestServerBuilder};
+use crate::xray::xray_hex;
 
 fn run_script(script: &str, args: &[String]) -> Value {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
@@ -23,11 +24,6 @@ fn run_script(script: &str, args: &[String]) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("json report")
-}
-
-fn hex_of(xray_trace_id: &str) -> Vec<u8> {
-    let unique = xray_trace_id.strip_prefix("1-").expect("x-ray trace id");
-    hex::decode(unique.replace('-', "")).expect("hex")
 }
 
 async fn rule_names(server: &TestServer) -> Vec<String> {
@@ -162,7 +158,7 @@ async fn xray_sdk_follows_rules_created_and_updated_through_boto3() {
     // What the SDK sampled arrives over UDP; what it did not never does.
     let client = reqwest::Client::new();
     for trace_id in ids("orders", "sampled") {
-        let bytes = hex_of(&trace_id);
+        let bytes = xray_hex(&trace_id);
         let mut found = None;
         for _ in 0..100 {
             found = fetch_trace(&client, &server.http_url(), &bytes).await;
@@ -175,7 +171,7 @@ async fn xray_sdk_follows_rules_created_and_updated_through_boto3() {
     }
     for trace_id in ids("health", "unsampled") {
         assert!(
-            fetch_trace(&client, &server.http_url(), &hex_of(&trace_id))
+            fetch_trace(&client, &server.http_url(), &xray_hex(&trace_id))
                 .await
                 .is_none(),
             "{trace_id} was not sampled yet arrived"
@@ -192,7 +188,7 @@ async fn xray_sdk_follows_rules_created_and_updated_through_boto3() {
         phase2["unsampled_before"].as_u64().unwrap() > 0,
         "the change took a poll, not an instant: {phase2}"
     );
-    let bytes = hex_of(sampled);
+    let bytes = xray_hex(sampled);
     let mut arrived = false;
     for _ in 0..100 {
         if fetch_trace(&client, &server.http_url(), &bytes)

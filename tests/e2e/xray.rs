@@ -17,7 +17,8 @@ use crate::otlp::{fetch_trace, request, span, span_id, spans_of, trace_id};
 use crate::python_sdk::python;
 use crate::server::{TestServer, TestServerBuilder, tracelake_command};
 
-fn xray_hex(xray_trace_id: &str) -> Vec<u8> {
+/// `1-5759e988-bd86...` -> the 16 trace id bytes.
+pub(crate) fn xray_hex(xray_trace_id: &str) -> Vec<u8> {
     let without_version = xray_trace_id.strip_prefix("1-").expect("x-ray trace id");
     hex::decode(without_version.replace('-', "")).expect("x-ray trace id")
 }

@@ -128,12 +128,12 @@ impl XrayIngest {
     ) -> Result<XrayOutcome, IngestError> {
         let resources = Arc::clone(&self.resources);
         let tenant_owned = tenant.to_string();
-        let prepared =
+        let mut prepared =
             tokio::task::spawn_blocking(move || prepare(&tenant_owned, &documents, &resources))
                 .await
                 .map_err(|error| IngestError::Internal(format!("x-ray decode task: {error}")))?;
         let mut outcome = XrayOutcome {
-            unprocessed: prepared.unprocessed,
+            unprocessed: std::mem::take(&mut prepared.unprocessed),
             ..Default::default()
         };
         if prepared.resource_spans.is_empty() {
@@ -141,18 +141,15 @@ impl XrayIngest {
         }
         let stored = self
             .pipeline
-            .ingest_otlp(tenant, prepared.resource_spans)
+            .ingest_otlp(tenant, std::mem::take(&mut prepared.resource_spans))
             .await?;
         let mut refused_documents: HashMap<usize, Vec<String>> = HashMap::new();
         for rejection in &stored.rejections {
-            if let Some(document) = prepared.span_owner.get(&rejection.span_id_hex) {
-                refused_documents
-                    .entry(*document)
-                    .or_default()
-                    .push(format!(
-                        "span {}: {}",
-                        rejection.span_id_hex, rejection.reason
-                    ));
+            if let Some(document) = prepared.owner_of(&rejection.span_id_hex) {
+                refused_documents.entry(document).or_default().push(format!(
+                    "span {}: {}",
+                    rejection.span_id_hex, rejection.reason
+                ));
             }
         }
         for (document, reasons) in &refused_documents {
@@ -172,9 +169,21 @@ struct Prepared {
     resource_spans: Vec<ResourceSpans>,
     /// Id of each mapped document, by position.
     document_ids: Vec<String>,
-    /// Which document each span (hex id) came from.
-    span_owner: HashMap<String, usize>,
+    /// Which document each span came from; searched only when storage
+    /// refuses spans, so it is a flat list rather than a map of strings.
+    span_owner: Vec<(Vec<u8>, usize)>,
     unprocessed: Vec<Unprocessed>,
+}
+
+impl Prepared {
+    /// The document a refused span (hex id, as storage reports it) came from.
+    fn owner_of(&self, span_id_hex: &str) -> Option<usize> {
+        let span_id = hex::decode(span_id_hex).ok()?;
+        self.span_owner
+            .iter()
+            .find(|(id, _)| *id == span_id)
+            .map(|(_, document)| *document)
+    }
 }
 
 /// The `id` of a document that could not be parsed, when it has one.
@@ -226,13 +235,13 @@ fn prepare(tenant: &str, raw_documents: &[Bytes], resources: &Mutex<ResourceCach
         .lock()
         .resolve(tenant, mapped.iter().map(|(_, spans)| spans));
     let mut document_ids = Vec::with_capacity(mapped.len());
-    let mut span_owner = HashMap::new();
+    let mut span_owner = Vec::new();
     let mut resource_spans = Vec::with_capacity(mapped.len());
     for ((id, document), resource) in mapped.into_iter().zip(resolved) {
         let position = document_ids.len();
         document_ids.push(id);
         for span in &document.spans {
-            span_owner.insert(hex::encode(&span.span_id), position);
+            span_owner.push((span.span_id.clone(), position));
         }
         resource_spans.push(document.into_resource_spans(resource));
     }

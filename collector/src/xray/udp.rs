@@ -162,13 +162,9 @@ impl UdpStats {
 
     /// Prometheus text exposition of these counters.
     pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
+            crate::prometheus::write_counter(out, name, help, samples);
         };
         let rejected: Vec<(String, u64)> = FrameError::ALL
             .iter()
