@@ -26,6 +26,40 @@ pub(crate) struct Config {
     pub(crate) xray: XrayConfig,
     pub(crate) sampling: SamplingConfig,
     pub(crate) tail_sampling: TailSamplingConfig,
+    pub(crate) service_graph: ServiceGraphConfig,
+}
+
+/// The streaming aggregation of service-map edges and span metrics (the
+/// collector's `aggregate` module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServiceGraphConfig {
+    /// How long one side of a call waits for the other before the call
+    /// counts as unanswered (an inferred node) or unpaired.
+    #[serde(with = "humantime_serde")]
+    pub(crate) wait: Duration,
+    /// Spans waiting for their other side; beyond it the oldest are expired early.
+    pub(crate) max_pending: usize,
+}
+
+impl Default for ServiceGraphConfig {
+    fn default() -> Self {
+        let defaults = tracelake_collector::aggregate::AggregateConfig::default();
+        Self {
+            wait: defaults.wait,
+            max_pending: defaults.max_pending,
+        }
+    }
+}
+
+impl ServiceGraphConfig {
+    pub(crate) fn aggregate_config(&self) -> tracelake_collector::aggregate::AggregateConfig {
+        tracelake_collector::aggregate::AggregateConfig {
+            wait: self.wait,
+            max_pending: self.max_pending,
+            ..Default::default()
+        }
+    }
 }
 
 /// Listener addresses, `host:port`; port 0 picks a free port.
@@ -177,6 +211,7 @@ impl Default for Config {
             xray: XrayConfig::default(),
             sampling: SamplingConfig::default(),
             tail_sampling: TailSamplingConfig::default(),
+            service_graph: ServiceGraphConfig::default(),
         }
     }
 }
@@ -318,6 +353,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.tail_sampling.probabilistic_share) {
             bail!("tail_sampling.probabilistic_share must be between 0 and 1");
+        }
+        if self.service_graph.max_pending == 0 {
+            bail!("service_graph.max_pending must be positive");
         }
         if self.tail_sampling.max_pending_spans == 0 {
             bail!("tail_sampling.max_pending_spans must be positive");

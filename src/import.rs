@@ -24,7 +24,9 @@ use prost::Message;
 use serde_json::Value;
 use tracelake_collector::Pipeline;
 use tracelake_collector::xray::XrayIngest;
-use tracelake_storage::{SpanWriter, Storage, local_store};
+use tracelake_storage::{Storage, local_store};
+
+use crate::aggregation::Aggregation;
 
 use crate::config::Config;
 
@@ -59,8 +61,8 @@ pub(crate) async fn import(config: Config, tenant: &str, files: &[PathBuf]) -> a
     let (storage, _) = Storage::open(config.storage_config(), store)
         .await
         .context("opening storage")?;
-    let writer: Arc<dyn SpanWriter> = Arc::new(storage.clone());
-    let pipeline = Pipeline::new(writer);
+    let aggregation = Aggregation::start(&storage, config.service_graph.aggregate_config());
+    let pipeline = Pipeline::new(Arc::clone(&aggregation.writer));
     let xray = XrayIngest::new(pipeline.clone());
 
     let total_bytes: u64 = files
@@ -94,6 +96,9 @@ pub(crate) async fn import(config: Config, tenant: &str, files: &[PathBuf]) -> a
         }
     }
     progress.finish_and_clear();
+    drop(xray);
+    drop(pipeline);
+    aggregation.finish().await;
     let flushed = storage
         .shutdown()
         .await

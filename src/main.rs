@@ -1,5 +1,6 @@
 //! The `tracelake` command line: wires the crates together.
 
+mod aggregation;
 mod config;
 mod import;
 mod metrics;

@@ -9,23 +9,30 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tracelake_collector::prometheus::write_plain_counter;
+use tracelake_collector::aggregate::Aggregator;
 use tracelake_collector::tail::TailStage;
 use tracelake_collector::xray::udp::UdpStats;
 use tracelake_storage::Storage;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub(crate) fn router(storage: Storage, udp: Arc<UdpStats>, tail: Option<Arc<TailStage>>) -> Router {
+pub(crate) fn router(
+    storage: Storage,
+    udp: Arc<UdpStats>,
+    tail: Option<Arc<TailStage>>,
+    aggregator: Arc<Aggregator>,
+) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
             let storage = storage.clone();
             let udp = Arc::clone(&udp);
             let tail = tail.clone();
+            let aggregator = Arc::clone(&aggregator);
             async move {
                 (
                     [(header::CONTENT_TYPE, CONTENT_TYPE)],
-                    render(&storage, &udp, tail.as_deref()),
+                    render(&storage, &udp, tail.as_deref(), &aggregator),
                 )
                     .into_response()
             }
@@ -33,7 +40,12 @@ pub(crate) fn router(storage: Storage, udp: Arc<UdpStats>, tail: Option<Arc<Tail
     )
 }
 
-fn render(storage: &Storage, udp: &UdpStats, tail: Option<&TailStage>) -> String {
+fn render(
+    storage: &Storage,
+    udp: &UdpStats,
+    tail: Option<&TailStage>,
+    aggregator: &Aggregator,
+) -> String {
     let mut out = String::new();
     let stats = storage.stats();
     let counters = [
@@ -70,5 +82,6 @@ fn render(storage: &Storage, udp: &UdpStats, tail: Option<&TailStage>) -> String
     if let Some(tail) = tail {
         tail.render_prometheus(&mut out);
     }
+    aggregator.render_prometheus(&mut out);
     out
 }

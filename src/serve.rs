@@ -15,8 +15,9 @@ use tracelake_collector::xray::{XrayIngest, api as xray_api, udp as xray_udp};
 use tracelake_collector::{OtlpLimits, Pipeline, otlp_grpc, otlp_http};
 use tracelake_sampler::api::SamplingService;
 use tracelake_sampler::store::RulesStore;
-use tracelake_storage::{SpanReader, SpanWriter, Storage, local_store};
+use tracelake_storage::{SpanReader, Storage, local_store};
 
+use crate::aggregation::Aggregation;
 use crate::config::Config;
 
 /// How often the flusher checks whether the head is due.
@@ -47,7 +48,9 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let limits = OtlpLimits {
         max_message_bytes: config.otlp.max_message_bytes,
     };
-    let writer: Arc<dyn SpanWriter> = Arc::new(storage.clone());
+    // Every stored batch also feeds the service-map aggregation.
+    let aggregation = Aggregation::start(&storage, config.service_graph.aggregate_config());
+    let writer = Arc::clone(&aggregation.writer);
     let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
     let tail = config.tail_sampling.enabled.then(|| {
         Arc::new(TailStage::new(
@@ -107,6 +110,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         storage.clone(),
         Arc::clone(&udp_stats),
         tail.clone(),
+        Arc::clone(&aggregation.aggregator),
     ));
     let http = axum::serve(http_listener, http_routes)
         .with_graceful_shutdown(stopped(stop.clone()))
@@ -149,6 +153,8 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         // Pending traces are decided, and kept ones written, before the flush.
         let _ = task.await;
     }
+    // Stored spans are counted, and every held row written, before the flush.
+    aggregation.finish().await;
     let _ = flusher.await;
     let flushed = storage.shutdown().await.context("final flush")?;
     tracing::info!(?flushed, "stopped");

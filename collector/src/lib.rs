@@ -13,6 +13,7 @@
 //! the WAL per the fsync policy; rejected spans are reported in OTLP
 //! `partial_success` while the good spans of the same request are kept.
 
+pub mod aggregate;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod pipeline;

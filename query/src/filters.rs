@@ -14,54 +14,69 @@ use tracelake_storage::{SpanFilter, TraceId};
 
 /// The filter implied by the conjunction of `filters`.
 pub fn span_filter(filters: &[Expr]) -> SpanFilter {
-    let mut filter = SpanFilter::default();
+    let mut filter = SpanFilter {
+        time_range_ns: time_range(filters, &[col::START_TIME, col::END_TIME]),
+        trace_id: None,
+    };
+    for (column, op, literal) in comparisons(filters) {
+        if column == col::TRACE_ID && op == Operator::Eq {
+            if let Some(trace_id) = trace_id_literal(literal) {
+                filter.trace_id = Some(trace_id);
+            }
+        }
+    }
+    filter
+}
+
+/// The inclusive nanosecond range the conjunction of `filters` bounds any
+/// of `time_columns` to, if it bounds them at all.
+pub fn time_range(filters: &[Expr], time_columns: &[&str]) -> Option<(i64, i64)> {
     let mut from = i64::MIN;
     let mut to = i64::MAX;
+    for (column, op, literal) in comparisons(filters) {
+        if !time_columns.contains(&column) {
+            continue;
+        }
+        let Some(nanos) = timestamp_nanos(literal) else {
+            continue;
+        };
+        match op {
+            Operator::Gt | Operator::GtEq => from = from.max(nanos),
+            Operator::Lt | Operator::LtEq => to = to.min(nanos),
+            Operator::Eq => {
+                from = from.max(nanos);
+                to = to.min(nanos);
+            }
+            _ => {}
+        }
+    }
+    (from != i64::MIN || to != i64::MAX).then_some((from, to))
+}
+
+/// The conjuncts of `filters` shaped `column <op> literal` (either side).
+fn comparisons(filters: &[Expr]) -> Vec<(&str, Operator, &ScalarValue)> {
     let mut conjuncts = Vec::new();
     for expr in filters {
         split_and(expr, &mut conjuncts);
     }
+    let mut found = Vec::new();
     for expr in conjuncts {
         let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
             continue;
         };
-        let (column, op, literal) = match (left.as_ref(), right.as_ref()) {
-            (Expr::Column(column), Expr::Literal(value, _)) => (column.name.as_str(), *op, value),
-            (Expr::Literal(value, _), Expr::Column(column)) => match op.swap() {
-                Some(swapped) => (column.name.as_str(), swapped, value),
-                None => continue,
-            },
-            _ => continue,
-        };
-        match (column, op) {
-            (col::TRACE_ID, Operator::Eq) => {
-                if let Some(trace_id) = trace_id_literal(literal) {
-                    filter.trace_id = Some(trace_id);
-                }
+        match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(column), Expr::Literal(value, _)) => {
+                found.push((column.name.as_str(), *op, value));
             }
-            (col::START_TIME | col::END_TIME, Operator::Gt | Operator::GtEq) => {
-                if let Some(nanos) = timestamp_nanos(literal) {
-                    from = from.max(nanos);
-                }
-            }
-            (col::START_TIME | col::END_TIME, Operator::Lt | Operator::LtEq) => {
-                if let Some(nanos) = timestamp_nanos(literal) {
-                    to = to.min(nanos);
-                }
-            }
-            (col::START_TIME | col::END_TIME, Operator::Eq) => {
-                if let Some(nanos) = timestamp_nanos(literal) {
-                    from = from.max(nanos);
-                    to = to.min(nanos);
+            (Expr::Literal(value, _), Expr::Column(column)) => {
+                if let Some(swapped) = op.swap() {
+                    found.push((column.name.as_str(), swapped, value));
                 }
             }
             _ => {}
         }
     }
-    if from != i64::MIN || to != i64::MAX {
-        filter.time_range_ns = Some((from, to));
-    }
-    filter
+    found
 }
 
 fn split_and<'a>(expr: &'a Expr, out: &mut Vec<&'a Expr>) {

@@ -3,6 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /api/traces/{id}` | the trace as `{"batches": [ResourceSpans...]}` in OTLP JSON (hex ids, nanosecond strings), as Tempo's v1 API; with `Accept: application/protobuf`, OTLP `TracesData` protobuf (wire-compatible with Tempo's `Trace`). Optional `start`/`end` (unix seconds) only prune. 404 unknown id, 400 malformed id or range |
+//! | `GET /v1/service-map` | the service map of `start`..`end` (unix seconds, fractions allowed; default the last hour) as `{"nodes":[...],"edges":[...]}`; `source=auto` (default: precomputed rows where written, raw spans elsewhere), `precomputed` or `raw`; `tenant=` overrides the header |
 //! | `GET /ready` | 200 `ready` |
 //! | `GET /api/echo` | 200 `echo` (Grafana's data source test) |
 //!
@@ -22,6 +23,8 @@ use serde::Serialize;
 use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER, TraceId};
 
 use crate::QueryError;
+use crate::derived_rows::{Source, derived_rows};
+use crate::service_map::ServiceMap;
 use crate::trace::trace_by_id;
 
 const PROTOBUF_TYPES: [&str; 2] = ["application/protobuf", "application/x-protobuf"];
@@ -35,6 +38,7 @@ struct QueryState {
 pub fn router(reader: Arc<dyn SpanReader>) -> Router {
     Router::new()
         .route("/api/traces/{trace_id}", get(get_trace))
+        .route("/v1/service-map", get(get_service_map))
         .route("/ready", get(|| async { "ready" }))
         .route("/api/echo", get(|| async { "echo" }))
         .with_state(QueryState { reader })
@@ -148,4 +152,65 @@ async fn get_trace(
         batches: &trace.resource_spans,
     };
     Ok(axum::Json(body).into_response())
+}
+
+/// The tenant of a native API request: `tenant=` or the header.
+fn native_tenant(
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<String, ApiError> {
+    match params.get("tenant").filter(|tenant| !tenant.is_empty()) {
+        Some(tenant) => {
+            tracelake_storage::validate_tenant(tenant)
+                .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+            Ok(tenant.clone())
+        }
+        None => tenant(headers),
+    }
+}
+
+/// `start`/`end` as unix seconds with fractions; the last hour by default.
+fn native_window(params: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
+    let seconds = |name: &str| -> Result<Option<i64>, ApiError> {
+        match params.get(name).filter(|value| !value.is_empty()) {
+            None => Ok(None),
+            Some(value) => value
+                .parse::<f64>()
+                .ok()
+                .filter(|seconds| seconds.is_finite() && *seconds >= 0.0 && *seconds < 1e11)
+                .map(|seconds| Some((seconds * 1e9).round() as i64))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("{name} must be unix seconds, got {value:?}"))
+                }),
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as i64)
+        .unwrap_or(0);
+    let end = seconds("end")?.unwrap_or(now);
+    let start = seconds("start")?.unwrap_or(end - 3_600_000_000_000);
+    if start > end {
+        return Err(ApiError::BadRequest("start must not be after end".into()));
+    }
+    Ok((start, end))
+}
+
+async fn get_service_map(
+    State(state): State<QueryState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = native_tenant(&headers, &params)?;
+    let window = native_window(&params)?;
+    let source = match params.get("source").map(String::as_str) {
+        None | Some("") => Source::Auto,
+        Some(text) => Source::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "source must be auto, precomputed or raw, got {text:?}"
+            ))
+        })?,
+    };
+    let rows = derived_rows(state.reader, &tenant, window, source).await?;
+    Ok(axum::Json(ServiceMap::build(&rows).to_json()).into_response())
 }

@@ -16,8 +16,12 @@
 //!
 //! [`SpanReader`]: tracelake_storage::SpanReader
 
+pub mod derived_rows;
+pub mod derived_table;
 pub mod filters;
 pub mod http;
+pub mod latency_udf;
+pub mod service_map;
 pub mod session;
 pub mod spans_table;
 pub mod trace;

@@ -8,6 +8,7 @@ use datafusion::arrow::array::RecordBatch;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
+use crate::derived::DerivedTable;
 use crate::{Result, TraceId};
 
 /// The write side, used by the collector's pipeline.
@@ -21,6 +22,22 @@ use crate::{Result, TraceId};
 #[async_trait]
 pub trait SpanWriter: Send + Sync + std::fmt::Debug {
     async fn append(&self, tenant: &str, batch: RecordBatch) -> Result<()>;
+}
+
+/// The write side of the derived tables ([`crate::derived`]), used by the
+/// collector's streaming aggregation.
+///
+/// Contract: rows are visible to [`SpanReader::derived_files`] once
+/// [`DerivedWriter::write_derived`] returns; they skip the WAL (they can be
+/// recomputed from spans), so rows not yet written when the process dies
+/// are lost. [`DerivedWriter::set_derived_complete_before`] is called after
+/// every row of the minutes before it is written, and never moves back.
+#[async_trait]
+pub trait DerivedWriter: Send + Sync + std::fmt::Debug {
+    async fn write_derived(&self, tenant: &str, table: DerivedTable, batch: RecordBatch)
+    -> Result<()>;
+
+    async fn set_derived_complete_before(&self, complete_before_ns: i64) -> Result<()>;
 }
 
 /// What a reader wants; everything is optional and only prunes.
@@ -69,4 +86,17 @@ pub trait SpanReader: Send + Sync + std::fmt::Debug {
 
     /// The blocks and head batches that may hold matching spans.
     fn snapshot(&self, tenant: &str, filter: &SpanFilter) -> SpanSnapshot;
+
+    /// Files of a derived table ([`crate::derived`]) that may hold rows of
+    /// minutes in the inclusive nanosecond range (all files without one).
+    fn derived_files(
+        &self,
+        tenant: &str,
+        table: DerivedTable,
+        time_range_ns: Option<(i64, i64)>,
+    ) -> Vec<BlockRef>;
+
+    /// The streaming aggregation's watermark: every derived row of minutes
+    /// before it is in [`SpanReader::derived_files`]; 0 when none is.
+    fn derived_complete_before_ns(&self) -> i64;
 }

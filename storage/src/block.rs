@@ -95,13 +95,18 @@ impl BlockMeta {
     }
 }
 
-/// Whether a store path is a meta file / a block file.
+/// Whether a store path is a span block's meta file / a span block
+/// (`tenants/{tenant}/spans/...`; derived tables live beside them).
 pub fn is_meta_path(path: &str) -> bool {
-    path.ends_with(META_SUFFIX)
+    is_spans_path(path) && path.ends_with(META_SUFFIX)
 }
 
 pub fn is_block_path(path: &str) -> bool {
-    path.ends_with(PARQUET_SUFFIX)
+    is_spans_path(path) && path.ends_with(PARQUET_SUFFIX)
+}
+
+fn is_spans_path(path: &str) -> bool {
+    path.split('/').nth(2) == Some("spans")
 }
 
 /// Splits span batches by the UTC hour of each span's start time.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parking_lot::RwLock;
 
 use crate::block::{BlockMeta, is_block_path, is_meta_path};
@@ -32,15 +32,23 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Lists the store and loads every meta file.
-    pub async fn load(store: &Arc<dyn ObjectStore>) -> Result<(Self, CatalogLoadStats)> {
-        let objects: Vec<_> = store
+    /// Every object under `tenants/`, the listing [`Catalog::load`] and the
+    /// derived catalog start from.
+    pub async fn list_tenants(store: &Arc<dyn ObjectStore>) -> Result<Vec<ObjectMeta>> {
+        Ok(store
             .list(Some(&Path::from("tenants")))
             .try_collect()
-            .await?;
+            .await?)
+    }
+
+    /// Loads every meta file among `objects` (see [`Catalog::list_tenants`]).
+    pub async fn load(
+        store: &Arc<dyn ObjectStore>,
+        objects: &[ObjectMeta],
+    ) -> Result<(Self, CatalogLoadStats)> {
         let mut meta_paths = HashSet::new();
         let mut block_paths = HashSet::new();
-        for object in &objects {
+        for object in objects {
             let location = object.location.as_ref();
             if is_meta_path(location) {
                 meta_paths.insert(location.to_string());

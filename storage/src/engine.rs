@@ -32,11 +32,12 @@ use tokio::sync::{Mutex, RwLock};
 use crate::api::SpanSnapshot;
 use crate::block::{encode_block, put_block, split_by_hour};
 use crate::catalog::{Catalog, CatalogLoadStats};
+use crate::derived::{DerivedCatalog, DerivedTable};
 use crate::head::{Head, HeadBatch, HeadStats};
 use crate::schema::span_schema;
 use crate::wal::{ReplayStats, Wal, encode_payload};
 use crate::{
-    Result, SpanFilter, SpanReader, SpanWriter, StorageConfig, StorageError, validate_tenant,
+    BlockRef, DerivedWriter, Result, SpanFilter, SpanReader, SpanWriter, StorageConfig, StorageError, validate_tenant,
 };
 
 /// What start-up found, for the log and for tests.
@@ -89,6 +90,7 @@ struct Inner {
     wal: Wal,
     head: Head,
     catalog: Catalog,
+    derived: DerivedCatalog,
     append_gate: RwLock<()>,
     flush_lock: Mutex<()>,
     view: parking_lot::RwLock<()>,
@@ -139,7 +141,9 @@ impl Storage {
     ) -> Result<(Self, OpenStats)> {
         let wal_dir = config.data_dir.join("wal");
         let lock = lock_data_dir(&wal_dir)?;
-        let (catalog, catalog_stats) = Catalog::load(&store).await?;
+        let objects = Catalog::list_tenants(&store).await?;
+        let (catalog, catalog_stats) = Catalog::load(&store, &objects).await?;
+        let derived = DerivedCatalog::load(&store, &objects).await?;
         let (policy, interval, segment_bytes) = (
             config.fsync,
             config.fsync_interval,
@@ -161,6 +165,7 @@ impl Storage {
                 wal,
                 head,
                 catalog,
+                derived,
                 append_gate: RwLock::new(()),
                 flush_lock: Mutex::new(()),
                 view: parking_lot::RwLock::new(()),
@@ -329,6 +334,35 @@ impl Storage {
 }
 
 #[async_trait]
+impl DerivedWriter for Storage {
+    async fn write_derived(
+        &self,
+        tenant: &str,
+        table: DerivedTable,
+        batch: RecordBatch,
+    ) -> Result<()> {
+        validate_tenant(tenant)?;
+        if batch.schema() != table.schema() {
+            return Err(StorageError::Corrupt(format!(
+                "write of a batch without the {} schema",
+                table.name()
+            )));
+        }
+        self.inner
+            .derived
+            .write(&self.inner.store, tenant, table, batch)
+            .await
+    }
+
+    async fn set_derived_complete_before(&self, complete_before_ns: i64) -> Result<()> {
+        self.inner
+            .derived
+            .set_complete_before(&self.inner.store, complete_before_ns)
+            .await
+    }
+}
+
+#[async_trait]
 impl SpanWriter for Storage {
     async fn append(&self, tenant: &str, batch: RecordBatch) -> Result<()> {
         validate_tenant(tenant)?;
@@ -384,5 +418,18 @@ impl SpanReader for Storage {
             total_blocks,
             total_head_batches,
         }
+    }
+
+    fn derived_files(
+        &self,
+        tenant: &str,
+        table: DerivedTable,
+        time_range_ns: Option<(i64, i64)>,
+    ) -> Vec<BlockRef> {
+        self.inner.derived.find(tenant, table, time_range_ns)
+    }
+
+    fn derived_complete_before_ns(&self) -> i64 {
+        self.inner.derived.complete_before_ns()
     }
 }

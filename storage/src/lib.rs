@@ -33,6 +33,7 @@ pub mod bloom;
 pub mod catalog;
 pub mod config;
 pub mod counting_store;
+pub mod derived;
 pub mod engine;
 pub mod head;
 pub mod ids;
@@ -43,7 +44,7 @@ pub mod testing;
 pub mod wal;
 pub mod xray;
 
-pub use api::{BlockRef, SpanFilter, SpanReader, SpanSnapshot, SpanWriter};
+pub use api::{BlockRef, DerivedWriter, SpanFilter, SpanReader, SpanSnapshot, SpanWriter};
 pub use config::{FsyncPolicy, StorageConfig};
 pub use engine::{FlushStats, OpenStats, Storage, StorageStats, local_store};
 pub use ids::{IdError, SpanId, TraceId};
