@@ -38,8 +38,7 @@ use datafusion::arrow::array::RecordBatch;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tracelake_storage::derived::{
-    DerivedTable, EdgeSet, NANOS_PER_MINUTE, Node, SpanFacts, SpanMetricSet, minute_of,
-    span_facts,
+    DerivedTable, EdgeSet, NANOS_PER_MINUTE, Node, SpanFacts, SpanMetricSet, minute_of, span_facts,
 };
 use tracelake_storage::{DerivedWriter, SpanWriter};
 
@@ -146,7 +145,9 @@ impl Aggregator {
             Ok(facts) => facts,
             Err(error) => {
                 tracing::warn!(%error, "span batch unreadable for the service map");
-                self.stats.unreadable_batches.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .unreadable_batches
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
@@ -204,9 +205,7 @@ impl Aggregator {
         }
         if span.is_caller() {
             if span.kind == "producer" {
-                tenant_state
-                    .producers
-                    .insert(own_key, span.service.clone());
+                tenant_state.producers.insert(own_key, span.service.clone());
                 waiting.push((own_key, Waiting::Producer));
                 if let Some(consumers) = tenant_state.links.remove(&own_key) {
                     state.pending = state.pending.saturating_sub(consumers.len());
@@ -229,7 +228,9 @@ impl Aggregator {
         }
         for (key, what) in waiting {
             state.pending += 1;
-            state.expiry.push_back((deadline, tenant.to_string(), key, what));
+            state
+                .expiry
+                .push_back((deadline, tenant.to_string(), key, what));
         }
         while state.pending > self.config.max_pending {
             if !self.expire_front(state) {
@@ -442,7 +443,9 @@ impl Aggregator {
         .await;
         if let Err(error) = observed {
             tracing::error!(%error, "service map aggregation task failed");
-            self.stats.unreadable_batches.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .unreadable_batches
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -594,7 +597,12 @@ impl AggregatingWriter {
 impl SpanWriter for AggregatingWriter {
     async fn append(&self, tenant: &str, batch: RecordBatch) -> tracelake_storage::Result<()> {
         self.inner.append(tenant, batch.clone()).await?;
-        if self.batches.send((tenant.to_string(), batch)).await.is_err() {
+        if self
+            .batches
+            .send((tenant.to_string(), batch))
+            .await
+            .is_err()
+        {
             // The aggregation stopped (shutdown): the spans are stored; only
             // the precomputed rows miss them, and raw recompute covers that.
             tracing::debug!("service map aggregation stopped; batch not aggregated");

@@ -85,7 +85,12 @@ pub async fn derived_rows(
     match source {
         Source::Raw => recompute(&context, from_ns, to_ns).await,
         Source::Precomputed => {
-            precomputed(&context, minute_of(from_ns), minute_of(to_ns).saturating_add(NANOS_PER_MINUTE)).await
+            precomputed(
+                &context,
+                minute_of(from_ns),
+                minute_of(to_ns).saturating_add(NANOS_PER_MINUTE),
+            )
+            .await
         }
         Source::Auto => {
             let watermark = reader.derived_complete_before_ns();
@@ -325,8 +330,15 @@ fn merge_unanswered(edges: &mut EdgeSet, batch: &RecordBatch) -> Result<()> {
         .ok_or_else(|| corrupt("minute"))?;
     let (service, service_type, kind, name) = (text(1)?, text(2)?, text(3)?, text(4)?);
     let inputs: Vec<_> = (5..14).map(text).collect::<Result<_>>()?;
-    let (requests, ok, errors, throttles, faults, failed, duration_sum) =
-        (int(14)?, int(15)?, int(16)?, int(17)?, int(18)?, int(19)?, int(20)?);
+    let (requests, ok, errors, throttles, faults, failed, duration_sum) = (
+        int(14)?,
+        int(15)?,
+        int(16)?,
+        int(17)?,
+        int(18)?,
+        int(19)?,
+        int(20)?,
+    );
     let latencies = batch
         .column(21)
         .as_binary_opt::<i32>()

@@ -89,10 +89,8 @@ impl TableProvider for DerivedTableProvider {
         let partitions = state.config().target_partitions().clamp(1, files.len());
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
         for (index, file) in files.iter().enumerate() {
-            groups[index % partitions].push(PartitionedFile::new(
-                file.path.to_string(),
-                file.size_bytes,
-            ));
+            groups[index % partitions]
+                .push(PartitionedFile::new(file.path.to_string(), file.size_bytes));
         }
         let mut builder = FileScanConfigBuilder::new(STORE_URL.clone(), Arc::new(source))
             .with_projection_indices(projection.cloned())?

@@ -19,10 +19,11 @@ pub fn span_filter(filters: &[Expr]) -> SpanFilter {
         trace_id: None,
     };
     for (column, op, literal) in comparisons(filters) {
-        if column == col::TRACE_ID && op == Operator::Eq {
-            if let Some(trace_id) = trace_id_literal(literal) {
-                filter.trace_id = Some(trace_id);
-            }
+        if column == col::TRACE_ID
+            && op == Operator::Eq
+            && let Some(trace_id) = trace_id_literal(literal)
+        {
+            filter.trace_id = Some(trace_id);
         }
     }
     filter

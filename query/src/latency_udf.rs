@@ -71,8 +71,9 @@ impl LatencyAccumulator {
             if binary.is_null(row) || binary.value(row).is_empty() {
                 continue;
             }
-            let histogram = LatencyHistogram::decode(binary.value(row))
-                .map_err(|error| datafusion::error::DataFusionError::Execution(error.to_string()))?;
+            let histogram = LatencyHistogram::decode(binary.value(row)).map_err(|error| {
+                datafusion::error::DataFusionError::Execution(error.to_string())
+            })?;
             self.histogram.merge(&histogram);
         }
         Ok(())
@@ -137,10 +138,12 @@ fn quantile_udf() -> ScalarUDF {
         Arc::new(|args: &[ColumnarValue]| {
             let arrays = ColumnarValue::values_to_arrays(args)?;
             let (Some(histograms), Some(quantiles)) = (
-                arrays.first().and_then(|array| array.as_binary_opt::<i32>()),
                 arrays
-                    .get(1)
-                    .and_then(|array| array.as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>()),
+                    .first()
+                    .and_then(|array| array.as_binary_opt::<i32>()),
+                arrays.get(1).and_then(|array| {
+                    array.as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>()
+                }),
             ) else {
                 return exec_err!("{LATENCY_QUANTILE}(histogram binary, quantile double)");
             };
@@ -150,9 +153,10 @@ fn quantile_udf() -> ScalarUDF {
                     out.append_null();
                     continue;
                 }
-                let histogram = LatencyHistogram::decode(histograms.value(row)).map_err(|error| {
-                    datafusion::error::DataFusionError::Execution(error.to_string())
-                })?;
+                let histogram =
+                    LatencyHistogram::decode(histograms.value(row)).map_err(|error| {
+                        datafusion::error::DataFusionError::Execution(error.to_string())
+                    })?;
                 out.append_value(histogram.quantile_seconds(quantiles.value(row)));
             }
             Ok(ColumnarValue::Array(Arc::new(out.finish())))

@@ -76,7 +76,12 @@ impl ServiceMap {
         }
         let mut edges: BTreeMap<EdgeIdentity, EdgeStats> = BTreeMap::new();
         for (key, stats) in &rows.edges.edges {
-            let identity = (key.client.clone(), key.server.clone(), key.connection, key.link);
+            let identity = (
+                key.client.clone(),
+                key.server.clone(),
+                key.connection,
+                key.link,
+            );
             edges.entry(identity).or_default().merge(stats);
         }
         let mut received: BTreeMap<Node, Stats> = BTreeMap::new();
@@ -187,9 +192,8 @@ impl ServiceMap {
                         edge.stats.client_duration_sum_ns,
                         &edge.stats.client_latency,
                     ),
-                    server_latency: (!edge.stats.server_latency.is_empty()).then(|| {
-                        LatencyJson::new(&edge.stats.server_latency)
-                    }),
+                    server_latency: (!edge.stats.server_latency.is_empty())
+                        .then(|| LatencyJson::new(&edge.stats.server_latency)),
                 })
                 .collect(),
         }

@@ -30,7 +30,11 @@ pub fn session_for_tenant(reader: Arc<dyn SpanReader>, tenant: &str) -> Result<S
     for table in DerivedTable::ALL {
         context.register_table(
             table.name(),
-            Arc::new(DerivedTableProvider::new(Arc::clone(&reader), tenant, table)),
+            Arc::new(DerivedTableProvider::new(
+                Arc::clone(&reader),
+                tenant,
+                table,
+            )),
         )?;
     }
     crate::latency_udf::register(&context);

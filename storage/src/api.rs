@@ -34,8 +34,12 @@ pub trait SpanWriter: Send + Sync + std::fmt::Debug {
 /// every row of the minutes before it is written, and never moves back.
 #[async_trait]
 pub trait DerivedWriter: Send + Sync + std::fmt::Debug {
-    async fn write_derived(&self, tenant: &str, table: DerivedTable, batch: RecordBatch)
-    -> Result<()>;
+    async fn write_derived(
+        &self,
+        tenant: &str,
+        table: DerivedTable,
+        batch: RecordBatch,
+    ) -> Result<()>;
 
     async fn set_derived_complete_before(&self, complete_before_ns: i64) -> Result<()>;
 }

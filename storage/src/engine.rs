@@ -37,7 +37,8 @@ use crate::head::{Head, HeadBatch, HeadStats};
 use crate::schema::span_schema;
 use crate::wal::{ReplayStats, Wal, encode_payload};
 use crate::{
-    BlockRef, DerivedWriter, Result, SpanFilter, SpanReader, SpanWriter, StorageConfig, StorageError, validate_tenant,
+    BlockRef, DerivedWriter, Result, SpanFilter, SpanReader, SpanWriter, StorageConfig,
+    StorageError, validate_tenant,
 };
 
 /// What start-up found, for the log and for tests.

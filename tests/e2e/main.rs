@@ -7,4 +7,5 @@ mod otlp;
 mod python_sdk;
 mod sampling;
 mod server;
+mod service_map;
 mod xray;

@@ -560,7 +560,10 @@ mod tests {
         let throttle = Outcome::from_flags(false, false, true);
         assert!(throttle.error && throttle.throttle);
         assert!(Outcome::from_flags(false, false, false).is_ok());
-        assert_eq!(ConnectionType::parse("database"), Some(ConnectionType::Database));
+        assert_eq!(
+            ConnectionType::parse("database"),
+            Some(ConnectionType::Database)
+        );
         assert_eq!(ConnectionType::parse(""), Some(ConnectionType::Direct));
         assert_eq!(ConnectionType::parse("other"), None);
     }

@@ -185,9 +185,12 @@ impl DerivedCatalog {
             return Ok(());
         }
         let tenant_owned = tenant.to_string();
-        let encoded = tokio::task::spawn_blocking(move || encode_by_hour(&tenant_owned, table, &batch))
-            .await
-            .map_err(|error| StorageError::Corrupt(format!("derived encode task: {error}")))??;
+        let encoded =
+            tokio::task::spawn_blocking(move || encode_by_hour(&tenant_owned, table, &batch))
+                .await
+                .map_err(|error| {
+                    StorageError::Corrupt(format!("derived encode task: {error}"))
+                })??;
         for (hour, path, bytes) in encoded {
             let size = bytes.len() as u64;
             let location = Path::from(path.as_str());
@@ -239,7 +242,8 @@ fn encode_by_hour(
     for (hour, rows) in rows_by_hour {
         let part = take_record_batch(batch, &UInt32Array::from(rows))?;
         let mut bytes = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut bytes, table.schema(), Some(properties.clone()))?;
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, table.schema(), Some(properties.clone()))?;
         writer.write(&part)?;
         writer.close()?;
         let hour_start = DateTime::<Utc>::from_timestamp_nanos(hour * NANOS_PER_HOUR);

@@ -93,7 +93,7 @@ impl LatencyHistogram {
                 let value = self.micros.median_equivalent(step.value_iterated_to());
                 (
                     value as f64 / MICROS_PER_SECOND,
-                    step.count_at_value() as u64,
+                    step.count_at_value(),
                 )
             })
             .collect()

@@ -35,8 +35,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder,
-    Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampNanosecondBuilder,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Int64Array,
+    Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampNanosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType};
 
@@ -369,7 +369,11 @@ impl EdgeSet {
         let mut columns: Vec<ArrayRef> = vec![Arc::new(minute.finish())];
         columns.extend(texts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.extend(counts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        columns.extend(latencies.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.extend(
+            latencies
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
         Ok(RecordBatch::try_new(edges_schema(), columns)?)
     }
 
@@ -377,7 +381,14 @@ impl EdgeSet {
     pub fn merge_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         let columns = DerivedColumns { batch };
         let minute = columns.minutes()?;
-        let [client, client_type, server, server_type, connection, edge_type] = [
+        let [
+            client,
+            client_type,
+            server,
+            server_type,
+            connection,
+            edge_type,
+        ] = [
             col::CLIENT,
             col::CLIENT_TYPE,
             col::SERVER,
@@ -386,7 +397,16 @@ impl EdgeSet {
             col::EDGE_TYPE,
         ]
         .map(|name| columns.strings(name));
-        let [total, ok, errors, throttles, faults, failed, client_sum, server_sum] = [
+        let [
+            total,
+            ok,
+            errors,
+            throttles,
+            faults,
+            failed,
+            client_sum,
+            server_sum,
+        ] = [
             col::REQUESTS,
             col::OK,
             col::ERRORS,
@@ -410,15 +430,23 @@ impl EdgeSet {
             edge_type?,
         );
         let (total, ok, errors, throttles, faults, failed, client_sum, server_sum) = (
-            total?, ok?, errors?, throttles?, faults?, failed?, client_sum?, server_sum?,
+            total?,
+            ok?,
+            errors?,
+            throttles?,
+            faults?,
+            failed?,
+            client_sum?,
+            server_sum?,
         );
         for row in 0..batch.num_rows() {
-            let connection_type = ConnectionType::parse(connection.value(row)).ok_or_else(|| {
-                StorageError::Corrupt(format!(
-                    "edges: unknown connection type {:?}",
-                    connection.value(row)
-                ))
-            })?;
+            let connection_type =
+                ConnectionType::parse(connection.value(row)).ok_or_else(|| {
+                    StorageError::Corrupt(format!(
+                        "edges: unknown connection type {:?}",
+                        connection.value(row)
+                    ))
+                })?;
             let key = EdgeKey {
                 minute_ns: minute_of(minute.value(row)),
                 client: Node {
@@ -656,7 +684,9 @@ impl<'a> DerivedColumns<'a> {
         StorageError::Corrupt(format!("derived column {name} has the wrong type"))
     }
 
-    fn minutes(&self) -> Result<&'a datafusion::arrow::array::PrimitiveArray<TimestampNanosecondType>> {
+    fn minutes(
+        &self,
+    ) -> Result<&'a datafusion::arrow::array::PrimitiveArray<TimestampNanosecondType>> {
         self.get(col::MINUTE)?
             .as_primitive_opt()
             .ok_or_else(|| Self::mistyped(col::MINUTE))

@@ -1,0 +1,528 @@
+//! The service map of a known workload, X-Ray segments and OTLP spans
+//! mixed, from the streaming aggregation and from the recompute over raw
+//! spans: both must give exactly the map the workload implies.
+
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::trace::v1::span::Link;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use prost::Message;
+use serde_json::{Value, json};
+
+use crate::otlp::{request, string_attribute};
+use crate::server::{TestServer, TestServerBuilder};
+
+const MILLI: u64 = 1_000_000;
+
+/// One trace of the workload: ids and the times everything hangs off.
+struct TraceIds {
+    trace: [u8; 16],
+    base_ns: u64,
+    seed: u8,
+}
+
+impl TraceIds {
+    fn new(epoch_seconds: u32, seed: u8, base_ns: u64) -> Self {
+        let mut trace = [seed; 16];
+        trace[..4].copy_from_slice(&epoch_seconds.to_be_bytes());
+        Self {
+            trace,
+            base_ns,
+            seed,
+        }
+    }
+
+    fn span_id(&self, role: u8) -> [u8; 8] {
+        [0x10, self.seed, role, 0, 0, 0, 0, 1]
+    }
+
+    fn xray_trace_id(&self) -> String {
+        let hex = hex::encode(self.trace);
+        format!("1-{}-{}", &hex[..8], &hex[8..])
+    }
+
+    fn seconds(&self, offset_ms: u64) -> f64 {
+        (self.base_ns + offset_ms * MILLI) as f64 / 1e9
+    }
+}
+
+const ROOT: u8 = 1;
+const TO_ORDERS: u8 = 2;
+const TO_LEGACY: u8 = 3;
+const PUBLISH: u8 = 4;
+const ORDERS: u8 = 5;
+const DYNAMODB: u8 = 6;
+const TO_PAYMENTS: u8 = 7;
+const PAYMENTS: u8 = 8;
+const NOTIFIER: u8 = 9;
+const BILLING: u8 = 10;
+
+fn otlp_span(
+    ids: &TraceIds,
+    role: u8,
+    parent: Option<u8>,
+    kind: i32,
+    name: &str,
+    (offset_ms, duration_ms): (u64, u64),
+) -> Span {
+    Span {
+        trace_id: ids.trace.to_vec(),
+        span_id: ids.span_id(role).to_vec(),
+        parent_span_id: parent
+            .map(|role| ids.span_id(role).to_vec())
+            .unwrap_or_default(),
+        name: name.into(),
+        kind,
+        start_time_unix_nano: ids.base_ns + offset_ms * MILLI,
+        end_time_unix_nano: ids.base_ns + (offset_ms + duration_ms) * MILLI,
+        ..Default::default()
+    }
+}
+
+fn with_http_status(mut span: Span, status: i64) -> Span {
+    span.attributes
+        .push(opentelemetry_proto::tonic::common::v1::KeyValue {
+            key: "http.response.status_code".into(),
+            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(status),
+                ),
+            }),
+            ..Default::default()
+        });
+    span
+}
+
+fn with_error_status(mut span: Span) -> Span {
+    span.status = Some(Status {
+        code: 2,
+        message: "failed".into(),
+    });
+    span
+}
+
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+const PRODUCER: i32 = 4;
+const CONSUMER: i32 = 5;
+
+/// The workload: three checkout traces through frontend (OTLP) -> orders
+/// (X-Ray, with a DynamoDB subsegment and a remote call) -> payments
+/// (OTLP), a call to an uninstrumented host, a message to notifier, and a
+/// fourth trace in which billing consumes the message through a span link.
+///
+/// | trace | frontend | orders | DynamoDB | payments | legacy |
+/// |---|---|---|---|---|---|
+/// | 1 | 100 ms ok | 70 ms ok | 10 ms ok | 30 / 25 ms ok | 5 ms 200 |
+/// | 2 | 200 ms 500 + error status | 140 ms ok | 20 ms 429 | 60 ms 500 / 50 ms error status | 8 ms 503 |
+/// | 3 | 300 ms ok | 200 ms 404 | 12 ms ok | - | 6 ms 200 |
+struct Workload {
+    otlp: Vec<Vec<u8>>,
+    xray: Vec<String>,
+    start_ns: u64,
+}
+
+fn workload(base_ns: u64) -> Workload {
+    let epoch = (base_ns / 1_000_000_000) as u32;
+    let traces: Vec<TraceIds> = (1..=4)
+        .map(|seed| TraceIds::new(epoch, seed, base_ns + u64::from(seed) * 1_000 * MILLI))
+        .collect();
+    let (frontend_ms, to_orders_ms, orders_ms, dynamodb_ms, legacy_ms) = (
+        [100, 200, 300],
+        [80, 150, 250],
+        [70, 140, 200],
+        [10, 20, 12],
+        [5, 8, 6],
+    );
+    let mut frontend = Vec::new();
+    let mut payments = Vec::new();
+    let mut notifier = Vec::new();
+    let mut billing = Vec::new();
+    let mut xray = Vec::new();
+    for (index, ids) in traces.iter().take(3).enumerate() {
+        let mut root = with_http_status(
+            otlp_span(
+                ids,
+                ROOT,
+                None,
+                SERVER,
+                "GET /checkout",
+                (0, frontend_ms[index]),
+            ),
+            if index == 1 { 500 } else { 200 },
+        );
+        if index == 1 {
+            root = with_error_status(root);
+        }
+        frontend.push(root);
+        let mut to_orders = with_http_status(
+            otlp_span(
+                ids,
+                TO_ORDERS,
+                Some(ROOT),
+                CLIENT,
+                "POST /orders",
+                (5, to_orders_ms[index]),
+            ),
+            if index == 2 { 404 } else { 200 },
+        );
+        if index == 2 {
+            to_orders = with_error_status(to_orders);
+        }
+        frontend.push(to_orders);
+        let mut to_legacy = with_http_status(
+            otlp_span(
+                ids,
+                TO_LEGACY,
+                Some(ROOT),
+                CLIENT,
+                "GET",
+                (90, legacy_ms[index]),
+            ),
+            if index == 1 { 503 } else { 200 },
+        );
+        to_legacy
+            .attributes
+            .push(string_attribute("server.address", "legacy.example.com"));
+        if index == 1 {
+            to_legacy = with_error_status(to_legacy);
+        }
+        frontend.push(to_legacy);
+
+        let mut subsegments = vec![json!({
+            "id": hex::encode(ids.span_id(DYNAMODB)),
+            "name": "DynamoDB",
+            "namespace": "aws",
+            "start_time": ids.seconds(10),
+            "end_time": ids.seconds(10 + dynamodb_ms[index]),
+            "aws": {"operation": "PutItem", "table_name": "orders"},
+            "http": {"response": {"status": if index == 1 { 429 } else { 200 }}},
+            "error": index == 1,
+            "throttle": index == 1,
+        })];
+        if index < 2 {
+            let status = if index == 1 { 500 } else { 200 };
+            subsegments.push(json!({
+                "id": hex::encode(ids.span_id(TO_PAYMENTS)),
+                "name": "payments",
+                "namespace": "remote",
+                "start_time": ids.seconds(30),
+                "end_time": ids.seconds(30 + [30, 60][index]),
+                "http": {
+                    "request": {"method": "POST", "url": "http://payments/charge"},
+                    "response": {"status": status},
+                },
+                "fault": index == 1,
+            }));
+            let mut payment = otlp_span(
+                ids,
+                PAYMENTS,
+                Some(TO_PAYMENTS),
+                SERVER,
+                "POST /charge",
+                (32, [25, 50][index]),
+            );
+            if index == 1 {
+                payment = with_error_status(payment);
+            }
+            payments.push(payment);
+        }
+        let orders = json!({
+            "trace_id": ids.xray_trace_id(),
+            "id": hex::encode(ids.span_id(ORDERS)),
+            "parent_id": hex::encode(ids.span_id(TO_ORDERS)),
+            "name": "orders",
+            "origin": "AWS::EC2::Instance",
+            "start_time": ids.seconds(6),
+            "end_time": ids.seconds(6 + orders_ms[index]),
+            "http": {"request": {"method": "POST", "url": "http://orders/orders"},
+                     "response": {"status": if index == 2 { 404 } else { 200 }}},
+            "error": index == 2,
+            "subsegments": subsegments,
+        });
+        if index == 0 {
+            // The in-progress form first, as the SDKs send long segments:
+            // it must not count.
+            let mut in_progress = orders.clone();
+            let object = in_progress.as_object_mut().unwrap();
+            object.remove("end_time");
+            object.remove("subsegments");
+            object.insert("in_progress".into(), json!(true));
+            xray.push(in_progress.to_string());
+        }
+        xray.push(orders.to_string());
+    }
+    let first = &traces[0];
+    let mut publish = otlp_span(
+        first,
+        PUBLISH,
+        Some(ROOT),
+        PRODUCER,
+        "order-events publish",
+        (95, 2),
+    );
+    publish
+        .attributes
+        .push(string_attribute("messaging.system", "aws_sqs"));
+    frontend.push(publish);
+    notifier.push(otlp_span(
+        first,
+        NOTIFIER,
+        Some(PUBLISH),
+        CONSUMER,
+        "order-events process",
+        (120, 15),
+    ));
+    let fourth = &traces[3];
+    let mut consume = otlp_span(
+        fourth,
+        BILLING,
+        None,
+        CONSUMER,
+        "order-events receive",
+        (0, 40),
+    );
+    consume.links.push(Link {
+        trace_id: first.trace.to_vec(),
+        span_id: first.span_id(PUBLISH).to_vec(),
+        ..Default::default()
+    });
+    billing.push(consume);
+
+    let otlp = [
+        ("frontend", frontend),
+        ("payments", payments),
+        ("notifier", notifier),
+        ("billing", billing),
+    ]
+    .into_iter()
+    .map(|(service, spans)| request(service, spans).encode_to_vec())
+    .collect();
+    Workload {
+        otlp,
+        xray,
+        start_ns: base_ns,
+    }
+}
+
+async fn send(server: &TestServer, workload: &Workload) {
+    let client = reqwest::Client::new();
+    for body in &workload.otlp {
+        let response = client
+            .post(format!("{}/v1/traces", server.otlp_http_url()))
+            .header("content-type", "application/x-protobuf")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    // One document per request, so the in-progress form arrives first.
+    for document in &workload.xray {
+        let response: Value = client
+            .post(format!("{}/TraceSegments", server.xray_api_url()))
+            .json(&json!({"TraceSegmentDocuments": [document]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            response["UnprocessedTraceSegments"],
+            json!([]),
+            "{document}"
+        );
+    }
+}
+
+async fn service_map(server: &TestServer, workload: &Workload, source: &str) -> Value {
+    let start = workload.start_ns as f64 / 1e9 - 1.0;
+    let end = start + 120.0;
+    let url = format!(
+        "{}/v1/service-map?start={start}&end={end}&source={source}",
+        server.http_url()
+    );
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// A node or edge in a form that is compared exactly: counts, and the
+/// quantiles checked separately within hdrhistogram's precision.
+fn summary(map: &Value) -> (Vec<String>, Vec<String>) {
+    let nodes = map["nodes"].as_array().unwrap();
+    let name = |id: &Value| {
+        nodes[id.as_u64().unwrap() as usize]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let counts = |stats: &Value| {
+        format!(
+            "total={} ok={} errors={} throttles={} faults={}",
+            stats["total"], stats["ok"], stats["errors"], stats["throttles"], stats["faults"]
+        )
+    };
+    let node_lines = nodes
+        .iter()
+        .map(|node| {
+            let stats = match node.get("stats") {
+                Some(stats) => counts(stats),
+                None => "-".into(),
+            };
+            format!(
+                "{} [{}]{} {stats}",
+                node["name"].as_str().unwrap(),
+                node["type"].as_str().unwrap(),
+                if node["root"] == json!(true) {
+                    " root"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let edge_lines = map["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| {
+            format!(
+                "{} -> {} ({}, {}) {} failed={}",
+                name(&edge["source"]),
+                name(&edge["target"]),
+                edge["connection_type"].as_str().unwrap(),
+                edge["edge_type"].as_str().unwrap(),
+                counts(&edge["stats"]),
+                edge["stats"]["failed"]
+            )
+        })
+        .collect();
+    (node_lines, edge_lines)
+}
+
+fn assert_close(got: &Value, expected_seconds: f64, what: &str) {
+    let got = got
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: not a number"));
+    assert!(
+        (got - expected_seconds).abs() <= expected_seconds * 0.01 + 1e-6,
+        "{what}: {got} vs {expected_seconds}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_map_of_a_known_workload_from_streaming_and_from_raw_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tracelake.toml");
+    std::fs::write(&config, "[service_graph]\nwait = \"1s\"\n").unwrap();
+    let server = TestServerBuilder::new(&dir.path().join("data"))
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .spawn();
+    // Ten minutes ago, five seconds into a minute: every span of the
+    // workload falls in that one closed minute.
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let minute = 60_000_000_000;
+    let base_ns = (now_ns - 10 * minute) / minute * minute + 5_000_000_000;
+    let workload = workload(base_ns);
+    send(&server, &workload).await;
+
+    let raw = service_map(&server, &workload, "raw").await;
+    let (nodes, edges) = summary(&raw);
+    assert_eq!(
+        nodes,
+        vec![
+            "DynamoDB [AWS::DynamoDB::Table] total=3 ok=2 errors=1 throttles=1 faults=0",
+            "billing [] root total=1 ok=1 errors=0 throttles=0 faults=0",
+            "client [client] -",
+            "frontend [] root total=3 ok=2 errors=0 throttles=0 faults=1",
+            "legacy.example.com [remote] total=3 ok=2 errors=0 throttles=0 faults=1",
+            "notifier [] total=1 ok=1 errors=0 throttles=0 faults=0",
+            "orders [AWS::EC2::Instance] total=3 ok=2 errors=1 throttles=0 faults=0",
+            "payments [] total=2 ok=1 errors=0 throttles=0 faults=1",
+        ]
+    );
+    assert_eq!(
+        edges,
+        vec![
+            "client -> billing (virtual_node, standard) total=1 ok=1 errors=0 throttles=0 faults=0 failed=0",
+            "client -> frontend (virtual_node, standard) total=3 ok=2 errors=0 throttles=0 faults=1 failed=1",
+            "frontend -> billing (messaging_system, link) total=1 ok=1 errors=0 throttles=0 faults=0 failed=0",
+            "frontend -> legacy.example.com (virtual_node, standard) total=3 ok=2 errors=0 throttles=0 faults=1 failed=1",
+            "frontend -> notifier (messaging_system, standard) total=1 ok=1 errors=0 throttles=0 faults=0 failed=0",
+            "frontend -> orders (, standard) total=3 ok=2 errors=1 throttles=0 faults=0 failed=1",
+            "orders -> DynamoDB (virtual_node, standard) total=3 ok=2 errors=1 throttles=1 faults=0 failed=1",
+            "orders -> payments (, standard) total=2 ok=1 errors=0 throttles=0 faults=1 failed=1",
+        ]
+    );
+    // Quantiles within hdrhistogram's 1%: p50 of {100, 200, 300} ms is 200.
+    let node = |name: &str| {
+        raw["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_close(
+        &node("frontend")["stats"]["latency"]["p50"],
+        0.2,
+        "frontend p50",
+    );
+    assert_close(
+        &node("frontend")["stats"]["latency"]["max"],
+        0.3,
+        "frontend max",
+    );
+    assert_close(
+        &node("orders")["stats"]["latency"]["p90"],
+        0.2,
+        "orders p90",
+    );
+    assert_close(
+        &node("DynamoDB")["stats"]["latency"]["p50"],
+        0.012,
+        "dynamodb p50",
+    );
+    let orders_edge = raw["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|edge| edge["server"] == "orders")
+        .unwrap();
+    assert_close(
+        &orders_edge["stats"]["latency"]["p50"],
+        0.15,
+        "frontend->orders client p50",
+    );
+    assert_close(
+        &orders_edge["server_latency"]["p50"],
+        0.14,
+        "frontend->orders server p50",
+    );
+    assert_close(
+        &orders_edge["stats"]["duration_sum_seconds"],
+        0.48,
+        "frontend->orders sum",
+    );
+
+    // The streaming path writes the minute once its waits are over; then
+    // the precomputed rows must give the very same map, and so must auto.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let precomputed = loop {
+        let precomputed = service_map(&server, &workload, "precomputed").await;
+        if precomputed == raw || Instant::now() > deadline {
+            break precomputed;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(summary(&precomputed), summary(&raw));
+    assert_eq!(precomputed, raw);
+    assert_eq!(service_map(&server, &workload, "auto").await, raw);
+}
