@@ -100,6 +100,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         .into_future();
     let xray_api_routes = xray_api::router(xray_ingest.clone())
         .merge(tracelake_sampler::api::router(sampling))
+        .merge(tracelake_query::xray_api::router(Arc::clone(&reader)))
         .fallback(|uri: axum::http::Uri| async move {
             xray_api::AwsError::unknown_operation(uri.path())
         });

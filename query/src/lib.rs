@@ -25,6 +25,7 @@ pub mod service_map;
 pub mod session;
 pub mod spans_table;
 pub mod trace;
+pub mod xray_api;
 
 pub use http::router;
 pub use session::session_for_tenant;

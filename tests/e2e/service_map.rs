@@ -526,3 +526,148 @@ async fn the_service_map_of_a_known_workload_from_streaming_and_from_raw_spans()
     assert_eq!(precomputed, raw);
     assert_eq!(service_map(&server, &workload, "auto").await, raw);
 }
+
+/// Runs boto3 `xray` client calls (see `tests/python/xray_query_api.py`).
+pub(crate) fn boto3(server: &TestServer, calls: &Value) -> Vec<Value> {
+    use std::io::Write;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/xray_query_api.py"
+    );
+    let mut child = std::process::Command::new(crate::python_sdk::python())
+        .arg(script)
+        .arg(server.xray_api_url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run boto3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(calls.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "boto3 failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("boto3 output is json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_get_service_graph_returns_the_workload_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServerBuilder::new(dir.path()).spawn();
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let minute = 60_000_000_000;
+    let base_ns = (now_ns - 10 * minute) / minute * minute + 5_000_000_000;
+    let workload = workload(base_ns);
+    send(&server, &workload).await;
+    let start = workload.start_ns as f64 / 1e9 - 1.0;
+    let results = boto3(
+        &server,
+        &json!([
+            {"call": "get_service_graph", "args": {"StartTime": start, "EndTime": start + 120.0}},
+            {"call": "get_service_graph", "paginate": true,
+             "args": {"StartTime": start, "EndTime": start + 120.0}},
+            {"call": "get_service_graph", "args": {"StartTime": start + 10.0, "EndTime": start}},
+            {"call": "get_service_graph",
+             "args": {"StartTime": start, "EndTime": start + 120.0, "GroupName": "nope"}},
+        ]),
+    );
+    let graph = &results[0];
+    let services = graph["Services"].as_array().unwrap();
+    let by_id = |id: &Value| {
+        services
+            .iter()
+            .find(|service| service["ReferenceId"] == *id)
+            .unwrap()
+    };
+    let mut edges: Vec<String> = Vec::new();
+    for service in services {
+        for edge in service["Edges"].as_array().unwrap() {
+            let target = by_id(&edge["ReferenceId"]);
+            let statistics = &edge["SummaryStatistics"];
+            edges.push(format!(
+                "{} -> {}{} total={} ok={} errors={} throttles={} faults={} histogram={}",
+                service["Name"].as_str().unwrap(),
+                target["Name"].as_str().unwrap(),
+                if edge.get("EdgeType").is_some() {
+                    " (link)"
+                } else {
+                    ""
+                },
+                statistics["TotalCount"],
+                statistics["OkCount"],
+                statistics["ErrorStatistics"]["TotalCount"],
+                statistics["ErrorStatistics"]["ThrottleCount"],
+                statistics["FaultStatistics"]["TotalCount"],
+                edge["ResponseTimeHistogram"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|entry| entry["Count"].as_u64().unwrap())
+                    .sum::<u64>(),
+            ));
+        }
+    }
+    assert_eq!(
+        edges,
+        vec![
+            "client -> billing total=1 ok=1 errors=0 throttles=0 faults=0 histogram=1",
+            "client -> frontend total=3 ok=2 errors=0 throttles=0 faults=1 histogram=3",
+            "frontend -> billing (link) total=1 ok=1 errors=0 throttles=0 faults=0 histogram=1",
+            "frontend -> legacy.example.com total=3 ok=2 errors=0 throttles=0 faults=1 histogram=3",
+            "frontend -> notifier total=1 ok=1 errors=0 throttles=0 faults=0 histogram=1",
+            "frontend -> orders total=3 ok=2 errors=1 throttles=0 faults=0 histogram=3",
+            "orders -> DynamoDB total=3 ok=2 errors=1 throttles=1 faults=0 histogram=3",
+            "orders -> payments total=2 ok=1 errors=0 throttles=0 faults=1 histogram=2",
+        ]
+    );
+    let service = |name: &str| {
+        services
+            .iter()
+            .find(|service| service["Name"] == name)
+            .unwrap()
+    };
+    assert_eq!(service("frontend")["Root"], json!(true));
+    assert_eq!(service("orders")["Root"], json!(false));
+    assert_eq!(service("orders")["Type"], "AWS::EC2::Instance");
+    assert_eq!(service("DynamoDB")["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(service("client")["Type"], "client");
+    assert!(service("client").get("SummaryStatistics").is_none());
+    let orders = &service("orders")["SummaryStatistics"];
+    assert_eq!(
+        (
+            orders["TotalCount"].clone(),
+            orders["OkCount"].clone(),
+            orders["ErrorStatistics"]["OtherCount"].clone()
+        ),
+        (json!(3), json!(2), json!(1))
+    );
+    assert_close(
+        &orders["TotalResponseTime"],
+        0.41,
+        "orders total response time",
+    );
+    let durations: Vec<f64> = service("frontend")["DurationHistogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["Value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(durations.len(), 3);
+    for (got, expected) in durations.iter().zip([0.1, 0.2, 0.3]) {
+        assert_close(&json!(got), expected, "frontend duration histogram");
+    }
+    // The paginator sees one page with the same services.
+    assert_eq!(results[1]["pages"][0]["Services"], graph["Services"]);
+    assert_eq!(results[2]["raised"], "InvalidRequestException");
+    assert_eq!(results[3]["raised"], "InvalidRequestException");
+}

@@ -91,10 +91,7 @@ impl LatencyHistogram {
             .iter_recorded()
             .map(|step| {
                 let value = self.micros.median_equivalent(step.value_iterated_to());
-                (
-                    value as f64 / MICROS_PER_SECOND,
-                    step.count_at_value(),
-                )
+                (value as f64 / MICROS_PER_SECOND, step.count_at_value())
             })
             .collect()
     }

@@ -1,0 +1,75 @@
+//! The X-Ray query API on the X-Ray API port (REST-JSON, all POST), as
+//! boto3's `xray` client and the AWS CLI call it:
+//!
+//! | route | operation |
+//! |---|---|
+//! | `/ServiceGraph` | GetServiceGraph |
+//!
+//! Times are epoch seconds (fractions allowed). Errors are AWS errors
+//! (`InvalidRequestException` with a message naming the field).
+
+mod service_graph;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::post;
+use tracelake_aws_json::AwsError;
+use tracelake_storage::SpanReader;
+
+use crate::QueryError;
+
+#[derive(Debug, Clone)]
+struct XrayQueryState {
+    reader: Arc<dyn SpanReader>,
+}
+
+/// The query routes of the X-Ray API port.
+pub fn router(reader: Arc<dyn SpanReader>) -> Router {
+    Router::new()
+        .route("/ServiceGraph", post(service_graph::get_service_graph))
+        .with_state(XrayQueryState { reader })
+}
+
+impl From<QueryError> for AwsError {
+    fn from(error: QueryError) -> Self {
+        tracing::error!(%error, "x-ray query failed");
+        AwsError::internal(format!("query failed: {error}"))
+    }
+}
+
+const NANOS_PER_SECOND: f64 = 1e9;
+
+/// A request's `StartTime`/`EndTime` as an inclusive nanosecond window.
+fn window(start: f64, end: f64) -> Result<(i64, i64), AwsError> {
+    let valid = |seconds: f64| seconds.is_finite() && (0.0..1e11).contains(&seconds);
+    if !valid(start) || !valid(end) {
+        return Err(AwsError::invalid_request(
+            "StartTime and EndTime must be epoch seconds",
+        ));
+    }
+    if start > end {
+        return Err(AwsError::invalid_request(
+            "StartTime must not be after EndTime",
+        ));
+    }
+    Ok((
+        (start * NANOS_PER_SECOND).round() as i64,
+        (end * NANOS_PER_SECOND).round() as i64,
+    ))
+}
+
+/// `NextToken` as the offset it encodes; invalid tokens are refused.
+fn page_offset(token: Option<&str>) -> Result<usize, AwsError> {
+    match token.filter(|token| !token.is_empty()) {
+        None => Ok(0),
+        Some(token) => token
+            .strip_prefix("offset-")
+            .and_then(|offset| offset.parse().ok())
+            .ok_or_else(|| AwsError::invalid_request(format!("invalid NextToken {token:?}"))),
+    }
+}
+
+fn next_token(offset: usize, page: usize, total: usize) -> Option<String> {
+    (offset + page < total).then(|| format!("offset-{}", offset + page))
+}
