@@ -26,6 +26,7 @@ pub mod session;
 pub mod spans_table;
 pub mod trace;
 pub mod xray_api;
+pub mod xray_filter;
 
 pub use http::router;
 pub use session::session_for_tenant;

@@ -240,6 +240,10 @@ fn workload(base_ns: u64) -> Workload {
             "error": index == 2,
             "subsegments": subsegments,
         });
+        let mut orders = orders;
+        if index == 0 {
+            orders["annotations"] = json!({"tier": "gold", "items": 3});
+        }
         if index == 0 {
             // The in-progress form first, as the SDKs send long segments:
             // it must not count.
@@ -670,4 +674,181 @@ async fn boto3_get_service_graph_returns_the_workload_map() {
     assert_eq!(results[1]["pages"][0]["Services"], graph["Services"]);
     assert_eq!(results[2]["raised"], "InvalidRequestException");
     assert_eq!(results[3]["raised"], "InvalidRequestException");
+}
+
+/// Which workload trace (1-4) an X-Ray trace id is, or "bulk".
+fn trace_name(workload_base_ns: u64, id: &str) -> String {
+    let epoch = (workload_base_ns / 1_000_000_000) as u32;
+    for seed in 1..=4u8 {
+        let ids = TraceIds::new(epoch, seed, 0);
+        if ids.xray_trace_id() == id {
+            return format!("T{seed}");
+        }
+    }
+    "bulk".into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_get_trace_summaries_filters_pages_and_batch_get_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServerBuilder::new(dir.path()).spawn();
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let minute = 60_000_000_000;
+    let base_ns = (now_ns - 10 * minute) / minute * minute + 5_000_000_000;
+    let workload = workload(base_ns);
+    send(&server, &workload).await;
+    // 150 one-span traces of service "bulk", for paging.
+    let bulk: Vec<Span> = (0..150u64)
+        .map(|index| {
+            let ids = TraceIds::new(
+                (base_ns / 1_000_000_000) as u32,
+                100,
+                base_ns + index * MILLI,
+            );
+            let mut trace = ids.trace;
+            trace[8..].copy_from_slice(&(index + 1).to_be_bytes());
+            let mut span = otlp_span(&ids, ROOT, None, SERVER, "GET /bulk", (20_000, 1));
+            span.trace_id = trace.to_vec();
+            span
+        })
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/traces", server.otlp_http_url()))
+        .header("content-type", "application/x-protobuf")
+        .body(request("bulk", bulk).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let start = base_ns as f64 / 1e9 - 1.0;
+    let end = start + 120.0;
+    let filters = [
+        ("fault", vec!["T2"]),
+        ("!ok AND !service(\"bulk\")", vec!["T2"]),
+        ("service(\"orders\") { error }", vec!["T3"]),
+        ("edge(\"orders\", \"payments\") { fault }", vec!["T2"]),
+        ("service(\"DynamoDB\") { throttle }", vec!["T2"]),
+        (
+            "service(id(name: \"DynamoDB\", type: \"AWS::DynamoDB::Table\")) { ok } responsetime < 0.25 !service(\"bulk\")",
+            vec!["T1"],
+        ),
+        ("responsetime >= 0.25", vec!["T3"]),
+        ("http.status = 500", vec!["T2"]),
+        (
+            "service(\"orders\") { http.url CONTAINS \"/orders\" }",
+            vec!["T3", "T2", "T1"],
+        ),
+        ("annotation.tier = \"gold\"", vec!["T1"]),
+        (
+            "annotation.items > 2 AND annotation.tier BEGINSWITH \"go\"",
+            vec!["T1"],
+        ),
+        ("partial", vec![]),
+        (
+            "root !fault service(\"frontend\") OR service(\"billing\")",
+            vec!["T4", "T3", "T1"],
+        ),
+        (
+            "(edge(\"frontend\", \"legacy.example.com\") { fault } OR service(\"payments\") { fault }) AND duration > 0.1",
+            vec!["T2"],
+        ),
+    ];
+    let mut calls: Vec<Value> = filters
+        .iter()
+        .map(|(expression, _)| {
+            json!({"call": "get_trace_summaries", "args": {
+                "StartTime": start, "EndTime": end, "TimeRangeType": "Event",
+                "FilterExpression": expression}})
+        })
+        .collect();
+    calls.push(
+        json!({"call": "get_trace_summaries", "paginate": true, "args": {
+        "StartTime": start, "EndTime": end, "FilterExpression": "service(\"bulk\")"}}),
+    );
+    calls.push(json!({"call": "get_trace_summaries", "args": {
+        "StartTime": start, "EndTime": end, "FilterExpression": "responsetime >"}}));
+    calls.push(json!({"call": "get_trace_summaries", "args": {
+        "StartTime": start, "EndTime": end, "FilterExpression": "service(orders) { fault }"}}));
+    let first = TraceIds::new((base_ns / 1_000_000_000) as u32, 1, 0).xray_trace_id();
+    calls.push(json!({"call": "batch_get_traces", "args": {"TraceIds": [
+        first, "1-00000000-000000000000000000000000", "bogus"]}}));
+    let results = boto3(&server, &Value::Array(calls));
+
+    for ((expression, expected), result) in filters.iter().zip(&results) {
+        let got: Vec<String> = result["TraceSummaries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{expression}: {result}"))
+            .iter()
+            .map(|summary| trace_name(base_ns, summary["Id"].as_str().unwrap()))
+            .collect();
+        assert_eq!(got, *expected, "{expression}");
+    }
+    let fault = &results[0]["TraceSummaries"][0];
+    assert_eq!(fault["HasFault"], json!(true));
+    assert_eq!(fault["Http"]["HttpStatus"], json!(500));
+    assert_close(&fault["ResponseTime"], 0.2, "T2 response time");
+    assert_eq!(fault["EntryPoint"]["Name"], "frontend");
+    let annotated = &results[9]["TraceSummaries"][0];
+    assert_eq!(
+        annotated["Annotations"]["tier"][0]["AnnotationValue"]["StringValue"],
+        "gold"
+    );
+
+    let pages = results[filters.len()]["pages"].as_array().unwrap();
+    let sizes: Vec<usize> = pages
+        .iter()
+        .map(|page| page["TraceSummaries"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, vec![100, 50]);
+    let mut ids: Vec<&str> = pages
+        .iter()
+        .flat_map(|page| page["TraceSummaries"].as_array().unwrap())
+        .map(|summary| summary["Id"].as_str().unwrap())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 150, "pages neither repeat nor skip traces");
+
+    let invalid = &results[filters.len() + 1];
+    assert_eq!(invalid["raised"], "InvalidRequestException");
+    assert!(
+        invalid["message"].as_str().unwrap().contains("position 15"),
+        "{invalid}"
+    );
+    let unquoted = &results[filters.len() + 2];
+    assert_eq!(unquoted["raised"], "InvalidRequestException");
+    assert!(
+        unquoted["message"].as_str().unwrap().contains("position 9"),
+        "{unquoted}"
+    );
+
+    let batch = &results[filters.len() + 3];
+    assert_eq!(
+        batch["UnprocessedTraceIds"],
+        json!(["1-00000000-000000000000000000000000", "bogus"])
+    );
+    let segments = batch["Traces"][0]["Segments"].as_array().unwrap();
+    let mut names: Vec<String> = segments
+        .iter()
+        .map(|segment| {
+            let document: Value =
+                serde_json::from_str(segment["Document"].as_str().unwrap()).unwrap();
+            document["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["frontend", "notifier", "orders", "payments"]);
+    let orders: Value = segments
+        .iter()
+        .map(|segment| {
+            serde_json::from_str::<Value>(segment["Document"].as_str().unwrap()).unwrap()
+        })
+        .find(|document| document["name"] == "orders")
+        .unwrap();
+    assert_eq!(orders["annotations"]["tier"], "gold");
+    assert_eq!(orders["origin"], "AWS::EC2::Instance");
+    assert_eq!(orders["subsegments"].as_array().unwrap().len(), 2);
 }

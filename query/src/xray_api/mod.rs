@@ -4,11 +4,15 @@
 //! | route | operation |
 //! |---|---|
 //! | `/ServiceGraph` | GetServiceGraph |
+//! | `/TraceSummaries` | GetTraceSummaries (filter expressions: [`crate::xray_filter`]) |
+//! | `/Traces` | BatchGetTraces |
 //!
 //! Times are epoch seconds (fractions allowed). Errors are AWS errors
 //! (`InvalidRequestException` with a message naming the field).
 
 mod service_graph;
+mod trace_summaries;
+mod traces;
 
 use std::sync::Arc;
 
@@ -28,6 +32,11 @@ struct XrayQueryState {
 pub fn router(reader: Arc<dyn SpanReader>) -> Router {
     Router::new()
         .route("/ServiceGraph", post(service_graph::get_service_graph))
+        .route(
+            "/TraceSummaries",
+            post(trace_summaries::get_trace_summaries),
+        )
+        .route("/Traces", post(traces::batch_get_traces))
         .with_state(XrayQueryState { reader })
 }
 

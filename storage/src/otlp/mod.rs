@@ -16,6 +16,15 @@ mod from_arrow;
 mod to_arrow;
 
 pub use from_arrow::batches_to_traces_data;
+
+/// Row `row` of an attribute map column (see [`crate::schema`]) as OTLP
+/// key-values.
+pub fn attributes_at(
+    map: &datafusion::arrow::array::MapArray,
+    row: usize,
+) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
+    attributes::read_attributes(map, row)
+}
 pub use to_arrow::{ConvertedSpans, SpanRejection, resource_spans_to_batch};
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;

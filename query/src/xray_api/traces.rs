@@ -1,0 +1,84 @@
+//! BatchGetTraces: whole traces as X-Ray segment documents rebuilt from
+//! the stored spans (any OTLP span included), at most 5 ids a call as
+//! X-Ray allows; unknown or malformed ids come back in
+//! `UnprocessedTraceIds`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
+use tracelake_storage::xray::{parse_xray_trace_id, traces_to_documents};
+
+use super::XrayQueryState;
+use crate::trace::trace_by_id;
+
+/// X-Ray's limit on trace ids per call.
+const MAX_TRACE_IDS: usize = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Request {
+    trace_ids: Vec<String>,
+    next_token: Option<String>,
+}
+
+pub(super) async fn batch_get_traces(
+    State(state): State<XrayQueryState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AwsError> {
+    let tenant = tenant_of(&headers)?;
+    let request: Request = json_body(body).await?;
+    if request.trace_ids.len() > MAX_TRACE_IDS {
+        return Err(AwsError::invalid_request(format!(
+            "TraceIds holds at most {MAX_TRACE_IDS} ids, got {}",
+            request.trace_ids.len()
+        )));
+    }
+    if request
+        .next_token
+        .as_deref()
+        .is_some_and(|token| !token.is_empty())
+    {
+        return Err(AwsError::invalid_request("invalid NextToken"));
+    }
+    let mut traces = Vec::new();
+    let mut unprocessed = Vec::new();
+    for text in &request.trace_ids {
+        let Some(trace_id) = parse_xray_trace_id(text) else {
+            unprocessed.push(text.clone());
+            continue;
+        };
+        let Some(trace) = trace_by_id(state.reader.clone(), &tenant, trace_id, None).await? else {
+            unprocessed.push(text.clone());
+            continue;
+        };
+        let documents = traces_to_documents(&trace);
+        let mut start = f64::MAX;
+        let mut end = f64::MIN;
+        let segments: Vec<Value> = documents
+            .iter()
+            .map(|document| {
+                if let Some(document_start) = document.start_time {
+                    start = start.min(document_start);
+                    end = end.max(document.end_time.unwrap_or(document_start));
+                }
+                let text = serde_json::to_string(document).unwrap_or_default();
+                json!({"Id": document.id, "Document": text})
+            })
+            .collect();
+        traces.push(json!({
+            "Id": text,
+            "Duration": if start <= end { end - start } else { 0.0 },
+            "LimitExceeded": false,
+            "Segments": segments,
+        }));
+    }
+    Ok(json_response(&json!({
+        "Traces": traces,
+        "UnprocessedTraceIds": unprocessed,
+    })))
+}
