@@ -24,11 +24,12 @@ use datafusion::common::ScalarValue;
 use datafusion::prelude::{Expr, SessionContext, col, lit};
 use tracelake_storage::SpanReader;
 use tracelake_storage::derived::{
-    DerivedTable, EdgeKey, EdgeSet, EdgeStats, NANOS_PER_MINUTE, OutcomeCounts, PeerInputs,
+    DerivedTable, EdgeKey, EdgeSet, EdgeStats, NANOS_PER_MINUTE, Node, OutcomeCounts, PeerInputs,
     SpanMetricSet, col as derived_col, infer_peer, minute_of,
 };
 use tracelake_storage::schema::col as span_col;
 
+use crate::xray_filter::TraceView;
 use crate::{QueryError, Result, session_for_tenant};
 
 /// How far after the window a callee may start, and before it a linked
@@ -360,7 +361,7 @@ fn merge_unanswered(edges: &mut EdgeSet, batch: &RecordBatch) -> Result<()> {
         let (server, connection) = infer_peer(&peer);
         let key = EdgeKey {
             minute_ns: minute_of(minutes.value(row)),
-            client: tracelake_storage::derived::Node {
+            client: Node {
                 name: service.value(row).to_string(),
                 node_type: service_type.value(row).to_string(),
             },
@@ -390,4 +391,55 @@ fn merge_unanswered(edges: &mut EdgeSet, batch: &RecordBatch) -> Result<()> {
         edges.merge_row(key, &stats);
     }
     Ok(())
+}
+
+/// The rows of whole traces already in memory (a group's matching traces,
+/// GetTraceGraph's traces), paired within the traces with the streaming
+/// path's rules; a link counts when the producer it names is among them.
+pub fn rows_of_traces(traces: &[TraceView]) -> DerivedRows {
+    let mut rows = DerivedRows::default();
+    let mut producers: std::collections::HashMap<([u8; 16], [u8; 8]), &Node> =
+        std::collections::HashMap::new();
+    for trace in traces {
+        for span in &trace.spans {
+            if span.facts.kind == "producer" && !span.facts.in_progress {
+                producers.insert(
+                    (span.facts.trace_id, span.facts.span_id),
+                    &span.facts.service,
+                );
+            }
+        }
+    }
+    for trace in traces {
+        for span in trace.spans.iter().filter(|span| !span.facts.in_progress) {
+            let facts = &span.facts;
+            rows.spans.add(facts);
+            if facts.parent_span_id.is_none() {
+                rows.edges.add_root(facts);
+            }
+            if facts.is_callee() {
+                for link in &facts.links {
+                    if let Some(producer) = producers.get(link) {
+                        rows.edges.add_link(producer, facts);
+                    }
+                }
+            }
+            if !facts.is_caller() {
+                continue;
+            }
+            let mut answered = false;
+            for callee in trace.spans.iter().filter(|child| {
+                !child.facts.in_progress
+                    && child.facts.is_callee()
+                    && child.facts.parent_span_id == Some(facts.span_id)
+            }) {
+                rows.edges.add_paired(facts, &callee.facts);
+                answered = true;
+            }
+            if !answered {
+                rows.edges.add_inferred(facts);
+            }
+        }
+    }
+    rows
 }

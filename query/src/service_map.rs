@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use tracelake_storage::derived::{
     CLIENT_NODE_TYPE, ConnectionType, EdgeStats, LatencyHistogram, Node, OutcomeCounts,
+    SpanMetricStats,
 };
 
 use crate::derived_rows::DerivedRows;
@@ -24,7 +25,24 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn merge(&mut self, other: &Self) {
+    pub fn from_span_metrics(stats: &SpanMetricStats) -> Self {
+        Self {
+            counts: stats.counts,
+            duration_sum_ns: stats.duration_sum_ns,
+            latency: stats.latency.clone(),
+        }
+    }
+
+    /// An edge's caller-side statistics.
+    pub fn from_edge(stats: &EdgeStats) -> Self {
+        Self {
+            counts: stats.counts,
+            duration_sum_ns: stats.client_duration_sum_ns,
+            latency: stats.client_latency.clone(),
+        }
+    }
+
+    pub fn merge(&mut self, other: &Self) {
         self.counts.merge(&other.counts);
         self.duration_sum_ns += other.duration_sum_ns;
         self.latency.merge(&other.latency);
@@ -68,11 +86,9 @@ impl ServiceMap {
             if !key.entry {
                 continue;
             }
-            own.entry(key.service.clone()).or_default().merge(&Stats {
-                counts: stats.counts,
-                duration_sum_ns: stats.duration_sum_ns,
-                latency: stats.latency.clone(),
-            });
+            own.entry(key.service.clone())
+                .or_default()
+                .merge(&Stats::from_span_metrics(stats));
         }
         let mut edges: BTreeMap<EdgeIdentity, EdgeStats> = BTreeMap::new();
         for (key, stats) in &rows.edges.edges {
@@ -88,11 +104,10 @@ impl ServiceMap {
         let mut roots: Vec<Node> = Vec::new();
         for ((client, server, _, _), stats) in &edges {
             received.entry(client.clone()).or_default();
-            received.entry(server.clone()).or_default().merge(&Stats {
-                counts: stats.counts,
-                duration_sum_ns: stats.client_duration_sum_ns,
-                latency: stats.client_latency.clone(),
-            });
+            received
+                .entry(server.clone())
+                .or_default()
+                .merge(&Stats::from_edge(stats));
             if client.node_type == CLIENT_NODE_TYPE {
                 roots.push(server.clone());
             }

@@ -674,6 +674,146 @@ async fn boto3_get_service_graph_returns_the_workload_map() {
     assert_eq!(results[1]["pages"][0]["Services"], graph["Services"]);
     assert_eq!(results[2]["raised"], "InvalidRequestException");
     assert_eq!(results[3]["raised"], "InvalidRequestException");
+
+    // Groups, a group's service map and summaries, the graph of one trace,
+    // time series of a service and of an edge.
+    let window = json!({"StartTime": start, "EndTime": start + 120.0});
+    let with = |extra: Value| {
+        let mut args = window.clone();
+        args.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        args
+    };
+    let first = TraceIds::new((base_ns / 1_000_000_000) as u32, 1, 0).xray_trace_id();
+    let results = boto3(
+        &server,
+        &json!([
+            {"call": "create_group", "args": {"GroupName": "payment-faults",
+                "FilterExpression": "service(\"payments\") { fault }"}},
+            {"call": "create_group", "args": {"GroupName": "payment-faults"}},
+            {"call": "create_group", "args": {"GroupName": "bad", "FilterExpression": "responsetime >"}},
+            {"call": "create_group", "args": {"GroupName": "temp", "FilterExpression": "ok"}},
+            {"call": "update_group", "args": {"GroupName": "temp", "FilterExpression": "fault"}},
+            {"call": "delete_group", "args": {"GroupName": "temp"}},
+            {"call": "get_group", "args": {"GroupName": "temp"}},
+            {"call": "get_group", "args": {"GroupName": "payment-faults"}},
+            {"call": "get_groups", "args": {}},
+            {"call": "get_service_graph", "args": with(json!({"GroupName": "payment-faults"}))},
+            {"call": "get_trace_summaries", "args": with(json!({
+                "FilterExpression": "group.name = \"payment-faults\" AND !ok"}))},
+            {"call": "get_trace_graph", "args": {"TraceIds": [first]}},
+            {"call": "get_time_series_service_statistics", "args": with(json!({
+                "EntitySelectorExpression": "service(\"frontend\")", "Period": 60}))},
+            {"call": "get_time_series_service_statistics", "args": with(json!({
+                "EntitySelectorExpression": "edge(\"orders\", \"DynamoDB\")", "Period": 300}))},
+            {"call": "get_time_series_service_statistics", "args": with(json!({"Period": 45}))},
+            {"call": "delete_group", "args": {"GroupName": "Default"}},
+        ]),
+    );
+    let created = &results[0]["Group"];
+    assert_eq!(created["GroupName"], "payment-faults");
+    assert!(
+        created["GroupARN"]
+            .as_str()
+            .unwrap()
+            .contains(":group/payment-faults/")
+    );
+    for (index, needle) in [(1, "already exists"), (2, "position 15"), (6, "not found")] {
+        assert_eq!(
+            results[index]["raised"], "InvalidRequestException",
+            "{index}"
+        );
+        assert!(
+            results[index]["message"].as_str().unwrap().contains(needle),
+            "{}",
+            results[index]
+        );
+    }
+    assert_eq!(results[4]["Group"]["FilterExpression"], "fault");
+    assert_eq!(results[5], json!({}));
+    assert_eq!(
+        results[7]["Group"]["FilterExpression"],
+        "service(\"payments\") { fault }"
+    );
+    let group_names: Vec<&str> = results[8]["Groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["GroupName"].as_str().unwrap())
+        .collect();
+    assert_eq!(group_names, vec!["Default", "payment-faults"]);
+
+    let graph_edges = |graph: &Value| {
+        let services = graph["Services"].as_array().unwrap();
+        let mut edges = Vec::new();
+        for service in services {
+            for edge in service["Edges"].as_array().unwrap() {
+                let target = services
+                    .iter()
+                    .find(|candidate| candidate["ReferenceId"] == edge["ReferenceId"])
+                    .unwrap();
+                edges.push(format!(
+                    "{} -> {} total={} faults={}",
+                    service["Name"].as_str().unwrap(),
+                    target["Name"].as_str().unwrap(),
+                    edge["SummaryStatistics"]["TotalCount"],
+                    edge["SummaryStatistics"]["FaultStatistics"]["TotalCount"],
+                ));
+            }
+        }
+        edges
+    };
+    assert_eq!(
+        graph_edges(&results[9]),
+        vec![
+            "client -> frontend total=1 faults=1",
+            "frontend -> legacy.example.com total=1 faults=1",
+            "frontend -> orders total=1 faults=0",
+            "orders -> DynamoDB total=1 faults=0",
+            "orders -> payments total=1 faults=1",
+        ]
+    );
+    let group_traces: Vec<String> = results[10]["TraceSummaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|summary| trace_name(base_ns, summary["Id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(group_traces, vec!["T2"]);
+    assert_eq!(
+        graph_edges(&results[11]),
+        vec![
+            "client -> frontend total=1 faults=0",
+            "frontend -> legacy.example.com total=1 faults=0",
+            "frontend -> notifier total=1 faults=0",
+            "frontend -> orders total=1 faults=0",
+            "orders -> DynamoDB total=1 faults=0",
+            "orders -> payments total=1 faults=0",
+        ]
+    );
+    let frontend_series = results[12]["TimeSeriesServiceStatistics"]
+        .as_array()
+        .unwrap();
+    assert_eq!(frontend_series.len(), 1, "{frontend_series:?}");
+    let point = &frontend_series[0]["ServiceSummaryStatistics"];
+    assert_eq!(
+        (
+            point["TotalCount"].clone(),
+            point["OkCount"].clone(),
+            point["FaultStatistics"]["TotalCount"].clone()
+        ),
+        (json!(3), json!(2), json!(1))
+    );
+    assert_eq!(
+        frontend_series[0]["Timestamp"].as_f64().unwrap() as u64,
+        base_ns / 60_000_000_000 * 60
+    );
+    let edge_point = &results[13]["TimeSeriesServiceStatistics"][0]["EdgeSummaryStatistics"];
+    assert_eq!(edge_point["TotalCount"], json!(3));
+    assert_eq!(edge_point["ErrorStatistics"]["ThrottleCount"], json!(1));
+    assert_eq!(results[14]["raised"], "InvalidRequestException");
+    assert_eq!(results[15]["raised"], "InvalidRequestException");
 }
 
 /// Which workload trace (1-4) an X-Ray trace id is, or "bulk".

@@ -37,6 +37,8 @@ def run(call):
         return plain(getattr(client, call["call"])(**call.get("args", {})))
     except botocore.exceptions.ClientError as error:
         return {"raised": error.response["Error"]["Code"], "message": error.response["Error"]["Message"]}
+    except botocore.exceptions.ParamValidationError as error:
+        return {"raised": "ParamValidationError", "message": str(error)}
 
 
 print(json.dumps([run(call) for call in json.load(sys.stdin)]))

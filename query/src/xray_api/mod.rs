@@ -6,11 +6,16 @@
 //! | `/ServiceGraph` | GetServiceGraph |
 //! | `/TraceSummaries` | GetTraceSummaries (filter expressions: [`crate::xray_filter`]) |
 //! | `/Traces` | BatchGetTraces |
+//! | `/TraceGraph` | GetTraceGraph |
+//! | `/TimeSeriesServiceStatistics` | GetTimeSeriesServiceStatistics |
+//! | `/CreateGroup`, `/GetGroup`, `/Groups`, `/UpdateGroup`, `/DeleteGroup` | groups ([`groups`]) |
 //!
 //! Times are epoch seconds (fractions allowed). Errors are AWS errors
 //! (`InvalidRequestException` with a message naming the field).
 
+pub mod groups;
 mod service_graph;
+mod statistics;
 mod trace_summaries;
 mod traces;
 
@@ -26,6 +31,7 @@ use crate::QueryError;
 #[derive(Debug, Clone)]
 struct XrayQueryState {
     reader: Arc<dyn SpanReader>,
+    groups: Arc<groups::GroupStore>,
 }
 
 /// The query routes of the X-Ray API port.
@@ -37,7 +43,20 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
             post(trace_summaries::get_trace_summaries),
         )
         .route("/Traces", post(traces::batch_get_traces))
-        .with_state(XrayQueryState { reader })
+        .route("/TraceGraph", post(traces::get_trace_graph))
+        .route(
+            "/TimeSeriesServiceStatistics",
+            post(statistics::get_time_series_service_statistics),
+        )
+        .route("/CreateGroup", post(groups::create_group))
+        .route("/GetGroup", post(groups::get_group))
+        .route("/Groups", post(groups::get_groups))
+        .route("/UpdateGroup", post(groups::update_group))
+        .route("/DeleteGroup", post(groups::delete_group))
+        .with_state(XrayQueryState {
+            groups: Arc::new(groups::GroupStore::new(reader.object_store())),
+            reader,
+        })
 }
 
 impl From<QueryError> for AwsError {

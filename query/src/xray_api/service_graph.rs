@@ -17,8 +17,9 @@ use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
 use tracelake_storage::derived::{LatencyHistogram, OutcomeCounts};
 
 use super::{XrayQueryState, next_token, page_offset, window};
-use crate::derived_rows::{Source, derived_rows};
+use crate::derived_rows::{Source, derived_rows, rows_of_traces};
 use crate::service_map::{MapNode, ServiceMap};
+use crate::xray_filter::traces_in_window;
 
 /// Services per page.
 const PAGE_SIZE: usize = 100;
@@ -53,19 +54,24 @@ pub(super) async fn get_service_graph(
     let tenant = tenant_of(&headers)?;
     let request: Request = json_body(body).await?;
     let (from_ns, to_ns) = window(request.start_time, request.end_time)?;
-    if let Some(group) = request
-        .group_name
-        .as_deref()
-        .or(request.group_arn.as_deref())
-        && group != "Default"
-        && !group.ends_with("/Default")
-    {
-        return Err(AwsError::invalid_request(format!(
-            "group {group:?} not found"
-        )));
-    }
+    let group_filter = state
+        .groups
+        .resolved_filter_of(
+            &tenant,
+            request.group_name.as_deref(),
+            request.group_arn.as_deref(),
+        )
+        .await?;
     let offset = page_offset(request.next_token.as_deref())?;
-    let rows = derived_rows(state.reader, &tenant, (from_ns, to_ns), Source::Auto).await?;
+    let rows = match group_filter {
+        None => derived_rows(state.reader, &tenant, (from_ns, to_ns), Source::Auto).await?,
+        Some(filter) => {
+            // A group's map is that of its matching traces, recomputed.
+            let mut traces = traces_in_window(state.reader, &tenant, (from_ns, to_ns)).await?;
+            traces.retain(|trace| trace.matches(&filter));
+            rows_of_traces(&traces)
+        }
+    };
     let map = ServiceMap::build(&rows);
     let services = (0..map.nodes.len())
         .skip(offset)
@@ -81,7 +87,7 @@ pub(super) async fn get_service_graph(
     }))
 }
 
-fn service(map: &ServiceMap, index: usize, start: f64, end: f64) -> Value {
+pub(super) fn service(map: &ServiceMap, index: usize, start: f64, end: f64) -> Value {
     let node: &MapNode = &map.nodes[index];
     let edges: Vec<Value> = map
         .edges_from(index)

@@ -31,6 +31,9 @@ struct Request {
     time_range_type: Option<String>,
     filter_expression: Option<String>,
     next_token: Option<String>,
+    group_name: Option<String>,
+    #[serde(rename = "GroupARN")]
+    group_arn: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
     sampling: bool,
@@ -63,6 +66,22 @@ pub(super) async fn get_trace_summaries(
         )));
     }
     let filter = parse_filter(request.filter_expression.as_deref())?;
+    let group_filter = state
+        .groups
+        .filter_of(
+            &tenant,
+            request.group_name.as_deref(),
+            request.group_arn.as_deref(),
+        )
+        .await?;
+    let filter = match (filter, group_filter) {
+        (Some(own), Some(group)) => Some(Filter::And(Box::new(group), Box::new(own))),
+        (own, group) => own.or(group),
+    };
+    let filter = match filter {
+        Some(filter) => Some(state.groups.resolve(&tenant, filter).await?),
+        None => None,
+    };
     let offset = page_offset(request.next_token.as_deref())?;
     let mut traces = traces_in_window(state.reader, &tenant, range).await?;
     let processed = traces.len();

@@ -1,7 +1,8 @@
 //! BatchGetTraces: whole traces as X-Ray segment documents rebuilt from
 //! the stored spans (any OTLP span included), at most 5 ids a call as
 //! X-Ray allows; unknown or malformed ids come back in
-//! `UnprocessedTraceIds`.
+//! `UnprocessedTraceIds`. GetTraceGraph: the service graph of the given
+//! traces (same shape as GetServiceGraph's `Services`).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -10,10 +11,14 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
-use tracelake_storage::xray::{parse_xray_trace_id, traces_to_documents};
+use tracelake_storage::xray::{nanos_to_seconds, parse_xray_trace_id, traces_to_documents};
 
 use super::XrayQueryState;
+use super::service_graph::service;
+use crate::derived_rows::rows_of_traces;
+use crate::service_map::ServiceMap;
 use crate::trace::trace_by_id;
+use crate::xray_filter::traces_by_ids;
 
 /// X-Ray's limit on trace ids per call.
 const MAX_TRACE_IDS: usize = 5;
@@ -81,4 +86,47 @@ pub(super) async fn batch_get_traces(
         "Traces": traces,
         "UnprocessedTraceIds": unprocessed,
     })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TraceGraphRequest {
+    trace_ids: Vec<String>,
+    next_token: Option<String>,
+}
+
+pub(super) async fn get_trace_graph(
+    State(state): State<XrayQueryState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AwsError> {
+    let tenant = tenant_of(&headers)?;
+    let request: TraceGraphRequest = json_body(body).await?;
+    if request.trace_ids.len() > MAX_TRACE_IDS {
+        return Err(AwsError::invalid_request(format!(
+            "TraceIds holds at most {MAX_TRACE_IDS} ids, got {}",
+            request.trace_ids.len()
+        )));
+    }
+    if request
+        .next_token
+        .as_deref()
+        .is_some_and(|token| !token.is_empty())
+    {
+        return Err(AwsError::invalid_request("invalid NextToken"));
+    }
+    let mut trace_ids = Vec::new();
+    for text in &request.trace_ids {
+        let trace_id = parse_xray_trace_id(text)
+            .ok_or_else(|| AwsError::invalid_request(format!("invalid trace id {text:?}")))?;
+        trace_ids.push(trace_id);
+    }
+    let traces = traces_by_ids(state.reader, &tenant, &trace_ids).await?;
+    let map = ServiceMap::build(&rows_of_traces(&traces));
+    let start = traces.iter().map(|trace| trace.start_ns).min().unwrap_or(0);
+    let end = traces.iter().map(|trace| trace.end_ns).max().unwrap_or(0);
+    let services: Vec<Value> = (0..map.nodes.len())
+        .map(|index| service(&map, index, nanos_to_seconds(start), nanos_to_seconds(end)))
+        .collect();
+    Ok(json_response(&json!({"Services": services})))
 }

@@ -185,6 +185,10 @@ impl TraceView {
                         .as_ref()
                         .is_none_or(|filter| self.eval(filter, inner))
                 }),
+            // Resolved to the group's filter before evaluation; an
+            // unresolved one matches nothing.
+            Filter::Group(_) => false,
+            Filter::Always => true,
             Filter::Edge { from, to, filter } => self
                 .spans
                 .iter()

@@ -181,3 +181,34 @@ fn annotations(attributes: &[KeyValue]) -> Vec<(String, Literal)> {
         })
         .collect()
 }
+
+/// The traces with these ids (each looked up through the trace-id index),
+/// whole; ids with no span are left out.
+pub async fn traces_by_ids(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    trace_ids: &[tracelake_storage::TraceId],
+) -> Result<Vec<TraceView>> {
+    let context = session_for_tenant(reader, tenant)?;
+    let mut traces = Vec::new();
+    for trace_id in trace_ids {
+        let id_literal = lit(ScalarValue::FixedSizeBinary(
+            tracelake_storage::TraceId::LEN as i32,
+            Some(trace_id.as_bytes().to_vec()),
+        ));
+        let batches = context
+            .table("spans")
+            .await?
+            .filter(col(span_col::TRACE_ID).eq(id_literal))?
+            .collect()
+            .await?;
+        let mut spans = Vec::new();
+        for batch in &batches {
+            spans.extend(span_views(batch)?);
+        }
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(trace_id.as_bytes());
+        traces.extend(TraceView::new(bytes, spans));
+    }
+    Ok(traces)
+}

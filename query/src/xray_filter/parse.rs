@@ -13,6 +13,7 @@
 //!             | "annotation." key op value              number, string or true/false
 //!             | "service" "(" target? ")" ("{" filter? "}")?
 //!             | "edge" "(" name "," name ")" ("{" filter? "}")?
+//!             | ("group.name" | "group.arn") "=" string    the group's filter
 //! target     := string | "id" "(" ("name" ":" string | "type" ":" string) ("," ...)* ")"
 //! ```
 //!
@@ -52,6 +53,69 @@ pub enum Filter {
         to: String,
         filter: Option<Box<Filter>>,
     },
+    /// A group's filter, by name or ARN; resolved before evaluation.
+    Group(String),
+    /// Matches every trace: what a group without a filter resolves to.
+    Always,
+}
+
+impl Filter {
+    /// The group names or ARNs this filter refers to.
+    pub fn groups(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        self.visit(&mut |filter| {
+            if let Filter::Group(group) = filter {
+                found.push(group.clone());
+            }
+        });
+        found
+    }
+
+    fn visit(&self, visitor: &mut impl FnMut(&Filter)) {
+        visitor(self);
+        match self {
+            Filter::And(left, right) | Filter::Or(left, right) => {
+                left.visit(visitor);
+                right.visit(visitor);
+            }
+            Filter::Not(inner) => inner.visit(visitor),
+            Filter::Service {
+                filter: Some(inner),
+                ..
+            }
+            | Filter::Edge {
+                filter: Some(inner),
+                ..
+            } => inner.visit(visitor),
+            _ => {}
+        }
+    }
+
+    /// This filter with every group reference replaced by `resolve(group)`.
+    pub fn substitute_groups(self, resolve: &impl Fn(&str) -> Filter) -> Filter {
+        let boxed = |filter: Box<Filter>| Box::new(filter.substitute_groups(resolve));
+        match self {
+            Filter::Group(group) => resolve(&group),
+            Filter::And(left, right) => Filter::And(boxed(left), boxed(right)),
+            Filter::Or(left, right) => Filter::Or(boxed(left), boxed(right)),
+            Filter::Not(inner) => Filter::Not(boxed(inner)),
+            Filter::Service {
+                name,
+                node_type,
+                filter,
+            } => Filter::Service {
+                name,
+                node_type,
+                filter: filter.map(boxed),
+            },
+            Filter::Edge { from, to, filter } => Filter::Edge {
+                from,
+                to,
+                filter: filter.map(boxed),
+            },
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,6 +535,17 @@ impl Parser {
                 value,
             });
         }
+        if lower == "group.name" || lower == "group.arn" {
+            let (op_position, op) = self.take("\"=\"")?;
+            if op != Token::Op(Comparison::Eq) {
+                return Err(error(
+                    op_position,
+                    format!("{word} takes \"=\", found {op}"),
+                ));
+            }
+            let group = self.string("a quoted group name or ARN")?;
+            return Ok(Filter::Group(group));
+        }
         match lower.as_str() {
             "service" => self.service(position),
             "edge" => self.edge(position),
@@ -695,6 +770,13 @@ mod tests {
                 },
             ),
             (
+                r#"group.name = "payments" fault"#,
+                Filter::And(
+                    Box::new(Filter::Group("payments".into())),
+                    keyword(Keyword::Fault),
+                ),
+            ),
+            (
                 "(ok AND root) OR !partial",
                 Filter::Or(
                     Box::new(Filter::And(keyword(Keyword::Ok), keyword(Keyword::Root))),
@@ -722,6 +804,7 @@ mod tests {
             ("http.url = \"open", 12, "unterminated"),
             ("ok ) ", 4, "unexpected"),
             ("ok # x", 4, "unexpected character"),
+            ("group.name CONTAINS \"x\"", 12, "takes \"=\""),
         ];
         for (text, position, needle) in cases {
             let error = parse(text).expect_err(text);

@@ -1,0 +1,461 @@
+//! X-Ray groups: a named filter expression that GetServiceGraph,
+//! GetTraceSummaries and GetTimeSeriesServiceStatistics accept as
+//! `GroupName`/`GroupARN`.
+//!
+//! Per tenant, persisted in the object store at
+//! `tenants/{tenant}/xray/groups.json` (a versioned document rewritten
+//! whole on every change: groups are few), loaded on the tenant's first use.
+//! The `Default` group (no filter: everything) always exists and cannot be
+//! changed or deleted. Names are 1-32 of `[A-Za-z0-9_-]`; at most
+//! [`MAX_GROUPS`] per tenant; the filter must parse.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tracelake_aws_json::{AwsError, json_body, json_body_or_default, json_response, tenant_of};
+
+use super::trace_summaries::parse_filter;
+use super::{XrayQueryState, next_token, page_offset};
+use crate::xray_filter::Filter;
+
+pub const DEFAULT_GROUP: &str = "Default";
+pub const MAX_GROUPS: usize = 25;
+const MAX_NAME_CHARS: usize = 32;
+const PAGE_SIZE: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Group {
+    name: String,
+    id: String,
+    filter_expression: Option<String>,
+    insights_enabled: bool,
+    notifications_enabled: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum PersistedGroups {
+    #[serde(rename = "1")]
+    V1 { groups: Vec<Group> },
+}
+
+/// The groups of every tenant seen, cached over the object store.
+#[derive(Debug)]
+pub struct GroupStore {
+    store: Arc<dyn ObjectStore>,
+    tenants: Mutex<HashMap<String, Vec<Group>>>,
+}
+
+fn groups_path(tenant: &str) -> Path {
+    Path::from(format!("tenants/{tenant}/xray/groups.json"))
+}
+
+fn arn(tenant: &str, group: &Group) -> String {
+    format!(
+        "arn:aws:xray:tracelake:{tenant}:group/{}/{}",
+        group.name, group.id
+    )
+}
+
+fn default_group() -> Group {
+    Group {
+        name: DEFAULT_GROUP.into(),
+        id: "default".into(),
+        filter_expression: None,
+        insights_enabled: false,
+        notifications_enabled: false,
+    }
+}
+
+impl GroupStore {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            store,
+            tenants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn load(&self, tenant: &str) -> Result<Vec<Group>, AwsError> {
+        match self.store.get(&groups_path(tenant)).await {
+            Ok(found) => {
+                let bytes = found
+                    .bytes()
+                    .await
+                    .map_err(|error| AwsError::internal(format!("reading groups: {error}")))?;
+                match serde_json::from_slice::<PersistedGroups>(&bytes) {
+                    Ok(PersistedGroups::V1 { groups }) => Ok(groups),
+                    Err(error) => Err(AwsError::internal(format!("groups file: {error}"))),
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(error) => Err(AwsError::internal(format!("reading groups: {error}"))),
+        }
+    }
+
+    async fn save(&self, tenant: &str, groups: &[Group]) -> Result<(), AwsError> {
+        let bytes = serde_json::to_vec(&PersistedGroups::V1 {
+            groups: groups.to_vec(),
+        })
+        .map_err(|error| AwsError::internal(format!("encoding groups: {error}")))?;
+        self.store
+            .put(&groups_path(tenant), PutPayload::from(bytes))
+            .await
+            .map_err(|error| AwsError::internal(format!("writing groups: {error}")))?;
+        Ok(())
+    }
+
+    /// Runs `change` on the tenant's groups (without `Default`) under the
+    /// lock and persists the result when it succeeds.
+    async fn change<T>(
+        &self,
+        tenant: &str,
+        change: impl FnOnce(&mut Vec<Group>) -> Result<T, AwsError>,
+    ) -> Result<T, AwsError> {
+        let mut tenants = self.tenants.lock().await;
+        if !tenants.contains_key(tenant) {
+            let loaded = self.load(tenant).await?;
+            tenants.insert(tenant.to_string(), loaded);
+        }
+        let groups = tenants.get_mut(tenant).expect("loaded above");
+        let mut changed = groups.clone();
+        let result = change(&mut changed)?;
+        if changed != *groups {
+            self.save(tenant, &changed).await?;
+            *groups = changed;
+        }
+        Ok(result)
+    }
+
+    async fn all(&self, tenant: &str) -> Result<Vec<Group>, AwsError> {
+        let mut groups = vec![default_group()];
+        groups.extend(self.change(tenant, |groups| Ok(groups.clone())).await?);
+        Ok(groups)
+    }
+
+    /// The group a request names by name or ARN.
+    async fn find(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        group_arn: Option<&str>,
+    ) -> Result<Group, AwsError> {
+        let wanted = group_name(name, group_arn)?;
+        self.all(tenant)
+            .await?
+            .into_iter()
+            .find(|group| group.name == wanted)
+            .ok_or_else(|| AwsError::invalid_request(format!("group {wanted:?} not found")))
+    }
+
+    /// The filter of the group a request names (none for `Default` or no
+    /// group).
+    pub async fn filter_of(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        group_arn: Option<&str>,
+    ) -> Result<Option<Filter>, AwsError> {
+        if name.is_none() && group_arn.is_none() {
+            return Ok(None);
+        }
+        let group = self.find(tenant, name, group_arn).await?;
+        parse_filter(group.filter_expression.as_deref())
+    }
+}
+
+/// Nesting of group references resolved (a group's filter may name
+/// another group).
+const MAX_GROUP_NESTING: usize = 4;
+
+impl GroupStore {
+    /// [`GroupStore::filter_of`] with the group references inside it
+    /// resolved, ready to evaluate.
+    pub async fn resolved_filter_of(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        group_arn: Option<&str>,
+    ) -> Result<Option<Filter>, AwsError> {
+        match self.filter_of(tenant, name, group_arn).await? {
+            Some(filter) => Ok(Some(self.resolve(tenant, filter).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `filter` with every `group.name`/`group.arn` replaced by that
+    /// group's filter; an unknown group is an `InvalidRequestException`.
+    pub async fn resolve(&self, tenant: &str, mut filter: Filter) -> Result<Filter, AwsError> {
+        for _ in 0..MAX_GROUP_NESTING {
+            let referenced = filter.groups();
+            if referenced.is_empty() {
+                return Ok(filter);
+            }
+            let mut resolved = std::collections::HashMap::new();
+            for reference in referenced {
+                let (name, arn) = if reference.starts_with("arn:") {
+                    (None, Some(reference.as_str()))
+                } else {
+                    (Some(reference.as_str()), None)
+                };
+                let group_filter = self
+                    .filter_of(tenant, name, arn)
+                    .await?
+                    .unwrap_or(Filter::Always);
+                resolved.insert(reference.clone(), group_filter);
+            }
+            filter = filter.substitute_groups(&|reference| {
+                resolved.get(reference).cloned().unwrap_or(Filter::Always)
+            });
+        }
+        Err(AwsError::invalid_request(format!(
+            "groups refer to groups more than {MAX_GROUP_NESTING} deep"
+        )))
+    }
+}
+
+/// The group name a request gives, from `GroupName` or the ARN's
+/// `group/{name}/{id}`.
+fn group_name<'a>(name: Option<&'a str>, group_arn: Option<&'a str>) -> Result<&'a str, AwsError> {
+    if let Some(name) = name.filter(|name| !name.is_empty()) {
+        return Ok(name);
+    }
+    group_arn
+        .and_then(|arn| arn.split_once(":group/"))
+        .and_then(|(_, rest)| rest.split('/').next())
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| AwsError::invalid_request("give GroupName or GroupARN"))
+}
+
+fn validate_name(name: &str) -> Result<(), AwsError> {
+    let valid = !name.is_empty()
+        && name.chars().count() <= MAX_NAME_CHARS
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(AwsError::invalid_request(format!(
+            "group name {name:?} must be 1-{MAX_NAME_CHARS} characters of [A-Za-z0-9_-]"
+        )))
+    }
+}
+
+fn group_json(tenant: &str, group: &Group) -> Value {
+    let mut value = json!({
+        "GroupName": group.name,
+        "GroupARN": arn(tenant, group),
+        "InsightsConfiguration": {
+            "InsightsEnabled": group.insights_enabled,
+            "NotificationsEnabled": group.notifications_enabled,
+        },
+    });
+    if let Some(filter) = &group.filter_expression {
+        value["FilterExpression"] = json!(filter);
+    }
+    value
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct InsightsConfiguration {
+    insights_enabled: Option<bool>,
+    notifications_enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateRequest {
+    group_name: String,
+    filter_expression: Option<String>,
+    insights_configuration: Option<InsightsConfiguration>,
+    #[allow(dead_code)]
+    tags: Option<Value>,
+}
+
+pub(super) async fn create_group(
+    State(state): State<XrayQueryState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AwsError> {
+    let tenant = tenant_of(&headers)?;
+    let request: CreateRequest = json_body(body).await?;
+    validate_name(&request.group_name)?;
+    parse_filter(request.filter_expression.as_deref())?;
+    let insights = request.insights_configuration.unwrap_or_default();
+    let group = Group {
+        name: request.group_name.clone(),
+        id: ulid::Ulid::new().to_string(),
+        filter_expression: request
+            .filter_expression
+            .filter(|text| !text.trim().is_empty()),
+        insights_enabled: insights.insights_enabled.unwrap_or(false),
+        notifications_enabled: insights.notifications_enabled.unwrap_or(false),
+    };
+    let created = group.clone();
+    state
+        .groups
+        .change(&tenant, move |groups| {
+            if group.name == DEFAULT_GROUP || groups.iter().any(|g| g.name == group.name) {
+                return Err(AwsError::invalid_request(format!(
+                    "a group named {:?} already exists",
+                    group.name
+                )));
+            }
+            if groups.len() >= MAX_GROUPS {
+                return Err(AwsError::invalid_request(format!(
+                    "at most {MAX_GROUPS} groups per account"
+                )));
+            }
+            groups.push(group);
+            Ok(())
+        })
+        .await?;
+    Ok(json_response(
+        &json!({"Group": group_json(&tenant, &created)}),
+    ))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct GroupRef {
+    group_name: Option<String>,
+    #[serde(rename = "GroupARN")]
+    group_arn: Option<String>,
+}
+
+pub(super) async fn get_group(
+    State(state): State<XrayQueryState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AwsError> {
+    let tenant = tenant_of(&headers)?;
+    let request: GroupRef = json_body(body).await?;
+    let group = state
+        .groups
+        .find(
+            &tenant,
+            request.group_name.as_deref(),
+            request.group_arn.as_deref(),
+        )
+        .await?;
+    Ok(json_response(
+        &json!({"Group": group_json(&tenant, &group)}),
+    ))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct ListRequest {
+    next_token: Option<String>,
+}
+
+pub(super) async fn get_groups(
+    State(state): State<XrayQueryState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AwsError> {
+    let tenant = tenant_of(&headers)?;
+    let request: ListRequest = json_body_or_default(body).await?;
+    let offset = page_offset(request.next_token.as_deref())?;
+    let groups = state.groups.all(&tenant).await?;
+    let page: Vec<Value> = groups
+        .iter()
+        .skip(offset)
+        .take(PAGE_SIZE)
+        .map(|group| group_json(&tenant, group))
+        .collect();
+    let mut response = json!({"Groups": page});
+    if let Some(token) = next_token(offset, PAGE_SIZE, groups.len()) {
+        response["NextToken"] = json!(token);
+    }
+    Ok(json_response(&response))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateRequest {
+    group_name: Option<String>,
+    #[serde(rename = "GroupARN")]
+    group_arn: Option<String>,
+    filter_expression: Option<String>,
+    insights_configuration: Option<InsightsConfiguration>,
+}
+
+pub(super) async fn update_group(
+    State(state): State<XrayQueryState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AwsError> {
+    let tenant = tenant_of(&headers)?;
+    let request: UpdateRequest = json_body(body).await?;
+    let name = group_name(request.group_name.as_deref(), request.group_arn.as_deref())?.to_string();
+    if name == DEFAULT_GROUP {
+        return Err(AwsError::invalid_request(
+            "the Default group cannot be changed",
+        ));
+    }
+    parse_filter(request.filter_expression.as_deref())?;
+    let updated = state
+        .groups
+        .change(&tenant, |groups| {
+            let group = groups
+                .iter_mut()
+                .find(|group| group.name == name)
+                .ok_or_else(|| AwsError::invalid_request(format!("group {name:?} not found")))?;
+            if let Some(filter) = request.filter_expression {
+                group.filter_expression = Some(filter).filter(|text| !text.trim().is_empty());
+            }
+            if let Some(insights) = request.insights_configuration {
+                if let Some(enabled) = insights.insights_enabled {
+                    group.insights_enabled = enabled;
+                }
+                if let Some(enabled) = insights.notifications_enabled {
+                    group.notifications_enabled = enabled;
+                }
+            }
+            Ok(group.clone())
+        })
+        .await?;
+    Ok(json_response(
+        &json!({"Group": group_json(&tenant, &updated)}),
+    ))
+}
+
+pub(super) async fn delete_group(
+    State(state): State<XrayQueryState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AwsError> {
+    let tenant = tenant_of(&headers)?;
+    let request: GroupRef = json_body(body).await?;
+    let name = group_name(request.group_name.as_deref(), request.group_arn.as_deref())?.to_string();
+    if name == DEFAULT_GROUP {
+        return Err(AwsError::invalid_request(
+            "the Default group cannot be deleted",
+        ));
+    }
+    state
+        .groups
+        .change(&tenant, |groups| {
+            let before = groups.len();
+            groups.retain(|group| group.name != name);
+            if groups.len() == before {
+                return Err(AwsError::invalid_request(format!(
+                    "group {name:?} not found"
+                )));
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(json_response(&json!({})))
+}
