@@ -2,7 +2,8 @@
 # Runs the whole test suite, first setting up what it needs on a fresh
 # machine: a Python venv with the real OpenTelemetry SDK and OTLP exporters,
 # the AWS X-Ray SDK for Python and boto3
-# (tests/python/requirements.txt) that the end-to-end tests drive.
+# (tests/python/requirements.txt) that the end-to-end tests drive, and
+# Debian's prometheus package (the scrape test runs a real Prometheus).
 #
 #   CARGO_TARGET_DIR  build dir, default /var/tmp/tracelake-target (kept between runs)
 #   TRACELAKE_VENV    venv dir, default /var/tmp/tracelake-venv
@@ -23,6 +24,16 @@ if ! cmp -s "$requirements" "$venv/.tracelake-requirements" 2>/dev/null \
   cp "$requirements" "$venv/.tracelake-requirements"
 fi
 export TRACELAKE_TEST_PYTHON="$venv/bin/python"
+
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "installing Debian's prometheus package"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q prometheus >/dev/null \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q prometheus >/dev/null; }
+fi
+export TRACELAKE_TEST_PROMETHEUS="$(command -v prometheus)"
 
 # Benches run once each in test mode (they must keep working), then every
 # unit, integration and end-to-end test; the last line totals them.

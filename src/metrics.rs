@@ -1,11 +1,15 @@
 //! `GET /metrics` on the query port: Prometheus text exposition of the
-//! counters the parts keep (storage, X-Ray UDP receiver).
+//! counters the parts keep (storage, receivers, tail sampling, the
+//! service-map aggregation) and of one tenant's service-graph and span
+//! metrics under Tempo's names (`?tenant=`, default `single-tenant`).
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::header;
+use axum::extract::Query;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tracelake_collector::aggregate::Aggregator;
@@ -24,20 +28,44 @@ pub(crate) fn router(
 ) -> Router {
     Router::new().route(
         "/metrics",
-        get(move || {
-            let storage = storage.clone();
-            let udp = Arc::clone(&udp);
-            let tail = tail.clone();
-            let aggregator = Arc::clone(&aggregator);
-            async move {
-                (
-                    [(header::CONTENT_TYPE, CONTENT_TYPE)],
-                    render(&storage, &udp, tail.as_deref(), &aggregator),
-                )
-                    .into_response()
-            }
-        }),
+        get(
+            move |Query(params): Query<HashMap<String, String>>, headers: HeaderMap| {
+                let storage = storage.clone();
+                let udp = Arc::clone(&udp);
+                let tail = tail.clone();
+                let aggregator = Arc::clone(&aggregator);
+                async move {
+                    let tenant = match scrape_tenant(&params, &headers) {
+                        Ok(tenant) => tenant,
+                        Err(message) => {
+                            return (axum::http::StatusCode::BAD_REQUEST, message).into_response();
+                        }
+                    };
+                    let mut out = render(&storage, &udp, tail.as_deref(), &aggregator);
+                    aggregator.render_series(&mut out, &tenant);
+                    ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response()
+                }
+            },
+        ),
     )
+}
+
+/// The tenant whose span metrics a scrape wants: `?tenant=` (what a
+/// Prometheus scrape config's `params` sets), else `X-Scope-OrgID`, else
+/// the default tenant.
+fn scrape_tenant(params: &HashMap<String, String>, headers: &HeaderMap) -> Result<String, String> {
+    let tenant = params
+        .get("tenant")
+        .cloned()
+        .or_else(|| {
+            headers
+                .get(tracelake_storage::TENANT_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| tracelake_storage::DEFAULT_TENANT.to_string());
+    tracelake_storage::validate_tenant(&tenant).map_err(|error| error.to_string())?;
+    Ok(tenant)
 }
 
 fn render(

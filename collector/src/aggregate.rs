@@ -42,7 +42,16 @@ use tracelake_storage::derived::{
 };
 use tracelake_storage::{DerivedWriter, SpanWriter};
 
-use crate::prometheus::write_plain_counter;
+use crate::prometheus::{
+    HistogramSeries, labels, write_counter, write_histogram, write_plain_counter,
+};
+
+/// Tempo's default service-graph histogram buckets, seconds.
+pub const SERVICE_GRAPH_BUCKETS: [f64; 8] = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8];
+/// Tempo's default span-metrics histogram buckets, seconds.
+pub const SPAN_METRICS_BUCKETS: [f64; 12] = [
+    0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.02, 2.05, 4.10,
+];
 
 /// How the aggregation pairs and how much it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +62,9 @@ pub struct AggregateConfig {
     pub max_pending: usize,
     /// Batches queued between storage and the aggregation task.
     pub queue_batches: usize,
+    /// Prometheus series per family and tenant (edges; span metrics);
+    /// calls of further series are dropped from `/metrics` and counted.
+    pub max_series: usize,
 }
 
 impl Default for AggregateConfig {
@@ -61,6 +73,7 @@ impl Default for AggregateConfig {
             wait: Duration::from_secs(10),
             max_pending: 100_000,
             queue_batches: 256,
+            max_series: 10_000,
         }
     }
 }
@@ -107,11 +120,28 @@ struct TenantState {
     producers: HashMap<SpanKey, Node>,
 }
 
+/// Running totals of one tenant since start: the Prometheus series.
+#[derive(Debug)]
+struct Totals {
+    edges: EdgeSet,
+    spans: SpanMetricSet,
+}
+
+impl Totals {
+    fn new(max_series: usize) -> Self {
+        Self {
+            edges: EdgeSet::totals(max_series),
+            spans: SpanMetricSet::totals(max_series),
+        }
+    }
+}
+
 /// The aggregation's state: every tenant, and one expiry queue in arrival
 /// order (deadlines ascend, since `wait` is fixed).
 #[derive(Debug, Default)]
 struct State {
     tenants: HashMap<String, TenantState>,
+    totals: HashMap<String, Totals>,
     expiry: VecDeque<(Instant, String, SpanKey, Waiting)>,
     pending: usize,
 }
@@ -166,10 +196,16 @@ impl Aggregator {
         stats.spans.fetch_add(1, Ordering::Relaxed);
         let deadline = now + self.config.wait;
         let mut waiting: Vec<(SpanKey, Waiting)> = Vec::new();
+        let totals = state
+            .totals
+            .entry(tenant.to_string())
+            .or_insert_with(|| Totals::new(self.config.max_series));
         let tenant_state = state.tenants.entry(tenant.to_string()).or_default();
         tenant_state.spans.add(&span);
+        totals.spans.add(&span);
         if span.parent_span_id.is_none() {
             tenant_state.edges.add_root(&span);
+            totals.edges.add_root(&span);
             stats.roots.fetch_add(1, Ordering::Relaxed);
         }
         let own_key = (span.trace_id, span.span_id);
@@ -177,6 +213,7 @@ impl Aggregator {
             for link in &span.links {
                 if let Some(producer) = tenant_state.producers.get(link) {
                     tenant_state.edges.add_link(producer, &span);
+                    totals.edges.add_link(producer, &span);
                     stats.links.fetch_add(1, Ordering::Relaxed);
                 } else {
                     tenant_state
@@ -191,6 +228,7 @@ impl Aggregator {
                 let parent_key = (span.trace_id, parent);
                 if let Some(caller) = tenant_state.callers.remove(&parent_key) {
                     tenant_state.edges.add_paired(&caller, &span);
+                    totals.edges.add_paired(&caller, &span);
                     stats.paired.fetch_add(1, Ordering::Relaxed);
                     state.pending = state.pending.saturating_sub(1);
                 } else {
@@ -211,6 +249,7 @@ impl Aggregator {
                     state.pending = state.pending.saturating_sub(consumers.len());
                     for consumer in &consumers {
                         tenant_state.edges.add_link(&span.service, consumer);
+                        totals.edges.add_link(&span.service, consumer);
                         stats.links.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -219,6 +258,7 @@ impl Aggregator {
                 state.pending = state.pending.saturating_sub(callees.len());
                 for callee in &callees {
                     tenant_state.edges.add_paired(&span, callee);
+                    totals.edges.add_paired(&span, callee);
                     stats.paired.fetch_add(1, Ordering::Relaxed);
                 }
             } else {
@@ -253,6 +293,9 @@ impl Aggregator {
             Waiting::Caller => match tenant_state.callers.remove(&key) {
                 Some(caller) => {
                     tenant_state.edges.add_inferred(&caller);
+                    if let Some(totals) = state.totals.get_mut(&tenant) {
+                        totals.edges.add_inferred(&caller);
+                    }
                     stats.inferred.fetch_add(1, Ordering::Relaxed);
                     1
                 }
@@ -447,6 +490,151 @@ impl Aggregator {
                 .unreadable_batches
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// `tenant`'s service-graph and span metrics since start, with the
+    /// names and labels of Tempo's metrics-generator:
+    /// `traces_service_graph_request_total`, `..._failed_total`,
+    /// `..._server_seconds`, `..._client_seconds` (client, server,
+    /// connection_type) and `traces_spanmetrics_calls_total`,
+    /// `traces_spanmetrics_latency` (service, span_name, span_kind,
+    /// status_code).
+    pub fn render_series(&self, out: &mut String, tenant: &str) {
+        let state = self.state.lock();
+        let Some(totals) = state.totals.get(tenant) else {
+            return;
+        };
+        // Link and direct edges with the same labels are one series.
+        let mut edges: std::collections::BTreeMap<
+            (String, String, &'static str),
+            tracelake_storage::derived::EdgeStats,
+        > = std::collections::BTreeMap::new();
+        for (key, stats) in &totals.edges.edges {
+            edges
+                .entry((
+                    key.client.name.clone(),
+                    key.server.name.clone(),
+                    key.connection.as_str(),
+                ))
+                .or_default()
+                .merge(stats);
+        }
+        let edge_labels = |(client, server, connection): &(String, String, &'static str)| {
+            labels(&[
+                ("client", client),
+                ("server", server),
+                ("connection_type", connection),
+            ])
+        };
+        let requests: Vec<(String, u64)> = edges
+            .iter()
+            .map(|(key, stats)| (edge_labels(key), stats.counts.total as u64))
+            .collect();
+        write_counter(
+            out,
+            "traces_service_graph_request_total",
+            "Requests between two nodes of the service graph.",
+            &requests,
+        );
+        let failed: Vec<(String, u64)> = edges
+            .iter()
+            .map(|(key, stats)| (edge_labels(key), stats.failed as u64))
+            .collect();
+        write_counter(
+            out,
+            "traces_service_graph_request_failed_total",
+            "Failed requests between two nodes of the service graph.",
+            &failed,
+        );
+        for (name, help, server_side) in [
+            (
+                "traces_service_graph_request_server_seconds",
+                "Time for a request between two nodes, as seen from the server.",
+                true,
+            ),
+            (
+                "traces_service_graph_request_client_seconds",
+                "Time for a request between two nodes, as seen from the client.",
+                false,
+            ),
+        ] {
+            let series: Vec<HistogramSeries<'_>> = edges
+                .iter()
+                .filter_map(|((client, server, connection), stats)| {
+                    let (histogram, sum_ns) = if server_side {
+                        (&stats.server_latency, stats.server_duration_sum_ns)
+                    } else {
+                        (&stats.client_latency, stats.client_duration_sum_ns)
+                    };
+                    (!histogram.is_empty()).then(|| HistogramSeries {
+                        labels: vec![
+                            ("client", client.as_str()),
+                            ("server", server.as_str()),
+                            ("connection_type", connection),
+                        ],
+                        cumulative: histogram.cumulative_counts(&SERVICE_GRAPH_BUCKETS),
+                        sum: sum_ns as f64 / 1e9,
+                        count: histogram.count(),
+                    })
+                })
+                .collect();
+            write_histogram(out, name, help, &SERVICE_GRAPH_BUCKETS, &series);
+        }
+        let mut spans: std::collections::BTreeMap<
+            (String, String, String, String),
+            tracelake_storage::derived::SpanMetricStats,
+        > = std::collections::BTreeMap::new();
+        for (key, stats) in &totals.spans.metrics {
+            spans
+                .entry((
+                    key.service.name.clone(),
+                    key.span_name.clone(),
+                    format!("SPAN_KIND_{}", key.span_kind.to_ascii_uppercase()),
+                    format!("STATUS_CODE_{}", key.status_code.to_ascii_uppercase()),
+                ))
+                .or_default()
+                .merge(stats);
+        }
+        fn span_labels(key: &(String, String, String, String)) -> Vec<(&'static str, &str)> {
+            vec![
+                ("service", key.0.as_str()),
+                ("span_name", key.1.as_str()),
+                ("span_kind", key.2.as_str()),
+                ("status_code", key.3.as_str()),
+            ]
+        }
+        let calls: Vec<(String, u64)> = spans
+            .iter()
+            .map(|(key, stats)| (labels(&span_labels(key)), stats.counts.total as u64))
+            .collect();
+        write_counter(
+            out,
+            "traces_spanmetrics_calls_total",
+            "Spans by service, name, kind and status.",
+            &calls,
+        );
+        let latency: Vec<HistogramSeries<'_>> = spans
+            .iter()
+            .map(|(key, stats)| HistogramSeries {
+                labels: span_labels(key),
+                cumulative: stats.latency.cumulative_counts(&SPAN_METRICS_BUCKETS),
+                sum: stats.duration_sum_ns as f64 / 1e9,
+                count: stats.latency.count(),
+            })
+            .collect();
+        write_histogram(
+            out,
+            "traces_spanmetrics_latency",
+            "Span durations by service, name, kind and status, seconds.",
+            &SPAN_METRICS_BUCKETS,
+            &latency,
+        );
+        write_plain_counter(
+            out,
+            "tracelake_metrics_series_dropped_total",
+            "Calls and spans left out of /metrics because a family reached max_series.",
+            totals.edges.dropped() + totals.spans.dropped(),
+        );
     }
 
     /// The aggregation's counters in Prometheus text format.

@@ -116,13 +116,13 @@ const CONSUMER: i32 = 5;
 /// | 1 | 100 ms ok | 70 ms ok | 10 ms ok | 30 / 25 ms ok | 5 ms 200 |
 /// | 2 | 200 ms 500 + error status | 140 ms ok | 20 ms 429 | 60 ms 500 / 50 ms error status | 8 ms 503 |
 /// | 3 | 300 ms ok | 200 ms 404 | 12 ms ok | - | 6 ms 200 |
-struct Workload {
+pub(crate) struct Workload {
     otlp: Vec<Vec<u8>>,
     xray: Vec<String>,
     start_ns: u64,
 }
 
-fn workload(base_ns: u64) -> Workload {
+pub(crate) fn workload(base_ns: u64) -> Workload {
     let epoch = (base_ns / 1_000_000_000) as u32;
     let traces: Vec<TraceIds> = (1..=4)
         .map(|seed| TraceIds::new(epoch, seed, base_ns + u64::from(seed) * 1_000 * MILLI))
@@ -309,7 +309,7 @@ fn workload(base_ns: u64) -> Workload {
     }
 }
 
-async fn send(server: &TestServer, workload: &Workload) {
+pub(crate) async fn send(server: &TestServer, workload: &Workload) {
     let client = reqwest::Client::new();
     for body in &workload.otlp {
         let response = client

@@ -213,9 +213,49 @@ impl EdgeStats {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EdgeSet {
     pub edges: HashMap<EdgeKey, EdgeStats>,
+    totals: Option<Totals>,
+}
+
+/// How a set that keeps running totals (every minute as minute 0) bounds
+/// its series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    max_series: usize,
+    dropped: u64,
 }
 
 impl EdgeSet {
+    /// A set of running totals since start (all minutes as one, minute 0)
+    /// holding at most `max_series` keys; calls of further keys are
+    /// dropped and counted ([`EdgeSet::dropped`]).
+    pub fn totals(max_series: usize) -> Self {
+        Self {
+            edges: HashMap::new(),
+            totals: Some(Totals {
+                max_series,
+                dropped: 0,
+            }),
+        }
+    }
+
+    /// Calls dropped because a totals set was full.
+    pub fn dropped(&self) -> u64 {
+        self.totals.map_or(0, |totals| totals.dropped)
+    }
+
+    /// The stats of `key` (minute 0 in a totals set); `None` when a totals
+    /// set is full.
+    fn slot(&mut self, mut key: EdgeKey) -> Option<&mut EdgeStats> {
+        if let Some(totals) = &mut self.totals {
+            key.minute_ns = 0;
+            if self.edges.len() >= totals.max_series && !self.edges.contains_key(&key) {
+                totals.dropped += 1;
+                return None;
+            }
+        }
+        Some(self.edges.entry(key).or_default())
+    }
+
     /// A caller answered by an instrumented callee: counts and client
     /// latency from the caller, server latency from the callee.
     pub fn add_paired(&mut self, caller: &SpanFacts, callee: &SpanFacts) {
@@ -231,12 +271,14 @@ impl EdgeSet {
             connection,
             link: false,
         };
-        self.edges.entry(key).or_default().record(
-            caller.outcome,
-            caller.is_failed() || callee.is_failed(),
-            caller.duration_ns,
-            Some(callee.duration_ns),
-        );
+        if let Some(stats) = self.slot(key) {
+            stats.record(
+                caller.outcome,
+                caller.is_failed() || callee.is_failed(),
+                caller.duration_ns,
+                Some(callee.duration_ns),
+            );
+        }
     }
 
     /// A caller nobody instrumented answered: the callee is inferred.
@@ -253,12 +295,9 @@ impl EdgeSet {
             connection,
             link: false,
         };
-        self.edges.entry(key).or_default().record(
-            caller.outcome,
-            caller.is_failed(),
-            caller.duration_ns,
-            None,
-        );
+        if let Some(stats) = self.slot(key) {
+            stats.record(caller.outcome, caller.is_failed(), caller.duration_ns, None);
+        }
     }
 
     /// A root: the `client` node called it; both latencies are the root's.
@@ -270,12 +309,14 @@ impl EdgeSet {
             connection: ConnectionType::VirtualNode,
             link: false,
         };
-        self.edges.entry(key).or_default().record(
-            root.outcome,
-            root.is_failed(),
-            root.duration_ns,
-            Some(root.duration_ns),
-        );
+        if let Some(stats) = self.slot(key) {
+            stats.record(
+                root.outcome,
+                root.is_failed(),
+                root.duration_ns,
+                Some(root.duration_ns),
+            );
+        }
     }
 
     /// A consumer that links to a producer: an asynchronous edge, counted
@@ -288,16 +329,20 @@ impl EdgeSet {
             connection: ConnectionType::MessagingSystem,
             link: true,
         };
-        self.edges.entry(key).or_default().record(
-            consumer.outcome,
-            consumer.is_failed(),
-            consumer.duration_ns,
-            Some(consumer.duration_ns),
-        );
+        if let Some(stats) = self.slot(key) {
+            stats.record(
+                consumer.outcome,
+                consumer.is_failed(),
+                consumer.duration_ns,
+                Some(consumer.duration_ns),
+            );
+        }
     }
 
     pub fn merge_row(&mut self, key: EdgeKey, stats: &EdgeStats) {
-        self.edges.entry(key).or_default().merge(stats);
+        if let Some(slot) = self.slot(key) {
+            slot.merge(stats);
+        }
     }
 
     pub fn merge(&mut self, other: &Self) {
@@ -511,9 +556,37 @@ impl SpanMetricStats {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpanMetricSet {
     pub metrics: HashMap<SpanMetricKey, SpanMetricStats>,
+    totals: Option<Totals>,
 }
 
 impl SpanMetricSet {
+    /// Running totals since start, as [`EdgeSet::totals`].
+    pub fn totals(max_series: usize) -> Self {
+        Self {
+            metrics: HashMap::new(),
+            totals: Some(Totals {
+                max_series,
+                dropped: 0,
+            }),
+        }
+    }
+
+    /// Spans dropped because a totals set was full.
+    pub fn dropped(&self) -> u64 {
+        self.totals.map_or(0, |totals| totals.dropped)
+    }
+
+    fn slot(&mut self, mut key: SpanMetricKey) -> Option<&mut SpanMetricStats> {
+        if let Some(totals) = &mut self.totals {
+            key.minute_ns = 0;
+            if self.metrics.len() >= totals.max_series && !self.metrics.contains_key(&key) {
+                totals.dropped += 1;
+                return None;
+            }
+        }
+        Some(self.metrics.entry(key).or_default())
+    }
+
     pub fn add(&mut self, span: &SpanFacts) {
         let key = SpanMetricKey {
             minute_ns: minute_of(span.start_ns),
@@ -523,14 +596,18 @@ impl SpanMetricSet {
             status_code: span.status_code.clone(),
             entry: span.is_entry(),
         };
-        let stats = self.metrics.entry(key).or_default();
+        let Some(stats) = self.slot(key) else {
+            return;
+        };
         stats.counts.add(span.outcome);
         stats.duration_sum_ns += span.duration_ns;
         stats.latency.record_ns(span.duration_ns);
     }
 
     pub fn merge_row(&mut self, key: SpanMetricKey, stats: &SpanMetricStats) {
-        self.metrics.entry(key).or_default().merge(stats);
+        if let Some(slot) = self.slot(key) {
+            slot.merge(stats);
+        }
     }
 
     pub fn merge(&mut self, other: &Self) {
