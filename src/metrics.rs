@@ -1,7 +1,8 @@
 //! `GET /metrics` on the query port: Prometheus text exposition of the
 //! counters the parts keep (storage, receivers, tail sampling, the
 //! service-map aggregation) and of one tenant's service-graph and span
-//! metrics under Tempo's names (`?tenant=`, default `single-tenant`).
+//! metrics under Tempo's names and its latest OTLP metric points
+//! (`?tenant=`, default `single-tenant`).
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -13,6 +14,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tracelake_collector::aggregate::Aggregator;
+use tracelake_collector::metrics_ingest::MetricsExposition;
 use tracelake_collector::prometheus::write_plain_counter;
 use tracelake_collector::tail::TailStage;
 use tracelake_collector::xray::udp::UdpStats;
@@ -20,20 +22,22 @@ use tracelake_storage::Storage;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub(crate) fn router(
-    storage: Storage,
-    udp: Arc<UdpStats>,
-    tail: Option<Arc<TailStage>>,
-    aggregator: Arc<Aggregator>,
-) -> Router {
+/// Everything `/metrics` reports.
+#[derive(Clone)]
+pub(crate) struct MetricSources {
+    pub(crate) storage: Storage,
+    pub(crate) udp: Arc<UdpStats>,
+    pub(crate) tail: Option<Arc<TailStage>>,
+    pub(crate) aggregator: Arc<Aggregator>,
+    pub(crate) otlp_metrics: Arc<MetricsExposition>,
+}
+
+pub(crate) fn router(sources: MetricSources) -> Router {
     Router::new().route(
         "/metrics",
         get(
             move |Query(params): Query<HashMap<String, String>>, headers: HeaderMap| {
-                let storage = storage.clone();
-                let udp = Arc::clone(&udp);
-                let tail = tail.clone();
-                let aggregator = Arc::clone(&aggregator);
+                let sources = sources.clone();
                 async move {
                     let tenant = match scrape_tenant(&params, &headers) {
                         Ok(tenant) => tenant,
@@ -41,8 +45,14 @@ pub(crate) fn router(
                             return (axum::http::StatusCode::BAD_REQUEST, message).into_response();
                         }
                     };
-                    let mut out = render(&storage, &udp, tail.as_deref(), &aggregator);
-                    aggregator.render_series(&mut out, &tenant);
+                    let mut out = render(
+                        &sources.storage,
+                        &sources.udp,
+                        sources.tail.as_deref(),
+                        &sources.aggregator,
+                    );
+                    sources.aggregator.render_series(&mut out, &tenant);
+                    sources.otlp_metrics.render(&mut out, &tenant);
                     ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response()
                 }
             },

@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tracelake_collector::metrics_ingest::MetricsIngest;
 use tracelake_collector::tail::TailStage;
 use tracelake_collector::xray::{XrayIngest, api as xray_api, udp as xray_udp};
 use tracelake_collector::{OtlpLimits, Pipeline, otlp_grpc, otlp_http};
@@ -19,6 +20,7 @@ use tracelake_storage::{SpanReader, Storage, local_store};
 
 use crate::aggregation::Aggregation;
 use crate::config::Config;
+use crate::metrics::MetricSources;
 
 /// How often the flusher checks whether the head is due.
 const FLUSH_CHECK: Duration = Duration::from_millis(250);
@@ -92,12 +94,17 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
 
+    let metrics_ingest = MetricsIngest::new(Arc::new(storage.clone()));
     let grpc = tonic::transport::Server::builder()
         .add_service(otlp_grpc::trace_service(pipeline.clone(), limits))
+        .add_service(otlp_grpc::metrics_service(metrics_ingest.clone(), limits))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop.clone()));
-    let otlp_http = axum::serve(otlp_http_listener, otlp_http::router(pipeline, limits))
-        .with_graceful_shutdown(stopped(stop.clone()))
-        .into_future();
+    let otlp_http = axum::serve(
+        otlp_http_listener,
+        otlp_http::router(pipeline, metrics_ingest.clone(), limits),
+    )
+    .with_graceful_shutdown(stopped(stop.clone()))
+    .into_future();
     let xray_api_routes = xray_api::router(xray_ingest.clone())
         .merge(tracelake_sampler::api::router(sampling))
         .merge(tracelake_query::xray_api::router(Arc::clone(&reader)))
@@ -107,12 +114,14 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let xray_api = axum::serve(xray_api_listener, xray_api_routes)
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();
-    let http_routes = tracelake_query::router(reader).merge(crate::metrics::router(
-        storage.clone(),
-        Arc::clone(&udp_stats),
-        tail.clone(),
-        Arc::clone(&aggregation.aggregator),
-    ));
+    let http_routes =
+        tracelake_query::router(reader).merge(crate::metrics::router(MetricSources {
+            storage: storage.clone(),
+            udp: Arc::clone(&udp_stats),
+            tail: tail.clone(),
+            aggregator: Arc::clone(&aggregation.aggregator),
+            otlp_metrics: metrics_ingest.exposition(),
+        }));
     let http = axum::serve(http_listener, http_routes)
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();

@@ -1,4 +1,4 @@
-//! OTLP/gRPC `TraceService/Export` (port 4317).
+//! OTLP/gRPC `TraceService/Export` and `MetricsService/Export` (port 4317).
 //!
 //! gzip in and out, an explicit max message size (over it: tonic answers
 //! `OUT_OF_RANGE`/`RESOURCE_EXHAUSTED`), rejected spans in `partial_success`,
@@ -14,7 +14,14 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
 
+use crate::metrics_ingest::MetricsIngest;
 use crate::{IngestError, OtlpLimits, Pipeline};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 
 #[derive(Debug, Clone)]
 pub struct OtlpTraceService {
@@ -40,25 +47,63 @@ fn ingest_error_status(error: IngestError) -> Status {
     }
 }
 
+fn tenant<T>(request: &Request<T>) -> Result<String, Status> {
+    match request.metadata().get(TENANT_HEADER) {
+        Some(value) => Ok(value
+            .to_str()
+            .map_err(|_| Status::invalid_argument("x-scope-orgid is not ascii"))?
+            .to_string()),
+        None => Ok(DEFAULT_TENANT.to_string()),
+    }
+}
+
 #[tonic::async_trait]
 impl TraceService for OtlpTraceService {
     async fn export(
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let tenant = match request.metadata().get(TENANT_HEADER) {
-            Some(value) => value
-                .to_str()
-                .map_err(|_| Status::invalid_argument("x-scope-orgid is not ascii"))?
-                .to_string(),
-            None => DEFAULT_TENANT.to_string(),
-        };
+        let tenant = tenant(&request)?;
         let outcome = self
             .pipeline
             .ingest_otlp(&tenant, request.into_inner().resource_spans)
             .await
             .map_err(ingest_error_status)?;
         Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: outcome.partial_success(),
+        }))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OtlpMetricsService {
+    ingest: MetricsIngest,
+}
+
+/// The metrics tonic service, ready to add to a server.
+pub fn metrics_service(
+    ingest: MetricsIngest,
+    limits: OtlpLimits,
+) -> MetricsServiceServer<OtlpMetricsService> {
+    MetricsServiceServer::new(OtlpMetricsService { ingest })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limits.max_message_bytes)
+}
+
+#[tonic::async_trait]
+impl MetricsService for OtlpMetricsService {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let tenant = tenant(&request)?;
+        let outcome = self
+            .ingest
+            .ingest(&tenant, request.into_inner().resource_metrics)
+            .await
+            .map_err(ingest_error_status)?;
+        Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: outcome.partial_success(),
         }))
     }

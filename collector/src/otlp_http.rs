@@ -1,4 +1,4 @@
-//! OTLP/HTTP `POST /v1/traces` (port 4318).
+//! OTLP/HTTP `POST /v1/traces` and `POST /v1/metrics` (port 4318).
 //!
 //! Bodies are protobuf (`application/x-protobuf`) or JSON
 //! (`application/json`), optionally gzip (`Content-Encoding: gzip`). The
@@ -21,7 +21,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
 
+use crate::metrics_ingest::MetricsIngest;
 use crate::{IngestError, OtlpLimits, Pipeline};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -29,15 +33,21 @@ const JSON: &str = "application/json";
 #[derive(Debug, Clone)]
 struct HttpState {
     pipeline: Pipeline,
+    metrics: MetricsIngest,
     limits: OtlpLimits,
 }
 
 /// The OTLP/HTTP routes.
-pub fn router(pipeline: Pipeline, limits: OtlpLimits) -> Router {
+pub fn router(pipeline: Pipeline, metrics: MetricsIngest, limits: OtlpLimits) -> Router {
     Router::new()
         .route("/v1/traces", post(export_traces))
+        .route("/v1/metrics", post(export_metrics))
         .layer(DefaultBodyLimit::max(limits.max_message_bytes))
-        .with_state(HttpState { pipeline, limits })
+        .with_state(HttpState {
+            pipeline,
+            metrics,
+            limits,
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,16 +207,22 @@ fn tenant(headers: &HeaderMap, encoding: Encoding) -> Result<String, OtlpHttpErr
     }
 }
 
-async fn export_traces(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
+/// Reads a request body: content type, encoding, size, then decoding off
+/// the reactor.
+async fn read_request<T>(
+    state: &HttpState,
+    headers: &HeaderMap,
     body: Bytes,
-) -> Result<Response, OtlpHttpError> {
-    let encoding = request_encoding(&headers)?;
-    let tenant = tenant(&headers, encoding)?;
+    what: &'static str,
+) -> Result<(String, Encoding, T), OtlpHttpError>
+where
+    T: Message + Default + serde::de::DeserializeOwned + Send + 'static,
+{
+    let encoding = request_encoding(headers)?;
+    let tenant = tenant(headers, encoding)?;
     let limit = state.limits.max_message_bytes;
-    let raw = decode_content(&headers, body, limit, encoding)?;
-    let request = tokio::task::spawn_blocking(move || decode_request(&raw, encoding))
+    let raw = decode_content(headers, body, limit, encoding)?;
+    let request = tokio::task::spawn_blocking(move || decode_request::<T>(&raw, encoding, what))
         .await
         .map_err(|error| {
             OtlpHttpError::new(
@@ -216,44 +232,77 @@ async fn export_traces(
                 encoding,
             )
         })??;
+    Ok((tenant, encoding, request))
+}
+
+fn ingest_error(error: IngestError, encoding: Encoding) -> OtlpHttpError {
+    let (status, code) = match &error {
+        IngestError::InvalidTenant(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+        IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+        IngestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
+    };
+    OtlpHttpError::new(status, code, error.to_string(), encoding)
+}
+
+fn respond<T: Message + serde::Serialize>(response: &T, encoding: Encoding) -> Response {
+    let bytes = match encoding {
+        Encoding::Protobuf => response.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(response).unwrap_or_default(),
+    };
+    ([(header::CONTENT_TYPE, encoding.content_type())], bytes).into_response()
+}
+
+async fn export_traces(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OtlpHttpError> {
+    let (tenant, encoding, request) = read_request::<ExportTraceServiceRequest>(
+        &state,
+        &headers,
+        body,
+        "ExportTraceServiceRequest",
+    )
+    .await?;
     let outcome = state
         .pipeline
         .ingest_otlp(&tenant, request.resource_spans)
         .await
-        .map_err(|error| match error {
-            IngestError::InvalidTenant(_) => OtlpHttpError::new(
-                StatusCode::BAD_REQUEST,
-                tonic::Code::InvalidArgument,
-                error.to_string(),
-                encoding,
-            ),
-            IngestError::Unavailable(_) => OtlpHttpError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                tonic::Code::Unavailable,
-                error.to_string(),
-                encoding,
-            ),
-            IngestError::Internal(_) => OtlpHttpError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                tonic::Code::Internal,
-                error.to_string(),
-                encoding,
-            ),
-        })?;
+        .map_err(|error| ingest_error(error, encoding))?;
     let response = ExportTraceServiceResponse {
         partial_success: outcome.partial_success(),
     };
-    let bytes = match encoding {
-        Encoding::Protobuf => response.encode_to_vec(),
-        Encoding::Json => serde_json::to_vec(&response).unwrap_or_default(),
-    };
-    Ok(([(header::CONTENT_TYPE, encoding.content_type())], bytes).into_response())
+    Ok(respond(&response, encoding))
 }
 
-fn decode_request(
+async fn export_metrics(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OtlpHttpError> {
+    let (tenant, encoding, request) = read_request::<ExportMetricsServiceRequest>(
+        &state,
+        &headers,
+        body,
+        "ExportMetricsServiceRequest",
+    )
+    .await?;
+    let outcome = state
+        .metrics
+        .ingest(&tenant, request.resource_metrics)
+        .await
+        .map_err(|error| ingest_error(error, encoding))?;
+    let response = ExportMetricsServiceResponse {
+        partial_success: outcome.partial_success(),
+    };
+    Ok(respond(&response, encoding))
+}
+
+fn decode_request<T: Message + Default + serde::de::DeserializeOwned>(
     raw: &[u8],
     encoding: Encoding,
-) -> Result<ExportTraceServiceRequest, OtlpHttpError> {
+    what: &str,
+) -> Result<T, OtlpHttpError> {
     let invalid = |message: String| {
         OtlpHttpError::new(
             StatusCode::BAD_REQUEST,
@@ -263,11 +312,8 @@ fn decode_request(
         )
     };
     match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(raw).map_err(|error| {
-            invalid(format!(
-                "body is not an OTLP ExportTraceServiceRequest protobuf: {error}"
-            ))
-        }),
+        Encoding::Protobuf => T::decode(raw)
+            .map_err(|error| invalid(format!("body is not an OTLP {what} protobuf: {error}"))),
         Encoding::Json => serde_json::from_slice(raw)
             .map_err(|error| invalid(format!("body is not OTLP JSON: {error}"))),
     }

@@ -1,6 +1,7 @@
-//! The `edges` and `span_metrics` tables: the derived Parquet files of one
-//! tenant ([`tracelake_storage::derived`]), pruned by hour from predicates
-//! on `minute` before any file is opened.
+//! The `edges`, `span_metrics` and `metrics` tables: Parquet files of one
+//! tenant written beside the spans ([`tracelake_storage::derived`]),
+//! pruned by hour from predicates on the time column (`minute`, `time`)
+//! before any file is opened.
 //!
 //! ```text
 //! DataSourceExec (Parquet: the files whose hour overlaps the minute range)
@@ -26,7 +27,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use tracelake_storage::SpanReader;
-use tracelake_storage::derived::{DerivedTable, col};
+use tracelake_storage::derived::DerivedTable;
 
 use crate::filters::time_range;
 use crate::session::STORE_URL;
@@ -74,7 +75,7 @@ impl TableProvider for DerivedTableProvider {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.table.schema();
-        let range = time_range(filters, &[col::MINUTE]);
+        let range = time_range(filters, &[self.table.time_column()]);
         let files = self.reader.derived_files(&self.tenant, self.table, range);
         if files.is_empty() {
             return Ok(Arc::new(EmptyExec::new(project_schema(

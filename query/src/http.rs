@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /api/traces/{id}` | the trace as `{"batches": [ResourceSpans...]}` in OTLP JSON (hex ids, nanosecond strings), as Tempo's v1 API; with `Accept: application/protobuf`, OTLP `TracesData` protobuf (wire-compatible with Tempo's `Trace`). Optional `start`/`end` (unix seconds) only prune. 404 unknown id, 400 malformed id or range |
 //! | `GET /v1/service-map` | the service map of `start`..`end` (unix seconds, fractions allowed; default the last hour) as `{"nodes":[...],"edges":[...]}`; `source=auto` (default: precomputed rows where written, raw spans elsewhere), `precomputed` or `raw`; `tenant=` overrides the header |
+//! | `GET /v1/sql?q=`, `POST /v1/sql` (body: the query) | read-only SQL ([`crate::sql`]): `{"columns", "rows": [{column: value}], "truncated"}`; 400 with DataFusion's message for refused or invalid SQL |
 //! | `GET /ready` | 200 `ready` |
 //! | `GET /api/echo` | 200 `echo` (Grafana's data source test) |
 //!
@@ -39,6 +40,7 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
     Router::new()
         .route("/api/traces/{trace_id}", get(get_trace))
         .route("/v1/service-map", get(get_service_map))
+        .route("/v1/sql", get(get_sql).post(post_sql))
         .route("/ready", get(|| async { "ready" }))
         .route("/api/echo", get(|| async { "echo" }))
         .with_state(QueryState { reader })
@@ -213,4 +215,39 @@ async fn get_service_map(
     };
     let rows = derived_rows(state.reader, &tenant, window, source).await?;
     Ok(axum::Json(ServiceMap::build(&rows).to_json()).into_response())
+}
+
+async fn sql_answer(
+    reader: Arc<dyn SpanReader>,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    query: &str,
+) -> Result<Response, ApiError> {
+    let tenant = native_tenant(headers, params)?;
+    if query.trim().is_empty() {
+        return Err(ApiError::BadRequest("empty query".into()));
+    }
+    match crate::sql::run_query(reader, &tenant, query).await {
+        Ok(answer) => Ok(axum::Json(answer).into_response()),
+        Err(QueryError::DataFusion(error)) => Err(ApiError::BadRequest(error.to_string())),
+        Err(other) => Err(ApiError::Internal(other)),
+    }
+}
+
+async fn get_sql(
+    State(state): State<QueryState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let query = params.get("q").cloned().unwrap_or_default();
+    sql_answer(state.reader, &headers, &params, &query).await
+}
+
+async fn post_sql(
+    State(state): State<QueryState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    sql_answer(state.reader, &headers, &params, &body).await
 }

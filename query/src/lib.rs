@@ -24,6 +24,7 @@ pub mod latency_udf;
 pub mod service_map;
 pub mod session;
 pub mod spans_table;
+pub mod sql;
 pub mod trace;
 pub mod xray_api;
 pub mod xray_filter;

@@ -37,6 +37,7 @@ pub mod derived;
 pub mod engine;
 pub mod head;
 pub mod ids;
+pub mod metrics;
 pub mod otlp;
 pub mod schema;
 #[doc(hidden)]

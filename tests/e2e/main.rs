@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 mod durability;
 mod otlp;
+mod otlp_metrics;
 mod prometheus;
 mod python_sdk;
 mod sampling;

@@ -1,7 +1,7 @@
 //! Derived tables on the store, beside the span blocks:
 //!
 //! ```text
-//! tenants/{tenant}/{table}/{yyyy-mm-dd}/{hh}/{ulid}.parquet   table = edges | span_metrics
+//! tenants/{tenant}/{table}/{yyyy-mm-dd}/{hh}/{ulid}.parquet   table = edges | span_metrics | metrics
 //! derived/watermark.json   {"version":"1","complete_before_ns":...}
 //! ```
 //!
@@ -33,21 +33,33 @@ use crate::{BlockRef, Result, StorageError};
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 const WATERMARK_PATH: &str = "derived/watermark.json";
 
-/// The tables the streaming aggregation writes.
+/// The tables written beside the spans: what the streaming aggregation
+/// derives, and OTLP metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DerivedTable {
     Edges,
     SpanMetrics,
+    /// OTLP metric points ([`crate::metrics`]).
+    Metrics,
 }
 
 impl DerivedTable {
-    pub const ALL: [Self; 2] = [Self::Edges, Self::SpanMetrics];
+    pub const ALL: [Self; 3] = [Self::Edges, Self::SpanMetrics, Self::Metrics];
 
     /// The table name in SQL and in store paths.
     pub fn name(self) -> &'static str {
         match self {
             Self::Edges => "edges",
             Self::SpanMetrics => "span_metrics",
+            Self::Metrics => "metrics",
+        }
+    }
+
+    /// The time column rows are filed (and pruned) by.
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Self::Edges | Self::SpanMetrics => col::MINUTE,
+            Self::Metrics => "time",
         }
     }
 
@@ -55,6 +67,7 @@ impl DerivedTable {
         match self {
             Self::Edges => edges_schema(),
             Self::SpanMetrics => span_metrics_schema(),
+            Self::Metrics => crate::metrics::metrics_schema(),
         }
     }
 
@@ -227,9 +240,15 @@ fn encode_by_hour(
     batch: &RecordBatch,
 ) -> Result<Vec<(i64, String, Vec<u8>)>> {
     let minutes = batch
-        .column_by_name(col::MINUTE)
+        .column_by_name(table.time_column())
         .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
-        .ok_or_else(|| StorageError::Corrupt("derived batch without minute".into()))?;
+        .ok_or_else(|| {
+            StorageError::Corrupt(format!(
+                "{} batch without {}",
+                table.name(),
+                table.time_column()
+            ))
+        })?;
     let mut rows_by_hour: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
     for row in 0..minutes.len() {
         let hour = minutes.value(row).div_euclid(NANOS_PER_HOUR);

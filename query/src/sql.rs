@@ -1,0 +1,87 @@
+//! `/v1/sql`: read-only SQL over one tenant's tables (`spans`, `edges`,
+//! `span_metrics`, `metrics`) and the latency functions.
+//!
+//! Only queries run: DDL (`CREATE`, including external tables), DML
+//! (`INSERT`, `COPY`) and other statements (`SET`, ...) are refused by
+//! DataFusion's `SQLOptions` before planning, and the session registers no
+//! file-reading table functions, so nothing outside the store is reachable.
+//! At most [`MAX_ROWS`] rows come back (`truncated` says when more matched).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::execution::context::SQLOptions;
+use serde_json::{Map, Value, json};
+use tracelake_storage::SpanReader;
+
+use crate::{Result, session_for_tenant};
+
+/// Rows returned at most.
+pub const MAX_ROWS: usize = 10_000;
+
+/// Runs `query` for `tenant`; `Err` carries DataFusion's message (refused
+/// statements and planning errors alike).
+pub async fn run_query(reader: Arc<dyn SpanReader>, tenant: &str, query: &str) -> Result<Value> {
+    let context = session_for_tenant(reader, tenant)?;
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let frame = context.sql_with_options(query, options).await?;
+    let columns: Vec<String> = frame
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| field.name().clone())
+        .collect();
+    let batches = frame.limit(0, Some(MAX_ROWS + 1))?.collect().await?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        rows.extend(batch_rows(batch)?);
+    }
+    let truncated = rows.len() > MAX_ROWS;
+    rows.truncate(MAX_ROWS);
+    Ok(json!({"columns": columns, "rows": rows, "truncated": truncated}))
+}
+
+fn batch_rows(batch: &RecordBatch) -> Result<Vec<Value>> {
+    let options = FormatOptions::default().with_null("");
+    let formatters: Vec<ArrayFormatter<'_>> = batch
+        .columns()
+        .iter()
+        .map(|column| ArrayFormatter::try_new(column.as_ref(), &options))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(datafusion::error::DataFusionError::from)?;
+    let schema = batch.schema();
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut object = Map::new();
+        for (index, field) in schema.fields().iter().enumerate() {
+            let column = batch.column(index);
+            let value = if column.is_null(row) {
+                Value::Null
+            } else {
+                let text = formatters[index].value(row).to_string();
+                match field.data_type() {
+                    DataType::Boolean => Value::Bool(text == "true"),
+                    data_type if data_type.is_integer() => text
+                        .parse::<i64>()
+                        .map(Value::from)
+                        .unwrap_or(Value::String(text)),
+                    data_type if data_type.is_floating() => text
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                        .map(Value::Number)
+                        .unwrap_or(Value::String(text)),
+                    _ => Value::String(text),
+                }
+            };
+            object.insert(field.name().clone(), value);
+        }
+        rows.push(Value::Object(object));
+    }
+    Ok(rows)
+}
