@@ -148,10 +148,13 @@ impl Sample {
     }
 }
 
+/// A series: family name and sorted label pairs.
+type SeriesKey = (String, Vec<(String, String)>);
+
 #[derive(Debug, Default)]
 struct TenantSeries {
-    /// (family name, label pairs) -> latest sample.
-    series: BTreeMap<(String, Vec<(String, String)>), (String, Sample)>,
+    /// Series -> (help, latest sample).
+    series: BTreeMap<SeriesKey, (String, Sample)>,
     dropped: u64,
 }
 
