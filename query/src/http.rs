@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /api/traces/{id}` | the trace as `{"batches": [ResourceSpans...]}` in OTLP JSON (hex ids, nanosecond strings), as Tempo's v1 API; with `Accept: application/protobuf`, OTLP `TracesData` protobuf (wire-compatible with Tempo's `Trace`). Optional `start`/`end` (unix seconds) only prune. 404 unknown id, 400 malformed id or range |
 //! | `GET /v1/service-map` | the service map of `start`..`end` (unix seconds, fractions allowed; default the last hour) as `{"nodes":[...],"edges":[...]}`; `source=auto` (default: precomputed rows where written, raw spans elsewhere), `precomputed` or `raw`; `tenant=` overrides the header |
+//! | `GET /v1/histogram` | latency of `service` (its entry spans, or the spans named `operation`) over `start`..`end`: `{"count", "sum_seconds", "quantiles": {"p50","p90","p99","max"}, "buckets": [{"le", "count"}] (cumulative, Tempo's span-metrics bounds), "distribution": [{"value", "count"}]}`, seconds; `source` as for the service map |
 //! | `GET /v1/sql?q=`, `POST /v1/sql` (body: the query) | read-only SQL ([`crate::sql`]): `{"columns", "rows": [{column: value}], "truncated"}`; 400 with DataFusion's message for refused or invalid SQL |
 //! | `GET /ready` | 200 `ready` |
 //! | `GET /api/echo` | 200 `echo` (Grafana's data source test) |
@@ -25,7 +26,7 @@ use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER, TraceId};
 
 use crate::QueryError;
 use crate::derived_rows::{Source, derived_rows};
-use crate::service_map::ServiceMap;
+use crate::service_map::{LatencyJson, ServiceMap, Stats};
 use crate::trace::trace_by_id;
 
 const PROTOBUF_TYPES: [&str; 2] = ["application/protobuf", "application/x-protobuf"];
@@ -41,6 +42,7 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
         .route("/api/traces/{trace_id}", get(get_trace))
         .route("/v1/service-map", get(get_service_map))
         .route("/v1/sql", get(get_sql).post(post_sql))
+        .route("/v1/histogram", get(get_histogram))
         .route("/ready", get(|| async { "ready" }))
         .route("/api/echo", get(|| async { "echo" }))
         .with_state(QueryState { reader })
@@ -198,6 +200,74 @@ fn native_window(params: &HashMap<String, String>) -> Result<(i64, i64), ApiErro
     Ok((start, end))
 }
 
+fn source_param(params: &HashMap<String, String>) -> Result<Source, ApiError> {
+    match params.get("source").map(String::as_str) {
+        None | Some("") => Ok(Source::Auto),
+        Some(text) => Source::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "source must be auto, precomputed or raw, got {text:?}"
+            ))
+        }),
+    }
+}
+
+/// Tempo's span-metrics histogram bounds, seconds.
+const HISTOGRAM_BOUNDS: [f64; 12] = [
+    0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.02, 2.05, 4.10,
+];
+
+async fn get_histogram(
+    State(state): State<QueryState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = native_tenant(&headers, &params)?;
+    let window = native_window(&params)?;
+    let source = source_param(&params)?;
+    let Some(service) = params.get("service").filter(|service| !service.is_empty()) else {
+        return Err(ApiError::BadRequest("service is required".into()));
+    };
+    let operation = params
+        .get("operation")
+        .filter(|operation| !operation.is_empty());
+    let rows = derived_rows(state.reader, &tenant, window, source).await?;
+    let mut stats = Stats::default();
+    for (key, row) in &rows.spans.metrics {
+        let wanted = key.service.name == *service
+            && match operation {
+                Some(operation) => key.span_name == *operation,
+                None => key.entry,
+            };
+        if wanted {
+            stats.merge(&Stats::from_span_metrics(row));
+        }
+    }
+    let latency = &stats.latency;
+    let buckets: Vec<serde_json::Value> = HISTOGRAM_BOUNDS
+        .iter()
+        .zip(latency.cumulative_counts(&HISTOGRAM_BOUNDS))
+        .map(|(bound, count)| serde_json::json!({"le": bound, "count": count}))
+        .chain(std::iter::once(
+            serde_json::json!({"le": "+Inf", "count": latency.count()}),
+        ))
+        .collect();
+    let distribution: Vec<serde_json::Value> = latency
+        .distribution_seconds()
+        .into_iter()
+        .map(|(value, count)| serde_json::json!({"value": value, "count": count}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "service": service,
+        "operation": operation,
+        "count": latency.count(),
+        "sum_seconds": stats.duration_sum_ns as f64 / 1e9,
+        "quantiles": LatencyJson::new(latency),
+        "buckets": buckets,
+        "distribution": distribution,
+    }))
+    .into_response())
+}
+
 async fn get_service_map(
     State(state): State<QueryState>,
     Query(params): Query<HashMap<String, String>>,
@@ -205,14 +275,7 @@ async fn get_service_map(
 ) -> Result<Response, ApiError> {
     let tenant = native_tenant(&headers, &params)?;
     let window = native_window(&params)?;
-    let source = match params.get("source").map(String::as_str) {
-        None | Some("") => Source::Auto,
-        Some(text) => Source::parse(text).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "source must be auto, precomputed or raw, got {text:?}"
-            ))
-        })?,
-    };
+    let source = source_param(&params)?;
     let rows = derived_rows(state.reader, &tenant, window, source).await?;
     Ok(axum::Json(ServiceMap::build(&rows).to_json()).into_response())
 }

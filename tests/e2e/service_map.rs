@@ -529,6 +529,47 @@ async fn the_service_map_of_a_known_workload_from_streaming_and_from_raw_spans()
     assert_eq!(summary(&precomputed), summary(&raw));
     assert_eq!(precomputed, raw);
     assert_eq!(service_map(&server, &workload, "auto").await, raw);
+
+    // Latency histograms of a service and of one operation.
+    let start = workload.start_ns as f64 / 1e9 - 1.0;
+    let histogram = |query: String| {
+        let url = format!(
+            "{}/v1/histogram?start={start}&end={}&{query}",
+            server.http_url(),
+            start + 120.0
+        );
+        async move {
+            let response = reqwest::get(&url).await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, frontend) = histogram("service=frontend".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(frontend["count"], json!(3));
+    assert_close(&frontend["quantiles"]["p50"], 0.2, "frontend p50");
+    assert_close(&frontend["quantiles"]["p99"], 0.3, "frontend p99");
+    let bucket = |histogram: &Value, le: Value| {
+        histogram["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|bucket| bucket["le"] == le)
+            .unwrap()["count"]
+            .clone()
+    };
+    assert_eq!(bucket(&frontend, json!(0.128)), json!(1));
+    assert_eq!(bucket(&frontend, json!(0.256)), json!(2));
+    assert_eq!(bucket(&frontend, json!("+Inf")), json!(3));
+    assert_eq!(frontend["distribution"].as_array().unwrap().len(), 3);
+    let (_, to_orders) = histogram("service=frontend&operation=POST%20/orders".into()).await;
+    assert_eq!(to_orders["count"], json!(3));
+    assert_close(&to_orders["quantiles"]["p50"], 0.15, "POST /orders p50");
+    let (status, _) = histogram("operation=x".into()).await;
+    assert_eq!(status, 400);
 }
 
 /// Runs boto3 `xray` client calls (see `tests/python/xray_query_api.py`).
