@@ -58,22 +58,26 @@ fn trace(index: u64, base_ns: u64, traces: u64) -> Vec<ResourceSpans> {
     let root_ms = 5 + (index * 7919) % 400;
     let caller = index % SERVICES;
     let callee = (index / SERVICES + caller + 1) % SERVICES;
-    let span = |role: u64, parent: Option<u64>, kind: i32, name: &str, offset_ms: u64, ms: u64| Span {
-        trace_id: trace_id.to_vec(),
-        span_id: span_id(role),
-        parent_span_id: parent.map(span_id).unwrap_or_default(),
-        name: name.into(),
-        kind,
-        start_time_unix_nano: start + offset_ms * 1_000_000,
-        end_time_unix_nano: start + (offset_ms + ms) * 1_000_000,
-        status: (index % 50 == 0).then(|| Status {
-            code: 2,
-            message: String::new(),
-        }),
-        ..Default::default()
-    };
+    let span =
+        |role: u64, parent: Option<u64>, kind: i32, name: &str, offset_ms: u64, ms: u64| Span {
+            trace_id: trace_id.to_vec(),
+            span_id: span_id(role),
+            parent_span_id: parent.map(span_id).unwrap_or_default(),
+            name: name.into(),
+            kind,
+            start_time_unix_nano: start + offset_ms * 1_000_000,
+            end_time_unix_nano: start + (offset_ms + ms) * 1_000_000,
+            status: (index % 50 == 0).then(|| Status {
+                code: 2,
+                message: String::new(),
+            }),
+            ..Default::default()
+        };
     let mut db_call = span(5, Some(3), 3, "SELECT orders", 2, root_ms / 4);
-    db_call.attributes = vec![text("db.system.name", "postgresql"), text("db.namespace", "orders")];
+    db_call.attributes = vec![
+        text("db.system.name", "postgresql"),
+        text("db.namespace", "orders"),
+    ];
     let resource = |service: u64, spans: Vec<Span>| ResourceSpans {
         resource: Some(Resource {
             attributes: vec![text("service.name", &format!("service-{service:02}"))],
@@ -132,8 +136,9 @@ async fn main() {
     let mut first = 0;
     while first < traces {
         let last = (first + TRACES_PER_BATCH).min(traces);
-        let resource_spans: Vec<ResourceSpans> =
-            (first..last).flat_map(|index| trace(index, base_ns, traces)).collect();
+        let resource_spans: Vec<ResourceSpans> = (first..last)
+            .flat_map(|index| trace(index, base_ns, traces))
+            .collect();
         let batch = resource_spans_to_batch(TENANT, &resource_spans)
             .unwrap()
             .batch
@@ -150,7 +155,9 @@ async fn main() {
         ..StorageConfig::default()
     };
     let (storage, _) = Storage::open(config, Arc::clone(&store)).await.unwrap();
-    aggregator.flush_all(&storage, (base_ns + 2 * HOUR_NS) as i64).await;
+    aggregator
+        .flush_all(&storage, (base_ns + 2 * HOUR_NS) as i64)
+        .await;
     let loaded = loading.elapsed();
     let blocks = storage.blocks();
     let parquet_bytes: u64 = blocks.iter().map(|block| block.size_bytes).sum();
@@ -201,7 +208,11 @@ async fn main() {
     );
 
     if let Some(python) = std::env::var_os("TRACELAKE_BENCH_DUCKDB_PYTHON") {
-        let glob = dir.path().join("tenants").join(TENANT).join("spans/*/*/*.parquet");
+        let glob = dir
+            .path()
+            .join("tenants")
+            .join(TENANT)
+            .join("spans/*/*/*.parquet");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/duckdb_p99.py");
         let output = Command::new(python)
             .args([script, glob.to_str().unwrap(), &runs.to_string()])

@@ -798,3 +798,141 @@ impl SpanWriter for AggregatingWriter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use tracelake_storage::otlp::resource_spans_to_batch;
+
+    use super::*;
+
+    fn batch(service: &str, spans: Vec<Span>) -> RecordBatch {
+        let resource_spans = vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(service.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        resource_spans_to_batch("t", &resource_spans)
+            .unwrap()
+            .batch
+            .unwrap()
+    }
+
+    fn span(trace: u8, id: u8, parent: Option<u8>, kind: i32) -> Span {
+        Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent.map(|parent| vec![parent; 8]).unwrap_or_default(),
+            name: format!("span {id}"),
+            kind,
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_010_000_000,
+            ..Default::default()
+        }
+    }
+
+    fn edges(aggregator: &Aggregator) -> Vec<String> {
+        let state = aggregator.state.lock();
+        let mut edges: Vec<String> = state
+            .totals
+            .get("t")
+            .map(|totals| {
+                totals
+                    .edges
+                    .edges
+                    .iter()
+                    .map(|(key, stats)| {
+                        format!(
+                            "{} -> {} x{}",
+                            key.client.name, key.server.name, stats.counts.total
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        edges.sort();
+        edges
+    }
+
+    #[test]
+    fn pairs_in_either_order_and_infers_what_nobody_answered() {
+        let aggregator = Aggregator::new(AggregateConfig {
+            wait: Duration::from_secs(5),
+            ..AggregateConfig::default()
+        });
+        let now = Instant::now();
+        // Callee before caller in trace 1, caller before callee in trace 2.
+        aggregator.observe_batch("t", &batch("api", vec![span(1, 3, Some(2), 2)]), now);
+        aggregator.observe_batch(
+            "t",
+            &batch("web", vec![span(1, 1, None, 2), span(1, 2, Some(1), 3)]),
+            now,
+        );
+        aggregator.observe_batch(
+            "t",
+            &batch(
+                "web",
+                vec![
+                    span(2, 1, None, 2),
+                    span(2, 2, Some(1), 3),
+                    span(2, 4, Some(1), 3),
+                ],
+            ),
+            now,
+        );
+        aggregator.observe_batch("t", &batch("api", vec![span(2, 3, Some(2), 2)]), now);
+        assert_eq!(
+            edges(&aggregator),
+            vec!["client -> web x2", "web -> api x2"]
+        );
+        // Span 4 of trace 2 waits; once the wait is over it calls an
+        // inferred node named after the span.
+        {
+            let mut state = aggregator.state.lock();
+            aggregator.expire(&mut state, now + Duration::from_secs(4));
+        }
+        assert_eq!(edges(&aggregator).len(), 2);
+        {
+            let mut state = aggregator.state.lock();
+            aggregator.expire(&mut state, now + Duration::from_secs(6));
+        }
+        assert_eq!(
+            edges(&aggregator),
+            vec!["client -> web x2", "web -> api x2", "web -> span 4 x1"]
+        );
+        let stats = aggregator.stats();
+        assert_eq!(stats.paired.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.inferred.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn waiting_spans_are_bounded() {
+        let aggregator = Aggregator::new(AggregateConfig {
+            max_pending: 10,
+            ..AggregateConfig::default()
+        });
+        let now = Instant::now();
+        // 50 callees whose callers never come.
+        let orphans: Vec<Span> = (1..=50).map(|id| span(9, id, Some(id + 100), 2)).collect();
+        aggregator.observe_batch("t", &batch("api", orphans), now);
+        let state = aggregator.state.lock();
+        assert!(state.pending <= 10, "{} pending", state.pending);
+        let stats = aggregator.stats();
+        assert_eq!(stats.evicted_early.load(Ordering::Relaxed), 40);
+        assert_eq!(stats.unpaired_callees.load(Ordering::Relaxed), 40);
+    }
+}
