@@ -67,7 +67,7 @@ fn trace(index: u64, base_ns: u64, traces: u64) -> Vec<ResourceSpans> {
             kind,
             start_time_unix_nano: start + offset_ms * 1_000_000,
             end_time_unix_nano: start + (offset_ms + ms) * 1_000_000,
-            status: (index % 50 == 0).then(|| Status {
+            status: index.is_multiple_of(50).then(|| Status {
                 code: 2,
                 message: String::new(),
             }),

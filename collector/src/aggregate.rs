@@ -509,7 +509,7 @@ impl Aggregator {
             (String, String, &'static str),
             tracelake_storage::derived::EdgeStats,
         > = std::collections::BTreeMap::new();
-        for (key, stats) in &totals.edges.edges {
+        for (key, stats) in &totals.edges.rows {
             edges
                 .entry((
                     key.client.name.clone(),
@@ -584,7 +584,7 @@ impl Aggregator {
             (String, String, String, String),
             tracelake_storage::derived::SpanMetricStats,
         > = std::collections::BTreeMap::new();
-        for (key, stats) in &totals.spans.metrics {
+        for (key, stats) in &totals.spans.rows {
             spans
                 .entry((
                     key.service.name.clone(),
@@ -853,7 +853,7 @@ mod tests {
             .map(|totals| {
                 totals
                     .edges
-                    .edges
+                    .rows
                     .iter()
                     .map(|(key, stats)| {
                         format!(

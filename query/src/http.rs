@@ -232,7 +232,7 @@ async fn get_histogram(
         .filter(|operation| !operation.is_empty());
     let rows = derived_rows(state.reader, &tenant, window, source).await?;
     let mut stats = Stats::default();
-    for (key, row) in &rows.spans.metrics {
+    for (key, row) in &rows.spans.rows {
         let wanted = key.service.name == *service
             && match operation {
                 Some(operation) => key.span_name == *operation,

@@ -82,7 +82,7 @@ type EdgeIdentity = (Node, Node, ConnectionType, bool);
 impl ServiceMap {
     pub fn build(rows: &DerivedRows) -> Self {
         let mut own: BTreeMap<Node, Stats> = BTreeMap::new();
-        for (key, stats) in &rows.spans.metrics {
+        for (key, stats) in &rows.spans.rows {
             if !key.entry {
                 continue;
             }
@@ -91,7 +91,7 @@ impl ServiceMap {
                 .merge(&Stats::from_span_metrics(stats));
         }
         let mut edges: BTreeMap<EdgeIdentity, EdgeStats> = BTreeMap::new();
-        for (key, stats) in &rows.edges.edges {
+        for (key, stats) in &rows.edges.rows {
             let identity = (
                 key.client.clone(),
                 key.server.clone(),

@@ -27,6 +27,8 @@ use tracelake_aws_json::AwsError;
 use tracelake_storage::SpanReader;
 
 use crate::QueryError;
+use crate::derived_rows::{DerivedRows, Source, derived_rows, rows_of_traces};
+use crate::xray_filter::{Filter, traces_in_window};
 
 #[derive(Debug, Clone)]
 struct XrayQueryState {
@@ -85,6 +87,33 @@ fn window(start: f64, end: f64) -> Result<(i64, i64), AwsError> {
         (start * NANOS_PER_SECOND).round() as i64,
         (end * NANOS_PER_SECOND).round() as i64,
     ))
+}
+
+/// Refuses a `NextToken` on operations that answer in one page.
+fn no_next_token(token: Option<&str>) -> Result<(), AwsError> {
+    match token.filter(|token| !token.is_empty()) {
+        Some(_) => Err(AwsError::invalid_request("invalid NextToken")),
+        None => Ok(()),
+    }
+}
+
+/// The rows a window's map and statistics come from: precomputed where
+/// possible, or, for a group, recomputed from its matching traces.
+async fn window_rows(
+    state: &XrayQueryState,
+    tenant: &str,
+    range: (i64, i64),
+    group_filter: Option<Filter>,
+) -> Result<DerivedRows, AwsError> {
+    let reader = Arc::clone(&state.reader);
+    Ok(match group_filter {
+        None => derived_rows(reader, tenant, range, Source::Auto).await?,
+        Some(filter) => {
+            let mut traces = traces_in_window(reader, tenant, range).await?;
+            traces.retain(|trace| trace.matches(&filter));
+            rows_of_traces(&traces)
+        }
+    })
 }
 
 /// `NextToken` as the offset it encodes; invalid tokens are refused.

@@ -16,10 +16,8 @@ use serde_json::{Value, json};
 use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
 use tracelake_storage::derived::{LatencyHistogram, OutcomeCounts};
 
-use super::{XrayQueryState, next_token, page_offset, window};
-use crate::derived_rows::{Source, derived_rows, rows_of_traces};
+use super::{XrayQueryState, next_token, page_offset, window, window_rows};
 use crate::service_map::{MapNode, ServiceMap};
-use crate::xray_filter::traces_in_window;
 
 /// Services per page.
 const PAGE_SIZE: usize = 100;
@@ -63,15 +61,7 @@ pub(super) async fn get_service_graph(
         )
         .await?;
     let offset = page_offset(request.next_token.as_deref())?;
-    let rows = match group_filter {
-        None => derived_rows(state.reader, &tenant, (from_ns, to_ns), Source::Auto).await?,
-        Some(filter) => {
-            // A group's map is that of its matching traces, recomputed.
-            let mut traces = traces_in_window(state.reader, &tenant, (from_ns, to_ns)).await?;
-            traces.retain(|trace| trace.matches(&filter));
-            rows_of_traces(&traces)
-        }
-    };
+    let rows = window_rows(&state, &tenant, (from_ns, to_ns), group_filter).await?;
     let map = ServiceMap::build(&rows);
     let services = (0..map.nodes.len())
         .skip(offset)

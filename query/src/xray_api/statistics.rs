@@ -24,10 +24,9 @@ use tracelake_storage::derived::{CLIENT_NODE_TYPE, Node};
 use tracelake_storage::xray::nanos_to_seconds;
 
 use super::service_graph::{histogram, summary_statistics};
-use super::{XrayQueryState, window};
-use crate::derived_rows::{Source, derived_rows, rows_of_traces};
+use super::{XrayQueryState, no_next_token, window, window_rows};
 use crate::service_map::Stats;
-use crate::xray_filter::{Filter, parse, traces_in_window};
+use crate::xray_filter::{Filter, parse};
 
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
 
@@ -105,13 +104,7 @@ pub(super) async fn get_time_series_service_statistics(
             "Period must be a positive multiple of 60 seconds, got {period}"
         )));
     }
-    if request
-        .next_token
-        .as_deref()
-        .is_some_and(|token| !token.is_empty())
-    {
-        return Err(AwsError::invalid_request("invalid NextToken"));
-    }
+    no_next_token(request.next_token.as_deref())?;
     let entity = entity(request.entity_selector_expression.as_deref())?;
     let group_filter = state
         .groups
@@ -121,14 +114,7 @@ pub(super) async fn get_time_series_service_statistics(
             request.group_arn.as_deref(),
         )
         .await?;
-    let rows = match group_filter {
-        None => derived_rows(state.reader, &tenant, (from_ns, to_ns), Source::Auto).await?,
-        Some(filter) => {
-            let mut traces = traces_in_window(state.reader, &tenant, (from_ns, to_ns)).await?;
-            traces.retain(|trace| trace.matches(&filter));
-            rows_of_traces(&traces)
-        }
-    };
+    let rows = window_rows(&state, &tenant, (from_ns, to_ns), group_filter).await?;
     let period_ns = period * NANOS_PER_SECOND;
     let bucket_of = |minute_ns: i64| minute_ns.div_euclid(period_ns) * period_ns;
     let in_window =
@@ -145,7 +131,7 @@ pub(super) async fn get_time_series_service_statistics(
     let is_edge = matches!(entity, Entity::Edge { .. });
     match &entity {
         Entity::Everything => {
-            for (key, stats) in &rows.spans.metrics {
+            for (key, stats) in &rows.spans.rows {
                 if key.entry {
                     add(key.minute_ns, Stats::from_span_metrics(stats));
                 }
@@ -153,7 +139,7 @@ pub(super) async fn get_time_series_service_statistics(
         }
         Entity::Service { name, node_type } => {
             let mut own = false;
-            for (key, stats) in &rows.spans.metrics {
+            for (key, stats) in &rows.spans.rows {
                 if key.entry && wanted(&key.service, name, node_type) {
                     own = true;
                     add(key.minute_ns, Stats::from_span_metrics(stats));
@@ -161,7 +147,7 @@ pub(super) async fn get_time_series_service_statistics(
             }
             if !own {
                 // An inferred node: the calls it received.
-                for (key, stats) in &rows.edges.edges {
+                for (key, stats) in &rows.edges.rows {
                     if key.client.node_type != CLIENT_NODE_TYPE
                         && wanted(&key.server, name, node_type)
                     {
@@ -171,7 +157,7 @@ pub(super) async fn get_time_series_service_statistics(
             }
         }
         Entity::Edge { from, to } => {
-            for (key, stats) in &rows.edges.edges {
+            for (key, stats) in &rows.edges.rows {
                 if key.client.name == *from && key.server.name == *to {
                     add(key.minute_ns, Stats::from_edge(stats));
                 }

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
 use tracelake_storage::xray::{nanos_to_seconds, parse_xray_trace_id, traces_to_documents};
 
-use super::XrayQueryState;
 use super::service_graph::service;
+use super::{XrayQueryState, no_next_token};
 use crate::derived_rows::rows_of_traces;
 use crate::service_map::ServiceMap;
 use crate::trace::trace_by_id;
@@ -30,6 +30,16 @@ struct Request {
     next_token: Option<String>,
 }
 
+fn check_trace_id_count(trace_ids: &[String]) -> Result<(), AwsError> {
+    if trace_ids.len() > MAX_TRACE_IDS {
+        return Err(AwsError::invalid_request(format!(
+            "TraceIds holds at most {MAX_TRACE_IDS} ids, got {}",
+            trace_ids.len()
+        )));
+    }
+    Ok(())
+}
+
 pub(super) async fn batch_get_traces(
     State(state): State<XrayQueryState>,
     headers: HeaderMap,
@@ -37,19 +47,8 @@ pub(super) async fn batch_get_traces(
 ) -> Result<Response, AwsError> {
     let tenant = tenant_of(&headers)?;
     let request: Request = json_body(body).await?;
-    if request.trace_ids.len() > MAX_TRACE_IDS {
-        return Err(AwsError::invalid_request(format!(
-            "TraceIds holds at most {MAX_TRACE_IDS} ids, got {}",
-            request.trace_ids.len()
-        )));
-    }
-    if request
-        .next_token
-        .as_deref()
-        .is_some_and(|token| !token.is_empty())
-    {
-        return Err(AwsError::invalid_request("invalid NextToken"));
-    }
+    check_trace_id_count(&request.trace_ids)?;
+    no_next_token(request.next_token.as_deref())?;
     let mut traces = Vec::new();
     let mut unprocessed = Vec::new();
     for text in &request.trace_ids {
@@ -88,33 +87,15 @@ pub(super) async fn batch_get_traces(
     })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct TraceGraphRequest {
-    trace_ids: Vec<String>,
-    next_token: Option<String>,
-}
-
 pub(super) async fn get_trace_graph(
     State(state): State<XrayQueryState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AwsError> {
     let tenant = tenant_of(&headers)?;
-    let request: TraceGraphRequest = json_body(body).await?;
-    if request.trace_ids.len() > MAX_TRACE_IDS {
-        return Err(AwsError::invalid_request(format!(
-            "TraceIds holds at most {MAX_TRACE_IDS} ids, got {}",
-            request.trace_ids.len()
-        )));
-    }
-    if request
-        .next_token
-        .as_deref()
-        .is_some_and(|token| !token.is_empty())
-    {
-        return Err(AwsError::invalid_request("invalid NextToken"));
-    }
+    let request: Request = json_body(body).await?;
+    check_trace_id_count(&request.trace_ids)?;
+    no_next_token(request.next_token.as_deref())?;
     let mut trace_ids = Vec::new();
     for text in &request.trace_ids {
         let trace_id = parse_xray_trace_id(text)

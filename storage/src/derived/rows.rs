@@ -209,28 +209,54 @@ impl EdgeStats {
     }
 }
 
-/// Edges of one tenant, keyed by minute and endpoints.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EdgeSet {
-    pub edges: HashMap<EdgeKey, EdgeStats>,
+/// A key of a per-minute row.
+pub trait MinuteKey: Clone + Eq + std::hash::Hash {
+    fn minute_mut(&mut self) -> &mut i64;
+    fn minute(&self) -> i64;
+}
+
+/// What a row counts: rows of the same key merge.
+pub trait RowStats: Default {
+    fn merge(&mut self, other: &Self);
+}
+
+/// Rows of one tenant keyed by minute and more ([`EdgeSet`],
+/// [`SpanMetricSet`]); or, made with [`MinuteRows::totals`], running totals
+/// since start with every minute as minute 0 (the Prometheus series).
+#[derive(Debug, Clone)]
+pub struct MinuteRows<K, V> {
+    pub rows: HashMap<K, V>,
     totals: Option<Totals>,
 }
 
-/// How a set that keeps running totals (every minute as minute 0) bounds
-/// its series.
+impl<K: Eq + std::hash::Hash, V: PartialEq> PartialEq for MinuteRows<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.rows == other.rows && self.totals == other.totals
+    }
+}
+
+impl<K, V> Default for MinuteRows<K, V> {
+    fn default() -> Self {
+        Self {
+            rows: HashMap::new(),
+            totals: None,
+        }
+    }
+}
+
+/// How a totals set bounds its series.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Totals {
     max_series: usize,
     dropped: u64,
 }
 
-impl EdgeSet {
-    /// A set of running totals since start (all minutes as one, minute 0)
-    /// holding at most `max_series` keys; calls of further keys are
-    /// dropped and counted ([`EdgeSet::dropped`]).
+impl<K: MinuteKey, V: RowStats> MinuteRows<K, V> {
+    /// Running totals since start holding at most `max_series` keys; what
+    /// further keys would add is dropped and counted ([`MinuteRows::dropped`]).
     pub fn totals(max_series: usize) -> Self {
         Self {
-            edges: HashMap::new(),
+            rows: HashMap::new(),
             totals: Some(Totals {
                 max_series,
                 dropped: 0,
@@ -238,26 +264,75 @@ impl EdgeSet {
         }
     }
 
-    /// Calls dropped because a totals set was full.
+    /// Additions dropped because a totals set was full.
     pub fn dropped(&self) -> u64 {
         self.totals.map_or(0, |totals| totals.dropped)
     }
 
     /// The stats of `key` (minute 0 in a totals set); `None` when a totals
     /// set is full.
-    fn slot(&mut self, mut key: EdgeKey) -> Option<&mut EdgeStats> {
+    fn slot(&mut self, mut key: K) -> Option<&mut V> {
         if let Some(totals) = &mut self.totals {
-            key.minute_ns = 0;
-            if self.edges.len() >= totals.max_series && !self.edges.contains_key(&key) {
+            *key.minute_mut() = 0;
+            if self.rows.len() >= totals.max_series && !self.rows.contains_key(&key) {
                 totals.dropped += 1;
                 return None;
             }
         }
-        Some(self.edges.entry(key).or_default())
+        Some(self.rows.entry(key).or_default())
     }
 
-    /// A caller answered by an instrumented callee: counts and client
-    /// latency from the caller, server latency from the callee.
+    pub fn merge_row(&mut self, key: K, stats: &V) {
+        if let Some(slot) = self.slot(key) {
+            slot.merge(stats);
+        }
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        for (key, stats) in &other.rows {
+            self.merge_row(key.clone(), stats);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Removes and returns the rows of minutes before `minute_ns`.
+    pub fn take_before(&mut self, minute_ns: i64) -> Self {
+        let mut taken = Self::default();
+        self.rows.retain(|key, stats| {
+            if key.minute() < minute_ns {
+                taken.rows.insert(key.clone(), std::mem::take(stats));
+                false
+            } else {
+                true
+            }
+        });
+        taken
+    }
+}
+
+impl MinuteKey for EdgeKey {
+    fn minute_mut(&mut self) -> &mut i64 {
+        &mut self.minute_ns
+    }
+
+    fn minute(&self) -> i64 {
+        self.minute_ns
+    }
+}
+
+impl RowStats for EdgeStats {
+    fn merge(&mut self, other: &Self) {
+        EdgeStats::merge(self, other);
+    }
+}
+
+/// Edges of one tenant, keyed by minute and endpoints.
+pub type EdgeSet = MinuteRows<EdgeKey, EdgeStats>;
+
+impl EdgeSet {
     pub fn add_paired(&mut self, caller: &SpanFacts, callee: &SpanFacts) {
         let connection = if caller.kind == "producer" || callee.kind == "consumer" {
             ConnectionType::MessagingSystem
@@ -339,39 +414,9 @@ impl EdgeSet {
         }
     }
 
-    pub fn merge_row(&mut self, key: EdgeKey, stats: &EdgeStats) {
-        if let Some(slot) = self.slot(key) {
-            slot.merge(stats);
-        }
-    }
-
-    pub fn merge(&mut self, other: &Self) {
-        for (key, stats) in &other.edges {
-            self.merge_row(key.clone(), stats);
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.edges.is_empty()
-    }
-
-    /// Removes and returns the rows of minutes before `minute_ns`.
-    pub fn take_before(&mut self, minute_ns: i64) -> Self {
-        let mut taken = Self::default();
-        self.edges.retain(|key, stats| {
-            if key.minute_ns < minute_ns {
-                taken.edges.insert(key.clone(), std::mem::take(stats));
-                false
-            } else {
-                true
-            }
-        });
-        taken
-    }
-
     /// The rows as an `edges` batch, sorted by key.
     pub fn to_batch(&self, tenant: &str) -> Result<RecordBatch> {
-        let mut rows: Vec<(&EdgeKey, &EdgeStats)> = self.edges.iter().collect();
+        let mut rows: Vec<(&EdgeKey, &EdgeStats)> = self.rows.iter().collect();
         rows.sort_by(|left, right| left.0.cmp(right.0));
         let mut minute = TimestampNanosecondBuilder::new().with_timezone("UTC");
         let mut texts: [StringBuilder; 7] = Default::default();
@@ -552,41 +597,26 @@ impl SpanMetricStats {
     }
 }
 
-/// Span metrics of one tenant.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SpanMetricSet {
-    pub metrics: HashMap<SpanMetricKey, SpanMetricStats>,
-    totals: Option<Totals>,
+impl MinuteKey for SpanMetricKey {
+    fn minute_mut(&mut self) -> &mut i64 {
+        &mut self.minute_ns
+    }
+
+    fn minute(&self) -> i64 {
+        self.minute_ns
+    }
 }
 
+impl RowStats for SpanMetricStats {
+    fn merge(&mut self, other: &Self) {
+        SpanMetricStats::merge(self, other);
+    }
+}
+
+/// Span metrics of one tenant.
+pub type SpanMetricSet = MinuteRows<SpanMetricKey, SpanMetricStats>;
+
 impl SpanMetricSet {
-    /// Running totals since start, as [`EdgeSet::totals`].
-    pub fn totals(max_series: usize) -> Self {
-        Self {
-            metrics: HashMap::new(),
-            totals: Some(Totals {
-                max_series,
-                dropped: 0,
-            }),
-        }
-    }
-
-    /// Spans dropped because a totals set was full.
-    pub fn dropped(&self) -> u64 {
-        self.totals.map_or(0, |totals| totals.dropped)
-    }
-
-    fn slot(&mut self, mut key: SpanMetricKey) -> Option<&mut SpanMetricStats> {
-        if let Some(totals) = &mut self.totals {
-            key.minute_ns = 0;
-            if self.metrics.len() >= totals.max_series && !self.metrics.contains_key(&key) {
-                totals.dropped += 1;
-                return None;
-            }
-        }
-        Some(self.metrics.entry(key).or_default())
-    }
-
     pub fn add(&mut self, span: &SpanFacts) {
         let key = SpanMetricKey {
             minute_ns: minute_of(span.start_ns),
@@ -604,39 +634,9 @@ impl SpanMetricSet {
         stats.latency.record_ns(span.duration_ns);
     }
 
-    pub fn merge_row(&mut self, key: SpanMetricKey, stats: &SpanMetricStats) {
-        if let Some(slot) = self.slot(key) {
-            slot.merge(stats);
-        }
-    }
-
-    pub fn merge(&mut self, other: &Self) {
-        for (key, stats) in &other.metrics {
-            self.merge_row(key.clone(), stats);
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.metrics.is_empty()
-    }
-
-    /// Removes and returns the rows of minutes before `minute_ns`.
-    pub fn take_before(&mut self, minute_ns: i64) -> Self {
-        let mut taken = Self::default();
-        self.metrics.retain(|key, stats| {
-            if key.minute_ns < minute_ns {
-                taken.metrics.insert(key.clone(), std::mem::take(stats));
-                false
-            } else {
-                true
-            }
-        });
-        taken
-    }
-
     /// The rows as a `span_metrics` batch, sorted by key.
     pub fn to_batch(&self, tenant: &str) -> Result<RecordBatch> {
-        let mut rows: Vec<(&SpanMetricKey, &SpanMetricStats)> = self.metrics.iter().collect();
+        let mut rows: Vec<(&SpanMetricKey, &SpanMetricStats)> = self.rows.iter().collect();
         rows.sort_by(|left, right| left.0.cmp(right.0));
         let mut minute = TimestampNanosecondBuilder::new().with_timezone("UTC");
         let mut texts: [StringBuilder; 6] = Default::default();
