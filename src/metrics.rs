@@ -16,9 +16,16 @@ use axum::routing::get;
 use tracelake_collector::aggregate::Aggregator;
 use tracelake_collector::metrics_ingest::MetricsExposition;
 use tracelake_collector::prometheus::write_plain_counter;
+use tracelake_collector::prometheus::{HistogramSeries, write_histogram};
+use tracelake_collector::receiver_stats::ReceiverStats;
 use tracelake_collector::tail::TailStage;
 use tracelake_collector::xray::udp::UdpStats;
 use tracelake_storage::Storage;
+
+/// Buckets of tracelake's own latency histograms, seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -30,6 +37,7 @@ pub(crate) struct MetricSources {
     pub(crate) tail: Option<Arc<TailStage>>,
     pub(crate) aggregator: Arc<Aggregator>,
     pub(crate) otlp_metrics: Arc<MetricsExposition>,
+    pub(crate) receivers: Arc<ReceiverStats>,
 }
 
 pub(crate) fn router(sources: MetricSources) -> Router {
@@ -51,6 +59,7 @@ pub(crate) fn router(sources: MetricSources) -> Router {
                         sources.tail.as_deref(),
                         &sources.aggregator,
                     );
+                    sources.receivers.render_prometheus(&mut out);
                     sources.aggregator.render_series(&mut out, &tenant);
                     sources.otlp_metrics.render(&mut out, &tenant);
                     ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response()
@@ -116,6 +125,31 @@ fn render(
         "# HELP tracelake_storage_blocks Blocks in the catalog.\n# TYPE tracelake_storage_blocks gauge\ntracelake_storage_blocks {}",
         stats.blocks
     );
+    for (name, help, histogram) in [
+        (
+            "tracelake_wal_append_seconds",
+            "WAL append latency (write and fsync per the policy).",
+            &stats.wal_latency,
+        ),
+        (
+            "tracelake_flush_seconds",
+            "Head flush latency (seal, encode and write blocks).",
+            &stats.flush_latency,
+        ),
+    ] {
+        let series = HistogramSeries {
+            labels: Vec::new(),
+            cumulative: histogram.cumulative_counts(&LATENCY_BUCKETS),
+            // Summed from the histogram: exact within its 1% precision.
+            sum: histogram
+                .distribution_seconds()
+                .iter()
+                .map(|(value, count)| value * *count as f64)
+                .sum(),
+            count: histogram.count(),
+        };
+        write_histogram(&mut out, name, help, &LATENCY_BUCKETS, &[series]);
+    }
     udp.render_prometheus(&mut out);
     if let Some(tail) = tail {
         tail.render_prometheus(&mut out);

@@ -64,6 +64,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         Some(stage) => Pipeline::with_tail_sampling(writer, Arc::clone(stage)),
         None => Pipeline::new(writer),
     };
+    let receiver_stats = Arc::clone(pipeline.receiver_stats());
     let xray_ingest = XrayIngest::new(pipeline.clone());
     let udp_stats = Arc::new(xray_udp::UdpStats::default());
 
@@ -94,7 +95,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
 
-    let metrics_ingest = MetricsIngest::new(Arc::new(storage.clone()));
+    let metrics_ingest = MetricsIngest::new(
+        Arc::new(storage.clone()),
+        Arc::clone(pipeline.receiver_stats()),
+    );
     let grpc = tonic::transport::Server::builder()
         .add_service(otlp_grpc::trace_service(pipeline.clone(), limits))
         .add_service(otlp_grpc::metrics_service(metrics_ingest.clone(), limits))
@@ -121,6 +125,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             tail: tail.clone(),
             aggregator: Arc::clone(&aggregation.aggregator),
             otlp_metrics: metrics_ingest.exposition(),
+            receivers: Arc::clone(&receiver_stats),
         }));
     let http = axum::serve(http_listener, http_routes)
         .with_graceful_shutdown(stopped(stop.clone()))

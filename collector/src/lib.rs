@@ -19,6 +19,7 @@ pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod pipeline;
 pub mod prometheus;
+pub mod receiver_stats;
 pub mod tail;
 pub mod xray;
 

@@ -34,6 +34,7 @@ use tracelake_storage::{DerivedWriter, validate_tenant};
 
 use crate::IngestError;
 use crate::prometheus::labels;
+use crate::receiver_stats::ReceiverStats;
 
 /// How many rejection reasons a response spells out; the count covers all.
 const REASONS_SHOWN: usize = 5;
@@ -61,14 +62,21 @@ impl MetricsOutcome {
 pub struct MetricsIngest {
     writer: Arc<dyn DerivedWriter>,
     exposition: Arc<MetricsExposition>,
+    receiver_stats: Arc<ReceiverStats>,
 }
 
 impl MetricsIngest {
-    pub fn new(writer: Arc<dyn DerivedWriter>) -> Self {
+    /// Counts into `receiver_stats` (share the trace pipeline's).
+    pub fn new(writer: Arc<dyn DerivedWriter>, receiver_stats: Arc<ReceiverStats>) -> Self {
         Self {
             writer,
             exposition: Arc::new(MetricsExposition::default()),
+            receiver_stats,
         }
+    }
+
+    pub fn receiver_stats(&self) -> &Arc<ReceiverStats> {
+        &self.receiver_stats
     }
 
     pub fn exposition(&self) -> Arc<MetricsExposition> {

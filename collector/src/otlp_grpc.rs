@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
 
 use crate::metrics_ingest::MetricsIngest;
+use crate::receiver_stats::Receiver;
 use crate::{IngestError, OtlpLimits, Pipeline};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -64,11 +65,16 @@ impl TraceService for OtlpTraceService {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let tenant = tenant(&request)?;
+        let stats = self.pipeline.receiver_stats();
         let outcome = self
             .pipeline
             .ingest_otlp(&tenant, request.into_inner().resource_spans)
             .await
-            .map_err(ingest_error_status)?;
+            .map_err(|error| {
+                stats.record_failure(Receiver::OtlpGrpcTraces);
+                ingest_error_status(error)
+            })?;
+        stats.record(Receiver::OtlpGrpcTraces, outcome.accepted, outcome.rejected);
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: outcome.partial_success(),
         }))
@@ -98,11 +104,20 @@ impl MetricsService for OtlpMetricsService {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let tenant = tenant(&request)?;
+        let stats = self.ingest.receiver_stats();
         let outcome = self
             .ingest
             .ingest(&tenant, request.into_inner().resource_metrics)
             .await
-            .map_err(ingest_error_status)?;
+            .map_err(|error| {
+                stats.record_failure(Receiver::OtlpGrpcMetrics);
+                ingest_error_status(error)
+            })?;
+        stats.record(
+            Receiver::OtlpGrpcMetrics,
+            outcome.accepted,
+            outcome.rejected,
+        );
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: outcome.partial_success(),
         }))

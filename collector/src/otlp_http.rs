@@ -22,6 +22,7 @@ use prost::Message;
 use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
 
 use crate::metrics_ingest::MetricsIngest;
+use crate::receiver_stats::Receiver;
 use crate::{IngestError, OtlpLimits, Pipeline};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -264,11 +265,16 @@ async fn export_traces(
         "ExportTraceServiceRequest",
     )
     .await?;
+    let stats = state.pipeline.receiver_stats();
     let outcome = state
         .pipeline
         .ingest_otlp(&tenant, request.resource_spans)
         .await
-        .map_err(|error| ingest_error(error, encoding))?;
+        .map_err(|error| {
+            stats.record_failure(Receiver::OtlpHttpTraces);
+            ingest_error(error, encoding)
+        })?;
+    stats.record(Receiver::OtlpHttpTraces, outcome.accepted, outcome.rejected);
     let response = ExportTraceServiceResponse {
         partial_success: outcome.partial_success(),
     };
@@ -287,11 +293,20 @@ async fn export_metrics(
         "ExportMetricsServiceRequest",
     )
     .await?;
+    let stats = state.metrics.receiver_stats();
     let outcome = state
         .metrics
         .ingest(&tenant, request.resource_metrics)
         .await
-        .map_err(|error| ingest_error(error, encoding))?;
+        .map_err(|error| {
+            stats.record_failure(Receiver::OtlpHttpMetrics);
+            ingest_error(error, encoding)
+        })?;
+    stats.record(
+        Receiver::OtlpHttpMetrics,
+        outcome.accepted,
+        outcome.rejected,
+    );
     let response = ExportMetricsServiceResponse {
         partial_success: outcome.partial_success(),
     };

@@ -7,6 +7,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tracelake_storage::otlp::{SpanRejection, resource_spans_to_batch};
 use tracelake_storage::{SpanWriter, StorageError, validate_tenant};
 
+use crate::receiver_stats::ReceiverStats;
 use crate::tail::TailStage;
 
 /// How many rejection reasons a response spells out; the count covers all.
@@ -50,11 +51,21 @@ pub enum IngestError {
 pub struct Pipeline {
     writer: Arc<dyn SpanWriter>,
     tail: Option<Arc<TailStage>>,
+    receiver_stats: Arc<ReceiverStats>,
 }
 
 impl Pipeline {
     pub fn new(writer: Arc<dyn SpanWriter>) -> Self {
-        Self { writer, tail: None }
+        Self {
+            writer,
+            tail: None,
+            receiver_stats: Arc::default(),
+        }
+    }
+
+    /// What the receivers feeding this pipeline accepted and refused.
+    pub fn receiver_stats(&self) -> &Arc<ReceiverStats> {
+        &self.receiver_stats
     }
 
     /// A pipeline that holds explicitly unsampled spans for tail sampling
@@ -63,6 +74,7 @@ impl Pipeline {
         Self {
             writer,
             tail: Some(tail),
+            receiver_stats: Arc::default(),
         }
     }
 

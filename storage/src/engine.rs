@@ -32,7 +32,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::api::SpanSnapshot;
 use crate::block::{encode_block, put_block, split_by_hour};
 use crate::catalog::{Catalog, CatalogLoadStats};
-use crate::derived::{DerivedCatalog, DerivedTable};
+use crate::derived::{DerivedCatalog, DerivedTable, LatencyHistogram};
 use crate::head::{Head, HeadBatch, HeadStats};
 use crate::schema::span_schema;
 use crate::wal::{ReplayStats, Wal, encode_payload};
@@ -64,10 +64,14 @@ struct Counters {
     flushed_blocks: AtomicU64,
     flushed_bytes: AtomicU64,
     flush_failures: AtomicU64,
+    /// WAL append latency (write + fsync per the policy), per append.
+    wal_latency: parking_lot::Mutex<LatencyHistogram>,
+    /// Whole flush latency (seal, encode, write blocks), per flush that wrote.
+    flush_latency: parking_lot::Mutex<LatencyHistogram>,
 }
 
 /// A snapshot of the counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StorageStats {
     pub appended_spans: u64,
     pub appended_batches: u64,
@@ -76,6 +80,8 @@ pub struct StorageStats {
     pub flush_failures: u64,
     pub blocks: usize,
     pub head: HeadStats,
+    pub wal_latency: LatencyHistogram,
+    pub flush_latency: LatencyHistogram,
 }
 
 /// The storage engine. Cheap to clone.
@@ -101,6 +107,10 @@ struct Inner {
     /// `wal/LOCK`, so a second server or `tracelake import` on the same
     /// data dir is refused instead of interleaving WAL segments.
     _lock: std::fs::File,
+}
+
+fn elapsed_ns(started: std::time::Instant) -> i64 {
+    i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// The embedded default store: the local data directory.
@@ -191,6 +201,7 @@ impl Storage {
     pub async fn flush(&self) -> Result<FlushStats> {
         let inner = &self.inner;
         let _flushing = inner.flush_lock.lock().await;
+        let started = std::time::Instant::now();
         let (sealed_segment, sealed) = {
             let _exclusive = inner.append_gate.write().await;
             let segment = inner.wal.rotate().await?;
@@ -210,6 +221,11 @@ impl Storage {
                     inner.head.remove_sealed(sealed.len());
                 }
                 inner.wal.remove_through(sealed_segment).await?;
+                inner
+                    .counters
+                    .flush_latency
+                    .lock()
+                    .record_ns(elapsed_ns(started));
                 inner
                     .counters
                     .flushed_blocks
@@ -325,6 +341,8 @@ impl Storage {
             flush_failures: counters.flush_failures.load(Ordering::Relaxed),
             blocks: self.inner.catalog.all().len(),
             head: self.inner.head.stats(),
+            wal_latency: counters.wal_latency.lock().clone(),
+            flush_latency: counters.flush_latency.lock().clone(),
         }
     }
 
@@ -390,7 +408,13 @@ impl SpanWriter for Storage {
         if inner.closed.load(Ordering::SeqCst) {
             return Err(StorageError::ShuttingDown);
         }
+        let started = std::time::Instant::now();
         inner.wal.append(payload).await?;
+        inner
+            .counters
+            .wal_latency
+            .lock()
+            .record_ns(elapsed_ns(started));
         inner.head.insert(head_batch);
         inner
             .counters

@@ -159,6 +159,11 @@ async fn prometheus_scrapes_service_graph_metrics_with_tempo_names() {
         "traces_spanmetrics_calls_total{service=\"frontend\",span_name=\"GET /checkout\",span_kind=\"SPAN_KIND_SERVER\",status_code=\"STATUS_CODE_ERROR\"} 1",
         "traces_spanmetrics_latency_bucket{service=\"frontend\",span_name=\"GET /checkout\",span_kind=\"SPAN_KIND_SERVER\",status_code=\"STATUS_CODE_ERROR\",le=\"0.128\"} 0",
         "traces_spanmetrics_latency_bucket{service=\"frontend\",span_name=\"GET /checkout\",span_kind=\"SPAN_KIND_SERVER\",status_code=\"STATUS_CODE_ERROR\",le=\"0.256\"} 1",
+        "tracelake_receiver_accepted_total{receiver=\"otlp_http\",signal=\"traces\"} 14",
+        "tracelake_receiver_accepted_total{receiver=\"xray_api\",signal=\"traces\"} 4",
+        "tracelake_receiver_rejected_total{receiver=\"otlp_http\",signal=\"traces\"} 0",
+        "tracelake_wal_append_seconds_count 8",
+        "# TYPE tracelake_flush_seconds histogram",
     ] {
         assert!(metrics.contains(line), "missing {line}\n{metrics}");
     }

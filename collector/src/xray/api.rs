@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::XrayIngest;
 use crate::IngestError;
+use crate::receiver_stats::Receiver;
 
 pub use tracelake_sampler::aws_error::{AwsError, MAX_REQUEST_BYTES};
 use tracelake_sampler::aws_error::{json_body, json_response, tenant_of};
@@ -86,11 +87,20 @@ async fn put_trace_segments(
         .into_iter()
         .map(bytes::Bytes::from)
         .collect();
+    let stats = state.ingest.receiver_stats();
     let outcome = state
         .ingest
         .ingest(&tenant, documents)
         .await
-        .map_err(ingest_error)?;
+        .map_err(|error| {
+            stats.record_failure(Receiver::XrayApi);
+            ingest_error(error)
+        })?;
+    stats.record(
+        Receiver::XrayApi,
+        outcome.accepted_documents,
+        outcome.unprocessed.len(),
+    );
     let unprocessed = outcome
         .unprocessed
         .into_iter()

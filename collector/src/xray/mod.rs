@@ -111,6 +111,10 @@ pub struct XrayIngest {
 }
 
 impl XrayIngest {
+    /// The counters of the pipeline this ingest feeds.
+    pub fn receiver_stats(&self) -> &Arc<crate::receiver_stats::ReceiverStats> {
+        self.pipeline.receiver_stats()
+    }
     pub fn new(pipeline: Pipeline) -> Self {
         Self {
             pipeline,
