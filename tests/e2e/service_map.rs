@@ -529,6 +529,20 @@ async fn the_service_map_of_a_known_workload_from_streaming_and_from_raw_spans()
     assert_eq!(summary(&precomputed), summary(&raw));
     assert_eq!(precomputed, raw);
     assert_eq!(service_map(&server, &workload, "auto").await, raw);
+    // A window of whole minutes before the watermark is answered from the
+    // precomputed rows alone under auto: still the same map.
+    let minute_start = workload.start_ns / 60_000_000_000 * 60;
+    let aligned = reqwest::get(format!(
+        "{}/v1/service-map?start={minute_start}&end={}&source=auto",
+        server.http_url(),
+        minute_start + 120
+    ))
+    .await
+    .unwrap()
+    .json::<Value>()
+    .await
+    .unwrap();
+    assert_eq!(aligned, raw);
 
     // Latency histograms of a service and of one operation.
     let start = workload.start_ns as f64 / 1e9 - 1.0;
