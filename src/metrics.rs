@@ -53,16 +53,28 @@ pub(crate) fn router(sources: MetricSources) -> Router {
                             return (axum::http::StatusCode::BAD_REQUEST, message).into_response();
                         }
                     };
-                    let mut out = render(
-                        &sources.storage,
-                        &sources.udp,
-                        sources.tail.as_deref(),
-                        &sources.aggregator,
-                    );
-                    sources.receivers.render_prometheus(&mut out);
-                    sources.aggregator.render_series(&mut out, &tenant);
-                    sources.otlp_metrics.render(&mut out, &tenant);
-                    ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response()
+                    // Up to tens of thousands of series: rendered off the reactor.
+                    let rendered = tokio::task::spawn_blocking(move || {
+                        let mut out = render(
+                            &sources.storage,
+                            &sources.udp,
+                            sources.tail.as_deref(),
+                            &sources.aggregator,
+                        );
+                        sources.receivers.render_prometheus(&mut out);
+                        sources.aggregator.render_series(&mut out, &tenant);
+                        sources.otlp_metrics.render(&mut out, &tenant);
+                        out
+                    })
+                    .await;
+                    match rendered {
+                        Ok(out) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response(),
+                        Err(error) => (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("rendering metrics failed: {error}"),
+                        )
+                            .into_response(),
+                    }
                 }
             },
         ),

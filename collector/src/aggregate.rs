@@ -376,12 +376,21 @@ impl Aggregator {
 
     /// Writes the rows of minutes that are over (their minute ended `wait`
     /// ago) and moves the watermark past them.
-    pub async fn flush_closed(&self, writer: &dyn DerivedWriter, now_wall_ns: i64) {
+    pub async fn flush_closed(self: &Arc<Self>, writer: &dyn DerivedWriter, now_wall_ns: i64) {
         let wait_ns = i64::try_from(self.config.wait.as_nanos()).unwrap_or(i64::MAX);
-        let (closed, close_before_ns) = self.take_closed(
-            Instant::now(),
-            minute_of(now_wall_ns.saturating_sub(wait_ns)),
-        );
+        let close_before_ns = minute_of(now_wall_ns.saturating_sub(wait_ns));
+        // Expiry and the scan for waiting spans are linear in what waits:
+        // off the reactor.
+        let aggregator = Arc::clone(self);
+        let taken = tokio::task::spawn_blocking(move || {
+            aggregator.take_closed(Instant::now(), close_before_ns)
+        })
+        .await;
+        let Ok((closed, close_before_ns)) = taken else {
+            tracing::error!("service map flush task failed");
+            self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         if self.write(writer, closed).await {
             self.set_watermark(writer, close_before_ns).await;
         }
@@ -389,8 +398,14 @@ impl Aggregator {
 
     /// Pairs nothing more: writes every row held (waiting callers become
     /// inferred calls) and moves the watermark past the current minute.
-    pub async fn flush_all(&self, writer: &dyn DerivedWriter, now_wall_ns: i64) {
-        let everything = self.take_all();
+    pub async fn flush_all(self: &Arc<Self>, writer: &dyn DerivedWriter, now_wall_ns: i64) {
+        let aggregator = Arc::clone(self);
+        let Ok(everything) = tokio::task::spawn_blocking(move || aggregator.take_all()).await
+        else {
+            tracing::error!("service map final flush task failed");
+            self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         if self.write(writer, everything).await {
             let next_minute = minute_of(now_wall_ns).saturating_add(NANOS_PER_MINUTE);
             self.set_watermark(writer, next_minute).await;

@@ -104,7 +104,14 @@ impl MetricsIngest {
                 .write_derived(tenant, DerivedTable::Metrics, batch)
                 .await
                 .map_err(IngestError::Unavailable)?;
-            self.exposition.observe(tenant, &resource_metrics);
+            // Stored: now shown on /metrics (CPU work, off the reactor).
+            let exposition = Arc::clone(&self.exposition);
+            let tenant_owned = tenant.to_string();
+            tokio::task::spawn_blocking(move || {
+                exposition.observe(&tenant_owned, &resource_metrics)
+            })
+            .await
+            .map_err(|error| IngestError::Internal(format!("metrics exposition task: {error}")))?;
         }
         let rejected = converted.rejections.len();
         let mut message = String::new();
