@@ -25,7 +25,11 @@ pub(crate) struct Aggregation {
 impl Aggregation {
     pub(crate) fn start(storage: &Storage, config: AggregateConfig) -> Self {
         let aggregator = Aggregator::new(config);
-        let (writer, batches) = AggregatingWriter::new(Arc::new(storage.clone()), &config);
+        let (writer, batches) = AggregatingWriter::new(
+            Arc::new(storage.clone()),
+            Arc::new(storage.clone()),
+            Arc::clone(&aggregator),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(Arc::clone(&aggregator).run(
             batches,

@@ -153,6 +153,9 @@ pub struct Aggregator {
     config: AggregateConfig,
     state: Mutex<State>,
     stats: AggregateStats,
+    /// Earliest start minute of each stored batch not yet observed, with
+    /// how many batches have it: no flush closes those minutes.
+    in_flight: Mutex<std::collections::BTreeMap<i64, usize>>,
 }
 
 impl Aggregator {
@@ -161,11 +164,26 @@ impl Aggregator {
             config,
             state: Mutex::new(State::default()),
             stats: AggregateStats::default(),
+            in_flight: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
     pub fn stats(&self) -> &AggregateStats {
         &self.stats
+    }
+
+    fn hold_minute(&self, minute_ns: i64) {
+        *self.in_flight.lock().entry(minute_ns).or_default() += 1;
+    }
+
+    fn release_minute(&self, minute_ns: i64) {
+        let mut in_flight = self.in_flight.lock();
+        if let Some(count) = in_flight.get_mut(&minute_ns) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&minute_ns);
+            }
+        }
     }
 
     /// Adds one stored batch of `tenant`'s spans. CPU work: call it off the
@@ -344,7 +362,10 @@ impl Aggregator {
         self.expire(&mut state, now);
         // A minute with a span still waiting for its other side is not
         // closed: its edge row is not written yet.
-        let close_before_ns = close_before_ns.min(oldest_waiting_minute(&state));
+        let in_flight = self.in_flight.lock().keys().next().copied();
+        let close_before_ns = close_before_ns
+            .min(oldest_waiting_minute(&state))
+            .min(in_flight.unwrap_or(i64::MAX));
         let mut closed = Vec::new();
         for (tenant, tenant_state) in &mut state.tenants {
             let edges = tenant_state.edges.take_before(close_before_ns);
@@ -465,7 +486,7 @@ impl Aggregator {
     /// every `tick`, until `shutdown` resolves; then writes everything held.
     pub async fn run(
         self: Arc<Self>,
-        mut batches: mpsc::Receiver<(String, RecordBatch)>,
+        mut batches: mpsc::Receiver<QueuedBatch>,
         writer: Arc<dyn DerivedWriter>,
         tick: Duration,
         shutdown: impl std::future::Future<Output = ()>,
@@ -477,8 +498,8 @@ impl Aggregator {
             tokio::select! {
                 _ = &mut shutdown => break,
                 received = batches.recv() => {
-                    let Some((tenant, batch)) = received else { break };
-                    self.observe_off_reactor(tenant, batch).await;
+                    let Some(queued) = received else { break };
+                    self.observe_off_reactor(queued).await;
                 }
                 _ = interval.tick() => {
                     self.flush_closed(writer.as_ref(), wall_clock_ns()).await;
@@ -487,16 +508,24 @@ impl Aggregator {
         }
         // Batches stored before shutdown are still counted.
         batches.close();
-        while let Some((tenant, batch)) = batches.recv().await {
-            self.observe_off_reactor(tenant, batch).await;
+        while let Some(queued) = batches.recv().await {
+            self.observe_off_reactor(queued).await;
         }
         self.flush_all(writer.as_ref(), wall_clock_ns()).await;
     }
 
-    async fn observe_off_reactor(self: &Arc<Self>, tenant: String, batch: RecordBatch) {
+    async fn observe_off_reactor(self: &Arc<Self>, queued: QueuedBatch) {
         let aggregator = Arc::clone(self);
+        let QueuedBatch {
+            tenant,
+            batch,
+            held_minute,
+        } = queued;
         let observed = tokio::task::spawn_blocking(move || {
             aggregator.observe_batch(&tenant, &batch, Instant::now());
+            if let Some(minute) = held_minute {
+                aggregator.release_minute(minute);
+            }
         })
         .await;
         if let Err(error) = observed {
@@ -774,40 +803,86 @@ fn wall_clock_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// A stored batch on its way to the aggregation, with the minute it holds
+/// open (its earliest start).
+#[derive(Debug)]
+pub struct QueuedBatch {
+    tenant: String,
+    batch: RecordBatch,
+    held_minute: Option<i64>,
+}
+
+/// The earliest start minute of a span batch.
+fn earliest_minute(batch: &RecordBatch) -> Option<i64> {
+    let starts = batch
+        .column_by_name(tracelake_storage::schema::col::START_TIME)?
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::TimestampNanosecondArray>()?;
+    datafusion::arrow::compute::min(starts).map(minute_of)
+}
+
 /// A [`SpanWriter`] that hands every stored batch to the aggregation.
 ///
-/// The batch is queued after the inner append succeeded (only stored spans
-/// are counted); the queue is bounded, so a slow aggregation slows ingest
-/// down instead of growing memory.
+/// Before a batch becomes visible, its earliest minute is marked in flight
+/// (no flush closes it until the batch is observed) and the derived
+/// watermark is lowered to it, so a reader never takes the precomputed rows
+/// of a minute that spans are still being counted into: until they are
+/// written, that minute is recomputed from raw spans. The queue is
+/// bounded, so a slow aggregation slows ingest down instead of growing
+/// memory.
 #[derive(Debug)]
 pub struct AggregatingWriter {
     inner: Arc<dyn SpanWriter>,
-    batches: mpsc::Sender<(String, RecordBatch)>,
+    derived: Arc<dyn DerivedWriter>,
+    aggregator: Arc<Aggregator>,
+    batches: mpsc::Sender<QueuedBatch>,
 }
 
 impl AggregatingWriter {
     /// The writer and the receiving end for [`Aggregator::run`].
     pub fn new(
         inner: Arc<dyn SpanWriter>,
-        config: &AggregateConfig,
-    ) -> (Self, mpsc::Receiver<(String, RecordBatch)>) {
-        let (batches, receiver) = mpsc::channel(config.queue_batches.max(1));
-        (Self { inner, batches }, receiver)
+        derived: Arc<dyn DerivedWriter>,
+        aggregator: Arc<Aggregator>,
+    ) -> (Self, mpsc::Receiver<QueuedBatch>) {
+        let (batches, receiver) = mpsc::channel(aggregator.config.queue_batches.max(1));
+        (
+            Self {
+                inner,
+                derived,
+                aggregator,
+                batches,
+            },
+            receiver,
+        )
     }
 }
 
 #[async_trait]
 impl SpanWriter for AggregatingWriter {
     async fn append(&self, tenant: &str, batch: RecordBatch) -> tracelake_storage::Result<()> {
-        self.inner.append(tenant, batch.clone()).await?;
-        if self
-            .batches
-            .send((tenant.to_string(), batch))
-            .await
-            .is_err()
-        {
+        let held_minute = earliest_minute(&batch);
+        if let Some(minute) = held_minute {
+            self.aggregator.hold_minute(minute);
+            self.derived.lower_derived_complete_before(minute);
+        }
+        if let Err(error) = self.inner.append(tenant, batch.clone()).await {
+            if let Some(minute) = held_minute {
+                self.aggregator.release_minute(minute);
+            }
+            return Err(error);
+        }
+        let queued = QueuedBatch {
+            tenant: tenant.to_string(),
+            batch,
+            held_minute,
+        };
+        if let Err(mpsc::error::SendError(unsent)) = self.batches.send(queued).await {
             // The aggregation stopped (shutdown): the spans are stored; only
             // the precomputed rows miss them, and raw recompute covers that.
+            if let Some(minute) = unsent.held_minute {
+                self.aggregator.release_minute(minute);
+            }
             tracing::debug!("service map aggregation stopped; batch not aggregated");
         }
         Ok(())

@@ -6,6 +6,7 @@
 //! | `GET /v1/service-map` | the service map of `start`..`end` (unix seconds, fractions allowed; default the last hour) as `{"nodes":[...],"edges":[...]}`; `source=auto` (default: precomputed rows where written, raw spans elsewhere), `precomputed` or `raw`; `tenant=` overrides the header |
 //! | `GET /v1/histogram` | latency of `service` (its entry spans, or the spans named `operation`) over `start`..`end`: `{"count", "sum_seconds", "quantiles": {"p50","p90","p99","max"}, "buckets": [{"le", "count"}] (cumulative, Tempo's span-metrics bounds), "distribution": [{"value", "count"}]}`, seconds; `source` as for the service map |
 //! | `GET /v1/sql?q=`, `POST /v1/sql` (body: the query) | read-only SQL ([`crate::sql`]): `{"columns", "rows": [{column: value}], "truncated"}`; 400 with DataFusion's message for refused or invalid SQL |
+//! | `GET /jaeger/api/...` | the Jaeger query API ([`crate::jaeger`]) |
 //! | `GET /ready` | 200 `ready` |
 //! | `GET /api/echo` | 200 `echo` (Grafana's data source test) |
 //!
@@ -45,7 +46,10 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
         .route("/v1/histogram", get(get_histogram))
         .route("/ready", get(|| async { "ready" }))
         .route("/api/echo", get(|| async { "echo" }))
-        .with_state(QueryState { reader })
+        .with_state(QueryState {
+            reader: Arc::clone(&reader),
+        })
+        .merge(crate::jaeger::router(reader))
 }
 
 /// Every error the API answers with.

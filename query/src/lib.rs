@@ -20,6 +20,7 @@ pub mod derived_rows;
 pub mod derived_table;
 pub mod filters;
 pub mod http;
+pub mod jaeger;
 pub mod latency_udf;
 pub mod service_map;
 pub mod session;

@@ -31,7 +31,11 @@ pub trait SpanWriter: Send + Sync + std::fmt::Debug {
 /// [`DerivedWriter::write_derived`] returns; they skip the WAL (they can be
 /// recomputed from spans), so rows not yet written when the process dies
 /// are lost. [`DerivedWriter::set_derived_complete_before`] is called after
-/// every row of the minutes before it is written, and never moves back.
+/// every row of the minutes before it is written (persisted);
+/// [`DerivedWriter::lower_derived_complete_before`] before spans of an
+/// earlier minute become visible, so readers recompute that minute until
+/// its rows are written (memory only: a restart loses unwritten rows
+/// anyway).
 #[async_trait]
 pub trait DerivedWriter: Send + Sync + std::fmt::Debug {
     async fn write_derived(
@@ -42,6 +46,9 @@ pub trait DerivedWriter: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
 
     async fn set_derived_complete_before(&self, complete_before_ns: i64) -> Result<()>;
+
+    /// Moves the watermark back to `minute_ns` if it is later.
+    fn lower_derived_complete_before(&self, minute_ns: i64);
 }
 
 /// What a reader wants; everything is optional and only prunes.

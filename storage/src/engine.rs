@@ -379,6 +379,10 @@ impl DerivedWriter for Storage {
             .set_complete_before(&self.inner.store, complete_before_ns)
             .await
     }
+
+    fn lower_derived_complete_before(&self, minute_ns: i64) {
+        self.inner.derived.lower_complete_before(minute_ns);
+    }
 }
 
 #[async_trait]

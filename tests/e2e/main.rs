@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod durability;
+mod jaeger;
 mod otlp;
 mod otlp_metrics;
 mod prometheus;

@@ -214,13 +214,13 @@ impl DerivedCatalog {
     }
 
     /// Records that every row of minutes before `complete_before_ns` is
-    /// written; never moves back.
+    /// written.
     pub async fn set_complete_before(
         &self,
         store: &Arc<dyn ObjectStore>,
         complete_before_ns: i64,
     ) -> Result<()> {
-        if complete_before_ns <= self.complete_before_ns() {
+        if complete_before_ns == self.complete_before_ns() {
             return Ok(());
         }
         let bytes = serde_json::to_vec(&WatermarkFile::V1 { complete_before_ns })
@@ -228,9 +228,15 @@ impl DerivedCatalog {
         store
             .put(&Path::from(WATERMARK_PATH), PutPayload::from(bytes))
             .await?;
-        let mut current = self.complete_before_ns.write();
-        *current = (*current).max(complete_before_ns);
+        *self.complete_before_ns.write() = complete_before_ns;
         Ok(())
+    }
+
+    /// Moves the watermark back to `minute_ns` if it is later (in memory:
+    /// the next [`DerivedCatalog::set_complete_before`] persists).
+    pub fn lower_complete_before(&self, minute_ns: i64) {
+        let mut current = self.complete_before_ns.write();
+        *current = (*current).min(minute_ns);
     }
 }
 
