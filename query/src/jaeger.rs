@@ -112,6 +112,13 @@ fn tenant(headers: &HeaderMap) -> Result<String, JaegerError> {
     Ok(tenant.to_string())
 }
 
+fn required_service(params: &HashMap<String, String>) -> Result<&String, JaegerError> {
+    params
+        .get("service")
+        .filter(|service| !service.is_empty())
+        .ok_or_else(|| JaegerError::bad_request("parameter 'service' is required"))
+}
+
 /// A SQL string literal.
 fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -176,9 +183,7 @@ async fn operations(
     headers: HeaderMap,
 ) -> Result<Response, JaegerError> {
     let tenant = tenant(&headers)?;
-    let Some(service) = params.get("service").filter(|service| !service.is_empty()) else {
-        return Err(JaegerError::bad_request("parameter 'service' is required"));
-    };
+    let service = required_service(&params)?;
     let mut query = format!(
         "SELECT DISTINCT name, kind FROM spans WHERE service_name = {}",
         quoted(service)
@@ -257,9 +262,7 @@ async fn search(
     headers: HeaderMap,
 ) -> Result<Response, JaegerError> {
     let tenant = tenant(&headers)?;
-    let Some(service) = params.get("service").filter(|service| !service.is_empty()) else {
-        return Err(JaegerError::bad_request("parameter 'service' is required"));
-    };
+    let service = required_service(&params)?;
     let now_micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_micros() as i64)

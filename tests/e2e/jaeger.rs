@@ -4,20 +4,14 @@
 use serde_json::{Value, json};
 
 use crate::server::TestServerBuilder;
-use crate::service_map::{send, workload};
+use crate::service_map::send_workload_ten_minutes_ago;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grafana_jaeger_data_source_requests() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServerBuilder::new(dir.path()).spawn();
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let minute = 60_000_000_000;
-    let base_ns = (now_ns - 10 * minute) / minute * minute + 5_000_000_000;
-    let workload = workload(base_ns);
-    send(&server, &workload).await;
+    let (workload, now_ns) = send_workload_ten_minutes_ago(&server).await;
+    let base_ns = workload.start_ns;
     let base = format!("{}/jaeger/api", server.http_url());
     let get = |path: String| {
         let url = format!("{base}{path}");

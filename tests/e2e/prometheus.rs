@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::server::TestServerBuilder;
-use crate::service_map::{send, workload};
+use crate::service_map::send_workload_ten_minutes_ago;
 
 fn prometheus_binary() -> std::path::PathBuf {
     let path = std::env::var_os("TRACELAKE_TEST_PROMETHEUS")
@@ -84,13 +84,7 @@ async fn prometheus_scrapes_service_graph_metrics_with_tempo_names() {
         .arg("--config")
         .arg(config.to_str().unwrap())
         .spawn();
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let minute = 60_000_000_000;
-    let workload = workload((now_ns - 10 * minute) / minute * minute + 5_000_000_000);
-    send(&server, &workload).await;
+    send_workload_ten_minutes_ago(&server).await;
     let prometheus = start_prometheus(dir.path(), server.http);
 
     let query = "sum by (client, server) (traces_service_graph_request_total)";

@@ -119,7 +119,7 @@ const CONSUMER: i32 = 5;
 pub(crate) struct Workload {
     otlp: Vec<Vec<u8>>,
     xray: Vec<String>,
-    start_ns: u64,
+    pub(crate) start_ns: u64,
 }
 
 pub(crate) fn workload(base_ns: u64) -> Workload {
@@ -309,6 +309,19 @@ pub(crate) fn workload(base_ns: u64) -> Workload {
     }
 }
 
+/// The workload ten minutes ago (five seconds into a minute, so all of it
+/// falls in one closed minute), sent to `server`: (workload, now in ns).
+pub(crate) async fn send_workload_ten_minutes_ago(server: &TestServer) -> (Workload, u64) {
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let minute = 60_000_000_000;
+    let workload = workload((now_ns - 10 * minute) / minute * minute + 5_000_000_000);
+    send(server, &workload).await;
+    (workload, now_ns)
+}
+
 pub(crate) async fn send(server: &TestServer, workload: &Workload) {
     let client = reqwest::Client::new();
     for body in &workload.otlp {
@@ -425,16 +438,7 @@ async fn the_service_map_of_a_known_workload_from_streaming_and_from_raw_spans()
         .arg("--config")
         .arg(config.to_str().unwrap())
         .spawn();
-    // Ten minutes ago, five seconds into a minute: every span of the
-    // workload falls in that one closed minute.
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let minute = 60_000_000_000;
-    let base_ns = (now_ns - 10 * minute) / minute * minute + 5_000_000_000;
-    let workload = workload(base_ns);
-    send(&server, &workload).await;
+    let (workload, _) = send_workload_ten_minutes_ago(&server).await;
 
     let raw = service_map(&server, &workload, "raw").await;
     let (nodes, edges) = summary(&raw);
@@ -620,14 +624,8 @@ pub(crate) fn boto3(server: &TestServer, calls: &Value) -> Vec<Value> {
 async fn boto3_get_service_graph_returns_the_workload_map() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServerBuilder::new(dir.path()).spawn();
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let minute = 60_000_000_000;
-    let base_ns = (now_ns - 10 * minute) / minute * minute + 5_000_000_000;
-    let workload = workload(base_ns);
-    send(&server, &workload).await;
+    let (workload, _) = send_workload_ten_minutes_ago(&server).await;
+    let base_ns = workload.start_ns;
     let start = workload.start_ns as f64 / 1e9 - 1.0;
     let results = boto3(
         &server,
@@ -887,14 +885,8 @@ fn trace_name(workload_base_ns: u64, id: &str) -> String {
 async fn boto3_get_trace_summaries_filters_pages_and_batch_get_traces() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServerBuilder::new(dir.path()).spawn();
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let minute = 60_000_000_000;
-    let base_ns = (now_ns - 10 * minute) / minute * minute + 5_000_000_000;
-    let workload = workload(base_ns);
-    send(&server, &workload).await;
+    let (workload, _) = send_workload_ten_minutes_ago(&server).await;
+    let base_ns = workload.start_ns;
     // 150 one-span traces of service "bulk", for paging.
     let bulk: Vec<Span> = (0..150u64)
         .map(|index| {
