@@ -5,6 +5,7 @@ mod config;
 mod import;
 mod metrics;
 mod serve;
+mod sql;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,27 @@ enum Command {
     /// documents, OTLP JSON (one request per file or per line) or OTLP
     /// protobuf. The server must not be running on the same data dir.
     Import(ImportArgs),
+    /// Run a read-only SQL query over the data dir (tables spans, edges,
+    /// span_metrics, metrics) and print the rows. The server must not be
+    /// running on the same data dir (use its /v1/sql then).
+    Sql(SqlArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SqlArgs {
+    /// The query, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1".
+    query: String,
+    /// Tenant whose tables the query sees.
+    #[arg(long, env = "TRACELAKE_SQL_TENANT", default_value = tracelake_storage::DEFAULT_TENANT)]
+    tenant: String,
+    /// Print JSON rows instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Config file (TOML); every key optional, unknown keys refused.
+    #[arg(long, env = "TRACELAKE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: config::Overrides,
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +100,14 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(import::import(config, &args.tenant, &args.files))
+        }
+        Command::Sql(args) => {
+            let config = config::Config::load(args.config.as_deref(), &args.overrides)?;
+            init_logging_at("warn");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(sql::sql(config, &args.tenant, &args.query, args.json))
         }
     }
 }

@@ -5,7 +5,7 @@
 //! | `GET /api/traces/{id}` | the trace as `{"batches": [ResourceSpans...]}` in OTLP JSON (hex ids, nanosecond strings), as Tempo's v1 API; with `Accept: application/protobuf`, OTLP `TracesData` protobuf (wire-compatible with Tempo's `Trace`). Optional `start`/`end` (unix seconds) only prune. 404 unknown id, 400 malformed id or range |
 //! | `GET /v1/service-map` | the service map of `start`..`end` (unix seconds, fractions allowed; default the last hour) as `{"nodes":[...],"edges":[...]}`; `source=auto` (default: precomputed rows where written, raw spans elsewhere), `precomputed` or `raw`; `tenant=` overrides the header |
 //! | `GET /v1/histogram` | latency of `service` (its entry spans, or the spans named `operation`) over `start`..`end`: `{"count", "sum_seconds", "quantiles": {"p50","p90","p99","max"}, "buckets": [{"le", "count"}] (cumulative, Tempo's span-metrics bounds), "distribution": [{"value", "count"}]}`, seconds; `source` as for the service map |
-//! | `GET /v1/sql?q=`, `POST /v1/sql` (body: the query) | read-only SQL ([`crate::sql`]): `{"columns", "rows": [{column: value}], "truncated"}`; 400 with DataFusion's message for refused or invalid SQL |
+//! | `GET /v1/sql?q=`, `POST /v1/sql` (body: the query) | read-only SQL ([`crate::sql`]): `{"columns", "rows": [{column: value}], "truncated"}`, or with `Accept: application/vnd.apache.arrow.stream` an Arrow IPC stream (`x-tracelake-truncated: true` when cut); `timeout=` (e.g. `5s`, at most 30 s); 400 with DataFusion's message for refused or invalid SQL, 503 on timeout |
 //! | `GET /jaeger/api/...` | the Jaeger query API ([`crate::jaeger`]) |
 //! | `GET /ready` | 200 `ready` |
 //! | `GET /api/echo` | 200 `echo` (Grafana's data source test) |
@@ -59,6 +59,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Timeout(String),
     #[error("query failed: {0}")]
     Internal(#[from] QueryError),
 }
@@ -68,6 +70,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(error) => {
                 tracing::error!(%error, "query failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -284,6 +287,9 @@ async fn get_service_map(
     Ok(axum::Json(ServiceMap::build(&rows).to_json()).into_response())
 }
 
+/// The media type of an Arrow IPC stream.
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
 async fn sql_answer(
     reader: Arc<dyn SpanReader>,
     headers: &HeaderMap,
@@ -294,11 +300,43 @@ async fn sql_answer(
     if query.trim().is_empty() {
         return Err(ApiError::BadRequest("empty query".into()));
     }
-    match crate::sql::run_query(reader, &tenant, query).await {
-        Ok(answer) => Ok(axum::Json(answer).into_response()),
-        Err(QueryError::DataFusion(error)) => Err(ApiError::BadRequest(error.to_string())),
-        Err(other) => Err(ApiError::Internal(other)),
+    let timeout = match params.get("timeout").filter(|value| !value.is_empty()) {
+        None => crate::sql::QUERY_TIMEOUT,
+        Some(text) => humantime::parse_duration(text).map_err(|error| {
+            ApiError::BadRequest(format!(
+                "timeout must be a duration like 10s, got {text:?}: {error}"
+            ))
+        })?,
+    };
+    let wants_arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains(ARROW_STREAM));
+    let refused = |error: QueryError| match error {
+        QueryError::DataFusion(error) => ApiError::BadRequest(error.to_string()),
+        QueryError::Timeout(_) => ApiError::Timeout(error.to_string()),
+        other => ApiError::Internal(other),
+    };
+    if wants_arrow {
+        let answer = crate::sql::run_query_batches(reader, &tenant, query, timeout)
+            .await
+            .map_err(refused)?;
+        let bytes = crate::sql::arrow_stream(&answer)?;
+        let mut response = bytes.into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
+        if answer.truncated {
+            response
+                .headers_mut()
+                .insert("x-tracelake-truncated", HeaderValue::from_static("true"));
+        }
+        return Ok(response);
     }
+    let answer = crate::sql::run_query(reader, &tenant, query, timeout)
+        .await
+        .map_err(refused)?;
+    Ok(axum::Json(answer).into_response())
 }
 
 async fn get_sql(

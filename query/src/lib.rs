@@ -40,6 +40,8 @@ pub enum QueryError {
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("storage: {0}")]
     Storage(#[from] tracelake_storage::StorageError),
+    #[error("query timed out after {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;

@@ -5,7 +5,9 @@
 //! (`INSERT`, `COPY`) and other statements (`SET`, ...) are refused by
 //! DataFusion's `SQLOptions` before planning, and the session registers no
 //! file-reading table functions, so nothing outside the store is reachable.
-//! At most [`MAX_ROWS`] rows come back (`truncated` says when more matched).
+//! At most [`MAX_ROWS`] rows come back (`truncated` says when more matched)
+//! and a query may run for at most [`QUERY_TIMEOUT`] (callers may ask for
+//! less).
 
 use std::sync::Arc;
 
@@ -20,30 +22,101 @@ use crate::{Result, session_for_tenant};
 
 /// Rows returned at most.
 pub const MAX_ROWS: usize = 10_000;
+/// Longest a query may plan and run.
+pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a query returned: its schema, at most [`MAX_ROWS`] rows, and
+/// whether more matched.
+#[derive(Debug)]
+pub struct QueryAnswer {
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub truncated: bool,
+}
 
 /// Runs `query` for `tenant`; `Err` carries DataFusion's message (refused
-/// statements and planning errors alike).
-pub async fn run_query(reader: Arc<dyn SpanReader>, tenant: &str, query: &str) -> Result<Value> {
+/// statements and planning errors alike) or [`crate::QueryError::Timeout`].
+pub async fn run_query_batches(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    query: &str,
+    timeout: std::time::Duration,
+) -> Result<QueryAnswer> {
+    let timeout = timeout.min(QUERY_TIMEOUT);
     let context = session_for_tenant(reader, tenant)?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let frame = context.sql_with_options(query, options).await?;
-    let columns: Vec<String> = frame
-        .schema()
+    let run = async {
+        let frame = context.sql_with_options(query, options).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.limit(0, Some(MAX_ROWS + 1))?.collect().await?;
+        Ok::<_, crate::QueryError>((schema, batches))
+    };
+    let (schema, mut batches) = tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| crate::QueryError::Timeout(timeout))??;
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let truncated = total > MAX_ROWS;
+    if truncated {
+        let mut kept = Vec::new();
+        let mut remaining = MAX_ROWS;
+        for batch in batches {
+            if remaining == 0 {
+                break;
+            }
+            let take = batch.num_rows().min(remaining);
+            kept.push(batch.slice(0, take));
+            remaining -= take;
+        }
+        batches = kept;
+    }
+    Ok(QueryAnswer {
+        schema,
+        batches,
+        truncated,
+    })
+}
+
+/// [`run_query_batches`] as `{"columns", "rows": [{column: value}], "truncated"}`.
+pub async fn run_query(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    query: &str,
+    timeout: std::time::Duration,
+) -> Result<Value> {
+    let answer = run_query_batches(reader, tenant, query, timeout).await?;
+    let columns: Vec<String> = answer
+        .schema
         .fields()
         .iter()
         .map(|field| field.name().clone())
         .collect();
-    let batches = frame.limit(0, Some(MAX_ROWS + 1))?.collect().await?;
     let mut rows = Vec::new();
-    for batch in &batches {
+    for batch in &answer.batches {
         rows.extend(batch_rows(batch)?);
     }
-    let truncated = rows.len() > MAX_ROWS;
-    rows.truncate(MAX_ROWS);
-    Ok(json!({"columns": columns, "rows": rows, "truncated": truncated}))
+    Ok(json!({"columns": columns, "rows": rows, "truncated": answer.truncated}))
+}
+
+/// The answer as an Arrow IPC stream (`application/vnd.apache.arrow.stream`).
+pub fn arrow_stream(answer: &QueryAnswer) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    {
+        let mut writer =
+            datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &answer.schema)
+                .map_err(datafusion::error::DataFusionError::from)?;
+        for batch in &answer.batches {
+            writer
+                .write(batch)
+                .map_err(datafusion::error::DataFusionError::from)?;
+        }
+        writer
+            .finish()
+            .map_err(datafusion::error::DataFusionError::from)?;
+    }
+    Ok(bytes)
 }
 
 fn batch_rows(batch: &RecordBatch) -> Result<Vec<Value>> {

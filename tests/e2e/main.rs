@@ -11,4 +11,5 @@ mod python_sdk;
 mod sampling;
 mod server;
 mod service_map;
+mod sql;
 mod xray;
