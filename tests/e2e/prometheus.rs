@@ -161,6 +161,27 @@ async fn prometheus_scrapes_service_graph_metrics_with_tempo_names() {
     ] {
         assert!(metrics.contains(line), "missing {line}\n{metrics}");
     }
+    // The example dashboard's PromQL is valid against this Prometheus and
+    // finds the series tracelake exposes.
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../examples/grafana/dashboards/red.json")).unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let Some(expr) = panel["targets"][0]["expr"].as_str() else {
+            continue; // the node graph reads the Tempo data source
+        };
+        let expr = expr.replace("$__rate_interval", "5m");
+        let body: Value = client
+            .get(format!("{}/api/v1/query", prometheus.url))
+            .query(&[("query", expr.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["status"], "success", "{expr}: {body}");
+    }
+
     let other_tenant = reqwest::get(format!("{}/metrics?tenant=nobody", server.http_url()))
         .await
         .unwrap()
