@@ -960,6 +960,8 @@ async fn boto3_get_trace_summaries_filters_pages_and_batch_get_traces() {
         "StartTime": start, "EndTime": end, "FilterExpression": "responsetime >"}}));
     calls.push(json!({"call": "get_trace_summaries", "args": {
         "StartTime": start, "EndTime": end, "FilterExpression": "service(orders) { fault }"}}));
+    calls.push(json!({"call": "get_trace_summaries", "args": {
+        "StartTime": start - 2.0 * 86400.0, "EndTime": end}}));
     let first = TraceIds::new((base_ns / 1_000_000_000) as u32, 1, 0).xray_trace_id();
     calls.push(json!({"call": "batch_get_traces", "args": {"TraceIds": [
         first, "1-00000000-000000000000000000000000", "bogus"]}}));
@@ -1012,7 +1014,14 @@ async fn boto3_get_trace_summaries_filters_pages_and_batch_get_traces() {
         "{unquoted}"
     );
 
-    let batch = &results[filters.len() + 3];
+    let too_long = &results[filters.len() + 3];
+    assert_eq!(too_long["raised"], "InvalidRequestException");
+    assert!(
+        too_long["message"].as_str().unwrap().contains("24 hours"),
+        "{too_long}"
+    );
+
+    let batch = &results[filters.len() + 4];
     assert_eq!(
         batch["UnprocessedTraceIds"],
         json!(["1-00000000-000000000000000000000000", "bogus"])

@@ -89,6 +89,19 @@ fn window(start: f64, end: f64) -> Result<(i64, i64), AwsError> {
     ))
 }
 
+/// Longest window whose traces are loaded whole (summaries, group maps),
+/// so one request cannot hold a whole store in memory.
+const MAX_TRACE_WINDOW_NS: i64 = 24 * 3_600_000_000_000;
+
+fn check_trace_window((from_ns, to_ns): (i64, i64)) -> Result<(), AwsError> {
+    if to_ns - from_ns > MAX_TRACE_WINDOW_NS {
+        return Err(AwsError::invalid_request(
+            "the time range of a trace query (summaries, a group's map) is limited to 24 hours",
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a `NextToken` on operations that answer in one page.
 fn no_next_token(token: Option<&str>) -> Result<(), AwsError> {
     match token.filter(|token| !token.is_empty()) {
@@ -109,6 +122,7 @@ async fn window_rows(
     Ok(match group_filter {
         None => derived_rows(reader, tenant, range, Source::Auto).await?,
         Some(filter) => {
+            check_trace_window(range)?;
             let mut traces = traces_in_window(reader, tenant, range).await?;
             traces.retain(|trace| trace.matches(&filter));
             rows_of_traces(&traces)

@@ -4,7 +4,8 @@
 //! `TimeRangeType` `TraceId`, `Event` and `Service` all select traces with
 //! a span starting in the window: OpenTelemetry trace ids carry no time, so
 //! the X-Ray id's embedded epoch cannot be relied on. A `GroupName`/
-//! `GroupARN` adds the group's filter expression (AND).
+//! `GroupARN` adds the group's filter expression (AND). Windows are
+//! limited to 24 hours: the traces are loaded whole.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,7 @@ use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
 use tracelake_storage::TraceId;
 use tracelake_storage::xray::{format_xray_trace_id, nanos_to_seconds};
 
-use super::{XrayQueryState, next_token, page_offset, window};
+use super::{XrayQueryState, check_trace_window, next_token, page_offset, window};
 use crate::xray_filter::{Filter, Literal, SpanView, TraceView, parse, traces_in_window};
 
 const PAGE_SIZE: usize = 100;
@@ -58,6 +59,7 @@ pub(super) async fn get_trace_summaries(
     let tenant = tenant_of(&headers)?;
     let request: Request = json_body(body).await?;
     let range = window(request.start_time, request.end_time)?;
+    check_trace_window(range)?;
     if let Some(kind) = request.time_range_type.as_deref()
         && !matches!(kind, "TraceId" | "Event" | "Service")
     {
