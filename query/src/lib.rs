@@ -27,6 +27,7 @@ pub mod session;
 pub mod spans_table;
 pub mod sql;
 pub mod trace;
+pub mod traceql;
 pub mod xray_api;
 pub mod xray_filter;
 
