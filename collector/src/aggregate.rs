@@ -38,20 +38,14 @@ use datafusion::arrow::array::RecordBatch;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tracelake_storage::derived::{
-    DerivedTable, EdgeSet, NANOS_PER_MINUTE, Node, SpanFacts, SpanMetricSet, minute_of, span_facts,
+    DerivedTable, EdgeSet, NANOS_PER_MINUTE, Node, SERVICE_GRAPH_BUCKETS, SPAN_METRICS_BUCKETS,
+    SpanFacts, SpanMetricSet, minute_of, span_facts,
 };
 use tracelake_storage::{DerivedWriter, SpanWriter};
 
 use crate::prometheus::{
     HistogramSeries, labels, write_counter, write_histogram, write_plain_counter,
 };
-
-/// Tempo's default service-graph histogram buckets, seconds.
-pub const SERVICE_GRAPH_BUCKETS: [f64; 8] = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8];
-/// Tempo's default span-metrics histogram buckets, seconds.
-pub const SPAN_METRICS_BUCKETS: [f64; 12] = [
-    0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.02, 2.05, 4.10,
-];
 
 /// How the aggregation pairs and how much it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -126,7 +126,7 @@ async fn precomputed(
     from_minute: i64,
     end_minute: i64,
 ) -> Result<DerivedRows> {
-    let mut rows = DerivedRows::default();
+    let mut fetched = Fetched::default();
     for table in [DerivedTable::Edges, DerivedTable::SpanMetrics] {
         let batches = context
             .table(table.name())
@@ -138,16 +138,41 @@ async fn precomputed(
             )?
             .collect()
             .await?;
-        for batch in &batches {
-            match table {
-                DerivedTable::Edges => rows.edges.merge_batch(batch)?,
-                DerivedTable::SpanMetrics => rows.spans.merge_batch(batch)?,
-                // Not one of the service map's tables.
-                DerivedTable::Metrics => {}
-            }
+        match table {
+            DerivedTable::Edges => fetched.edges.extend(batches),
+            _ => fetched.spans.extend(batches),
         }
     }
-    Ok(rows)
+    fetched.into_rows().await
+}
+
+/// Query answers in the derived tables' column layout, merged into
+/// [`DerivedRows`] off the reactor (every row decodes histograms).
+#[derive(Default)]
+struct Fetched {
+    edges: Vec<RecordBatch>,
+    spans: Vec<RecordBatch>,
+    /// Unanswered calls, still to be named by `infer_peer`.
+    unanswered: Vec<RecordBatch>,
+}
+
+impl Fetched {
+    async fn into_rows(self) -> Result<DerivedRows> {
+        crate::off_reactor(move || {
+            let mut rows = DerivedRows::default();
+            for batch in &self.spans {
+                rows.spans.merge_batch(batch)?;
+            }
+            for batch in &self.edges {
+                rows.edges.merge_batch(batch)?;
+            }
+            for batch in &self.unanswered {
+                merge_unanswered(&mut rows.edges, batch)?;
+            }
+            Ok(rows)
+        })
+        .await
+    }
 }
 
 /// The spans view every recompute query reads: outcome flags as counts,
@@ -218,7 +243,7 @@ async fn recompute(context: &SessionContext, from_ns: i64, to_ns: i64) -> Result
         to_ns.saturating_add(PAIRING_SLACK_NS),
     )
     .await?;
-    let mut rows = DerivedRows::default();
+    let mut fetched = Fetched::default();
 
     let span_metrics = "
         SELECT date_trunc('minute', start_time) AS minute, service_name AS service, service_type,
@@ -228,9 +253,7 @@ async fn recompute(context: &SessionContext, from_ns: i64, to_ns: i64) -> Result
             sum(is_throttle) AS throttles, sum(is_fault) AS faults,
             sum(duration_ns) AS duration_sum_ns, tracelake_latency(duration_ns) AS latency
         FROM w GROUP BY 1, 2, 3, 4, 5, 6, 7";
-    for batch in run(context, span_metrics).await? {
-        rows.spans.merge_batch(&batch)?;
-    }
+    fetched.spans.extend(run(context, span_metrics).await?);
 
     let paired = format!(
         "SELECT date_trunc('minute', c.start_time) AS minute,
@@ -245,9 +268,7 @@ async fn recompute(context: &SessionContext, from_ns: i64, to_ns: i64) -> Result
         WHERE c.kind IN ('client', 'producer') AND v.kind IN ('server', 'consumer')
         GROUP BY 1, 2, 3, 4, 5, 6"
     );
-    for batch in run(context, &paired).await? {
-        rows.edges.merge_batch(&batch)?;
-    }
+    fetched.edges.extend(run(context, &paired).await?);
 
     let roots = "
         SELECT date_trunc('minute', start_time) AS minute,
@@ -258,9 +279,7 @@ async fn recompute(context: &SessionContext, from_ns: i64, to_ns: i64) -> Result
             sum(duration_ns) AS client_duration_sum_ns, sum(duration_ns) AS server_duration_sum_ns,
             tracelake_latency(duration_ns) AS client_latency, tracelake_latency(duration_ns) AS server_latency
         FROM w WHERE parent_span_id IS NULL GROUP BY 1, 4, 5";
-    for batch in run(context, roots).await? {
-        rows.edges.merge_batch(&batch)?;
-    }
+    fetched.edges.extend(run(context, roots).await?);
 
     let links = format!(
         "WITH l AS (
@@ -278,9 +297,7 @@ async fn recompute(context: &SessionContext, from_ns: i64, to_ns: i64) -> Result
         WHERE p.kind = 'producer'
         GROUP BY 1, 2, 3, 4, 5"
     );
-    for batch in run(context, &links).await? {
-        rows.edges.merge_batch(&batch)?;
-    }
+    fetched.edges.extend(run(context, &links).await?);
 
     let unanswered = "
         SELECT date_trunc('minute', c.start_time) AS minute, c.service_name, c.service_type,
@@ -294,10 +311,8 @@ async fn recompute(context: &SessionContext, from_ns: i64, to_ns: i64) -> Result
             ON v.trace_id = c.trace_id AND v.parent_span_id = c.span_id
         WHERE c.kind IN ('client', 'producer') AND v.trace_id IS NULL
         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14";
-    for batch in run(context, unanswered).await? {
-        merge_unanswered(&mut rows.edges, &batch)?;
-    }
-    Ok(rows)
+    fetched.unanswered.extend(run(context, unanswered).await?);
+    fetched.into_rows().await
 }
 
 async fn run(context: &SessionContext, query: &str) -> Result<Vec<RecordBatch>> {

@@ -18,9 +18,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, project_schema};
 use datafusion::datasource::TableType;
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
-use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::physical_plan::ParquetSource;
 use datafusion::error::Result;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -30,7 +28,7 @@ use tracelake_storage::SpanReader;
 use tracelake_storage::derived::DerivedTable;
 
 use crate::filters::time_range;
-use crate::session::STORE_URL;
+use crate::spans_table::parquet_files_exec;
 
 /// One tenant's rows of one derived table.
 #[derive(Debug)]
@@ -87,18 +85,12 @@ impl TableProvider for DerivedTableProvider {
             let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
             source = source.with_predicate(state.create_physical_expr(expr, &df_schema)?);
         }
-        let partitions = state.config().target_partitions().clamp(1, files.len());
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
-        for (index, file) in files.iter().enumerate() {
-            groups[index % partitions]
-                .push(PartitionedFile::new(file.path.to_string(), file.size_bytes));
-        }
-        let mut builder = FileScanConfigBuilder::new(STORE_URL.clone(), Arc::new(source))
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit);
-        for group in groups {
-            builder = builder.with_file_group(FileGroup::new(group));
-        }
-        Ok(DataSourceExec::from_data_source(builder.build()))
+        parquet_files_exec(
+            source,
+            &files,
+            projection,
+            limit,
+            state.config().target_partitions(),
+        )
     }
 }

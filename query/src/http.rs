@@ -29,6 +29,7 @@ use crate::QueryError;
 use crate::derived_rows::{Source, derived_rows};
 use crate::service_map::{LatencyJson, ServiceMap, Stats};
 use crate::trace::trace_by_id;
+use tracelake_storage::derived::SPAN_METRICS_BUCKETS;
 
 const PROTOBUF_TYPES: [&str; 2] = ["application/protobuf", "application/x-protobuf"];
 
@@ -218,11 +219,6 @@ fn source_param(params: &HashMap<String, String>) -> Result<Source, ApiError> {
     }
 }
 
-/// Tempo's span-metrics histogram bounds, seconds.
-const HISTOGRAM_BOUNDS: [f64; 12] = [
-    0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.02, 2.05, 4.10,
-];
-
 async fn get_histogram(
     State(state): State<QueryState>,
     Query(params): Query<HashMap<String, String>>,
@@ -250,9 +246,9 @@ async fn get_histogram(
         }
     }
     let latency = &stats.latency;
-    let buckets: Vec<serde_json::Value> = HISTOGRAM_BOUNDS
+    let buckets: Vec<serde_json::Value> = SPAN_METRICS_BUCKETS
         .iter()
-        .zip(latency.cumulative_counts(&HISTOGRAM_BOUNDS))
+        .zip(latency.cumulative_counts(&SPAN_METRICS_BUCKETS))
         .map(|(bound, count)| serde_json::json!({"le": bound, "count": count}))
         .chain(std::iter::once(
             serde_json::json!({"le": "+Inf", "count": latency.count()}),
@@ -284,7 +280,8 @@ async fn get_service_map(
     let window = native_window(&params)?;
     let source = source_param(&params)?;
     let rows = derived_rows(state.reader, &tenant, window, source).await?;
-    Ok(axum::Json(ServiceMap::build(&rows).to_json()).into_response())
+    let map = ServiceMap::build_off_reactor(rows).await?;
+    Ok(axum::Json(map.to_json()).into_response())
 }
 
 /// The media type of an Arrow IPC stream.

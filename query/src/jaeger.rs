@@ -202,22 +202,9 @@ async fn operations(
     Ok(envelope(json!(data), data.len()))
 }
 
-/// A Go duration (`1.5s`, `100ms`, `250us`, `2m`, `1h`) in nanoseconds.
+/// A Go duration as the Jaeger API takes it: not negative.
 fn go_duration(text: &str) -> Option<i64> {
-    let split = text.find(|c: char| c.is_ascii_alphabetic() || c == 'µ')?;
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().ok()?;
-    let scale = match unit {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        "h" => 3600e9,
-        _ => return None,
-    };
-    let nanos = value * scale;
-    (nanos.is_finite() && nanos >= 0.0).then_some(nanos as i64)
+    crate::units::parse_duration_nanos(text).filter(|nanos| *nanos >= 0)
 }
 
 fn micros_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, JaegerError> {
@@ -383,7 +370,7 @@ async fn dependencies(
         end.saturating_mul(1_000_000),
     );
     let rows = derived_rows(state.reader, &tenant, window, Source::Auto).await?;
-    let map = ServiceMap::build(&rows);
+    let map = ServiceMap::build_off_reactor(rows).await?;
     let mut calls: BTreeMap<(String, String), i64> = BTreeMap::new();
     for edge in &map.edges {
         let parent = &map.nodes[edge.client].node;

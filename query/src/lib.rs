@@ -26,8 +26,10 @@ pub mod service_map;
 pub mod session;
 pub mod spans_table;
 pub mod sql;
+pub mod syntax;
 pub mod trace;
 pub mod traceql;
+pub mod units;
 pub mod xray_api;
 pub mod xray_filter;
 
@@ -46,3 +48,17 @@ pub enum QueryError {
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+/// Runs CPU work (row decoding, histogram merging, trace assembly, filter
+/// evaluation) on the blocking pool, off the async reactor.
+pub(crate) async fn off_reactor<T, F>(work: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        QueryError::DataFusion(datafusion::error::DataFusionError::External(Box::new(
+            error,
+        )))
+    })?
+}

@@ -80,6 +80,12 @@ pub struct ServiceMap {
 type EdgeIdentity = (Node, Node, ConnectionType, bool);
 
 impl ServiceMap {
+    /// [`ServiceMap::build`] on the blocking pool (it merges a histogram per
+    /// row).
+    pub async fn build_off_reactor(rows: DerivedRows) -> crate::Result<Self> {
+        crate::off_reactor(move || Ok(Self::build(&rows))).await
+    }
+
     pub fn build(rows: &DerivedRows) -> Self {
         let mut own: BTreeMap<Node, Stats> = BTreeMap::new();
         for (key, stats) in &rows.spans.rows {

@@ -40,7 +40,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 use tracelake_storage::schema::span_schema;
-use tracelake_storage::{SpanFilter, SpanReader, SpanSnapshot};
+use tracelake_storage::{BlockRef, SpanFilter, SpanReader, SpanSnapshot};
 
 use crate::filters::span_filter;
 use crate::session::STORE_URL;
@@ -135,14 +135,23 @@ fn parquet_scan(
     if let Some(predicate) = predicate {
         source = source.with_predicate(predicate);
     }
-    let mut groups: Vec<Vec<PartitionedFile>> =
-        vec![Vec::new(); partitions.min(snapshot.blocks.len())];
-    for (index, block) in snapshot.blocks.iter().enumerate() {
-        let group_count = groups.len();
-        groups[index % group_count].push(PartitionedFile::new(
-            block.path.to_string(),
-            block.size_bytes,
-        ));
+    parquet_files_exec(source, &snapshot.blocks, projection, limit, partitions)
+}
+
+/// A Parquet scan of `files` in the block store, spread round-robin over
+/// at most `partitions` file groups; shared by every table of the store.
+pub(crate) fn parquet_files_exec(
+    source: ParquetSource,
+    files: &[BlockRef],
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+    partitions: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let group_count = partitions.clamp(1, files.len().max(1));
+    let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); group_count];
+    for (index, file) in files.iter().enumerate() {
+        groups[index % group_count]
+            .push(PartitionedFile::new(file.path.to_string(), file.size_bytes));
     }
     let mut builder = FileScanConfigBuilder::new(STORE_URL.clone(), Arc::new(source))
         .with_projection_indices(projection.cloned())?

@@ -34,8 +34,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, ResourceMetrics, metric::Data, number_data_point,
+    AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, ResourceMetrics,
+    SummaryDataPoint, metric::Data, number_data_point,
 };
 
 use crate::otlp::attributes::AttributesBuilder;
@@ -421,25 +423,7 @@ pub fn metrics_to_batch(
                     rejections.push(reject(&metric.name, "metric without data"));
                     continue;
                 };
-                let (metric_type, temporality, monotonic) = match data {
-                    Data::Gauge(_) => ("gauge", None, None),
-                    Data::Sum(sum) => (
-                        "sum",
-                        temporality_name(sum.aggregation_temporality),
-                        Some(sum.is_monotonic),
-                    ),
-                    Data::Histogram(histogram) => (
-                        "histogram",
-                        temporality_name(histogram.aggregation_temporality),
-                        None,
-                    ),
-                    Data::ExponentialHistogram(histogram) => (
-                        "exponential_histogram",
-                        temporality_name(histogram.aggregation_temporality),
-                        None,
-                    ),
-                    Data::Summary(_) => ("summary", None, None),
-                };
+                let (metric_type, temporality, monotonic) = describe(data);
                 let context = MetricContext {
                     tenant,
                     service_name,
@@ -452,79 +436,7 @@ pub fn metrics_to_batch(
                     temporality,
                     monotonic,
                 };
-                let points: Vec<Point<'_>> = match data {
-                    Data::Gauge(gauge) => gauge.data_points.iter().map(number_point).collect(),
-                    Data::Sum(sum) => sum.data_points.iter().map(number_point).collect(),
-                    Data::Histogram(histogram) => histogram
-                        .data_points
-                        .iter()
-                        .map(|point| Point {
-                            time: point.time_unix_nano,
-                            start_time: point.start_time_unix_nano,
-                            attributes: &point.attributes,
-                            count: Some(point.count),
-                            sum: point.sum,
-                            min: point.min,
-                            max: point.max,
-                            buckets: Some((&point.explicit_bounds, &point.bucket_counts)),
-                            flags: point.flags,
-                            ..Point::default()
-                        })
-                        .collect(),
-                    Data::ExponentialHistogram(histogram) => histogram
-                        .data_points
-                        .iter()
-                        .map(|point| Point {
-                            time: point.time_unix_nano,
-                            start_time: point.start_time_unix_nano,
-                            attributes: &point.attributes,
-                            count: Some(point.count),
-                            sum: point.sum,
-                            min: point.min,
-                            max: point.max,
-                            exponential: Some(ExponentialBuckets {
-                                scale: point.scale,
-                                zero_count: point.zero_count,
-                                positive: point
-                                    .positive
-                                    .as_ref()
-                                    .map(|buckets| {
-                                        (buckets.offset, buckets.bucket_counts.as_slice())
-                                    })
-                                    .unwrap_or((0, &[])),
-                                negative: point
-                                    .negative
-                                    .as_ref()
-                                    .map(|buckets| {
-                                        (buckets.offset, buckets.bucket_counts.as_slice())
-                                    })
-                                    .unwrap_or((0, &[])),
-                            }),
-                            flags: point.flags,
-                            ..Point::default()
-                        })
-                        .collect(),
-                    Data::Summary(summary) => summary
-                        .data_points
-                        .iter()
-                        .map(|point| Point {
-                            time: point.time_unix_nano,
-                            start_time: point.start_time_unix_nano,
-                            attributes: &point.attributes,
-                            count: Some(point.count),
-                            sum: Some(point.sum),
-                            quantiles: Some(
-                                point
-                                    .quantile_values
-                                    .iter()
-                                    .map(|quantile| (quantile.quantile, quantile.value))
-                                    .collect(),
-                            ),
-                            flags: point.flags,
-                            ..Point::default()
-                        })
-                        .collect(),
-                };
+                let points = points_of(data);
                 if points.is_empty() {
                     rejections.push(reject(&metric.name, "metric without data points"));
                     continue;
@@ -555,6 +467,104 @@ pub fn metrics_to_batch(
         converted.batch = Some(rows.finish()?);
     }
     Ok(converted)
+}
+
+/// A metric's type, temporality and monotonicity, as the table names them.
+fn describe(data: &Data) -> (&'static str, Option<&'static str>, Option<bool>) {
+    match data {
+        Data::Gauge(_) => ("gauge", None, None),
+        Data::Sum(sum) => (
+            "sum",
+            temporality_name(sum.aggregation_temporality),
+            Some(sum.is_monotonic),
+        ),
+        Data::Histogram(histogram) => (
+            "histogram",
+            temporality_name(histogram.aggregation_temporality),
+            None,
+        ),
+        Data::ExponentialHistogram(histogram) => (
+            "exponential_histogram",
+            temporality_name(histogram.aggregation_temporality),
+            None,
+        ),
+        Data::Summary(_) => ("summary", None, None),
+    }
+}
+
+fn points_of(data: &Data) -> Vec<Point<'_>> {
+    match data {
+        Data::Gauge(gauge) => gauge.data_points.iter().map(number_point).collect(),
+        Data::Sum(sum) => sum.data_points.iter().map(number_point).collect(),
+        Data::Histogram(histogram) => histogram.data_points.iter().map(histogram_point).collect(),
+        Data::ExponentialHistogram(histogram) => histogram
+            .data_points
+            .iter()
+            .map(exponential_point)
+            .collect(),
+        Data::Summary(summary) => summary.data_points.iter().map(summary_point).collect(),
+    }
+}
+
+fn histogram_point(point: &HistogramDataPoint) -> Point<'_> {
+    Point {
+        time: point.time_unix_nano,
+        start_time: point.start_time_unix_nano,
+        attributes: &point.attributes,
+        count: Some(point.count),
+        sum: point.sum,
+        min: point.min,
+        max: point.max,
+        buckets: Some((&point.explicit_bounds, &point.bucket_counts)),
+        flags: point.flags,
+        ..Point::default()
+    }
+}
+
+/// One side of an exponential histogram: offset and counts (empty when absent).
+fn buckets_side(buckets: Option<&Buckets>) -> (i32, &[u64]) {
+    buckets.map_or((0, &[][..]), |buckets| {
+        (buckets.offset, buckets.bucket_counts.as_slice())
+    })
+}
+
+fn exponential_point(point: &ExponentialHistogramDataPoint) -> Point<'_> {
+    Point {
+        time: point.time_unix_nano,
+        start_time: point.start_time_unix_nano,
+        attributes: &point.attributes,
+        count: Some(point.count),
+        sum: point.sum,
+        min: point.min,
+        max: point.max,
+        exponential: Some(ExponentialBuckets {
+            scale: point.scale,
+            zero_count: point.zero_count,
+            positive: buckets_side(point.positive.as_ref()),
+            negative: buckets_side(point.negative.as_ref()),
+        }),
+        flags: point.flags,
+        ..Point::default()
+    }
+}
+
+fn summary_point(point: &SummaryDataPoint) -> Point<'_> {
+    Point {
+        time: point.time_unix_nano,
+        start_time: point.start_time_unix_nano,
+        attributes: &point.attributes,
+        count: Some(point.count),
+        sum: Some(point.sum),
+        quantiles: Some(
+            point
+                .quantile_values
+                .iter()
+                .map(|quantile| (quantile.quantile, quantile.value))
+                .collect(),
+        ),
+        flags: point.flags,
+        ..Point::default()
+    }
 }
 
 fn number_point(point: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint) -> Point<'_> {

@@ -24,6 +24,8 @@
 
 use std::fmt;
 
+use crate::syntax::{Cursor, SyntaxError};
+
 /// A parsed TraceQL query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
@@ -139,23 +141,10 @@ pub enum Stage {
 }
 
 /// Why a query did not parse, and where (1-based character).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceqlError {
-    pub position: usize,
-    pub message: String,
-}
+pub type TraceqlError = SyntaxError;
 
-impl fmt::Display for TraceqlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid TraceQL at position {}: {}",
-            self.position, self.message
-        )
-    }
-}
-
-impl std::error::Error for TraceqlError {}
+/// The language errors name.
+const LANGUAGE: &str = "TraceQL";
 
 /// Longest query accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 4_000;
@@ -203,7 +192,8 @@ impl fmt::Display for Token {
 }
 
 fn error(position: usize, message: impl Into<String>) -> TraceqlError {
-    TraceqlError {
+    SyntaxError {
+        language: LANGUAGE,
         position,
         message: message.into(),
     }
@@ -332,20 +322,7 @@ fn number_value(text: &str) -> Option<Value> {
     {
         return Some(Value::Float(float));
     }
-    let split = text.find(|c: char| c.is_ascii_alphabetic() || c == 'µ')?;
-    let (number, unit) = text.split_at(split);
-    let amount: f64 = number.parse().ok()?;
-    let scale = match unit {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        "h" => 3600e9,
-        _ => return None,
-    };
-    let nanos = amount * scale;
-    (nanos.is_finite() && nanos.abs() < 9.2e18).then_some(Value::Duration(nanos as i64))
+    crate::units::parse_duration_nanos(text).map(Value::Duration)
 }
 
 fn intrinsic(word: &str) -> Option<Intrinsic> {
@@ -395,75 +372,40 @@ pub fn parse(text: &str) -> Result<Query, TraceqlError> {
         return Err(error(1, "empty query"));
     }
     let mut parser = Parser {
-        tokens,
-        next: 0,
-        end_position: length + 1,
-        depth: 0,
+        cursor: Cursor::new(tokens, length + 1, MAX_DEPTH, LANGUAGE),
     };
     let spansets = parser.spansets()?;
     let mut stages = Vec::new();
-    while let Some((_, Token::Pipe)) = parser.peek() {
-        parser.next += 1;
+    while let Some((_, Token::Pipe)) = parser.cursor.peek() {
+        parser.cursor.advance();
         stages.push(parser.stage()?);
     }
-    if let Some((position, token)) = parser.peek() {
+    if let Some((position, token)) = parser.cursor.peek() {
         return Err(error(position, format!("unexpected {token}")));
     }
     Ok(Query { spansets, stages })
 }
 
 struct Parser {
-    tokens: Vec<(usize, Token)>,
-    next: usize,
-    end_position: usize,
-    depth: usize,
+    cursor: Cursor<Token>,
 }
 
 impl Parser {
-    fn peek(&self) -> Option<(usize, Token)> {
-        self.tokens.get(self.next).cloned()
-    }
-
-    fn take(&mut self, what: &str) -> Result<(usize, Token), TraceqlError> {
-        match self.tokens.get(self.next).cloned() {
-            Some(found) => {
-                self.next += 1;
-                Ok(found)
-            }
-            None => Err(error(
-                self.end_position,
-                format!("expected {what}, found the end"),
-            )),
-        }
-    }
-
-    fn expect(&mut self, expected: Token, what: &str) -> Result<(), TraceqlError> {
-        let (position, token) = self.take(what)?;
-        if token == expected {
-            Ok(())
-        } else {
-            Err(error(position, format!("expected {what}, found {token}")))
-        }
-    }
-
     fn nested<T>(
         &mut self,
         position: usize,
         parse: impl FnOnce(&mut Self) -> Result<T, TraceqlError>,
     ) -> Result<T, TraceqlError> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(error(position, format!("nested deeper than {MAX_DEPTH}")));
-        }
+        self.cursor.enter(position)?;
         let parsed = parse(self);
-        self.depth -= 1;
+        self.cursor.leave();
         parsed
     }
 
     fn spansets(&mut self) -> Result<Spansets, TraceqlError> {
         let mut left = self.spanset_and()?;
-        while let Some((_, Token::OrOr)) = self.peek() {
-            self.next += 1;
+        while let Some((_, Token::OrOr)) = self.cursor.peek() {
+            self.cursor.advance();
             left = Spansets::Or(Box::new(left), Box::new(self.spanset_and()?));
         }
         Ok(left)
@@ -471,8 +413,8 @@ impl Parser {
 
     fn spanset_and(&mut self) -> Result<Spansets, TraceqlError> {
         let mut left = self.chain()?;
-        while let Some((_, Token::AndAnd)) = self.peek() {
-            self.next += 1;
+        while let Some((_, Token::AndAnd)) = self.cursor.peek() {
+            self.cursor.advance();
             left = Spansets::And(Box::new(left), Box::new(self.chain()?));
         }
         Ok(left)
@@ -481,32 +423,32 @@ impl Parser {
     fn chain(&mut self) -> Result<Spansets, TraceqlError> {
         let mut left = self.spanset()?;
         loop {
-            let combine: fn(Box<Spansets>, Box<Spansets>) -> Spansets = match self.peek() {
+            let combine: fn(Box<Spansets>, Box<Spansets>) -> Spansets = match self.cursor.peek() {
                 Some((_, Token::Descendant)) => Spansets::Descendant,
                 Some((_, Token::Op(Operator::Gt))) => Spansets::Child,
                 Some((_, Token::Sibling)) => Spansets::Sibling,
                 _ => return Ok(left),
             };
-            self.next += 1;
+            self.cursor.advance();
             left = combine(Box::new(left), Box::new(self.spanset()?));
         }
     }
 
     fn spanset(&mut self) -> Result<Spansets, TraceqlError> {
-        let (position, token) = self.take("a spanset \"{ ... }\"")?;
+        let (position, token) = self.cursor.take("a spanset \"{ ... }\"")?;
         match token {
             Token::LeftBrace => {
-                if let Some((_, Token::RightBrace)) = self.peek() {
-                    self.next += 1;
+                if let Some((_, Token::RightBrace)) = self.cursor.peek() {
+                    self.cursor.advance();
                     return Ok(Spansets::Filter(None));
                 }
                 let condition = self.nested(position, Self::condition)?;
-                self.expect(Token::RightBrace, "\"}\"")?;
+                self.cursor.expect(Token::RightBrace, "\"}\"")?;
                 Ok(Spansets::Filter(Some(condition)))
             }
             Token::LeftParen => {
                 let inner = self.nested(position, Self::spansets)?;
-                self.expect(Token::RightParen, "\")\"")?;
+                self.cursor.expect(Token::RightParen, "\")\"")?;
                 Ok(inner)
             }
             other => Err(error(
@@ -518,8 +460,8 @@ impl Parser {
 
     fn condition(&mut self) -> Result<Condition, TraceqlError> {
         let mut left = self.condition_and()?;
-        while let Some((_, Token::OrOr)) = self.peek() {
-            self.next += 1;
+        while let Some((_, Token::OrOr)) = self.cursor.peek() {
+            self.cursor.advance();
             left = Condition::Or(Box::new(left), Box::new(self.condition_and()?));
         }
         Ok(left)
@@ -527,15 +469,15 @@ impl Parser {
 
     fn condition_and(&mut self) -> Result<Condition, TraceqlError> {
         let mut left = self.condition_not()?;
-        while let Some((_, Token::AndAnd)) = self.peek() {
-            self.next += 1;
+        while let Some((_, Token::AndAnd)) = self.cursor.peek() {
+            self.cursor.advance();
             left = Condition::And(Box::new(left), Box::new(self.condition_not()?));
         }
         Ok(left)
     }
 
     fn condition_not(&mut self) -> Result<Condition, TraceqlError> {
-        let (position, token) = self.take("a condition")?;
+        let (position, token) = self.cursor.take("a condition")?;
         match token {
             Token::Not => {
                 let inner = self.nested(position, Self::condition_not)?;
@@ -543,7 +485,7 @@ impl Parser {
             }
             Token::LeftParen => {
                 let inner = self.nested(position, Self::condition)?;
-                self.expect(Token::RightParen, "\")\"")?;
+                self.cursor.expect(Token::RightParen, "\")\"")?;
                 Ok(inner)
             }
             Token::Word(word) => {
@@ -555,10 +497,10 @@ impl Parser {
                         ),
                     )
                 })?;
-                let Some((_, Token::Op(op))) = self.peek() else {
+                let Some((_, Token::Op(op))) = self.cursor.peek() else {
                     return Ok(Condition::Truthy(field));
                 };
-                self.next += 1;
+                self.cursor.advance();
                 let value = self.value()?;
                 Ok(Condition::Compare { field, op, value })
             }
@@ -570,7 +512,7 @@ impl Parser {
     }
 
     fn value(&mut self) -> Result<Value, TraceqlError> {
-        let (position, token) = self.take("a value")?;
+        let (position, token) = self.cursor.take("a value")?;
         match token {
             Token::Text(text) => Ok(Value::Text(text)),
             Token::Number(text) => number_value(&text)
@@ -593,17 +535,17 @@ impl Parser {
     }
 
     fn fields(&mut self) -> Result<Vec<Field>, TraceqlError> {
-        self.expect(Token::LeftParen, "\"(\"")?;
+        self.cursor.expect(Token::LeftParen, "\"(\"")?;
         let mut fields = Vec::new();
         loop {
-            let (position, token) = self.take("a field")?;
+            let (position, token) = self.cursor.take("a field")?;
             let Token::Word(word) = token else {
                 return Err(error(position, format!("expected a field, found {token}")));
             };
             fields.push(
                 field(&word).ok_or_else(|| error(position, format!("unknown field {word:?}")))?,
             );
-            match self.take("\",\" or \")\"")? {
+            match self.cursor.take("\",\" or \")\"")? {
                 (_, Token::Comma) => continue,
                 (_, Token::RightParen) => return Ok(fields),
                 (other_position, other) => {
@@ -617,7 +559,7 @@ impl Parser {
     }
 
     fn comparison(&mut self, after: &str) -> Result<Operator, TraceqlError> {
-        let (position, token) = self.take("a comparison")?;
+        let (position, token) = self.cursor.take("a comparison")?;
         match token {
             Token::Op(op) if !matches!(op, Operator::Regex | Operator::NotRegex) => Ok(op),
             other => Err(error(
@@ -628,7 +570,7 @@ impl Parser {
     }
 
     fn stage(&mut self) -> Result<Stage, TraceqlError> {
-        let (position, token) = self.take("a pipeline stage")?;
+        let (position, token) = self.cursor.take("a pipeline stage")?;
         let Token::Word(word) = token else {
             return Err(error(
                 position,
@@ -637,10 +579,10 @@ impl Parser {
         };
         match word.as_str() {
             "count" => {
-                self.expect(Token::LeftParen, "\"(\"")?;
-                self.expect(Token::RightParen, "\")\"")?;
+                self.cursor.expect(Token::LeftParen, "\"(\"")?;
+                self.cursor.expect(Token::RightParen, "\")\"")?;
                 let op = self.comparison("count()")?;
-                let (value_position, value) = self.take("a number")?;
+                let (value_position, value) = self.cursor.take("a number")?;
                 let number = match value {
                     Token::Number(text) => text.parse::<f64>().ok(),
                     _ => None,

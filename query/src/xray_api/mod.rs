@@ -123,9 +123,15 @@ async fn window_rows(
         None => derived_rows(reader, tenant, range, Source::Auto).await?,
         Some(filter) => {
             check_trace_window(range)?;
-            let mut traces = traces_in_window(reader, tenant, range).await?;
-            traces.retain(|trace| trace.matches(&filter));
-            rows_of_traces(&traces)
+            let traces = traces_in_window(reader, tenant, range).await?;
+            crate::off_reactor(move || {
+                let matching: Vec<_> = traces
+                    .into_iter()
+                    .filter(|trace| trace.matches(&filter))
+                    .collect();
+                Ok(rows_of_traces(&matching))
+            })
+            .await?
         }
     })
 }

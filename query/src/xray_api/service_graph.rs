@@ -62,7 +62,7 @@ pub(super) async fn get_service_graph(
         .await?;
     let offset = page_offset(request.next_token.as_deref())?;
     let rows = window_rows(&state, &tenant, (from_ns, to_ns), group_filter).await?;
-    let map = ServiceMap::build(&rows);
+    let map = ServiceMap::build_off_reactor(rows).await?;
     let services = (0..map.nodes.len())
         .skip(offset)
         .take(PAGE_SIZE)

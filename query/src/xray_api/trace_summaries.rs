@@ -85,27 +85,35 @@ pub(super) async fn get_trace_summaries(
         None => None,
     };
     let offset = page_offset(request.next_token.as_deref())?;
-    let mut traces = traces_in_window(state.reader, &tenant, range).await?;
+    let traces = traces_in_window(state.reader, &tenant, range).await?;
     let processed = traces.len();
-    traces.retain(|trace| filter.as_ref().is_none_or(|filter| trace.matches(filter)));
-    traces.sort_by(|left, right| {
-        right
-            .start_ns
-            .cmp(&left.start_ns)
-            .then(left.trace_id.cmp(&right.trace_id))
-    });
-    let summaries: Vec<Value> = traces
-        .iter()
-        .skip(offset)
-        .take(PAGE_SIZE)
-        .map(summary)
-        .collect();
+    // Evaluating the filter on every trace is CPU work: off the reactor.
+    let (summaries, matched) = crate::off_reactor(move || {
+        let mut matching: Vec<TraceView> = traces
+            .into_iter()
+            .filter(|trace| filter.as_ref().is_none_or(|filter| trace.matches(filter)))
+            .collect();
+        matching.sort_by(|left, right| {
+            right
+                .start_ns
+                .cmp(&left.start_ns)
+                .then(left.trace_id.cmp(&right.trace_id))
+        });
+        let summaries: Vec<Value> = matching
+            .iter()
+            .skip(offset)
+            .take(PAGE_SIZE)
+            .map(summary)
+            .collect();
+        Ok((summaries, matching.len()))
+    })
+    .await?;
     let mut response = json!({
         "TraceSummaries": summaries,
         "ApproximateTime": request.end_time,
         "TracesProcessedCount": processed,
     });
-    if let Some(token) = next_token(offset, PAGE_SIZE, traces.len()) {
+    if let Some(token) = next_token(offset, PAGE_SIZE, matched) {
         response["NextToken"] = json!(token);
     }
     Ok(json_response(&response))

@@ -103,7 +103,11 @@ pub(super) async fn get_trace_graph(
         trace_ids.push(trace_id);
     }
     let traces = traces_by_ids(state.reader, &tenant, &trace_ids).await?;
-    let map = ServiceMap::build(&rows_of_traces(&traces));
+    let (map, traces) = crate::off_reactor(move || {
+        let map = ServiceMap::build(&rows_of_traces(&traces));
+        Ok((map, traces))
+    })
+    .await?;
     let start = traces.iter().map(|trace| trace.start_ns).min().unwrap_or(0);
     let end = traces.iter().map(|trace| trace.end_ns).max().unwrap_or(0);
     let services: Vec<Value> = (0..map.nodes.len())

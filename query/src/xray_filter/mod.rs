@@ -65,16 +65,19 @@ pub async fn traces_in_window(
         .await?
         .collect()
         .await?;
-    let mut by_trace: HashMap<[u8; 16], Vec<SpanView>> = HashMap::new();
-    for batch in &batches {
-        for span in span_views(batch)? {
-            by_trace.entry(span.facts.trace_id).or_default().push(span);
+    crate::off_reactor(move || {
+        let mut by_trace: HashMap<[u8; 16], Vec<SpanView>> = HashMap::new();
+        for batch in &batches {
+            for span in span_views(batch)? {
+                by_trace.entry(span.facts.trace_id).or_default().push(span);
+            }
         }
-    }
-    Ok(by_trace
-        .into_iter()
-        .filter_map(|(trace_id, spans)| TraceView::new(trace_id, spans))
-        .collect())
+        Ok(by_trace
+            .into_iter()
+            .filter_map(|(trace_id, spans)| TraceView::new(trace_id, spans))
+            .collect())
+    })
+    .await
 }
 
 fn corrupt(what: &str) -> QueryError {
@@ -202,13 +205,17 @@ pub async fn traces_by_ids(
             .filter(col(span_col::TRACE_ID).eq(id_literal))?
             .collect()
             .await?;
-        let mut spans = Vec::new();
-        for batch in &batches {
-            spans.extend(span_views(batch)?);
-        }
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(trace_id.as_bytes());
-        traces.extend(TraceView::new(bytes, spans));
+        let trace = crate::off_reactor(move || {
+            let mut spans = Vec::new();
+            for batch in &batches {
+                spans.extend(span_views(batch)?);
+            }
+            Ok(TraceView::new(bytes, spans))
+        })
+        .await?;
+        traces.extend(trace);
     }
     Ok(traces)
 }

@@ -21,6 +21,8 @@
 
 use std::fmt;
 
+use crate::syntax::{Cursor, SyntaxError};
+
 /// A parsed filter expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
@@ -173,23 +175,10 @@ pub enum Literal {
 }
 
 /// Why an expression did not parse, and where (1-based character).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilterError {
-    pub position: usize,
-    pub message: String,
-}
+pub type FilterError = SyntaxError;
 
-impl fmt::Display for FilterError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid filter expression at position {}: {}",
-            self.position, self.message
-        )
-    }
-}
-
-impl std::error::Error for FilterError {}
+/// The language errors name.
+const LANGUAGE: &str = "filter expression";
 
 /// Longest expression accepted, in characters.
 pub const MAX_FILTER_CHARS: usize = 2_000;
@@ -234,7 +223,8 @@ impl fmt::Display for Token {
 }
 
 fn error(position: usize, message: impl Into<String>) -> FilterError {
-    FilterError {
+    SyntaxError {
+        language: LANGUAGE,
         position,
         message: message.into(),
     }
@@ -345,73 +335,38 @@ pub fn parse(text: &str) -> Result<Filter, FilterError> {
     }
     let tokens = tokenize(text)?;
     let mut parser = Parser {
-        tokens,
-        next: 0,
-        end_position: length + 1,
-        depth: 0,
+        cursor: Cursor::new(tokens, length + 1, MAX_DEPTH, LANGUAGE),
     };
-    if parser.tokens.is_empty() {
+    if parser.cursor.is_empty() {
         return Err(error(1, "empty expression"));
     }
     let filter = parser.or()?;
-    if let Some((position, token)) = parser.peek() {
+    if let Some((position, token)) = parser.cursor.peek() {
         return Err(error(position, format!("unexpected {token}")));
     }
     Ok(filter)
 }
 
 struct Parser {
-    tokens: Vec<(usize, Token)>,
-    next: usize,
-    end_position: usize,
-    depth: usize,
+    cursor: Cursor<Token>,
 }
 
 impl Parser {
-    fn peek(&self) -> Option<(usize, Token)> {
-        self.tokens.get(self.next).cloned()
-    }
-
-    fn take(&mut self, what: &str) -> Result<(usize, Token), FilterError> {
-        match self.tokens.get(self.next).cloned() {
-            Some(found) => {
-                self.next += 1;
-                Ok(found)
-            }
-            None => Err(error(
-                self.end_position,
-                format!("expected {what}, found the end"),
-            )),
-        }
-    }
-
-    fn expect(&mut self, expected: Token, what: &str) -> Result<(), FilterError> {
-        let (position, token) = self.take(what)?;
-        if token == expected {
-            Ok(())
-        } else {
-            Err(error(position, format!("expected {what}, found {token}")))
-        }
-    }
-
     fn nested<T>(
         &mut self,
         position: usize,
         parse: impl FnOnce(&mut Self) -> Result<T, FilterError>,
     ) -> Result<T, FilterError> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(error(position, format!("nested deeper than {MAX_DEPTH}")));
-        }
+        self.cursor.enter(position)?;
         let parsed = parse(self);
-        self.depth -= 1;
+        self.cursor.leave();
         parsed
     }
 
     fn or(&mut self) -> Result<Filter, FilterError> {
         let mut left = self.and()?;
-        while matches!(self.peek(), Some((_, Token::Or))) {
-            self.next += 1;
+        while matches!(self.cursor.peek(), Some((_, Token::Or))) {
+            self.cursor.advance();
             let right = self.and()?;
             left = Filter::Or(Box::new(left), Box::new(right));
         }
@@ -421,9 +376,9 @@ impl Parser {
     fn and(&mut self) -> Result<Filter, FilterError> {
         let mut left = self.unary()?;
         loop {
-            match self.peek() {
+            match self.cursor.peek() {
                 Some((_, Token::And)) => {
-                    self.next += 1;
+                    self.cursor.advance();
                 }
                 // Implicit AND: another term follows directly.
                 Some((_, Token::Word(_) | Token::Not | Token::LeftParen)) => {}
@@ -435,8 +390,8 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Filter, FilterError> {
-        if let Some((position, Token::Not)) = self.peek() {
-            self.next += 1;
+        if let Some((position, Token::Not)) = self.cursor.peek() {
+            self.cursor.advance();
             let inner = self.nested(position, Self::unary)?;
             return Ok(Filter::Not(Box::new(inner)));
         }
@@ -444,11 +399,11 @@ impl Parser {
     }
 
     fn primary(&mut self) -> Result<Filter, FilterError> {
-        let (position, token) = self.take("a filter")?;
+        let (position, token) = self.cursor.take("a filter")?;
         match token {
             Token::LeftParen => {
                 let inner = self.nested(position, Self::or)?;
-                self.expect(Token::RightParen, "\")\"")?;
+                self.cursor.expect(Token::RightParen, "\")\"")?;
                 Ok(inner)
             }
             Token::Word(word) => self.word(position, &word),
@@ -478,7 +433,7 @@ impl Parser {
         };
         if let Some(field) = number_field {
             let op = self.comparison(word)?;
-            let (value_position, value) = self.take("a number")?;
+            let (value_position, value) = self.cursor.take("a number")?;
             let Token::Number(value) = value else {
                 return Err(error(
                     value_position,
@@ -498,7 +453,7 @@ impl Parser {
         };
         if let Some(field) = text_field {
             let op = self.text_op(word)?;
-            let (value_position, value) = self.take("a string")?;
+            let (value_position, value) = self.cursor.take("a string")?;
             let Token::Text(value) = value else {
                 return Err(error(
                     value_position,
@@ -516,7 +471,7 @@ impl Parser {
                 return Err(error(position, "annotation needs a key: annotation.KEY"));
             }
             let op = self.text_op(word)?;
-            let (value_position, value) = self.take("a value")?;
+            let (value_position, value) = self.cursor.take("a value")?;
             let value = match value {
                 Token::Number(number) => Literal::Number(number),
                 Token::Text(text) => Literal::Text(text),
@@ -536,7 +491,7 @@ impl Parser {
             });
         }
         if lower == "group.name" || lower == "group.arn" {
-            let (op_position, op) = self.take("\"=\"")?;
+            let (op_position, op) = self.cursor.take("\"=\"")?;
             if op != Token::Op(Comparison::Eq) {
                 return Err(error(
                     op_position,
@@ -557,7 +512,7 @@ impl Parser {
     }
 
     fn comparison(&mut self, field: &str) -> Result<Comparison, FilterError> {
-        let (position, token) = self.take("a comparison")?;
+        let (position, token) = self.cursor.take("a comparison")?;
         match token {
             Token::Op(op) => Ok(op),
             other => Err(error(
@@ -568,7 +523,7 @@ impl Parser {
     }
 
     fn text_op(&mut self, field: &str) -> Result<TextOp, FilterError> {
-        let (position, token) = self.take("an operator")?;
+        let (position, token) = self.cursor.take("an operator")?;
         match token {
             Token::Op(op) => Ok(TextOp::Compare(op)),
             Token::Word(word) => match word.to_ascii_uppercase().as_str() {
@@ -588,7 +543,7 @@ impl Parser {
     }
 
     fn string(&mut self, what: &str) -> Result<String, FilterError> {
-        let (position, token) = self.take(what)?;
+        let (position, token) = self.cursor.take(what)?;
         match token {
             Token::Text(text) => Ok(text),
             other => Err(error(position, format!("expected {what}, found {other}"))),
@@ -597,31 +552,32 @@ impl Parser {
 
     /// `{ filter? }` after service(...) or edge(...), if present.
     fn block(&mut self) -> Result<Option<Box<Filter>>, FilterError> {
-        let Some((position, Token::LeftBrace)) = self.peek() else {
+        let Some((position, Token::LeftBrace)) = self.cursor.peek() else {
             return Ok(None);
         };
-        self.next += 1;
-        if matches!(self.peek(), Some((_, Token::RightBrace))) {
-            self.next += 1;
+        self.cursor.advance();
+        if matches!(self.cursor.peek(), Some((_, Token::RightBrace))) {
+            self.cursor.advance();
             return Ok(None);
         }
         let inner = self.nested(position, Self::or)?;
-        self.expect(Token::RightBrace, "\"}\"")?;
+        self.cursor.expect(Token::RightBrace, "\"}\"")?;
         Ok(Some(Box::new(inner)))
     }
 
     fn service(&mut self, _position: usize) -> Result<Filter, FilterError> {
-        self.expect(Token::LeftParen, "\"(\" after service")?;
+        self.cursor
+            .expect(Token::LeftParen, "\"(\" after service")?;
         let (mut name, mut node_type) = (None, None);
-        match self.peek() {
+        match self.cursor.peek() {
             Some((_, Token::RightParen)) => {}
             Some((_, Token::Text(_))) => name = Some(self.string("a service name")?),
             Some((position, Token::Word(word))) if word.eq_ignore_ascii_case("id") => {
-                self.next += 1;
-                self.expect(Token::LeftParen, "\"(\" after id")?;
+                self.cursor.advance();
+                self.cursor.expect(Token::LeftParen, "\"(\" after id")?;
                 loop {
-                    let (key_position, key) = self.take("name or type")?;
-                    self.expect(Token::Colon, "\":\"")?;
+                    let (key_position, key) = self.cursor.take("name or type")?;
+                    self.cursor.expect(Token::Colon, "\":\"")?;
                     let value = self.string("a quoted value")?;
                     match key {
                         Token::Word(key) if key.eq_ignore_ascii_case("name") => name = Some(value),
@@ -635,7 +591,7 @@ impl Parser {
                             ));
                         }
                     }
-                    match self.take("\",\" or \")\"")? {
+                    match self.cursor.take("\",\" or \")\"")? {
                         (_, Token::Comma) => continue,
                         (_, Token::RightParen) => break,
                         (other_position, other) => {
@@ -656,12 +612,12 @@ impl Parser {
             }
             None => {
                 return Err(error(
-                    self.end_position,
+                    self.cursor.end_position(),
                     "expected a service name, found the end",
                 ));
             }
         }
-        self.expect(Token::RightParen, "\")\"")?;
+        self.cursor.expect(Token::RightParen, "\")\"")?;
         let filter = self.block()?;
         Ok(Filter::Service {
             name,
@@ -671,11 +627,11 @@ impl Parser {
     }
 
     fn edge(&mut self, _position: usize) -> Result<Filter, FilterError> {
-        self.expect(Token::LeftParen, "\"(\" after edge")?;
+        self.cursor.expect(Token::LeftParen, "\"(\" after edge")?;
         let from = self.string("the calling service's quoted name")?;
-        self.expect(Token::Comma, "\",\"")?;
+        self.cursor.expect(Token::Comma, "\",\"")?;
         let to = self.string("the called service's quoted name")?;
-        self.expect(Token::RightParen, "\")\"")?;
+        self.cursor.expect(Token::RightParen, "\")\"")?;
         let filter = self.block()?;
         Ok(Filter::Edge { from, to, filter })
     }

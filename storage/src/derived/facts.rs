@@ -196,9 +196,9 @@ pub struct SpanFacts {
     pub service: Node,
     pub name: String,
     /// The `kind` column value (`server`, `client`, ...).
-    pub kind: String,
+    pub kind: &'static str,
     /// The `status_code` column value (`unset`, `ok`, `error`).
-    pub status_code: String,
+    pub status_code: &'static str,
     pub start_ns: i64,
     pub duration_ns: i64,
     pub outcome: Outcome,
@@ -213,12 +213,12 @@ pub struct SpanFacts {
 impl SpanFacts {
     /// Calls another service: a client or producer span.
     pub fn is_caller(&self) -> bool {
-        is_caller_kind(&self.kind)
+        is_caller_kind(self.kind)
     }
 
     /// Answers a call: a server or consumer span.
     pub fn is_callee(&self) -> bool {
-        is_callee_kind(&self.kind)
+        is_callee_kind(self.kind)
     }
 
     /// Where a request enters the service (a node's own statistics): a
@@ -230,6 +230,29 @@ impl SpanFacts {
     /// Failed as Tempo counts a request: error status.
     pub fn is_failed(&self) -> bool {
         self.status_code == "error"
+    }
+}
+
+/// A `kind` column value as the static name it is (unknown values are
+/// `unspecified`): spans carry it without an allocation each.
+pub fn kind_name(kind: &str) -> &'static str {
+    match kind {
+        "server" => "server",
+        "client" => "client",
+        "producer" => "producer",
+        "consumer" => "consumer",
+        "internal" => "internal",
+        _ => "unspecified",
+    }
+}
+
+/// A `status_code` column value as the static name it is (unknown values
+/// are `unset`).
+pub fn status_name(status: &str) -> &'static str {
+    match status {
+        "ok" => "ok",
+        "error" => "error",
+        _ => "unset",
     }
 }
 
@@ -334,7 +357,7 @@ impl<'a> FactColumns<'a> {
 
     fn read(&self, row: usize) -> Result<SpanFacts> {
         let corrupt = |what: &str| StorageError::Corrupt(format!("span row {row}: {what}"));
-        let kind = self.kind.value(row).to_string();
+        let kind = kind_name(self.kind.value(row));
         let (wanted, in_progress) = self.wanted_attributes(row);
         let [
             db_namespace,
@@ -346,8 +369,8 @@ impl<'a> FactColumns<'a> {
             aws_table_name,
             aws_queue_url,
         ] = wanted;
-        let peer = is_caller_kind(&kind).then(|| PeerInputs {
-            kind: kind.clone(),
+        let peer = is_caller_kind(kind).then(|| PeerInputs {
+            kind: kind.to_string(),
             span_name: self.name.value(row).to_string(),
             remote_namespace: optional_text(self.remote_namespace, row),
             peer_service: optional_text(self.peer_service, row),
@@ -359,7 +382,7 @@ impl<'a> FactColumns<'a> {
             aws_table_name,
             aws_queue_url,
         });
-        let links = if is_callee_kind(&kind) {
+        let links = if is_callee_kind(kind) {
             self.read_links(row)
         } else {
             Vec::new()
@@ -374,7 +397,7 @@ impl<'a> FactColumns<'a> {
             },
             name: self.name.value(row).to_string(),
             kind,
-            status_code: self.status_code.value(row).to_string(),
+            status_code: status_name(self.status_code.value(row)),
             start_ns: self.start_time.value(row),
             duration_ns: self.duration_ns.value(row),
             outcome: Outcome::from_flags(

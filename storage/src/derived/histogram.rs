@@ -13,6 +13,13 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
 use crate::{Result, StorageError};
 
+/// Tempo's default service-graph histogram buckets, seconds.
+pub const SERVICE_GRAPH_BUCKETS: [f64; 8] = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8];
+/// Tempo's default span-metrics histogram buckets, seconds.
+pub const SPAN_METRICS_BUCKETS: [f64; 12] = [
+    0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.02, 2.05, 4.10,
+];
+
 /// Significant decimal digits kept: values are exact within 1%.
 pub const SIGNIFICANT_DIGITS: u8 = 2;
 

@@ -39,10 +39,13 @@ mod rows;
 
 pub use facts::{
     CLIENT_NODE_NAME, CLIENT_NODE_TYPE, ConnectionType, Node, Outcome, PeerInputs,
-    REMOTE_NODE_TYPE, SpanFacts, infer_peer, is_callee_kind, is_caller_kind, span_facts,
+    REMOTE_NODE_TYPE, SpanFacts, infer_peer, is_callee_kind, is_caller_kind, kind_name, span_facts,
+    status_name,
 };
 pub use files::{DerivedCatalog, DerivedTable};
-pub use histogram::{LatencyHistogram, SIGNIFICANT_DIGITS};
+pub use histogram::{
+    LatencyHistogram, SERVICE_GRAPH_BUCKETS, SIGNIFICANT_DIGITS, SPAN_METRICS_BUCKETS,
+};
 pub use rows::{
     EdgeKey, EdgeSet, EdgeStats, NANOS_PER_MINUTE, OutcomeCounts, SpanMetricKey, SpanMetricSet,
     SpanMetricStats, col, edges_schema, minute_of, span_metrics_schema,

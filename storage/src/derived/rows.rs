@@ -40,7 +40,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType};
 
-use super::facts::{ConnectionType, Node, Outcome, SpanFacts, infer_peer};
+use super::facts::{ConnectionType, Node, Outcome, SpanFacts, infer_peer, kind_name, status_name};
 use super::histogram::LatencyHistogram;
 use crate::schema::timestamp_type;
 use crate::{Result, StorageError};
@@ -576,8 +576,8 @@ pub struct SpanMetricKey {
     pub minute_ns: i64,
     pub service: Node,
     pub span_name: String,
-    pub span_kind: String,
-    pub status_code: String,
+    pub span_kind: &'static str,
+    pub status_code: &'static str,
     pub entry: bool,
 }
 
@@ -622,8 +622,8 @@ impl SpanMetricSet {
             minute_ns: minute_of(span.start_ns),
             service: span.service.clone(),
             span_name: span.name.clone(),
-            span_kind: span.kind.clone(),
-            status_code: span.status_code.clone(),
+            span_kind: span.kind,
+            status_code: span.status_code,
             entry: span.is_entry(),
         };
         let Some(stats) = self.slot(key) else {
@@ -650,8 +650,8 @@ impl SpanMetricSet {
                 &key.service.name,
                 &key.service.node_type,
                 &key.span_name,
-                &key.span_kind,
-                &key.status_code,
+                key.span_kind,
+                key.status_code,
             ];
             for (builder, value) in texts.iter_mut().zip(text_values) {
                 builder.append_value(value);
@@ -708,8 +708,8 @@ impl SpanMetricSet {
                     node_type: service_type.value(row).to_string(),
                 },
                 span_name: span_name.value(row).to_string(),
-                span_kind: span_kind.value(row).to_string(),
-                status_code: status_code.value(row).to_string(),
+                span_kind: kind_name(span_kind.value(row)),
+                status_code: status_name(status_code.value(row)),
                 entry: entry.value(row),
             };
             let stats = SpanMetricStats {

@@ -1,0 +1,114 @@
+//! What the hand-written query parsers (X-Ray filter expressions, TraceQL)
+//! share: a syntax error that names its position, and a cursor over
+//! positioned tokens with a nesting limit.
+
+use std::fmt;
+
+/// Why a query did not parse, and where (1-based character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    /// The language, for the message: `filter expression`, `TraceQL`.
+    pub language: &'static str,
+    pub position: usize,
+    pub message: String,
+}
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} at position {}: {}",
+            self.language, self.position, self.message
+        )
+    }
+}
+
+impl std::error::Error for SyntaxError {}
+
+/// Tokens with their 1-based positions, read front to back.
+#[derive(Debug)]
+pub(crate) struct Cursor<T> {
+    tokens: Vec<(usize, T)>,
+    next: usize,
+    /// The position just past the text, for "found the end" errors.
+    end_position: usize,
+    depth: usize,
+    max_depth: usize,
+    language: &'static str,
+}
+
+impl<T: Clone + PartialEq + fmt::Display> Cursor<T> {
+    pub(crate) fn new(
+        tokens: Vec<(usize, T)>,
+        end_position: usize,
+        max_depth: usize,
+        language: &'static str,
+    ) -> Self {
+        Self {
+            tokens,
+            next: 0,
+            end_position,
+            depth: 0,
+            max_depth,
+            language,
+        }
+    }
+
+    pub(crate) fn error(&self, position: usize, message: impl Into<String>) -> SyntaxError {
+        SyntaxError {
+            language: self.language,
+            position,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub(crate) fn end_position(&self) -> usize {
+        self.end_position
+    }
+
+    pub(crate) fn peek(&self) -> Option<(usize, T)> {
+        self.tokens.get(self.next).cloned()
+    }
+
+    /// Skips the token [`Cursor::peek`] showed.
+    pub(crate) fn advance(&mut self) {
+        self.next += 1;
+    }
+
+    pub(crate) fn take(&mut self, what: &str) -> Result<(usize, T), SyntaxError> {
+        match self.tokens.get(self.next).cloned() {
+            Some(found) => {
+                self.next += 1;
+                Ok(found)
+            }
+            None => Err(self.error(self.end_position, format!("expected {what}, found the end"))),
+        }
+    }
+
+    pub(crate) fn expect(&mut self, expected: T, what: &str) -> Result<(), SyntaxError> {
+        let (position, token) = self.take(what)?;
+        if token == expected {
+            Ok(())
+        } else {
+            Err(self.error(position, format!("expected {what}, found {token}")))
+        }
+    }
+
+    /// One level deeper (parentheses, braces, negation); refused past the
+    /// limit so a hostile query cannot exhaust the stack.
+    pub(crate) fn enter(&mut self, position: usize) -> Result<(), SyntaxError> {
+        self.depth += 1;
+        if self.depth > self.max_depth {
+            return Err(self.error(position, format!("nested deeper than {}", self.max_depth)));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn leave(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+}
