@@ -1,13 +1,15 @@
 //! Reads a [`SpanFilter`] out of the predicates DataFusion pushes into a
 //! scan, so storage can prune blocks by time range and trace id.
 //!
-//! Only conjuncts of the shape `column <op> literal` are understood; every
+//! Only conjuncts of the shapes `column <op> literal` and
+//! `trace_id IN (literal, ...)` are understood; every
 //! other predicate is left to DataFusion (pushdown is `Inexact`), so
 //! missing a shape costs speed, never correctness. Bounds are mapped to the
 //! overlap range storage prunes with: a span matching `start_time >= x`
 //! ends at or after `x`, one matching `end_time <= y` starts at or before `y`.
 
 use datafusion::common::ScalarValue;
+use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use tracelake_storage::schema::col;
 use tracelake_storage::{SpanFilter, TraceId};
@@ -16,14 +18,44 @@ use tracelake_storage::{SpanFilter, TraceId};
 pub fn span_filter(filters: &[Expr]) -> SpanFilter {
     let mut filter = SpanFilter {
         time_range_ns: time_range(filters, &[col::START_TIME, col::END_TIME]),
-        trace_id: None,
+        trace_ids: None,
+    };
+    let mut narrow = |trace_ids: Vec<TraceId>| {
+        // Two conjuncts on the trace id: the spans must satisfy both.
+        filter.trace_ids = Some(match filter.trace_ids.take() {
+            None => trace_ids,
+            Some(known) => known
+                .into_iter()
+                .filter(|id| trace_ids.contains(id))
+                .collect(),
+        });
     };
     for (column, op, literal) in comparisons(filters) {
         if column == col::TRACE_ID
             && op == Operator::Eq
             && let Some(trace_id) = trace_id_literal(literal)
         {
-            filter.trace_id = Some(trace_id);
+            narrow(vec![trace_id]);
+        }
+    }
+    for expr in conjuncts(filters) {
+        if let Expr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) = expr
+            && matches!(expr.as_ref(), Expr::Column(column) if column.name == col::TRACE_ID)
+        {
+            let ids: Option<Vec<TraceId>> = list
+                .iter()
+                .map(|item| match item {
+                    Expr::Literal(value, _) => trace_id_literal(value),
+                    _ => None,
+                })
+                .collect();
+            if let Some(ids) = ids {
+                narrow(ids);
+            }
         }
     }
     filter
@@ -54,14 +86,18 @@ pub fn time_range(filters: &[Expr], time_columns: &[&str]) -> Option<(i64, i64)>
     (from != i64::MIN || to != i64::MAX).then_some((from, to))
 }
 
-/// The conjuncts of `filters` shaped `column <op> literal` (either side).
-fn comparisons(filters: &[Expr]) -> Vec<(&str, Operator, &ScalarValue)> {
+fn conjuncts(filters: &[Expr]) -> Vec<&Expr> {
     let mut conjuncts = Vec::new();
     for expr in filters {
         split_and(expr, &mut conjuncts);
     }
+    conjuncts
+}
+
+/// The conjuncts of `filters` shaped `column <op> literal` (either side).
+fn comparisons(filters: &[Expr]) -> Vec<(&str, Operator, &ScalarValue)> {
     let mut found = Vec::new();
-    for expr in conjuncts {
+    for expr in conjuncts(filters) {
         let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
             continue;
         };
@@ -138,7 +174,14 @@ mod tests {
             (
                 vec![column(col::TRACE_ID).eq(trace_literal.clone())],
                 SpanFilter {
-                    trace_id: Some(trace_id),
+                    trace_ids: Some(vec![trace_id]),
+                    time_range_ns: None,
+                },
+            ),
+            (
+                vec![column(col::TRACE_ID).in_list(vec![trace_literal.clone()], false)],
+                SpanFilter {
+                    trace_ids: Some(vec![trace_id]),
                     time_range_ns: None,
                 },
             ),
@@ -149,7 +192,7 @@ mod tests {
                         .and(column(col::END_TIME).lt_eq(ts(20))),
                 ],
                 SpanFilter {
-                    trace_id: None,
+                    trace_ids: None,
                     time_range_ns: Some((10, 20)),
                 },
             ),
@@ -159,7 +202,7 @@ mod tests {
                     trace_literal.eq(column(col::TRACE_ID)),
                 ],
                 SpanFilter {
-                    trace_id: Some(trace_id),
+                    trace_ids: Some(vec![trace_id]),
                     time_range_ns: Some((i64::MIN, 30)),
                 },
             ),

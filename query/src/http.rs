@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /api/traces/{id}` | the trace as `{"batches": [ResourceSpans...]}` in OTLP JSON (hex ids, nanosecond strings), as Tempo's v1 API; with `Accept: application/protobuf`, OTLP `TracesData` protobuf (wire-compatible with Tempo's `Trace`). Optional `start`/`end` (unix seconds) only prune. 404 unknown id, 400 malformed id or range |
+//! | `GET /api/...` | Tempo's API ([`crate::tempo`]): trace by id (v1, v2; JSON or protobuf), TraceQL search, tags and tag values, build info |
 //! | `GET /v1/service-map` | the service map of `start`..`end` (unix seconds, fractions allowed; default the last hour) as `{"nodes":[...],"edges":[...]}`; `source=auto` (default: precomputed rows where written, raw spans elsewhere), `precomputed` or `raw`; `tenant=` overrides the header |
 //! | `GET /v1/histogram` | latency of `service` (its entry spans, or the spans named `operation`) over `start`..`end`: `{"count", "sum_seconds", "quantiles": {"p50","p90","p99","max"}, "buckets": [{"le", "count"}] (cumulative, Tempo's span-metrics bounds), "distribution": [{"value", "count"}]}`, seconds; `source` as for the service map |
 //! | `GET /v1/sql?q=`, `POST /v1/sql` (body: the query) | read-only SQL ([`crate::sql`]): `{"columns", "rows": [{column: value}], "truncated"}`, or with `Accept: application/vnd.apache.arrow.stream` an Arrow IPC stream (`x-tracelake-truncated: true` when cut); `timeout=` (e.g. `5s`, at most 30 s); 400 with DataFusion's message for refused or invalid SQL, 503 on timeout |
@@ -17,18 +17,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prost::Message;
-use serde::Serialize;
-use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER, TraceId};
+use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER};
 
 use crate::QueryError;
 use crate::derived_rows::{Source, derived_rows};
 use crate::service_map::{LatencyJson, ServiceMap, Stats};
-use crate::trace::trace_by_id;
 use tracelake_storage::derived::SPAN_METRICS_BUCKETS;
 
 const PROTOBUF_TYPES: [&str; 2] = ["application/protobuf", "application/x-protobuf"];
@@ -41,7 +38,6 @@ struct QueryState {
 /// The query routes.
 pub fn router(reader: Arc<dyn SpanReader>) -> Router {
     Router::new()
-        .route("/api/traces/{trace_id}", get(get_trace))
         .route("/v1/service-map", get(get_service_map))
         .route("/v1/sql", get(get_sql).post(post_sql))
         .route("/v1/histogram", get(get_histogram))
@@ -50,6 +46,7 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
         .with_state(QueryState {
             reader: Arc::clone(&reader),
         })
+        .merge(crate::tempo::router(Arc::clone(&reader)))
         .merge(crate::jaeger::router(reader))
 }
 
@@ -81,7 +78,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get(TENANT_HEADER) {
         None => Ok(DEFAULT_TENANT.to_string()),
         Some(value) => {
@@ -95,7 +92,7 @@ fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-fn wants_protobuf(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_protobuf(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())
@@ -108,7 +105,7 @@ fn wants_protobuf(headers: &HeaderMap) -> bool {
 }
 
 /// `start`/`end` in unix seconds, both or neither.
-fn time_range(params: &HashMap<String, String>) -> Result<Option<(i64, i64)>, ApiError> {
+pub(crate) fn time_range(params: &HashMap<String, String>) -> Result<Option<(i64, i64)>, ApiError> {
     let seconds = |name: &str| -> Result<Option<i64>, ApiError> {
         match params.get(name).filter(|value| !value.is_empty()) {
             None => Ok(None),
@@ -132,38 +129,6 @@ fn time_range(params: &HashMap<String, String>) -> Result<Option<(i64, i64)>, Ap
             "give both start and end, or neither".into(),
         )),
     }
-}
-
-#[derive(Serialize)]
-struct TraceJson<'a> {
-    batches: &'a [opentelemetry_proto::tonic::trace::v1::ResourceSpans],
-}
-
-async fn get_trace(
-    State(state): State<QueryState>,
-    Path(trace_id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let tenant = tenant(&headers)?;
-    let trace_id = TraceId::parse_lenient(&trace_id)
-        .map_err(|error| ApiError::BadRequest(format!("invalid trace id {trace_id:?}: {error}")))?;
-    let range = time_range(&params)?;
-    let Some(trace) = trace_by_id(state.reader, &tenant, trace_id, range).await? else {
-        return Err(ApiError::NotFound(format!("trace {trace_id} not found")));
-    };
-    if wants_protobuf(&headers) {
-        let mut response = trace.encode_to_vec().into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/protobuf"),
-        );
-        return Ok(response);
-    }
-    let body = TraceJson {
-        batches: &trace.resource_spans,
-    };
-    Ok(axum::Json(body).into_response())
 }
 
 /// The tenant of a native API request: `tenant=` or the header.

@@ -27,6 +27,7 @@ pub mod session;
 pub mod spans_table;
 pub mod sql;
 pub mod syntax;
+pub mod tempo;
 pub mod trace;
 pub mod traceql;
 pub mod units;

@@ -177,8 +177,10 @@ impl ScanSummary {
             snapshot.head.len(),
             snapshot.total_head_batches
         );
-        if let Some(trace_id) = &filter.trace_id {
-            text.push_str(&format!(", trace_id={trace_id}"));
+        match filter.trace_ids.as_deref() {
+            Some([trace_id]) => text.push_str(&format!(", trace_id={trace_id}")),
+            Some(trace_ids) => text.push_str(&format!(", trace_ids={}", trace_ids.len())),
+            None => {}
         }
         if let Some((from, to)) = filter.time_range_ns {
             text.push_str(&format!(", time_range_ns=[{from}, {to}]"));

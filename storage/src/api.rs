@@ -57,8 +57,19 @@ pub struct SpanFilter {
     /// Spans whose `[start_time, end_time]` may overlap this inclusive
     /// nanosecond range.
     pub time_range_ns: Option<(i64, i64)>,
-    /// Spans of this trace only.
-    pub trace_id: Option<TraceId>,
+    /// Spans of these traces only (`trace_id = x` or `trace_id IN (...)`).
+    pub trace_ids: Option<Vec<TraceId>>,
+}
+
+impl SpanFilter {
+    /// Whether a block or head batch whose trace-id filter answers
+    /// `may_contain` may hold a wanted span.
+    pub fn may_hold_trace(&self, may_contain: impl Fn(&TraceId) -> bool) -> bool {
+        match &self.trace_ids {
+            Some(trace_ids) => trace_ids.iter().any(may_contain),
+            None => true,
+        }
+    }
 }
 
 /// One immutable Parquet block the query side may open.

@@ -119,10 +119,7 @@ impl Catalog {
                 Some((from, to)) => meta.overlaps(from, to),
                 None => true,
             })
-            .filter(|meta| match &filter.trace_id {
-                Some(trace_id) => meta.may_contain(trace_id),
-                None => true,
-            })
+            .filter(|meta| filter.may_hold_trace(|trace_id| meta.may_contain(trace_id)))
             .map(|meta| BlockRef {
                 path: Path::from(meta.path.as_str()),
                 size_bytes: meta.size_bytes,

@@ -70,10 +70,7 @@ impl HeadBatch {
         {
             return false;
         }
-        match &filter.trace_id {
-            Some(trace_id) => self.trace_filter.may_contain(trace_id),
-            None => true,
-        }
+        filter.may_hold_trace(|trace_id| self.trace_filter.may_contain(trace_id))
     }
 }
 

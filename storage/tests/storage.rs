@@ -196,7 +196,7 @@ async fn appended_spans_are_queryable_then_flushed_then_replayed() {
         TraceId::try_from(tracelake_storage::testing::trace_id_bytes(1).as_slice()).unwrap();
     let all = SpanFilter::default();
     let by_trace = SpanFilter {
-        trace_id: Some(trace_one),
+        trace_ids: Some(vec![trace_one]),
         ..SpanFilter::default()
     };
 

@@ -63,7 +63,7 @@ pub enum Condition {
 }
 
 /// Where an attribute is looked up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     Span,
     Resource,
@@ -337,6 +337,12 @@ fn intrinsic(word: &str) -> Option<Intrinsic> {
         "traceDuration" | "trace:duration" => Intrinsic::TraceDuration,
         _ => return None,
     })
+}
+
+/// A field as TraceQL writes it outside quotes (`span.x`, `resource.x`,
+/// `.x`, an intrinsic), as the tag endpoints name them.
+pub fn parse_field(word: &str) -> Option<Field> {
+    field(word)
 }
 
 fn field(word: &str) -> Option<Field> {

@@ -1,0 +1,749 @@
+//! Tempo's HTTP API, the contract Grafana's Tempo data source uses.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/traces/{id}` | v1: `{"batches": [ResourceSpans...]}` in OTLP JSON; with `Accept: application/protobuf`, Tempo's `Trace` (wire-compatible with OTLP `TracesData`) |
+//! | `GET /api/v2/traces/{id}` | v2: `{"trace": {"resourceSpans": [...]}, "status": "COMPLETE"}`; protobuf `TraceByIDResponse` |
+//! | `GET /api/search?q=&start=&end=&limit=&spss=` | TraceQL search ([`crate::traceql`]); without `q`, the legacy `tags=` (logfmt), `minDuration=`, `maxDuration=` |
+//! | `GET /api/search/tags` | `{"tagNames": [...]}`: span and resource attribute names |
+//! | `GET /api/v2/search/tags?scope=&q=` | `{"scopes": [{"name", "tags"}]}` for `span`, `resource`, `intrinsic` (`scope` one of them, or `all`/absent for every one) |
+//! | `GET /api/search/tag/{tag}/values` | `{"tagValues": ["..."]}` of an unscoped attribute |
+//! | `GET /api/v2/search/tag/{scope.tag}/values?q=` | `{"tagValues": [{"type", "value"}]}`; types `string`, `int`, `float`, `bool`, `keyword` (status, kind) |
+//! | `GET /api/status/buildinfo` | `{"version": "2.1.1", ...}` (see [`TEMPO_VERSION`]) |
+//!
+//! Times: `start`/`end` are unix seconds (both or neither); searches and
+//! tag lookups without them cover the last hour, trace by id covers all
+//! data (the trace-id index finds the blocks). Nanoseconds are strings in
+//! JSON, as Tempo's protobuf JSON writes uint64. Trace ids are answered as
+//! 32 hex digits.
+//!
+//! `q` on the tag endpoints narrows the spans whose tags and values are
+//! listed; Grafana sends the query being typed, so a `q` that does not
+//! parse is ignored rather than refused (as Tempo does).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
+use prost::Message;
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+use tracelake_storage::{SpanReader, TraceId};
+
+use crate::http::{ApiError, tenant, time_range, wants_protobuf};
+use crate::trace::trace_by_id;
+use crate::traceql::{
+    self, AttrValue, Checked, Condition, Field, Intrinsic, Operator, Query as TraceqlQuery, Scope,
+    SearchWindow, Spansets, Value,
+};
+use crate::{QueryError, session_for_tenant};
+
+/// The Tempo version `/api/status/buildinfo` reports. Grafana turns on
+/// streaming search over gRPC for Tempo 2.2.0 and later; tracelake serves
+/// search over plain HTTP only, so it reports the last version before that.
+pub const TEMPO_VERSION: &str = "2.1.1";
+
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 1_000;
+const DEFAULT_SPANS_PER_SPANSET: usize = 3;
+const MAX_SPANS_PER_SPANSET: usize = 100;
+/// Most tag names or values one request lists.
+pub const MAX_TAG_VALUES: usize = 5_000;
+const HOUR_NS: i64 = 3_600_000_000_000;
+/// What Tempo names the root service of a trace whose root span is missing.
+const NO_ROOT: &str = "<root span not yet received>";
+
+#[derive(Debug, Clone)]
+struct TempoState {
+    reader: Arc<dyn SpanReader>,
+}
+
+/// The Tempo routes, to merge into the query router.
+pub fn router(reader: Arc<dyn SpanReader>) -> Router {
+    Router::new()
+        .route("/api/traces/{trace_id}", get(trace_v1))
+        .route("/api/v2/traces/{trace_id}", get(trace_v2))
+        .route("/api/search", get(search))
+        .route("/api/search/tags", get(tags_v1))
+        .route("/api/v2/search/tags", get(tags_v2))
+        .route("/api/search/tag/{tag}/values", get(tag_values_v1))
+        .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
+        .route("/api/status/buildinfo", get(buildinfo))
+        .with_state(TempoState { reader })
+}
+
+// ---------------------------------------------------------------- traces
+
+/// Tempo's `tempopb.Trace`: field 1 is the resource spans, the same wire
+/// format as OTLP `TracesData`.
+#[derive(Clone, PartialEq, Message)]
+pub struct TempoTrace {
+    #[prost(message, repeated, tag = "1")]
+    pub resource_spans: Vec<ResourceSpans>,
+}
+
+/// Tempo's `tempopb.TraceByIDMetrics`.
+#[derive(Clone, PartialEq, Message)]
+pub struct TraceByIdMetrics {
+    #[prost(uint64, tag = "1")]
+    pub inspected_bytes: u64,
+}
+
+/// Tempo's `tempopb.TraceByIDResponse` (`/api/v2/traces/{id}`); `status`
+/// is `PartialStatus` (0 = COMPLETE, 1 = PARTIAL).
+#[derive(Clone, PartialEq, Message)]
+pub struct TraceByIdResponse {
+    #[prost(message, optional, tag = "1")]
+    pub trace: Option<TempoTrace>,
+    #[prost(message, optional, tag = "2")]
+    pub metrics: Option<TraceByIdMetrics>,
+    #[prost(int32, tag = "3")]
+    pub status: i32,
+    #[prost(string, tag = "4")]
+    pub message: String,
+}
+
+async fn find_trace(
+    state: &TempoState,
+    trace_id: &str,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<TracesData, ApiError> {
+    let tenant = tenant(headers)?;
+    let id = TraceId::parse_lenient(trace_id)
+        .map_err(|error| ApiError::BadRequest(format!("invalid trace id {trace_id:?}: {error}")))?;
+    let range = time_range(params)?;
+    trace_by_id(Arc::clone(&state.reader), &tenant, id, range)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))
+}
+
+fn protobuf(bytes: Vec<u8>) -> Response {
+    let mut response = bytes.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/protobuf"),
+    );
+    response
+}
+
+#[derive(Serialize)]
+struct BatchesJson<'a> {
+    batches: &'a [ResourceSpans],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TraceJson<'a> {
+    resource_spans: &'a [ResourceSpans],
+}
+
+#[derive(Serialize)]
+struct TraceByIdJson<'a> {
+    trace: TraceJson<'a>,
+    status: &'static str,
+}
+
+async fn trace_v1(
+    State(state): State<TempoState>,
+    Path(trace_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let trace = find_trace(&state, &trace_id, &params, &headers).await?;
+    if wants_protobuf(&headers) {
+        return Ok(protobuf(trace.encode_to_vec()));
+    }
+    Ok(axum::Json(BatchesJson {
+        batches: &trace.resource_spans,
+    })
+    .into_response())
+}
+
+async fn trace_v2(
+    State(state): State<TempoState>,
+    Path(trace_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let trace = find_trace(&state, &trace_id, &params, &headers).await?;
+    if wants_protobuf(&headers) {
+        let response = TraceByIdResponse {
+            trace: Some(TempoTrace {
+                resource_spans: trace.resource_spans,
+            }),
+            metrics: None,
+            status: 0,
+            message: String::new(),
+        };
+        return Ok(protobuf(response.encode_to_vec()));
+    }
+    Ok(axum::Json(TraceByIdJson {
+        trace: TraceJson {
+            resource_spans: &trace.resource_spans,
+        },
+        status: "COMPLETE",
+    })
+    .into_response())
+}
+
+// ---------------------------------------------------------------- search
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// `start`/`end`, or the last hour.
+fn window(params: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
+    Ok(time_range(params)?.unwrap_or_else(|| {
+        let now = now_ns();
+        (now - HOUR_NS, now)
+    }))
+}
+
+fn count_param(
+    params: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match params.get(name).filter(|value| !value.is_empty()) {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(0) => Ok(default),
+            Ok(count) if count <= max => Ok(count),
+            Ok(_) => Err(ApiError::BadRequest(format!(
+                "{name} must be at most {max}, got {text}"
+            ))),
+            Err(_) => Err(ApiError::BadRequest(format!(
+                "{name} must be a number, got {text:?}"
+            ))),
+        },
+    }
+}
+
+fn bad_query(error: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(error.to_string())
+}
+
+/// Splits logfmt (`a=b c="d e"`) into pairs.
+fn logfmt(text: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        if chars.next() != Some('=') || key.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "tags must be logfmt (key=value key2=\"value 2\"), got {text:?}"
+            )));
+        }
+        let mut value = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => value.extend(chars.next()),
+                    Some(c) => value.push(c),
+                    None => {
+                        return Err(ApiError::BadRequest(format!(
+                            "unterminated quoted value in tags {text:?}"
+                        )));
+                    }
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                value.push(c);
+            }
+        }
+        pairs.push((key, value));
+    }
+}
+
+fn and(left: Option<Condition>, right: Condition) -> Option<Condition> {
+    Some(match left {
+        Some(left) => Condition::And(Box::new(left), Box::new(right)),
+        None => right,
+    })
+}
+
+/// The legacy search parameters as a TraceQL query: each tag matches a
+/// span or resource attribute (as text, or as the number or boolean it
+/// spells), `name` the span name; `minDuration`/`maxDuration` bound the
+/// span duration.
+fn legacy_query(params: &HashMap<String, String>) -> Result<TraceqlQuery, ApiError> {
+    let mut condition = None;
+    if let Some(tags) = params.get("tags") {
+        for (key, text) in logfmt(tags)? {
+            let compare = |field: Field, value: Value| Condition::Compare {
+                field,
+                op: Operator::Eq,
+                value,
+            };
+            let tag = if key == "name" {
+                compare(Field::Intrinsic(Intrinsic::Name), Value::Text(text))
+            } else {
+                let field = Field::Attribute {
+                    scope: Scope::Any,
+                    name: key,
+                };
+                let mut tag = compare(field.clone(), Value::Text(text.clone()));
+                let spelled = if let Ok(int) = text.parse::<i64>() {
+                    Some(Value::Int(int))
+                } else if let Ok(flag) = text.parse::<bool>() {
+                    Some(Value::Bool(flag))
+                } else {
+                    text.parse::<f64>()
+                        .ok()
+                        .filter(|float| float.is_finite())
+                        .map(Value::Float)
+                };
+                if let Some(value) = spelled {
+                    tag = Condition::Or(Box::new(tag), Box::new(compare(field, value)));
+                }
+                tag
+            };
+            condition = and(condition, tag);
+        }
+    }
+    for (name, op) in [("minDuration", Operator::Ge), ("maxDuration", Operator::Le)] {
+        if let Some(text) = params.get(name).filter(|text| !text.is_empty()) {
+            let nanos = crate::units::parse_duration_nanos(text)
+                .filter(|nanos| *nanos >= 0)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "{name} must be a duration like 100ms or 1.5s, got {text:?}"
+                    ))
+                })?;
+            condition = and(
+                condition,
+                Condition::Compare {
+                    field: Field::Intrinsic(Intrinsic::Duration),
+                    op,
+                    value: Value::Duration(nanos),
+                },
+            );
+        }
+    }
+    Ok(TraceqlQuery {
+        spansets: Spansets::Filter(condition),
+        stages: Vec::new(),
+    })
+}
+
+/// An attribute in OTLP JSON (`intValue` as a string, as protobuf JSON
+/// writes int64).
+fn attribute_json(key: &str, value: &AttrValue) -> Json {
+    let value = match value {
+        AttrValue::Text(text) => json!({"stringValue": text}),
+        AttrValue::Int(int) => json!({"intValue": int.to_string()}),
+        AttrValue::Float(float) => json!({"doubleValue": float}),
+        AttrValue::Bool(flag) => json!({"boolValue": flag}),
+    };
+    json!({"key": key, "value": value})
+}
+
+fn trace_json(checked: &Checked, found: &traceql::Found, spans_per_spanset: usize) -> Json {
+    let trace = &found.trace;
+    let spansets: Vec<Json> = found
+        .spansets
+        .iter()
+        .map(|set| {
+            let spans: Vec<Json> = set
+                .spans
+                .iter()
+                .take(spans_per_spanset)
+                .map(|index| {
+                    let span = &trace.spans[*index];
+                    let attributes: Vec<Json> = checked
+                        .span_attributes(*index, trace)
+                        .iter()
+                        .map(|(key, value)| attribute_json(key, value))
+                        .collect();
+                    json!({
+                        "spanID": hex::encode(span.span_id),
+                        "name": span.name,
+                        "startTimeUnixNano": span.start_ns.to_string(),
+                        "durationNanos": span.duration_ns.to_string(),
+                        "attributes": attributes,
+                    })
+                })
+                .collect();
+            let mut set_json = json!({"spans": spans, "matched": set.spans.len()});
+            if !set.group.is_empty() {
+                set_json["attributes"] = set
+                    .group
+                    .iter()
+                    .map(|(key, value)| attribute_json(key, value))
+                    .collect();
+            }
+            set_json
+        })
+        .collect();
+    let root = trace.root_span();
+    let mut out = json!({
+        "traceID": hex::encode(trace.trace_id),
+        "rootServiceName": root.map_or(NO_ROOT, |root| root.service.as_str()),
+        "startTimeUnixNano": trace.start_ns.to_string(),
+        "durationMs": (trace.end_ns - trace.start_ns) / 1_000_000,
+        "spanSets": spansets,
+    });
+    if let Some(root) = root {
+        out["rootTraceName"] = json!(root.name);
+    }
+    if let Some(first) = spansets.first() {
+        out["spanSet"] = first.clone();
+    }
+    out
+}
+
+async fn search(
+    State(state): State<TempoState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let range_ns = window(&params)?;
+    let limit = count_param(&params, "limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+    let spss = count_param(
+        &params,
+        "spss",
+        DEFAULT_SPANS_PER_SPANSET,
+        MAX_SPANS_PER_SPANSET,
+    )?;
+    let checked = match params.get("q").filter(|q| !q.trim().is_empty()) {
+        Some(text) => traceql::prepare(text).map_err(bad_query)?,
+        None => traceql::check(legacy_query(&params)?).map_err(bad_query)?,
+    };
+    let checked = Arc::new(checked);
+    let run = traceql::search(
+        state.reader,
+        &tenant,
+        Arc::clone(&checked),
+        SearchWindow {
+            range_ns,
+            limit,
+            pushdown: true,
+        },
+    );
+    let outcome = tokio::time::timeout(crate::sql::QUERY_TIMEOUT, run)
+        .await
+        .map_err(|_| {
+            ApiError::Timeout(QueryError::Timeout(crate::sql::QUERY_TIMEOUT).to_string())
+        })??;
+    let traces: Vec<Json> = outcome
+        .traces
+        .iter()
+        .map(|found| trace_json(&checked, found, spss))
+        .collect();
+    Ok(axum::Json(json!({
+        "traces": traces,
+        "metrics": {
+            "inspectedTraces": outcome.inspected_traces,
+            "inspectedSpans": outcome.inspected_spans.to_string(),
+            "inspectedBytes": outcome.inspected_bytes.to_string(),
+            "completedJobs": 1,
+            "totalJobs": 1,
+        },
+    }))
+    .into_response())
+}
+
+// ---------------------------------------------------------------- tags
+
+/// The intrinsics `/api/v2/search/tags` lists.
+const INTRINSICS: [&str; 8] = [
+    "duration",
+    "kind",
+    "name",
+    "rootName",
+    "rootServiceName",
+    "status",
+    "statusMessage",
+    "traceDuration",
+];
+
+/// The SQL condition `q` narrows spans by, when it parses and checks.
+fn narrowing(params: &HashMap<String, String>) -> Option<String> {
+    let text = params.get("q").filter(|q| !q.trim().is_empty())?;
+    traceql::prepare(text).ok()?.span_predicate()
+}
+
+fn window_sql(params: &HashMap<String, String>) -> Result<String, ApiError> {
+    let (from, to) = window(params)?;
+    let mut sql = format!(
+        "start_time >= to_timestamp_nanos({from}) AND start_time <= to_timestamp_nanos({to})"
+    );
+    if let Some(predicate) = narrowing(params) {
+        sql.push_str(&format!(" AND {predicate}"));
+    }
+    Ok(sql)
+}
+
+async fn sql_rows(
+    state: &TempoState,
+    tenant: &str,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, ApiError> {
+    let context = session_for_tenant(Arc::clone(&state.reader), tenant)?;
+    let run = async {
+        let frame = context.sql(sql).await?;
+        frame.collect().await
+    };
+    tokio::time::timeout(crate::sql::QUERY_TIMEOUT, run)
+        .await
+        .map_err(|_| ApiError::Timeout(QueryError::Timeout(crate::sql::QUERY_TIMEOUT).to_string()))?
+        .map_err(|error| ApiError::Internal(QueryError::from(error)))
+}
+
+fn first_column_strings(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for batch in batches {
+        if let Some(array) = batch.column(0).as_string_opt::<i32>() {
+            out.extend(
+                (0..array.len())
+                    .filter(|row| array.is_valid(*row))
+                    .map(|row| array.value(row).to_string()),
+            );
+        }
+    }
+    out
+}
+
+/// Attribute names of the spans (`attributes`) or resources
+/// (`resource_attributes`) in the window.
+async fn attribute_names(
+    state: &TempoState,
+    tenant: &str,
+    map: &str,
+    params: &HashMap<String, String>,
+) -> Result<Vec<String>, ApiError> {
+    let sql = format!(
+        "SELECT DISTINCT tag FROM (SELECT unnest(map_keys({map})) AS tag FROM spans WHERE {}) \
+         ORDER BY tag LIMIT {MAX_TAG_VALUES}",
+        window_sql(params)?
+    );
+    Ok(first_column_strings(&sql_rows(state, tenant, &sql).await?))
+}
+
+async fn tags_v1(
+    State(state): State<TempoState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    for map in ["attributes", "resource_attributes"] {
+        names.extend(attribute_names(&state, &tenant, map, &params).await?);
+    }
+    Ok(axum::Json(json!({"tagNames": names})).into_response())
+}
+
+async fn tags_v2(
+    State(state): State<TempoState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let wanted: &[&str] = match params.get("scope").map(String::as_str) {
+        None | Some("") | Some("all") => &["span", "resource", "intrinsic"],
+        Some("span") => &["span"],
+        Some("resource") => &["resource"],
+        Some("intrinsic") => &["intrinsic"],
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "scope must be span, resource, intrinsic or all, got {other:?}"
+            )));
+        }
+    };
+    let mut scopes = Vec::new();
+    for scope in wanted {
+        let tags = match *scope {
+            "span" => attribute_names(&state, &tenant, "attributes", &params).await?,
+            "resource" => attribute_names(&state, &tenant, "resource_attributes", &params).await?,
+            _ => INTRINSICS.iter().map(|name| name.to_string()).collect(),
+        };
+        scopes.push(json!({"name": scope, "tags": tags}));
+    }
+    Ok(axum::Json(json!({"scopes": scopes})).into_response())
+}
+
+/// A tag value with its Tempo type name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct TagValue {
+    kind: &'static str,
+    value: String,
+}
+
+fn typed(value: &AttrValue) -> TagValue {
+    let kind = match value {
+        AttrValue::Text(_) => "string",
+        AttrValue::Int(_) => "int",
+        AttrValue::Float(_) => "float",
+        AttrValue::Bool(_) => "bool",
+    };
+    TagValue {
+        kind,
+        value: value.render(),
+    }
+}
+
+/// Distinct values of `field` on the window's spans (narrowed by `q`).
+async fn values_of(
+    state: &TempoState,
+    tenant: &str,
+    field: &Field,
+    params: &HashMap<String, String>,
+) -> Result<Vec<TagValue>, ApiError> {
+    let keywords = |values: &[&str]| {
+        values
+            .iter()
+            .map(|value| TagValue {
+                kind: "keyword",
+                value: value.to_string(),
+            })
+            .collect()
+    };
+    let text_column = |expr: &str, extra: &str| {
+        format!(
+            "SELECT DISTINCT {expr} AS value FROM spans WHERE {{window}}{extra} \
+             ORDER BY value LIMIT {MAX_TAG_VALUES}"
+        )
+    };
+    let sql = match field {
+        Field::Intrinsic(Intrinsic::Status) => return Ok(keywords(&["error", "ok", "unset"])),
+        Field::Intrinsic(Intrinsic::Kind) => {
+            return Ok(keywords(&[
+                "client",
+                "consumer",
+                "internal",
+                "producer",
+                "server",
+                "unspecified",
+            ]));
+        }
+        Field::Intrinsic(Intrinsic::Duration | Intrinsic::TraceDuration) => {
+            return Ok(Vec::new());
+        }
+        Field::Intrinsic(Intrinsic::Name) => text_column("name", ""),
+        Field::Intrinsic(Intrinsic::StatusMessage) => {
+            text_column("status_message", " AND status_message <> ''")
+        }
+        Field::Intrinsic(Intrinsic::RootName) => text_column("name", " AND parent_span_id IS NULL"),
+        Field::Intrinsic(Intrinsic::RootServiceName) => {
+            text_column("service_name", " AND parent_span_id IS NULL")
+        }
+        Field::Attribute { scope, name }
+            if *scope != Scope::Span && name == traceql::SERVICE_NAME =>
+        {
+            text_column("service_name", "")
+        }
+        Field::Attribute { scope, name } => {
+            let key = traceql::quoted(name);
+            let value = match scope {
+                Scope::Span => format!("attributes[{key}]"),
+                Scope::Resource => format!("resource_attributes[{key}]"),
+                Scope::Any => format!("coalesce(attributes[{key}], resource_attributes[{key}])"),
+            };
+            format!(
+                "SELECT DISTINCT {value} AS value FROM spans \
+                 WHERE {{window}} AND {value} IS NOT NULL LIMIT {MAX_TAG_VALUES}"
+            )
+        }
+    };
+    let sql = sql.replace("{window}", &window_sql(params)?);
+    let batches = sql_rows(state, tenant, &sql).await?;
+    let mut values = BTreeSet::new();
+    for batch in &batches {
+        let column = batch.column(0);
+        if let Some(strings) = column.as_string_opt::<i32>() {
+            values.extend(
+                (0..strings.len())
+                    .filter(|row| strings.is_valid(*row))
+                    .map(|row| TagValue {
+                        kind: "string",
+                        value: strings.value(row).to_string(),
+                    }),
+            );
+        } else if let Some(structs) = column.as_struct_opt() {
+            values
+                .extend((0..structs.len()).filter_map(|row| {
+                    traceql::attr_value(structs, row).map(|value| typed(&value))
+                }));
+        }
+    }
+    Ok(values.into_iter().take(MAX_TAG_VALUES).collect())
+}
+
+fn tag_field(tag: &str) -> Result<Field, ApiError> {
+    traceql::parse_field(tag).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "unknown tag {tag:?}: use span.x, resource.x, .x or an intrinsic (name, status, kind, ...)"
+        ))
+    })
+}
+
+async fn tag_values_v1(
+    State(state): State<TempoState>,
+    Path(tag): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let field = Field::Attribute {
+        scope: Scope::Any,
+        name: tag,
+    };
+    let values: Vec<String> = values_of(&state, &tenant, &field, &params)
+        .await?
+        .into_iter()
+        .map(|value| value.value)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Ok(axum::Json(json!({"tagValues": values})).into_response())
+}
+
+async fn tag_values_v2(
+    State(state): State<TempoState>,
+    Path(tag): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let field = tag_field(&tag)?;
+    let values: Vec<Json> = values_of(&state, &tenant, &field, &params)
+        .await?
+        .into_iter()
+        .map(|value| json!({"type": value.kind, "value": value.value}))
+        .collect();
+    Ok(axum::Json(json!({"tagValues": values})).into_response())
+}
+
+async fn buildinfo() -> Response {
+    axum::Json(json!({
+        "version": TEMPO_VERSION,
+        "revision": concat!("tracelake-", env!("CARGO_PKG_VERSION")),
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+    }))
+    .into_response()
+}

@@ -1,0 +1,324 @@
+//! TraceQL search over a time window: candidates from DataFusion (see
+//! [`super::pushdown`]), then exact evaluation of the candidates loaded
+//! page by page, newest first, until `limit` traces matched.
+//!
+//! Candidates are ordered by their latest candidate span, newest first,
+//! then trace id; at most [`MAX_CANDIDATES`] are inspected (the answer's
+//! `inspected_traces` says how many were). The matches found are answered
+//! by trace start, newest first, then trace id, so the answer is
+//! deterministic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, AsArray, FixedSizeBinaryArray, RecordBatch, StringArray, StructArray,
+};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
+use datafusion::common::ScalarValue;
+use datafusion::prelude::{SessionContext, col, lit};
+use tracelake_storage::schema::{any_value, col as span_col};
+use tracelake_storage::{SpanReader, TraceId};
+
+use super::check::Checked;
+use super::eval::{AttrValue, SpanRow, SpansetMatch, TraceRows};
+use crate::xray_filter::TRACE_REACH_NS;
+use crate::{QueryError, Result, session_for_tenant};
+
+/// Most candidate traces one search inspects.
+pub const MAX_CANDIDATES: usize = 20_000;
+/// Candidate traces loaded per query.
+const PAGE: usize = 500;
+
+/// What to search.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchWindow {
+    /// Spans starting in this inclusive nanosecond range make a trace a
+    /// candidate.
+    pub range_ns: (i64, i64),
+    /// Most traces answered.
+    pub limit: usize,
+    /// Whether DataFusion narrows the candidates (always, but for tests
+    /// that check the pushdown against evaluating every trace).
+    pub pushdown: bool,
+}
+
+/// A matching trace and its spansets.
+#[derive(Debug)]
+pub struct Found {
+    pub trace: TraceRows,
+    pub spansets: Vec<SpansetMatch>,
+}
+
+/// The answer of [`search`].
+#[derive(Debug, Default)]
+pub struct SearchOutcome {
+    pub traces: Vec<Found>,
+    pub inspected_traces: u64,
+    pub inspected_spans: u64,
+    pub inspected_bytes: u64,
+}
+
+fn timestamp(nanos: i64) -> datafusion::prelude::Expr {
+    lit(ScalarValue::TimestampNanosecond(
+        Some(nanos),
+        Some("UTC".into()),
+    ))
+}
+
+/// The SQL choosing candidate traces (module docs).
+pub fn candidates_sql(checked: &Checked, window: &SearchWindow) -> String {
+    let (from, to) = window.range_ns;
+    let mut sql = format!(
+        "SELECT trace_id, max(start_time) AS latest FROM spans \
+         WHERE start_time >= to_timestamp_nanos({from}) AND start_time <= to_timestamp_nanos({to})"
+    );
+    let predicate = |predicate: Option<String>| predicate.filter(|_| window.pushdown);
+    if let Some(predicate) = predicate(checked.span_predicate()) {
+        sql.push_str(&format!(" AND {predicate}"));
+    }
+    sql.push_str(" GROUP BY trace_id");
+    if let Some(predicate) = predicate(checked.trace_predicate()) {
+        sql.push_str(&format!(" HAVING {predicate}"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY latest DESC, trace_id LIMIT {MAX_CANDIDATES}"
+    ));
+    sql
+}
+
+/// Runs `checked` over `tenant`'s spans in `window`.
+pub async fn search(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    checked: Arc<Checked>,
+    window: SearchWindow,
+) -> Result<SearchOutcome> {
+    let context = session_for_tenant(reader, tenant)?;
+    let batches = context
+        .sql(&candidates_sql(&checked, &window))
+        .await?
+        .collect()
+        .await?;
+    let mut candidates = Vec::new();
+    for batch in &batches {
+        let ids = fixed_binary(batch, 0)?;
+        for row in 0..ids.len() {
+            candidates.push(TraceId::try_from(ids.value(row)).map_err(|_| corrupt("trace_id"))?);
+        }
+    }
+    let mut outcome = SearchOutcome::default();
+    for page in candidates.chunks(PAGE) {
+        let batches = load_page(&context, &checked, page, window.range_ns).await?;
+        outcome.inspected_bytes += batches
+            .iter()
+            .map(|batch| batch.get_array_memory_size() as u64)
+            .sum::<u64>();
+        let order: Vec<TraceId> = page.to_vec();
+        let page_checked = Arc::clone(&checked);
+        let wanted = window.limit.saturating_sub(outcome.traces.len());
+        let (found, traces, spans) = crate::off_reactor(move || {
+            let mut by_trace: HashMap<TraceId, Vec<SpanRow>> = HashMap::new();
+            let mut spans = 0u64;
+            for batch in &batches {
+                for (trace_id, row) in span_rows(batch, page_checked.slots.len())? {
+                    by_trace.entry(trace_id).or_default().push(row);
+                    spans += 1;
+                }
+            }
+            let mut found = Vec::new();
+            let mut inspected = 0u64;
+            for trace_id in order {
+                if found.len() >= wanted {
+                    break;
+                }
+                let Some(rows) = by_trace.remove(&trace_id) else {
+                    continue;
+                };
+                let mut bytes = [0u8; 16];
+                bytes.copy_from_slice(trace_id.as_bytes());
+                let Some(trace) = TraceRows::new(bytes, rows) else {
+                    continue;
+                };
+                inspected += 1;
+                let spansets = page_checked.evaluate(&trace);
+                if !spansets.is_empty() {
+                    found.push(Found { trace, spansets });
+                }
+            }
+            Ok((found, inspected, spans))
+        })
+        .await?;
+        outcome.inspected_traces += traces;
+        outcome.inspected_spans += spans;
+        outcome.traces.extend(found);
+        if outcome.traces.len() >= window.limit {
+            break;
+        }
+    }
+    outcome.traces.sort_by(|a, b| {
+        (b.trace.start_ns, a.trace.trace_id).cmp(&(a.trace.start_ns, b.trace.trace_id))
+    });
+    Ok(outcome)
+}
+
+/// The spans of `trace_ids` (within reach of the window), with the columns
+/// evaluation reads and one column per attribute slot.
+async fn load_page(
+    context: &SessionContext,
+    checked: &Checked,
+    trace_ids: &[TraceId],
+    (from, to): (i64, i64),
+) -> Result<Vec<RecordBatch>> {
+    let ids = trace_ids
+        .iter()
+        .map(|id| {
+            lit(ScalarValue::FixedSizeBinary(
+                TraceId::LEN as i32,
+                Some(id.as_bytes().to_vec()),
+            ))
+        })
+        .collect();
+    let mut columns: Vec<String> = [
+        span_col::TRACE_ID,
+        span_col::SPAN_ID,
+        span_col::PARENT_SPAN_ID,
+        span_col::NAME,
+        span_col::SERVICE_NAME,
+        span_col::KIND,
+        span_col::STATUS_CODE,
+        "coalesce(status_message, '')",
+        span_col::START_TIME,
+        span_col::DURATION_NS,
+    ]
+    .iter()
+    .map(|column| column.to_string())
+    .collect();
+    columns.extend((0..checked.slots.len()).map(|slot| checked.slot_sql(slot)));
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let frame = context
+        .table("spans")
+        .await?
+        .filter(
+            col(span_col::TRACE_ID).in_list(ids, false).and(
+                col(span_col::START_TIME)
+                    .gt_eq(timestamp(from.saturating_sub(TRACE_REACH_NS)))
+                    .and(
+                        col(span_col::START_TIME)
+                            .lt_eq(timestamp(to.saturating_add(TRACE_REACH_NS))),
+                    ),
+            ),
+        )?
+        .select_exprs(&columns)?;
+    Ok(frame.collect().await?)
+}
+
+fn corrupt(what: &str) -> QueryError {
+    QueryError::DataFusion(datafusion::error::DataFusionError::Internal(format!(
+        "traceql column {what} missing or mistyped"
+    )))
+}
+
+fn fixed_binary(batch: &RecordBatch, index: usize) -> Result<&FixedSizeBinaryArray> {
+    batch
+        .column(index)
+        .as_fixed_size_binary_opt()
+        .ok_or_else(|| corrupt("id"))
+}
+
+fn text(batch: &RecordBatch, index: usize) -> Result<&StringArray> {
+    batch
+        .column(index)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| corrupt("text"))
+}
+
+/// An `AnyValue` struct cell as a value: the first child set among
+/// `str`, `int`, `double`, `bool`, `json` (arrays and maps, as JSON text).
+pub(crate) fn attr_value(value: &StructArray, row: usize) -> Option<AttrValue> {
+    if value.is_null(row) {
+        return None;
+    }
+    let child = |name: &str| {
+        value
+            .column_by_name(name)
+            .filter(|array| array.is_valid(row))
+    };
+    if let Some(array) = child(any_value::STR).and_then(|a| a.as_string_opt::<i32>()) {
+        return Some(AttrValue::Text(array.value(row).to_string()));
+    }
+    if let Some(array) = child(any_value::INT).and_then(|a| a.as_primitive_opt::<Int64Type>()) {
+        return Some(AttrValue::Int(array.value(row)));
+    }
+    if let Some(array) = child(any_value::DOUBLE).and_then(|a| a.as_primitive_opt::<Float64Type>())
+    {
+        return Some(AttrValue::Float(array.value(row)));
+    }
+    if let Some(array) = child(any_value::BOOL).and_then(|a| a.as_boolean_opt()) {
+        return Some(AttrValue::Bool(array.value(row)));
+    }
+    if let Some(array) = child(any_value::JSON).and_then(|a| a.as_string_opt::<i32>()) {
+        return Some(AttrValue::Text(array.value(row).to_string()));
+    }
+    None
+}
+
+fn span_rows(batch: &RecordBatch, slots: usize) -> Result<Vec<(TraceId, SpanRow)>> {
+    let (trace_ids, span_ids, parents) = (
+        fixed_binary(batch, 0)?,
+        fixed_binary(batch, 1)?,
+        fixed_binary(batch, 2)?,
+    );
+    let (names, services, kinds, statuses, messages) = (
+        text(batch, 3)?,
+        text(batch, 4)?,
+        text(batch, 5)?,
+        text(batch, 6)?,
+        text(batch, 7)?,
+    );
+    let starts = batch
+        .column(8)
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(|| corrupt("start_time"))?;
+    let durations = batch
+        .column(9)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| corrupt("duration_ns"))?;
+    let values: Vec<&StructArray> = (0..slots)
+        .map(|slot| {
+            batch
+                .column(10 + slot)
+                .as_struct_opt()
+                .ok_or_else(|| corrupt("attribute"))
+        })
+        .collect::<Result<_>>()?;
+    let id8 = |array: &FixedSizeBinaryArray, row: usize| -> Option<[u8; 8]> {
+        array
+            .is_valid(row)
+            .then(|| array.value(row).try_into().ok())
+            .flatten()
+    };
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let trace_id = TraceId::try_from(trace_ids.value(row)).map_err(|_| corrupt("trace_id"))?;
+        let Some(span_id) = id8(span_ids, row) else {
+            return Err(corrupt("span_id"));
+        };
+        rows.push((
+            trace_id,
+            SpanRow {
+                span_id,
+                parent_id: id8(parents, row),
+                name: names.value(row).to_string(),
+                service: services.value(row).to_string(),
+                kind: kinds.value(row).to_string(),
+                status: statuses.value(row).to_string(),
+                status_message: messages.value(row).to_string(),
+                start_ns: starts.value(row),
+                duration_ns: durations.value(row),
+                values: values.iter().map(|value| attr_value(value, row)).collect(),
+            },
+        ));
+    }
+    Ok(rows)
+}
