@@ -12,4 +12,5 @@ mod sampling;
 mod server;
 mod service_map;
 mod sql;
+mod tempo;
 mod xray;
