@@ -6,6 +6,7 @@
 //! | `GET /v1/service-map` | the service map of `start`..`end` (unix seconds, fractions allowed; default the last hour) as `{"nodes":[...],"edges":[...]}`; `source=auto` (default: precomputed rows where written, raw spans elsewhere), `precomputed` or `raw`; `tenant=` overrides the header |
 //! | `GET /v1/histogram` | latency of `service` (its entry spans, or the spans named `operation`) over `start`..`end`: `{"count", "sum_seconds", "quantiles": {"p50","p90","p99","max"}, "buckets": [{"le", "count"}] (cumulative, Tempo's span-metrics bounds), "distribution": [{"value", "count"}]}`, seconds; `source` as for the service map |
 //! | `GET /v1/sql?q=`, `POST /v1/sql` (body: the query) | read-only SQL ([`crate::sql`]): `{"columns", "rows": [{column: value}], "truncated"}`, or with `Accept: application/vnd.apache.arrow.stream` an Arrow IPC stream (`x-tracelake-truncated: true` when cut); `timeout=` (e.g. `5s`, at most 30 s); 400 with DataFusion's message for refused or invalid SQL, 503 on timeout |
+//! | `GET /v1/openapi.json` | the OpenAPI 3.1 description of the `/v1` endpoints ([`OPENAPI`]) |
 //! | `GET /jaeger/api/...` | the Jaeger query API ([`crate::jaeger`]) |
 //! | `GET /ready` | 200 `ready` |
 //! | `GET /api/echo` | 200 `echo` (Grafana's data source test) |
@@ -41,6 +42,7 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
         .route("/v1/service-map", get(get_service_map))
         .route("/v1/sql", get(get_sql).post(post_sql))
         .route("/v1/histogram", get(get_histogram))
+        .route("/v1/openapi.json", get(openapi))
         .route("/ready", get(|| async { "ready" }))
         .route("/api/echo", get(|| async { "echo" }))
         .with_state(QueryState {
@@ -48,6 +50,21 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
         })
         .merge(crate::tempo::router(Arc::clone(&reader)))
         .merge(crate::jaeger::router(reader))
+}
+
+/// The OpenAPI document of the native endpoints (`/v1/*`, the OTLP/HTTP
+/// ones on their own port included), kept beside the code in
+/// `query/api/openapi.json`; `tests/openapi.rs` checks it against the
+/// router.
+pub const OPENAPI: &str = include_str!("../api/openapi.json");
+
+async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Every error the API answers with.

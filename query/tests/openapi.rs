@@ -1,0 +1,91 @@
+//! The OpenAPI document served at `/v1/openapi.json` is valid JSON, its
+//! references resolve, and every path it documents on the query port is
+//! routed (and every native route is documented).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use object_store::ObjectStore;
+use serde_json::Value;
+use tower::ServiceExt;
+use tracelake_query::http::OPENAPI;
+use tracelake_storage::{SpanReader, Storage, StorageConfig, local_store};
+
+/// The `/v1` routes of the query router; a new one must be documented.
+const NATIVE_ROUTES: [&str; 4] = [
+    "/v1/service-map",
+    "/v1/histogram",
+    "/v1/sql",
+    "/v1/openapi.json",
+];
+
+fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                match (key.as_str(), child) {
+                    ("$ref", Value::String(target)) => out.push(target),
+                    _ => refs(child, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| refs(item, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_matches_the_router() {
+    let document: Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+    assert_eq!(document["openapi"], "3.1.0");
+    let mut targets = Vec::new();
+    refs(&document, &mut targets);
+    assert!(!targets.is_empty());
+    for target in targets {
+        let pointer = target.strip_prefix('#').expect("local reference");
+        assert!(document.pointer(pointer).is_some(), "{target} resolves");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = local_store(dir.path()).unwrap();
+    let config = StorageConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    };
+    let (storage, _) = Storage::open(config, store).await.unwrap();
+    let reader: Arc<dyn SpanReader> = Arc::new(storage);
+    let router = tracelake_query::router(reader);
+    let paths = document["paths"].as_object().unwrap();
+    for route in NATIVE_ROUTES {
+        assert!(paths.contains_key(route), "{route} is documented");
+    }
+    for (path, item) in paths {
+        assert!(path.starts_with("/v1/"), "{path}");
+        if item.get("servers").is_some() {
+            continue; // served on another port (OTLP/HTTP)
+        }
+        assert!(NATIVE_ROUTES.contains(&path.as_str()), "{path} is listed");
+        for (method, _) in item.as_object().unwrap() {
+            let request = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(path.as_str())
+                .body(Body::empty())
+                .unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_ne!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+            assert_ne!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+        }
+    }
+    let request = Request::builder()
+        .uri("/v1/openapi.json")
+        .body(Body::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+}
