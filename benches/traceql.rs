@@ -1,0 +1,135 @@
+//! Grafana's Tempo requests over an hour of spans, through the query
+//! router (the HTTP handlers without the network):
+//!
+//! - TraceQL search `{resource.service.name="service-07" && duration > 500ms}`
+//!   (limit 20, as Grafana asks), and the same search evaluated without
+//!   pushing its conditions into DataFusion, for the ratio;
+//! - tag values of `resource.service.name` (a dedicated column) and of
+//!   `span.db.system.name` (an attribute map lookup).
+//!
+//! ```text
+//! cargo bench --bench traceql          # 10M spans (TRACELAKE_BENCH_SPANS)
+//! ```
+//!
+//! Spans: see `common/mod.rs`. Under `cargo test --benches` it runs once on
+//! 10,000 spans to prove it still works.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::Request;
+use common::{BASE_NS, HOUR_NS, TENANT, median};
+use tower::ServiceExt;
+use tracelake_query::traceql::{self, SearchWindow};
+use tracelake_storage::SpanReader;
+
+const SEARCH: &str = r#"{resource.service.name="service-07" && duration > 500ms}"#;
+
+/// Percent-encodes a query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-_.".contains(&byte) {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let (spans, runs) = common::scale();
+    let dir = tempfile::tempdir().unwrap();
+    let (storage, loaded) = common::load(dir.path(), spans, |_| {}).await;
+    println!(
+        "traceql bench: {spans} spans in {} blocks, loaded in {loaded:.1?}",
+        storage.blocks().len()
+    );
+    let reader: Arc<dyn SpanReader> = Arc::new(storage);
+    let router = tracelake_query::router(Arc::clone(&reader));
+    let (start, end) = (BASE_NS / 1_000_000_000, (BASE_NS + HOUR_NS) / 1_000_000_000);
+    let window = format!("start={start}&end={end}");
+    let requests = [
+        (
+            "search {resource.service.name=\"service-07\" && duration > 500ms}",
+            format!("/api/search?q={}&limit=20&spss=3&{window}", encode(SEARCH)),
+            "traces",
+        ),
+        (
+            "tag values resource.service.name",
+            format!("/api/v2/search/tag/resource.service.name/values?q=%7B%7D&{window}"),
+            "tagValues",
+        ),
+        (
+            "tag values span.db.system.name",
+            format!("/api/v2/search/tag/span.db.system.name/values?q=%7B%7D&{window}"),
+            "tagValues",
+        ),
+    ];
+    for (label, uri, field) in requests {
+        let mut samples = Vec::new();
+        let mut answered = 0;
+        for _ in 0..runs {
+            let request = Request::builder()
+                .uri(&uri)
+                .header("X-Scope-OrgID", TENANT)
+                .body(Body::empty())
+                .unwrap();
+            let started = Instant::now();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert!(
+                response.status().is_success(),
+                "{label}: {}",
+                response.status()
+            );
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            samples.push(started.elapsed());
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            answered = json[field].as_array().map_or(0, Vec::len);
+        }
+        assert!(answered > 0, "{label} answered nothing");
+        println!(
+            "{label}: median {:.1?} of {runs} ({answered} {field})",
+            median(samples)
+        );
+    }
+
+    // The same search without pushdown: every trace of the window is a
+    // candidate (up to the inspection cap) and is evaluated in memory.
+    let checked = Arc::new(traceql::prepare(SEARCH).unwrap());
+    let mut found = [0usize; 2];
+    let mut medians = Vec::new();
+    for (slot, pushdown) in [(0, true), (1, false)] {
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            let window = SearchWindow {
+                range_ns: (BASE_NS as i64, (BASE_NS + HOUR_NS) as i64),
+                limit: 20,
+                pushdown,
+            };
+            let started = Instant::now();
+            let outcome =
+                traceql::search(Arc::clone(&reader), TENANT, Arc::clone(&checked), window)
+                    .await
+                    .unwrap();
+            samples.push(started.elapsed());
+            found[slot] = outcome.traces.len();
+        }
+        medians.push(median(samples));
+    }
+    println!(
+        "search with pushdown {:.1?}, without {:.1?} ({:.1}x; {} and {} traces found)",
+        medians[0],
+        medians[1],
+        medians[1].as_secs_f64() / medians[0].as_secs_f64(),
+        found[0],
+        found[1]
+    );
+}
