@@ -347,23 +347,8 @@ impl Checked {
             }
             Spansets::Descendant(left, right) => {
                 let (left, right) = (self.spansets(left, trace), self.spansets(right, trace));
-                (0..count)
-                    .map(|span| {
-                        if !right[span] {
-                            return false;
-                        }
-                        // At most `count` steps: a parent loop cannot hang.
-                        let mut current = trace.parents[span];
-                        for _ in 0..count {
-                            match current {
-                                Some(ancestor) if left[ancestor] => return true,
-                                Some(ancestor) => current = trace.parents[ancestor],
-                                None => return false,
-                            }
-                        }
-                        false
-                    })
-                    .collect()
+                let below = below_any(&left, &trace.parents);
+                (0..count).map(|span| right[span] && below[span]).collect()
             }
             Spansets::Sibling(left, right) => {
                 let (left, right) = (self.spansets(left, trace), self.spansets(right, trace));
@@ -544,6 +529,41 @@ impl Checked {
     }
 }
 
+/// For each span, whether one of its ancestors is marked in `marked`: one
+/// walk up per span that stops at the first span already decided, so a
+/// deep trace costs O(spans), and a parent loop (bad input) ends.
+fn below_any(marked: &[bool], parents: &[Option<usize>]) -> Vec<bool> {
+    let mut decided: Vec<Option<bool>> = vec![None; parents.len()];
+    let mut path = Vec::new();
+    for start in 0..parents.len() {
+        let mut current = start;
+        let answer = loop {
+            if let Some(known) = decided[current] {
+                break known;
+            }
+            if path.len() > parents.len() {
+                break false; // a loop: no root above
+            }
+            path.push(current);
+            match parents[current] {
+                Some(parent) if marked[parent] => break true,
+                Some(parent) => current = parent,
+                None => break false,
+            }
+        };
+        // Every span on the path has the same answer as its parent chain,
+        // except that the span right below a marked one is true, which the
+        // loop found first: all of them share `answer`.
+        for span in path.drain(..) {
+            decided[span] = Some(answer);
+        }
+    }
+    decided
+        .into_iter()
+        .map(|known| known.unwrap_or(false))
+        .collect()
+}
+
 /// The name Tempo answers an intrinsic with.
 pub fn intrinsic_name(intrinsic: Intrinsic) -> &'static str {
     match intrinsic {
@@ -570,5 +590,32 @@ pub fn field_text(field: &Field) -> String {
             };
             format!("{prefix}{name}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::below_any;
+
+    #[test]
+    fn ancestors_are_found_in_chains_and_loops_end() {
+        // 0 <- 1 <- 2 <- 3, and 4 <-> 5 a loop, 6 alone.
+        let parents = [None, Some(0), Some(1), Some(2), Some(5), Some(4), None];
+        let marked = [false, true, false, false, false, false, false];
+        assert_eq!(
+            below_any(&marked, &parents),
+            [false, false, true, true, false, false, false]
+        );
+        let marked = [false, false, false, false, true, false, true];
+        assert_eq!(
+            below_any(&marked, &parents),
+            [false, false, false, false, true, true, false]
+        );
+        // A long chain: every span but the root is below the root.
+        let chain: Vec<Option<usize>> = (0usize..100_000).map(|span| span.checked_sub(1)).collect();
+        let mut marked = vec![false; chain.len()];
+        marked[0] = true;
+        let below = below_any(&marked, &chain);
+        assert!(!below[0] && below[1..].iter().all(|b| *b));
     }
 }
