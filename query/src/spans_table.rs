@@ -129,9 +129,14 @@ fn parquet_scan(
     limit: Option<usize>,
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    // Filters are evaluated while decoding (late materialization): columns
+    // a query only projects, like the 16-byte trace id, are decoded for
+    // the rows that pass, not for every row.
     let mut source = ParquetSource::new(span_schema())
         .with_enable_page_index(true)
-        .with_bloom_filter_on_read(true);
+        .with_bloom_filter_on_read(true)
+        .with_pushdown_filters(true)
+        .with_reorder_filters(true);
     if let Some(predicate) = predicate {
         source = source.with_predicate(predicate);
     }

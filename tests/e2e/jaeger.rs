@@ -174,7 +174,7 @@ async fn grafana_jaeger_data_source_requests() {
 }
 
 /// Percent-encodes a query value as Grafana does (encodeURIComponent).
-fn url_encode(text: &str) -> String {
+pub(crate) fn url_encode(text: &str) -> String {
     let mut out = String::new();
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {

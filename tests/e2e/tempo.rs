@@ -7,6 +7,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde_json::{Value, json};
 
+use crate::jaeger::url_encode as encode;
 use crate::server::TestServerBuilder;
 use crate::service_map::send_workload_ten_minutes_ago;
 
@@ -35,19 +36,6 @@ struct TempopbTraceByIdResponse {
     status: i32,
     #[prost(string, tag = "4")]
     message: String,
-}
-
-/// Percent-encodes as Grafana does (encodeURIComponent).
-fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Workload trace names (T1..T4) of a search answer: trace ids end with
