@@ -33,7 +33,7 @@ use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER, TraceId};
 
 use crate::derived_rows::{Source, derived_rows};
 use crate::service_map::ServiceMap;
-use crate::trace::trace_by_id;
+use crate::trace::{trace_by_id, traces_by_ids};
 use crate::{QueryError, session_for_tenant};
 
 const DEFAULT_LIMIT: usize = 20;
@@ -316,13 +316,11 @@ async fn search(
             }
         }
     }
-    let mut data = Vec::new();
-    for trace_id in trace_ids {
-        if let Some(trace) = trace_by_id(Arc::clone(&state.reader), &tenant, trace_id, None).await?
-        {
-            data.push(jaeger_trace(&trace_id, &trace));
-        }
-    }
+    let data: Vec<Value> = traces_by_ids(Arc::clone(&state.reader), &tenant, &trace_ids)
+        .await?
+        .iter()
+        .map(|(trace_id, trace)| jaeger_trace(trace_id, trace))
+        .collect();
     let total = data.len();
     Ok(envelope(Value::Array(data), total))
 }

@@ -12,6 +12,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{col, lit};
 use opentelemetry_proto::tonic::common::v1::any_value;
@@ -61,6 +63,78 @@ pub async fn trace_by_id(
         return Ok(None);
     }
     Ok(Some(assemble(batches_to_traces_data(&batches)?)))
+}
+
+/// `trace_id IN (...)`: the spans table prunes blocks by it (each block's
+/// trace-id filter is asked for every id).
+pub(crate) fn trace_id_in(trace_ids: &[TraceId]) -> datafusion::prelude::Expr {
+    let ids = trace_ids
+        .iter()
+        .map(|trace_id| {
+            lit(ScalarValue::FixedSizeBinary(
+                TraceId::LEN as i32,
+                Some(trace_id.as_bytes().to_vec()),
+            ))
+        })
+        .collect();
+    col(column::TRACE_ID).in_list(ids, false)
+}
+
+/// Several traces at once, in one scan pruned to the blocks whose trace-id
+/// filters admit any of them: `(id, trace)` in the order of `trace_ids`,
+/// ids with no span left out. Each trace is assembled as [`trace_by_id`]
+/// does.
+pub async fn traces_by_ids(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    trace_ids: &[TraceId],
+) -> Result<Vec<(TraceId, TracesData)>> {
+    if trace_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let context = session_for_tenant(reader, tenant)?;
+    let batches = context
+        .table("spans")
+        .await?
+        .filter(trace_id_in(trace_ids))?
+        .sort(vec![
+            col(column::TRACE_ID).sort(true, false),
+            col(column::START_TIME).sort(true, false),
+        ])?
+        .collect()
+        .await?;
+    let wanted = trace_ids.to_vec();
+    crate::off_reactor(move || {
+        let Some(first) = batches.first() else {
+            return Ok(Vec::new());
+        };
+        let all = concat_batches(&first.schema(), &batches)
+            .map_err(datafusion::error::DataFusionError::from)?;
+        let ids = all
+            .column_by_name(column::TRACE_ID)
+            .and_then(|array| array.as_fixed_size_binary_opt())
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal("trace_id column missing".into())
+            })?;
+        // Rows are sorted by trace id: each trace is one run of rows.
+        let mut runs: HashMap<&[u8], (usize, usize)> = HashMap::new();
+        let mut start = 0;
+        for row in 1..=ids.len() {
+            if row == ids.len() || ids.value(row) != ids.value(start) {
+                runs.insert(ids.value(start), (start, row - start));
+                start = row;
+            }
+        }
+        let mut traces = Vec::new();
+        for trace_id in wanted {
+            if let Some((offset, length)) = runs.get(trace_id.as_bytes().as_slice()) {
+                let rows = all.slice(*offset, *length);
+                traces.push((trace_id, assemble(batches_to_traces_data(&[rows])?)));
+            }
+        }
+        Ok(traces)
+    })
+    .await
 }
 
 /// Where a span sits in a `TracesData`.

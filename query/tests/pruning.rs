@@ -164,3 +164,49 @@ async fn explain_shows_block_pruning_by_trace_id_and_time() {
         .to_string();
     assert!(text.contains("| 120 |"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_traces_by_id_in_one_pruned_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (storage, counting) = storage_with_blocks(dir.path()).await;
+    let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
+    let seeds = [2_339, 7, 1_305];
+    let mut ids: Vec<TraceId> = seeds
+        .iter()
+        .map(|seed| TraceId::try_from(trace_id_bytes(*seed).as_slice()).unwrap())
+        .collect();
+    ids.insert(
+        1,
+        TraceId::from_hex("0123456789abcdef0123456789abcdef").unwrap(),
+    );
+    let candidates: HashSet<String> = storage
+        .blocks()
+        .iter()
+        .filter(|meta| ids.iter().any(|id| meta.may_contain(id)))
+        .map(|meta| meta.path.clone())
+        .collect();
+    counting.reset();
+    let traces = tracelake_query::trace::traces_by_ids(reader, "t1", &ids)
+        .await
+        .unwrap();
+    // In the order asked, the absent id left out, each trace whole.
+    let found: Vec<TraceId> = traces.iter().map(|(id, _)| *id).collect();
+    assert_eq!(found, [ids[0], ids[2], ids[3]]);
+    for (id, trace) in &traces {
+        let spans: Vec<_> = trace
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .collect();
+        assert_eq!(spans.len(), 3);
+        assert!(spans.iter().all(|span| span.trace_id == id.as_bytes()));
+    }
+    let opened: HashSet<String> = counting
+        .reads()
+        .keys()
+        .map(|path| path.to_string())
+        .collect();
+    assert!(opened.is_subset(&candidates), "opened {opened:?}");
+    assert!(candidates.len() < BLOCKS as usize, "{candidates:?}");
+}

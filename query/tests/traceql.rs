@@ -184,7 +184,7 @@ fn dataset() -> Vec<Vec<S>> {
 }
 
 fn id(trace: usize, span: usize) -> Vec<u8> {
-    ((trace as u64) << 8 | span as u64 + 1)
+    (((trace as u64) << 8) | (span as u64 + 1))
         .to_be_bytes()
         .to_vec()
 }

@@ -170,15 +170,6 @@ async fn load_page(
     trace_ids: &[TraceId],
     (from, to): (i64, i64),
 ) -> Result<Vec<RecordBatch>> {
-    let ids = trace_ids
-        .iter()
-        .map(|id| {
-            lit(ScalarValue::FixedSizeBinary(
-                TraceId::LEN as i32,
-                Some(id.as_bytes().to_vec()),
-            ))
-        })
-        .collect();
     let mut columns: Vec<String> = [
         span_col::TRACE_ID,
         span_col::SPAN_ID,
@@ -200,7 +191,7 @@ async fn load_page(
         .table("spans")
         .await?
         .filter(
-            col(span_col::TRACE_ID).in_list(ids, false).and(
+            crate::trace::trace_id_in(trace_ids).and(
                 col(span_col::START_TIME)
                     .gt_eq(timestamp(from.saturating_sub(TRACE_REACH_NS)))
                     .and(

@@ -185,37 +185,38 @@ fn annotations(attributes: &[KeyValue]) -> Vec<(String, Literal)> {
         .collect()
 }
 
-/// The traces with these ids (each looked up through the trace-id index),
-/// whole; ids with no span are left out.
+/// The traces with these ids, whole, in one scan pruned by the trace-id
+/// filters; ids with no span are left out.
 pub async fn traces_by_ids(
     reader: Arc<dyn SpanReader>,
     tenant: &str,
     trace_ids: &[tracelake_storage::TraceId],
 ) -> Result<Vec<TraceView>> {
-    let context = session_for_tenant(reader, tenant)?;
-    let mut traces = Vec::new();
-    for trace_id in trace_ids {
-        let id_literal = lit(ScalarValue::FixedSizeBinary(
-            tracelake_storage::TraceId::LEN as i32,
-            Some(trace_id.as_bytes().to_vec()),
-        ));
-        let batches = context
-            .table("spans")
-            .await?
-            .filter(col(span_col::TRACE_ID).eq(id_literal))?
-            .collect()
-            .await?;
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(trace_id.as_bytes());
-        let trace = crate::off_reactor(move || {
-            let mut spans = Vec::new();
-            for batch in &batches {
-                spans.extend(span_views(batch)?);
-            }
-            Ok(TraceView::new(bytes, spans))
-        })
-        .await?;
-        traces.extend(trace);
+    if trace_ids.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(traces)
+    let context = session_for_tenant(reader, tenant)?;
+    let batches = context
+        .table("spans")
+        .await?
+        .filter(crate::trace::trace_id_in(trace_ids))?
+        .collect()
+        .await?;
+    let order: Vec<[u8; 16]> = trace_ids
+        .iter()
+        .filter_map(|trace_id| trace_id.as_bytes().as_slice().try_into().ok())
+        .collect();
+    crate::off_reactor(move || {
+        let mut by_trace: HashMap<[u8; 16], Vec<SpanView>> = HashMap::new();
+        for batch in &batches {
+            for span in span_views(batch)? {
+                by_trace.entry(span.facts.trace_id).or_default().push(span);
+            }
+        }
+        Ok(order
+            .into_iter()
+            .filter_map(|trace_id| TraceView::new(trace_id, by_trace.remove(&trace_id)?))
+            .collect())
+    })
+    .await
 }
