@@ -1,5 +1,39 @@
-//! tracelake gateway plugin: the instrumentation layer (trace header,
-//! sampling client, segment emitter) and the reference gateway, function
-//! runtime and workflow engine whose traffic tracelake observes.
+//! tracelake gateway plugin: the instrumentation layer and the reference
+//! serverless components whose traffic tracelake observes.
 //!
-//! Depends only on `tracelake-sampler` (as a client). Built in a later issue.
+//! Instrumentation, as the X-Ray SDKs instrument a service:
+//!
+//! ```text
+//!  request --XRayLayer--> Tracer::start (continue X-Amzn-Trace-Id / traceparent,
+//!                          |             or sample with the central rules)
+//!                          v
+//!                     TraceContext (request extension)
+//!                          |  TracedClient::send -> subsegment (remote | aws),
+//!                          |                        header with Parent = subsegment
+//!                          v
+//!                     finish: segment document(s) --> SegmentSink (bounded queue)
+//!                                                      --> UDP to the daemon port
+//! ```
+//!
+//! - [`document`]: the segment documents (ids, http, aws, flags, causes,
+//!   annotations, metadata; split into independent subsegments when too
+//!   large for a datagram);
+//! - [`emitter`]: [`emitter::UdpEmitter`] (never blocks, drops are counted)
+//!   and an in-memory sink;
+//! - [`tracer`]: [`Tracer`], [`TraceContext`], [`tracer::Subsegment`];
+//! - [`layer`]: the tower layer for axum/hyper services;
+//! - [`client`]: the traced HTTP client.
+//!
+//! Depends on `tracelake-sampler` (as a client) and nothing else of
+//! tracelake.
+
+pub mod client;
+pub mod document;
+pub mod emitter;
+pub mod layer;
+pub mod tracer;
+
+pub use client::{Call, TracedClient};
+pub use emitter::{MemorySink, SegmentSink, UdpEmitter};
+pub use layer::XRayLayer;
+pub use tracer::{RequestInfo, TraceContext, Tracer};
