@@ -228,7 +228,10 @@ impl Document {
             );
         }
         if !self.annotations.is_empty() {
-            out.insert("annotations".into(), Value::Object(self.annotations.clone()));
+            out.insert(
+                "annotations".into(),
+                Value::Object(self.annotations.clone()),
+            );
         }
         if !self.metadata.is_empty() {
             out.insert(
@@ -320,7 +323,9 @@ mod tests {
         for index in 0..50 {
             let mut child = Document::new(&format!("call-{index}"), 1.1);
             child.end_time = Some(1.2);
-            child.metadata.insert("blob".into(), json!("x".repeat(2_000)));
+            child
+                .metadata
+                .insert("blob".into(), json!("x".repeat(2_000)));
             segment.subsegments.push(child);
         }
         let top = TopLevel {

@@ -15,14 +15,14 @@
 //!                                                      --> UDP to the daemon port
 //! ```
 //!
-//! - [`document`]: the segment documents (ids, http, aws, flags, causes,
+//! - [`document`] — the segment documents (ids, http, aws, flags, causes,
 //!   annotations, metadata; split into independent subsegments when too
 //!   large for a datagram);
-//! - [`emitter`]: [`emitter::UdpEmitter`] (never blocks, drops are counted)
+//! - [`emitter`] — [`emitter::UdpEmitter`] (never blocks, drops are counted)
 //!   and an in-memory sink;
-//! - [`tracer`]: [`Tracer`], [`TraceContext`], [`tracer::Subsegment`];
-//! - [`layer`]: the tower layer for axum/hyper services;
-//! - [`client`]: the traced HTTP client.
+//! - [`tracer`] — [`Tracer`], [`TraceContext`], [`tracer::Subsegment`];
+//! - [`layer`] — the tower layer for axum/hyper services;
+//! - [`client`] — the traced HTTP client.
 //!
 //! Depends on `tracelake-sampler` (as a client) and nothing else of
 //! tracelake.

@@ -266,7 +266,9 @@ pub struct Subsegment {
 
 impl Subsegment {
     fn new(context: TraceContext, name: &str, attach_to: Arc<Mutex<Vec<Document>>>) -> Self {
-        let document = context.is_sampled().then(|| Document::new(name, now_seconds()));
+        let document = context
+            .is_sampled()
+            .then(|| Document::new(name, now_seconds()));
         Self {
             context,
             document,
@@ -380,15 +382,18 @@ mod tests {
         assert_eq!(segment["annotations"]["order"], 7);
         assert_eq!(segment["subsegments"][0]["name"], "orders-fn");
         assert_eq!(segment["subsegments"][0]["namespace"], "remote");
-        assert_eq!(segment["subsegments"][0]["subsegments"][0]["name"], "Invoke");
+        assert_eq!(
+            segment["subsegments"][0]["subsegments"][0]["name"],
+            "Invoke"
+        );
     }
 
     #[test]
     fn upstream_decisions_are_obeyed_and_unsampled_requests_record_nothing() {
         let sink = Arc::new(MemorySink::default());
         let tracer = tracer(Arc::clone(&sink));
-        let incoming = TraceHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0")
-            .unwrap();
+        let incoming =
+            TraceHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0").unwrap();
         let context = tracer.start(Some(incoming), &RequestInfo::default());
         assert!(!context.is_sampled());
         let call = context.subsegment("x");

@@ -6,6 +6,7 @@ mod durability;
 mod jaeger;
 mod otlp;
 mod otlp_metrics;
+mod plugin;
 mod prometheus;
 mod python_sdk;
 mod sampling;

@@ -24,7 +24,7 @@ pub(crate) fn xray_hex(xray_trace_id: &str) -> Vec<u8> {
 }
 
 /// Polls the trace until it has `spans` spans (UDP has no ack to wait for).
-async fn wait_for_trace(server: &TestServer, trace: &[u8], spans: usize) -> TracesData {
+pub(crate) async fn wait_for_trace(server: &TestServer, trace: &[u8], spans: usize) -> TracesData {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
