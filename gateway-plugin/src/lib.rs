@@ -29,8 +29,10 @@
 
 pub mod client;
 pub mod document;
+pub mod downstream;
 pub mod emitter;
 pub mod layer;
+pub mod throttle;
 pub mod tracer;
 
 pub use client::{Call, TracedClient};
