@@ -32,6 +32,7 @@ pub mod document;
 pub mod downstream;
 pub mod emitter;
 pub mod layer;
+pub mod runtime;
 pub mod secrets;
 pub mod throttle;
 pub mod tracer;
