@@ -31,6 +31,7 @@ pub mod client;
 pub mod document;
 pub mod downstream;
 pub mod emitter;
+pub mod gateway;
 pub mod layer;
 pub mod runtime;
 pub mod secrets;
