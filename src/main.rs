@@ -2,6 +2,7 @@
 
 mod aggregation;
 mod config;
+mod demo;
 mod import;
 mod metrics;
 mod serve;
@@ -28,6 +29,10 @@ enum Command {
     /// documents, OTLP JSON (one request per file or per line) or OTLP
     /// protobuf. The server must not be running on the same data dir.
     Import(ImportArgs),
+    /// Run tracelake with the reference stack (an API gateway, functions,
+    /// a table and a queue) serving an order API under steady traffic, and
+    /// print where to look. Same listeners and storage as `serve`.
+    Demo(DemoArgs),
     /// Run a read-only SQL query over the data dir (tables spans, edges,
     /// span_metrics, metrics) and print the rows. The server must not be
     /// running on the same data dir (use its /v1/sql then).
@@ -67,6 +72,21 @@ struct ImportArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Stop after this long (e.g. 5m); without it, run until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Requests per second the demo's client sends (bursts reach 4x).
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Config file (TOML); every key optional, unknown keys refused.
+    #[arg(long, env = "TRACELAKE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: config::Overrides,
+}
+
+#[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Config file (TOML); every key optional, unknown keys refused.
     #[arg(long, env = "TRACELAKE_CONFIG")]
@@ -92,6 +112,17 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(serve::serve(config))
+        }
+        Command::Demo(args) => {
+            if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 10_000.0) {
+                anyhow::bail!("--rate must be between 0 and 10000 requests per second");
+            }
+            let config = config::Config::load(args.config.as_deref(), &args.overrides)?;
+            init_logging_at("warn");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(demo::demo(config, args.duration, args.rate))
         }
         Command::Import(args) => {
             let config = config::Config::load(args.config.as_deref(), &args.overrides)?;

@@ -40,7 +40,26 @@ fn announce(name: &str, address: std::net::SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The addresses the listeners were bound to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bound {
+    pub(crate) xray_udp: std::net::SocketAddr,
+    pub(crate) xray_api: std::net::SocketAddr,
+    pub(crate) otlp_http: std::net::SocketAddr,
+    pub(crate) http: std::net::SocketAddr,
+}
+
 pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
+    serve_until(config, shutdown_signal(), |_| {}).await
+}
+
+/// Serves until `shutdown` resolves, then drains and flushes; `ready` gets
+/// the bound addresses once every listener is up.
+pub(crate) async fn serve_until(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(Bound),
+) -> anyhow::Result<()> {
     let store = local_store(&config.data_dir)?;
     let sampling = Arc::new(SamplingService::new(RulesStore::new(Arc::clone(&store))));
     load_rules_file(&config, &sampling).await?;
@@ -89,6 +108,12 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     announce("otlp-grpc", grpc_listener.local_addr()?)?;
     announce("otlp-http", otlp_http_listener.local_addr()?)?;
     announce("http", http_listener.local_addr()?)?;
+    ready(Bound {
+        xray_udp: udp_socket.local_addr()?,
+        xray_api: xray_api_listener.local_addr()?,
+        otlp_http: otlp_http_listener.local_addr()?,
+        http: http_listener.local_addr()?,
+    });
 
     let (stop_sender, stop) = watch::channel(false);
     let stopped = move |mut receiver: watch::Receiver<bool>| async move {
@@ -154,7 +179,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         anyhow::Ok(())
     });
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: draining requests, then flushing the head");
     let _ = stop_sender.send(true);
     // Clients that keep connections open must not keep the head from disk.
@@ -202,7 +227,8 @@ async fn load_rules_file(config: &Config, sampling: &SamplingService) -> anyhow:
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -600,7 +600,7 @@ async fn invoke_function(
         Ok(request) => request,
         Err(_) => return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
     };
-    let call = Call::aws(function, "Invoke", &[("function_name", function)]);
+    let call = Call::aws("Lambda", "Invoke", &[("function_name", function)]);
     let response = match gateway.inner.client.send(Some(trace), call, request).await {
         Ok(response) => response,
         Err(error) if error.is_timeout() => {

@@ -28,6 +28,7 @@
 //! tracelake.
 
 pub mod client;
+pub mod demo;
 pub mod document;
 pub mod downstream;
 pub mod emitter;

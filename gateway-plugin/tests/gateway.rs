@@ -361,7 +361,8 @@ async fn function_proxy_mapping_and_trace() {
     assert_eq!(gateway["origin"], "AWS::ApiGateway::Stage");
     assert_eq!(gateway["http"]["response"]["status"], 201);
     let call = &gateway["subsegments"][0];
-    assert_eq!(call["name"], "orders-fn");
+    assert_eq!(call["name"], "Lambda");
+    assert_eq!(call["aws"]["function_name"], "orders-fn");
     assert_eq!(call["aws"]["operation"], "Invoke");
     let function = documents
         .iter()

@@ -249,6 +249,27 @@ fn mapping_rules_table() {
             },
         ),
         (
+            "a queue send is a producer",
+            segment_with(json!({"subsegments": [
+                {"id": "2222222222222222", "name": "SQS", "namespace": "aws", "start_time": 1478293361.3, "end_time": 1478293361.35,
+                 "aws": {"operation": "SendMessage", "queue_url": "https://sqs.us-east-1.amazonaws.com/1/orders"}},
+                {"id": "3333333333333333", "name": "SQS", "namespace": "aws", "start_time": 1478293361.3, "end_time": 1478293361.35,
+                 "aws": {"operation": "ReceiveMessage", "queue_url": "https://sqs.us-east-1.amazonaws.com/1/orders"}}
+            ]})),
+            |mapped| {
+                let kind = |id: &str| {
+                    mapped
+                        .spans
+                        .iter()
+                        .find(|span| hex::encode(&span.span_id) == id)
+                        .unwrap()
+                        .kind
+                };
+                assert_eq!(kind("2222222222222222"), SpanKind::Producer as i32);
+                assert_eq!(kind("3333333333333333"), SpanKind::Client as i32);
+            },
+        ),
+        (
             "subsegments: kinds and parents",
             segment_with(json!({"subsegments": [
                 {"id": "2222222222222222", "name": "DynamoDB", "namespace": "aws", "start_time": 1478293361.3, "end_time": 1478293361.35,

@@ -269,9 +269,41 @@ impl Context {
         Ok(answer["MessageId"].as_str().unwrap_or_default().to_string())
     }
 
+    /// Queues an asynchronous (`Event`) invocation of another function; its
+    /// request id. The callee's segment continues this trace. Invocations
+    /// are `Lambda` subsegments (X-Ray's name) with the function in
+    /// `aws.function_name`: answered, the edge goes to the function; refused
+    /// (throttled), to an inferred `AWS::Lambda` node.
+    pub async fn invoke_async(&self, function: &str, event: Value) -> Result<String, CallError> {
+        let mut subsegment = self.trace.subsegment("Lambda");
+        subsegment.record(|document| {
+            document.namespace = Some("aws");
+            document.aws.insert("operation".into(), json!("Invoke"));
+            document.aws.insert("function_name".into(), json!(function));
+            document
+                .aws
+                .insert("invocation_type".into(), json!("Event"));
+        });
+        self.authorize(&mut subsegment, &format!("function:{function}"))?;
+        let caller = Caller {
+            principal: format!("function:{}", self.invocation.function_name),
+            trace: Some(subsegment.header()),
+        };
+        let outcome = self.runtime.invoke_async(function, event, &caller);
+        if let Err(error) = &outcome {
+            let (kind, status) = error.kind();
+            subsegment.record(|document| {
+                document.record_status(status);
+                document.add_exception(kind, error.message(), true);
+            });
+        }
+        subsegment.finish();
+        outcome.map_err(CallError::from)
+    }
+
     /// Invokes another function synchronously, as this function's principal.
     pub async fn invoke(&self, function: &str, event: Value) -> Result<Value, CallError> {
-        let mut subsegment = self.trace.subsegment(function);
+        let mut subsegment = self.trace.subsegment("Lambda");
         subsegment.record(|document| {
             document.namespace = Some("aws");
             document.aws.insert("operation".into(), json!("Invoke"));

@@ -88,6 +88,28 @@ struct MapContext<'a> {
     spans: &'a mut Vec<Span>,
 }
 
+/// AWS operations that hand a message to a queue, topic or stream: their
+/// subsegments are producers (as OpenTelemetry's AWS SDK instrumentation
+/// marks them), so a consumer that continues the trace is reached through
+/// a `messaging_system` edge.
+const PRODUCER_OPERATIONS: [&str; 6] = [
+    "SendMessage",
+    "SendMessageBatch",
+    "Publish",
+    "PublishBatch",
+    "PutRecord",
+    "PutRecords",
+];
+
+fn is_producer_operation(entity: &SegmentDocument) -> bool {
+    entity
+        .aws
+        .as_ref()
+        .and_then(|aws| aws.get("operation"))
+        .and_then(|operation| operation.as_str())
+        .is_some_and(|operation| PRODUCER_OPERATIONS.contains(&operation))
+}
+
 impl MapContext<'_> {
     fn map_entity(
         &mut self,
@@ -100,6 +122,8 @@ impl MapContext<'_> {
         let end_ns = entity.end_time.map(seconds_to_nanos).unwrap_or(start_ns);
         let kind = if is_segment {
             SpanKind::Server
+        } else if entity.namespace.as_deref() == Some("aws") && is_producer_operation(entity) {
+            SpanKind::Producer
         } else if matches!(entity.namespace.as_deref(), Some("aws" | "remote"))
             || entity.http.is_some()
         {

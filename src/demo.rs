@@ -1,0 +1,130 @@
+//! `tracelake demo`: tracelake (the same listeners and storage as
+//! `serve`) plus the reference stack running an order API, driven by a
+//! steady traffic mix, until `--duration` passes or Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{oneshot, watch};
+use tracelake_gateway_plugin::demo::{Stack, StackSettings, TrafficStats, app, traffic};
+
+use crate::config::Config;
+use crate::serve::{Bound, serve_until, shutdown_signal};
+
+/// How often progress is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+fn address_of(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+/// `1-5759e988-bd862e3f...` -> the 32 hex digits tracelake's APIs take.
+fn trace_hex(xray: &str) -> String {
+    xray.trim_start_matches("1-").replace('-', "")
+}
+
+fn pointers(bound: &Bound, stack: &Stack) -> String {
+    let http = format!("http://{}", bound.http);
+    format!(
+        "\n\
+         tracelake demo: an order API behind a gateway ({gateway}/prod/orders, key {key})\n\
+         \x20 service map      {http}/v1/service-map\n\
+         \x20 search (Tempo)   {http}/api/search?q=%7Bstatus%3Derror%7D\n\
+         \x20 SQL              curl --data 'SELECT service_name, count(*) FROM spans GROUP BY 1' {http}/v1/sql\n\
+         \x20 Prometheus       scrape {http}/metrics\n\
+         \x20 Grafana          Tempo data source URL {http}, Jaeger data source URL {http}/jaeger\n\
+         \x20 X-Ray API        aws xray get-service-graph --endpoint-url http://{xray_api} --start-time $(date -d '-10 min' +%s) --end-time $(date +%s)\n",
+        gateway = stack.gateway_url,
+        key = app::API_KEY,
+        xray_api = bound.xray_api,
+    )
+}
+
+pub(crate) async fn demo(
+    config: Config,
+    duration: Option<Duration>,
+    rate: f64,
+) -> anyhow::Result<()> {
+    let state_dir = app::state_dir(&config.data_dir);
+    let (ready, bound) = oneshot::channel();
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve_until(
+        config,
+        async move {
+            let _ = server_stopped.await;
+        },
+        move |bound| {
+            let _ = ready.send(bound);
+        },
+    ));
+    let bound = match bound.await {
+        Ok(bound) => bound,
+        Err(_) => return server.await.context("server task")?,
+    };
+    let stack = Stack::start(StackSettings {
+        xray_udp: bound.xray_udp,
+        xray_api_url: format!("http://{}", bound.xray_api),
+        otlp_http_url: format!("http://{}", bound.otlp_http),
+        state_dir,
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("starting the demo stack: {error}"))?;
+    println!("listening demo-gateway {}", address_of(&stack.gateway_url));
+    println!("listening demo-runtime {}", address_of(&stack.runtime_url));
+    println!("{}", pointers(&bound, &stack));
+
+    let stats = Arc::new(TrafficStats::default());
+    let (stop_traffic, traffic_stop) = watch::channel(false);
+    let driver = tokio::spawn(traffic::run(
+        stack.gateway_url.clone(),
+        rate,
+        Arc::clone(&stats),
+        traffic_stop,
+    ));
+    let progress_stats = Arc::clone(&stats);
+    let http = bound.http;
+    let progress = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            let sample = progress_stats.sample_trace.lock().clone();
+            println!("demo: {}", progress_stats.summary());
+            if let Some(trace) = sample {
+                println!(
+                    "demo: a trace: http://{http}/api/traces/{}",
+                    trace_hex(&trace)
+                );
+            }
+        }
+    });
+    match duration {
+        Some(duration) => {
+            tokio::select! {
+                () = tokio::time::sleep(duration) => {}
+                () = shutdown_signal() => {}
+            }
+        }
+        None => shutdown_signal().await,
+    }
+    progress.abort();
+    let _ = stop_traffic.send(true);
+    let _ = driver.await;
+    // Requests in flight finish (charge-payment times out within 1 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!("demo: {}", stats.summary());
+    if let Some(trace) = stats.sample_trace.lock().clone() {
+        println!(
+            "demo: a trace: http://{}/api/traces/{}",
+            bound.http,
+            trace_hex(&trace)
+        );
+    }
+    let emitted = stack.emitter_stats();
+    println!(
+        "demo: {} segment documents sent, {} dropped",
+        emitted.sent, emitted.dropped
+    );
+    stack.stop().await;
+    let _ = stop_server.send(());
+    server.await.context("server task")?
+}
