@@ -15,6 +15,14 @@ use crate::serve::{Bound, serve_until, shutdown_signal};
 /// How often progress is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
+/// Prints a line; a closed stdout (the reader went away) is not an error
+/// worth stopping the demo for.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+}
+
 fn address_of(url: &str) -> &str {
     url.trim_start_matches("http://")
 }
@@ -70,9 +78,15 @@ pub(crate) async fn demo(
     })
     .await
     .map_err(|error| anyhow::anyhow!("starting the demo stack: {error}"))?;
-    println!("listening demo-gateway {}", address_of(&stack.gateway_url));
-    println!("listening demo-runtime {}", address_of(&stack.runtime_url));
-    println!("{}", pointers(&bound, &stack));
+    say(&format!(
+        "listening demo-gateway {}",
+        address_of(&stack.gateway_url)
+    ));
+    say(&format!(
+        "listening demo-runtime {}",
+        address_of(&stack.runtime_url)
+    ));
+    say(&pointers(&bound, &stack));
 
     let stats = Arc::new(TrafficStats::default());
     let (stop_traffic, traffic_stop) = watch::channel(false);
@@ -88,12 +102,12 @@ pub(crate) async fn demo(
         loop {
             tokio::time::sleep(PROGRESS_EVERY).await;
             let sample = progress_stats.sample_trace.lock().clone();
-            println!("demo: {}", progress_stats.summary());
+            say(&format!("demo: {}", progress_stats.summary()));
             if let Some(trace) = sample {
-                println!(
+                say(&format!(
                     "demo: a trace: http://{http}/api/traces/{}",
                     trace_hex(&trace)
-                );
+                ));
             }
         }
     });
@@ -111,19 +125,19 @@ pub(crate) async fn demo(
     let _ = driver.await;
     // Requests in flight finish (charge-payment times out within 1 s).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    println!("demo: {}", stats.summary());
+    say(&format!("demo: {}", stats.summary()));
     if let Some(trace) = stats.sample_trace.lock().clone() {
-        println!(
+        say(&format!(
             "demo: a trace: http://{}/api/traces/{}",
             bound.http,
             trace_hex(&trace)
-        );
+        ));
     }
     let emitted = stack.emitter_stats();
-    println!(
+    say(&format!(
         "demo: {} segment documents sent, {} dropped",
         emitted.sent, emitted.dropped
-    );
+    ));
     stack.stop().await;
     let _ = stop_server.send(());
     server.await.context("server task")?

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod demo;
 mod durability;
 mod jaeger;
 mod otlp;

@@ -31,6 +31,7 @@ pub(crate) struct TestServer {
 }
 
 pub(crate) struct TestServerBuilder {
+    subcommand: String,
     data_dir: PathBuf,
     flush_max_age: String,
     args: Vec<String>,
@@ -39,6 +40,7 @@ pub(crate) struct TestServerBuilder {
 impl TestServerBuilder {
     pub(crate) fn new(data_dir: &Path) -> Self {
         Self {
+            subcommand: "serve".into(),
             data_dir: data_dir.to_path_buf(),
             // Blocks are written on shutdown unless a test asks for more.
             flush_max_age: "1h".into(),
@@ -51,6 +53,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// Runs another subcommand with the same listeners (`demo`).
+    pub(crate) fn subcommand(mut self, subcommand: &str) -> Self {
+        self.subcommand = subcommand.to_string();
+        self
+    }
+
     pub(crate) fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_string());
         self
@@ -59,7 +67,7 @@ impl TestServerBuilder {
     pub(crate) fn spawn(&self) -> TestServer {
         let mut command = tracelake_command();
         command
-            .arg("serve")
+            .arg(&self.subcommand)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--listen-xray-udp", "127.0.0.1:0"])
@@ -80,11 +88,11 @@ impl TestServerBuilder {
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = mpsc::channel();
         std::thread::spawn(move || {
+            // Keep draining after the listening lines: a closed pipe would
+            // fail the server's later prints.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
+                let _ = sender.send(line);
             }
         });
         let mut addresses = std::collections::HashMap::new();

@@ -103,10 +103,8 @@ async fn serve(
     Ok((format!("http://{address}"), task))
 }
 
-fn stopped(mut stop: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> {
-    async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Creates the demo's sampling rule (most requests traced) unless it exists.
