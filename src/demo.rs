@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{oneshot, watch};
-use tracelake_gateway_plugin::demo::{Stack, StackSettings, TrafficStats, app, traffic};
+use tracelake_gateway_plugin::demo::{Export, Stack, StackSettings, TrafficStats, app, traffic};
 
 use crate::config::Config;
 use crate::serve::{Bound, serve_until, shutdown_signal};
@@ -53,6 +53,7 @@ pub(crate) async fn demo(
     config: Config,
     duration: Option<Duration>,
     rate: f64,
+    export: Export,
 ) -> anyhow::Result<()> {
     let state_dir = app::state_dir(&config.data_dir);
     let (ready, bound) = oneshot::channel();
@@ -71,6 +72,7 @@ pub(crate) async fn demo(
         Err(_) => return server.await.context("server task")?,
     };
     let stack = Stack::start(StackSettings {
+        export,
         xray_udp: bound.xray_udp,
         xray_api_url: format!("http://{}", bound.xray_api),
         otlp_http_url: format!("http://{}", bound.otlp_http),

@@ -79,6 +79,10 @@ struct DemoArgs {
     /// Requests per second the demo's client sends (bursts reach 4x).
     #[arg(long, default_value_t = 20.0)]
     rate: f64,
+    /// How the stack sends its segments: `udp` (the X-Ray daemon protocol)
+    /// or `otlp` (OTLP/HTTP).
+    #[arg(long, default_value = "udp", value_parser = ["udp", "otlp"])]
+    export: String,
     /// Config file (TOML); every key optional, unknown keys refused.
     #[arg(long, env = "TRACELAKE_CONFIG")]
     config: Option<PathBuf>,
@@ -122,7 +126,12 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(demo::demo(config, args.duration, args.rate))
+            let export = if args.export == "otlp" {
+                tracelake_gateway_plugin::demo::Export::Otlp
+            } else {
+                tracelake_gateway_plugin::demo::Export::Udp
+            };
+            runtime.block_on(demo::demo(config, args.duration, args.rate, export))
         }
         Command::Import(args) => {
             let config = config::Config::load(args.config.as_deref(), &args.overrides)?;

@@ -19,7 +19,8 @@
 //!   annotations, metadata; split into independent subsegments when too
 //!   large for a datagram);
 //! - [`emitter`] — [`emitter::UdpEmitter`] (never blocks, drops are counted)
-//!   and an in-memory sink;
+//!   and an in-memory sink; [`otlp_sink`] — the same documents as OTLP
+//!   spans over OTLP/HTTP;
 //! - [`tracer`] — [`Tracer`], [`TraceContext`], [`tracer::Subsegment`];
 //! - [`layer`] — the tower layer for axum/hyper services;
 //! - [`client`] — the traced HTTP client.
@@ -34,6 +35,7 @@ pub mod downstream;
 pub mod emitter;
 pub mod gateway;
 pub mod layer;
+pub mod otlp_sink;
 pub mod runtime;
 pub mod secrets;
 pub mod throttle;
@@ -42,4 +44,5 @@ pub mod tracer;
 pub use client::{Call, TracedClient};
 pub use emitter::{MemorySink, SegmentSink, UdpEmitter};
 pub use layer::XRayLayer;
+pub use otlp_sink::OtlpSink;
 pub use tracer::{RequestInfo, TraceContext, Tracer};

@@ -42,16 +42,27 @@ use crate::runtime::{
     RetryPolicy, Runtime, export_loop, handler,
 };
 use crate::secrets::{MasterKey, SecretStore};
-use crate::{TracedClient, Tracer, XRayLayer};
+use crate::{OtlpSink, TracedClient, Tracer, XRayLayer};
 
 /// The API key the traffic uses.
 pub const API_KEY: &str = "demo-key-0123456789";
 /// The sampling rule the demo creates in tracelake.
 pub const SAMPLING_RULE: &str = "tracelake-demo";
 
+/// How the stack sends its segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Export {
+    /// The X-Ray daemon protocol over UDP (what the X-Ray SDKs do).
+    #[default]
+    Udp,
+    /// OTLP spans over OTLP/HTTP.
+    Otlp,
+}
+
 /// Where tracelake listens.
 #[derive(Debug, Clone)]
 pub struct StackSettings {
+    pub export: Export,
     pub xray_udp: SocketAddr,
     pub xray_api_url: String,
     pub otlp_http_url: String,
@@ -369,10 +380,14 @@ impl Stack {
     pub async fn start(settings: StackSettings) -> Result<Self, String> {
         let (stop, stop_receiver) = watch::channel(false);
         let mut tasks = Vec::new();
-        let emitter = UdpEmitter::start(settings.xray_udp)
-            .await
-            .map_err(|error| format!("segment emitter: {error}"))?;
-        let sink: Arc<dyn SegmentSink> = Arc::new(emitter);
+        let sink: Arc<dyn SegmentSink> = match settings.export {
+            Export::Udp => Arc::new(
+                UdpEmitter::start(settings.xray_udp)
+                    .await
+                    .map_err(|error| format!("segment emitter: {error}"))?,
+            ),
+            Export::Otlp => Arc::new(OtlpSink::start(&settings.otlp_http_url, "orders-api")),
+        };
         // Until central rules arrive: one request a second and 10 %.
         let local = parse_local_rules(
             r#"{"version": 2, "rules": [], "default": {"fixed_target": 1, "rate": 0.1}}"#,

@@ -5,5 +5,5 @@
 pub mod app;
 pub mod traffic;
 
-pub use app::{Stack, StackSettings};
+pub use app::{Export, Stack, StackSettings};
 pub use traffic::TrafficStats;
