@@ -16,25 +16,13 @@ import sys
 import urllib.request
 
 from aws_xray_sdk.core import patch, xray_recorder
-from aws_xray_sdk.core.emitters.udp_emitter import UDPEmitter
+from recording_emitter import RecordingEmitter
 
 daemon, http_base, xray_api = sys.argv[1], sys.argv[2], sys.argv[3]
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "secret")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-
-
-class RecordingEmitter(UDPEmitter):
-    """Sends over UDP like the default emitter and keeps what it sent."""
-
-    def __init__(self, address):
-        super().__init__(address)
-        self.sent = []
-
-    def send_entity(self, entity):
-        self.sent.append(json.loads(entity.serialize()))
-        super().send_entity(entity)
 
 
 emitter = RecordingEmitter(daemon)
