@@ -473,3 +473,90 @@ async fn secrets_policies_and_downstream_calls() {
     assert_eq!(header.root, segment["trace_id"].as_str().unwrap());
     assert_eq!(header.parent.as_deref(), send["id"].as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invoke_api_answers_as_lambda_does() {
+    let mut slow = echo("echo");
+    slow.concurrency = 1;
+    let mut private = echo("private");
+    private.invoke_policy = vec!["gateway".into()];
+    let stack = stack(vec![slow, private]).await;
+    let url = serve(tracelake_gateway_plugin::runtime::http::router(
+        stack.runtime.clone(),
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let invoke = |function: &str, body: &str, headers: Vec<(&'static str, &'static str)>| {
+        let mut request = client
+            .post(format!("{url}/2015-03-31/functions/{function}/invocations"))
+            .body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let kind = response
+                .headers()
+                .get("x-amzn-errortype")
+                .map(|value| value.to_str().unwrap().to_string());
+            let cold = response
+                .headers()
+                .get("x-tracelake-cold-start")
+                .map(|value| value.to_str().unwrap().to_string());
+            (status, kind, cold, response.text().await.unwrap())
+        }
+    };
+    let (status, _, cold, body) = invoke("echo", r#"{"a": 1}"#, vec![]).await;
+    assert_eq!((status, cold.as_deref()), (200, Some("true")));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["echo"]["a"],
+        1
+    );
+    let (status, ..) = invoke("echo", "{}", vec![("x-amz-invocation-type", "Event")]).await;
+    assert_eq!(status, 202);
+    let (status, kind, ..) = invoke("echo", "not json", vec![]).await;
+    assert_eq!(
+        (status, kind.as_deref()),
+        (400, Some("InvalidRequestContentException"))
+    );
+    let (status, kind, ..) = invoke("nope", "{}", vec![]).await;
+    assert_eq!(
+        (status, kind.as_deref()),
+        (404, Some("ResourceNotFoundException"))
+    );
+    let (status, kind, ..) = invoke("private", "{}", vec![]).await;
+    assert_eq!(
+        (status, kind.as_deref()),
+        (403, Some("AccessDeniedException"))
+    );
+    let (status, ..) = invoke("private", "{}", vec![("x-tracelake-principal", "gateway")]).await;
+    assert_eq!(status, 200);
+    let (status, kind, ..) =
+        invoke("echo", "{}", vec![("x-amz-invocation-type", "Sometimes")]).await;
+    assert_eq!(
+        (status, kind.as_deref()),
+        (400, Some("InvalidParameterValueException"))
+    );
+    // The table and queue refuse malformed requests the AWS way.
+    let downstream = stack.runtime.downstream().clone();
+    let table = client
+        .post(downstream.table_url.unwrap())
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(table.status(), 400);
+    assert_eq!(
+        table.headers()["x-amzn-errortype"],
+        "UnknownOperationException"
+    );
+    let queue = client
+        .post(downstream.queue_url.unwrap())
+        .header("x-amz-target", "AmazonSQS.SendMessage")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queue.status(), 400);
+}
