@@ -12,7 +12,8 @@ use tracelake_gateway_plugin::demo::{Export, Stack, StackSettings, TrafficStats,
 use crate::config::Config;
 use crate::serve::{Bound, serve_until, shutdown_signal};
 
-/// How often progress is printed.
+/// When progress (and a sample trace) is first printed, and how often after.
+const FIRST_PROGRESS: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// Prints a line; a closed stdout (the reader went away) is not an error
@@ -101,8 +102,10 @@ pub(crate) async fn demo(
     let progress_stats = Arc::clone(&stats);
     let http = bound.http;
     let progress = tokio::spawn(async move {
+        let mut wait = FIRST_PROGRESS;
         loop {
-            tokio::time::sleep(PROGRESS_EVERY).await;
+            tokio::time::sleep(wait).await;
+            wait = PROGRESS_EVERY;
             let sample = progress_stats.sample_trace.lock().clone();
             say(&format!("demo: {}", progress_stats.summary()));
             if let Some(trace) = sample {

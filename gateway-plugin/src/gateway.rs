@@ -199,7 +199,7 @@ impl Route {
         for ((literal, parameter), actual) in self.segments.iter().zip(segments) {
             match parameter {
                 Some(name) => {
-                    parameters.insert(name.clone(), (*actual).to_string());
+                    parameters.insert(name.clone(), percent_decode(actual, false));
                 }
                 None if literal == actual => {}
                 None => return None,
@@ -355,6 +355,38 @@ fn cache_key(
     key
 }
 
+/// `%XX` escapes decoded (and `+` as a space in query strings); bytes
+/// that are not UTF-8 afterwards are replaced.
+fn percent_decode(text: &str, plus_is_space: bool) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let decoded = match bytes[index] {
+            b'%' => text
+                .get(index + 1..index + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok()),
+            _ => None,
+        };
+        match (decoded, bytes[index]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                index += 3;
+            }
+            (None, b'+') if plus_is_space => {
+                out.push(b' ');
+                index += 1;
+            }
+            (None, byte) => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query string's parameters, decoded (the last of a repeated name).
 fn query_map(query: Option<&str>) -> BTreeMap<String, String> {
     query
         .unwrap_or_default()
@@ -362,7 +394,7 @@ fn query_map(query: Option<&str>) -> BTreeMap<String, String> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key.to_string(), value.to_string())
+            (percent_decode(key, true), percent_decode(value, true))
         })
         .collect()
 }

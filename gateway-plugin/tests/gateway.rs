@@ -69,6 +69,7 @@ async fn setup() -> Setup {
                     "path": event["path"],
                     "body": event["body"],
                     "stage": event["requestContext"]["stage"],
+                    "query": event["queryStringParameters"],
                 }).to_string(),
             }))
         }),
@@ -323,7 +324,10 @@ async fn function_proxy_mapping_and_trace() {
     let setup = setup().await;
     let client = reqwest::Client::new();
     let response = client
-        .post(format!("{}/prod/orders/42?x=1", setup.url))
+        .post(format!(
+            "{}/prod/orders/42?x=1&note=gift%20wrap+please",
+            setup.url
+        ))
         .header(
             "X-Amzn-Trace-Id",
             "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
@@ -338,8 +342,15 @@ async fn function_proxy_mapping_and_trace() {
     assert_eq!(
         body,
         json!({"id": "42", "method": "POST", "resource": "/orders/{id}", "path": "/orders/42",
-               "body": "{\"sku\":\"a-1\"}", "stage": "prod"})
+               "body": "{\"sku\":\"a-1\"}", "stage": "prod",
+               "query": {"x": "1", "note": "gift wrap please"}})
     );
+    let encoded = client
+        .post(format!("{}/prod/orders/a%2Fb%20c", setup.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(encoded.json::<Value>().await.unwrap()["id"], "a/b c");
     let failed = client
         .post(format!("{}/prod/orders/43?fail=1", setup.url))
         .send()
