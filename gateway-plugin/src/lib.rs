@@ -40,6 +40,7 @@ pub mod runtime;
 pub mod secrets;
 pub mod throttle;
 pub mod tracer;
+pub mod workflow;
 
 pub use client::{Call, TracedClient};
 pub use emitter::{MemorySink, SegmentSink, UdpEmitter};

@@ -1,0 +1,1061 @@
+//! The engine: runs executions of state machines, records every step in
+//! the durable history before acting on it, and resumes unfinished
+//! executions after a restart by *replaying* their history.
+//!
+//! Replay runs the machine from the start with the original input, but a
+//! state whose exit is recorded is not run again (its recorded output and
+//! next state are taken), a task whose success is recorded is not invoked
+//! again, recorded failed attempts count toward the retriers without being
+//! retried, and a Wait that started waits only until its recorded end. A
+//! task in flight when the engine died is invoked again: tasks are at least
+//! once, and a task whose completion was recorded runs exactly once. The
+//! history shows the restart as `ExecutionResumed` with the gap in
+//! seconds.
+//!
+//! Tracing: each execution is one trace (the caller's when started from a
+//! traced request) with one segment, named after the machine, origin
+//! `AWS::StepFunctions::StateMachine`. It is sent in progress at the start
+//! and complete at the end (same id, also after a resume), each state is an
+//! independent subsegment sent when the state ends, and each task attempt
+//! is a subsegment of its state whose id the invoked function's segment
+//! names as parent — so the service map shows workflow -> function, and a
+//! retried task shows its attempts in one trace.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tracelake_sampler::rules::RequestProperties;
+use tracelake_sampler::{SampledFlag, TraceHeader};
+
+use super::definition::{Catcher, Machine, Resource, Retrier, State, TaskState};
+use super::history::HistoryStore;
+use super::paths;
+use super::tasks::{Clock, TaskError, TaskRunner};
+use crate::document::{Document, Http, TopLevel, new_segment_id, new_trace_id, now_seconds};
+use crate::emitter::{MAX_DOCUMENT_BYTES, SegmentSink};
+use crate::tracer::Tracer;
+
+/// The service type of workflow segments.
+pub const ORIGIN: &str = "AWS::StepFunctions::StateMachine";
+
+/// Why the engine refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    StateMachineDoesNotExist(String),
+    ExecutionAlreadyExists(String),
+    InvalidName(String),
+    ExecutionDoesNotExist(String),
+    Storage(String),
+}
+
+impl EngineError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::StateMachineDoesNotExist(_) => "StateMachineDoesNotExist",
+            Self::ExecutionAlreadyExists(_) => "ExecutionAlreadyExists",
+            Self::InvalidName(_) => "InvalidName",
+            Self::ExecutionDoesNotExist(_) => "ExecutionDoesNotExist",
+            Self::Storage(_) => "InternalFailure",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::StateMachineDoesNotExist(name) => {
+                write!(f, "state machine {name:?} does not exist")
+            }
+            Self::ExecutionAlreadyExists(name) => write!(f, "execution {name:?} already exists"),
+            Self::InvalidName(name) => {
+                write!(f, "execution name {name:?} must be 1-80 of A-Z a-z 0-9 _ -")
+            }
+            Self::ExecutionDoesNotExist(name) => write!(f, "execution {name:?} does not exist"),
+            Self::Storage(message) => write!(f, "history: {message}"),
+        }
+    }
+}
+
+/// An execution's state, as `DescribeExecution` answers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Description {
+    pub execution: String,
+    pub state_machine: String,
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`.
+    pub status: String,
+    pub start: f64,
+    pub stop: Option<f64>,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+impl Description {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "executionArn": self.execution,
+            "name": self.execution,
+            "stateMachineArn": self.state_machine,
+            "status": self.status,
+            "startDate": self.start,
+            "stopDate": self.stop,
+            "input": self.input.to_string(),
+            "output": self.output.as_ref().map(Value::to_string),
+            "error": self.error,
+            "cause": self.cause,
+            "traceHeader": self.trace_id.as_ref().map(|root| format!("Root={root}")),
+        })
+    }
+}
+
+/// A failure travelling up the machine: `Error` and `Cause`.
+type Failure = TaskError;
+
+struct Inner {
+    machines: HashMap<String, Arc<Machine>>,
+    store: HistoryStore,
+    tasks: Arc<dyn TaskRunner>,
+    clock: Arc<dyn Clock>,
+    tracer: Tracer,
+    finished: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+/// The workflow engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.inner.machines.keys().collect();
+        names.sort();
+        f.debug_struct("Engine").field("machines", &names).finish()
+    }
+}
+
+/// What replay knows from the history.
+#[derive(Debug, Default)]
+struct Replay {
+    exited: HashMap<String, (Value, Option<String>)>,
+    succeeded: HashMap<String, Value>,
+    failures: HashMap<String, Vec<TaskError>>,
+    wait_until: HashMap<String, f64>,
+}
+
+impl Replay {
+    fn from_events(events: &[Value]) -> Self {
+        let mut replay = Self::default();
+        for event in events {
+            let Some(key) = event["key"].as_str() else {
+                continue;
+            };
+            let kind = event["type"].as_str().unwrap_or_default();
+            if kind.ends_with("StateExited") {
+                replay.exited.insert(
+                    key.to_string(),
+                    (
+                        event["output"].clone(),
+                        event["next"].as_str().map(str::to_string),
+                    ),
+                );
+            } else if kind == "TaskSucceeded" {
+                replay
+                    .succeeded
+                    .insert(key.to_string(), event["output"].clone());
+            } else if kind == "TaskFailed" {
+                replay
+                    .failures
+                    .entry(key.to_string())
+                    .or_default()
+                    .push(TaskError::new(
+                        event["error"].as_str().unwrap_or_default(),
+                        event["cause"].as_str().unwrap_or_default(),
+                    ));
+            } else if kind == "WaitStateStarted"
+                && let Some(until) = event["until"].as_f64()
+            {
+                replay.wait_until.insert(key.to_string(), until);
+            }
+        }
+        replay
+    }
+}
+
+/// One execution being run.
+struct Run {
+    engine: Engine,
+    id: String,
+    machine_name: String,
+    input: Value,
+    started: f64,
+    trace_id: String,
+    segment_id: String,
+    sampled: bool,
+    replay: Replay,
+    visits: Mutex<HashMap<String, u32>>,
+}
+
+type Step<'a, T> = Pin<Box<dyn Future<Output = Result<T, Failure>> + Send + 'a>>;
+
+fn matches(names: &[String], error: &str) -> bool {
+    names.iter().any(|name| {
+        name == error
+            || (name == "States.ALL" && error != "States.Runtime")
+            || (name == "States.TaskFailed"
+                && error != "States.Timeout"
+                && error != "States.Runtime")
+    })
+}
+
+fn runtime_error(error: impl std::fmt::Display) -> Failure {
+    TaskError::new("States.Runtime", error.to_string())
+}
+
+/// The delay before retry number `retry` (0-based) of `retrier`.
+fn backoff(retrier: &Retrier, retry: u32) -> Duration {
+    let mut seconds = retrier.interval_seconds * retrier.backoff_rate.powi(retry as i32);
+    if let Some(max) = retrier.max_delay_seconds {
+        seconds = seconds.min(max);
+    }
+    if retrier.jitter_strategy.as_deref() == Some("FULL") {
+        seconds *= fastrand::f64();
+    }
+    Duration::from_secs_f64(seconds.clamp(0.0, 86_400.0))
+}
+
+impl Engine {
+    /// An engine for `machines` keeping histories in `store`.
+    pub fn new(
+        machines: Vec<(String, Machine)>,
+        store: HistoryStore,
+        tasks: Arc<dyn TaskRunner>,
+        clock: Arc<dyn Clock>,
+        tracer: Tracer,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                machines: machines
+                    .into_iter()
+                    .map(|(name, machine)| (name, Arc::new(machine)))
+                    .collect(),
+                store,
+                tasks,
+                clock,
+                tracer,
+                finished: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn sink(&self) -> &Arc<dyn SegmentSink> {
+        self.inner.tracer.sink()
+    }
+
+    /// Starts an execution of `machine` with `input`; its id (`name` when
+    /// given). `trace` is the caller's trace header.
+    pub fn start_execution(
+        &self,
+        machine: &str,
+        name: Option<&str>,
+        input: Value,
+        trace: Option<TraceHeader>,
+    ) -> Result<String, EngineError> {
+        if !self.inner.machines.contains_key(machine) {
+            return Err(EngineError::StateMachineDoesNotExist(machine.to_string()));
+        }
+        let id = match name {
+            Some(name) => {
+                let valid = !name.is_empty()
+                    && name.len() <= 80
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !valid {
+                    return Err(EngineError::InvalidName(name.to_string()));
+                }
+                name.to_string()
+            }
+            None => crate::runtime::request_id(),
+        };
+        if self.inner.store.read(&id).is_ok() {
+            return Err(EngineError::ExecutionAlreadyExists(id));
+        }
+        let (trace_id, parent_id, upstream) = match trace {
+            Some(header) => (header.root, header.parent, header.sampled),
+            None => (new_trace_id(), None, None),
+        };
+        let (sampled, rule) = match upstream {
+            Some(SampledFlag::Sampled) => (true, None),
+            Some(SampledFlag::NotSampled) => (false, None),
+            _ => {
+                let decision = self.inner.tracer.sampler().decide_at(
+                    &RequestProperties {
+                        service_name: machine,
+                        service_type: ORIGIN,
+                        host: "",
+                        http_method: "",
+                        url_path: "",
+                        attributes: &[],
+                    },
+                    now_seconds(),
+                    fastrand::f64(),
+                );
+                (decision.sampled, decision.rule.map(|rule| rule.to_string()))
+            }
+        };
+        self.inner
+            .store
+            .append(
+                &id,
+                json!({
+                    "type": "ExecutionStarted", "state_machine": machine, "input": input,
+                    "trace_id": trace_id, "segment_id": new_segment_id(), "parent_id": parent_id,
+                    "sampled": sampled, "sampling_rule": rule,
+                }),
+            )
+            .map_err(|error| EngineError::Storage(error.to_string()))?;
+        self.spawn(id.clone());
+        Ok(id)
+    }
+
+    fn spawn(&self, id: String) {
+        let (done, _) = watch::channel(false);
+        self.inner.finished.lock().insert(id.clone(), done);
+        let engine = self.clone();
+        tokio::spawn(async move { engine.run(id).await });
+    }
+
+    /// Resumes every execution whose history has no end (call at start).
+    pub fn resume_all(&self) -> usize {
+        let mut resumed = 0;
+        for id in self.inner.store.executions() {
+            if self.inner.finished.lock().contains_key(&id) {
+                continue;
+            }
+            if let Ok(description) = self.describe(&id)
+                && description.status == "RUNNING"
+            {
+                self.spawn(id);
+                resumed += 1;
+            }
+        }
+        resumed
+    }
+
+    /// Waits until `id` ends (or `limit` passes); its description.
+    pub async fn wait(&self, id: &str, limit: Duration) -> Result<Description, EngineError> {
+        let receiver = self
+            .inner
+            .finished
+            .lock()
+            .get(id)
+            .map(watch::Sender::subscribe);
+        if let Some(mut receiver) = receiver {
+            let _ = tokio::time::timeout(limit, receiver.wait_for(|done| *done)).await;
+        }
+        self.describe(id)
+    }
+
+    /// The execution's history.
+    pub fn history(&self, id: &str) -> Result<Vec<Value>, EngineError> {
+        self.inner
+            .store
+            .read(id)
+            .map_err(|_| EngineError::ExecutionDoesNotExist(id.to_string()))
+    }
+
+    /// The execution's state, from its history.
+    pub fn describe(&self, id: &str) -> Result<Description, EngineError> {
+        let events = self.history(id)?;
+        let started = events
+            .first()
+            .filter(|event| event["type"] == "ExecutionStarted")
+            .ok_or_else(|| EngineError::ExecutionDoesNotExist(id.to_string()))?;
+        let mut description = Description {
+            execution: id.to_string(),
+            state_machine: started["state_machine"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            status: "RUNNING".into(),
+            start: started["timestamp"].as_f64().unwrap_or_default(),
+            stop: None,
+            input: started["input"].clone(),
+            output: None,
+            error: None,
+            cause: None,
+            trace_id: started["trace_id"].as_str().map(str::to_string),
+        };
+        if let Some(end) = events.iter().rev().find(|event| {
+            matches!(
+                event["type"].as_str(),
+                Some("ExecutionSucceeded" | "ExecutionFailed" | "ExecutionTimedOut")
+            )
+        }) {
+            description.stop = end["timestamp"].as_f64();
+            match end["type"].as_str() {
+                Some("ExecutionSucceeded") => {
+                    description.status = "SUCCEEDED".into();
+                    description.output = Some(end["output"].clone());
+                }
+                Some("ExecutionFailed") => description.status = "FAILED".into(),
+                _ => description.status = "TIMED_OUT".into(),
+            }
+            if description.status != "SUCCEEDED" {
+                description.error = end["error"].as_str().map(str::to_string);
+                description.cause = end["cause"].as_str().map(str::to_string);
+            }
+        }
+        Ok(description)
+    }
+
+    async fn run(&self, id: String) {
+        let outcome = self.run_execution(&id).await;
+        if let Err(error) = outcome {
+            tracing::warn!(execution = %id, %error, "execution stopped: history unavailable");
+        }
+        if let Some(done) = self.inner.finished.lock().get(&id) {
+            let _ = done.send(true);
+        }
+    }
+
+    async fn run_execution(&self, id: &str) -> Result<(), EngineError> {
+        let events = self.history(id)?;
+        let started = events[0].clone();
+        let machine_name = started["state_machine"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let Some(machine) = self.inner.machines.get(&machine_name).cloned() else {
+            self.append(
+                id,
+                json!({"type": "ExecutionFailed", "error": "States.Runtime",
+                "cause": format!("state machine {machine_name:?} is no longer defined")}),
+            )?;
+            return Ok(());
+        };
+        if let Some(last) = events.last()
+            && events.len() > 1
+        {
+            let gap = now_seconds() - last["timestamp"].as_f64().unwrap_or_else(now_seconds);
+            self.append(
+                id,
+                json!({"type": "ExecutionResumed", "gap_seconds": gap, "after_event": last["id"]}),
+            )?;
+        }
+        let run = Run {
+            engine: self.clone(),
+            id: id.to_string(),
+            machine_name: machine_name.clone(),
+            input: started["input"].clone(),
+            started: started["timestamp"].as_f64().unwrap_or_else(now_seconds),
+            trace_id: started["trace_id"].as_str().unwrap_or_default().to_string(),
+            segment_id: started["segment_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            sampled: started["sampled"].as_bool().unwrap_or(false),
+            replay: Replay::from_events(&events),
+            visits: Mutex::new(HashMap::new()),
+        };
+        let parent = started["parent_id"].as_str().map(str::to_string);
+        let rule = started["sampling_rule"].as_str().map(str::to_string);
+        run.emit_segment(None, parent.as_deref(), rule.as_deref(), None);
+
+        let body = run.machine(&machine, run.input.clone(), String::new());
+        let outcome = match machine.timeout_seconds {
+            Some(limit) => {
+                let remaining = (run.started + limit as f64 - now_seconds()).max(0.0);
+                match tokio::time::timeout(Duration::from_secs_f64(remaining), body).await {
+                    Ok(outcome) => outcome.map_err(Some),
+                    Err(_) => Err(None),
+                }
+            }
+            None => body.await.map_err(Some),
+        };
+        let end = match &outcome {
+            Ok(output) => json!({"type": "ExecutionSucceeded", "output": output}),
+            Err(Some(failure)) => {
+                json!({"type": "ExecutionFailed", "error": failure.error, "cause": failure.cause})
+            }
+            Err(None) => json!({"type": "ExecutionTimedOut", "error": "States.Timeout",
+                                "cause": "the execution ran longer than its TimeoutSeconds"}),
+        };
+        self.append(id, end)?;
+        let failure = match &outcome {
+            Ok(_) => None,
+            Err(Some(failure)) => Some(failure.clone()),
+            Err(None) => Some(TaskError::new("States.Timeout", "execution timed out")),
+        };
+        run.emit_segment(
+            Some(now_seconds()),
+            parent.as_deref(),
+            rule.as_deref(),
+            failure.as_ref(),
+        );
+        Ok(())
+    }
+
+    fn append(&self, id: &str, event: Value) -> Result<Value, EngineError> {
+        self.inner
+            .store
+            .append(id, event)
+            .map_err(|error| EngineError::Storage(error.to_string()))
+    }
+}
+
+fn type_name(state: &State) -> &'static str {
+    match state {
+        State::Task(_) => "Task",
+        State::Choice(_) => "Choice",
+        State::Wait(_) => "Wait",
+        State::Parallel(_) => "Parallel",
+        State::Map(_) => "Map",
+        State::Pass(_) => "Pass",
+        State::Succeed(_) => "Succeed",
+        State::Fail(_) => "Fail",
+    }
+}
+
+impl Run {
+    fn record(&self, event: Value) -> Result<(), Failure> {
+        self.engine
+            .append(&self.id, event)
+            .map(|_| ())
+            .map_err(runtime_error)
+    }
+
+    /// The execution's segment: in progress (`end` None) or complete.
+    fn emit_segment(
+        &self,
+        end: Option<f64>,
+        parent: Option<&str>,
+        rule: Option<&str>,
+        failure: Option<&Failure>,
+    ) {
+        if !self.sampled {
+            return;
+        }
+        let mut segment = Document {
+            name: self.machine_name.clone(),
+            id: self.segment_id.clone(),
+            start_time: self.started,
+            end_time: end,
+            origin: Some(ORIGIN.into()),
+            ..Document::default()
+        };
+        segment.aws.insert("execution_arn".into(), json!(self.id));
+        if let Some(failure) = failure {
+            segment.add_exception(&failure.error, &failure.cause, false);
+        }
+        let top = TopLevel {
+            trace_id: &self.trace_id,
+            parent_id: parent,
+            sampling_rule: rule,
+            subsegment: false,
+        };
+        for document in segment.documents(&top, MAX_DOCUMENT_BYTES) {
+            self.engine.sink().emit(document);
+        }
+    }
+
+    /// A finished state subsegment, sent on its own (durable across a
+    /// restart of the engine).
+    fn emit_state(&self, document: Document) {
+        if !self.sampled {
+            return;
+        }
+        let top = TopLevel {
+            trace_id: &self.trace_id,
+            parent_id: Some(&self.segment_id),
+            sampling_rule: None,
+            subsegment: true,
+        };
+        for text in document.documents(&top, MAX_DOCUMENT_BYTES) {
+            self.engine.sink().emit(text);
+        }
+    }
+
+    fn context(&self, state: &str, item: Option<(usize, &Value)>) -> Value {
+        let mut context = json!({
+            "Execution": {"Id": self.id, "Name": self.id, "Input": self.input, "StartTime": self.started},
+            "StateMachine": {"Name": self.machine_name},
+            "State": {"Name": state},
+        });
+        if let Some((index, value)) = item {
+            context["Map"] = json!({"Item": {"Index": index, "Value": value}});
+        }
+        context
+    }
+
+    fn machine<'a>(&'a self, machine: &'a Machine, input: Value, scope: String) -> Step<'a, Value> {
+        Box::pin(async move {
+            let mut current = machine.start_at.clone();
+            let mut input = input;
+            loop {
+                let state = machine
+                    .states
+                    .get(&current)
+                    .ok_or_else(|| runtime_error(format!("no state {current:?}")))?;
+                let visit = {
+                    let mut visits = self.visits.lock();
+                    let count = visits.entry(format!("{scope}{current}")).or_insert(0);
+                    *count += 1;
+                    *count
+                };
+                let key = format!("{scope}{current}#{visit}");
+                let (output, next) = match self.replay.exited.get(&key) {
+                    Some((output, next)) => (output.clone(), next.clone()),
+                    None => self.state(&current, state, &key, input).await?,
+                };
+                match next {
+                    Some(next) => {
+                        current = next;
+                        input = output;
+                    }
+                    None => return Ok(output),
+                }
+            }
+        })
+    }
+
+    /// Runs one state: its output and next state (`None` at the end).
+    async fn state(
+        &self,
+        name: &str,
+        state: &State,
+        key: &str,
+        raw: Value,
+    ) -> Result<(Value, Option<String>), Failure> {
+        let kind = type_name(state);
+        let entered = now_seconds();
+        self.record(
+            json!({"type": format!("{kind}StateEntered"), "key": key, "state": name, "input": raw}),
+        )?;
+        let mut document = Document::new(name, entered);
+        document
+            .annotations
+            .insert("state_type".into(), json!(kind));
+        let outcome = self.state_body(name, state, key, raw, &mut document).await;
+        document.end_time = Some(now_seconds());
+        match &outcome {
+            Ok((output, next)) => {
+                self.record(
+                    json!({"type": format!("{kind}StateExited"), "key": key, "state": name,
+                                   "output": output, "next": next}),
+                )?;
+            }
+            Err(failure) => {
+                document.add_exception(&failure.error, &failure.cause, false);
+            }
+        }
+        self.emit_state(document);
+        outcome
+    }
+
+    async fn state_body(
+        &self,
+        name: &str,
+        state: &State,
+        key: &str,
+        raw: Value,
+        document: &mut Document,
+    ) -> Result<(Value, Option<String>), Failure> {
+        let next_of = |flow: &super::definition::Flow| flow.next.clone();
+        match state {
+            State::Pass(pass) => {
+                let effective =
+                    paths::filter(&raw, pass.io.input_path.as_ref()).map_err(runtime_error)?;
+                let result = match (&pass.result, &pass.io.parameters) {
+                    (Some(result), _) => result.clone(),
+                    (None, Some(parameters)) => {
+                        paths::template(parameters, &effective, &self.context(name, None))
+                            .map_err(runtime_error)?
+                    }
+                    (None, None) => effective,
+                };
+                let merged = paths::merge(&raw, result, pass.io.result_path.as_ref())
+                    .map_err(runtime_error)?;
+                let output =
+                    paths::filter(&merged, pass.io.output_path.as_ref()).map_err(runtime_error)?;
+                Ok((output, next_of(&pass.flow)))
+            }
+            State::Succeed(succeed) => {
+                let effective =
+                    paths::filter(&raw, succeed.input_path.as_ref()).map_err(runtime_error)?;
+                let output = paths::filter(&effective, succeed.output_path.as_ref())
+                    .map_err(runtime_error)?;
+                Ok((output, None))
+            }
+            State::Fail(fail) => Err(TaskError::new(
+                fail.error.as_deref().unwrap_or("States.Fail"),
+                fail.cause.clone().unwrap_or_default(),
+            )),
+            State::Choice(choice) => {
+                let effective =
+                    paths::filter(&raw, choice.input_path.as_ref()).map_err(runtime_error)?;
+                let next = choice
+                    .rules
+                    .iter()
+                    .find(|(rule, _)| rule.holds(&effective))
+                    .map(|(_, next)| next.clone())
+                    .or_else(|| choice.default.clone())
+                    .ok_or_else(|| {
+                        TaskError::new(
+                            "States.NoChoiceMatched",
+                            format!("no rule of {name:?} matched"),
+                        )
+                    })?;
+                let output = paths::filter(&effective, choice.output_path.as_ref())
+                    .map_err(runtime_error)?;
+                Ok((output, Some(next)))
+            }
+            State::Wait(wait) => {
+                let effective =
+                    paths::filter(&raw, wait.input_path.as_ref()).map_err(runtime_error)?;
+                let until = match self.replay.wait_until.get(key) {
+                    Some(until) => *until,
+                    None => {
+                        let until = if let Some(seconds) = wait.seconds {
+                            now_seconds() + seconds
+                        } else if let Some(path) = &wait.seconds_path {
+                            let seconds = paths::select(&effective, path)
+                                .map_err(runtime_error)?
+                                .as_f64()
+                                .ok_or_else(|| {
+                                    runtime_error(format!("{path} is not a number of seconds"))
+                                })?;
+                            now_seconds() + seconds
+                        } else {
+                            let text = match (&wait.timestamp, &wait.timestamp_path) {
+                                (Some(text), _) => Value::String(text.clone()),
+                                (None, Some(path)) => {
+                                    paths::select(&effective, path).map_err(runtime_error)?
+                                }
+                                _ => Value::Null,
+                            };
+                            let at = text
+                                .as_str()
+                                .and_then(|text| humantime::parse_rfc3339_weak(text).ok())
+                                .ok_or_else(|| {
+                                    runtime_error(format!("{text} is not an RFC 3339 timestamp"))
+                                })?;
+                            at.duration_since(std::time::UNIX_EPOCH)
+                                .map(|elapsed| elapsed.as_secs_f64())
+                                .unwrap_or(0.0)
+                        };
+                        self.record(
+                            json!({"type": "WaitStateStarted", "key": key, "until": until}),
+                        )?;
+                        until
+                    }
+                };
+                let remaining = (until - now_seconds()).max(0.0);
+                self.engine
+                    .inner
+                    .clock
+                    .sleep(Duration::from_secs_f64(remaining))
+                    .await;
+                let output =
+                    paths::filter(&effective, wait.output_path.as_ref()).map_err(runtime_error)?;
+                Ok((output, next_of(&wait.flow)))
+            }
+            State::Task(task) => {
+                let effective =
+                    paths::filter(&raw, task.io.input_path.as_ref()).map_err(runtime_error)?;
+                let parameters = match &task.io.parameters {
+                    Some(parameters) => {
+                        paths::template(parameters, &effective, &self.context(name, None))
+                            .map_err(runtime_error)?
+                    }
+                    None => effective,
+                };
+                let result = self.task(name, task, key, parameters, document).await;
+                self.finish(raw, result, &task.io, &task.catch, &task.flow)
+            }
+            State::Parallel(parallel) => {
+                let effective =
+                    paths::filter(&raw, parallel.io.input_path.as_ref()).map_err(runtime_error)?;
+                let branch_input = match &parallel.io.parameters {
+                    Some(parameters) => {
+                        paths::template(parameters, &effective, &self.context(name, None))
+                            .map_err(runtime_error)?
+                    }
+                    None => effective,
+                };
+                let result = self
+                    .with_retry(&parallel.retry, || {
+                        let runs = parallel.branches.iter().enumerate().map(|(index, branch)| {
+                            self.machine(branch, branch_input.clone(), format!("{key}[{index}]/"))
+                        });
+                        Box::pin(async move {
+                            futures::future::try_join_all(runs).await.map(Value::Array)
+                        })
+                    })
+                    .await;
+                self.finish(raw, result, &parallel.io, &parallel.catch, &parallel.flow)
+            }
+            State::Map(map) => {
+                let effective =
+                    paths::filter(&raw, map.io.input_path.as_ref()).map_err(runtime_error)?;
+                let items = paths::select(&effective, map.items_path.as_deref().unwrap_or("$"))
+                    .map_err(runtime_error)?;
+                let items = items.as_array().cloned().ok_or_else(|| {
+                    runtime_error(format!("the items of Map {name:?} are not an array"))
+                })?;
+                let iterator = map
+                    .iterator
+                    .as_ref()
+                    .ok_or_else(|| runtime_error("Map without Iterator"))?;
+                let limit = if map.max_concurrency == 0 {
+                    items.len().max(1)
+                } else {
+                    map.max_concurrency
+                };
+                document
+                    .annotations
+                    .insert("items".into(), json!(items.len()));
+                let result = self
+                    .with_retry(&map.retry, || {
+                        let inputs: Vec<Result<Value, Failure>> = items
+                            .iter()
+                            .enumerate()
+                            .map(|(index, item)| {
+                                match map.item_selector.as_ref().or(map.io.parameters.as_ref()) {
+                                    Some(selector) => paths::template(
+                                        selector,
+                                        &effective,
+                                        &self.context(name, Some((index, item))),
+                                    )
+                                    .map_err(runtime_error),
+                                    None => Ok(item.clone()),
+                                }
+                            })
+                            .collect();
+                        Box::pin(async move {
+                            futures::stream::iter(inputs.into_iter().enumerate())
+                                .map(|(index, input)| async move {
+                                    self.machine(iterator, input?, format!("{key}[{index}]/"))
+                                        .await
+                                })
+                                .buffered(limit)
+                                .try_collect::<Vec<Value>>()
+                                .await
+                                .map(Value::Array)
+                        })
+                    })
+                    .await;
+                self.finish(raw, result, &map.io, &map.catch, &map.flow)
+            }
+        }
+    }
+
+    /// ResultSelector, ResultPath, OutputPath on success; Catch on failure.
+    fn finish(
+        &self,
+        raw: Value,
+        result: Result<Value, Failure>,
+        io: &super::definition::Io,
+        catch: &[Catcher],
+        flow: &super::definition::Flow,
+    ) -> Result<(Value, Option<String>), Failure> {
+        match result {
+            Ok(result) => {
+                let selected = match &io.result_selector {
+                    Some(selector) => {
+                        paths::template(selector, &result, &Value::Null).map_err(runtime_error)?
+                    }
+                    None => result,
+                };
+                let merged =
+                    paths::merge(&raw, selected, io.result_path.as_ref()).map_err(runtime_error)?;
+                let output =
+                    paths::filter(&merged, io.output_path.as_ref()).map_err(runtime_error)?;
+                Ok((output, flow.next.clone()))
+            }
+            Err(failure) => {
+                let Some(catcher) = catch
+                    .iter()
+                    .find(|catcher| matches(&catcher.error_equals, &failure.error))
+                else {
+                    return Err(failure);
+                };
+                let error_output = json!({"Error": failure.error, "Cause": failure.cause});
+                let merged = paths::merge(&raw, error_output, catcher.result_path.as_ref())
+                    .map_err(runtime_error)?;
+                Ok((merged, Some(catcher.next.clone())))
+            }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds or no retrier allows another try.
+    async fn with_retry<'a>(
+        &'a self,
+        retriers: &'a [Retrier],
+        attempt: impl Fn() -> Step<'a, Value>,
+    ) -> Result<Value, Failure> {
+        let mut used = vec![0u32; retriers.len()];
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(failure) => {
+                    let Some(index) = retriers
+                        .iter()
+                        .position(|r| matches(&r.error_equals, &failure.error))
+                    else {
+                        return Err(failure);
+                    };
+                    if used[index] >= retriers[index].max_attempts {
+                        return Err(failure);
+                    }
+                    self.engine
+                        .inner
+                        .clock
+                        .sleep(backoff(&retriers[index], used[index]))
+                        .await;
+                    used[index] += 1;
+                }
+            }
+        }
+    }
+
+    /// A Task's attempts, recorded; replayed ones are not run again.
+    async fn task(
+        &self,
+        name: &str,
+        task: &TaskState,
+        key: &str,
+        input: Value,
+        document: &mut Document,
+    ) -> Result<Value, Failure> {
+        if let Some(output) = self.replay.succeeded.get(key) {
+            return Ok(output.clone());
+        }
+        let resource = task
+            .target()
+            .ok_or_else(|| runtime_error(format!("{name}: bad Resource")))?;
+        let recorded = self.replay.failures.get(key).cloned().unwrap_or_default();
+        let mut used = vec![0u32; task.retry.len()];
+        let mut attempt = 0usize;
+        loop {
+            attempt += 1;
+            let replayed = recorded.get(attempt - 1).cloned();
+            let outcome = match &replayed {
+                Some(failure) => Err(failure.clone()),
+                None => {
+                    self.attempt(name, task, key, &resource, input.clone(), attempt, document)
+                        .await
+                }
+            };
+            let failure = match outcome {
+                Ok(output) => return Ok(output),
+                Err(failure) => failure,
+            };
+            let Some(index) = task
+                .retry
+                .iter()
+                .position(|r| matches(&r.error_equals, &failure.error))
+            else {
+                return Err(failure);
+            };
+            if used[index] >= task.retry[index].max_attempts {
+                return Err(failure);
+            }
+            let delay = backoff(&task.retry[index], used[index]);
+            used[index] += 1;
+            if replayed.is_none() {
+                self.engine.inner.clock.sleep(delay).await;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        name: &str,
+        task: &TaskState,
+        key: &str,
+        resource: &Resource,
+        input: Value,
+        attempt: usize,
+        document: &mut Document,
+    ) -> Result<Value, Failure> {
+        self.record(json!({"type": "TaskScheduled", "key": key, "state": name,
+                           "resource": task.resource, "attempt": attempt}))?;
+        let mut call = match resource {
+            Resource::Function(function) => {
+                let mut call = Document::new("Lambda", now_seconds());
+                call.namespace = Some("aws");
+                call.aws.insert("operation".into(), json!("Invoke"));
+                call.aws.insert("function_name".into(), json!(function));
+                call
+            }
+            Resource::Http(url) => {
+                let host = reqwest::Url::parse(url)
+                    .ok()
+                    .and_then(|url| url.host_str().map(str::to_string))
+                    .unwrap_or_else(|| "http".into());
+                let mut call = Document::new(&host, now_seconds());
+                call.namespace = Some("remote");
+                call.http = Some(Http {
+                    method: Some("POST".into()),
+                    url: Some(url.clone()),
+                    traced: true,
+                    ..Http::default()
+                });
+                call
+            }
+        };
+        call.annotations.insert("attempt".into(), json!(attempt));
+        let header = TraceHeader::new(
+            self.trace_id.clone(),
+            Some(call.id.clone()),
+            Some(if self.sampled {
+                SampledFlag::Sampled
+            } else {
+                SampledFlag::NotSampled
+            }),
+        );
+        let run = self.engine.inner.tasks.run(resource, input, Some(header));
+        let outcome = match task.timeout_seconds {
+            Some(limit) => match tokio::time::timeout(Duration::from_secs_f64(limit), run).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(TaskError::new(
+                    "States.Timeout",
+                    format!("the task ran longer than {limit} s"),
+                )),
+            },
+            None => run.await,
+        };
+        call.end_time = Some(now_seconds());
+        match &outcome {
+            Ok(output) => {
+                self.record(
+                    json!({"type": "TaskSucceeded", "key": key, "state": name, "output": output}),
+                )?;
+            }
+            Err(failure) => {
+                if failure.error.contains("TooManyRequests") {
+                    call.record_status(429);
+                }
+                call.add_exception(&failure.error, &failure.cause, true);
+                self.record(
+                    json!({"type": "TaskFailed", "key": key, "state": name, "attempt": attempt,
+                                   "error": failure.error, "cause": failure.cause}),
+                )?;
+            }
+        }
+        document.subsegments.push(call);
+        outcome
+    }
+}
