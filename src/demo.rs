@@ -89,6 +89,10 @@ pub(crate) async fn demo(
         "listening demo-runtime {}",
         address_of(&stack.runtime_url)
     ));
+    say(&format!(
+        "listening demo-workflows {}",
+        address_of(&stack.workflow_url)
+    ));
     say(&pointers(&bound, &stack));
 
     let stats = Arc::new(TrafficStats::default());

@@ -60,6 +60,9 @@ pub enum Integration {
     Function(String),
     /// An HTTP backend; `{name}` in the URL takes the path parameter.
     Http(String),
+    /// `StartExecution` of a state machine of the workflow engine at
+    /// `workflow_url`, with the request body (JSON) as input.
+    Workflow(String),
 }
 
 /// A method's cache settings.
@@ -119,6 +122,8 @@ pub struct GatewayConfig {
     pub api_keys: Vec<ApiKey>,
     /// Lambda Invoke API base URL for function integrations.
     pub runtime_url: String,
+    /// The workflow engine's API base URL, for workflow integrations.
+    pub workflow_url: Option<String>,
     pub integration_timeout: Duration,
 }
 
@@ -535,6 +540,7 @@ async fn serve(
             )
             .await
         }
+        Integration::Workflow(machine) => start_execution(gateway, trace, machine, &body).await,
     };
     if let (Some(entry), Some(cache)) = (cache_entry, cache) {
         let state = if refresh { "refresh" } else { "miss" };
@@ -680,6 +686,53 @@ async fn invoke_function(
         }
     }
     response
+}
+
+/// Starts an execution with the body as input; answers its id.
+async fn start_execution(
+    gateway: &Gateway,
+    trace: &TraceContext,
+    machine: &str,
+    body: &Bytes,
+) -> Response {
+    let Some(url) = &gateway.inner.config.workflow_url else {
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+    };
+    let input: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(input) => input,
+            Err(_) => return message(StatusCode::BAD_REQUEST, "the body must be JSON"),
+        }
+    };
+    let request = gateway
+        .inner
+        .client
+        .inner()
+        .post(format!("{url}/executions"))
+        .timeout(gateway.inner.config.integration_timeout)
+        .json(&json!({"stateMachineArn": machine, "input": input}))
+        .build();
+    let Ok(request) = request else {
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+    };
+    let call = Call::aws(
+        "StepFunctions",
+        "StartExecution",
+        &[("state_machine", machine)],
+    );
+    match gateway.inner.client.send(Some(trace), call, request).await {
+        Ok(response) => {
+            let status = response.status();
+            let bytes = response.bytes().await.unwrap_or_default();
+            let mut out = (status, bytes).into_response();
+            out.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            out
+        }
+        Err(_) => message(StatusCode::BAD_GATEWAY, "Internal server error"),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -159,6 +159,7 @@ async fn setup() -> Setup {
             },
         ],
         runtime_url,
+        workflow_url: None,
         integration_timeout: Duration::from_secs(5),
     };
     let tracer = Tracer::new(

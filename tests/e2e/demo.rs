@@ -11,6 +11,9 @@ use serde_json::Value;
 use crate::jaeger::url_encode;
 use crate::server::TestServerBuilder;
 
+/// tracelake's five listeners and the demo's gateway, runtime and workflows.
+const DEMO_LISTENERS: usize = 8;
+
 /// A node: `(name, type)`.
 type NodeKey = (String, String);
 /// An edge: `(client, server, connection_type)`.
@@ -78,7 +81,7 @@ fn gateway_throttles(map: &Value) -> i64 {
 async fn demo_traffic_builds_the_expected_service_map_and_traces() {
     let dir = tempfile::tempdir().unwrap();
     let mut demo = TestServerBuilder::new(dir.path())
-        .subcommand("demo")
+        .subcommand("demo", DEMO_LISTENERS)
         .arg("--duration")
         .arg("120s")
         .arg("--rate")
@@ -96,6 +99,8 @@ async fn demo_traffic_builds_the_expected_service_map_and_traces() {
         ("send-receipt", "AWS::Lambda::Function"),
         ("inventory", "AWS::EC2::Instance"),
         ("DynamoDB", "AWS::DynamoDB::Table"),
+        ("order-fulfilment", "AWS::StepFunctions::StateMachine"),
+        ("charge-card", "AWS::Lambda::Function"),
     ];
     let expected_edges = [
         ("client", "orders-api/prod", "virtual_node"),
@@ -108,6 +113,10 @@ async fn demo_traffic_builds_the_expected_service_map_and_traces() {
         ("create-order", "send-receipt", ""),
         ("get-order", "DynamoDB", "virtual_node"),
         ("fulfil-order", "DynamoDB", "virtual_node"),
+        ("orders-api/prod", "order-fulfilment", ""),
+        ("order-fulfilment", "charge-card", ""),
+        ("order-fulfilment", "ship-order", ""),
+        ("order-fulfilment", "notify-customer", ""),
     ];
     let deadline = Instant::now() + Duration::from_secs(100);
     let map = loop {
@@ -152,6 +161,15 @@ async fn demo_traffic_builds_the_expected_service_map_and_traces() {
             body["traces"].as_array().cloned().unwrap_or_default()
         }
     };
+    // A retried task: the Charge state with several Lambda attempts in
+    // one trace.
+    let retried = search(r#"{ name = "Charge" } > { name = "Lambda" } | count() > 1"#).await;
+    let attempts = retried
+        .first()
+        .map(|trace| trace["spanSets"][0]["matched"].as_u64().unwrap())
+        .expect("a trace with a retried Charge");
+    assert!(attempts >= 2, "{retried:?}");
+
     // Cold starts are Initialization subsegments of function segments.
     let cold = search(r#"{ name = "Initialization" }"#).await;
     assert!(!cold.is_empty(), "no cold start traced");
@@ -219,4 +237,119 @@ async fn demo_traffic_builds_the_expected_service_map_and_traces() {
         .unwrap();
     assert!(metrics.contains("faas_invocations"), "no function metrics");
     assert!(demo.stop().success());
+}
+
+/// The demo's workflow executions: `(id, status)`.
+async fn executions(
+    client: &reqwest::Client,
+    workflows: std::net::SocketAddr,
+) -> Vec<(String, String)> {
+    let body: Value = client
+        .get(format!("http://{workflows}/executions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|execution| {
+            (
+                execution["executionArn"].as_str().unwrap().to_string(),
+                execution["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_executions_resume_after_the_process_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut first = TestServerBuilder::new(dir.path())
+        .subcommand("demo", DEMO_LISTENERS)
+        .arg("--duration")
+        .arg("120s")
+        .arg("--rate")
+        .arg("30")
+        .spawn();
+    let workflows = first.listeners["demo-workflows"];
+    // Kill -9 while several executions are in flight (most wait for pickup
+    // between Charge and Fulfil; some are inside a task).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = loop {
+        let all = executions(&client, workflows).await;
+        let running: Vec<String> = all
+            .iter()
+            .filter(|(_, status)| status == "RUNNING")
+            .map(|(id, _)| id.clone())
+            .collect();
+        if running.len() >= 3 && all.len() >= 8 {
+            break running;
+        }
+        assert!(Instant::now() < deadline, "too few executions: {all:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    first.kill9();
+
+    // The restarted demo resumes them; each completes.
+    let second = TestServerBuilder::new(dir.path())
+        .subcommand("demo", DEMO_LISTENERS)
+        .arg("--duration")
+        .arg("120s")
+        .arg("--rate")
+        .arg("1")
+        .spawn();
+    let workflows = second.listeners["demo-workflows"];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = executions(&client, workflows).await;
+        let unfinished: Vec<&(String, String)> = all
+            .iter()
+            .filter(|(id, status)| running.contains(id) && status == "RUNNING")
+            .collect();
+        if unfinished.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not resumed: {unfinished:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &running {
+        let history: Value = client
+            .get(format!("http://{workflows}/executions/{id}/history"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let events = history["events"].as_array().unwrap();
+        let resumed = events
+            .iter()
+            .find(|event| event["type"] == "ExecutionResumed")
+            .unwrap_or_else(|| panic!("{id}: no ExecutionResumed in {events:#?}"));
+        assert!(resumed["gap_seconds"].as_f64().unwrap() >= 0.0);
+        // Each task that completed did so once.
+        let mut succeeded = std::collections::HashMap::new();
+        for event in events
+            .iter()
+            .filter(|event| event["type"] == "TaskSucceeded")
+        {
+            *succeeded
+                .entry(event["key"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        assert!(
+            succeeded.values().all(|count| *count == 1),
+            "{id}: {succeeded:?}"
+        );
+        let last = events.last().unwrap()["type"].as_str().unwrap();
+        assert!(
+            last == "ExecutionSucceeded" || last == "ExecutionFailed",
+            "{id} ended with {last}"
+        );
+    }
 }

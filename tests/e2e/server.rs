@@ -23,6 +23,8 @@ pub(crate) fn tracelake_command() -> Command {
 
 pub(crate) struct TestServer {
     child: Option<Child>,
+    /// Every `listening <name> <addr>` line read at start.
+    pub(crate) listeners: std::collections::HashMap<String, SocketAddr>,
     pub(crate) otlp_grpc: SocketAddr,
     pub(crate) otlp_http: SocketAddr,
     pub(crate) http: SocketAddr,
@@ -32,6 +34,8 @@ pub(crate) struct TestServer {
 
 pub(crate) struct TestServerBuilder {
     subcommand: String,
+    /// How many `listening` lines to wait for (the demo prints more).
+    listeners: usize,
     data_dir: PathBuf,
     flush_max_age: String,
     args: Vec<String>,
@@ -41,6 +45,7 @@ impl TestServerBuilder {
     pub(crate) fn new(data_dir: &Path) -> Self {
         Self {
             subcommand: "serve".into(),
+            listeners: 5,
             data_dir: data_dir.to_path_buf(),
             // Blocks are written on shutdown unless a test asks for more.
             flush_max_age: "1h".into(),
@@ -53,9 +58,11 @@ impl TestServerBuilder {
         self
     }
 
-    /// Runs another subcommand with the same listeners (`demo`).
-    pub(crate) fn subcommand(mut self, subcommand: &str) -> Self {
+    /// Runs another subcommand with the same listeners (`demo`), waiting
+    /// for `listeners` listening lines.
+    pub(crate) fn subcommand(mut self, subcommand: &str, listeners: usize) -> Self {
         self.subcommand = subcommand.to_string();
+        self.listeners = listeners;
         self
     }
 
@@ -97,7 +104,7 @@ impl TestServerBuilder {
         });
         let mut addresses = std::collections::HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while addresses.len() < 5 {
+        while addresses.len() < self.listeners {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let line = match receiver.recv_timeout(remaining) {
                 Ok(line) => line,
@@ -119,6 +126,7 @@ impl TestServerBuilder {
         }
         TestServer {
             child: Some(child),
+            listeners: addresses.clone(),
             otlp_grpc: addresses["otlp-grpc"],
             otlp_http: addresses["otlp-http"],
             http: addresses["http"],

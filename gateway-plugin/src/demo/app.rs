@@ -8,6 +8,8 @@
 //!                                               --> send-receipt (async; retries, receipts-dlq)
 //!              GET /orders/{id}  -> get-order --> DynamoDB orders (GetItem)   [cached 10 s]
 //!              GET /stock/{sku}  -> inventory (an HTTP service traced by the plugin)
+//!              POST /fulfilments -> order-fulfilment workflow: charge-card (retried)
+//!                                   -> wait -> ship-order || notify-customer; failure -> refund-payment
 //! ```
 //!
 //! What shapes the traces comes from the components, not from scripted
@@ -42,10 +44,41 @@ use crate::runtime::{
     RetryPolicy, Runtime, export_loop, handler,
 };
 use crate::secrets::{MasterKey, SecretStore};
+use crate::workflow::engine::ORIGIN;
+use crate::workflow::{Engine, HistoryStore, RuntimeTasks, SystemClock};
 use crate::{OtlpSink, TracedClient, Tracer, XRayLayer};
 
 /// The API key the traffic uses.
 pub const API_KEY: &str = "demo-key-0123456789";
+/// The order-fulfilment workflow: charge (retried when the payment
+/// provider times out), wait for the warehouse, then ship and notify in
+/// parallel; any failure refunds.
+pub const FULFILMENT: &str = r#"{
+  "Comment": "Order fulfilment",
+  "StartAt": "Charge",
+  "TimeoutSeconds": 120,
+  "States": {
+    "Charge": {"Type": "Task", "Resource": "function:charge-card", "ResultPath": "$.charge",
+               "Retry": [{"ErrorEquals": ["PaymentTimeout"], "IntervalSeconds": 0.2, "BackoffRate": 2, "MaxAttempts": 3}],
+               "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Refund"}],
+               "Next": "AwaitPickup"},
+    "AwaitPickup": {"Type": "Wait", "Seconds": 2, "Next": "Fulfil"},
+    "Fulfil": {"Type": "Parallel", "ResultPath": "$.fulfilment",
+               "Branches": [
+                 {"StartAt": "Ship", "States": {"Ship": {"Type": "Task", "Resource": "function:ship-order", "End": true}}},
+                 {"StartAt": "Notify", "States": {"Notify": {"Type": "Task", "Resource": "function:notify-customer", "End": true}}}
+               ],
+               "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Refund"}],
+               "Next": "Done"},
+    "Refund": {"Type": "Task", "Resource": "function:refund-payment", "ResultPath": "$.refund", "Next": "NotFulfilled"},
+    "NotFulfilled": {"Type": "Fail", "Error": "OrderNotFulfilled", "Cause": "payment or shipping failed; refunded"},
+    "Done": {"Type": "Succeed"}
+  }
+}"#;
+
+/// The workflow's name.
+pub const WORKFLOW: &str = "order-fulfilment";
+
 /// The sampling rule the demo creates in tracelake.
 pub const SAMPLING_RULE: &str = "tracelake-demo";
 
@@ -77,6 +110,8 @@ pub struct Stack {
     pub inventory_url: String,
     pub table_url: String,
     pub queue_url: String,
+    pub workflow_url: String,
+    pub engine: Engine,
     pub runtime: Runtime,
     pub queues: QueueService,
     sink: Arc<dyn SegmentSink>,
@@ -325,7 +360,69 @@ fn functions() -> Vec<FunctionConfig> {
         max_event_age: Duration::from_secs(60),
         dead_letter_queue: Some("receipts-dlq".into()),
     };
-    vec![create, charge, get_order, fulfil, receipt]
+    let mut out = vec![create, charge, get_order, fulfil, receipt];
+    out.extend(workflow_functions());
+    out
+}
+
+/// The functions the fulfilment workflow calls.
+fn workflow_functions() -> Vec<FunctionConfig> {
+    let timeouts = Arc::new(failing(3));
+    let mut card = FunctionConfig::new(
+        "charge-card",
+        handler(move |event: Value, context| {
+            let timeouts = Arc::clone(&timeouts);
+            async move {
+                context.compute(Duration::from_millis(3)).await;
+                if timeouts() {
+                    return Err(HandlerError::new(
+                        "PaymentTimeout",
+                        "the payment provider did not answer",
+                    ));
+                }
+                Ok(json!({"charged": event["order_id"]}))
+            }
+        }),
+    );
+    card.memory_mb = 256;
+    let carrier_down = Arc::new(failing(20));
+    let ship = FunctionConfig::new(
+        "ship-order",
+        handler(move |event: Value, context| {
+            let carrier_down = Arc::clone(&carrier_down);
+            async move {
+                context.compute(Duration::from_millis(5)).await;
+                if carrier_down() {
+                    return Err(HandlerError::new(
+                        "CarrierUnavailable",
+                        "no carrier accepted the parcel",
+                    ));
+                }
+                Ok(
+                    json!({"tracking": format!("trk-{}", event["order_id"].as_str().unwrap_or("?"))}),
+                )
+            }
+        }),
+    );
+    let notify = FunctionConfig::new(
+        "notify-customer",
+        handler(|_event: Value, context| async move {
+            context.compute(Duration::from_millis(1)).await;
+            Ok(json!({"notified": true}))
+        }),
+    );
+    let refund = FunctionConfig::new(
+        "refund-payment",
+        handler(|event: Value, context| async move {
+            context.compute(Duration::from_millis(2)).await;
+            Ok(json!({"refunded": event["order_id"]}))
+        }),
+    );
+    let mut out = vec![card, ship, notify, refund];
+    for function in &mut out {
+        function.invoke_policy = vec![crate::workflow::tasks::PRINCIPAL.into()];
+    }
+    out
 }
 
 /// The inventory service: a plain HTTP service traced by the plugin.
@@ -470,6 +567,30 @@ impl Stack {
         .await
         .map_err(io)?;
         tasks.push(task);
+        // The workflow engine: histories beside the secrets; executions a
+        // previous run left unfinished resume now.
+        let machine = crate::workflow::parse(FULFILMENT).map_err(|error| error.to_string())?;
+        let engine = Engine::new(
+            vec![(WORKFLOW.to_string(), machine)],
+            HistoryStore::open(&settings.state_dir.join("workflows")).map_err(io)?,
+            Arc::new(RuntimeTasks {
+                runtime: runtime.clone(),
+                client: reqwest::Client::new(),
+            }),
+            Arc::new(SystemClock),
+            tracer(WORKFLOW, ORIGIN),
+        );
+        let resumed = engine.resume_all();
+        if resumed > 0 {
+            tracing::info!(resumed, "unfinished workflow executions resumed");
+        }
+        let (workflow_url, task) = serve(
+            crate::workflow::api::router(engine.clone()),
+            stop_receiver.clone(),
+        )
+        .await
+        .map_err(io)?;
+        tasks.push(task);
         let mapping = runtime.start_mapping(
             queues.clone(),
             EventSourceMapping {
@@ -507,6 +628,12 @@ impl Stack {
             "/stock/{sku}",
             Integration::Http(format!("{inventory_url}/stock/{{sku}}")),
         );
+        let mut fulfil = route(
+            Method::POST,
+            "/fulfilments",
+            Integration::Workflow(WORKFLOW.into()),
+        );
+        fulfil.api_key_required = true;
         let gateway = Gateway::new(
             GatewayConfig {
                 api_name: "orders-api".into(),
@@ -515,7 +642,7 @@ impl Stack {
                     name: "prod".into(),
                     throttle: (100.0, 50),
                     cache_enabled: true,
-                    routes: vec![create, read, stock],
+                    routes: vec![create, read, stock, fulfil],
                 }],
                 usage_plans: vec![UsagePlan {
                     name: "demo".into(),
@@ -529,6 +656,7 @@ impl Stack {
                     can_invalidate_cache: true,
                 }],
                 runtime_url: runtime_url.clone(),
+                workflow_url: Some(workflow_url.clone()),
                 integration_timeout: Duration::from_secs(29),
             },
             tracer("orders-api", "AWS::ApiGateway::Stage"),
@@ -544,6 +672,8 @@ impl Stack {
             inventory_url,
             table_url,
             queue_url,
+            workflow_url,
+            engine,
             runtime,
             queues,
             sink,

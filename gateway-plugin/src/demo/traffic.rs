@@ -4,9 +4,10 @@
 //!
 //! | share | request |
 //! |---|---|
-//! | 45 % | `POST /orders` with the API key (1 in 20 without a sku: 400) |
-//! | 35 % | `GET /orders/{id}` of a recent order (cache hits), or an unknown id |
+//! | 40 % | `POST /orders` with the API key (1 in 20 without a sku: 400) |
+//! | 30 % | `GET /orders/{id}` of a recent order (cache hits), or an unknown id |
 //! | 20 % | `GET /stock/{sku}` (1 in 10 an unknown sku: 404) |
+//! | 10 % | `POST /fulfilments` of a recent order (starts the workflow) |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +49,21 @@ impl TrafficStats {
 
 async fn one_request(client: &reqwest::Client, gateway: &str, stats: &TrafficStats) {
     let pick = fastrand::u32(..100);
-    let request = if pick < 45 {
+    let recent_order = || {
+        let recent = stats.recent_orders.lock();
+        match recent.len() {
+            0 => "o-000000000000".to_string(),
+            len if fastrand::u32(..10) == 0 => format!("o-missing-{len}"),
+            len => recent[fastrand::usize(..len)].clone(),
+        }
+    };
+    let request = if pick >= 90 {
+        client
+            .post(format!("{gateway}/prod/fulfilments"))
+            .header("x-api-key", API_KEY)
+            .header("content-type", "application/json")
+            .body(json!({"order_id": recent_order()}).to_string())
+    } else if pick < 40 {
         let body = if fastrand::u32(..20) == 0 {
             json!({"quantity": 1})
         } else {
@@ -59,16 +74,8 @@ async fn one_request(client: &reqwest::Client, gateway: &str, stats: &TrafficSta
             .header("x-api-key", API_KEY)
             .header("content-type", "application/json")
             .body(body.to_string())
-    } else if pick < 80 {
-        let id = {
-            let recent = stats.recent_orders.lock();
-            match recent.len() {
-                0 => "o-000000000000".to_string(),
-                len if fastrand::u32(..10) == 0 => format!("o-missing-{len}"),
-                len => recent[fastrand::usize(..len)].clone(),
-            }
-        };
-        client.get(format!("{gateway}/prod/orders/{id}"))
+    } else if pick < 70 {
+        client.get(format!("{gateway}/prod/orders/{}", recent_order()))
     } else {
         let sku = if fastrand::u32(..10) == 0 {
             "sku-999".to_string()

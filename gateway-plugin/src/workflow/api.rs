@@ -3,6 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /executions` | `StartExecution`: body `{"stateMachineArn": "<name or ARN>", "name"?, "input"?}` (`input` a JSON string or a JSON value); 200 `{"executionArn", "startDate"}`; the caller's `X-Amzn-Trace-Id` makes the execution part of its trace |
+//! | `GET /executions` | `ListExecutions`: `{"executions": [{"executionArn", "stateMachineArn", "status", "startDate", "stopDate"}]}` |
 //! | `GET /executions/{id}` | `DescribeExecution` |
 //! | `GET /executions/{id}/history` | `GetExecutionHistory`: `{"events": [...]}` |
 //!
@@ -25,7 +26,7 @@ use super::engine::{Engine, EngineError};
 
 pub fn router(engine: Engine) -> Router {
     Router::new()
-        .route("/executions", post(start))
+        .route("/executions", post(start).get(list))
         .route("/executions/{id}", get(describe))
         .route("/executions/{id}/history", get(history))
         .with_state(engine)
@@ -84,6 +85,23 @@ async fn start(State(engine): State<Engine>, headers: HeaderMap, body: Bytes) ->
         }
         Err(error) => refusal(&error),
     }
+}
+
+async fn list(State(engine): State<Engine>) -> Response {
+    let executions: Vec<Value> = engine
+        .list()
+        .iter()
+        .map(|description| {
+            json!({
+                "executionArn": description.execution,
+                "stateMachineArn": description.state_machine,
+                "status": description.status,
+                "startDate": description.start,
+                "stopDate": description.stop,
+            })
+        })
+        .collect();
+    json_response(&json!({"executions": executions}))
 }
 
 async fn describe(State(engine): State<Engine>, Path(id): Path<String>) -> Response {

@@ -366,6 +366,16 @@ impl Engine {
         self.describe(id)
     }
 
+    /// Every execution, oldest id first.
+    pub fn list(&self) -> Vec<Description> {
+        self.inner
+            .store
+            .executions()
+            .iter()
+            .filter_map(|id| self.describe(id).ok())
+            .collect()
+    }
+
     /// The execution's history.
     pub fn history(&self, id: &str) -> Result<Vec<Value>, EngineError> {
         self.inner
@@ -1057,5 +1067,48 @@ impl Run {
         }
         document.subsegments.push(call);
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retrier(jitter: Option<&str>) -> Retrier {
+        Retrier {
+            error_equals: vec!["States.ALL".into()],
+            interval_seconds: 1.0,
+            max_attempts: 5,
+            backoff_rate: 2.0,
+            max_delay_seconds: Some(6.0),
+            jitter_strategy: jitter.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let plain = retrier(None);
+        let delays: Vec<f64> = (0..5)
+            .map(|retry| backoff(&plain, retry).as_secs_f64())
+            .collect();
+        assert_eq!(delays, [1.0, 2.0, 4.0, 6.0, 6.0]);
+        let jittered = retrier(Some("FULL"));
+        for retry in 0..5 {
+            for _ in 0..50 {
+                let delay = backoff(&jittered, retry).as_secs_f64();
+                assert!(
+                    (0.0..=delays[retry as usize]).contains(&delay),
+                    "{retry}: {delay}"
+                );
+            }
+        }
+        // Error matchers: States.ALL and States.TaskFailed spare States.Runtime;
+        // States.TaskFailed spares States.Timeout.
+        let all = ["States.ALL".to_string()];
+        let failed = ["States.TaskFailed".to_string()];
+        assert!(matches(&all, "PaymentDeclined") && matches(&all, "States.Timeout"));
+        assert!(!matches(&all, "States.Runtime"));
+        assert!(matches(&failed, "PaymentDeclined") && !matches(&failed, "States.Timeout"));
+        assert!(matches(&["States.Timeout".to_string()], "States.Timeout"));
     }
 }
