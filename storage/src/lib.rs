@@ -43,6 +43,7 @@ pub mod schema;
 #[doc(hidden)]
 pub mod testing;
 pub mod wal;
+pub mod workload;
 pub mod xray;
 
 pub use api::{BlockRef, DerivedWriter, SpanFilter, SpanReader, SpanSnapshot, SpanWriter};
