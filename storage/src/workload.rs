@@ -305,6 +305,7 @@ impl TraceBuilder<'_> {
         (id, start_ns + init)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn http_client(
         &mut self,
         service: &'static str,
@@ -343,6 +344,7 @@ impl TraceBuilder<'_> {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn aws_call(
         &mut self,
         service: &'static str,
