@@ -4,6 +4,7 @@ mod aggregation;
 mod config;
 mod demo;
 mod import;
+mod loadgen;
 mod metrics;
 mod serve;
 mod sql;
@@ -33,6 +34,9 @@ enum Command {
     /// a table and a queue) serving an order API under steady traffic, and
     /// print where to look. Same listeners and storage as `serve`.
     Demo(DemoArgs),
+    /// Send the reference workload to a collector (OTLP gRPC, OTLP HTTP or
+    /// X-Ray UDP) and report what was accepted, the rate and ack latency.
+    Loadgen(LoadgenArgs),
     /// Run a read-only SQL query over the data dir (tables spans, edges,
     /// span_metrics, metrics) and print the rows. The server must not be
     /// running on the same data dir (use its /v1/sql then).
@@ -69,6 +73,40 @@ struct ImportArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     overrides: config::Overrides,
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadgenArgs {
+    /// Wire protocol.
+    #[arg(long, value_enum)]
+    protocol: loadgen::Protocol,
+    /// Where to send: host:port (OTLP HTTP also takes a URL).
+    #[arg(long)]
+    endpoint: String,
+    /// Stop once this many spans were sent (the last request may carry a few more).
+    #[arg(long, required_unless_present = "duration")]
+    spans: Option<u64>,
+    /// Stop after this long (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Target spans per second (default: as fast as accepted).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Connections (workers) sending at once.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Workload seed (the same seed sends the same spans).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Spans per request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Tenant (X-Scope-OrgID) for OTLP.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// End with one JSON summary line on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +170,33 @@ fn main() -> anyhow::Result<()> {
                 tracelake_gateway_plugin::demo::Export::Udp
             };
             runtime.block_on(demo::demo(config, args.duration, args.rate, export))
+        }
+        Command::Loadgen(args) => {
+            if args
+                .rate
+                .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+            {
+                anyhow::bail!("--rate must be a positive number of spans per second");
+            }
+            if !(1..=100_000).contains(&args.batch) || !(1..=1_024).contains(&args.connections) {
+                anyhow::bail!("--batch must be 1..=100000 and --connections 1..=1024");
+            }
+            init_logging_at("warn");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(loadgen::loadgen(loadgen::LoadgenOptions {
+                protocol: args.protocol,
+                endpoint: args.endpoint,
+                spans: args.spans,
+                duration: args.duration,
+                rate: args.rate,
+                connections: args.connections,
+                seed: args.seed,
+                batch: args.batch,
+                json: args.json,
+                tenant: args.tenant,
+            }))
         }
         Command::Import(args) => {
             let config = config::Config::load(args.config.as_deref(), &args.overrides)?;

@@ -5,6 +5,7 @@ mod cli;
 mod demo;
 mod durability;
 mod jaeger;
+mod loadgen;
 mod otlp;
 mod otlp_metrics;
 mod plugin;

@@ -1,0 +1,381 @@
+//! `tracelake loadgen`: sends the reference workload
+//! ([`tracelake_storage::workload`]) to a collector over OTLP gRPC, OTLP
+//! HTTP or X-Ray UDP, at a target rate or as fast as it is accepted.
+//!
+//! Each of `--connections` workers generates its own share of the workload
+//! (seed + worker index), encodes a request of `--batch` spans and sends
+//! it; a shared token bucket holds the total to `--rate` spans per second.
+//! It stops after `--spans` spans or `--duration`. While running it prints
+//! a progress line to stderr every second; at the end, a summary (and with
+//! `--json`, one JSON line on stdout):
+//!
+//! - `sent`: spans in requests sent; `acked`: spans the collector accepted
+//!   (OTLP: the request succeeded, minus `partial_success.rejected_spans`);
+//!   `rejected`: refused spans (partial success, or an error answer such as
+//!   429 / `RESOURCE_EXHAUSTED`); X-Ray UDP has no acknowledgement, so
+//!   only `sent` counts there (tracelake's `/metrics` has what it accepted);
+//! - the achieved rate, and the latency of acknowledgements (p50, p99,
+//!   max) per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use parking_lot::Mutex;
+use prost::Message;
+use tracelake_storage::workload::Workload;
+use tracelake_storage::xray::traces_to_documents;
+
+/// The wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Protocol {
+    OtlpGrpc,
+    OtlpHttp,
+    XrayUdp,
+}
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadgenOptions {
+    pub(crate) protocol: Protocol,
+    pub(crate) endpoint: String,
+    pub(crate) spans: Option<u64>,
+    pub(crate) duration: Option<Duration>,
+    /// Spans per second; `None`: as fast as accepted.
+    pub(crate) rate: Option<f64>,
+    pub(crate) connections: usize,
+    pub(crate) seed: u64,
+    /// Spans per request.
+    pub(crate) batch: usize,
+    pub(crate) json: bool,
+    pub(crate) tenant: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    rejected: AtomicU64,
+    requests: AtomicU64,
+    failed_requests: AtomicU64,
+}
+
+/// A token bucket of spans shared by the workers.
+#[derive(Debug)]
+struct Pacer {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Self {
+        Self {
+            rate,
+            // Start with one second's worth so the first requests go at once.
+            state: Mutex::new((0.0, Instant::now())),
+        }
+    }
+
+    /// Waits until `spans` may be sent.
+    async fn take(&self, spans: f64) {
+        loop {
+            let wait = {
+                let mut state = self.state.lock();
+                let now = Instant::now();
+                let elapsed = now.saturating_duration_since(state.1).as_secs_f64();
+                state.0 = (state.0 + elapsed * self.rate).min(self.rate.max(spans));
+                state.1 = now;
+                if state.0 >= spans {
+                    state.0 -= spans;
+                    return;
+                }
+                (spans - state.0) / self.rate
+            };
+            tokio::time::sleep(Duration::from_secs_f64(wait.min(1.0))).await;
+        }
+    }
+}
+
+fn span_count(request: &ExportTraceServiceRequest) -> u64 {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|resource| &resource.scope_spans)
+        .map(|scope| scope.spans.len() as u64)
+        .sum()
+}
+
+/// The daemon's datagram header.
+const DAEMON_HEADER: &[u8] = b"{\"format\":\"json\",\"version\":1}\n";
+
+enum Sender {
+    Grpc(TraceServiceClient<tonic::transport::Channel>),
+    Http(reqwest::Client, String),
+    Udp(tokio::net::UdpSocket, SocketAddr),
+}
+
+impl Sender {
+    async fn connect(options: &LoadgenOptions) -> anyhow::Result<Self> {
+        let with_scheme = |endpoint: &str| {
+            if endpoint.contains("://") {
+                endpoint.to_string()
+            } else {
+                format!("http://{endpoint}")
+            }
+        };
+        Ok(match options.protocol {
+            Protocol::OtlpGrpc => {
+                let client = TraceServiceClient::connect(with_scheme(&options.endpoint))
+                    .await
+                    .with_context(|| format!("connecting to {}", options.endpoint))?
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20);
+                Self::Grpc(client)
+            }
+            Protocol::OtlpHttp => Self::Http(
+                reqwest::Client::new(),
+                format!(
+                    "{}/v1/traces",
+                    with_scheme(&options.endpoint).trim_end_matches('/')
+                ),
+            ),
+            Protocol::XrayUdp => {
+                let target: SocketAddr = tokio::net::lookup_host(&options.endpoint)
+                    .await
+                    .with_context(|| format!("resolving {}", options.endpoint))?
+                    .next()
+                    .with_context(|| format!("{} resolves to nothing", options.endpoint))?;
+                let local = if target.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
+                Self::Udp(tokio::net::UdpSocket::bind(local).await?, target)
+            }
+        })
+    }
+
+    /// Sends one request: `(acked, rejected)` spans, or the error.
+    async fn send(
+        &mut self,
+        request: ExportTraceServiceRequest,
+        tenant: Option<&str>,
+    ) -> Result<(u64, u64), String> {
+        let spans = span_count(&request);
+        match self {
+            Self::Grpc(client) => {
+                let mut message = tonic::Request::new(request);
+                if let Some(tenant) = tenant
+                    && let Ok(value) = tenant.parse()
+                {
+                    message.metadata_mut().insert("x-scope-orgid", value);
+                }
+                let response = client
+                    .export(message)
+                    .await
+                    .map_err(|status| status.code().to_string())?;
+                let rejected = response
+                    .into_inner()
+                    .partial_success
+                    .map_or(0, |partial| partial.rejected_spans.max(0) as u64);
+                Ok((spans.saturating_sub(rejected), rejected))
+            }
+            Self::Http(client, url) => {
+                let mut builder = client
+                    .post(url.as_str())
+                    .header("content-type", "application/x-protobuf")
+                    .body(request.encode_to_vec());
+                if let Some(tenant) = tenant {
+                    builder = builder.header("X-Scope-OrgID", tenant);
+                }
+                let response = builder.send().await.map_err(|error| error.to_string())?;
+                if !response.status().is_success() {
+                    return Err(response.status().to_string());
+                }
+                let body = response.bytes().await.map_err(|error| error.to_string())?;
+                let rejected = ExportTraceServiceResponse::decode(body)
+                    .ok()
+                    .and_then(|response| response.partial_success)
+                    .map_or(0, |partial| partial.rejected_spans.max(0) as u64);
+                Ok((spans.saturating_sub(rejected), rejected))
+            }
+            Self::Udp(socket, target) => {
+                let traces = TracesData {
+                    resource_spans: request.resource_spans,
+                };
+                let mut datagram = Vec::with_capacity(4096);
+                for document in traces_to_documents(&traces) {
+                    datagram.clear();
+                    datagram.extend_from_slice(DAEMON_HEADER);
+                    serde_json::to_writer(&mut datagram, &document)
+                        .map_err(|error| error.to_string())?;
+                    socket
+                        .send_to(&datagram, *target)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                }
+                // No acknowledgement over UDP.
+                Ok((0, 0))
+            }
+        }
+    }
+}
+
+fn percentile_ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1_000.0
+}
+
+pub(crate) async fn loadgen(options: LoadgenOptions) -> anyhow::Result<()> {
+    if options.spans.is_none() && options.duration.is_none() {
+        anyhow::bail!("give --spans N or --duration D");
+    }
+    let counters = Arc::new(Counters::default());
+    let latencies = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?,
+    ));
+    let pacer = options.rate.map(|rate| Arc::new(Pacer::new(rate)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut workers = Vec::new();
+    let start_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
+    for worker in 0..options.connections.max(1) {
+        let mut sender = Sender::connect(&options).await?;
+        let (counters, latencies, pacer, stop, errors, options) = (
+            Arc::clone(&counters),
+            Arc::clone(&latencies),
+            pacer.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&errors),
+            options.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut workload =
+                Workload::new(options.seed.wrapping_add(worker as u64), start_ns, 100_000);
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let request = ExportTraceServiceRequest {
+                    resource_spans: workload.batch(options.batch),
+                };
+                let spans = span_count(&request);
+                if let Some(limit) = options.spans {
+                    let before = counters.sent.fetch_add(spans, Ordering::Relaxed);
+                    if before >= limit {
+                        counters.sent.fetch_sub(spans, Ordering::Relaxed);
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                } else {
+                    counters.sent.fetch_add(spans, Ordering::Relaxed);
+                }
+                if let Some(pacer) = &pacer {
+                    pacer.take(spans as f64).await;
+                }
+                let sent_at = Instant::now();
+                let outcome = sender.send(request, options.tenant.as_deref()).await;
+                let micros = sent_at.elapsed().as_micros() as u64;
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+                match outcome {
+                    Ok((acked, rejected)) => {
+                        counters.acked.fetch_add(acked, Ordering::Relaxed);
+                        counters.rejected.fetch_add(rejected, Ordering::Relaxed);
+                        let _ = latencies.lock().record(micros.max(1));
+                    }
+                    Err(error) => {
+                        counters.failed_requests.fetch_add(1, Ordering::Relaxed);
+                        counters.rejected.fetch_add(spans, Ordering::Relaxed);
+                        let mut errors = errors.lock();
+                        if errors.len() < 5 {
+                            errors.push(error);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Progress, and the duration limit.
+    let mut last_print = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(duration) = options.duration
+            && started.elapsed() >= duration
+        {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if workers.iter().all(tokio::task::JoinHandle::is_finished) {
+            break;
+        }
+        if last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            let sent = counters.sent.load(Ordering::Relaxed);
+            eprint!(
+                "\rloadgen: {sent} spans sent ({:.0}/s), {} acked, {} rejected   ",
+                sent as f64 / started.elapsed().as_secs_f64(),
+                counters.acked.load(Ordering::Relaxed),
+                counters.rejected.load(Ordering::Relaxed),
+            );
+        }
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let latencies = latencies.lock();
+    let sent = counters.sent.load(Ordering::Relaxed);
+    let acked = counters.acked.load(Ordering::Relaxed);
+    let rejected = counters.rejected.load(Ordering::Relaxed);
+    let udp = options.protocol == Protocol::XrayUdp;
+    eprintln!(
+        "\rloadgen: {sent} spans sent in {elapsed:.2} s ({:.0} spans/s), {} acked, {rejected} rejected, {} requests ({} failed); ack latency p50 {:.2} ms, p99 {:.2} ms{}",
+        sent as f64 / elapsed,
+        if udp {
+            "-".to_string()
+        } else {
+            acked.to_string()
+        },
+        counters.requests.load(Ordering::Relaxed),
+        counters.failed_requests.load(Ordering::Relaxed),
+        percentile_ms(&latencies, 0.5),
+        percentile_ms(&latencies, 0.99),
+        if udp {
+            " (UDP: no acknowledgements)"
+        } else {
+            ""
+        },
+    );
+    for error in errors.lock().iter() {
+        eprintln!("loadgen: error: {error}");
+    }
+    if options.json {
+        let summary = serde_json::json!({
+            "protocol": format!("{:?}", options.protocol),
+            "sent_spans": sent,
+            "acked_spans": if udp { serde_json::Value::Null } else { serde_json::json!(acked) },
+            "rejected_spans": rejected,
+            "requests": counters.requests.load(Ordering::Relaxed),
+            "failed_requests": counters.failed_requests.load(Ordering::Relaxed),
+            "elapsed_s": elapsed,
+            "rate_spans_per_s": sent as f64 / elapsed,
+            "ack_latency_ms": {
+                "p50": percentile_ms(&latencies, 0.5),
+                "p99": percentile_ms(&latencies, 0.99),
+                "max": latencies.max() as f64 / 1_000.0,
+            },
+        });
+        println!("{summary}");
+    }
+    Ok(())
+}

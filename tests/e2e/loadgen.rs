@@ -1,0 +1,166 @@
+//! `tracelake loadgen` against the real server over each protocol: what it
+//! reports matches what the server stored, and a target rate is held.
+
+use serde_json::Value;
+
+use crate::server::{TestServerBuilder, tracelake_command};
+
+fn loadgen(args: &[&str]) -> (bool, Value, String) {
+    let output: std::process::Output = tracelake_command()
+        .arg("loadgen")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let summary = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or(Value::Null);
+    (
+        output.status.success(),
+        summary,
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+async fn stored(base: &str) -> u64 {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/sql"))
+        .body("SELECT count(*) AS n FROM spans")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["rows"][0]["n"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadgen_sends_what_the_server_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServerBuilder::new(dir.path()).spawn();
+    let grpc = server.otlp_grpc.to_string();
+    let http = server.otlp_http.to_string();
+    let udp = server.xray_udp.to_string();
+
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            loadgen(&args)
+        })
+    };
+    let (ok, grpc_summary, stderr) = run(vec![
+        "--protocol".into(),
+        "otlp-grpc".into(),
+        "--endpoint".into(),
+        grpc,
+        "--spans".into(),
+        "5000".into(),
+        "--connections".into(),
+        "2".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    let sent = grpc_summary["sent_spans"].as_u64().unwrap();
+    assert!(sent >= 5_000, "{grpc_summary}");
+    assert_eq!(grpc_summary["acked_spans"].as_u64(), Some(sent));
+    assert_eq!(grpc_summary["rejected_spans"], 0);
+    assert!(grpc_summary["ack_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(
+        stderr.contains("spans sent"),
+        "a progress/summary line: {stderr}"
+    );
+    assert_eq!(stored(&server.http_url()).await, sent);
+
+    // A target rate is held (within 25 %) over OTLP HTTP.
+    let (ok, http_summary, stderr) = run(vec![
+        "--protocol".into(),
+        "otlp-http".into(),
+        "--endpoint".into(),
+        http,
+        "--duration".into(),
+        "3s".into(),
+        "--rate".into(),
+        "2000".into(),
+        "--batch".into(),
+        "200".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    let rate = http_summary["rate_spans_per_s"].as_f64().unwrap();
+    assert!((1_500.0..=2_500.0).contains(&rate), "{http_summary}");
+    let http_sent = http_summary["sent_spans"].as_u64().unwrap();
+    assert_eq!(http_summary["acked_spans"].as_u64(), Some(http_sent));
+
+    // X-Ray UDP at a gentle rate: nothing lost.
+    let (ok, udp_summary, stderr) = run(vec![
+        "--protocol".into(),
+        "xray-udp".into(),
+        "--endpoint".into(),
+        udp,
+        "--spans".into(),
+        "3000".into(),
+        "--rate".into(),
+        "5000".into(),
+        "--connections".into(),
+        "1".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    assert!(
+        udp_summary["acked_spans"].is_null(),
+        "UDP has no acknowledgement"
+    );
+    let udp_sent = udp_summary["sent_spans"].as_u64().unwrap();
+    let expected = sent + http_sent + udp_sent;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let count = stored(&server.http_url()).await;
+        if count == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} of {expected} stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // Bad arguments: a clear error, no hang.
+    let bad = tracelake_command()
+        .args([
+            "loadgen",
+            "--protocol",
+            "otlp-http",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--spans",
+            "10",
+            "--rate",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rate"));
+    let refused = tracelake_command()
+        .args([
+            "loadgen",
+            "--protocol",
+            "otlp-grpc",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--spans",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("connecting to 127.0.0.1:1"));
+}
