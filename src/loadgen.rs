@@ -15,7 +15,9 @@
 //!   429 / `RESOURCE_EXHAUSTED`); X-Ray UDP has no acknowledgement, so
 //!   only `sent` counts there (tracelake's `/metrics` has what it accepted);
 //! - the achieved rate, and the latency of acknowledgements (p50, p99,
-//!   max) per request.
+//!   max) per request;
+//! - `otlp_protobuf_bytes`: the OTLP protobuf size of everything generated
+//!   (the reference for storage size ratios).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +64,9 @@ pub(crate) struct LoadgenOptions {
 #[derive(Debug, Default)]
 struct Counters {
     sent: AtomicU64,
+    /// OTLP protobuf bytes of the requests (the workload's encoded size,
+    /// whatever the protocol).
+    bytes: AtomicU64,
     acked: AtomicU64,
     rejected: AtomicU64,
     requests: AtomicU64,
@@ -281,6 +286,9 @@ pub(crate) async fn loadgen(options: LoadgenOptions) -> anyhow::Result<()> {
                 } else {
                     counters.sent.fetch_add(spans, Ordering::Relaxed);
                 }
+                counters
+                    .bytes
+                    .fetch_add(request.encoded_len() as u64, Ordering::Relaxed);
                 if let Some(pacer) = &pacer {
                     pacer.take(spans as f64).await;
                 }
@@ -363,6 +371,7 @@ pub(crate) async fn loadgen(options: LoadgenOptions) -> anyhow::Result<()> {
         let summary = serde_json::json!({
             "protocol": format!("{:?}", options.protocol),
             "sent_spans": sent,
+            "otlp_protobuf_bytes": counters.bytes.load(Ordering::Relaxed),
             "acked_spans": if udp { serde_json::Value::Null } else { serde_json::json!(acked) },
             "rejected_spans": rejected,
             "requests": counters.requests.load(Ordering::Relaxed),

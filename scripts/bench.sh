@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# tracelake's system benchmark: one machine, one run, release build.
+#
+#   ./scripts/bench.sh [--spans N]        (default 2,000,000 spans per ingest phase)
+#
+# Phases (each against a fresh `tracelake serve` on port 0 with its own data dir):
+#   1. ingest over OTLP gRPC: `tracelake loadgen` sends the reference workload as
+#      fast as accepted; spans per second per core = spans acknowledged / (user+sys
+#      CPU seconds of the server process during the phase);
+#   2. ingest over X-Ray UDP: the same at a fixed rate; spans stored (counted with
+#      SQL) / server CPU seconds, and the share lost;
+#   3. storage: after the server's final flush, Parquet bytes per span, the ratio to
+#      the OTLP protobuf bytes of the same spans, and the ratio to a naive flat Parquet
+#      file of the same rows written by DuckDB (zstd, binary ids, attributes as JSON);
+#   peak RSS (VmHWM) of the server in each phase.
+# Writes bench-results/results.md and bench-results/results.json; README.md quotes them.
+# The query benchmarks (service map, TraceQL, p99 by service vs DuckDB) are
+# `cargo bench --bench service_map` and `cargo bench --bench traceql`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SPANS=2000000
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --spans) SPANS="$2"; shift 2 ;;
+    *) echo "usage: $0 [--spans N]" >&2; exit 2 ;;
+  esac
+done
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tracelake-target}"
+cargo build --release --bin tracelake
+BIN="$CARGO_TARGET_DIR/release/tracelake"
+
+VENV="${TRACELAKE_BENCH_VENV:-/var/tmp/tracelake-bench-venv}"
+if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c "import duckdb" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet duckdb
+fi
+PY="$VENV/bin/python"
+
+WORK="$(mktemp -d /var/tmp/tracelake-bench.XXXXXX)"
+trap 'kill $SERVER_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+OUT=bench-results
+mkdir -p "$OUT"
+CLK=$(getconf CLK_TCK)
+
+start_server() {
+  local data="$1"
+  "$BIN" serve --data-dir "$data" \
+    --listen-xray-udp 127.0.0.1:0 --listen-xray-api 127.0.0.1:0 \
+    --listen-otlp-grpc 127.0.0.1:0 --listen-otlp-http 127.0.0.1:0 --listen-http 127.0.0.1:0 \
+    > "$WORK/listening" 2> "$WORK/server.log" &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    [[ $(grep -c '^listening' "$WORK/listening" 2>/dev/null || true) -ge 5 ]] && break
+    sleep 0.1
+  done
+  address() { awk -v name="$1" '$1 == "listening" && $2 == name {print $3}' "$WORK/listening"; }
+  GRPC=$(address otlp-grpc); UDP=$(address xray-udp); HTTP=$(address http)
+}
+
+cpu_seconds() { awk -v clk="$CLK" '{printf "%.3f", ($14 + $15) / clk}' "/proc/$1/stat"; }
+peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+stored_spans() {
+  curl -s --data 'SELECT count(*) AS n FROM spans' "http://$HTTP/v1/sql" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])'
+}
+stop_server() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; }
+
+# 1. OTLP gRPC ingest.
+start_server "$WORK/grpc"
+cpu0=$(cpu_seconds "$SERVER_PID")
+"$BIN" loadgen --protocol otlp-grpc --endpoint "$GRPC" --spans "$SPANS" --connections 8 --batch 1000 --json \
+  | tail -1 > "$WORK/grpc.json"
+cpu1=$(cpu_seconds "$SERVER_PID")
+grpc_rss=$(peak_rss_kb "$SERVER_PID")
+stop_server
+
+# 2. X-Ray UDP ingest at a fixed rate (UDP has no backpressure: faster only drops).
+UDP_SPANS=$(( SPANS / 4 ))
+start_server "$WORK/udp"
+ucpu0=$(cpu_seconds "$SERVER_PID")
+"$BIN" loadgen --protocol xray-udp --endpoint "$UDP" --spans "$UDP_SPANS" --rate 40000 --connections 2 --json \
+  | tail -1 > "$WORK/udp.json"
+sleep 2
+ucpu1=$(cpu_seconds "$SERVER_PID")
+udp_stored=$(stored_spans)
+udp_rss=$(peak_rss_kb "$SERVER_PID")
+stop_server
+
+# 3. Storage: the OTLP gRPC phase's blocks after the final flush.
+"$PY" - "$WORK" "$cpu0" "$cpu1" "$grpc_rss" "$ucpu0" "$ucpu1" "$udp_stored" "$udp_rss" "$OUT" <<'EOF'
+import glob, json, os, sys
+import duckdb
+
+work, cpu0, cpu1, grpc_rss, ucpu0, ucpu1, udp_stored, udp_rss, out = sys.argv[1:]
+grpc = json.load(open(f"{work}/grpc.json"))
+udp = json.load(open(f"{work}/udp.json"))
+files = glob.glob(f"{work}/grpc/tenants/*/spans/*/*/*.parquet")
+parquet_bytes = sum(os.path.getsize(f) for f in files)
+spans = grpc["acked_spans"]
+naive = f"{work}/naive.parquet"
+con = duckdb.connect()
+con.execute(f"""
+COPY (SELECT trace_id, span_id, parent_span_id, name, kind, service_name, start_time, end_time,
+             status_code, status_message, to_json(attributes) AS attributes,
+             to_json(resource_attributes) AS resource_attributes
+      FROM read_parquet({files!r}))
+TO '{naive}' (FORMAT parquet, COMPRESSION zstd)""")
+naive_bytes = os.path.getsize(naive)
+results = {
+    "spans": spans,
+    "ingest_otlp_grpc": {
+        "spans_per_s_per_core": spans / max(float(cpu1) - float(cpu0), 1e-9),
+        "spans_per_s_wall": grpc["rate_spans_per_s"],
+        "server_cpu_s": float(cpu1) - float(cpu0),
+        "ack_latency_ms": grpc["ack_latency_ms"],
+        "peak_rss_mb": int(grpc_rss) / 1024,
+    },
+    "ingest_xray_udp": {
+        "sent": udp["sent_spans"],
+        "stored": int(udp_stored),
+        "lost_share": 1 - int(udp_stored) / max(udp["sent_spans"], 1),
+        "spans_per_s_per_core": int(udp_stored) / max(float(ucpu1) - float(ucpu0), 1e-9),
+        "peak_rss_mb": int(udp_rss) / 1024,
+    },
+    "storage": {
+        "bytes_per_span": parquet_bytes / spans,
+        "otlp_protobuf_bytes_per_span": grpc["otlp_protobuf_bytes"] / spans,
+        "ratio_to_otlp": parquet_bytes / grpc["otlp_protobuf_bytes"],
+        "naive_parquet_bytes_per_span": naive_bytes / spans,
+        "ratio_to_naive_parquet": parquet_bytes / naive_bytes,
+    },
+}
+json.dump(results, open(f"{out}/results.json", "w"), indent=2)
+g, u, s = results["ingest_otlp_grpc"], results["ingest_xray_udp"], results["storage"]
+md = f"""| measure ({spans:,} spans, reference workload) | figure |
+|---|---|
+| OTLP gRPC ingest, spans/s per core of the server (wall rate) | {g['spans_per_s_per_core']:,.0f} ({g['spans_per_s_wall']:,.0f}/s) |
+| OTLP gRPC ack latency p50 / p99 | {g['ack_latency_ms']['p50']:.1f} / {g['ack_latency_ms']['p99']:.1f} ms |
+| X-Ray UDP ingest at 40k spans/s, spans/s per core; lost | {u['spans_per_s_per_core']:,.0f}; {u['lost_share']:.2%} |
+| Parquet bytes per span after flush (OTLP protobuf: {s['otlp_protobuf_bytes_per_span']:.0f}) | {s['bytes_per_span']:.1f} (ratio {s['ratio_to_otlp']:.3f}) |
+| vs a naive flat Parquet file of the same rows (DuckDB, zstd) | {s['naive_parquet_bytes_per_span']:.1f} bytes/span (ratio {s['ratio_to_naive_parquet']:.2f}) |
+| peak RSS: OTLP gRPC phase / UDP phase | {g['peak_rss_mb']:.0f} / {u['peak_rss_mb']:.0f} MB |
+"""
+open(f"{out}/results.md", "w").write(md)
+print(md)
+EOF
