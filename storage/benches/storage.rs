@@ -93,6 +93,25 @@ fn block_write(c: &mut Criterion) {
     group.bench_function("10k_spans", |b| {
         b.iter(|| encode_block("t", 0, &batch, 64 * 1024).unwrap())
     });
+    // The reference workload (tracelake_storage::workload), as a flush sees
+    // it: many request batches concatenated, in arrival order.
+    let reference =
+        tracelake_storage::workload::Workload::new(1, 1_767_225_600_000_000_000, 100_000);
+    let mut generator = reference;
+    let parts: Vec<_> = (0..20)
+        .map(|_| {
+            tracelake_storage::otlp::resource_spans_to_batch("t", &generator.batch(1_000))
+                .unwrap()
+                .batch
+                .unwrap()
+        })
+        .collect();
+    let reference_batch =
+        datafusion::arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap();
+    group.throughput(Throughput::Elements(reference_batch.num_rows() as u64));
+    group.bench_function("20k_reference_spans", |b| {
+        b.iter(|| encode_block("t", 0, &reference_batch, 64 * 1024).unwrap())
+    });
     group.finish();
 }
 

@@ -20,9 +20,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{
-    SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
-};
+use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -132,7 +130,7 @@ pub fn split_by_hour(batches: &[RecordBatch]) -> Result<BTreeMap<i64, RecordBatc
             by_hour
                 .entry(hour)
                 .or_default()
-                .push(take_record_batch(batch, &indices)?);
+                .push(crate::take::take_batch(batch, &indices)?);
         }
     }
     let mut merged = BTreeMap::new();
@@ -228,7 +226,7 @@ fn sort_for_block(batch: &RecordBatch) -> Result<RecordBatch> {
         ],
         None,
     )?;
-    Ok(take_record_batch(batch, &indices)?)
+    Ok(crate::take::take_batch(batch, &indices)?)
 }
 
 fn writer_properties(trace_count: u64, row_group_rows: usize) -> Result<WriterProperties> {

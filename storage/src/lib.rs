@@ -40,6 +40,7 @@ pub mod ids;
 pub mod metrics;
 pub mod otlp;
 pub mod schema;
+pub mod take;
 #[doc(hidden)]
 pub mod testing;
 pub mod wal;
