@@ -515,7 +515,8 @@ async fn executions_join_the_callers_trace_and_the_api_answers() {
         json!({"StartAt": "T", "States": {
         "T": {"Type": "Task", "Resource": "function:double", "End": true}}}),
     )];
-    let setup = setup(&machines, dir.path());
+    // The histories live one level down, so a file beside them is "outside".
+    let setup = setup(&machines, &dir.path().join("store"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = tracelake_gateway_plugin::workflow::api::router(setup.engine.clone());
@@ -614,6 +615,21 @@ async fn executions_join_the_callers_trace_and_the_api_answers() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+    // Ids never reach the file system unchecked: a history file beside the
+    // store is not readable through a crafted id.
+    std::fs::write(
+        dir.path().join("outside.jsonl"),
+        "{\"type\":\"ExecutionStarted\",\"state_machine\":\"order\"}\n",
+    )
+    .unwrap();
+    for id in ["..%2Foutside", "a%2F..%2F..%2Foutside", "%2E%2E%2Foutside"] {
+        let response = client
+            .get(format!("{url}/executions/{id}/history"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{id}");
+    }
 
     // The execution's segment continues the caller's trace; in progress
     // first, then complete; the function's segment is inside the trace.

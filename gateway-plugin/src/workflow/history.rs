@@ -30,9 +30,26 @@ pub struct HistoryStore {
     counts: Mutex<std::collections::HashMap<String, usize>>,
 }
 
-/// The file name of an execution (ids are `[A-Za-z0-9_-]`).
+/// Whether `execution` is a valid execution id: 1-80 of `[A-Za-z0-9_-]`
+/// (ids become file names, so nothing else may reach the file system).
+pub fn is_valid_id(execution: &str) -> bool {
+    !execution.is_empty()
+        && execution.len() <= 80
+        && execution
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+}
+
+/// The file name of an execution.
 fn file_name(execution: &str) -> String {
     format!("{execution}.jsonl")
+}
+
+fn invalid(execution: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("{execution:?} is not an execution id"),
+    )
 }
 
 impl HistoryStore {
@@ -50,6 +67,9 @@ impl HistoryStore {
 
     /// Appends `event` (with `id` and `timestamp` added) and syncs it.
     pub fn append(&self, execution: &str, mut event: Value) -> std::io::Result<Value> {
+        if !is_valid_id(execution) {
+            return Err(invalid(execution));
+        }
         let mut counts = self.counts.lock();
         let count = match counts.get(execution) {
             Some(count) => *count,
@@ -75,6 +95,9 @@ impl HistoryStore {
     /// Every event of `execution`; a torn last line (a crash mid-write) is
     /// left out.
     pub fn read(&self, execution: &str) -> std::io::Result<Vec<Value>> {
+        if !is_valid_id(execution) {
+            return Err(invalid(execution));
+        }
         let file = std::fs::File::open(self.path(execution))?;
         Ok(std::io::BufReader::new(file)
             .lines()
