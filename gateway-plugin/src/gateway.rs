@@ -50,6 +50,8 @@ use crate::tracer::{TraceContext, Tracer};
 
 /// Largest request body passed on (API Gateway's payload limit).
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Most responses one stage's cache holds.
+pub const MAX_CACHE_ENTRIES: usize = 10_000;
 /// The principal the gateway invokes functions as.
 pub const PRINCIPAL: &str = "apigateway.amazonaws.com";
 
@@ -550,15 +552,25 @@ async fn serve(
             let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
                 .await
                 .unwrap_or_default();
-            stage.cache.lock().insert(
-                entry,
-                CachedResponse {
-                    status: parts.status,
-                    headers: parts.headers.clone(),
-                    body: bytes.clone(),
-                    expires: Instant::now() + cache.ttl,
-                },
-            );
+            let mut entries = stage.cache.lock();
+            if entries.len() >= MAX_CACHE_ENTRIES {
+                // Expired entries go first; a cache still full stops
+                // taking new entries until some expire.
+                let now = Instant::now();
+                entries.retain(|_, cached| cached.expires > now);
+            }
+            if entries.len() < MAX_CACHE_ENTRIES {
+                entries.insert(
+                    entry,
+                    CachedResponse {
+                        status: parts.status,
+                        headers: parts.headers.clone(),
+                        body: bytes.clone(),
+                        expires: Instant::now() + cache.ttl,
+                    },
+                );
+            }
+            drop(entries);
             response = Response::from_parts(parts, Body::from(bytes));
         }
         response

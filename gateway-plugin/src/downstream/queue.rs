@@ -38,6 +38,9 @@ const MAX_WAIT: Duration = Duration::from_secs(20);
 const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
 /// Largest message body, as SQS.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Most messages a queue holds (it lives in memory); sends beyond are
+/// refused with `AWS.SimpleQueueService.OverLimit`.
+pub const MAX_MESSAGES: usize = 100_000;
 
 /// One queue's settings.
 #[derive(Debug, Clone, Default)]
@@ -152,7 +155,14 @@ impl QueueService {
             fastrand::u16(..0x1000),
             fastrand::u64(..1 << 48)
         );
-        queue.messages.lock().push_back(Stored {
+        let mut messages = queue.messages.lock();
+        if messages.len() >= MAX_MESSAGES {
+            return Err(error(
+                "AWS.SimpleQueueService.OverLimit",
+                format!("the queue holds {MAX_MESSAGES} messages, its limit"),
+            ));
+        }
+        messages.push_back(Stored {
             message: Message {
                 id: id.clone(),
                 receipt_handle: String::new(),
@@ -163,6 +173,7 @@ impl QueueService {
             },
             visible_at: Instant::now(),
         });
+        drop(messages);
         queue.arrived.notify_waiters();
         Ok(id)
     }
@@ -422,6 +433,17 @@ mod tests {
         assert_eq!(dead.len(), 2);
         assert!(queues.send("nope", "x".into(), None).is_err());
         assert!(queues.send("orders", String::new(), None).is_err());
+    }
+
+    #[test]
+    fn a_full_queue_refuses_sends() {
+        let queues = service();
+        for index in 0..MAX_MESSAGES {
+            queues.send("orders-dlq", index.to_string(), None).unwrap();
+        }
+        let refused = queues.send("orders-dlq", "one more".into(), None).unwrap_err();
+        assert_eq!(refused.error_type, "AWS.SimpleQueueService.OverLimit");
+        assert!(queues.send("orders", "elsewhere".into(), None).is_ok());
     }
 
     #[tokio::test]

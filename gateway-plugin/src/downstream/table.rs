@@ -26,6 +26,9 @@ use tracelake_aws_json::{AwsError, json_body, json_response};
 use crate::throttle::TokenBucket;
 
 const TARGET_PREFIX: &str = "DynamoDB_20120810.";
+/// Most items a table holds (it lives in memory); puts of new keys beyond
+/// are refused with `ItemCollectionSizeLimitExceededException`.
+pub const MAX_ITEMS: usize = 1_000_000;
 
 /// One table: its partition key attribute and request capacity.
 #[derive(Debug, Clone)]
@@ -55,6 +58,10 @@ fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> 
         error_type: kind,
         message: message.into(),
     }
+}
+
+fn validation_kind(kind: &'static str, message: impl Into<String>) -> AwsError {
+    error(StatusCode::BAD_REQUEST, kind, message)
 }
 
 fn validation(message: impl Into<String>) -> AwsError {
@@ -133,7 +140,14 @@ impl TableService {
                     .as_object()
                     .ok_or_else(|| validation("Item must be an attribute map"))?;
                 let key = key_of(&table.key, &request["Item"])?;
-                table.items.lock().insert(key, item.clone());
+                let mut items = table.items.lock();
+                if items.len() >= MAX_ITEMS && !items.contains_key(&key) {
+                    return Err(validation_kind(
+                        "ItemCollectionSizeLimitExceededException",
+                        format!("the table holds {MAX_ITEMS} items, its limit"),
+                    ));
+                }
+                items.insert(key, item.clone());
                 Ok(json!({}))
             }
             "GetItem" => {
