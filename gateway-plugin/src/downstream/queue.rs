@@ -441,7 +441,9 @@ mod tests {
         for index in 0..MAX_MESSAGES {
             queues.send("orders-dlq", index.to_string(), None).unwrap();
         }
-        let refused = queues.send("orders-dlq", "one more".into(), None).unwrap_err();
+        let refused = queues
+            .send("orders-dlq", "one more".into(), None)
+            .unwrap_err();
         assert_eq!(refused.error_type, "AWS.SimpleQueueService.OverLimit");
         assert!(queues.send("orders", "elsewhere".into(), None).is_ok());
     }

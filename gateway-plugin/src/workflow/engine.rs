@@ -434,7 +434,9 @@ impl Engine {
         if let Err(error) = outcome {
             tracing::warn!(execution = %id, %error, "execution stopped: history unavailable");
         }
-        if let Some(done) = self.inner.finished.lock().get(&id) {
+        // Waiters are told, and the entry goes: a finished execution is
+        // described from its history.
+        if let Some(done) = self.inner.finished.lock().remove(&id) {
             let _ = done.send(true);
         }
     }
