@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # tracelake's system benchmark: one machine, one run, release build.
 #
-#   ./scripts/bench.sh [--spans N]        (default 2,000,000 spans per ingest phase)
+#   ./scripts/bench.sh [--spans N] [--lookup-spans M]
+#       N: spans per ingest phase (default 2,000,000)
+#       M: spans stored for the trace-by-id phase (default 10,000,000; 0 skips it)
 #
 # Phases (each against a fresh `tracelake serve` on port 0 with its own data dir):
 #   1. ingest over OTLP gRPC: `tracelake loadgen` sends the reference workload as
@@ -13,6 +15,8 @@
 #   3. storage: after the server's final flush, Parquet bytes per span, the ratio to
 #      the OTLP protobuf bytes of the same spans, and the ratio to a naive flat Parquet
 #      file of the same rows written by DuckDB (zstd, binary ids, attributes as JSON);
+#   4. trace by id without a time range (Tempo's /api/traces/{id}) with M spans stored:
+#      p50/p99 over 1,000 random existing ids and 1,000 absent ids, one at a time;
 #   peak RSS (VmHWM) of the server in each phase.
 # Writes bench-results/results.md and bench-results/results.json; README.md quotes them.
 # The query benchmarks (service map, TraceQL, p99 by service vs DuckDB) are
@@ -21,10 +25,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SPANS=2000000
+LOOKUP_SPANS=10000000
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --spans) SPANS="$2"; shift 2 ;;
-    *) echo "usage: $0 [--spans N]" >&2; exit 2 ;;
+    --lookup-spans) LOOKUP_SPANS="$2"; shift 2 ;;
+    *) echo "usage: $0 [--spans N] [--lookup-spans M]" >&2; exit 2 ;;
   esac
 done
 
@@ -91,12 +97,52 @@ udp_stored=$(stored_spans)
 udp_rss=$(peak_rss_kb "$SERVER_PID")
 stop_server
 
+# 4. Trace by id without a time range.
+echo '{}' > "$WORK/lookup.json"
+if [[ "$LOOKUP_SPANS" -gt 0 ]]; then
+  start_server "$WORK/lookup"
+  "$BIN" loadgen --protocol otlp-grpc --endpoint "$GRPC" --spans "$LOOKUP_SPANS" --connections 8 --batch 1000 \
+    --json | tail -1 > /dev/null
+  sleep 5  # the last flush
+  "$PY" - "$HTTP" "$WORK/lookup.json" <<'LOOKUP'
+import json, random, sys, time, urllib.request, urllib.error
+http, out = sys.argv[1], sys.argv[2]
+query = "SELECT DISTINCT encode(trace_id, 'hex') AS id FROM spans ORDER BY id LIMIT 10000"
+rows = json.load(urllib.request.urlopen(urllib.request.Request(f"http://{http}/v1/sql", data=query.encode())))["rows"]
+random.seed(1)
+present = random.sample([row["id"] for row in rows], min(1000, len(rows)))
+absent = ["%032x" % random.getrandbits(128) for _ in range(1000)]
+def timings(ids, expect):
+    out = []
+    for trace_id in ids:
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(f"http://{http}/api/traces/{trace_id}") as response:
+                response.read(); status = response.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        out.append((time.perf_counter() - started) * 1000)
+        assert status == expect, (trace_id, status)
+    out.sort()
+    return {"p50_ms": out[len(out) // 2], "p99_ms": out[int(len(out) * 0.99) - 1], "count": len(out)}
+json.dump({"present": timings(present, 200), "absent": timings(absent, 404)}, open(out, "w"))
+LOOKUP
+  lookup_rss=$(peak_rss_kb "$SERVER_PID")
+  echo "{\"peak_rss_kb\": $lookup_rss}" > "$WORK/lookup-rss.json"
+  stop_server
+fi
+
 # 3. Storage: the OTLP gRPC phase's blocks after the final flush.
-"$PY" - "$WORK" "$cpu0" "$cpu1" "$grpc_rss" "$ucpu0" "$ucpu1" "$udp_stored" "$udp_rss" "$OUT" <<'EOF'
+"$PY" - "$WORK" "$cpu0" "$cpu1" "$grpc_rss" "$ucpu0" "$ucpu1" "$udp_stored" "$udp_rss" "$OUT" "$LOOKUP_SPANS" <<'EOF'
 import glob, json, os, sys
 import duckdb
 
-work, cpu0, cpu1, grpc_rss, ucpu0, ucpu1, udp_stored, udp_rss, out = sys.argv[1:]
+work, cpu0, cpu1, grpc_rss, ucpu0, ucpu1, udp_stored, udp_rss, out, lookup_spans = sys.argv[1:]
+lookup = json.load(open(f"{work}/lookup.json"))
+try:
+    lookup_rss = json.load(open(f"{work}/lookup-rss.json"))["peak_rss_kb"] / 1024
+except OSError:
+    lookup_rss = None
 grpc = json.load(open(f"{work}/grpc.json"))
 udp = json.load(open(f"{work}/udp.json"))
 files = glob.glob(f"{work}/grpc/tenants/*/spans/*/*/*.parquet")
@@ -135,6 +181,8 @@ results = {
         "ratio_to_naive_parquet": parquet_bytes / naive_bytes,
     },
 }
+if lookup:
+    results["trace_by_id"] = {"spans_stored": int(lookup_spans), **lookup, "peak_rss_mb": lookup_rss}
 json.dump(results, open(f"{out}/results.json", "w"), indent=2)
 g, u, s = results["ingest_otlp_grpc"], results["ingest_xray_udp"], results["storage"]
 md = f"""| measure ({spans:,} spans, reference workload) | figure |
@@ -146,6 +194,10 @@ md = f"""| measure ({spans:,} spans, reference workload) | figure |
 | vs a naive flat Parquet file of the same rows (DuckDB, zstd) | {s['naive_parquet_bytes_per_span']:.1f} bytes/span (ratio {s['ratio_to_naive_parquet']:.2f}) |
 | peak RSS: OTLP gRPC phase / UDP phase | {g['peak_rss_mb']:.0f} / {u['peak_rss_mb']:.0f} MB |
 """
+if lookup:
+    md += (f"| trace by id, no time range, {int(lookup_spans):,} spans stored: present p50 / p99 | "
+           f"{lookup['present']['p50_ms']:.1f} / {lookup['present']['p99_ms']:.1f} ms |\n"
+           f"| the same for absent ids: p50 / p99 | {lookup['absent']['p50_ms']:.1f} / {lookup['absent']['p99_ms']:.1f} ms |\n")
 open(f"{out}/results.md", "w").write(md)
 print(md)
 EOF
