@@ -204,7 +204,10 @@ async fn run(
     machine: &str,
     input: Value,
 ) -> tracelake_gateway_plugin::workflow::Description {
-    let id = engine.start_execution(machine, None, input, None).unwrap();
+    let id = engine
+        .start_execution(machine, None, input, None)
+        .await
+        .unwrap();
     engine.wait(&id, Duration::from_secs(20)).await.unwrap()
 }
 
@@ -698,6 +701,7 @@ fn a_killed_engine_resumes_without_rerunning_completed_tasks() {
         );
         let id = engine
             .start_execution("order", Some("o-1"), json!({"x": 4}), None)
+            .await
             .unwrap();
         (engine, id)
     });

@@ -36,6 +36,8 @@ const TARGET_PREFIX: &str = "AmazonSQS.";
 const MAX_BATCH: usize = 10;
 const MAX_WAIT: Duration = Duration::from_secs(20);
 const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
+/// Longest visibility timeout, as SQS (12 hours).
+const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 /// Largest message body, as SQS.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Most messages a queue holds (it lives in memory); sends beyond are
@@ -191,7 +193,11 @@ impl QueueService {
         let deadline = Instant::now() + wait.min(MAX_WAIT);
         loop {
             let arrived = queue.arrived.notified();
-            let (batch, dead) = self.take_visible(queue, max.clamp(1, MAX_BATCH), visibility);
+            let (batch, dead) = self.take_visible(
+                queue,
+                max.clamp(1, MAX_BATCH),
+                visibility.min(MAX_VISIBILITY),
+            );
             if let Some((dead_letter, messages)) = dead {
                 for message in messages {
                     // The dead-letter queue exists (checked at redrive).

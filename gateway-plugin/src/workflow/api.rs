@@ -79,7 +79,10 @@ async fn start(State(engine): State<Engine>, headers: HeaderMap, body: Bytes) ->
         .get(HEADER_NAME)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| TraceHeader::parse(value).ok());
-    match engine.start_execution(machine, request["name"].as_str(), input, trace) {
+    match engine
+        .start_execution(machine, request["name"].as_str(), input, trace)
+        .await
+    {
         Ok(id) => {
             json_response(&json!({"executionArn": id, "startDate": crate::document::now_seconds()}))
         }
@@ -89,7 +92,8 @@ async fn start(State(engine): State<Engine>, headers: HeaderMap, body: Bytes) ->
 
 async fn list(State(engine): State<Engine>) -> Response {
     let executions: Vec<Value> = engine
-        .list()
+        .list_async()
+        .await
         .iter()
         .map(|description| {
             json!({
@@ -105,14 +109,14 @@ async fn list(State(engine): State<Engine>) -> Response {
 }
 
 async fn describe(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
-    match engine.describe(&id) {
+    match engine.describe_async(&id).await {
         Ok(description) => json_response(&description.to_json()),
         Err(error) => refusal(&error),
     }
 }
 
 async fn history(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
-    match engine.history(&id) {
+    match engine.history_async(&id).await {
         Ok(events) => json_response(&json!({"events": events})),
         Err(error) => refusal(&error),
     }

@@ -42,6 +42,19 @@ use crate::document::{Document, Http, TopLevel, new_segment_id, new_trace_id, no
 use crate::emitter::{MAX_DOCUMENT_BYTES, SegmentSink};
 use crate::tracer::Tracer;
 
+/// Longest wait, task timeout or retry delay the engine sleeps (a year):
+/// values past it, from a definition or an execution's input, are capped
+/// instead of overflowing a `Duration`.
+const MAX_SLEEP_SECONDS: f64 = 365.0 * 86_400.0;
+
+/// `seconds` as a sleepable duration: not negative, not NaN, capped.
+fn seconds(seconds: f64) -> Duration {
+    if seconds.is_nan() {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(seconds.clamp(0.0, MAX_SLEEP_SECONDS))
+}
+
 /// The service type of workflow segments.
 pub const ORIGIN: &str = "AWS::StepFunctions::StateMachine";
 
@@ -223,14 +236,14 @@ fn runtime_error(error: impl std::fmt::Display) -> Failure {
 
 /// The delay before retry number `retry` (0-based) of `retrier`.
 fn backoff(retrier: &Retrier, retry: u32) -> Duration {
-    let mut seconds = retrier.interval_seconds * retrier.backoff_rate.powi(retry as i32);
+    let mut delay = retrier.interval_seconds * retrier.backoff_rate.powi(retry as i32);
     if let Some(max) = retrier.max_delay_seconds {
-        seconds = seconds.min(max);
+        delay = delay.min(max);
     }
     if retrier.jitter_strategy.as_deref() == Some("FULL") {
-        seconds *= fastrand::f64();
+        delay *= fastrand::f64();
     }
-    Duration::from_secs_f64(seconds.clamp(0.0, 86_400.0))
+    seconds(delay.min(86_400.0))
 }
 
 impl Engine {
@@ -263,7 +276,7 @@ impl Engine {
 
     /// Starts an execution of `machine` with `input`; its id (`name` when
     /// given). `trace` is the caller's trace header.
-    pub fn start_execution(
+    pub async fn start_execution(
         &self,
         machine: &str,
         name: Option<&str>,
@@ -287,7 +300,7 @@ impl Engine {
             }
             None => crate::runtime::request_id(),
         };
-        if self.inner.store.read(&id).is_ok() {
+        if self.history_async(&id).await.is_ok() {
             return Err(EngineError::ExecutionAlreadyExists(id));
         }
         let (trace_id, parent_id, upstream) = match trace {
@@ -313,17 +326,15 @@ impl Engine {
                 (decision.sampled, decision.rule.map(|rule| rule.to_string()))
             }
         };
-        self.inner
-            .store
-            .append(
-                &id,
-                json!({
-                    "type": "ExecutionStarted", "state_machine": machine, "input": input,
-                    "trace_id": trace_id, "segment_id": new_segment_id(), "parent_id": parent_id,
-                    "sampled": sampled, "sampling_rule": rule,
-                }),
-            )
-            .map_err(|error| EngineError::Storage(error.to_string()))?;
+        self.append_async(
+            &id,
+            json!({
+                "type": "ExecutionStarted", "state_machine": machine, "input": input,
+                "trace_id": trace_id, "segment_id": new_segment_id(), "parent_id": parent_id,
+                "sampled": sampled, "sampling_rule": rule,
+            }),
+        )
+        .await?;
         self.spawn(id.clone());
         Ok(id)
     }
@@ -363,7 +374,7 @@ impl Engine {
         if let Some(mut receiver) = receiver {
             let _ = tokio::time::timeout(limit, receiver.wait_for(|done| *done)).await;
         }
-        self.describe(id)
+        self.describe_async(id).await
     }
 
     /// Every execution, oldest id first.
@@ -442,28 +453,33 @@ impl Engine {
     }
 
     async fn run_execution(&self, id: &str) -> Result<(), EngineError> {
-        let events = self.history(id)?;
-        let started = events[0].clone();
+        let events = self.history_async(id).await?;
+        let started = events
+            .first()
+            .cloned()
+            .ok_or_else(|| EngineError::ExecutionDoesNotExist(id.to_string()))?;
         let machine_name = started["state_machine"]
             .as_str()
             .unwrap_or_default()
             .to_string();
         let Some(machine) = self.inner.machines.get(&machine_name).cloned() else {
-            self.append(
+            self.append_async(
                 id,
                 json!({"type": "ExecutionFailed", "error": "States.Runtime",
                 "cause": format!("state machine {machine_name:?} is no longer defined")}),
-            )?;
+            )
+            .await?;
             return Ok(());
         };
         if let Some(last) = events.last()
             && events.len() > 1
         {
             let gap = now_seconds() - last["timestamp"].as_f64().unwrap_or_else(now_seconds);
-            self.append(
+            self.append_async(
                 id,
                 json!({"type": "ExecutionResumed", "gap_seconds": gap, "after_event": last["id"]}),
-            )?;
+            )
+            .await?;
         }
         let run = Run {
             engine: self.clone(),
@@ -488,7 +504,7 @@ impl Engine {
         let outcome = match machine.timeout_seconds {
             Some(limit) => {
                 let remaining = (run.started + limit as f64 - now_seconds()).max(0.0);
-                match tokio::time::timeout(Duration::from_secs_f64(remaining), body).await {
+                match tokio::time::timeout(seconds(remaining), body).await {
                     Ok(outcome) => outcome.map_err(Some),
                     Err(_) => Err(None),
                 }
@@ -503,7 +519,7 @@ impl Engine {
             Err(None) => json!({"type": "ExecutionTimedOut", "error": "States.Timeout",
                                 "cause": "the execution ran longer than its TimeoutSeconds"}),
         };
-        self.append(id, end)?;
+        self.append_async(id, end).await?;
         let failure = match &outcome {
             Ok(_) => None,
             Err(Some(failure)) => Some(failure.clone()),
@@ -516,6 +532,38 @@ impl Engine {
             failure.as_ref(),
         );
         Ok(())
+    }
+
+    /// [`Self::append`] on the blocking pool: appends fsync.
+    async fn append_async(&self, id: &str, event: Value) -> Result<Value, EngineError> {
+        let (engine, id) = (self.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || engine.append(&id, event))
+            .await
+            .map_err(|error| EngineError::Storage(error.to_string()))?
+    }
+
+    /// [`Self::history`] on the blocking pool (it reads a file).
+    pub async fn history_async(&self, id: &str) -> Result<Vec<Value>, EngineError> {
+        let (engine, id) = (self.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || engine.history(&id))
+            .await
+            .map_err(|error| EngineError::Storage(error.to_string()))?
+    }
+
+    /// [`Self::describe`] on the blocking pool.
+    pub async fn describe_async(&self, id: &str) -> Result<Description, EngineError> {
+        let (engine, id) = (self.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || engine.describe(&id))
+            .await
+            .map_err(|error| EngineError::Storage(error.to_string()))?
+    }
+
+    /// [`Self::list`] on the blocking pool (it reads every history).
+    pub async fn list_async(&self) -> Vec<Description> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.list())
+            .await
+            .unwrap_or_default()
     }
 
     fn append(&self, id: &str, event: Value) -> Result<Value, EngineError> {
@@ -540,9 +588,11 @@ fn type_name(state: &State) -> &'static str {
 }
 
 impl Run {
-    fn record(&self, event: Value) -> Result<(), Failure> {
+    /// Appends to the history (fsynced) on the blocking pool.
+    async fn record(&self, event: Value) -> Result<(), Failure> {
         self.engine
-            .append(&self.id, event)
+            .append_async(&self.id, event)
+            .await
             .map(|_| ())
             .map_err(runtime_error)
     }
@@ -653,7 +703,8 @@ impl Run {
         let entered = now_seconds();
         self.record(
             json!({"type": format!("{kind}StateEntered"), "key": key, "state": name, "input": raw}),
-        )?;
+        )
+        .await?;
         let mut document = Document::new(name, entered);
         document
             .annotations
@@ -665,7 +716,8 @@ impl Run {
                 self.record(
                     json!({"type": format!("{kind}StateExited"), "key": key, "state": name,
                                    "output": output, "next": next}),
-                )?;
+                )
+                .await?;
             }
             Err(failure) => {
                 document.add_exception(&failure.error, &failure.cause, false);
@@ -768,15 +820,15 @@ impl Run {
                         };
                         self.record(
                             json!({"type": "WaitStateStarted", "key": key, "until": until}),
-                        )?;
+                        )
+                        .await?;
                         until
                     }
                 };
-                let remaining = (until - now_seconds()).max(0.0);
                 self.engine
                     .inner
                     .clock
-                    .sleep(Duration::from_secs_f64(remaining))
+                    .sleep(seconds(until - now_seconds()))
                     .await;
                 let output =
                     paths::filter(&effective, wait.output_path.as_ref()).map_err(runtime_error)?;
@@ -1003,7 +1055,8 @@ impl Run {
         document: &mut Document,
     ) -> Result<Value, Failure> {
         self.record(json!({"type": "TaskScheduled", "key": key, "state": name,
-                           "resource": task.resource, "attempt": attempt}))?;
+                           "resource": task.resource, "attempt": attempt}))
+            .await?;
         let mut call = match resource {
             Resource::Function(function) => {
                 let mut call = Document::new("Lambda", now_seconds());
@@ -1040,7 +1093,7 @@ impl Run {
         );
         let run = self.engine.inner.tasks.run(resource, input, Some(header));
         let outcome = match task.timeout_seconds {
-            Some(limit) => match tokio::time::timeout(Duration::from_secs_f64(limit), run).await {
+            Some(limit) => match tokio::time::timeout(seconds(limit), run).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(TaskError::new(
                     "States.Timeout",
@@ -1054,7 +1107,8 @@ impl Run {
             Ok(output) => {
                 self.record(
                     json!({"type": "TaskSucceeded", "key": key, "state": name, "output": output}),
-                )?;
+                )
+                .await?;
             }
             Err(failure) => {
                 if failure.error.contains("TooManyRequests") {
@@ -1064,7 +1118,8 @@ impl Run {
                 self.record(
                     json!({"type": "TaskFailed", "key": key, "state": name, "attempt": attempt,
                                    "error": failure.error, "cause": failure.cause}),
-                )?;
+                )
+                .await?;
             }
         }
         document.subsegments.push(call);
