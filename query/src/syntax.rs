@@ -112,3 +112,27 @@ impl<T: Clone + PartialEq + fmt::Display> Cursor<T> {
         self.depth = self.depth.saturating_sub(1);
     }
 }
+
+/// Reads a string that opens with the quote at `chars[open]` and ends at
+/// the next unescaped one; with `escapes`, a backslash takes the next
+/// character literally. The text and the index just past the closing
+/// quote; `None` when the string never closes.
+pub(crate) fn read_quoted(chars: &[char], open: usize, escapes: bool) -> Option<(String, usize)> {
+    let quote = *chars.get(open)?;
+    let mut value = String::new();
+    let mut index = open + 1;
+    loop {
+        match chars.get(index) {
+            None => return None,
+            Some(c) if *c == quote => return Some((value, index + 1)),
+            Some('\\') if escapes => {
+                value.push(*chars.get(index + 1)?);
+                index += 2;
+            }
+            Some(other) => {
+                value.push(*other);
+                index += 1;
+            }
+        }
+    }
+}

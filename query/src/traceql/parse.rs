@@ -24,7 +24,7 @@
 
 use std::fmt;
 
-use crate::syntax::{Cursor, SyntaxError};
+use crate::syntax::{Cursor, SyntaxError, read_quoted};
 
 /// A parsed TraceQL query.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,27 +236,10 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, TraceqlError> {
             ('<', _) => (Token::Op(Operator::Lt), 1),
             ('~', _) => (Token::Sibling, 1),
             ('"', _) | ('`', _) => {
-                let quote = current;
-                let mut value = String::new();
-                let mut end = index + 1;
-                loop {
-                    match chars.get(end) {
-                        None => return Err(error(position, "unterminated string")),
-                        Some(c) if *c == quote => break,
-                        Some('\\') if quote == '"' => {
-                            match chars.get(end + 1) {
-                                Some(escaped) => value.push(*escaped),
-                                None => return Err(error(position, "unterminated string")),
-                            }
-                            end += 2;
-                        }
-                        Some(other) => {
-                            value.push(*other);
-                            end += 1;
-                        }
-                    }
-                }
-                (Token::Text(value), end + 1 - index)
+                // Backquoted strings are raw: no escapes.
+                let (value, end) = read_quoted(&chars, index, current == '"')
+                    .ok_or_else(|| error(position, "unterminated string"))?;
+                (Token::Text(value), end - index)
             }
             (c, _)
                 if c.is_ascii_digit() || (c == '-' && next.is_some_and(|n| n.is_ascii_digit())) =>
@@ -281,26 +264,10 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, TraceqlError> {
                 // `span."quoted name"`: the quoted part belongs to the word.
                 let mut word: String = chars[index..end].iter().collect();
                 if word.ends_with('.') && chars.get(end) == Some(&'"') {
-                    let mut close = end + 1;
-                    let mut quoted = String::new();
-                    loop {
-                        match chars.get(close) {
-                            None => return Err(error(end + 1, "unterminated attribute name")),
-                            Some('"') => break,
-                            Some('\\') => {
-                                if let Some(escaped) = chars.get(close + 1) {
-                                    quoted.push(*escaped);
-                                }
-                                close += 2;
-                            }
-                            Some(other) => {
-                                quoted.push(*other);
-                                close += 1;
-                            }
-                        }
-                    }
+                    let (quoted, close) = read_quoted(&chars, end, true)
+                        .ok_or_else(|| error(end + 1, "unterminated attribute name"))?;
                     word.push_str(&quoted);
-                    end = close + 1;
+                    end = close;
                 }
                 (Token::Word(word), end - index)
             }

@@ -260,26 +260,9 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
             ('>', _) => (Token::Op(Comparison::Gt), 1),
             ('=', _) => (Token::Op(Comparison::Eq), 1),
             ('"', _) => {
-                let mut value = String::new();
-                let mut end = index + 1;
-                loop {
-                    match chars.get(end) {
-                        None => return Err(error(position, "unterminated string")),
-                        Some('"') => break,
-                        Some('\\') => {
-                            match chars.get(end + 1) {
-                                Some(escaped) => value.push(*escaped),
-                                None => return Err(error(position, "unterminated string")),
-                            }
-                            end += 2;
-                        }
-                        Some(other) => {
-                            value.push(*other);
-                            end += 1;
-                        }
-                    }
-                }
-                (Token::Text(value), end + 1 - index)
+                let (value, end) = crate::syntax::read_quoted(&chars, index, true)
+                    .ok_or_else(|| error(position, "unterminated string"))?;
+                (Token::Text(value), end - index)
             }
             (digit, _)
                 if digit.is_ascii_digit()
