@@ -64,6 +64,22 @@ pub struct Message {
     pub trace_header: Option<String>,
 }
 
+impl Message {
+    /// The system attributes SQS answers with a message (and Lambda puts
+    /// in its SQS event records): `SentTimestamp`,
+    /// `ApproximateReceiveCount`, `AWSTraceHeader`.
+    pub fn attributes(&self) -> Value {
+        let mut attributes = json!({
+            "SentTimestamp": self.sent_ms.to_string(),
+            "ApproximateReceiveCount": self.receive_count.to_string(),
+        });
+        if let Some(header) = &self.trace_header {
+            attributes["AWSTraceHeader"] = json!(header);
+        }
+        attributes
+    }
+}
+
 #[derive(Debug)]
 struct Stored {
     message: Message,
@@ -320,13 +336,7 @@ impl QueueService {
                 let messages: Vec<Value> = messages
                     .into_iter()
                     .map(|message| {
-                        let mut attributes = json!({
-                            "SentTimestamp": message.sent_ms.to_string(),
-                            "ApproximateReceiveCount": message.receive_count.to_string(),
-                        });
-                        if let Some(header) = &message.trace_header {
-                            attributes["AWSTraceHeader"] = json!(header);
-                        }
+                        let attributes = message.attributes();
                         json!({
                             "MessageId": message.id,
                             "ReceiptHandle": message.receipt_handle,

@@ -49,13 +49,7 @@ fn records(queue: &str, messages: &[crate::downstream::Message]) -> Value {
     let records: Vec<Value> = messages
         .iter()
         .map(|message| {
-            let mut attributes = json!({
-                "SentTimestamp": message.sent_ms.to_string(),
-                "ApproximateReceiveCount": message.receive_count.to_string(),
-            });
-            if let Some(header) = &message.trace_header {
-                attributes["AWSTraceHeader"] = json!(header);
-            }
+            let attributes = message.attributes();
             json!({
                 "messageId": message.id,
                 "receiptHandle": message.receipt_handle,

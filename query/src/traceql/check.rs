@@ -22,6 +22,9 @@ pub struct Checked {
     slot_index: HashMap<(Scope, String), usize>,
     /// Each `=~`/`!~` pattern, compiled fully anchored.
     pub(super) regexes: HashMap<String, Regex>,
+    /// What a matched span is answered with (computed once per query):
+    /// `(name, field)`, names distinct.
+    pub(super) answered: Vec<(String, Field)>,
 }
 
 impl Checked {
@@ -66,6 +69,7 @@ pub fn check(query: Query) -> Result<Checked, CheckError> {
         slots: Vec::new(),
         slot_index: HashMap::new(),
         regexes: HashMap::new(),
+        answered: Vec::new(),
     };
     checked.check_spansets(&query.spansets)?;
     for stage in &query.stages {
@@ -88,6 +92,7 @@ pub fn check(query: Query) -> Result<Checked, CheckError> {
         }
     }
     checked.query = query;
+    checked.answered = checked.answered_fields();
     Ok(checked)
 }
 

@@ -255,32 +255,42 @@ impl Checked {
     /// attribute fields it has, then the selected fields, as
     /// `(name, value)` with the scope left off (Tempo's way).
     pub fn span_attributes(&self, span: usize, trace: &TraceRows) -> Vec<(String, AttrValue)> {
-        let mut out: Vec<(String, AttrValue)> = Vec::new();
-        let mut push = |name: String, value: AttrValue| {
-            if !out.iter().any(|(known, _)| *known == name) {
-                out.push((name, value));
-            }
-        };
-        let wanted = self
+        let mut out: Vec<(String, AttrValue)> = self
+            .answered
+            .iter()
+            .filter_map(|(name, field)| {
+                let value = self.operand(field, span, trace)?.to_attr();
+                Some((name.clone(), value))
+            })
+            .collect();
+        if !out.iter().any(|(name, _)| name == "service.name") {
+            out.push((
+                "service.name".into(),
+                AttrValue::Text(trace.spans[span].service.clone()),
+            ));
+        }
+        out
+    }
+
+    /// The conditions' attribute fields (and status, kind), then the
+    /// selected fields, named as Tempo answers them (scope left off), each
+    /// name once; `name` and `duration` are answered as span fields.
+    pub(super) fn answered_fields(&self) -> Vec<(String, Field)> {
+        let mut out: Vec<(String, Field)> = Vec::new();
+        for field in self
             .condition_fields()
             .into_iter()
-            .chain(self.selected_fields());
-        for field in wanted {
+            .chain(self.selected_fields())
+        {
             let name = match field {
                 Field::Attribute { name, .. } => name.clone(),
-                Field::Intrinsic(intrinsic) => match intrinsic {
-                    Intrinsic::Name | Intrinsic::Duration => continue,
-                    other => intrinsic_name(*other).to_string(),
-                },
+                Field::Intrinsic(Intrinsic::Name | Intrinsic::Duration) => continue,
+                Field::Intrinsic(other) => intrinsic_name(*other).to_string(),
             };
-            if let Some(value) = self.operand(field, span, trace) {
-                push(name, value.to_attr());
+            if !out.iter().any(|(known, _)| *known == name) {
+                out.push((name, field.clone()));
             }
         }
-        push(
-            "service.name".into(),
-            AttrValue::Text(trace.spans[span].service.clone()),
-        );
         out
     }
 
