@@ -55,6 +55,10 @@ fn seconds(seconds: f64) -> Duration {
     Duration::from_secs_f64(seconds.clamp(0.0, MAX_SLEEP_SECONDS))
 }
 
+/// Map iterations in flight when `MaxConcurrency` is 0 (Step Functions'
+/// inline Map runs 40).
+const MAP_DEFAULT_CONCURRENCY: usize = 40;
+
 /// The service type of workflow segments.
 pub const ORIGIN: &str = "AWS::StepFunctions::StateMachine";
 
@@ -881,10 +885,12 @@ impl Run {
                     .iterator
                     .as_ref()
                     .ok_or_else(|| runtime_error("Map without Iterator"))?;
-                let limit = if map.max_concurrency == 0 {
-                    items.len().max(1)
-                } else {
-                    map.max_concurrency
+                // 0 means "as many as possible", which Step Functions' inline
+                // Map runs as 40 at a time: an input of a million items must
+                // not put a million iterations in flight.
+                let limit = match map.max_concurrency {
+                    0 => MAP_DEFAULT_CONCURRENCY,
+                    limit => limit,
                 };
                 document
                     .annotations
