@@ -22,6 +22,7 @@ pub(crate) struct Config {
     pub(crate) listen: ListenConfig,
     pub(crate) wal: WalConfig,
     pub(crate) flush: FlushConfig,
+    pub(crate) compaction: CompactionConfig,
     pub(crate) otlp: OtlpConfig,
     pub(crate) xray: XrayConfig,
     pub(crate) sampling: SamplingConfig,
@@ -93,6 +94,20 @@ pub(crate) struct FlushConfig {
     /// ...or once it holds this many bytes.
     pub(crate) max_bytes: u64,
     pub(crate) row_group_rows: usize,
+}
+
+/// Merging of small blocks (the storage crate's `compact` module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CompactionConfig {
+    /// How often small blocks of an hour are merged; `0s` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub(crate) interval: Duration,
+    /// Largest merged block, in spans (a merge holds it in memory).
+    pub(crate) max_block_spans: u64,
+    /// How long merged blocks' sources stay for queries already reading them.
+    #[serde(with = "humantime_serde")]
+    pub(crate) delete_delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,6 +220,11 @@ impl Default for Config {
                 max_bytes: storage.flush_max_bytes,
                 row_group_rows: storage.row_group_rows,
             },
+            compaction: CompactionConfig {
+                interval: storage.compaction_interval,
+                max_block_spans: storage.compaction_max_block_spans,
+                delete_delay: storage.compaction_delete_delay,
+            },
             otlp: OtlpConfig {
                 max_message_bytes: tracelake_collector::OtlpLimits::default().max_message_bytes,
             },
@@ -237,6 +257,12 @@ impl Default for WalConfig {
 impl Default for FlushConfig {
     fn default() -> Self {
         Config::default().flush
+    }
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        Config::default().compaction
     }
 }
 
@@ -282,6 +308,12 @@ pub(crate) struct Overrides {
     /// Flush the head to blocks once it holds this many bytes.
     #[arg(long, env = "TRACELAKE_FLUSH_MAX_BYTES")]
     flush_max_bytes: Option<u64>,
+    /// How often small blocks are merged (e.g. 1m; 0s turns compaction off).
+    #[arg(long, env = "TRACELAKE_COMPACTION_INTERVAL")]
+    compaction_interval: Option<humantime::Duration>,
+    /// How long merged blocks' sources stay readable before they are deleted.
+    #[arg(long, env = "TRACELAKE_COMPACTION_DELETE_DELAY")]
+    compaction_delete_delay: Option<humantime::Duration>,
     /// Largest OTLP message or body accepted, in bytes.
     #[arg(long, env = "TRACELAKE_OTLP_MAX_MESSAGE_BYTES")]
     otlp_max_message_bytes: Option<usize>,
@@ -328,6 +360,12 @@ impl Config {
         if let Some(max_bytes) = overrides.flush_max_bytes {
             config.flush.max_bytes = max_bytes;
         }
+        if let Some(interval) = overrides.compaction_interval {
+            config.compaction.interval = interval.into();
+        }
+        if let Some(delay) = overrides.compaction_delete_delay {
+            config.compaction.delete_delay = delay.into();
+        }
         if let Some(max_message_bytes) = overrides.otlp_max_message_bytes {
             config.otlp.max_message_bytes = max_message_bytes;
         }
@@ -350,6 +388,9 @@ impl Config {
         }
         if self.flush.row_group_rows == 0 {
             bail!("flush.row_group_rows must be positive");
+        }
+        if self.compaction.max_block_spans < 2 {
+            bail!("compaction.max_block_spans must be at least 2");
         }
         if !(0.0..=1.0).contains(&self.tail_sampling.probabilistic_share) {
             bail!("tail_sampling.probabilistic_share must be between 0 and 1");
@@ -382,6 +423,9 @@ impl Config {
             flush_max_bytes: self.flush.max_bytes,
             flush_max_age: self.flush.max_age,
             row_group_rows: self.flush.row_group_rows,
+            compaction_interval: self.compaction.interval,
+            compaction_max_block_spans: self.compaction.max_block_spans,
+            compaction_delete_delay: self.compaction.delete_delay,
         }
     }
 }

@@ -124,6 +124,16 @@ fn render(
             stats.flushed_bytes,
         ),
         (
+            "tracelake_storage_compacted_blocks_total",
+            "Blocks merged away by compaction.",
+            stats.compacted_blocks,
+        ),
+        (
+            "tracelake_storage_compaction_failures_total",
+            "Compaction passes that failed (retried on the next pass).",
+            stats.compaction_failures,
+        ),
+        (
             "tracelake_storage_flush_failures_total",
             "Flushes that failed and will be retried.",
             stats.flush_failures,

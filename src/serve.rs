@@ -168,6 +168,10 @@ pub(crate) async fn serve_until(
     let flusher_stop = stopped(stop.clone());
     let flusher =
         tokio::spawn(async move { flusher_storage.run_flusher(FLUSH_CHECK, flusher_stop).await });
+    let compactor_storage = storage.clone();
+    let compactor_stop = stopped(stop.clone());
+    let compactor =
+        tokio::spawn(async move { compactor_storage.run_compactor(compactor_stop).await });
 
     let servers = tokio::spawn(async move {
         let (grpc, otlp_http, xray_api, http, ()) =
@@ -196,6 +200,7 @@ pub(crate) async fn serve_until(
     // Stored spans are counted, and every held row written, before the flush.
     aggregation.finish().await;
     let _ = flusher.await;
+    let _ = compactor.await;
     let flushed = storage.shutdown().await.context("final flush")?;
     tracing::info!(?flushed, "stopped");
     Ok(())

@@ -37,7 +37,7 @@ use crate::{Result, StorageError, TraceId};
 
 const META_SUFFIX: &str = ".meta.json";
 const PARQUET_SUFFIX: &str = ".parquet";
-const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+pub(crate) const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
 /// What the catalog knows of a block without opening it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +53,10 @@ pub struct BlockMeta {
     pub max_end_ns: i64,
     pub created_unix_ms: i64,
     pub trace_filter: TraceIdFilter,
+    /// Blocks (Parquet paths) this one was compacted from: once this meta
+    /// exists they are hidden, and deleted (see [`crate::compact`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
 }
 
 /// The meta file on disk, versioned.
@@ -202,6 +206,7 @@ pub fn encode_block(
         max_end_ns: max_end_ns.max(min_start_ns),
         created_unix_ms: Utc::now().timestamp_millis(),
         trace_filter,
+        replaces: Vec::new(),
     };
     Ok((bytes, meta))
 }
@@ -324,6 +329,7 @@ mod tests {
             max_end_ns: 5,
             created_unix_ms: 0,
             trace_filter: TraceIdFilter::with_capacity(1),
+            replaces: vec!["tenants/t/spans/2026-01-01/05/01AAA.parquet".into()],
         };
         let encoded = meta.encode().unwrap();
         assert!(String::from_utf8_lossy(&encoded).starts_with(r#"{"version":"1""#));

@@ -23,6 +23,8 @@ use crate::{BlockRef, Result, SpanFilter};
 pub struct CatalogLoadStats {
     pub blocks: usize,
     pub orphans_removed: usize,
+    /// Blocks a compaction had replaced but not yet deleted.
+    pub replaced_removed: usize,
     pub unreadable_metas: usize,
 }
 
@@ -58,26 +60,39 @@ impl Catalog {
         }
         let catalog = Self::default();
         let mut stats = CatalogLoadStats::default();
-        let mut referenced = HashSet::new();
+        let mut metas = Vec::with_capacity(meta_paths.len());
         for meta_path in &meta_paths {
             let bytes = store
                 .get(&Path::from(meta_path.as_str()))
                 .await?
                 .bytes()
                 .await?;
-            let meta = match BlockMeta::decode(&bytes) {
-                Ok(meta) if block_paths.contains(&meta.path) => meta,
+            match BlockMeta::decode(&bytes) {
+                Ok(meta) if block_paths.contains(&meta.path) => metas.push(meta),
                 Ok(meta) => {
                     tracing::warn!(meta = %meta_path, block = %meta.path, "block meta without its parquet file, ignored");
                     stats.unreadable_metas += 1;
-                    continue;
                 }
                 Err(error) => {
                     tracing::warn!(meta = %meta_path, %error, "unreadable block meta, ignored");
                     stats.unreadable_metas += 1;
-                    continue;
                 }
-            };
+            }
+        }
+        // A compacted block's meta hides its sources, even when the
+        // compaction crashed before deleting them.
+        let replaced: HashSet<String> = metas
+            .iter()
+            .flat_map(|meta| meta.replaces.iter().cloned())
+            .collect();
+        let mut referenced = HashSet::new();
+        for meta in metas {
+            if replaced.contains(&meta.path) {
+                tracing::info!(block = %meta.path, "removing block replaced by compaction");
+                crate::compact::delete_block(store, &meta.path).await?;
+                stats.replaced_removed += 1;
+                continue;
+            }
             referenced.insert(meta.path.clone());
             catalog.add(meta);
             stats.blocks += 1;
@@ -88,6 +103,7 @@ impl Catalog {
             let Some(meta_path) = BlockMeta::meta_path_for(orphan) else {
                 continue;
             };
+            // (A replaced block with its meta was deleted above.)
             if meta_paths.contains(&meta_path) {
                 continue;
             }
@@ -104,6 +120,17 @@ impl Catalog {
             .entry(meta.tenant.clone())
             .or_default()
             .push(Arc::new(meta));
+    }
+
+    /// Swaps compaction's output for its sources. The caller holds the
+    /// engine's view lock, so no snapshot sees both or neither.
+    pub fn replace(&self, merged: BlockMeta) {
+        let replaced: HashSet<&str> = merged.replaces.iter().map(String::as_str).collect();
+        let mut by_tenant = self.by_tenant.write();
+        let blocks = by_tenant.entry(merged.tenant.clone()).or_default();
+        blocks.retain(|meta| !replaced.contains(meta.path.as_str()));
+        drop(replaced);
+        blocks.push(Arc::new(merged));
     }
 
     /// Blocks of `tenant` that may hold spans matching `filter`, and how

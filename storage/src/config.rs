@@ -54,6 +54,16 @@ pub struct StorageConfig {
     pub flush_max_age: Duration,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// How often small blocks are merged ([`crate::compact`]); zero: never.
+    #[serde(with = "humantime_serde")]
+    pub compaction_interval: Duration,
+    /// Largest block compaction writes, in spans (the merge holds a whole
+    /// block in memory: about 1 KB per span).
+    pub compaction_max_block_spans: u64,
+    /// How long a compacted block's sources stay readable for queries that
+    /// snapshotted them.
+    #[serde(with = "humantime_serde")]
+    pub compaction_delete_delay: Duration,
 }
 
 impl Default for StorageConfig {
@@ -66,6 +76,9 @@ impl Default for StorageConfig {
             flush_max_bytes: 256 * 1024 * 1024,
             flush_max_age: Duration::from_secs(5 * 60),
             row_group_rows: 64 * 1024,
+            compaction_interval: Duration::from_secs(60),
+            compaction_max_block_spans: 1_000_000,
+            compaction_delete_delay: Duration::from_secs(5 * 60),
         }
     }
 }

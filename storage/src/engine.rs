@@ -32,6 +32,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::api::SpanSnapshot;
 use crate::block::{encode_block, put_block, split_by_hour};
 use crate::catalog::{Catalog, CatalogLoadStats};
+use crate::compact::{self, CompactionStats};
 use crate::derived::{DerivedCatalog, DerivedTable, LatencyHistogram};
 use crate::head::{Head, HeadBatch, HeadStats};
 use crate::schema::span_schema;
@@ -64,6 +65,8 @@ struct Counters {
     flushed_blocks: AtomicU64,
     flushed_bytes: AtomicU64,
     flush_failures: AtomicU64,
+    compacted_blocks: AtomicU64,
+    compaction_failures: AtomicU64,
     /// WAL append latency (write + fsync per the policy), per append.
     wal_latency: parking_lot::Mutex<LatencyHistogram>,
     /// Whole flush latency (seal, encode, write blocks), per flush that wrote.
@@ -78,6 +81,9 @@ pub struct StorageStats {
     pub flushed_blocks: u64,
     pub flushed_bytes: u64,
     pub flush_failures: u64,
+    /// Blocks merged away by compaction.
+    pub compacted_blocks: u64,
+    pub compaction_failures: u64,
     pub blocks: usize,
     pub head: HeadStats,
     pub wal_latency: LatencyHistogram,
@@ -100,6 +106,9 @@ struct Inner {
     derived: DerivedCatalog,
     append_gate: RwLock<()>,
     flush_lock: Mutex<()>,
+    compaction_lock: Mutex<()>,
+    /// Compacted blocks' sources, deleted once their deadline passes.
+    replaced: parking_lot::Mutex<Vec<(std::time::Instant, String)>>,
     view: parking_lot::RwLock<()>,
     closed: AtomicBool,
     counters: Counters,
@@ -179,6 +188,8 @@ impl Storage {
                 derived,
                 append_gate: RwLock::new(()),
                 flush_lock: Mutex::new(()),
+                compaction_lock: Mutex::new(()),
+                replaced: parking_lot::Mutex::new(Vec::new()),
                 view: parking_lot::RwLock::new(()),
                 closed: AtomicBool::new(false),
                 counters: Counters::default(),
@@ -323,6 +334,96 @@ impl Storage {
         }
     }
 
+    /// Merges small blocks ([`crate::compact`]) and deletes the sources of
+    /// earlier merges whose delay has passed.
+    pub async fn compact(&self) -> Result<CompactionStats> {
+        let inner = &self.inner;
+        let _compacting = inner.compaction_lock.lock().await;
+        let mut stats = CompactionStats::default();
+        let groups = compact::plan(
+            &inner.catalog.all(),
+            inner.config.compaction_max_block_spans,
+        );
+        for group in groups {
+            let merged = match compact::merge(&inner.store, &group, inner.config.row_group_rows)
+                .await
+            {
+                Ok(merged) => merged,
+                Err(error) => {
+                    inner
+                        .counters
+                        .compaction_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, first = %group[0].path, "compaction failed; its blocks stay as they are");
+                    return Err(error);
+                }
+            };
+            stats.source_blocks += group.len();
+            stats.written_blocks += 1;
+            stats.spans += merged.span_count;
+            stats.bytes_before += group.iter().map(|block| block.size_bytes).sum::<u64>();
+            stats.bytes_after += merged.size_bytes;
+            let due = std::time::Instant::now() + inner.config.compaction_delete_delay;
+            {
+                let _view = inner.view.write();
+                inner.catalog.replace(merged);
+            }
+            inner
+                .replaced
+                .lock()
+                .extend(group.iter().map(|block| (due, block.path.clone())));
+            inner
+                .counters
+                .compacted_blocks
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+        }
+        self.delete_replaced().await;
+        if stats.written_blocks > 0 {
+            tracing::debug!(?stats, "compacted blocks");
+        }
+        Ok(stats)
+    }
+
+    /// Deletes the replaced blocks whose delay has passed; a failed delete
+    /// is retried on the next pass (and a restart deletes them anyway).
+    async fn delete_replaced(&self) {
+        let now = std::time::Instant::now();
+        let due: Vec<String> = {
+            let mut replaced = self.inner.replaced.lock();
+            let (due, later) = replaced.drain(..).partition(|(at, _)| *at <= now);
+            *replaced = later;
+            due.into_iter().map(|(_, path)| path).collect()
+        };
+        for path in due {
+            if let Err(error) = compact::delete_block(&self.inner.store, &path).await {
+                tracing::warn!(%error, block = %path, "could not delete a compacted block; retrying later");
+                self.inner.replaced.lock().push((now, path));
+            }
+        }
+    }
+
+    /// Compacts every `config.compaction_interval` (never when zero) until
+    /// `shutdown` resolves.
+    pub async fn run_compactor(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let every = self.inner.config.compaction_interval;
+        if every.is_zero() {
+            return;
+        }
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = interval.tick() => {
+                    // Errors are logged and counted; the next tick retries.
+                    let _ = self.compact().await;
+                }
+            }
+        }
+    }
+
     /// Refuses new appends and flushes the head to blocks.
     pub async fn shutdown(&self) -> Result<FlushStats> {
         self.inner.closed.store(true, Ordering::SeqCst);
@@ -339,6 +440,8 @@ impl Storage {
             flushed_blocks: counters.flushed_blocks.load(Ordering::Relaxed),
             flushed_bytes: counters.flushed_bytes.load(Ordering::Relaxed),
             flush_failures: counters.flush_failures.load(Ordering::Relaxed),
+            compacted_blocks: counters.compacted_blocks.load(Ordering::Relaxed),
+            compaction_failures: counters.compaction_failures.load(Ordering::Relaxed),
             blocks: self.inner.catalog.all().len(),
             head: self.inner.head.stats(),
             wal_latency: counters.wal_latency.lock().clone(),

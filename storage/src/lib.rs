@@ -31,6 +31,7 @@ pub mod api;
 pub mod block;
 pub mod bloom;
 pub mod catalog;
+pub mod compact;
 pub mod config;
 pub mod counting_store;
 pub mod derived;

@@ -262,3 +262,141 @@ async fn appends_are_refused_after_shutdown_and_bad_tenants_always() {
     assert_eq!(flushed.spans, 1);
     assert!(storage.append("ok", batch(2, 1, T0)).await.is_err());
 }
+
+/// Every span in the blocks of `tenant`, in span-id order.
+fn block_spans(storage: &Storage, dir: &std::path::Path, tenant: &str) -> Vec<Span> {
+    let snapshot = storage.snapshot(tenant, &SpanFilter::default());
+    assert!(snapshot.head.is_empty());
+    let mut batches = Vec::new();
+    for block in &snapshot.blocks {
+        let file = std::fs::File::open(dir.join(block.path.as_ref())).unwrap();
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024)
+                .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            batches.push(
+                RecordBatch::try_new(
+                    tracelake_storage::schema::span_schema(),
+                    batch.columns().to_vec(),
+                )
+                .unwrap(),
+            );
+        }
+    }
+    spans_sorted(&batches_to_traces_data(&batches).unwrap().resource_spans)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_merges_an_hours_blocks_and_a_restart_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).unwrap();
+    let config = StorageConfig {
+        compaction_max_block_spans: 100,
+        // Sources stay on disk, as if a query still read them.
+        compaction_delete_delay: std::time::Duration::from_secs(3600),
+        ..config(dir.path())
+    };
+    let (storage, _) = Storage::open(config.clone(), Arc::clone(&store))
+        .await
+        .unwrap();
+    // Five flushes of the same hour, one of another hour, one of another tenant.
+    for seed in 0..5 {
+        storage
+            .append("t1", batch(seed, 12, T0 + seed * 1000))
+            .await
+            .unwrap();
+        storage.flush().await.unwrap();
+    }
+    storage
+        .append("t1", batch(9, 4, T0 + 3_600_000_000_000))
+        .await
+        .unwrap();
+    storage.append("t2", batch(10, 4, T0)).await.unwrap();
+    storage.flush().await.unwrap();
+    let before = block_spans(&storage, dir.path(), "t1");
+    assert_eq!(before.len(), 64);
+    assert_eq!(
+        storage.snapshot("t1", &SpanFilter::default()).blocks.len(),
+        6
+    );
+    let sources: Vec<_> = storage
+        .snapshot("t1", &SpanFilter::default())
+        .blocks
+        .iter()
+        .map(|block| dir.path().join(block.path.as_ref()))
+        .collect();
+
+    let stats = storage.compact().await.unwrap();
+    assert_eq!((stats.source_blocks, stats.written_blocks), (5, 1));
+    assert_eq!(stats.spans, 60);
+    assert_eq!(
+        storage.snapshot("t1", &SpanFilter::default()).blocks.len(),
+        2
+    );
+    assert_eq!(
+        storage.snapshot("t2", &SpanFilter::default()).blocks.len(),
+        1
+    );
+    assert_eq!(block_spans(&storage, dir.path(), "t1"), before);
+    // A trace is still found by id alone, in the merged block.
+    let trace =
+        TraceId::try_from(tracelake_storage::testing::trace_id_bytes(3).as_slice()).unwrap();
+    let by_trace = SpanFilter {
+        trace_ids: Some(vec![trace]),
+        ..SpanFilter::default()
+    };
+    assert_eq!(storage.snapshot("t1", &by_trace).blocks.len(), 1);
+    // Nothing left to merge.
+    assert_eq!(storage.compact().await.unwrap(), Default::default());
+    assert!(sources.iter().all(|path| path.exists()));
+    assert_eq!(storage.stats().compacted_blocks, 5);
+
+    // A restart before the delayed delete drops and deletes the sources.
+    drop(storage);
+    let (storage, stats) = Storage::open(config, store).await.unwrap();
+    assert_eq!(stats.catalog.replaced_removed, 5);
+    assert_eq!(stats.catalog.blocks, 3);
+    let merged_sources = sources.iter().filter(|path| !path.exists()).count();
+    assert_eq!(merged_sources, 5, "{sources:?}");
+    assert_eq!(block_spans(&storage, dir.path(), "t1"), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compacted_sources_are_deleted_after_the_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        compaction_delete_delay: std::time::Duration::ZERO,
+        ..config(dir.path())
+    };
+    let (storage, _) = Storage::open(config, local_store(dir.path()).unwrap())
+        .await
+        .unwrap();
+    for seed in 0..3 {
+        storage.append("t1", batch(seed, 5, T0)).await.unwrap();
+        storage.flush().await.unwrap();
+    }
+    let files = || {
+        walkdir(dir.path().join("tenants/t1/spans"))
+            .into_iter()
+            .filter(|path| path.extension().is_some_and(|ext| ext == "parquet"))
+            .count()
+    };
+    assert_eq!(files(), 3);
+    assert_eq!(storage.compact().await.unwrap().source_blocks, 3);
+    assert_eq!(files(), 1);
+    assert_eq!(block_spans(&storage, dir.path(), "t1").len(), 15);
+}
+
+fn walkdir(dir: std::path::PathBuf) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walkdir(path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
