@@ -3,8 +3,10 @@
 //! - the service map from the precomputed `edges`/`span_metrics` rows and
 //!   recomputed from raw spans (DataFusion self-join);
 //! - p99 latency by service over the raw spans (the `tracelake_latency`
-//!   aggregate), and with `TRACELAKE_BENCH_DUCKDB_PYTHON` set to a Python
-//!   with `duckdb`, DuckDB's `quantile_cont` over the same Parquet files.
+//!   aggregate);
+//! - with `TRACELAKE_BENCH_DUCKDB_PYTHON` set to a Python with `duckdb`,
+//!   the equivalent SQL in DuckDB over the same Parquet files, for the
+//!   ratios (`benches/duckdb_queries.py`).
 //!
 //! ```text
 //! cargo bench --bench service_map                       # 10M spans (TRACELAKE_BENCH_SPANS)
@@ -17,7 +19,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -90,18 +91,7 @@ async fn main() {
         median(samples)
     );
 
-    if let Some(python) = std::env::var_os("TRACELAKE_BENCH_DUCKDB_PYTHON") {
-        let glob = dir
-            .path()
-            .join("tenants")
-            .join(TENANT)
-            .join("spans/*/*/*.parquet");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/duckdb_p99.py");
-        let output = Command::new(python)
-            .args([script, glob.to_str().unwrap(), &runs.to_string()])
-            .output()
-            .expect("run duckdb");
-        print!("{}", String::from_utf8_lossy(&output.stdout));
-        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    for query in ["service-map", "p99"] {
+        common::duckdb(dir.path(), query, window, runs);
     }
 }

@@ -5,7 +5,9 @@
 //!   (limit 20, as Grafana asks), and the same search evaluated without
 //!   pushing its conditions into DataFusion, for the ratio;
 //! - tag values of `resource.service.name` (a dedicated column) and of
-//!   `span.db.system.name` (an attribute map lookup).
+//!   `span.db.system.name` (an attribute map lookup);
+//! - with `TRACELAKE_BENCH_DUCKDB_PYTHON` set, the search's equivalent SQL
+//!   in DuckDB over the same Parquet files (`benches/duckdb_queries.py`).
 //!
 //! ```text
 //! cargo bench --bench traceql          # 10M spans (TRACELAKE_BENCH_SPANS)
@@ -131,5 +133,11 @@ async fn main() {
         medians[1].as_secs_f64() / medians[0].as_secs_f64(),
         found[0],
         found[1]
+    );
+    common::duckdb(
+        dir.path(),
+        "search",
+        (BASE_NS as i64, (BASE_NS + HOUR_NS) as i64),
+        runs,
     );
 }

@@ -12,11 +12,14 @@
 #      included: the server flushes every 2 s);
 #   2. ingest over X-Ray UDP: the same at a fixed rate; spans stored (counted with
 #      SQL) / server CPU seconds, and the share lost;
-#   3. storage: after the server's final flush, Parquet bytes per span, the ratio to
-#      the OTLP protobuf bytes of the same spans, and the ratio to a naive flat Parquet
-#      file of the same rows written by DuckDB (zstd, binary ids, attributes as JSON);
-#   4. trace by id without a time range (Tempo's /api/traces/{id}) with M spans stored:
-#      p50/p99 over 1,000 random existing ids and 1,000 absent ids, one at a time;
+#   3. storage: after the server's final flush (compaction off), Parquet bytes per span,
+#      the ratio to the OTLP protobuf bytes of the same spans, and the ratio to a naive
+#      flat Parquet file of the same rows written by DuckDB (zstd, binary ids, attributes
+#      as JSON); then the server is restarted on the same data with compaction on, and
+#      the same figures are taken once compaction has merged everything it will;
+#   4. trace by id without a time range (Tempo's /api/traces/{id}) with M spans stored
+#      (compaction on, as a server runs): p50/p99 over 1,000 random existing ids and
+#      1,000 absent ids, one at a time;
 #   peak RSS (VmHWM) of the server in each phase.
 # Writes bench-results/results.md and bench-results/results.json; README.md quotes them.
 # The query benchmarks (service map, TraceQL, p99 by service vs DuckDB) are
@@ -52,10 +55,10 @@ mkdir -p "$OUT"
 CLK=$(getconf CLK_TCK)
 
 start_server() {
-  local data="$1"
+  local data="$1"; shift
   # The head is flushed every 2 s, so the CPU measured covers the whole
   # path to Parquet, not just the write-ahead log.
-  "$BIN" serve --data-dir "$data" --flush-max-age 2s \
+  "$BIN" serve --data-dir "$data" --flush-max-age 2s "$@" \
     --listen-xray-udp 127.0.0.1:0 --listen-xray-api 127.0.0.1:0 \
     --listen-otlp-grpc 127.0.0.1:0 --listen-otlp-http 127.0.0.1:0 --listen-http 127.0.0.1:0 \
     > "$WORK/listening" 2> "$WORK/server.log" &
@@ -74,9 +77,22 @@ stored_spans() {
   curl -s --data 'SELECT count(*) AS n FROM spans' "http://$HTTP/v1/sql" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])'
 }
 stop_server() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; }
+metric() {
+  curl -s "http://$HTTP/metrics" | awk -v name="$1" '$1 == name {print $2}'
+}
+# Waits until compaction has merged all it will: no block merged for 5 s.
+wait_compacted() {
+  local last=-1 now stable=0
+  while [[ $stable -lt 5 ]]; do
+    now=$(metric tracelake_storage_compacted_blocks_total)
+    if [[ "$now" == "$last" ]]; then stable=$((stable + 1)); else stable=0; last="$now"; fi
+    sleep 1
+  done
+}
+parquet_bytes() { find "$1/tenants" -name '*.parquet' -path '*/spans/*' -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
 
-# 1. OTLP gRPC ingest.
-start_server "$WORK/grpc"
+# 1. OTLP gRPC ingest (compaction off: phase 3 measures blocks as flushed, then compacted).
+start_server "$WORK/grpc" --compaction-interval 0s
 cpu0=$(cpu_seconds "$SERVER_PID")
 "$BIN" loadgen --protocol otlp-grpc --endpoint "$GRPC" --spans "$SPANS" --connections 8 --batch 1000 --json \
   | tail -1 > "$WORK/grpc.json"
@@ -84,6 +100,19 @@ sleep 5  # the last flush
 cpu1=$(cpu_seconds "$SERVER_PID")
 grpc_rss=$(peak_rss_kb "$SERVER_PID")
 stop_server
+flushed_bytes=$(parquet_bytes "$WORK/grpc")
+flushed_blocks=$(find "$WORK/grpc/tenants" -name '*.parquet' -path '*/spans/*' | wc -l)
+cp -r "$WORK/grpc/tenants" "$WORK/flushed"
+
+# 3b. The same data, compacted by a server that starts on it.
+start_server "$WORK/grpc" --compaction-interval 1s --compaction-delete-delay 0s
+ccpu0=$(cpu_seconds "$SERVER_PID")
+wait_compacted
+ccpu1=$(cpu_seconds "$SERVER_PID")
+compact_rss=$(peak_rss_kb "$SERVER_PID")
+stop_server
+compacted_blocks=$(find "$WORK/grpc/tenants" -name '*.parquet' -path '*/spans/*' | wc -l)
+echo "{\"flushed_bytes\": $flushed_bytes, \"flushed_blocks\": $flushed_blocks, \"compacted_blocks\": $compacted_blocks, \"compaction_cpu_s\": $(awk -v a="$ccpu0" -v b="$ccpu1" 'BEGIN {printf "%.3f", b - a}'), \"compaction_peak_rss_kb\": $compact_rss}" > "$WORK/compaction.json"
 
 # 2. X-Ray UDP ingest at a fixed rate (UDP has no backpressure: faster only drops).
 UDP_SPANS=$(( SPANS / 4 ))
@@ -100,10 +129,12 @@ stop_server
 # 4. Trace by id without a time range.
 echo '{}' > "$WORK/lookup.json"
 if [[ "$LOOKUP_SPANS" -gt 0 ]]; then
-  start_server "$WORK/lookup"
+  start_server "$WORK/lookup" --compaction-interval 10s --compaction-delete-delay 0s
   "$BIN" loadgen --protocol otlp-grpc --endpoint "$GRPC" --spans "$LOOKUP_SPANS" --connections 8 --batch 1000 \
     --json | tail -1 > /dev/null
   sleep 5  # the last flush
+  wait_compacted
+  lookup_blocks=$(metric tracelake_storage_blocks)
   "$PY" - "$HTTP" "$WORK/lookup.json" <<'LOOKUP'
 import json, random, sys, time, urllib.request, urllib.error
 http, out = sys.argv[1], sys.argv[2]
@@ -128,7 +159,7 @@ def timings(ids, expect):
 json.dump({"present": timings(present, 200), "absent": timings(absent, 404)}, open(out, "w"))
 LOOKUP
   lookup_rss=$(peak_rss_kb "$SERVER_PID")
-  echo "{\"peak_rss_kb\": $lookup_rss}" > "$WORK/lookup-rss.json"
+  echo "{\"peak_rss_kb\": $lookup_rss, \"blocks\": $lookup_blocks}" > "$WORK/lookup-rss.json"
   stop_server
 fi
 
@@ -140,13 +171,16 @@ import duckdb
 work, cpu0, cpu1, grpc_rss, ucpu0, ucpu1, udp_stored, udp_rss, out, lookup_spans = sys.argv[1:]
 lookup = json.load(open(f"{work}/lookup.json"))
 try:
-    lookup_rss = json.load(open(f"{work}/lookup-rss.json"))["peak_rss_kb"] / 1024
+    lookup_server = json.load(open(f"{work}/lookup-rss.json"))
+    lookup_rss, lookup_blocks = lookup_server["peak_rss_kb"] / 1024, lookup_server["blocks"]
 except OSError:
-    lookup_rss = None
+    lookup_rss = lookup_blocks = None
+compaction = json.load(open(f"{work}/compaction.json"))
 grpc = json.load(open(f"{work}/grpc.json"))
 udp = json.load(open(f"{work}/udp.json"))
 files = glob.glob(f"{work}/grpc/tenants/*/spans/*/*/*.parquet")
 parquet_bytes = sum(os.path.getsize(f) for f in files)
+flushed_bytes = compaction["flushed_bytes"]
 spans = grpc["acked_spans"]
 naive = f"{work}/naive.parquet"
 con = duckdb.connect()
@@ -174,15 +208,22 @@ results = {
         "peak_rss_mb": int(udp_rss) / 1024,
     },
     "storage": {
+        "flushed_blocks": compaction["flushed_blocks"],
+        "bytes_per_span_after_flush": flushed_bytes / spans,
+        "compacted_blocks": compaction["compacted_blocks"],
         "bytes_per_span": parquet_bytes / spans,
+        "compaction_cpu_s": compaction["compaction_cpu_s"],
+        "compaction_peak_rss_mb": compaction["compaction_peak_rss_kb"] / 1024,
         "otlp_protobuf_bytes_per_span": grpc["otlp_protobuf_bytes"] / spans,
+        "ratio_to_otlp_after_flush": flushed_bytes / grpc["otlp_protobuf_bytes"],
         "ratio_to_otlp": parquet_bytes / grpc["otlp_protobuf_bytes"],
         "naive_parquet_bytes_per_span": naive_bytes / spans,
+        "ratio_to_naive_parquet_after_flush": flushed_bytes / naive_bytes,
         "ratio_to_naive_parquet": parquet_bytes / naive_bytes,
     },
 }
 if lookup:
-    results["trace_by_id"] = {"spans_stored": int(lookup_spans), **lookup, "peak_rss_mb": lookup_rss}
+    results["trace_by_id"] = {"spans_stored": int(lookup_spans), "blocks": lookup_blocks, **lookup, "peak_rss_mb": lookup_rss}
 json.dump(results, open(f"{out}/results.json", "w"), indent=2)
 g, u, s = results["ingest_otlp_grpc"], results["ingest_xray_udp"], results["storage"]
 md = f"""| measure ({spans:,} spans, reference workload) | figure |
@@ -190,12 +231,13 @@ md = f"""| measure ({spans:,} spans, reference workload) | figure |
 | OTLP gRPC ingest, spans/s per core of the server (wall rate) | {g['spans_per_s_per_core']:,.0f} ({g['spans_per_s_wall']:,.0f}/s) |
 | OTLP gRPC ack latency p50 / p99 | {g['ack_latency_ms']['p50']:.1f} / {g['ack_latency_ms']['p99']:.1f} ms |
 | X-Ray UDP ingest at 40k spans/s, spans/s per core; lost | {u['spans_per_s_per_core']:,.0f}; {u['lost_share']:.2%} |
-| Parquet bytes per span after flush (OTLP protobuf: {s['otlp_protobuf_bytes_per_span']:.0f}) | {s['bytes_per_span']:.1f} (ratio {s['ratio_to_otlp']:.3f}) |
-| vs a naive flat Parquet file of the same rows (DuckDB, zstd) | {s['naive_parquet_bytes_per_span']:.1f} bytes/span (ratio {s['ratio_to_naive_parquet']:.2f}) |
+| Parquet bytes per span after flush, {s['flushed_blocks']} blocks (OTLP protobuf: {s['otlp_protobuf_bytes_per_span']:.0f}) | {s['bytes_per_span_after_flush']:.1f} (ratio {s['ratio_to_otlp_after_flush']:.3f}) |
+| after compaction, {s['compacted_blocks']} blocks ({s['compaction_cpu_s']:.1f} s CPU, peak RSS {s['compaction_peak_rss_mb']:.0f} MB) | {s['bytes_per_span']:.1f} (ratio {s['ratio_to_otlp']:.3f}) |
+| vs a naive flat Parquet file of the same rows (DuckDB, zstd): after flush / after compaction | {s['naive_parquet_bytes_per_span']:.1f} bytes/span (ratio {s['ratio_to_naive_parquet_after_flush']:.2f} / {s['ratio_to_naive_parquet']:.2f}) |
 | peak RSS: OTLP gRPC phase / UDP phase | {g['peak_rss_mb']:.0f} / {u['peak_rss_mb']:.0f} MB |
 """
 if lookup:
-    md += (f"| trace by id, no time range, {int(lookup_spans):,} spans stored: present p50 / p99 | "
+    md += (f"| trace by id, no time range, {int(lookup_spans):,} spans stored in {lookup_blocks} blocks: present p50 / p99 | "
            f"{lookup['present']['p50_ms']:.1f} / {lookup['present']['p99_ms']:.1f} ms |\n"
            f"| the same for absent ids: p50 / p99 | {lookup['absent']['p50_ms']:.1f} / {lookup['absent']['p99_ms']:.1f} ms |\n")
 open(f"{out}/results.md", "w").write(md)

@@ -149,3 +149,27 @@ pub(crate) async fn load(
     let (storage, _) = Storage::open(config, Arc::clone(&store)).await.unwrap();
     (storage, loading.elapsed())
 }
+
+/// Runs `query` of `benches/duckdb_queries.py` over the blocks under
+/// `data_dir` when `TRACELAKE_BENCH_DUCKDB_PYTHON` names a Python with
+/// `duckdb`, printing its line beside tracelake's figure.
+pub(crate) fn duckdb(data_dir: &std::path::Path, query: &str, window: (i64, i64), runs: usize) {
+    let Some(python) = std::env::var_os("TRACELAKE_BENCH_DUCKDB_PYTHON") else {
+        return;
+    };
+    let glob = data_dir
+        .join("tenants")
+        .join(TENANT)
+        .join("spans/*/*/*.parquet");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/duckdb_queries.py");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg(query)
+        .arg(glob)
+        .args([window.0.to_string(), window.1.to_string(), runs.to_string()])
+        .output()
+        .expect("run duckdb");
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "duckdb {query} failed");
+}

@@ -2,7 +2,10 @@
 
 use std::sync::{Arc, LazyLock};
 
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tracelake_storage::SpanReader;
 
@@ -15,13 +18,32 @@ use tracelake_storage::derived::DerivedTable;
 pub static STORE_URL: LazyLock<ObjectStoreUrl> =
     LazyLock::new(|| ObjectStoreUrl::parse("tracelake://store/").expect("static url parses"));
 
+/// Bytes of Parquet footers and page indexes kept between queries.
+const FOOTER_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
+/// Parquet footers and page indexes of blocks, shared by every session of
+/// the process, so a trace-by-id lookup does not re-read and re-parse the
+/// footer of every block it opens. One cache for the whole process is
+/// exact: block paths are ULIDs, never reused, and entries are checked
+/// against the file's size.
+static FOOTERS: LazyLock<Arc<FileMetadataCache>> = LazyLock::new(|| {
+    Arc::new(DefaultCache::new(FOOTER_CACHE_BYTES).with_name("tracelake block footers"))
+});
+
 /// A session whose tables (`spans`, `edges`, `span_metrics`) show
 /// `tenant`'s rows only, with the latency functions of [`crate::latency_udf`].
 pub fn session_for_tenant(reader: Arc<dyn SpanReader>, tenant: &str) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, usize::from));
-    let context = SessionContext::new_with_config(config);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            CacheManagerConfig::default()
+                .with_file_metadata_cache(Some(Arc::clone(&FOOTERS)))
+                .with_metadata_cache_limit(FOOTER_CACHE_BYTES),
+        )
+        .build_arc()?;
+    let context = SessionContext::new_with_config_rt(config, runtime);
     context.register_object_store(STORE_URL.as_ref(), reader.object_store());
     context.register_table(
         "spans",

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -155,10 +155,7 @@ pub fn encode_block(
     row_group_rows: usize,
 ) -> Result<(Vec<u8>, BlockMeta)> {
     let sorted = sort_for_block(batch)?;
-    let trace_ids = sorted
-        .column_by_name(col::TRACE_ID)
-        .and_then(|array| array.as_fixed_size_binary_opt())
-        .ok_or_else(|| StorageError::Corrupt("batch without trace_id".into()))?;
+    let trace_ids = trace_ids(&sorted)?;
     // Sorted by trace id: distinct ids are the changes between neighbours.
     let mut trace_count = 0u64;
     for row in 0..trace_ids.len() {
@@ -166,49 +163,109 @@ pub fn encode_block(
             trace_count += 1;
         }
     }
-    let mut trace_filter = TraceIdFilter::with_capacity(trace_count as usize);
-    for row in 0..trace_ids.len() {
-        if let Ok(trace_id) = TraceId::try_from(trace_ids.value(row)) {
-            trace_filter.insert(&trace_id);
-        }
-    }
-    let time_bound = |name: &str, pick_max: bool| {
-        sorted
-            .column_by_name(name)
-            .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
-            .and_then(|array| {
-                if pick_max {
-                    datafusion::arrow::compute::max(array)
-                } else {
-                    datafusion::arrow::compute::min(array)
-                }
-            })
-    };
-    let min_start_ns = time_bound(col::START_TIME, false).unwrap_or(hour * NANOS_PER_HOUR);
-    let max_end_ns = time_bound(col::END_TIME, true).unwrap_or(min_start_ns);
+    let mut writer = BlockWriter::new(trace_count, row_group_rows)?;
+    writer.write(&sorted)?;
+    writer.finish(tenant, hour)
+}
 
-    let bytes = write_parquet(&sorted, trace_count, row_group_rows)?;
-    let id = ulid::Ulid::new().to_string();
-    let hour_start = DateTime::<Utc>::from_timestamp_nanos(hour * NANOS_PER_HOUR);
-    let path = format!(
-        "tenants/{tenant}/spans/{}/{}{PARQUET_SUFFIX}",
-        hour_start.format("%Y-%m-%d/%H"),
-        id
-    );
-    let meta = BlockMeta {
-        id,
-        tenant: tenant.to_string(),
-        path,
-        size_bytes: bytes.len() as u64,
-        span_count: sorted.num_rows() as u64,
-        trace_count,
-        min_start_ns,
-        max_end_ns: max_end_ns.max(min_start_ns),
-        created_unix_ms: Utc::now().timestamp_millis(),
-        trace_filter,
-        replaces: Vec::new(),
-    };
-    Ok((bytes, meta))
+fn trace_ids(batch: &RecordBatch) -> Result<&FixedSizeBinaryArray> {
+    batch
+        .column_by_name(col::TRACE_ID)
+        .and_then(|array| array.as_fixed_size_binary_opt())
+        .ok_or_else(|| StorageError::Corrupt("batch without trace_id".into()))
+}
+
+/// Encodes one block from batches already in block order (trace id, then
+/// start time, across batches too), gathering its meta on the way, so a
+/// merge of sorted blocks ([`crate::compact`]) never holds all its rows.
+pub struct BlockWriter {
+    writer: ArrowWriter<Vec<u8>>,
+    trace_filter: TraceIdFilter,
+    last_trace: Option<TraceId>,
+    trace_count: u64,
+    span_count: u64,
+    min_start_ns: Option<i64>,
+    max_end_ns: Option<i64>,
+}
+
+impl BlockWriter {
+    /// `expected_traces` (an upper bound is fine) sizes the trace-id filters.
+    pub fn new(expected_traces: u64, row_group_rows: usize) -> Result<Self> {
+        let properties = writer_properties(expected_traces, row_group_rows)?;
+        Ok(Self {
+            writer: ArrowWriter::try_new(Vec::new(), span_schema(), Some(properties))?,
+            trace_filter: TraceIdFilter::with_capacity(expected_traces as usize),
+            last_trace: None,
+            trace_count: 0,
+            span_count: 0,
+            min_start_ns: None,
+            max_end_ns: None,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let trace_ids = trace_ids(batch)?;
+        for row in 0..trace_ids.len() {
+            let Ok(trace_id) = TraceId::try_from(trace_ids.value(row)) else {
+                continue;
+            };
+            if self.last_trace != Some(trace_id) {
+                self.trace_count += 1;
+                self.trace_filter.insert(&trace_id);
+                self.last_trace = Some(trace_id);
+            }
+        }
+        let time_bound = |name: &str, pick_max: bool| {
+            batch
+                .column_by_name(name)
+                .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
+                .and_then(|array| {
+                    if pick_max {
+                        datafusion::arrow::compute::max(array)
+                    } else {
+                        datafusion::arrow::compute::min(array)
+                    }
+                })
+        };
+        if let Some(start) = time_bound(col::START_TIME, false) {
+            self.min_start_ns = Some(self.min_start_ns.map_or(start, |min| min.min(start)));
+        }
+        if let Some(end) = time_bound(col::END_TIME, true) {
+            self.max_end_ns = Some(self.max_end_ns.map_or(end, |max| max.max(end)));
+        }
+        self.span_count += batch.num_rows() as u64;
+        self.writer.write(batch)?;
+        Ok(())
+    }
+
+    /// The Parquet bytes and the meta of a new block of `tenant` and `hour`
+    /// (a fresh ULID names it).
+    pub fn finish(self, tenant: &str, hour: i64) -> Result<(Vec<u8>, BlockMeta)> {
+        let bytes = self.writer.into_inner()?;
+        let min_start_ns = self.min_start_ns.unwrap_or(hour * NANOS_PER_HOUR);
+        let max_end_ns = self.max_end_ns.unwrap_or(min_start_ns);
+        let id = ulid::Ulid::new().to_string();
+        let hour_start = DateTime::<Utc>::from_timestamp_nanos(hour * NANOS_PER_HOUR);
+        let path = format!(
+            "tenants/{tenant}/spans/{}/{}{PARQUET_SUFFIX}",
+            hour_start.format("%Y-%m-%d/%H"),
+            id
+        );
+        let meta = BlockMeta {
+            id,
+            tenant: tenant.to_string(),
+            path,
+            size_bytes: bytes.len() as u64,
+            span_count: self.span_count,
+            trace_count: self.trace_count,
+            min_start_ns,
+            max_end_ns: max_end_ns.max(min_start_ns),
+            created_unix_ms: Utc::now().timestamp_millis(),
+            trace_filter: self.trace_filter,
+            replaces: Vec::new(),
+        };
+        Ok((bytes, meta))
+    }
 }
 
 fn sort_for_block(batch: &RecordBatch) -> Result<RecordBatch> {
@@ -275,15 +332,6 @@ fn writer_properties(trace_count: u64, row_group_rows: usize) -> Result<WriterPr
             },
         ]))
         .build())
-}
-
-fn write_parquet(batch: &RecordBatch, trace_count: u64, row_group_rows: usize) -> Result<Vec<u8>> {
-    let properties = writer_properties(trace_count, row_group_rows)?;
-    let mut bytes = Vec::with_capacity(batch.get_array_memory_size() / 8);
-    let mut writer = ArrowWriter::try_new(&mut bytes, span_schema(), Some(properties))?;
-    writer.write(batch)?;
-    writer.close()?;
-    Ok(bytes)
 }
 
 /// Writes the Parquet file, then the meta file that makes it visible.

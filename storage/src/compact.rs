@@ -14,9 +14,12 @@
 //! group of two or more is merged. A block that reached half the size is
 //! left alone, so a span is rewritten only a few times.
 //!
-//! Merging reads the group's blocks whole, sorts them again by trace id and
-//! start time and encodes one block ([`crate::block::encode_block`]); its
-//! meta lists the paths it `replaces`. Visibility is atomic the way a
+//! Merging streams: each source block is already sorted by trace id and
+//! start time, so a k-way merge of their row groups feeds one
+//! [`BlockWriter`] a chunk at a time. Memory is the sources' compressed
+//! bytes, one decoded batch per source and one output chunk, not the
+//! merged block's rows. The merged block's meta lists the paths it
+//! `replaces`. Visibility is atomic the way a
 //! flush's is: the merged Parquet file is written, then its meta, and the
 //! meta's `replaces` hides the sources from then on, whether the engine
 //! lives on (it swaps them in its catalog under the view lock) or crashes
@@ -26,18 +29,22 @@
 //! The sources' files are deleted `delete_delay` after the swap, so a query
 //! that took its snapshot just before can still read them.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::datatypes::TimestampNanosecondType;
+use datafusion::parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::block::{BlockMeta, NANOS_PER_HOUR, encode_block, put_block};
-use crate::schema::span_schema;
+use crate::block::{BlockMeta, BlockWriter, NANOS_PER_HOUR, put_block};
+use crate::schema::{col, span_schema};
 use crate::{Result, StorageError};
 
 /// What one compaction pass did.
@@ -115,9 +122,11 @@ pub async fn merge(
         files.push(bytes);
     }
     let replaces = group.iter().map(|block| block.path.clone()).collect();
+    let expected_traces = group.iter().map(|block| block.trace_count).sum();
     let (bytes, mut meta) = tokio::task::spawn_blocking(move || {
-        let merged = decode_blocks(files)?;
-        encode_block(&tenant, hour, &merged, row_group_rows)
+        let mut writer = BlockWriter::new(expected_traces, row_group_rows)?;
+        merge_sorted(files, |chunk| writer.write(&chunk))?;
+        writer.finish(&tenant, hour)
     })
     .await
     .map_err(|error| StorageError::Corrupt(format!("compaction task: {error}")))??;
@@ -126,23 +135,147 @@ pub async fn merge(
     Ok(meta)
 }
 
-fn decode_blocks(files: Vec<Bytes>) -> Result<RecordBatch> {
-    let schema = span_schema();
-    let mut batches = Vec::new();
-    for bytes in files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-            .with_batch_size(64 * 1024)
+/// Rows per decoded source batch and per merged chunk.
+const MERGE_BATCH_ROWS: usize = 8 * 1024;
+
+/// The merge key of a row: trace id, then start time.
+type Key = ([u8; 16], i64);
+
+/// One source block in a merge: its reader and the batch under its cursor.
+struct Cursor {
+    reader: ParquetRecordBatchReader,
+    batch: RecordBatch,
+    row: usize,
+    /// Index of `batch` in the current chunk's list of batches.
+    slot: usize,
+}
+
+impl Cursor {
+    fn open(bytes: Bytes) -> Result<Option<Self>> {
+        let mut reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+            .with_batch_size(MERGE_BATCH_ROWS)
             .build()?;
-        for batch in reader {
-            // Same columns and types as written; the schema's metadata is
-            // taken from the current one.
-            batches.push(RecordBatch::try_new(
-                Arc::clone(&schema),
-                batch?.columns().to_vec(),
-            )?);
+        Ok(next_batch(&mut reader)?.map(|batch| Self {
+            reader,
+            batch,
+            row: 0,
+            slot: 0,
+        }))
+    }
+
+    fn key(&self) -> Result<Key> {
+        let corrupt = || StorageError::Corrupt("block without trace_id or start_time".into());
+        let trace_id = self
+            .batch
+            .column_by_name(col::TRACE_ID)
+            .and_then(|array| array.as_fixed_size_binary_opt())
+            .ok_or_else(corrupt)?
+            .value(self.row);
+        let start = self
+            .batch
+            .column_by_name(col::START_TIME)
+            .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
+            .ok_or_else(corrupt)?
+            .value(self.row);
+        let mut id = [0u8; 16];
+        let len = trace_id.len().min(16);
+        id[..len].copy_from_slice(&trace_id[..len]);
+        Ok((id, start))
+    }
+
+    /// Moves past the current row; false once the block is exhausted.
+    fn advance(&mut self, slots: &mut Vec<RecordBatch>) -> Result<bool> {
+        self.row += 1;
+        if self.row < self.batch.num_rows() {
+            return Ok(true);
+        }
+        match next_batch(&mut self.reader)? {
+            Some(batch) => {
+                self.batch = batch;
+                self.row = 0;
+                self.slot = slots.len();
+                slots.push(self.batch.clone());
+                Ok(true)
+            }
+            None => Ok(false),
         }
     }
-    Ok(concat_batches(&schema, &batches)?)
+}
+
+/// The next non-empty decoded batch, with the span schema (same columns and
+/// types as written; the schema's metadata is the current one).
+fn next_batch(reader: &mut ParquetRecordBatchReader) -> Result<Option<RecordBatch>> {
+    for batch in reader.by_ref() {
+        let batch = batch?;
+        if batch.num_rows() > 0 {
+            return Ok(Some(RecordBatch::try_new(
+                span_schema(),
+                batch.columns().to_vec(),
+            )?));
+        }
+    }
+    Ok(None)
+}
+
+/// Merges blocks, each sorted by (trace id, start time), into chunks in
+/// that order, handed to `emit` one at a time.
+fn merge_sorted(files: Vec<Bytes>, mut emit: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+    let mut cursors = Vec::with_capacity(files.len());
+    for bytes in files {
+        cursors.extend(Cursor::open(bytes)?);
+    }
+    // The batches the current chunk's rows point into, and the rows.
+    let mut slots: Vec<RecordBatch> = Vec::new();
+    let mut rows: Vec<(usize, usize)> = Vec::with_capacity(MERGE_BATCH_ROWS);
+    let mut heap = BinaryHeap::with_capacity(cursors.len());
+    let mut live = vec![true; cursors.len()];
+    for (index, cursor) in cursors.iter_mut().enumerate() {
+        cursor.slot = slots.len();
+        slots.push(cursor.batch.clone());
+        heap.push(Reverse((cursor.key()?, index)));
+    }
+    while let Some(Reverse((_, index))) = heap.pop() {
+        // Take this source's rows while they sort before every other's next.
+        let bound = heap.peek().map(|Reverse(top)| *top);
+        loop {
+            let cursor = &mut cursors[index];
+            rows.push((cursor.slot, cursor.row));
+            let more = cursor.advance(&mut slots)?;
+            live[index] = more;
+            if rows.len() >= MERGE_BATCH_ROWS {
+                emit_chunk(&mut slots, &mut rows, &mut emit)?;
+                // From here on, only the batches under live cursors.
+                for (cursor, _) in cursors.iter_mut().zip(&live).filter(|(_, live)| **live) {
+                    cursor.slot = slots.len();
+                    slots.push(cursor.batch.clone());
+                }
+            }
+            if !more {
+                break;
+            }
+            let key = cursors[index].key()?;
+            if bound.is_some_and(|bound| (key, index) > bound) {
+                heap.push(Reverse((key, index)));
+                break;
+            }
+        }
+    }
+    if !rows.is_empty() {
+        emit_chunk(&mut slots, &mut rows, &mut emit)?;
+    }
+    Ok(())
+}
+
+fn emit_chunk(
+    slots: &mut Vec<RecordBatch>,
+    rows: &mut Vec<(usize, usize)>,
+    emit: &mut impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let batches: Vec<&RecordBatch> = slots.iter().collect();
+    let chunk = interleave_record_batch(&batches, rows)?;
+    rows.clear();
+    slots.clear();
+    emit(chunk)
 }
 
 /// Deletes a block: its meta first (so it stops being visible to a later
@@ -192,6 +325,80 @@ mod tests {
             .iter()
             .map(|group| group.iter().map(|block| block.id.as_str()).collect())
             .collect()
+    }
+
+    /// A block of `spans` reference-workload spans, as a flush writes it.
+    fn block(seed: u64, spans: usize) -> (Bytes, Vec<(Key, [u8; 8])>) {
+        let mut workload = crate::workload::Workload::new(seed, 1_767_225_600_000_000_000, 1000);
+        let batch = crate::otlp::resource_spans_to_batch("t", &workload.batch(spans))
+            .unwrap()
+            .batch
+            .unwrap();
+        let hour = 1_767_225_600_000_000_000 / NANOS_PER_HOUR;
+        let (bytes, _) = crate::block::encode_block("t", hour, &batch, 4096).unwrap();
+        (Bytes::from(bytes), rows(&[batch]))
+    }
+
+    /// Every row's merge key and span id, in order.
+    fn rows(batches: &[RecordBatch]) -> Vec<(Key, [u8; 8])> {
+        let mut out = Vec::new();
+        for batch in batches {
+            let span_ids = batch
+                .column_by_name(col::SPAN_ID)
+                .unwrap()
+                .as_fixed_size_binary();
+            for row in 0..batch.num_rows() {
+                let trace_id = batch
+                    .column_by_name(col::TRACE_ID)
+                    .unwrap()
+                    .as_fixed_size_binary()
+                    .value(row);
+                let start = batch
+                    .column_by_name(col::START_TIME)
+                    .unwrap()
+                    .as_primitive::<TimestampNanosecondType>()
+                    .value(row);
+                out.push((
+                    (trace_id.try_into().unwrap(), start),
+                    span_ids.value(row).try_into().unwrap(),
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn merging_keeps_every_row_in_block_order_across_chunks() {
+        // Random trace ids interleave the blocks row by row; three blocks of
+        // 7,000 spans cross the 8,192-row chunks and the 4,096-row groups.
+        let blocks: Vec<_> = (1..=3).map(|seed| block(seed, 7000)).collect();
+        let mut expected: Vec<_> = blocks.iter().flat_map(|(_, rows)| rows.clone()).collect();
+        expected.sort();
+        let mut chunks = Vec::new();
+        merge_sorted(
+            blocks.iter().map(|(bytes, _)| bytes.clone()).collect(),
+            |chunk| {
+                assert!(chunk.num_rows() <= MERGE_BATCH_ROWS);
+                chunks.push(chunk);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let merged = rows(&chunks);
+        assert!(merged.windows(2).all(|pair| pair[0].0 <= pair[1].0));
+        let mut sorted = merged.clone();
+        sorted.sort();
+        assert_eq!(sorted, expected);
+        assert!(chunks.len() >= 3);
+        // An empty input, and a single block, come through too.
+        merge_sorted(Vec::new(), |_| panic!("nothing to emit")).unwrap();
+        let mut single = 0;
+        merge_sorted(vec![blocks[0].0.clone()], |chunk| {
+            single += chunk.num_rows();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(single, blocks[0].1.len());
     }
 
     #[test]

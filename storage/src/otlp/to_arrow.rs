@@ -448,7 +448,7 @@ impl SpanRowsBuilder {
     }
 
     fn finish(mut self) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.tenant.finish()),
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -492,6 +492,11 @@ impl SpanRowsBuilder {
             Arc::new(self.xray_metadata.finish()),
             Arc::new(self.sampling_rule.finish()),
         ];
+        // Builders grow by doubling; the head keeps these arrays until the
+        // next flush, so their spare capacity (about a third) is returned.
+        for column in &mut columns {
+            datafusion::arrow::array::Array::shrink_to_fit(column);
+        }
         RecordBatch::try_new(span_schema(), columns).map_err(StorageError::from)
     }
 }
