@@ -27,8 +27,7 @@ spans = f"read_parquet('{glob}')"
 
 
 def window(from_ns, to_ns):
-    return (f"(SELECT * FROM {spans} WHERE start_time BETWEEN make_timestamp_ns({from_ns}) "
-            f"AND make_timestamp_ns({to_ns}))")
+    return f"(SELECT * FROM {spans} WHERE epoch_ns(start_time) BETWEEN {from_ns} AND {to_ns})"
 
 
 FLAGS = """
