@@ -80,10 +80,11 @@ stop_server() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; }
 metric() {
   curl -s "http://$HTTP/metrics" | awk -v name="$1" '$1 == name {print $2}'
 }
-# Waits until compaction has merged all it will: no block merged for 5 s.
+# Waits until compaction has merged all it will: no block merged for $1 s
+# (longer than the compaction interval).
 wait_compacted() {
   local last=-1 now stable=0
-  while [[ $stable -lt 5 ]]; do
+  while [[ $stable -lt $1 ]]; do
     now=$(metric tracelake_storage_compacted_blocks_total)
     if [[ "$now" == "$last" ]]; then stable=$((stable + 1)); else stable=0; last="$now"; fi
     sleep 1
@@ -107,7 +108,7 @@ cp -r "$WORK/grpc/tenants" "$WORK/flushed"
 # 3b. The same data, compacted by a server that starts on it.
 start_server "$WORK/grpc" --compaction-interval 1s --compaction-delete-delay 0s
 ccpu0=$(cpu_seconds "$SERVER_PID")
-wait_compacted
+wait_compacted 5
 ccpu1=$(cpu_seconds "$SERVER_PID")
 compact_rss=$(peak_rss_kb "$SERVER_PID")
 stop_server
@@ -133,7 +134,7 @@ if [[ "$LOOKUP_SPANS" -gt 0 ]]; then
   "$BIN" loadgen --protocol otlp-grpc --endpoint "$GRPC" --spans "$LOOKUP_SPANS" --connections 8 --batch 1000 \
     --json | tail -1 > /dev/null
   sleep 5  # the last flush
-  wait_compacted
+  wait_compacted 25
   lookup_blocks=$(metric tracelake_storage_blocks)
   "$PY" - "$HTTP" "$WORK/lookup.json" <<'LOOKUP'
 import json, random, sys, time, urllib.request, urllib.error

@@ -172,3 +172,75 @@ async fn torn_wal_tail_is_truncated_and_start_up_succeeds() {
         "torn tail was not truncated"
     );
 }
+
+/// The value of an unlabelled metric on the server's `/metrics`.
+async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", server.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+fn parquet_files(dir: &std::path::Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![dir.join("tenants")];
+    while let Some(path) = stack.pop() {
+        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "parquet")
+                && path.components().any(|part| part.as_os_str() == "spans")
+            {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_merges_flushed_blocks_and_every_trace_stays_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServerBuilder::new(dir.path())
+        .flush_max_age("100ms")
+        .arg("--compaction-interval")
+        .arg("1s")
+        .arg("--compaction-delete-delay")
+        .arg("0s")
+        .spawn();
+    let mut client = TraceServiceClient::connect(server.otlp_grpc_url())
+        .await
+        .unwrap();
+    // One flush, so one block, per request.
+    for seed in 1..=5 {
+        client.export(trace_request(seed)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let mut waited = Duration::ZERO;
+    while metric(&server, "tracelake_storage_blocks").await != 1.0 {
+        assert!(waited < Duration::from_secs(30), "blocks were not merged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        waited += Duration::from_millis(200);
+    }
+    assert!(metric(&server, "tracelake_storage_compacted_blocks_total").await >= 2.0);
+    assert_eq!(parquet_files(dir.path()), 1, "merged sources not deleted");
+
+    let http = reqwest::Client::new();
+    for seed in 1..=5 {
+        let trace = fetch_trace(&http, &server.http_url(), &trace_id(seed))
+            .await
+            .unwrap_or_else(|| panic!("trace {seed} lost by compaction"));
+        assert_eq!(spans_of(&trace).len() as u64, SPANS_PER_TRACE);
+    }
+    server.kill9();
+    let server = TestServerBuilder::new(dir.path()).spawn();
+    assert_eq!(metric(&server, "tracelake_storage_blocks").await, 1.0);
+    let trace = fetch_trace(&http, &server.http_url(), &trace_id(3)).await;
+    assert_eq!(spans_of(&trace.unwrap()).len() as u64, SPANS_PER_TRACE);
+}
