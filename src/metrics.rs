@@ -142,11 +142,29 @@ fn render(
     for (name, help, value) in counters {
         write_plain_counter(&mut out, name, help, value);
     }
-    let _ = writeln!(
-        out,
-        "# HELP tracelake_storage_blocks Blocks in the catalog.\n# TYPE tracelake_storage_blocks gauge\ntracelake_storage_blocks {}",
-        stats.blocks
-    );
+    let gauges = [
+        (
+            "tracelake_storage_blocks",
+            "Blocks in the catalog.",
+            stats.blocks as u64,
+        ),
+        (
+            "tracelake_storage_head_active_bytes",
+            "Arrow bytes of the head batches not yet sealed for a flush.",
+            stats.head.active_bytes as u64,
+        ),
+        (
+            "tracelake_storage_head_batches",
+            "Batches in the head, active and sealed (being flushed).",
+            (stats.head.active_batches + stats.head.sealed_batches) as u64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
     for (name, help, histogram) in [
         (
             "tracelake_wal_append_seconds",
