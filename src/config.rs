@@ -93,6 +93,9 @@ pub(crate) struct FlushConfig {
     pub(crate) max_age: Duration,
     /// ...or once it holds this many bytes.
     pub(crate) max_bytes: u64,
+    /// Spans are refused (RESOURCE_EXHAUSTED / 429 / ThrottledException)
+    /// while the head, flushing included, holds this many bytes.
+    pub(crate) max_head_bytes: u64,
     pub(crate) row_group_rows: usize,
 }
 
@@ -218,6 +221,7 @@ impl Default for Config {
             flush: FlushConfig {
                 max_age: storage.flush_max_age,
                 max_bytes: storage.flush_max_bytes,
+                max_head_bytes: storage.max_head_bytes,
                 row_group_rows: storage.row_group_rows,
             },
             compaction: CompactionConfig {
@@ -308,6 +312,9 @@ pub(crate) struct Overrides {
     /// Flush the head to blocks once it holds this many bytes.
     #[arg(long, env = "TRACELAKE_FLUSH_MAX_BYTES")]
     flush_max_bytes: Option<u64>,
+    /// Refuse spans while the head (flushing included) holds this many bytes.
+    #[arg(long, env = "TRACELAKE_FLUSH_MAX_HEAD_BYTES")]
+    flush_max_head_bytes: Option<u64>,
     /// How often small blocks are merged (e.g. 1m; 0s turns compaction off).
     #[arg(long, env = "TRACELAKE_COMPACTION_INTERVAL")]
     compaction_interval: Option<humantime::Duration>,
@@ -360,6 +367,9 @@ impl Config {
         if let Some(max_bytes) = overrides.flush_max_bytes {
             config.flush.max_bytes = max_bytes;
         }
+        if let Some(max_head_bytes) = overrides.flush_max_head_bytes {
+            config.flush.max_head_bytes = max_head_bytes;
+        }
         if let Some(interval) = overrides.compaction_interval {
             config.compaction.interval = interval.into();
         }
@@ -385,6 +395,13 @@ impl Config {
         }
         if self.otlp.max_message_bytes == 0 {
             bail!("otlp.max_message_bytes must be positive");
+        }
+        if self.flush.max_head_bytes < self.flush.max_bytes {
+            bail!(
+                "flush.max_head_bytes ({}) must be at least flush.max_bytes ({}): the head fills to max_bytes before a flush starts",
+                self.flush.max_head_bytes,
+                self.flush.max_bytes
+            );
         }
         if self.flush.row_group_rows == 0 {
             bail!("flush.row_group_rows must be positive");
@@ -421,6 +438,7 @@ impl Config {
             fsync_interval: self.wal.fsync_interval,
             wal_segment_bytes: self.wal.segment_bytes,
             flush_max_bytes: self.flush.max_bytes,
+            max_head_bytes: self.flush.max_head_bytes,
             flush_max_age: self.flush.max_age,
             row_group_rows: self.flush.row_group_rows,
             compaction_interval: self.compaction.interval,

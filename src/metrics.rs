@@ -134,6 +134,11 @@ fn render(
             stats.compaction_failures,
         ),
         (
+            "tracelake_storage_refused_appends_total",
+            "Appends refused because the head was over flush.max_head_bytes.",
+            stats.refused_appends,
+        ),
+        (
             "tracelake_storage_flush_failures_total",
             "Flushes that failed and will be retried.",
             stats.flush_failures,
@@ -157,6 +162,11 @@ fn render(
             "tracelake_storage_head_batches",
             "Batches in the head, active and sealed (being flushed).",
             (stats.head.active_batches + stats.head.sealed_batches) as u64,
+        ),
+        (
+            "tracelake_storage_head_sealed_bytes",
+            "Arrow bytes of the head batches being flushed.",
+            stats.head.sealed_bytes as u64,
         ),
     ];
     for (name, help, value) in gauges {

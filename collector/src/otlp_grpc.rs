@@ -44,6 +44,7 @@ fn ingest_error_status(error: IngestError) -> Status {
     match error {
         IngestError::InvalidTenant(error) => Status::invalid_argument(error.to_string()),
         IngestError::Unavailable(error) => Status::unavailable(error.to_string()),
+        IngestError::Overloaded(error) => Status::resource_exhausted(error.to_string()),
         IngestError::Internal(message) => Status::internal(message),
     }
 }
@@ -121,5 +122,26 @@ impl MetricsService for OtlpMetricsService {
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: outcome.partial_success(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_is_resource_exhausted_and_unavailability_unavailable() {
+        let overloaded = IngestError::from_append(tracelake_storage::StorageError::Overloaded {
+            head_bytes: 10,
+            limit: 5,
+        });
+        let status = ingest_error_status(overloaded);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("retry later"));
+        let unavailable = IngestError::from_append(tracelake_storage::StorageError::WalClosed);
+        assert_eq!(
+            ingest_error_status(unavailable).code(),
+            tonic::Code::Unavailable
+        );
     }
 }

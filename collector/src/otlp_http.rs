@@ -115,7 +115,11 @@ impl IntoResponse for OtlpHttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(self.encoding.content_type()),
         );
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        // OTLP/HTTP clients retry 429 and 503 after Retry-After.
+        if matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -240,6 +244,10 @@ fn ingest_error(error: IngestError, encoding: Encoding) -> OtlpHttpError {
     let (status, code) = match &error {
         IngestError::InvalidTenant(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
         IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+        IngestError::Overloaded(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::ResourceExhausted,
+        ),
         IngestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
     };
     OtlpHttpError::new(status, code, error.to_string(), encoding)
@@ -331,5 +339,21 @@ fn decode_request<T: Message + Default + serde::de::DeserializeOwned>(
             .map_err(|error| invalid(format!("body is not an OTLP {what} protobuf: {error}"))),
         Encoding::Json => serde_json::from_slice(raw)
             .map_err(|error| invalid(format!("body is not OTLP JSON: {error}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_is_429_with_retry_after() {
+        let overloaded = IngestError::from_append(tracelake_storage::StorageError::Overloaded {
+            head_bytes: 10,
+            limit: 5,
+        });
+        let response = ingest_error(overloaded, Encoding::Json).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 }

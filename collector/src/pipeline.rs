@@ -42,9 +42,24 @@ pub enum IngestError {
     /// Storage could not make the spans durable; the client should retry.
     #[error("storage unavailable: {0}")]
     Unavailable(StorageError),
+    /// Spans arrive faster than they are written: refused so memory stays
+    /// bounded; the client should retry after a pause (OTLP
+    /// `RESOURCE_EXHAUSTED` / HTTP 429, X-Ray `ThrottledException`).
+    #[error("{0}")]
+    Overloaded(StorageError),
     /// A bug or a lost worker, not the client's fault.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl IngestError {
+    /// The error of a failed append: overload or unavailability.
+    pub fn from_append(error: StorageError) -> Self {
+        match error {
+            StorageError::Overloaded { .. } => Self::Overloaded(error),
+            other => Self::Unavailable(other),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +101,9 @@ impl Pipeline {
         mut resource_spans: Vec<ResourceSpans>,
     ) -> Result<IngestOutcome, IngestError> {
         validate_tenant(tenant).map_err(IngestError::InvalidTenant)?;
+        self.writer
+            .check_capacity()
+            .map_err(IngestError::from_append)?;
         let held = match &self.tail {
             Some(tail) => tail.hold_unsampled(tenant, &mut resource_spans).await,
             None => 0,
@@ -101,7 +119,7 @@ impl Pipeline {
             self.writer
                 .append(tenant, batch)
                 .await
-                .map_err(IngestError::Unavailable)?;
+                .map_err(IngestError::from_append)?;
         }
         let rejected = converted.rejections.len();
         let message = if rejected == 0 {

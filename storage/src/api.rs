@@ -22,6 +22,13 @@ use crate::{Result, TraceId};
 #[async_trait]
 pub trait SpanWriter: Send + Sync + std::fmt::Debug {
     async fn append(&self, tenant: &str, batch: RecordBatch) -> Result<()>;
+
+    /// Whether an append now would be refused as
+    /// [`crate::StorageError::Overloaded`]: receivers ask before decoding a
+    /// request, so shedding load costs no conversion work.
+    fn check_capacity(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The write side of the derived tables ([`crate::derived`]), used by the

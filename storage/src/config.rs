@@ -52,6 +52,11 @@ pub struct StorageConfig {
     /// ...or once its oldest span has waited this long.
     #[serde(with = "humantime_serde")]
     pub flush_max_age: Duration,
+    /// Appends are refused ([`crate::StorageError::Overloaded`]) while the
+    /// head (active and being flushed) holds this many bytes: when spans
+    /// arrive faster than flushes write them, clients are told to retry
+    /// instead of memory growing without bound.
+    pub max_head_bytes: u64,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
     /// How often small blocks are merged ([`crate::compact`]); zero: never.
@@ -75,6 +80,7 @@ impl Default for StorageConfig {
             wal_segment_bytes: 128 * 1024 * 1024,
             flush_max_bytes: 256 * 1024 * 1024,
             flush_max_age: Duration::from_secs(5 * 60),
+            max_head_bytes: 512 * 1024 * 1024,
             row_group_rows: 64 * 1024,
             compaction_interval: Duration::from_secs(60),
             compaction_max_block_spans: 1_000_000,

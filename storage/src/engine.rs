@@ -67,6 +67,7 @@ struct Counters {
     flush_failures: AtomicU64,
     compacted_blocks: AtomicU64,
     compaction_failures: AtomicU64,
+    refused_appends: AtomicU64,
     /// WAL append latency (write + fsync per the policy), per append.
     wal_latency: parking_lot::Mutex<LatencyHistogram>,
     /// Whole flush latency (seal, encode, write blocks), per flush that wrote.
@@ -84,6 +85,8 @@ pub struct StorageStats {
     /// Blocks merged away by compaction.
     pub compacted_blocks: u64,
     pub compaction_failures: u64,
+    /// Appends refused over `max_head_bytes`.
+    pub refused_appends: u64,
     pub blocks: usize,
     pub head: HeadStats,
     pub wal_latency: LatencyHistogram,
@@ -442,6 +445,7 @@ impl Storage {
             flush_failures: counters.flush_failures.load(Ordering::Relaxed),
             compacted_blocks: counters.compacted_blocks.load(Ordering::Relaxed),
             compaction_failures: counters.compaction_failures.load(Ordering::Relaxed),
+            refused_appends: counters.refused_appends.load(Ordering::Relaxed),
             blocks: self.inner.catalog.all().len(),
             head: self.inner.head.stats(),
             wal_latency: counters.wal_latency.lock().clone(),
@@ -490,8 +494,23 @@ impl DerivedWriter for Storage {
 
 #[async_trait]
 impl SpanWriter for Storage {
+    fn check_capacity(&self) -> Result<()> {
+        let head = self.inner.head.stats();
+        let head_bytes = (head.active_bytes + head.sealed_bytes) as u64;
+        let limit = self.inner.config.max_head_bytes;
+        if head_bytes >= limit {
+            self.inner
+                .counters
+                .refused_appends
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(StorageError::Overloaded { head_bytes, limit });
+        }
+        Ok(())
+    }
+
     async fn append(&self, tenant: &str, batch: RecordBatch) -> Result<()> {
         validate_tenant(tenant)?;
+        self.check_capacity()?;
         if batch.schema() != span_schema() {
             return Err(StorageError::Corrupt(
                 "append of a batch without the span schema".into(),

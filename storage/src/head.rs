@@ -79,6 +79,7 @@ struct HeadState {
     active: Vec<HeadBatch>,
     sealed: Vec<HeadBatch>,
     active_bytes: usize,
+    sealed_bytes: usize,
     oldest_active: Option<Instant>,
 }
 
@@ -88,6 +89,8 @@ pub struct HeadStats {
     pub active_batches: usize,
     pub active_bytes: usize,
     pub sealed_batches: usize,
+    /// Arrow bytes of the sealed batches (being flushed).
+    pub sealed_bytes: usize,
     pub oldest_active: Option<Instant>,
 }
 
@@ -110,6 +113,7 @@ impl Head {
         let mut state = self.state.write();
         let active = std::mem::take(&mut state.active);
         state.sealed.extend(active);
+        state.sealed_bytes += state.active_bytes;
         state.active_bytes = 0;
         state.oldest_active = None;
         state.sealed.clone()
@@ -119,7 +123,12 @@ impl Head {
     pub fn remove_sealed(&self, count: usize) {
         let mut state = self.state.write();
         let count = count.min(state.sealed.len());
-        state.sealed.drain(..count);
+        let removed: usize = state
+            .sealed
+            .drain(..count)
+            .map(|batch| batch.batch.get_array_memory_size())
+            .sum();
+        state.sealed_bytes = state.sealed_bytes.saturating_sub(removed);
     }
 
     /// The batches of `tenant` that may match `filter`, and how many
@@ -146,6 +155,7 @@ impl Head {
             active_batches: state.active.len(),
             active_bytes: state.active_bytes,
             sealed_batches: state.sealed.len(),
+            sealed_bytes: state.sealed_bytes,
             oldest_active: state.oldest_active,
         }
     }

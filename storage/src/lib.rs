@@ -82,6 +82,12 @@ pub enum StorageError {
     InvalidTenant(String),
     #[error("storage is shutting down")]
     ShuttingDown,
+    /// The head holds `limit` bytes or more, waiting for flushes to catch
+    /// up: new spans are refused (retry later) rather than buffered.
+    #[error(
+        "over the memory limit: {head_bytes} bytes of spans wait for a flush (limit {limit}); retry later"
+    )]
+    Overloaded { head_bytes: u64, limit: u64 },
     #[error("data dir {0} is in use by another tracelake process")]
     Locked(std::path::PathBuf),
 }

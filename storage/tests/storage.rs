@@ -400,3 +400,31 @@ fn walkdir(dir: std::path::PathBuf) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_over_the_head_limit_are_refused_until_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(1, 10, T0);
+    let config = StorageConfig {
+        // Room for one batch, not two.
+        max_head_bytes: one.get_array_memory_size() as u64 + 1,
+        ..config(dir.path())
+    };
+    let (storage, _) = Storage::open(config, local_store(dir.path()).unwrap())
+        .await
+        .unwrap();
+    storage.check_capacity().unwrap();
+    storage.append("t1", one).await.unwrap();
+    storage.append("t1", batch(2, 10, T0)).await.unwrap();
+    let refused = storage.append("t1", batch(3, 10, T0)).await.unwrap_err();
+    assert!(
+        matches!(refused, tracelake_storage::StorageError::Overloaded { .. }),
+        "{refused}"
+    );
+    assert!(storage.check_capacity().is_err());
+    assert_eq!(storage.stats().appended_spans, 20);
+    assert_eq!(storage.stats().refused_appends, 2);
+    storage.flush().await.unwrap();
+    storage.append("t1", batch(3, 10, T0)).await.unwrap();
+    assert_eq!(storage.stats().appended_spans, 30);
+}

@@ -51,6 +51,11 @@ fn ingest_error(error: IngestError) -> AwsError {
             error_type: "ServiceUnavailableException",
             message: error.to_string(),
         },
+        IngestError::Overloaded(_) => AwsError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error_type: "ThrottledException",
+            message: error.to_string(),
+        },
         IngestError::Internal(_) => AwsError::internal(error.to_string()),
     }
 }
@@ -144,8 +149,13 @@ mod tests {
     use crate::Pipeline;
 
     async fn app(dir: &std::path::Path) -> (Router, Storage) {
+        app_with(dir, StorageConfig::default().max_head_bytes).await
+    }
+
+    async fn app_with(dir: &std::path::Path, max_head_bytes: u64) -> (Router, Storage) {
         let config = StorageConfig {
             data_dir: dir.to_path_buf(),
+            max_head_bytes,
             ..Default::default()
         };
         let (storage, _) = Storage::open(config, local_store(dir).unwrap())
@@ -209,6 +219,36 @@ mod tests {
             "{codes:?}"
         );
         assert_eq!(storage.stats().appended_spans, 1);
+    }
+
+    #[tokio::test]
+    async fn over_the_memory_limit_segments_are_throttled_until_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        // One byte: the first accepted segment fills the head.
+        let (app, storage) = app_with(dir.path(), 1).await;
+        let segment = |id: &str| {
+            serde_json::json!({"TraceSegmentDocuments": [format!(
+                r#"{{"id":"{id}","name":"shop","trace_id":"1-581cf771-a006649127e371903a2de979","start_time":1764424242.1,"end_time":1764424242.2}}"#
+            )]})
+            .to_string()
+        };
+        let (status, _, _) = post_json(&app, "/TraceSegments", &segment("70de5b6f19ff9a0a")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, headers, body) =
+            post_json(&app, "/TraceSegments", &segment("70de5b6f19ff9a0b")).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(headers["x-amzn-errortype"], "ThrottledException");
+        assert!(
+            body["message"].as_str().unwrap().contains("retry later"),
+            "{body}"
+        );
+        assert_eq!(storage.stats().appended_spans, 1);
+        assert!(storage.stats().refused_appends >= 1);
+        // Once flushed, the head has room again.
+        storage.flush().await.unwrap();
+        let (status, _, _) = post_json(&app, "/TraceSegments", &segment("70de5b6f19ff9a0b")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(storage.stats().appended_spans, 2);
     }
 
     #[tokio::test]
