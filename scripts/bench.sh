@@ -131,8 +131,10 @@ stop_server
 echo '{}' > "$WORK/lookup.json"
 if [[ "$LOOKUP_SPANS" -gt 0 ]]; then
   start_server "$WORK/lookup" --compaction-interval 10s --compaction-delete-delay 0s
+  # --retry: refused requests (the server sheds load past flush.max_head_bytes)
+  # are resent, so all M spans are stored.
   "$BIN" loadgen --protocol otlp-grpc --endpoint "$GRPC" --spans "$LOOKUP_SPANS" --connections 8 --batch 1000 \
-    --json | tail -1 > /dev/null
+    --retry --json | tail -1 > /dev/null
   sleep 5  # the last flush
   wait_compacted 25
   lookup_blocks=$(metric tracelake_storage_blocks)

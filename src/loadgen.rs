@@ -12,8 +12,10 @@
 //! - `sent`: spans in requests sent; `acked`: spans the collector accepted
 //!   (OTLP: the request succeeded, minus `partial_success.rejected_spans`);
 //!   `rejected`: refused spans (partial success, or an error answer such as
-//!   429 / `RESOURCE_EXHAUSTED`); X-Ray UDP has no acknowledgement, so
-//!   only `sent` counts there (tracelake's `/metrics` has what it accepted);
+//!   429 / `RESOURCE_EXHAUSTED`; with `--retry`, overload and
+//!   unavailability answers are resent after a backoff instead and counted
+//!   in `retried_requests`); X-Ray UDP has no acknowledgement, so only
+//!   `sent` counts there (tracelake's `/metrics` has what it accepted);
 //! - the achieved rate, and the latency of acknowledgements (p50, p99,
 //!   max) per request;
 //! - `otlp_protobuf_bytes`: the OTLP protobuf size of everything generated
@@ -59,7 +61,17 @@ pub(crate) struct LoadgenOptions {
     pub(crate) batch: usize,
     pub(crate) json: bool,
     pub(crate) tenant: Option<String>,
+    /// Resend a request refused as overload or unavailability (gRPC
+    /// `RESOURCE_EXHAUSTED`/`UNAVAILABLE`, HTTP 429/503) after a backoff,
+    /// as OTLP exporters do, instead of counting its spans rejected.
+    pub(crate) retry: bool,
 }
+
+/// A failed request: its message, and whether a client should retry it.
+type SendError = (String, bool);
+
+/// Sends of one request with `retry` (backoff 100 ms doubling to 2 s).
+const MAX_ATTEMPTS: u32 = 30;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -71,6 +83,8 @@ struct Counters {
     rejected: AtomicU64,
     requests: AtomicU64,
     failed_requests: AtomicU64,
+    /// Requests resent after a retryable refusal (`retry`).
+    retries: AtomicU64,
 }
 
 /// A token bucket of spans shared by the workers.
@@ -173,7 +187,7 @@ impl Sender {
         &mut self,
         request: ExportTraceServiceRequest,
         tenant: Option<&str>,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<(u64, u64), SendError> {
         let spans = span_count(&request);
         match self {
             Self::Grpc(client) => {
@@ -183,10 +197,13 @@ impl Sender {
                 {
                     message.metadata_mut().insert("x-scope-orgid", value);
                 }
-                let response = client
-                    .export(message)
-                    .await
-                    .map_err(|status| status.code().to_string())?;
+                let response = client.export(message).await.map_err(|status| {
+                    let retryable = matches!(
+                        status.code(),
+                        tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+                    );
+                    (status.code().to_string(), retryable)
+                })?;
                 let rejected = response
                     .into_inner()
                     .partial_success
@@ -201,11 +218,18 @@ impl Sender {
                 if let Some(tenant) = tenant {
                     builder = builder.header("X-Scope-OrgID", tenant);
                 }
-                let response = builder.send().await.map_err(|error| error.to_string())?;
+                let response = builder
+                    .send()
+                    .await
+                    .map_err(|error| (error.to_string(), false))?;
                 if !response.status().is_success() {
-                    return Err(response.status().to_string());
+                    let retryable = matches!(response.status().as_u16(), 429 | 503);
+                    return Err((response.status().to_string(), retryable));
                 }
-                let body = response.bytes().await.map_err(|error| error.to_string())?;
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|error| (error.to_string(), false))?;
                 let rejected = ExportTraceServiceResponse::decode(body)
                     .ok()
                     .and_then(|response| response.partial_success)
@@ -221,11 +245,11 @@ impl Sender {
                     datagram.clear();
                     datagram.extend_from_slice(DAEMON_HEADER);
                     serde_json::to_writer(&mut datagram, &document)
-                        .map_err(|error| error.to_string())?;
+                        .map_err(|error| (error.to_string(), false))?;
                     socket
                         .send_to(&datagram, *target)
                         .await
-                        .map_err(|error| error.to_string())?;
+                        .map_err(|error| (error.to_string(), false))?;
                 }
                 // No acknowledgement over UDP.
                 Ok((0, 0))
@@ -292,17 +316,36 @@ pub(crate) async fn loadgen(options: LoadgenOptions) -> anyhow::Result<()> {
                 if let Some(pacer) = &pacer {
                     pacer.take(spans as f64).await;
                 }
-                let sent_at = Instant::now();
-                let outcome = sender.send(request, options.tenant.as_deref()).await;
-                let micros = sent_at.elapsed().as_micros() as u64;
-                counters.requests.fetch_add(1, Ordering::Relaxed);
+                let mut backoff = Duration::from_millis(100);
+                let mut attempts = 1;
+                let mut request = request;
+                let (outcome, micros) = loop {
+                    // A copy to resend only when retrying is on.
+                    let kept = options.retry.then(|| request.clone());
+                    let sent_at = Instant::now();
+                    let outcome = sender.send(request, options.tenant.as_deref()).await;
+                    let micros = sent_at.elapsed().as_micros() as u64;
+                    counters.requests.fetch_add(1, Ordering::Relaxed);
+                    match (outcome, kept) {
+                        // Up to MAX_ATTEMPTS, even once the run is ending:
+                        // an exporter's queue is drained on shutdown too.
+                        (Err((_, true)), Some(kept)) if attempts < MAX_ATTEMPTS => {
+                            attempts += 1;
+                            counters.retries.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            request = kept;
+                        }
+                        (outcome, _) => break (outcome, micros),
+                    }
+                };
                 match outcome {
                     Ok((acked, rejected)) => {
                         counters.acked.fetch_add(acked, Ordering::Relaxed);
                         counters.rejected.fetch_add(rejected, Ordering::Relaxed);
                         let _ = latencies.lock().record(micros.max(1));
                     }
-                    Err(error) => {
+                    Err((error, _)) => {
                         counters.failed_requests.fetch_add(1, Ordering::Relaxed);
                         counters.rejected.fetch_add(spans, Ordering::Relaxed);
                         let mut errors = errors.lock();
@@ -376,6 +419,7 @@ pub(crate) async fn loadgen(options: LoadgenOptions) -> anyhow::Result<()> {
             "rejected_spans": rejected,
             "requests": counters.requests.load(Ordering::Relaxed),
             "failed_requests": counters.failed_requests.load(Ordering::Relaxed),
+            "retried_requests": counters.retries.load(Ordering::Relaxed),
             "elapsed_s": elapsed,
             "rate_spans_per_s": sent as f64 / elapsed,
             "ack_latency_ms": {

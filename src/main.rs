@@ -107,6 +107,10 @@ struct LoadgenArgs {
     /// End with one JSON summary line on stdout.
     #[arg(long)]
     json: bool,
+    /// Resend requests refused as overload or unavailability (RESOURCE_EXHAUSTED,
+    /// UNAVAILABLE, HTTP 429/503) after a backoff, as OTLP exporters do.
+    #[arg(long)]
+    retry: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,6 +225,7 @@ fn main() -> anyhow::Result<()> {
                 batch: args.batch,
                 json: args.json,
                 tenant: args.tenant,
+                retry: args.retry,
             }))
         }
         Command::Import(args) => {

@@ -164,3 +164,91 @@ async fn loadgen_sends_what_the_server_stores() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("connecting to 127.0.0.1:1"));
 }
+
+/// A server whose head holds about two requests: past that it sheds load
+/// until the flusher (every 250 ms) has written the head.
+fn shedding_server(dir: &std::path::Path) -> crate::server::TestServer {
+    TestServerBuilder::new(dir)
+        .arg("--flush-max-bytes")
+        .arg("1000000")
+        .arg("--flush-max-head-bytes")
+        .arg("2000000")
+        .spawn()
+}
+
+fn overload_args(protocol: &str, endpoint: String, retry: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--protocol",
+        protocol,
+        "--endpoint",
+        &endpoint,
+        "--spans",
+        "20000",
+        "--batch",
+        "1000",
+        "--connections",
+        "4",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    if retry {
+        args.push("--retry".into());
+    }
+    args
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overloaded_server_refuses_with_retryable_codes_and_keeps_what_it_acked() {
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            loadgen(&args)
+        })
+    };
+    for protocol in ["otlp-grpc", "otlp-http"] {
+        // Without retries: refused requests are counted, and exactly the
+        // acked spans are stored.
+        let dir = tempfile::tempdir().unwrap();
+        let server = shedding_server(dir.path());
+        let endpoint = match protocol {
+            "otlp-grpc" => server.otlp_grpc.to_string(),
+            _ => server.otlp_http.to_string(),
+        };
+        let (ok, summary, stderr) = run(overload_args(protocol, endpoint.clone(), false))
+            .await
+            .unwrap();
+        assert!(ok, "{stderr}");
+        let sent = summary["sent_spans"].as_u64().unwrap();
+        let acked = summary["acked_spans"].as_u64().unwrap();
+        let rejected = summary["rejected_spans"].as_u64().unwrap();
+        assert!(rejected > 0, "{protocol}: nothing was shed: {summary}");
+        assert_eq!(acked + rejected, sent, "{summary}");
+        assert_eq!(stored(&server.http_url()).await, acked, "{protocol}");
+        let metrics = reqwest::get(format!("{}/metrics", server.http_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            !metrics.contains("tracelake_storage_refused_appends_total 0\n"),
+            "refusals not counted"
+        );
+
+        // With retries, as an OTLP exporter does: everything is stored.
+        let (ok, summary, stderr) = run(overload_args(protocol, endpoint, true)).await.unwrap();
+        assert!(ok, "{stderr}");
+        let sent_again = summary["sent_spans"].as_u64().unwrap();
+        assert_eq!(
+            summary["acked_spans"].as_u64(),
+            Some(sent_again),
+            "{summary}"
+        );
+        assert!(
+            summary["retried_requests"].as_u64().unwrap() > 0,
+            "{summary}"
+        );
+        assert_eq!(stored(&server.http_url()).await, acked + sent_again);
+    }
+}
