@@ -173,19 +173,6 @@ async fn torn_wal_tail_is_truncated_and_start_up_succeeds() {
     );
 }
 
-/// The value of an unlabelled metric on the server's `/metrics`.
-async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", server.http_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-}
-
 fn parquet_files(dir: &std::path::Path) -> usize {
     let mut count = 0;
     let mut stack = vec![dir.join("tenants")];
@@ -223,12 +210,17 @@ async fn compaction_merges_flushed_blocks_and_every_trace_stays_found() {
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     let mut waited = Duration::ZERO;
-    while metric(&server, "tracelake_storage_blocks").await != 1.0 {
+    while server.metric("tracelake_storage_blocks").await != 1.0 {
         assert!(waited < Duration::from_secs(30), "blocks were not merged");
         tokio::time::sleep(Duration::from_millis(200)).await;
         waited += Duration::from_millis(200);
     }
-    assert!(metric(&server, "tracelake_storage_compacted_blocks_total").await >= 2.0);
+    assert!(
+        server
+            .metric("tracelake_storage_compacted_blocks_total")
+            .await
+            >= 2.0
+    );
     assert_eq!(parquet_files(dir.path()), 1, "merged sources not deleted");
 
     let http = reqwest::Client::new();
@@ -240,7 +232,7 @@ async fn compaction_merges_flushed_blocks_and_every_trace_stays_found() {
     }
     server.kill9();
     let server = TestServerBuilder::new(dir.path()).spawn();
-    assert_eq!(metric(&server, "tracelake_storage_blocks").await, 1.0);
+    assert_eq!(server.metric("tracelake_storage_blocks").await, 1.0);
     let trace = fetch_trace(&http, &server.http_url(), &trace_id(3)).await;
     assert_eq!(spans_of(&trace.unwrap()).len() as u64, SPANS_PER_TRACE);
 }

@@ -153,6 +153,19 @@ impl TestServer {
         format!("http://{}", self.otlp_grpc)
     }
 
+    /// The value of an unlabelled metric on `/metrics`.
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.http_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
     /// SIGKILL: no flush, no goodbye.
     pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
