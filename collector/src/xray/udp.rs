@@ -24,6 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::{RejectReason, XrayIngest};
+use crate::IngestError;
 
 /// A datagram can be at most this large (IPv4 UDP payload limit is 65,507).
 pub const MAX_DATAGRAM_BYTES: usize = 64 * 1024;
@@ -114,6 +115,9 @@ pub struct UdpStats {
     pub spans_accepted: AtomicU64,
     /// Batches that storage could not take (every datagram in them lost).
     pub storage_failures: AtomicU64,
+    /// Datagrams in batches refused because storage was over its memory
+    /// limit (load shed; also counted in `storage_failures`).
+    pub datagrams_shed: AtomicU64,
 }
 
 impl UdpStats {
@@ -206,6 +210,11 @@ impl UdpStats {
             "tracelake_xray_udp_storage_failures_total",
             "Batches of X-Ray datagrams storage could not take.",
             &plain(load(&self.storage_failures)),
+        );
+        counter(
+            "tracelake_xray_udp_datagrams_shed_total",
+            "X-Ray datagrams dropped because storage was over its memory limit.",
+            &plain(load(&self.datagrams_shed)),
         );
     }
 }
@@ -316,6 +325,14 @@ async fn decode_worker(
                     stats.count_document_error(unprocessed.error_code);
                     tracing::debug!(id = %unprocessed.id, reason = %unprocessed.message, "x-ray udp document refused");
                 }
+            }
+            Err(IngestError::Overloaded(error)) => {
+                // Sustained under overload: counted, not logged per batch.
+                stats.storage_failures.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .datagrams_shed
+                    .fetch_add(datagrams.len() as u64, Ordering::Relaxed);
+                tracing::debug!(%error, datagrams = datagrams.len(), "x-ray udp batch shed");
             }
             Err(error) => {
                 stats.storage_failures.fetch_add(1, Ordering::Relaxed);
