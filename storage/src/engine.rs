@@ -125,6 +125,23 @@ fn elapsed_ns(started: std::time::Instant) -> i64 {
     i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// Runs `work` at each tick of `interval` until `shutdown` resolves; ticks
+/// missed while `work` runs are not made up.
+async fn run_every<F: std::future::Future<Output = ()>>(
+    mut interval: tokio::time::Interval,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut work: impl FnMut() -> F,
+) {
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = interval.tick() => work().await,
+        }
+    }
+}
+
 /// The embedded default store: the local data directory.
 pub fn local_store(data_dir: &FsPath) -> Result<Arc<dyn ObjectStore>> {
     std::fs::create_dir_all(data_dir).map_err(|source| StorageError::WalIo {
@@ -321,20 +338,13 @@ impl Storage {
         tick: Duration,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = interval.tick() => {
-                    if self.flush_due() {
-                        // Errors are logged and counted; the next tick retries.
-                        let _ = self.flush().await;
-                    }
-                }
+        run_every(tokio::time::interval(tick), shutdown, || async {
+            if self.flush_due() {
+                // Errors are logged and counted; the next tick retries.
+                let _ = self.flush().await;
             }
-        }
+        })
+        .await;
     }
 
     /// Merges small blocks ([`crate::compact`]) and deletes the sources of
@@ -405,26 +415,19 @@ impl Storage {
         }
     }
 
-    /// Compacts every `config.compaction_interval` (never when zero) until
-    /// `shutdown` resolves.
+    /// Compacts every `config.compaction_interval` (never when zero), the
+    /// first time one interval after start, until `shutdown` resolves.
     pub async fn run_compactor(&self, shutdown: impl std::future::Future<Output = ()>) {
         let every = self.inner.config.compaction_interval;
         if every.is_zero() {
             return;
         }
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = interval.tick() => {
-                    // Errors are logged and counted; the next tick retries.
-                    let _ = self.compact().await;
-                }
-            }
-        }
+        let first = tokio::time::Instant::now() + every;
+        run_every(tokio::time::interval_at(first, every), shutdown, || async {
+            // Errors are logged and counted; the next tick retries.
+            let _ = self.compact().await;
+        })
+        .await;
     }
 
     /// Refuses new appends and flushes the head to blocks.

@@ -24,6 +24,8 @@ pub struct HeadBatch {
     pub batch: RecordBatch,
     pub min_start_ns: i64,
     pub max_end_ns: i64,
+    /// Arrow memory of `batch`, what the head's limits count.
+    pub bytes: usize,
     trace_filter: TraceIdFilter,
 }
 
@@ -54,6 +56,7 @@ impl HeadBatch {
         }
         Self {
             tenant: Arc::from(tenant),
+            bytes: batch.get_array_memory_size(),
             batch,
             min_start_ns,
             max_end_ns,
@@ -102,7 +105,7 @@ pub struct Head {
 impl Head {
     pub fn insert(&self, batch: HeadBatch) {
         let mut state = self.state.write();
-        state.active_bytes += batch.batch.get_array_memory_size();
+        state.active_bytes += batch.bytes;
         state.oldest_active.get_or_insert_with(Instant::now);
         state.active.push(batch);
     }
@@ -123,11 +126,7 @@ impl Head {
     pub fn remove_sealed(&self, count: usize) {
         let mut state = self.state.write();
         let count = count.min(state.sealed.len());
-        let removed: usize = state
-            .sealed
-            .drain(..count)
-            .map(|batch| batch.batch.get_array_memory_size())
-            .sum();
+        let removed: usize = state.sealed.drain(..count).map(|batch| batch.bytes).sum();
         state.sealed_bytes = state.sealed_bytes.saturating_sub(removed);
     }
 
