@@ -52,6 +52,11 @@ fn summarize(map: &Value) -> (BTreeSet<NodeKey>, BTreeSet<EdgeKey>) {
     (node_set, edge_set)
 }
 
+/// GET `url` and its JSON body.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 fn total(map: &Value, field: &str) -> i64 {
     let nodes = map["nodes"]
         .as_array()
@@ -120,14 +125,7 @@ async fn demo_traffic_builds_the_expected_service_map_and_traces() {
     ];
     let deadline = Instant::now() + Duration::from_secs(100);
     let map = loop {
-        let map: Value = client
-            .get(format!("{base}/v1/service-map"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let map: Value = get_json(&client, format!("{base}/v1/service-map")).await;
         let (nodes, edges) = summarize(&map);
         let complete = expected_nodes
             .iter()
@@ -157,7 +155,7 @@ async fn demo_traffic_builds_the_expected_service_map_and_traces() {
         let url = format!("{base}/api/search?q={}&limit=5", url_encode(query));
         let client = client.clone();
         async move {
-            let body: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            let body = get_json(&client, url).await;
             body["traces"].as_array().cloned().unwrap_or_default()
         }
     };
@@ -185,14 +183,7 @@ async fn demo_traffic_builds_the_expected_service_map_and_traces() {
         .and_then(|trace| trace["traceID"].as_str())
         .expect("a trace from the gateway to the consumer")
         .to_string();
-    let trace: Value = client
-        .get(format!("{base}/api/v2/traces/{trace_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let trace: Value = get_json(&client, format!("{base}/api/v2/traces/{trace_id}")).await;
     let mut services = BTreeSet::new();
     let mut names = BTreeSet::new();
     for resource in trace["trace"]["resourceSpans"].as_array().unwrap() {
@@ -244,14 +235,7 @@ async fn executions(
     client: &reqwest::Client,
     workflows: std::net::SocketAddr,
 ) -> Vec<(String, String)> {
-    let body: Value = client
-        .get(format!("http://{workflows}/executions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(client, format!("http://{workflows}/executions")).await;
     body["executions"]
         .as_array()
         .unwrap()
@@ -318,14 +302,11 @@ async fn workflow_executions_resume_after_the_process_is_killed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for id in &running {
-        let history: Value = client
-            .get(format!("http://{workflows}/executions/{id}/history"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let history: Value = get_json(
+            &client,
+            format!("http://{workflows}/executions/{id}/history"),
+        )
+        .await;
         let events = history["events"].as_array().unwrap();
         let resumed = events
             .iter()
