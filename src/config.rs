@@ -23,6 +23,7 @@ pub(crate) struct Config {
     pub(crate) wal: WalConfig,
     pub(crate) flush: FlushConfig,
     pub(crate) compaction: CompactionConfig,
+    pub(crate) memory: MemoryConfig,
     pub(crate) otlp: OtlpConfig,
     pub(crate) xray: XrayConfig,
     pub(crate) sampling: SamplingConfig,
@@ -111,6 +112,24 @@ pub(crate) struct CompactionConfig {
     /// How long merged blocks' sources stay for queries already reading them.
     #[serde(with = "humantime_serde")]
     pub(crate) delete_delay: Duration,
+}
+
+/// The process memory limiter (the storage crate's `memory` module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MemoryConfig {
+    /// Resident memory the server keeps under: from 80% of it, spans are
+    /// refused (RESOURCE_EXHAUSTED / 429 / ThrottledException) and the head
+    /// is flushed early. 0 turns the limiter off.
+    pub(crate) limit_bytes: u64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            limit_bytes: StorageConfig::default().memory_limit_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +248,7 @@ impl Default for Config {
                 max_block_spans: storage.compaction_max_block_spans,
                 delete_delay: storage.compaction_delete_delay,
             },
+            memory: MemoryConfig::default(),
             otlp: OtlpConfig {
                 max_message_bytes: tracelake_collector::OtlpLimits::default().max_message_bytes,
             },
@@ -321,6 +341,9 @@ pub(crate) struct Overrides {
     /// How long merged blocks' sources stay readable before they are deleted.
     #[arg(long, env = "TRACELAKE_COMPACTION_DELETE_DELAY")]
     compaction_delete_delay: Option<humantime::Duration>,
+    /// Resident memory to stay under (spans are refused from 80% of it); 0: no limit.
+    #[arg(long, env = "TRACELAKE_MEMORY_LIMIT_BYTES")]
+    memory_limit_bytes: Option<u64>,
     /// Largest OTLP message or body accepted, in bytes.
     #[arg(long, env = "TRACELAKE_OTLP_MAX_MESSAGE_BYTES")]
     otlp_max_message_bytes: Option<usize>,
@@ -376,6 +399,9 @@ impl Config {
         if let Some(delay) = overrides.compaction_delete_delay {
             config.compaction.delete_delay = delay.into();
         }
+        if let Some(limit) = overrides.memory_limit_bytes {
+            config.memory.limit_bytes = limit;
+        }
         if let Some(max_message_bytes) = overrides.otlp_max_message_bytes {
             config.otlp.max_message_bytes = max_message_bytes;
         }
@@ -401,6 +427,13 @@ impl Config {
                 "flush.max_head_bytes ({}) must be at least flush.max_bytes ({}): the head fills to max_bytes before a flush starts",
                 self.flush.max_head_bytes,
                 self.flush.max_bytes
+            );
+        }
+        if self.memory.limit_bytes != 0 && self.memory.limit_bytes < 2 * self.flush.max_head_bytes {
+            bail!(
+                "memory.limit_bytes ({}) must be 0 (off) or at least twice flush.max_head_bytes ({}): a full head is flushed while new spans arrive",
+                self.memory.limit_bytes,
+                self.flush.max_head_bytes
             );
         }
         if self.flush.row_group_rows == 0 {
@@ -439,6 +472,7 @@ impl Config {
             wal_segment_bytes: self.wal.segment_bytes,
             flush_max_bytes: self.flush.max_bytes,
             max_head_bytes: self.flush.max_head_bytes,
+            memory_limit_bytes: self.memory.limit_bytes,
             flush_max_age: self.flush.max_age,
             row_group_rows: self.flush.row_group_rows,
             compaction_interval: self.compaction.interval,

@@ -135,7 +135,7 @@ fn render(
         ),
         (
             "tracelake_storage_refused_appends_total",
-            "Appends refused because the head was over flush.max_head_bytes.",
+            "Appends refused because the head was over flush.max_head_bytes or the process over memory.limit_bytes' soft limit.",
             stats.refused_appends,
         ),
         (
@@ -167,6 +167,16 @@ fn render(
             "tracelake_storage_head_sealed_bytes",
             "Arrow bytes of the head batches being flushed.",
             stats.head.sealed_bytes as u64,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "Resident memory of the process, as the memory limiter samples it.",
+            stats.resident_bytes,
+        ),
+        (
+            "tracelake_memory_limit_bytes",
+            "memory.limit_bytes (0: off); appends are refused from 80% of it.",
+            stats.memory_limit_bytes,
         ),
     ];
     for (name, help, value) in gauges {

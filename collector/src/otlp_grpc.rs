@@ -132,7 +132,8 @@ mod tests {
     #[test]
     fn overload_is_resource_exhausted_and_unavailability_unavailable() {
         let overloaded = IngestError::from_append(tracelake_storage::StorageError::Overloaded {
-            head_bytes: 10,
+            what: "spans waiting for a flush",
+            used: 10,
             limit: 5,
         });
         let status = ingest_error_status(overloaded);

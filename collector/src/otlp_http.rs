@@ -349,7 +349,8 @@ mod tests {
     #[test]
     fn overload_is_429_with_retry_after() {
         let overloaded = IngestError::from_append(tracelake_storage::StorageError::Overloaded {
-            head_bytes: 10,
+            what: "spans waiting for a flush",
+            used: 10,
             limit: 5,
         });
         let response = ingest_error(overloaded, Encoding::Json).into_response();

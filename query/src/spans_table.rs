@@ -103,11 +103,18 @@ impl TableProvider for SpansTable {
             )?);
         }
         if !snapshot.head.is_empty() {
-            let partitions = vec![snapshot.head.clone()];
+            // Head rows come out already projected: a column the query does
+            // not read (shared resource attributes) is never materialized.
+            let projection_slice = projection.map(Vec::as_slice);
+            let batches = snapshot
+                .head
+                .iter()
+                .map(|rows| rows.project(projection_slice))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
             inputs.push(MemorySourceConfig::try_new_exec(
-                &partitions,
-                Arc::clone(&schema),
-                projection.cloned(),
+                &[batches],
+                project_schema(&schema, projection)?,
+                None,
             )?);
         }
         let input: Arc<dyn ExecutionPlan> = if inputs.is_empty() {

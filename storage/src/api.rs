@@ -95,7 +95,7 @@ pub struct SpanSnapshot {
     /// Blocks that may hold matching spans.
     pub blocks: Vec<BlockRef>,
     /// Head (not yet flushed) batches that may hold matching spans.
-    pub head: Vec<RecordBatch>,
+    pub head: Vec<crate::head::HeadRows>,
     /// Blocks of the tenant before pruning (for `EXPLAIN` and metrics).
     pub total_blocks: usize,
     /// Head batches of the tenant before pruning.

@@ -57,6 +57,8 @@ pub struct StorageConfig {
     /// arrive faster than flushes write them, clients are told to retry
     /// instead of memory growing without bound.
     pub max_head_bytes: u64,
+    /// Process memory limit in bytes ([`crate::memory`]); 0 turns it off.
+    pub memory_limit_bytes: u64,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
     /// How often small blocks are merged ([`crate::compact`]); zero: never.
@@ -81,6 +83,7 @@ impl Default for StorageConfig {
             flush_max_bytes: 256 * 1024 * 1024,
             flush_max_age: Duration::from_secs(5 * 60),
             max_head_bytes: 512 * 1024 * 1024,
+            memory_limit_bytes: 2 * 1024 * 1024 * 1024,
             row_group_rows: 64 * 1024,
             compaction_interval: Duration::from_secs(60),
             compaction_max_block_spans: 1_000_000,

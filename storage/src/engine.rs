@@ -34,7 +34,8 @@ use crate::block::{encode_block, put_block, split_by_hour};
 use crate::catalog::{Catalog, CatalogLoadStats};
 use crate::compact::{self, CompactionStats};
 use crate::derived::{DerivedCatalog, DerivedTable, LatencyHistogram};
-use crate::head::{Head, HeadBatch, HeadStats};
+use crate::head::{Head, HeadBatch, HeadRows, HeadStats};
+use crate::memory::MemoryLimiter;
 use crate::schema::span_schema;
 use crate::wal::{ReplayStats, Wal, encode_payload};
 use crate::{
@@ -85,8 +86,12 @@ pub struct StorageStats {
     /// Blocks merged away by compaction.
     pub compacted_blocks: u64,
     pub compaction_failures: u64,
-    /// Appends refused over `max_head_bytes`.
+    /// Appends refused over `max_head_bytes` or the memory limit.
     pub refused_appends: u64,
+    /// The process's resident memory, as the memory limiter last saw it.
+    pub resident_bytes: u64,
+    /// `memory_limit_bytes`; 0 when off.
+    pub memory_limit_bytes: u64,
     pub blocks: usize,
     pub head: HeadStats,
     pub wal_latency: LatencyHistogram,
@@ -115,11 +120,16 @@ struct Inner {
     view: parking_lot::RwLock<()>,
     closed: AtomicBool,
     counters: Counters,
+    memory: MemoryLimiter,
     /// Held open while the engine lives: an exclusive lock on
     /// `wal/LOCK`, so a second server or `tracelake import` on the same
     /// data dir is refused instead of interleaving WAL segments.
     _lock: std::fs::File,
 }
+
+/// Over the memory limit, the head is flushed once it holds this fraction
+/// of `flush_max_bytes`: enough to free memory, not a block per tick.
+const MEMORY_FLUSH_FRACTION: u64 = 8;
 
 fn elapsed_ns(started: std::time::Instant) -> i64 {
     i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX)
@@ -198,6 +208,7 @@ impl Storage {
         for record in records {
             head.insert(HeadBatch::new(&record.tenant, record.batch));
         }
+        let memory_limit = config.memory_limit_bytes;
         let storage = Self {
             inner: Arc::new(Inner {
                 config,
@@ -213,6 +224,7 @@ impl Storage {
                 view: parking_lot::RwLock::new(()),
                 closed: AtomicBool::new(false),
                 counters: Counters::default(),
+                memory: MemoryLimiter::new(memory_limit),
                 _lock: lock,
             }),
         };
@@ -289,14 +301,18 @@ impl Storage {
         let mut metas = Vec::new();
         let mut stats = FlushStats::default();
         for tenant in tenants {
-            let batches: Vec<RecordBatch> = sealed
+            let batches: Vec<HeadRows> = sealed
                 .iter()
                 .filter(|batch| batch.tenant == tenant)
-                .map(|batch| batch.batch.clone())
+                .map(|batch| batch.rows.clone())
                 .collect();
             let row_group_rows = self.inner.config.row_group_rows;
             let tenant_for_encode = tenant.clone();
             let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+                let batches = batches
+                    .iter()
+                    .map(HeadRows::to_batch)
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
                 let mut blocks = Vec::new();
                 for (hour, batch) in split_by_hour(&batches)? {
                     blocks.push(encode_block(
@@ -321,7 +337,8 @@ impl Storage {
         Ok((metas, stats))
     }
 
-    /// Whether the head is due for a flush by size or age.
+    /// Whether the head is due for a flush by size or age, or early because
+    /// the process is over its memory limit's soft limit.
     pub fn flush_due(&self) -> bool {
         let head = self.inner.head.stats();
         let config = &self.inner.config;
@@ -330,6 +347,8 @@ impl Storage {
             || head
                 .oldest_active
                 .is_some_and(|oldest| oldest.elapsed() >= config.flush_max_age)
+            || (self.inner.memory.over_soft_limit().is_some()
+                && head.active_bytes as u64 >= config.flush_max_bytes / MEMORY_FLUSH_FRACTION)
     }
 
     /// Flushes whenever due, checking every `tick`, until `shutdown` resolves.
@@ -339,6 +358,11 @@ impl Storage {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         run_every(tokio::time::interval(tick), shutdown, || async {
+            if self.inner.memory.over_soft_limit().is_some() {
+                let inner = Arc::clone(&self.inner);
+                let _ =
+                    tokio::task::spawn_blocking(move || inner.memory.release_free_memory()).await;
+            }
             if self.flush_due() {
                 // Errors are logged and counted; the next tick retries.
                 let _ = self.flush().await;
@@ -449,6 +473,8 @@ impl Storage {
             compacted_blocks: counters.compacted_blocks.load(Ordering::Relaxed),
             compaction_failures: counters.compaction_failures.load(Ordering::Relaxed),
             refused_appends: counters.refused_appends.load(Ordering::Relaxed),
+            resident_bytes: self.inner.memory.resident(),
+            memory_limit_bytes: self.inner.memory.limit(),
             blocks: self.inner.catalog.all().len(),
             head: self.inner.head.stats(),
             wal_latency: counters.wal_latency.lock().clone(),
@@ -498,17 +524,35 @@ impl DerivedWriter for Storage {
 #[async_trait]
 impl SpanWriter for Storage {
     fn check_capacity(&self) -> Result<()> {
-        let head = self.inner.head.stats();
+        let inner = &self.inner;
+        let head = inner.head.stats();
         let head_bytes = (head.active_bytes + head.sealed_bytes) as u64;
-        let limit = self.inner.config.max_head_bytes;
-        if head_bytes >= limit {
-            self.inner
-                .counters
-                .refused_appends
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(StorageError::Overloaded { head_bytes, limit });
+        let refusal = if head_bytes >= inner.config.max_head_bytes {
+            Some(StorageError::Overloaded {
+                what: "spans waiting for a flush (flush.max_head_bytes)",
+                used: head_bytes,
+                limit: inner.config.max_head_bytes,
+            })
+        } else {
+            inner
+                .memory
+                .over_soft_limit()
+                .map(|resident| StorageError::Overloaded {
+                    what: "process memory (memory.limit_bytes, less 20% for requests in flight)",
+                    used: resident,
+                    limit: inner.memory.soft_limit(),
+                })
+        };
+        match refusal {
+            Some(refusal) => {
+                inner
+                    .counters
+                    .refused_appends
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(refusal)
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn append(&self, tenant: &str, batch: RecordBatch) -> Result<()> {

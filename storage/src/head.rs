@@ -8,20 +8,148 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::{max, min};
-use datafusion::arrow::datatypes::TimestampNanosecondType;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, MapArray, RecordBatch, UInt32Array, new_empty_array,
+};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::compute::{max, min, take};
+use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType};
+use datafusion::arrow::error::ArrowError;
 use parking_lot::RwLock;
 
 use crate::bloom::TraceIdFilter;
+use crate::otlp::attributes::MapRowComparator;
 use crate::schema::col;
 use crate::{SpanFilter, TraceId};
+
+/// Span rows as the head holds them: each distinct `resource_attributes`
+/// map is stored once.
+///
+/// Every span of a resource repeats its attributes (ten or so entries,
+/// ~700 bytes of Arrow per span on the reference workload, as much as the
+/// span's own attributes), so the head keeps the distinct maps and a row
+/// index into them and materializes the column only for a query that
+/// projects it and for the flush. Cloning is cheap (shared buffers).
+#[derive(Debug, Clone)]
+pub struct HeadRows {
+    /// Span schema rows; when `resources` is set, `resource_attributes`
+    /// holds empty maps.
+    rows: RecordBatch,
+    resources: Option<SharedResources>,
+}
+
+#[derive(Debug, Clone)]
+struct SharedResources {
+    column: usize,
+    distinct: ArrayRef,
+    row_to_distinct: UInt32Array,
+}
+
+impl HeadRows {
+    /// Shares runs of equal adjacent resource maps (a request's spans come
+    /// grouped by resource). A batch without the column is kept as is.
+    pub fn new(batch: RecordBatch) -> Self {
+        let shared = batch
+            .schema()
+            .index_of(col::RESOURCE_ATTRIBUTES)
+            .ok()
+            .and_then(|column| share_runs(&batch, column));
+        match shared {
+            Some((rows, resources)) => Self {
+                rows,
+                resources: Some(resources),
+            },
+            None => Self {
+                rows: batch,
+                resources: None,
+            },
+        }
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.rows.num_rows()
+    }
+
+    /// Arrow memory held, shared maps counted once.
+    pub fn memory_size(&self) -> usize {
+        self.rows.get_array_memory_size()
+            + self.resources.as_ref().map_or(0, |shared| {
+                shared.distinct.get_array_memory_size()
+                    + shared.row_to_distinct.get_array_memory_size()
+            })
+    }
+
+    /// The rows with the columns of `projection` (all when `None`), in the
+    /// span schema's order for those columns.
+    pub fn project(&self, projection: Option<&[usize]>) -> Result<RecordBatch, ArrowError> {
+        let mut rows = self.rows.clone();
+        if let Some(shared) = &self.resources
+            && projection.is_none_or(|columns| columns.contains(&shared.column))
+        {
+            let mut columns = rows.columns().to_vec();
+            columns[shared.column] = take(&shared.distinct, &shared.row_to_distinct, None)?;
+            rows = RecordBatch::try_new(rows.schema(), columns)?;
+        }
+        match projection {
+            Some(columns) => rows.project(columns),
+            None => Ok(rows),
+        }
+    }
+
+    /// Every column, as stored in a block.
+    pub fn to_batch(&self) -> Result<RecordBatch, ArrowError> {
+        self.project(None)
+    }
+}
+
+/// Splits `column` (an attribute map) of `batch` into its distinct adjacent
+/// runs; `None` when nothing repeats or the column is not a map.
+fn share_runs(batch: &RecordBatch, column: usize) -> Option<(RecordBatch, SharedResources)> {
+    let map: &MapArray = batch.column(column).as_map_opt()?;
+    let comparator = MapRowComparator::new(map)?;
+    let mut firsts: Vec<u32> = Vec::new();
+    let mut row_to_distinct = Vec::with_capacity(map.len());
+    for row in 0..map.len() {
+        let run_start = firsts.last().copied();
+        if run_start.is_none_or(|first| !comparator.rows_equal(first as usize, row)) {
+            firsts.push(row as u32);
+        }
+        row_to_distinct.push(firsts.len() as u32 - 1);
+    }
+    if firsts.len() == map.len() {
+        return None;
+    }
+    let distinct = take(map, &UInt32Array::from(firsts), None).ok()?;
+    let DataType::Map(entries_field, _) = map.data_type() else {
+        return None;
+    };
+    let entries = new_empty_array(map.entries().data_type());
+    let empty = MapArray::try_new(
+        Arc::clone(entries_field),
+        OffsetBuffer::new_zeroed(map.len()),
+        entries.as_struct().clone(),
+        None,
+        false,
+    )
+    .ok()?;
+    let mut columns = batch.columns().to_vec();
+    columns[column] = Arc::new(empty);
+    let rows = RecordBatch::try_new(batch.schema(), columns).ok()?;
+    Some((
+        rows,
+        SharedResources {
+            column,
+            distinct,
+            row_to_distinct: UInt32Array::from(row_to_distinct),
+        },
+    ))
+}
 
 /// One appended batch with what pruning needs to know of it.
 #[derive(Debug, Clone)]
 pub struct HeadBatch {
     pub tenant: Arc<str>,
-    pub batch: RecordBatch,
+    pub rows: HeadRows,
     pub min_start_ns: i64,
     pub max_end_ns: i64,
     /// Arrow memory of `batch`, what the head's limits count.
@@ -54,10 +182,11 @@ impl HeadBatch {
                 }
             }
         }
+        let rows = HeadRows::new(batch);
         Self {
             tenant: Arc::from(tenant),
-            bytes: batch.get_array_memory_size(),
-            batch,
+            bytes: rows.memory_size(),
+            rows,
             min_start_ns,
             max_end_ns,
             trace_filter,
@@ -132,7 +261,7 @@ impl Head {
 
     /// The batches of `tenant` that may match `filter`, and how many
     /// batches the tenant has in the head.
-    pub fn snapshot(&self, tenant: &str, filter: &SpanFilter) -> (Vec<RecordBatch>, usize) {
+    pub fn snapshot(&self, tenant: &str, filter: &SpanFilter) -> (Vec<HeadRows>, usize) {
         let state = self.state.read();
         let mut total = 0;
         let mut matching = Vec::new();
@@ -142,7 +271,7 @@ impl Head {
             }
             total += 1;
             if head_batch.matches(tenant, filter) {
-                matching.push(head_batch.batch.clone());
+                matching.push(head_batch.rows.clone());
             }
         }
         (matching, total)
@@ -157,5 +286,54 @@ impl Head {
             sealed_bytes: state.sealed_bytes,
             oldest_active: state.oldest_active,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::resource_spans_to_batch;
+    use crate::workload::Workload;
+
+    fn workload_batch() -> RecordBatch {
+        let resource_spans = Workload::new(5, 1_767_225_600_000_000_000, 1_000_000).batch(2_000);
+        resource_spans_to_batch("t", &resource_spans)
+            .unwrap()
+            .batch
+            .unwrap()
+    }
+
+    #[test]
+    fn shared_resources_read_back_as_the_batch_they_came_from() {
+        let batch = workload_batch();
+        let rows = HeadRows::new(batch.clone());
+        assert!(rows.resources.is_some(), "the workload repeats resources");
+        assert!(rows.memory_size() < batch.get_array_memory_size() * 2 / 3);
+        assert_eq!(rows.to_batch().unwrap(), batch);
+
+        let resource = batch.schema().index_of(col::RESOURCE_ATTRIBUTES).unwrap();
+        let name = batch.schema().index_of(col::NAME).unwrap();
+        for projection in [vec![name], vec![resource, name], vec![resource]] {
+            assert_eq!(
+                rows.project(Some(&projection)).unwrap(),
+                batch.project(&projection).unwrap(),
+                "projection {projection:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn distinct_resources_are_kept_whole() {
+        // One span per resource: nothing to share, the batch stays as is.
+        let resource_spans: Vec<_> = (0..3)
+            .map(|seed| crate::testing::sample_resource_spans(seed, 1, 1_000 + seed))
+            .collect();
+        let batch = resource_spans_to_batch("t", &resource_spans)
+            .unwrap()
+            .batch
+            .unwrap();
+        let rows = HeadRows::new(batch.clone());
+        assert!(rows.resources.is_none());
+        assert_eq!(rows.to_batch().unwrap(), batch);
     }
 }

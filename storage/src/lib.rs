@@ -38,6 +38,7 @@ pub mod derived;
 pub mod engine;
 pub mod head;
 pub mod ids;
+pub mod memory;
 pub mod metrics;
 pub mod otlp;
 pub mod schema;
@@ -82,12 +83,16 @@ pub enum StorageError {
     InvalidTenant(String),
     #[error("storage is shutting down")]
     ShuttingDown,
-    /// The head holds `limit` bytes or more, waiting for flushes to catch
-    /// up: new spans are refused (retry later) rather than buffered.
-    #[error(
-        "over the memory limit: {head_bytes} bytes of spans wait for a flush (limit {limit}); retry later"
-    )]
-    Overloaded { head_bytes: u64, limit: u64 },
+    /// The head holds `max_head_bytes` or more, waiting for flushes to
+    /// catch up, or the process is over its memory limit
+    /// ([`crate::memory`]): new spans are refused (retry later) rather
+    /// than buffered.
+    #[error("over the limit of {what}: {used} bytes (limit {limit}); retry later")]
+    Overloaded {
+        what: &'static str,
+        used: u64,
+        limit: u64,
+    },
     #[error("data dir {0} is in use by another tracelake process")]
     Locked(std::path::PathBuf),
 }

@@ -406,8 +406,9 @@ async fn appends_over_the_head_limit_are_refused_until_a_flush() {
     let dir = tempfile::tempdir().unwrap();
     let one = batch(1, 10, T0);
     let config = StorageConfig {
-        // Room for one batch, not two.
-        max_head_bytes: one.get_array_memory_size() as u64 + 1,
+        // Room for one batch, not two (as the head counts them: resources
+        // shared).
+        max_head_bytes: tracelake_storage::head::HeadBatch::new("t1", one.clone()).bytes as u64 + 1,
         ..config(dir.path())
     };
     let (storage, _) = Storage::open(config, local_store(dir.path()).unwrap())

@@ -146,6 +146,49 @@ pub(crate) fn read_attributes(map: &MapArray, row: usize) -> Vec<KeyValue> {
         .collect()
 }
 
+/// Compares rows of one attribute map column by value, for sharing
+/// repeated rows (the head stores each distinct resource once).
+pub(crate) struct MapRowComparator<'a> {
+    map: &'a MapArray,
+    keys: &'a StringArray,
+    values: &'a StructArray,
+    reader: AnyValueReader<'a>,
+}
+
+impl<'a> MapRowComparator<'a> {
+    /// `None` when `map` does not have the attribute map layout.
+    pub(crate) fn new(map: &'a MapArray) -> Option<Self> {
+        let entries = map.entries();
+        let keys = entries.column(0).as_any().downcast_ref::<StringArray>()?;
+        let values = entries.column(1).as_any().downcast_ref::<StructArray>()?;
+        Some(Self {
+            map,
+            keys,
+            values,
+            reader: AnyValueReader::new(values)?,
+        })
+    }
+
+    /// Whether rows `a` and `b` hold the same entries in the same order.
+    pub(crate) fn rows_equal(&self, a: usize, b: usize) -> bool {
+        if self.map.is_null(a) != self.map.is_null(b) {
+            return false;
+        }
+        let offsets = self.map.value_offsets();
+        let (a_start, a_end) = (offsets[a] as usize, offsets[a + 1] as usize);
+        let (b_start, b_end) = (offsets[b] as usize, offsets[b + 1] as usize);
+        if a_end - a_start != b_end - b_start {
+            return false;
+        }
+        (0..a_end - a_start).all(|entry| {
+            let (a, b) = (a_start + entry, b_start + entry);
+            self.keys.value(a) == self.keys.value(b)
+                && self.values.is_valid(a) == self.values.is_valid(b)
+                && self.reader.values_equal(a, b)
+        })
+    }
+}
+
 struct AnyValueReader<'a> {
     str: &'a StringArray,
     int: &'a Int64Array,
@@ -166,6 +209,25 @@ impl<'a> AnyValueReader<'a> {
             bytes: child(values, any_value::BYTES)?,
             json: child(values, any_value::JSON)?,
         })
+    }
+
+    /// Whether entries `a` and `b` hold the same value (a NaN differs from
+    /// itself, which only costs sharing).
+    fn values_equal(&self, a: usize, b: usize) -> bool {
+        fn same<T: PartialEq>(
+            valid: impl Fn(usize) -> bool,
+            value: impl Fn(usize) -> T,
+            a: usize,
+            b: usize,
+        ) -> bool {
+            valid(a) == valid(b) && (!valid(a) || value(a) == value(b))
+        }
+        same(|i| self.str.is_valid(i), |i| self.str.value(i), a, b)
+            && same(|i| self.int.is_valid(i), |i| self.int.value(i), a, b)
+            && same(|i| self.double.is_valid(i), |i| self.double.value(i), a, b)
+            && same(|i| self.bool.is_valid(i), |i| self.bool.value(i), a, b)
+            && same(|i| self.bytes.is_valid(i), |i| self.bytes.value(i), a, b)
+            && same(|i| self.json.is_valid(i), |i| self.json.value(i), a, b)
     }
 
     fn read(&self, index: usize) -> Option<Value> {
