@@ -12,7 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use tracelake_storage::block::{encode_block, put_block, split_by_hour};
+use tracelake_storage::block::{encode_head, put_block};
 use tracelake_storage::otlp::resource_spans_to_batch;
 use tracelake_storage::{Storage, StorageConfig, local_store};
 
@@ -136,8 +136,8 @@ pub(crate) async fn load(
             .batch
             .unwrap();
         observe(&batch);
-        for (hour, part) in split_by_hour(&[batch]).unwrap() {
-            let (bytes, meta) = encode_block(TENANT, hour, &part, 1 << 17).unwrap();
+        let rows = [tracelake_storage::head::HeadRows::new(batch)];
+        for (bytes, meta) in encode_head(TENANT, &rows, 1 << 17).unwrap() {
             put_block(&store, bytes, &meta).await.unwrap();
         }
         first = last;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use tracelake_storage::FsyncPolicy;
-use tracelake_storage::block::encode_block;
+use tracelake_storage::block::{encode_block, encode_head};
+use tracelake_storage::head::HeadRows;
 use tracelake_storage::otlp::resource_spans_to_batch;
 use tracelake_storage::testing::sample_resource_spans;
 use tracelake_storage::wal::{Wal, encode_payload};
@@ -94,7 +95,7 @@ fn block_write(c: &mut Criterion) {
         b.iter(|| encode_block("t", 0, &batch, 64 * 1024).unwrap())
     });
     // The reference workload (tracelake_storage::workload), as a flush sees
-    // it: many request batches concatenated, in arrival order.
+    // it: many request batches in the head, in arrival order.
     let reference =
         tracelake_storage::workload::Workload::new(1, 1_767_225_600_000_000_000, 100_000);
     let mut generator = reference;
@@ -106,11 +107,11 @@ fn block_write(c: &mut Criterion) {
                 .unwrap()
         })
         .collect();
-    let reference_batch =
-        datafusion::arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap();
-    group.throughput(Throughput::Elements(reference_batch.num_rows() as u64));
+    let spans: usize = parts.iter().map(|part| part.num_rows()).sum();
+    let head: Vec<HeadRows> = parts.into_iter().map(HeadRows::new).collect();
+    group.throughput(Throughput::Elements(spans as u64));
     group.bench_function("20k_reference_spans", |b| {
-        b.iter(|| encode_block("t", 0, &reference_batch, 64 * 1024).unwrap())
+        b.iter(|| encode_head("t", &head, 64 * 1024).unwrap())
     });
     group.finish();
 }

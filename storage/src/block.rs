@@ -15,12 +15,11 @@
 //! with page-level statistics (so the page index prunes), and a Parquet
 //! bloom filter on `trace_id` for readers that open the file anyway.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -32,6 +31,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::bloom::TraceIdFilter;
+use crate::head::HeadRows;
 use crate::schema::{col, span_schema};
 use crate::{Result, StorageError, TraceId};
 
@@ -111,40 +111,47 @@ fn is_spans_path(path: &str) -> bool {
     path.split('/').nth(2) == Some("spans")
 }
 
-/// Splits span batches by the UTC hour of each span's start time.
-pub fn split_by_hour(batches: &[RecordBatch]) -> Result<BTreeMap<i64, RecordBatch>> {
-    let mut by_hour: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
-    for batch in batches {
-        let starts = batch
-            .column_by_name(col::START_TIME)
-            .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
-            .ok_or_else(|| StorageError::Corrupt("batch without start_time".into()))?;
-        let mut rows_by_hour: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for row in 0..starts.len() {
-            let hour = starts.value(row).div_euclid(NANOS_PER_HOUR);
-            rows_by_hour.entry(hour).or_default().push(row as u32);
-        }
-        if rows_by_hour.len() == 1 {
-            let hour = *rows_by_hour.keys().next().expect("one hour");
-            by_hour.entry(hour).or_default().push(batch.clone());
-            continue;
-        }
-        for (hour, rows) in rows_by_hour {
-            let indices = UInt32Array::from(rows);
-            by_hour
-                .entry(hour)
-                .or_default()
-                .push(crate::take::take_batch(batch, &indices)?);
-        }
-    }
-    let mut merged = BTreeMap::new();
-    for (hour, parts) in by_hour {
-        merged.insert(hour, concat_batches(&span_schema(), &parts)?);
-    }
-    Ok(merged)
+/// Rows gathered into the writer at a time by [`encode_head`].
+const GATHER_ROWS: usize = 8 * 1024;
+
+/// Where a row goes in block order: hour, trace id, start time, then its
+/// place in the head (field order is the sort order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey {
+    hour: i64,
+    trace_id: [u8; 16],
+    start_ns: i64,
+    source: u32,
+    row: u32,
 }
 
-/// Sorts by trace id then start time and encodes one block; CPU only.
+/// Encodes head rows as one block per UTC hour of the spans' start times;
+/// CPU only.
+///
+/// Only the sort keys are sorted (40 bytes a row); the rows themselves are
+/// gathered into the Parquet writer [`GATHER_ROWS`] at a time, so a flush
+/// needs a few megabytes beside the head rather than sorted copies of it.
+pub fn encode_head(
+    tenant: &str,
+    sources: &[HeadRows],
+    row_group_rows: usize,
+) -> Result<Vec<(Vec<u8>, BlockMeta)>> {
+    let keys = sort_keys(sources, true)?;
+    let mut blocks = Vec::new();
+    for hour_keys in keys.chunk_by(|a, b| a.hour == b.hour) {
+        blocks.push(write_sorted(
+            tenant,
+            hour_keys[0].hour,
+            sources,
+            hour_keys,
+            row_group_rows,
+        )?);
+    }
+    Ok(blocks)
+}
+
+/// Sorts `batch` by trace id then start time and encodes it as one block
+/// of `hour` (the caller has split by hour); CPU only.
 ///
 /// Returns the Parquet bytes and the meta (with `path`/`id` filled from
 /// `tenant`, `hour` and a fresh ULID; `size_bytes` of the encoded file).
@@ -154,17 +161,89 @@ pub fn encode_block(
     batch: &RecordBatch,
     row_group_rows: usize,
 ) -> Result<(Vec<u8>, BlockMeta)> {
-    let sorted = sort_for_block(batch)?;
-    let trace_ids = trace_ids(&sorted)?;
-    // Sorted by trace id: distinct ids are the changes between neighbours.
-    let mut trace_count = 0u64;
-    for row in 0..trace_ids.len() {
-        if row == 0 || trace_ids.value(row) != trace_ids.value(row - 1) {
-            trace_count += 1;
+    let sources = [HeadRows::new(batch.clone())];
+    let keys = sort_keys(&sources, false)?;
+    write_sorted(tenant, hour, &sources, &keys, row_group_rows)
+}
+
+fn sort_keys(sources: &[HeadRows], by_hour: bool) -> Result<Vec<SortKey>> {
+    let corrupt = |name: &str| StorageError::Corrupt(format!("span rows without {name}"));
+    let mut keys = Vec::with_capacity(sources.iter().map(HeadRows::num_rows).sum());
+    for (source, rows) in sources.iter().enumerate() {
+        let trace_ids = rows
+            .plain_column(col::TRACE_ID)
+            .and_then(|array| array.as_fixed_size_binary_opt())
+            .ok_or_else(|| corrupt(col::TRACE_ID))?;
+        let starts = rows
+            .plain_column(col::START_TIME)
+            .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
+            .ok_or_else(|| corrupt(col::START_TIME))?;
+        for row in 0..rows.num_rows() {
+            let mut trace_id = [0u8; 16];
+            let value = trace_ids.value(row);
+            let len = value.len().min(16);
+            trace_id[..len].copy_from_slice(&value[..len]);
+            let start_ns = starts.value(row);
+            keys.push(SortKey {
+                hour: if by_hour {
+                    start_ns.div_euclid(NANOS_PER_HOUR)
+                } else {
+                    0
+                },
+                trace_id,
+                start_ns,
+                source: source as u32,
+                row: row as u32,
+            });
         }
     }
-    let mut writer = BlockWriter::new(trace_count, row_group_rows)?;
-    writer.write(&sorted)?;
+    keys.sort_unstable();
+    Ok(keys)
+}
+
+/// Writes the rows of `keys` (sorted) as one block.
+fn write_sorted(
+    tenant: &str,
+    hour: i64,
+    sources: &[HeadRows],
+    keys: &[SortKey],
+    row_group_rows: usize,
+) -> Result<(Vec<u8>, BlockMeta)> {
+    let traces = keys.chunk_by(|a, b| a.trace_id == b.trace_id).count();
+    let mut writer = BlockWriter::new(traces as u64, row_group_rows)?;
+    // Per chunk: each touched source's rows are taken in one pass (see
+    // `take`), the parts concatenated, and the result put in key order.
+    let mut rows_of_source: Vec<Vec<u32>> = vec![Vec::new(); sources.len()];
+    for chunk in keys.chunks(GATHER_ROWS) {
+        let mut touched = Vec::new();
+        // Each key's position within its source's part.
+        let mut part_rows = Vec::with_capacity(chunk.len());
+        for key in chunk {
+            let rows = &mut rows_of_source[key.source as usize];
+            if rows.is_empty() {
+                touched.push(key.source as usize);
+            }
+            part_rows.push(rows.len() as u32);
+            rows.push(key.row);
+        }
+        let mut parts = Vec::with_capacity(touched.len());
+        let mut part_start = vec![0u32; sources.len()];
+        let mut offset = 0u32;
+        for &source in &touched {
+            let rows = std::mem::take(&mut rows_of_source[source]);
+            part_start[source] = offset;
+            offset += rows.len() as u32;
+            parts.push(sources[source].take(&UInt32Array::from(rows))?);
+        }
+        let gathered = concat_batches(&span_schema(), &parts)?;
+        drop(parts);
+        let order: UInt32Array = chunk
+            .iter()
+            .zip(&part_rows)
+            .map(|(key, row)| part_start[key.source as usize] + row)
+            .collect();
+        writer.write(&crate::take::take_batch(&gathered, &order)?)?;
+    }
     writer.finish(tenant, hour)
 }
 
@@ -268,29 +347,6 @@ impl BlockWriter {
     }
 }
 
-fn sort_for_block(batch: &RecordBatch) -> Result<RecordBatch> {
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .cloned()
-            .ok_or_else(|| StorageError::Corrupt(format!("batch without {name}")))
-    };
-    let indices = lexsort_to_indices(
-        &[
-            SortColumn {
-                values: column(col::TRACE_ID)?,
-                options: None,
-            },
-            SortColumn {
-                values: column(col::START_TIME)?,
-                options: None,
-            },
-        ],
-        None,
-    )?;
-    Ok(crate::take::take_batch(batch, &indices)?)
-}
-
 fn writer_properties(trace_count: u64, row_group_rows: usize) -> Result<WriterProperties> {
     let schema = span_schema();
     let index_of = |name: &str| {
@@ -384,5 +440,103 @@ mod tests {
         assert_eq!(BlockMeta::decode(&encoded).unwrap(), meta);
         assert!(BlockMeta::decode(br#"{"version":"9"}"#).is_err());
         assert!(meta.overlaps(5, 9) && meta.overlaps(0, 1) && !meta.overlaps(6, 9));
+    }
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use datafusion::arrow::datatypes::TimestampNanosecondType;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+    use crate::otlp::resource_spans_to_batch;
+    use crate::workload::Workload;
+
+    /// (trace id, start, span id) of every row, in order.
+    fn keys(batches: &[RecordBatch]) -> Vec<(Vec<u8>, i64, Vec<u8>)> {
+        let mut out = Vec::new();
+        for batch in batches {
+            let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+            let (trace_ids, span_ids) = (column(col::TRACE_ID), column(col::SPAN_ID));
+            let starts = column(col::START_TIME);
+            let starts = starts.as_primitive::<TimestampNanosecondType>();
+            for row in 0..batch.num_rows() {
+                out.push((
+                    trace_ids.as_fixed_size_binary().value(row).to_vec(),
+                    starts.value(row),
+                    span_ids.as_fixed_size_binary().value(row).to_vec(),
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_head_is_written_one_sorted_block_per_hour_with_every_row_whole() {
+        // Three request batches whose spans straddle an hour boundary, and
+        // more rows than one gather chunk.
+        let hour_start = 1_767_225_600_000_000_000;
+        let mut workload = Workload::new(9, hour_start - 2_000_000_000, 200_000);
+        let batches: Vec<RecordBatch> = (0..3)
+            .map(|_| {
+                resource_spans_to_batch("t", &workload.batch(GATHER_ROWS / 2))
+                    .unwrap()
+                    .batch
+                    .unwrap()
+            })
+            .collect();
+        let head: Vec<HeadRows> = batches.iter().cloned().map(HeadRows::new).collect();
+        let blocks = encode_head("t", &head, 4096).unwrap();
+        assert_eq!(blocks.len(), 2, "one block per hour");
+
+        let mut written = Vec::new();
+        let mut all_rows = Vec::new();
+        for (bytes, meta) in &blocks {
+            let read: Vec<RecordBatch> =
+                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone()))
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+            let block_keys = keys(&read);
+            assert!(
+                block_keys
+                    .windows(2)
+                    .all(|pair| (&pair[0].0, pair[0].1) <= (&pair[1].0, pair[1].1))
+            );
+            assert_eq!(meta.span_count as usize, block_keys.len());
+            let hour = meta.min_start_ns.div_euclid(NANOS_PER_HOUR);
+            assert!(
+                block_keys
+                    .iter()
+                    .all(|(_, start, _)| start.div_euclid(NANOS_PER_HOUR) == hour)
+            );
+            written.extend(block_keys);
+            all_rows.extend(read);
+        }
+        let mut expected = keys(&batches);
+        expected.sort();
+        written.sort();
+        assert_eq!(written, expected);
+
+        // Shared resources come back whole: the rows equal the input's.
+        let by_span = |batches: &[RecordBatch]| {
+            let mut rows: Vec<(Vec<u8>, String)> = Vec::new();
+            for batch in batches {
+                let span_ids = batch.column_by_name(col::SPAN_ID).unwrap();
+                let resources = batch.column_by_name(col::RESOURCE_ATTRIBUTES).unwrap();
+                let resources = resources.as_map();
+                for row in 0..batch.num_rows() {
+                    rows.push((
+                        span_ids.as_fixed_size_binary().value(row).to_vec(),
+                        format!("{:?}", resources.value(row)),
+                    ));
+                }
+            }
+            rows.sort();
+            rows
+        };
+        assert_eq!(by_span(&all_rows), by_span(&batches));
     }
 }

@@ -30,7 +30,7 @@ use object_store::local::LocalFileSystem;
 use tokio::sync::{Mutex, RwLock};
 
 use crate::api::SpanSnapshot;
-use crate::block::{encode_block, put_block, split_by_hour};
+use crate::block::{encode_head, put_block};
 use crate::catalog::{Catalog, CatalogLoadStats};
 use crate::compact::{self, CompactionStats};
 use crate::derived::{DerivedCatalog, DerivedTable, LatencyHistogram};
@@ -308,21 +308,8 @@ impl Storage {
                 .collect();
             let row_group_rows = self.inner.config.row_group_rows;
             let tenant_for_encode = tenant.clone();
-            let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
-                let batches = batches
-                    .iter()
-                    .map(HeadRows::to_batch)
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                let mut blocks = Vec::new();
-                for (hour, batch) in split_by_hour(&batches)? {
-                    blocks.push(encode_block(
-                        &tenant_for_encode,
-                        hour,
-                        &batch,
-                        row_group_rows,
-                    )?);
-                }
-                Ok(blocks)
+            let encoded = tokio::task::spawn_blocking(move || {
+                encode_head(&tenant_for_encode, &batches, row_group_rows)
             })
             .await
             .map_err(|error| StorageError::Corrupt(format!("block encode task: {error}")))??;

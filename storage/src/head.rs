@@ -13,7 +13,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{max, min, take};
-use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType};
+use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType, UInt32Type};
 use datafusion::arrow::error::ArrowError;
 use parking_lot::RwLock;
 
@@ -99,6 +99,31 @@ impl HeadRows {
     /// Every column, as stored in a block.
     pub fn to_batch(&self) -> Result<RecordBatch, ArrowError> {
         self.project(None)
+    }
+
+    /// Column `name` unless it is the shared one (which holds placeholders).
+    pub(crate) fn plain_column(&self, name: &str) -> Option<&ArrayRef> {
+        let index = self.rows.schema().index_of(name).ok()?;
+        match &self.resources {
+            Some(shared) if shared.column == index => None,
+            _ => Some(self.rows.column(index)),
+        }
+    }
+
+    /// Rows `indices` with every column (shared maps read from their
+    /// distinct values).
+    pub(crate) fn take(&self, indices: &UInt32Array) -> Result<RecordBatch, ArrowError> {
+        let taken = crate::take::take_batch(&self.rows, indices)?;
+        let Some(shared) = &self.resources else {
+            return Ok(taken);
+        };
+        let distinct_indices = take(&shared.row_to_distinct, indices, None)?;
+        let mut columns = taken.columns().to_vec();
+        columns[shared.column] = crate::take::take_array(
+            &shared.distinct,
+            distinct_indices.as_primitive::<UInt32Type>(),
+        )?;
+        RecordBatch::try_new(taken.schema(), columns)
     }
 }
 
