@@ -20,6 +20,13 @@
 //!   max) per request;
 //! - `otlp_protobuf_bytes`: the OTLP protobuf size of everything generated
 //!   (the reference for storage size ratios).
+//!
+//! With `--pool N` (OTLP only), each worker generates and encodes `N`
+//! requests up front and then resends them in turn, the trace ids re-keyed
+//! on every send (their last 8 bytes XORed with the round number, at
+//! offsets found once), so sending costs a copy instead of generating: for
+//! offering load well beyond what the server can take. Replayed spans keep
+//! their template's timestamps.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -65,7 +71,134 @@ pub(crate) struct LoadgenOptions {
     /// `RESOURCE_EXHAUSTED`/`UNAVAILABLE`, HTTP 429/503) after a backoff,
     /// as OTLP exporters do, instead of counting its spans rejected.
     pub(crate) retry: bool,
+    /// Requests per worker generated once and replayed re-keyed.
+    pub(crate) pool: Option<usize>,
 }
+
+/// One request as sent: OTLP protobuf bytes, or (X-Ray UDP) the spans to
+/// turn into segment documents.
+#[derive(Debug, Clone)]
+enum Payload {
+    Otlp { body: bytes::Bytes, spans: u64 },
+    Udp(ExportTraceServiceRequest),
+}
+
+impl Payload {
+    fn spans(&self) -> u64 {
+        match self {
+            Self::Otlp { spans, .. } => *spans,
+            Self::Udp(request) => span_count(request),
+        }
+    }
+
+    /// The OTLP protobuf size.
+    fn otlp_bytes(&self) -> u64 {
+        match self {
+            Self::Otlp { body, .. } => body.len() as u64,
+            Self::Udp(request) => request.encoded_len() as u64,
+        }
+    }
+}
+
+/// A request encoded once and replayed with fresh trace ids (`--pool`).
+struct Template {
+    body: Vec<u8>,
+    spans: u64,
+    /// Where each trace id (of a span or a link) starts in `body`.
+    trace_id_offsets: Vec<usize>,
+}
+
+impl Template {
+    fn new(request: &ExportTraceServiceRequest) -> Self {
+        let body = request.encode_to_vec();
+        let spans = request
+            .resource_spans
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .flat_map(|scope| &scope.spans);
+        let trace_ids: std::collections::HashSet<&[u8]> = spans
+            .flat_map(|span| {
+                std::iter::once(span.trace_id.as_slice())
+                    .chain(span.links.iter().map(|link| link.trace_id.as_slice()))
+            })
+            .filter(|id| id.len() == 16)
+            .collect();
+        let trace_id_offsets = (0..body.len().saturating_sub(15))
+            .filter(|&offset| trace_ids.contains(&body[offset..offset + 16]))
+            .collect();
+        Self {
+            spans: span_count(request),
+            body,
+            trace_id_offsets,
+        }
+    }
+
+    /// The body with every trace id's last 8 bytes XORed with `round`
+    /// (round 0: as generated).
+    fn render(&self, round: u64) -> Payload {
+        let mut body = self.body.clone();
+        let key = round.to_le_bytes();
+        for &offset in &self.trace_id_offsets {
+            for (byte, key) in body[offset + 8..offset + 16].iter_mut().zip(key) {
+                *byte ^= key;
+            }
+        }
+        Payload::Otlp {
+            body: body.into(),
+            spans: self.spans,
+        }
+    }
+}
+
+/// Sends pre-encoded `ExportTraceServiceRequest` bytes over gRPC (the
+/// generated client would take the message and encode it again).
+#[derive(Debug, Clone, Copy, Default)]
+struct EncodedCodec;
+
+impl tonic::codec::Codec for EncodedCodec {
+    type Encode = bytes::Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = EncodedCodec;
+    type Decoder = EncodedCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        *self
+    }
+}
+
+impl tonic::codec::Encoder for EncodedCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for EncodedCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|error| tonic::Status::internal(error.to_string()))
+    }
+}
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// A failed request: its message, and whether a client should retry it.
 type SendError = (String, bool);
@@ -136,7 +269,7 @@ fn span_count(request: &ExportTraceServiceRequest) -> u64 {
 const DAEMON_HEADER: &[u8] = b"{\"format\":\"json\",\"version\":1}\n";
 
 enum Sender {
-    Grpc(TraceServiceClient<tonic::transport::Channel>),
+    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
     Http(reqwest::Client, String),
     Udp(tokio::net::UdpSocket, SocketAddr),
 }
@@ -152,12 +285,17 @@ impl Sender {
         };
         Ok(match options.protocol {
             Protocol::OtlpGrpc => {
-                let client = TraceServiceClient::connect(with_scheme(&options.endpoint))
-                    .await
-                    .with_context(|| format!("connecting to {}", options.endpoint))?
-                    .max_decoding_message_size(64 << 20)
-                    .max_encoding_message_size(64 << 20);
-                Self::Grpc(client)
+                let channel =
+                    tonic::transport::Channel::from_shared(with_scheme(&options.endpoint))
+                        .with_context(|| format!("endpoint {}", options.endpoint))?
+                        .connect()
+                        .await
+                        .with_context(|| format!("connecting to {}", options.endpoint))?;
+                Self::Grpc(
+                    tonic::client::Grpc::new(channel)
+                        .max_decoding_message_size(64 << 20)
+                        .max_encoding_message_size(64 << 20),
+                )
             }
             Protocol::OtlpHttp => Self::Http(
                 reqwest::Client::new(),
@@ -185,36 +323,45 @@ impl Sender {
     /// Sends one request: `(acked, rejected)` spans, or the error.
     async fn send(
         &mut self,
-        request: ExportTraceServiceRequest,
+        payload: &Payload,
         tenant: Option<&str>,
     ) -> Result<(u64, u64), SendError> {
-        let spans = span_count(&request);
-        match self {
-            Self::Grpc(client) => {
-                let mut message = tonic::Request::new(request);
+        let spans = payload.spans();
+        match (self, payload) {
+            (Self::Grpc(client), Payload::Otlp { body, .. }) => {
+                let mut message = tonic::Request::new(body.clone());
                 if let Some(tenant) = tenant
                     && let Ok(value) = tenant.parse()
                 {
                     message.metadata_mut().insert("x-scope-orgid", value);
                 }
-                let response = client.export(message).await.map_err(|status| {
+                let unavailable = |status: tonic::Status| {
                     let retryable = matches!(
                         status.code(),
                         tonic::Code::ResourceExhausted | tonic::Code::Unavailable
                     );
                     (status.code().to_string(), retryable)
-                })?;
+                };
+                client
+                    .ready()
+                    .await
+                    .map_err(|error| (error.to_string(), true))?;
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
+                let response = client
+                    .unary(message, path, EncodedCodec)
+                    .await
+                    .map_err(unavailable)?;
                 let rejected = response
                     .into_inner()
                     .partial_success
                     .map_or(0, |partial| partial.rejected_spans.max(0) as u64);
                 Ok((spans.saturating_sub(rejected), rejected))
             }
-            Self::Http(client, url) => {
+            (Self::Http(client, url), Payload::Otlp { body, .. }) => {
                 let mut builder = client
                     .post(url.as_str())
                     .header("content-type", "application/x-protobuf")
-                    .body(request.encode_to_vec());
+                    .body(body.clone());
                 if let Some(tenant) = tenant {
                     builder = builder.header("X-Scope-OrgID", tenant);
                 }
@@ -236,9 +383,9 @@ impl Sender {
                     .map_or(0, |partial| partial.rejected_spans.max(0) as u64);
                 Ok((spans.saturating_sub(rejected), rejected))
             }
-            Self::Udp(socket, target) => {
+            (Self::Udp(socket, target), Payload::Udp(request)) => {
                 let traces = TracesData {
-                    resource_spans: request.resource_spans,
+                    resource_spans: request.resource_spans.clone(),
                 };
                 let mut datagram = Vec::with_capacity(4096);
                 for document in traces_to_documents(&traces) {
@@ -254,6 +401,7 @@ impl Sender {
                 // No acknowledgement over UDP.
                 Ok((0, 0))
             }
+            _ => Err(("payload does not match the protocol".into(), false)),
         }
     }
 }
@@ -292,14 +440,29 @@ pub(crate) async fn loadgen(options: LoadgenOptions) -> anyhow::Result<()> {
         workers.push(tokio::spawn(async move {
             let mut workload =
                 Workload::new(options.seed.wrapping_add(worker as u64), start_ns, 100_000);
-            loop {
+            let mut next_request = || ExportTraceServiceRequest {
+                resource_spans: workload.batch(options.batch),
+            };
+            let templates: Vec<Template> = (0..options.pool.unwrap_or(0))
+                .map(|_| Template::new(&next_request()))
+                .collect();
+            for sent in 0u64.. {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let request = ExportTraceServiceRequest {
-                    resource_spans: workload.batch(options.batch),
+                let payload = if !templates.is_empty() {
+                    let count = templates.len() as u64;
+                    templates[(sent % count) as usize].render(sent / count)
+                } else if options.protocol == Protocol::XrayUdp {
+                    Payload::Udp(next_request())
+                } else {
+                    let request = next_request();
+                    Payload::Otlp {
+                        spans: span_count(&request),
+                        body: request.encode_to_vec().into(),
+                    }
                 };
-                let spans = span_count(&request);
+                let spans = payload.spans();
                 if let Some(limit) = options.spans {
                     let before = counters.sent.fetch_add(spans, Ordering::Relaxed);
                     if before >= limit {
@@ -312,31 +475,27 @@ pub(crate) async fn loadgen(options: LoadgenOptions) -> anyhow::Result<()> {
                 }
                 counters
                     .bytes
-                    .fetch_add(request.encoded_len() as u64, Ordering::Relaxed);
+                    .fetch_add(payload.otlp_bytes(), Ordering::Relaxed);
                 if let Some(pacer) = &pacer {
                     pacer.take(spans as f64).await;
                 }
                 let mut backoff = Duration::from_millis(100);
                 let mut attempts = 1;
-                let mut request = request;
                 let (outcome, micros) = loop {
-                    // A copy to resend only when retrying is on.
-                    let kept = options.retry.then(|| request.clone());
                     let sent_at = Instant::now();
-                    let outcome = sender.send(request, options.tenant.as_deref()).await;
+                    let outcome = sender.send(&payload, options.tenant.as_deref()).await;
                     let micros = sent_at.elapsed().as_micros() as u64;
                     counters.requests.fetch_add(1, Ordering::Relaxed);
-                    match (outcome, kept) {
+                    match outcome {
                         // Up to MAX_ATTEMPTS, even once the run is ending:
                         // an exporter's queue is drained on shutdown too.
-                        (Err((_, true)), Some(kept)) if attempts < MAX_ATTEMPTS => {
+                        Err((_, true)) if options.retry && attempts < MAX_ATTEMPTS => {
                             attempts += 1;
                             counters.retries.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_secs(2));
-                            request = kept;
                         }
-                        (outcome, _) => break (outcome, micros),
+                        outcome => break (outcome, micros),
                     }
                 };
                 match outcome {

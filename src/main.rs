@@ -111,6 +111,10 @@ struct LoadgenArgs {
     /// UNAVAILABLE, HTTP 429/503) after a backoff, as OTLP exporters do.
     #[arg(long)]
     retry: bool,
+    /// Generate this many requests per connection once, then resend them in
+    /// turn with re-keyed trace ids (OTLP): offers load beyond generation speed.
+    #[arg(long)]
+    pool: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -210,6 +214,14 @@ fn main() -> anyhow::Result<()> {
             if !(1..=100_000).contains(&args.batch) || !(1..=1_024).contains(&args.connections) {
                 anyhow::bail!("--batch must be 1..=100000 and --connections 1..=1024");
             }
+            if let Some(pool) = args.pool {
+                if !(1..=10_000).contains(&pool) {
+                    anyhow::bail!("--pool must be 1..=10000 requests per connection");
+                }
+                if args.protocol == loadgen::Protocol::XrayUdp {
+                    anyhow::bail!("--pool replays OTLP requests: use otlp-grpc or otlp-http");
+                }
+            }
             init_logging_at("warn");
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -226,6 +238,7 @@ fn main() -> anyhow::Result<()> {
                 json: args.json,
                 tenant: args.tenant,
                 retry: args.retry,
+                pool: args.pool,
             }))
         }
         Command::Import(args) => {

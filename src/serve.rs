@@ -23,6 +23,8 @@ use crate::config::Config;
 use crate::metrics::MetricSources;
 
 /// How often the flusher checks whether the head is due.
+/// `memory.limit_bytes / this` bounds the wire bytes of requests in flight.
+const INFLIGHT_SHARE_OF_MEMORY: u64 = 64;
 const FLUSH_CHECK: Duration = Duration::from_millis(250);
 /// How long a stop waits for requests in flight before flushing regardless.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,7 +84,12 @@ pub(crate) async fn serve_until(
     let pipeline = match &tail {
         Some(stage) => Pipeline::with_tail_sampling(writer, Arc::clone(stage)),
         None => Pipeline::new(writer),
-    };
+    }
+    // Requests being decoded and stored, in wire bytes: they expand about
+    // eightfold (owned protobuf structs, Arrow, the WAL record), so this is
+    // about an eighth of the limit once expanded, inside the spike
+    // allowance (a fifth).
+    .with_inflight_limit(config.memory.limit_bytes / INFLIGHT_SHARE_OF_MEMORY);
     let receiver_stats = Arc::clone(pipeline.receiver_stats());
     let xray_ingest = XrayIngest::new(pipeline.clone());
     let udp_stats = Arc::new(xray_udp::UdpStats::default());

@@ -2,7 +2,8 @@
 //!
 //! gzip in and out, an explicit max message size (over it: tonic answers
 //! `OUT_OF_RANGE`/`RESOURCE_EXHAUSTED`), rejected spans in `partial_success`,
-//! storage failures as `UNAVAILABLE` so exporters retry.
+//! storage failures as `UNAVAILABLE` so exporters retry, overload as
+//! `RESOURCE_EXHAUSTED` (checked before a trace export is decoded).
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -10,7 +11,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use prost::Message;
 use tonic::codec::CompressionEncoding;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
 
@@ -33,11 +37,34 @@ pub struct OtlpTraceService {
 pub fn trace_service(
     pipeline: Pipeline,
     limits: OtlpLimits,
-) -> TraceServiceServer<OtlpTraceService> {
-    TraceServiceServer::new(OtlpTraceService { pipeline })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limits.max_message_bytes)
+) -> InterceptedService<TraceServiceServer<OtlpTraceService>, CapacityCheck> {
+    let server = TraceServiceServer::new(OtlpTraceService {
+        pipeline: pipeline.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(limits.max_message_bytes);
+    InterceptedService::new(server, CapacityCheck { pipeline })
+}
+
+/// Refuses an export with `RESOURCE_EXHAUSTED` before its message is
+/// decoded while storage is over a limit: under overload, a refusal costs
+/// no decoding. (The handler checks again: capacity may run out meanwhile.)
+#[derive(Debug, Clone)]
+pub struct CapacityCheck {
+    pipeline: Pipeline,
+}
+
+impl Interceptor for CapacityCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.pipeline.check_capacity().map_err(|error| {
+            self.pipeline
+                .receiver_stats()
+                .record_failure(Receiver::OtlpGrpcTraces);
+            ingest_error_status(error)
+        })?;
+        Ok(request)
+    }
 }
 
 fn ingest_error_status(error: IngestError) -> Status {
@@ -67,6 +94,13 @@ impl TraceService for OtlpTraceService {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let tenant = tenant(&request)?;
         let stats = self.pipeline.receiver_stats();
+        let _admitted = self
+            .pipeline
+            .admit(request.get_ref().encoded_len())
+            .map_err(|error| {
+                stats.record_failure(Receiver::OtlpGrpcTraces);
+                ingest_error_status(error)
+            })?;
         let outcome = self
             .pipeline
             .ingest_otlp(&tenant, request.into_inner().resource_spans)

@@ -212,14 +212,16 @@ fn tenant(headers: &HeaderMap, encoding: Encoding) -> Result<String, OtlpHttpErr
     }
 }
 
-/// Reads a request body: content type, encoding, size, then decoding off
-/// the reactor.
-async fn read_request<T>(
+/// Reads a request body: content type, encoding, size, `admit` with the
+/// decompressed size (its guard is returned), then decoding off the
+/// reactor.
+async fn read_request<T, G>(
     state: &HttpState,
     headers: &HeaderMap,
     body: Bytes,
     what: &'static str,
-) -> Result<(String, Encoding, T), OtlpHttpError>
+    admit: impl FnOnce(usize, Encoding) -> Result<G, OtlpHttpError>,
+) -> Result<(String, Encoding, T, G), OtlpHttpError>
 where
     T: Message + Default + serde::de::DeserializeOwned + Send + 'static,
 {
@@ -227,6 +229,7 @@ where
     let tenant = tenant(headers, encoding)?;
     let limit = state.limits.max_message_bytes;
     let raw = decode_content(headers, body, limit, encoding)?;
+    let admitted = admit(raw.len(), encoding)?;
     let request = tokio::task::spawn_blocking(move || decode_request::<T>(&raw, encoding, what))
         .await
         .map_err(|error| {
@@ -237,7 +240,7 @@ where
                 encoding,
             )
         })??;
-    Ok((tenant, encoding, request))
+    Ok((tenant, encoding, request, admitted))
 }
 
 fn ingest_error(error: IngestError, encoding: Encoding) -> OtlpHttpError {
@@ -266,14 +269,21 @@ async fn export_traces(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OtlpHttpError> {
-    let (tenant, encoding, request) = read_request::<ExportTraceServiceRequest>(
+    let stats = state.pipeline.receiver_stats();
+    // Admitted (or refused) before decoding: shedding load costs no decoding.
+    let (tenant, encoding, request, _admitted) = read_request::<ExportTraceServiceRequest, _>(
         &state,
         &headers,
         body,
         "ExportTraceServiceRequest",
+        |bytes, encoding| {
+            state.pipeline.admit(bytes).map_err(|error| {
+                stats.record_failure(Receiver::OtlpHttpTraces);
+                ingest_error(error, encoding)
+            })
+        },
     )
     .await?;
-    let stats = state.pipeline.receiver_stats();
     let outcome = state
         .pipeline
         .ingest_otlp(&tenant, request.resource_spans)
@@ -294,11 +304,12 @@ async fn export_metrics(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OtlpHttpError> {
-    let (tenant, encoding, request) = read_request::<ExportMetricsServiceRequest>(
+    let (tenant, encoding, request, ()) = read_request::<ExportMetricsServiceRequest, _>(
         &state,
         &headers,
         body,
         "ExportMetricsServiceRequest",
+        |_, _| Ok(()),
     )
     .await?;
     let stats = state.metrics.receiver_stats();

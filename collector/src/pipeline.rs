@@ -1,6 +1,7 @@
 //! The ingest pipeline shared by every receiver.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -62,11 +63,67 @@ impl IngestError {
     }
 }
 
+/// Bytes of requests being decoded and stored, across receivers.
+///
+/// Capacity is checked when a request arrives, but every request admitted
+/// together grows several times its wire size while it is decoded and
+/// converted: with many large requests at once that overshoots the memory
+/// limit. So, as Mimir's `max_inflight_push_requests_bytes`, requests past
+/// this budget are refused (retry later) instead of admitted. A request
+/// alone is always admitted, however large (the message size limit bounds
+/// it).
+#[derive(Debug)]
+pub struct InflightBytes {
+    /// 0: unlimited.
+    limit: u64,
+    used: AtomicU64,
+}
+
+/// Holds a request's bytes in [`InflightBytes`] until dropped.
+#[derive(Debug)]
+pub struct InflightGuard {
+    inflight: Arc<InflightBytes>,
+    bytes: u64,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.inflight.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+impl InflightBytes {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    fn acquire(self: &Arc<Self>, bytes: u64) -> Result<InflightGuard, IngestError> {
+        let before = self.used.fetch_add(bytes, Ordering::AcqRel);
+        let guard = InflightGuard {
+            inflight: Arc::clone(self),
+            bytes,
+        };
+        if self.limit != 0 && before != 0 && before + bytes > self.limit {
+            // Dropping the guard gives the bytes back.
+            return Err(IngestError::Overloaded(StorageError::Overloaded {
+                what: "requests being decoded and stored (memory.limit_bytes / 64)",
+                used: before + bytes,
+                limit: self.limit,
+            }));
+        }
+        Ok(guard)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     writer: Arc<dyn SpanWriter>,
     tail: Option<Arc<TailStage>>,
     receiver_stats: Arc<ReceiverStats>,
+    inflight: Arc<InflightBytes>,
 }
 
 impl Pipeline {
@@ -75,7 +132,23 @@ impl Pipeline {
             writer,
             tail: None,
             receiver_stats: Arc::default(),
+            inflight: InflightBytes::new(0),
         }
+    }
+
+    /// Bounds the bytes of requests in flight ([`InflightBytes`]).
+    pub fn with_inflight_limit(mut self, bytes: u64) -> Self {
+        self.inflight = InflightBytes::new(bytes);
+        self
+    }
+
+    /// Admits a request of `bytes` (its protobuf or JSON size): storage has
+    /// room and the in-flight budget does too. Receivers call it before
+    /// decoding when they can, and hold the guard until the request is
+    /// stored.
+    pub fn admit(&self, bytes: usize) -> Result<InflightGuard, IngestError> {
+        self.check_capacity()?;
+        self.inflight.acquire(bytes as u64)
     }
 
     /// What the receivers feeding this pipeline accepted and refused.
@@ -90,7 +163,17 @@ impl Pipeline {
             writer,
             tail: Some(tail),
             receiver_stats: Arc::default(),
+            inflight: InflightBytes::new(0),
         }
+    }
+
+    /// Whether storage would take spans now ([`SpanWriter::check_capacity`]):
+    /// receivers ask before decoding a request, so under overload a refusal
+    /// costs no decoding.
+    pub fn check_capacity(&self) -> Result<(), IngestError> {
+        self.writer
+            .check_capacity()
+            .map_err(IngestError::from_append)
     }
 
     /// Validates and stores OTLP spans for `tenant`; returns once the
@@ -101,9 +184,7 @@ impl Pipeline {
         mut resource_spans: Vec<ResourceSpans>,
     ) -> Result<IngestOutcome, IngestError> {
         validate_tenant(tenant).map_err(IngestError::InvalidTenant)?;
-        self.writer
-            .check_capacity()
-            .map_err(IngestError::from_append)?;
+        self.check_capacity()?;
         let held = match &self.tail {
             Some(tail) => tail.hold_unsampled(tenant, &mut resource_spans).await,
             None => 0,

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::server::{TestServerBuilder, tracelake_command};
 
-fn loadgen(args: &[&str]) -> (bool, Value, String) {
+pub(crate) fn loadgen(args: &[&str]) -> (bool, Value, String) {
     let output: std::process::Output = tracelake_command()
         .arg("loadgen")
         .args(args)
@@ -25,7 +25,7 @@ fn loadgen(args: &[&str]) -> (bool, Value, String) {
     )
 }
 
-async fn stored(base: &str) -> u64 {
+pub(crate) async fn stored(base: &str) -> u64 {
     let body: Value = reqwest::Client::new()
         .post(format!("{base}/v1/sql"))
         .body("SELECT count(*) AS n FROM spans")
@@ -248,4 +248,91 @@ async fn an_overloaded_server_refuses_with_retryable_codes_and_keeps_what_it_ack
         );
         assert_eq!(stored(&server.http_url()).await, acked + sent_again);
     }
+}
+
+/// A SQL answer's first row's `n`.
+async fn sql_count(base: &str, query: &str) -> u64 {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/sql"))
+        .body(query.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["rows"][0]["n"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_pool_sends_fresh_trace_ids_each_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServerBuilder::new(dir.path()).spawn();
+    let (mut distinct_per_round, mut per_request, mut total) = (0, 0, 0);
+    for (protocol, endpoint, spans) in [
+        ("otlp-grpc", server.otlp_grpc.to_string(), 1_000u64),
+        ("otlp-http", server.otlp_http.to_string(), 3_000),
+    ] {
+        let args = [
+            "--protocol",
+            protocol,
+            "--endpoint",
+            &endpoint,
+            "--spans",
+            &spans.to_string(),
+            "--batch",
+            "1000",
+            "--connections",
+            "1",
+            "--pool",
+            "1",
+        ]
+        .map(str::to_string);
+        let (ok, summary, stderr) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            loadgen(&args)
+        })
+        .await
+        .unwrap();
+        assert!(ok, "{stderr}");
+        // Requests hold whole traces: a few more spans than asked.
+        let acked = summary["acked_spans"].as_u64().unwrap();
+        assert_eq!(
+            summary["requests"].as_u64(),
+            Some(spans / 1_000),
+            "{summary}"
+        );
+        per_request = acked / (spans / 1_000);
+        total += acked;
+        if protocol == "otlp-grpc" {
+            distinct_per_round = sql_count(
+                &server.http_url(),
+                "SELECT count(DISTINCT trace_id) AS n FROM spans",
+            )
+            .await;
+            assert!(distinct_per_round > 10);
+        }
+    }
+    // One template sent four times (round 0 over gRPC, 0-2 over HTTP):
+    // rounds 1 and 2 are new traces, round 0 is the same one twice.
+    let base = server.http_url();
+    assert_eq!(total, 4 * per_request);
+    assert_eq!(stored(&base).await, total);
+    assert_eq!(
+        sql_count(&base, "SELECT count(DISTINCT trace_id) AS n FROM spans").await,
+        3 * distinct_per_round
+    );
+    // Re-keying keeps each trace whole: every parent is in its trace.
+    assert_eq!(
+        sql_count(
+            &base,
+            "SELECT count(*) AS n FROM spans c LEFT JOIN spans p \
+             ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id \
+             WHERE c.parent_span_id IS NOT NULL AND p.span_id IS NULL"
+        )
+        .await,
+        0
+    );
 }

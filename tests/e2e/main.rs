@@ -8,6 +8,7 @@ mod jaeger;
 mod loadgen;
 mod otlp;
 mod otlp_metrics;
+mod overload;
 mod plugin;
 mod prometheus;
 mod python_sdk;

@@ -153,6 +153,18 @@ impl TestServer {
         format!("http://{}", self.otlp_grpc)
     }
 
+    /// Peak resident memory of the server process so far (`VmHWM`).
+    pub(crate) fn peak_rss_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status");
+        kib * 1024
+    }
+
     /// The value of an unlabelled metric on `/metrics`.
     pub(crate) async fn metric(&self, name: &str) -> f64 {
         let text = reqwest::get(format!("{}/metrics", self.http_url()))

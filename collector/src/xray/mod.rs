@@ -130,6 +130,11 @@ impl XrayIngest {
         tenant: &str,
         documents: Vec<Bytes>,
     ) -> Result<XrayOutcome, IngestError> {
+        // Admitted (or refused) before parsing: shedding load costs no
+        // decoding.
+        let _admitted = self
+            .pipeline
+            .admit(documents.iter().map(Bytes::len).sum())?;
         let resources = Arc::clone(&self.resources);
         let tenant_owned = tenant.to_string();
         let mut prepared =
