@@ -20,6 +20,10 @@
 #   4. trace by id without a time range (Tempo's /api/traces/{id}) with M spans stored
 #      (compaction on, as a server runs): p50/p99 over 1,000 random existing ids and
 #      1,000 absent ids, one at a time;
+#   5. overload: two loaders (OTLP gRPC and OTLP HTTP, replaying re-keyed requests
+#      with `loadgen --pool`) offer for 30 s many times what a server with
+#      memory.limit_bytes = 1 GiB stores; offered/stored, peak RSS against the limit,
+#      and whether every acknowledged span was stored;
 #   peak RSS (VmHWM) of the server in each phase.
 # Writes bench-results/results.md and bench-results/results.json; README.md quotes them.
 # The query benchmarks (service map, TraceQL, p99 by service vs DuckDB) are
@@ -166,6 +170,21 @@ LOOKUP
   stop_server
 fi
 
+# 5. Overload.
+OVERLOAD_LIMIT=1073741824
+start_server "$WORK/overload" --memory-limit-bytes "$OVERLOAD_LIMIT" \
+  --flush-max-head-bytes 268435456 --flush-max-bytes 134217728
+OTLP_HTTP=$(address otlp-http)
+"$BIN" loadgen --protocol otlp-grpc --endpoint "$GRPC" --duration 30s --connections 4 --batch 1000 \
+  --pool 1 --json 2>/dev/null | tail -1 > "$WORK/overload-grpc.json" &
+GRPC_LOADER=$!
+"$BIN" loadgen --protocol otlp-http --endpoint "$OTLP_HTTP" --duration 30s --connections 32 --batch 1000 \
+  --pool 1 --json 2>/dev/null | tail -1 > "$WORK/overload-http.json"
+wait "$GRPC_LOADER"
+echo "{\"limit\": $OVERLOAD_LIMIT, \"peak_rss_kb\": $(peak_rss_kb "$SERVER_PID"), \"stored\": $(stored_spans)}" \
+  > "$WORK/overload.json"
+stop_server
+
 # 3. Storage: the OTLP gRPC phase's blocks after the final flush.
 "$PY" - "$WORK" "$cpu0" "$cpu1" "$grpc_rss" "$ucpu0" "$ucpu1" "$udp_stored" "$udp_rss" "$OUT" "$LOOKUP_SPANS" <<'EOF'
 import glob, json, os, sys
@@ -225,10 +244,25 @@ results = {
         "ratio_to_naive_parquet": parquet_bytes / naive_bytes,
     },
 }
+overload = json.load(open(f"{work}/overload.json"))
+loaders = [json.load(open(f"{work}/overload-{name}.json")) for name in ("grpc", "http")]
+offered = sum(loader["sent_spans"] for loader in loaders)
+acked = sum(loader["acked_spans"] for loader in loaders)
+results["overload"] = {
+    "offered_spans": offered,
+    "acked_spans": acked,
+    "stored_spans": overload["stored"],
+    "offered_per_stored": offered / max(acked, 1),
+    "complete": overload["stored"] == acked,
+    "memory_limit_mb": overload["limit"] / 2**20,
+    "peak_rss_mb": overload["peak_rss_kb"] / 1024,
+    "peak_rss_per_limit": overload["peak_rss_kb"] * 1024 / overload["limit"],
+}
 if lookup:
     results["trace_by_id"] = {"spans_stored": int(lookup_spans), "blocks": lookup_blocks, **lookup, "peak_rss_mb": lookup_rss}
 json.dump(results, open(f"{out}/results.json", "w"), indent=2)
 g, u, s = results["ingest_otlp_grpc"], results["ingest_xray_udp"], results["storage"]
+o = results["overload"]
 md = f"""| measure ({spans:,} spans, reference workload) | figure |
 |---|---|
 | OTLP gRPC ingest, spans/s per core of the server (wall rate) | {g['spans_per_s_per_core']:,.0f} ({g['spans_per_s_wall']:,.0f}/s) |
@@ -238,6 +272,8 @@ md = f"""| measure ({spans:,} spans, reference workload) | figure |
 | after compaction, {s['compacted_blocks']} blocks ({s['compaction_cpu_s']:.1f} s CPU, peak RSS {s['compaction_peak_rss_mb']:.0f} MB) | {s['bytes_per_span']:.1f} (ratio {s['ratio_to_otlp']:.3f}) |
 | vs a naive flat Parquet file of the same rows (DuckDB, zstd): after flush / after compaction | {s['naive_parquet_bytes_per_span']:.1f} bytes/span (ratio {s['ratio_to_naive_parquet_after_flush']:.2f} / {s['ratio_to_naive_parquet']:.2f}) |
 | peak RSS: OTLP gRPC phase / UDP phase | {g['peak_rss_mb']:.0f} / {u['peak_rss_mb']:.0f} MB |
+| overload, 30 s: offered / stored spans (OTLP gRPC + HTTP); every acked span stored | {o['offered_spans']:,} / {o['stored_spans']:,} ({o['offered_per_stored']:.1f}x); {'yes' if o['complete'] else 'NO'} |
+| overload: peak RSS / memory.limit_bytes | {o['peak_rss_mb']:.0f} / {o['memory_limit_mb']:.0f} MB ({o['peak_rss_per_limit']:.2f}) |
 """
 if lookup:
     md += (f"| trace by id, no time range, {int(lookup_spans):,} spans stored in {lookup_blocks} blocks: present p50 / p99 | "

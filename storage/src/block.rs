@@ -57,6 +57,11 @@ pub struct BlockMeta {
     /// exists they are hidden, and deleted (see [`crate::compact`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaces: Vec<String>,
+    /// A flushed block: the last WAL segment its flush covered. Until the
+    /// WAL records that segment as flushed, the block is not committed: a
+    /// start-up finding it removes it (the replay stores its spans again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_through: Option<u64>,
 }
 
 /// The meta file on disk, versioned.
@@ -342,6 +347,7 @@ impl BlockWriter {
             created_unix_ms: Utc::now().timestamp_millis(),
             trace_filter: self.trace_filter,
             replaces: Vec::new(),
+            wal_through: None,
         };
         Ok((bytes, meta))
     }
@@ -434,6 +440,7 @@ mod tests {
             created_unix_ms: 0,
             trace_filter: TraceIdFilter::with_capacity(1),
             replaces: vec!["tenants/t/spans/2026-01-01/05/01AAA.parquet".into()],
+            wal_through: Some(7),
         };
         let encoded = meta.encode().unwrap();
         assert!(String::from_utf8_lossy(&encoded).starts_with(r#"{"version":"1""#));

@@ -6,6 +6,10 @@
 //! each block's time range and trace-id filter, which is the trace-id index:
 //! a lookup by trace id alone tests the filters in memory and opens only the
 //! blocks that may hold the trace.
+//!
+//! A flushed block whose `wal_through` is above the WAL's flushed mark
+//! belongs to a flush that crashed before committing: it is deleted, and
+//! the WAL replay stores its spans again (see [`crate::wal`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,6 +29,8 @@ pub struct CatalogLoadStats {
     pub orphans_removed: usize,
     /// Blocks a compaction had replaced but not yet deleted.
     pub replaced_removed: usize,
+    /// Blocks of a flush that crashed before the WAL recorded it.
+    pub uncommitted_removed: usize,
     pub unreadable_metas: usize,
 }
 
@@ -43,10 +49,12 @@ impl Catalog {
             .await?)
     }
 
-    /// Loads every meta file among `objects` (see [`Catalog::list_tenants`]).
+    /// Loads every meta file among `objects` (see [`Catalog::list_tenants`]);
+    /// `wal_flushed` is the WAL's flushed mark ([`crate::wal::read_flushed`]).
     pub async fn load(
         store: &Arc<dyn ObjectStore>,
         objects: &[ObjectMeta],
+        wal_flushed: u64,
     ) -> Result<(Self, CatalogLoadStats)> {
         let mut meta_paths = HashSet::new();
         let mut block_paths = HashSet::new();
@@ -91,6 +99,15 @@ impl Catalog {
                 tracing::info!(block = %meta.path, "removing block replaced by compaction");
                 crate::compact::delete_block(store, &meta.path).await?;
                 stats.replaced_removed += 1;
+                continue;
+            }
+            if meta
+                .wal_through
+                .is_some_and(|through| through > wal_flushed)
+            {
+                tracing::info!(block = %meta.path, "removing block of an uncommitted flush (its spans are replayed)");
+                crate::compact::delete_block(store, &meta.path).await?;
+                stats.uncommitted_removed += 1;
                 continue;
             }
             referenced.insert(meta.path.clone());

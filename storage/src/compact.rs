@@ -317,6 +317,7 @@ mod tests {
             created_unix_ms: 0,
             trace_filter: TraceIdFilter::with_capacity(1),
             replaces: Vec::new(),
+            wal_through: None,
         })
     }
 

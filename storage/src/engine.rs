@@ -192,7 +192,8 @@ impl Storage {
         let wal_dir = config.data_dir.join("wal");
         let lock = lock_data_dir(&wal_dir)?;
         let objects = Catalog::list_tenants(&store).await?;
-        let (catalog, catalog_stats) = Catalog::load(&store, &objects).await?;
+        let wal_flushed = crate::wal::read_flushed(&wal_dir)?;
+        let (catalog, catalog_stats) = Catalog::load(&store, &objects, wal_flushed).await?;
         let derived = DerivedCatalog::load(&store, &objects).await?;
         let (policy, interval, segment_bytes) = (
             config.fsync,
@@ -254,51 +255,75 @@ impl Storage {
             inner.wal.remove_through(sealed_segment).await?;
             return Ok(FlushStats::default());
         }
-        match self.write_blocks(&sealed).await {
-            Ok((metas, stats)) => {
-                {
-                    let _view = inner.view.write();
-                    for meta in metas {
-                        inner.catalog.add(meta);
-                    }
-                    inner.head.remove_sealed(sealed.len());
-                }
-                inner.wal.remove_through(sealed_segment).await?;
-                inner
-                    .counters
-                    .flush_latency
-                    .lock()
-                    .record_ns(elapsed_ns(started));
-                inner
-                    .counters
-                    .flushed_blocks
-                    .fetch_add(stats.blocks as u64, Ordering::Relaxed);
-                inner
-                    .counters
-                    .flushed_bytes
-                    .fetch_add(stats.bytes, Ordering::Relaxed);
-                tracing::debug!(?stats, "flushed head");
-                Ok(stats)
-            }
+        let mut written = Vec::new();
+        let outcome = async {
+            let stats = self
+                .write_blocks(&sealed, sealed_segment, &mut written)
+                .await?;
+            // The commit: once the WAL records the sealed segments as
+            // flushed, a restart keeps these blocks and skips those
+            // segments; before, it drops the blocks and replays.
+            inner.wal.remove_through(sealed_segment).await?;
+            Ok(stats)
+        }
+        .await;
+        let stats = match outcome {
+            Ok(stats) => stats,
             Err(error) => {
+                // A retry writes new blocks: these must not stay beside
+                // them, to be committed by a later mark.
+                for meta in &written {
+                    if let Err(delete_error) =
+                        crate::compact::delete_block(&inner.store, &meta.path).await
+                    {
+                        tracing::error!(block = %meta.path, %delete_error, "could not remove a block of a failed flush");
+                    }
+                }
                 inner
                     .counters
                     .flush_failures
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, "flush failed; spans stay in the head and the wal");
-                Err(error)
+                return Err(error);
             }
+        };
+        {
+            let _view = inner.view.write();
+            for meta in written {
+                inner.catalog.add(meta);
+            }
+            inner.head.remove_sealed(sealed.len());
         }
+        inner
+            .counters
+            .flush_latency
+            .lock()
+            .record_ns(elapsed_ns(started));
+        inner
+            .counters
+            .flushed_blocks
+            .fetch_add(stats.blocks as u64, Ordering::Relaxed);
+        inner
+            .counters
+            .flushed_bytes
+            .fetch_add(stats.bytes, Ordering::Relaxed);
+        tracing::debug!(?stats, "flushed head");
+        Ok(stats)
     }
 
+    /// Writes the sealed batches as blocks covering WAL segments through
+    /// `wal_through`, not yet committed (see [`Storage::flush`]).
+    /// Each block is pushed to `written` once stored, so a failure can
+    /// remove what was written.
     async fn write_blocks(
         &self,
         sealed: &[HeadBatch],
-    ) -> Result<(Vec<crate::block::BlockMeta>, FlushStats)> {
+        wal_through: u64,
+        written: &mut Vec<crate::block::BlockMeta>,
+    ) -> Result<FlushStats> {
         let mut tenants: Vec<Arc<str>> = sealed.iter().map(|batch| batch.tenant.clone()).collect();
         tenants.sort();
         tenants.dedup();
-        let mut metas = Vec::new();
         let mut stats = FlushStats::default();
         for tenant in tenants {
             let batches: Vec<HeadRows> = sealed
@@ -313,15 +338,16 @@ impl Storage {
             })
             .await
             .map_err(|error| StorageError::Corrupt(format!("block encode task: {error}")))??;
-            for (bytes, meta) in encoded {
+            for (bytes, mut meta) in encoded {
+                meta.wal_through = Some(wal_through);
                 put_block(&self.inner.store, bytes, &meta).await?;
                 stats.blocks += 1;
                 stats.spans += meta.span_count;
                 stats.bytes += meta.size_bytes;
-                metas.push(meta);
+                written.push(meta);
             }
         }
-        Ok((metas, stats))
+        Ok(stats)
     }
 
     /// Whether the head is due for a flush by size or age, or early because

@@ -15,6 +15,15 @@
 //! segment: the file is truncated there and the record counted, never a
 //! start-up failure. Segments are deleted once the head they fed has been
 //! flushed to blocks ([`Wal::remove_through`]).
+//!
+//! Replay is idempotent: before deleting segments, the highest one whose
+//! records are all in blocks is recorded in `FLUSHED` (written to a
+//! temporary file, fsynced and renamed). Replay skips (and deletes) the
+//! segments at or below it, so a crash between a flush's blocks becoming
+//! durable and its segments' deletion does not store their spans twice.
+//! Blocks of a flush that crashed before `FLUSHED` was written carry a
+//! higher `wal_through` and are removed at start ([`crate::catalog`]):
+//! their spans come back from the replay instead.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Read, Write};
@@ -60,6 +69,9 @@ pub struct ReplayStats {
     /// Records whose CRC held but whose payload did not decode (skipped).
     pub undecodable_records: usize,
     pub truncated_bytes: u64,
+    /// Segments already flushed to blocks (at or below `FLUSHED`), deleted
+    /// instead of replayed.
+    pub flushed_segments_removed: usize,
 }
 
 enum Command {
@@ -82,6 +94,36 @@ enum Command {
 pub struct Wal {
     sender: mpsc::Sender<Command>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The file holding the highest segment whose records are all in blocks.
+const FLUSHED_FILE: &str = "FLUSHED";
+
+/// The highest segment of `dir` recorded as flushed to blocks; 0 when none.
+pub fn read_flushed(dir: &Path) -> Result<u64> {
+    let path = dir.join(FLUSHED_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            StorageError::Corrupt(format!(
+                "{}: not a segment number: {text:?}",
+                path.display()
+            ))
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(source) => Err(StorageError::WalIo { path, source }),
+    }
+}
+
+/// Records `segment` as flushed, atomically and durably.
+fn write_flushed(dir: &Path, segment: u64) -> Result<()> {
+    let path = dir.join(FLUSHED_FILE);
+    let temporary = dir.join(format!("{FLUSHED_FILE}.tmp"));
+    let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
+    file.write_all(format!("{segment}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&temporary))?;
+    std::fs::rename(&temporary, &path).map_err(io_error(&path))?;
+    sync_dir(dir)
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -237,8 +279,9 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 impl Wal {
-    /// Replays `dir` and starts a writer on a fresh segment after the last
-    /// one replayed.
+    /// Replays `dir` (segments after the one recorded in `FLUSHED`; those
+    /// at or below it are deleted) and starts a writer on a fresh segment
+    /// after both.
     pub fn open(
         dir: &Path,
         policy: FsyncPolicy,
@@ -248,11 +291,22 @@ impl Wal {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let mut records = Vec::new();
         let mut stats = ReplayStats::default();
+        let flushed = read_flushed(dir)?;
         let segments = list_segments(dir)?;
         for (segment, path) in &segments {
+            if *segment <= flushed {
+                // Its spans are in blocks: the flush crashed before deleting it.
+                std::fs::remove_file(path).map_err(io_error(path))?;
+                stats.flushed_segments_removed += 1;
+                continue;
+            }
             replay_segment(path, *segment, &mut records, &mut stats)?;
         }
-        let next_segment = segments.last().map(|(segment, _)| segment + 1).unwrap_or(1);
+        let next_segment = segments
+            .last()
+            .map(|(segment, _)| segment + 1)
+            .unwrap_or(1)
+            .max(flushed + 1);
         let writer = SegmentWriter::create(dir.to_path_buf(), next_segment, policy, segment_bytes)?;
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let mut threads = vec![
@@ -310,7 +364,9 @@ impl Wal {
         self.request(|done| Command::Rotate { done }).await
     }
 
-    /// Deletes the closed segments numbered `segment` and below.
+    /// Records the closed segments numbered `segment` and below as flushed
+    /// (`FLUSHED`), then deletes them. Once this returns, a restart does not
+    /// replay them.
     pub async fn remove_through(&self, segment: u64) -> Result<()> {
         self.request(|done| Command::RemoveThrough { segment, done })
             .await
@@ -502,6 +558,10 @@ impl SegmentWriter {
     }
 
     fn remove_through(&mut self, segment: u64) -> Result<()> {
+        let segment = segment.min(self.segment.saturating_sub(1));
+        if segment > read_flushed(&self.dir)? {
+            write_flushed(&self.dir, segment)?;
+        }
         for (number, path) in list_segments(&self.dir)? {
             if number <= segment && number < self.segment {
                 std::fs::remove_file(&path).map_err(io_error(&path))?;

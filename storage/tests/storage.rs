@@ -429,3 +429,67 @@ async fn appends_over_the_head_limit_are_refused_until_a_flush() {
     storage.append("t1", batch(3, 10, T0)).await.unwrap();
     assert_eq!(storage.stats().appended_spans, 30);
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_anywhere_in_a_flush_stores_each_span_once() {
+    // The two windows of a flush: blocks written but the WAL not yet told
+    // (its directory as before the flush), and the WAL told but its
+    // segments not yet deleted (the segment files as before the flush).
+    for blocks_uncommitted in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local_store(dir.path()).unwrap();
+        let (storage, _) = Storage::open(config(dir.path()), Arc::clone(&store))
+            .await
+            .unwrap();
+        // An earlier, complete flush, so the WAL already holds a mark.
+        storage.append("t1", batch(1, 2, T0)).await.unwrap();
+        storage.flush().await.unwrap();
+        storage.append("t1", batch(2, 3, T0)).await.unwrap();
+        storage.append("t1", batch(3, 4, T0)).await.unwrap();
+        let wal = dir.path().join("wal");
+        let saved = dir.path().join("saved-wal");
+        copy_dir(&wal, &saved);
+        assert_eq!(storage.flush().await.unwrap().spans, 7);
+        drop(storage);
+        if blocks_uncommitted {
+            std::fs::remove_dir_all(&wal).unwrap();
+            copy_dir(&saved, &wal);
+        } else {
+            for entry in std::fs::read_dir(&saved).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|ext| ext == "wal") {
+                    std::fs::copy(&path, wal.join(path.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+
+        let (storage, stats) = Storage::open(config(dir.path()), Arc::clone(&store))
+            .await
+            .unwrap();
+        if blocks_uncommitted {
+            assert_eq!(stats.catalog.uncommitted_removed, 1, "{stats:?}");
+            assert_eq!(stats.replay.records, 2, "{stats:?}");
+        } else {
+            assert_eq!(stats.catalog.uncommitted_removed, 0, "{stats:?}");
+            assert!(stats.replay.flushed_segments_removed >= 1, "{stats:?}");
+            assert_eq!(stats.replay.records, 0, "{stats:?}");
+        }
+        storage.flush().await.unwrap();
+        let spans = block_spans(&storage, dir.path(), "t1");
+        let mut ids: Vec<&[u8]> = spans.iter().map(|span| span.span_id.as_slice()).collect();
+        ids.dedup();
+        assert_eq!(
+            (spans.len(), ids.len()),
+            (9, 9),
+            "uncommitted {blocks_uncommitted}"
+        );
+    }
+}
