@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -126,28 +125,29 @@ struct SortKey {
     hour: i64,
     trace_id: [u8; 16],
     start_ns: i64,
-    source: u32,
     row: u32,
 }
 
 /// Encodes head rows as one block per UTC hour of the spans' start times;
 /// CPU only.
 ///
-/// Only the sort keys are sorted (40 bytes a row); the rows themselves are
-/// gathered into the Parquet writer [`GATHER_ROWS`] at a time, so a flush
-/// needs a few megabytes beside the head rather than sorted copies of it.
+/// The head batches are concatenated once (resource maps stay shared) and
+/// only the sort keys are sorted (40 bytes a row); rows are then gathered
+/// into the Parquet writer [`GATHER_ROWS`] at a time. A flush needs about
+/// one copy of the head beside it, not sorted full-width copies.
 pub fn encode_head(
     tenant: &str,
     sources: &[HeadRows],
     row_group_rows: usize,
 ) -> Result<Vec<(Vec<u8>, BlockMeta)>> {
-    let keys = sort_keys(sources, true)?;
+    let rows = HeadRows::concat(sources)?;
+    let keys = sort_keys(&rows, true)?;
     let mut blocks = Vec::new();
     for hour_keys in keys.chunk_by(|a, b| a.hour == b.hour) {
         blocks.push(write_sorted(
             tenant,
             hour_keys[0].hour,
-            sources,
+            &rows,
             hour_keys,
             row_group_rows,
         )?);
@@ -166,41 +166,38 @@ pub fn encode_block(
     batch: &RecordBatch,
     row_group_rows: usize,
 ) -> Result<(Vec<u8>, BlockMeta)> {
-    let sources = [HeadRows::new(batch.clone())];
-    let keys = sort_keys(&sources, false)?;
-    write_sorted(tenant, hour, &sources, &keys, row_group_rows)
+    let rows = HeadRows::new(batch.clone());
+    let keys = sort_keys(&rows, false)?;
+    write_sorted(tenant, hour, &rows, &keys, row_group_rows)
 }
 
-fn sort_keys(sources: &[HeadRows], by_hour: bool) -> Result<Vec<SortKey>> {
+fn sort_keys(rows: &HeadRows, by_hour: bool) -> Result<Vec<SortKey>> {
     let corrupt = |name: &str| StorageError::Corrupt(format!("span rows without {name}"));
-    let mut keys = Vec::with_capacity(sources.iter().map(HeadRows::num_rows).sum());
-    for (source, rows) in sources.iter().enumerate() {
-        let trace_ids = rows
-            .plain_column(col::TRACE_ID)
-            .and_then(|array| array.as_fixed_size_binary_opt())
-            .ok_or_else(|| corrupt(col::TRACE_ID))?;
-        let starts = rows
-            .plain_column(col::START_TIME)
-            .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
-            .ok_or_else(|| corrupt(col::START_TIME))?;
-        for row in 0..rows.num_rows() {
-            let mut trace_id = [0u8; 16];
-            let value = trace_ids.value(row);
-            let len = value.len().min(16);
-            trace_id[..len].copy_from_slice(&value[..len]);
-            let start_ns = starts.value(row);
-            keys.push(SortKey {
-                hour: if by_hour {
-                    start_ns.div_euclid(NANOS_PER_HOUR)
-                } else {
-                    0
-                },
-                trace_id,
-                start_ns,
-                source: source as u32,
-                row: row as u32,
-            });
-        }
+    let trace_ids = rows
+        .plain_column(col::TRACE_ID)
+        .and_then(|array| array.as_fixed_size_binary_opt())
+        .ok_or_else(|| corrupt(col::TRACE_ID))?;
+    let starts = rows
+        .plain_column(col::START_TIME)
+        .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
+        .ok_or_else(|| corrupt(col::START_TIME))?;
+    let mut keys = Vec::with_capacity(rows.num_rows());
+    for row in 0..rows.num_rows() {
+        let mut trace_id = [0u8; 16];
+        let value = trace_ids.value(row);
+        let len = value.len().min(16);
+        trace_id[..len].copy_from_slice(&value[..len]);
+        let start_ns = starts.value(row);
+        keys.push(SortKey {
+            hour: if by_hour {
+                start_ns.div_euclid(NANOS_PER_HOUR)
+            } else {
+                0
+            },
+            trace_id,
+            start_ns,
+            row: row as u32,
+        });
     }
     keys.sort_unstable();
     Ok(keys)
@@ -210,44 +207,15 @@ fn sort_keys(sources: &[HeadRows], by_hour: bool) -> Result<Vec<SortKey>> {
 fn write_sorted(
     tenant: &str,
     hour: i64,
-    sources: &[HeadRows],
+    rows: &HeadRows,
     keys: &[SortKey],
     row_group_rows: usize,
 ) -> Result<(Vec<u8>, BlockMeta)> {
     let traces = keys.chunk_by(|a, b| a.trace_id == b.trace_id).count();
     let mut writer = BlockWriter::new(traces as u64, row_group_rows)?;
-    // Per chunk: each touched source's rows are taken in one pass (see
-    // `take`), the parts concatenated, and the result put in key order.
-    let mut rows_of_source: Vec<Vec<u32>> = vec![Vec::new(); sources.len()];
     for chunk in keys.chunks(GATHER_ROWS) {
-        let mut touched = Vec::new();
-        // Each key's position within its source's part.
-        let mut part_rows = Vec::with_capacity(chunk.len());
-        for key in chunk {
-            let rows = &mut rows_of_source[key.source as usize];
-            if rows.is_empty() {
-                touched.push(key.source as usize);
-            }
-            part_rows.push(rows.len() as u32);
-            rows.push(key.row);
-        }
-        let mut parts = Vec::with_capacity(touched.len());
-        let mut part_start = vec![0u32; sources.len()];
-        let mut offset = 0u32;
-        for &source in &touched {
-            let rows = std::mem::take(&mut rows_of_source[source]);
-            part_start[source] = offset;
-            offset += rows.len() as u32;
-            parts.push(sources[source].take(&UInt32Array::from(rows))?);
-        }
-        let gathered = concat_batches(&span_schema(), &parts)?;
-        drop(parts);
-        let order: UInt32Array = chunk
-            .iter()
-            .zip(&part_rows)
-            .map(|(key, row)| part_start[key.source as usize] + row)
-            .collect();
-        writer.write(&crate::take::take_batch(&gathered, &order)?)?;
+        let indices: UInt32Array = chunk.iter().map(|key| key.row).collect();
+        writer.write(&rows.take(&indices)?)?;
     }
     writer.finish(tenant, hour)
 }

@@ -12,7 +12,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, MapArray, RecordBatch, UInt32Array, new_empty_array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::compute::{max, min, take};
+use datafusion::arrow::compute::{concat, concat_batches, max, min, take};
 use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType, UInt32Type};
 use datafusion::arrow::error::ArrowError;
 use parking_lot::RwLock;
@@ -110,6 +110,50 @@ impl HeadRows {
         }
     }
 
+    /// All `sources` (span schema) as one: the rows concatenated, the
+    /// resource maps still stored once each. A flush gathers from this in
+    /// block order: one copy of the head, not per-source gathers.
+    pub(crate) fn concat(sources: &[HeadRows]) -> Result<HeadRows, ArrowError> {
+        let schema = crate::schema::span_schema();
+        let column = schema.index_of(col::RESOURCE_ATTRIBUTES)?;
+        let mut rows = Vec::with_capacity(sources.len());
+        let mut distinct: Vec<ArrayRef> = Vec::with_capacity(sources.len());
+        let mut row_to_distinct = Vec::with_capacity(sources.iter().map(Self::num_rows).sum());
+        let mut offset = 0u32;
+        for source in sources {
+            match &source.resources {
+                Some(shared) if shared.column == column => {
+                    rows.push(source.rows.clone());
+                    row_to_distinct.extend(
+                        shared
+                            .row_to_distinct
+                            .values()
+                            .iter()
+                            .map(|index| index + offset),
+                    );
+                    offset += shared.distinct.len() as u32;
+                    distinct.push(Arc::clone(&shared.distinct));
+                }
+                _ => {
+                    // Unshared: every row is its own distinct map.
+                    rows.push(with_empty_maps(&source.rows, column)?);
+                    row_to_distinct.extend(offset..offset + source.num_rows() as u32);
+                    offset += source.num_rows() as u32;
+                    distinct.push(Arc::clone(source.rows.column(column)));
+                }
+            }
+        }
+        let distinct: Vec<&dyn Array> = distinct.iter().map(AsRef::as_ref).collect();
+        Ok(HeadRows {
+            rows: concat_batches(&schema, &rows)?,
+            resources: Some(SharedResources {
+                column,
+                distinct: concat(&distinct)?,
+                row_to_distinct: UInt32Array::from(row_to_distinct),
+            }),
+        })
+    }
+
     /// Rows `indices` with every column (shared maps read from their
     /// distinct values).
     pub(crate) fn take(&self, indices: &UInt32Array) -> Result<RecordBatch, ArrowError> {
@@ -125,6 +169,28 @@ impl HeadRows {
         )?;
         RecordBatch::try_new(taken.schema(), columns)
     }
+}
+
+/// `batch` with `column` (a map) replaced by empty maps, the placeholder
+/// of a shared column.
+fn with_empty_maps(batch: &RecordBatch, column: usize) -> Result<RecordBatch, ArrowError> {
+    let DataType::Map(entries_field, sorted) = batch.schema().field(column).data_type().clone()
+    else {
+        return Err(ArrowError::InvalidArgumentError(
+            "a shared column must be a map".into(),
+        ));
+    };
+    let entries = new_empty_array(entries_field.data_type());
+    let empty = MapArray::try_new(
+        entries_field,
+        OffsetBuffer::new_zeroed(batch.num_rows()),
+        entries.as_struct().clone(),
+        None,
+        sorted,
+    )?;
+    let mut columns = batch.columns().to_vec();
+    columns[column] = Arc::new(empty);
+    RecordBatch::try_new(batch.schema(), columns)
 }
 
 /// Splits `column` (an attribute map) of `batch` into its distinct adjacent
@@ -145,21 +211,7 @@ fn share_runs(batch: &RecordBatch, column: usize) -> Option<(RecordBatch, Shared
         return None;
     }
     let distinct = take(map, &UInt32Array::from(firsts), None).ok()?;
-    let DataType::Map(entries_field, _) = map.data_type() else {
-        return None;
-    };
-    let entries = new_empty_array(map.entries().data_type());
-    let empty = MapArray::try_new(
-        Arc::clone(entries_field),
-        OffsetBuffer::new_zeroed(map.len()),
-        entries.as_struct().clone(),
-        None,
-        false,
-    )
-    .ok()?;
-    let mut columns = batch.columns().to_vec();
-    columns[column] = Arc::new(empty);
-    let rows = RecordBatch::try_new(batch.schema(), columns).ok()?;
+    let rows = with_empty_maps(batch, column).ok()?;
     Some((
         rows,
         SharedResources {
