@@ -23,6 +23,7 @@ pub(crate) struct Config {
     pub(crate) wal: WalConfig,
     pub(crate) flush: FlushConfig,
     pub(crate) compaction: CompactionConfig,
+    pub(crate) retention: RetentionConfig,
     pub(crate) memory: MemoryConfig,
     pub(crate) otlp: OtlpConfig,
     pub(crate) xray: XrayConfig,
@@ -112,6 +113,36 @@ pub(crate) struct CompactionConfig {
     /// How long merged blocks' sources stay for queries already reading them.
     #[serde(with = "humantime_serde")]
     pub(crate) delete_delay: Duration,
+}
+
+/// How long data is kept (the storage crate's `Retention`), applied by the
+/// compactor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RetentionConfig {
+    /// For every tenant without its own period; `0s` keeps data forever.
+    #[serde(with = "humantime_serde")]
+    pub(crate) period: Duration,
+    /// Per-tenant periods, e.g. `"team-a" = "72h"` (`0s`: forever).
+    pub(crate) tenants: std::collections::BTreeMap<String, String>,
+}
+
+impl RetentionConfig {
+    fn to_retention(&self) -> anyhow::Result<tracelake_storage::Retention> {
+        let mut tenants = std::collections::BTreeMap::new();
+        for (tenant, period) in &self.tenants {
+            tracelake_storage::validate_tenant(tenant)
+                .map_err(|error| anyhow::anyhow!("retention.tenants: {error}"))?;
+            let period = humantime::parse_duration(period).with_context(|| {
+                format!("retention.tenants.{tenant}: {period:?} is not a duration (e.g. 72h)")
+            })?;
+            tenants.insert(tenant.clone(), period);
+        }
+        Ok(tracelake_storage::Retention {
+            default: self.period,
+            tenants,
+        })
+    }
 }
 
 /// The process memory limiter (the storage crate's `memory` module).
@@ -248,6 +279,7 @@ impl Default for Config {
                 max_block_spans: storage.compaction_max_block_spans,
                 delete_delay: storage.compaction_delete_delay,
             },
+            retention: RetentionConfig::default(),
             memory: MemoryConfig::default(),
             otlp: OtlpConfig {
                 max_message_bytes: tracelake_collector::OtlpLimits::default().max_message_bytes,
@@ -341,6 +373,9 @@ pub(crate) struct Overrides {
     /// How long merged blocks' sources stay readable before they are deleted.
     #[arg(long, env = "TRACELAKE_COMPACTION_DELETE_DELAY")]
     compaction_delete_delay: Option<humantime::Duration>,
+    /// How long every tenant's data is kept (e.g. 336h; 0s: forever); per-tenant periods in the file.
+    #[arg(long, env = "TRACELAKE_RETENTION_PERIOD")]
+    retention_period: Option<humantime::Duration>,
     /// Resident memory to stay under (spans are refused from 80% of it); 0: no limit.
     #[arg(long, env = "TRACELAKE_MEMORY_LIMIT_BYTES")]
     memory_limit_bytes: Option<u64>,
@@ -399,6 +434,9 @@ impl Config {
         if let Some(delay) = overrides.compaction_delete_delay {
             config.compaction.delete_delay = delay.into();
         }
+        if let Some(period) = overrides.retention_period {
+            config.retention.period = period.into();
+        }
         if let Some(limit) = overrides.memory_limit_bytes {
             config.memory.limit_bytes = limit;
         }
@@ -435,6 +473,12 @@ impl Config {
                 self.memory.limit_bytes,
                 self.flush.max_head_bytes
             );
+        }
+        let retention = self.retention.to_retention()?;
+        let keeps_forever =
+            retention.default.is_zero() && retention.tenants.values().all(Duration::is_zero);
+        if !keeps_forever && self.compaction.interval.is_zero() {
+            bail!("retention is applied by the compactor: set compaction.interval above 0s");
         }
         if self.flush.row_group_rows == 0 {
             bail!("flush.row_group_rows must be positive");
@@ -478,6 +522,8 @@ impl Config {
             compaction_interval: self.compaction.interval,
             compaction_max_block_spans: self.compaction.max_block_spans,
             compaction_delete_delay: self.compaction.delete_delay,
+            // Validated at load.
+            retention: self.retention.to_retention().unwrap_or_default(),
         }
     }
 }
@@ -517,6 +563,10 @@ mod tests {
             "[listen]\nhttpp = \"x\"",
             "[wal]\nfsync = \"sometimes\"",
             "storage = \"s4://x\"",
+            "[retention.tenants]\nteam-a = \"three days\"",
+            "[retention.tenants]\n\"a/b\" = \"72h\"",
+            "[retention]\nperiod = \"24h\"\n[compaction]\ninterval = \"0s\"",
+            "[memory]\nlimit_bytes = 1000",
         ] {
             std::fs::write(&path, bad).unwrap();
             assert!(
@@ -524,5 +574,24 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn retention_periods_reach_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tracelake.toml");
+        std::fs::write(
+            &path,
+            "[retention]\nperiod = \"336h\"\n[retention.tenants]\nteam-a = \"72h\"\nteam-b = \"0s\"\n",
+        )
+        .unwrap();
+        let retention = Config::load(Some(&path), &Overrides::default())
+            .unwrap()
+            .storage_config()
+            .retention;
+        let hours = |hours: u64| Some(Duration::from_secs(hours * 3600));
+        assert_eq!(retention.period("team-a"), hours(72));
+        assert_eq!(retention.period("team-b"), None);
+        assert_eq!(retention.period("anyone-else"), hours(336));
     }
 }

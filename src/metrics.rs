@@ -129,6 +129,11 @@ fn render(
             stats.compacted_blocks,
         ),
         (
+            "tracelake_storage_expired_blocks_total",
+            "Blocks dropped by retention.",
+            stats.expired_blocks,
+        ),
+        (
             "tracelake_storage_compaction_failures_total",
             "Compaction passes that failed (retried on the next pass).",
             stats.compaction_failures,

@@ -139,6 +139,14 @@ impl Catalog {
             .push(Arc::new(meta));
     }
 
+    /// Drops the blocks at `paths` (expired by retention). The caller holds
+    /// the engine's view lock.
+    pub fn remove(&self, paths: &HashSet<String>) {
+        for blocks in self.by_tenant.write().values_mut() {
+            blocks.retain(|meta| !paths.contains(&meta.path));
+        }
+    }
+
     /// Swaps compaction's output for its sources. The caller holds the
     /// engine's view lock, so no snapshot sees both or neither.
     pub fn replace(&self, merged: BlockMeta) {

@@ -57,6 +57,8 @@ pub struct CompactionStats {
     pub spans: u64,
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Blocks dropped by retention.
+    pub expired_blocks: usize,
 }
 
 /// Groups of blocks to merge, each group of one tenant and hour.

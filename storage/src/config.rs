@@ -71,6 +71,28 @@ pub struct StorageConfig {
     /// snapshotted them.
     #[serde(with = "humantime_serde")]
     pub compaction_delete_delay: Duration,
+    /// How long each tenant's spans and derived rows are kept.
+    #[serde(skip)]
+    pub retention: Retention,
+}
+
+/// How long data is kept, per tenant; applied by the compactor (see
+/// [`crate::Storage::compact`]) a whole block or derived file at a time,
+/// once everything in it is older than the period.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// For tenants without their own period; zero keeps data forever.
+    pub default: Duration,
+    /// Per-tenant periods (zero: forever), as Tempo's per-tenant overrides.
+    pub tenants: std::collections::BTreeMap<String, Duration>,
+}
+
+impl Retention {
+    /// `tenant`'s period, `None` when its data is kept forever.
+    pub fn period(&self, tenant: &str) -> Option<Duration> {
+        let period = self.tenants.get(tenant).copied().unwrap_or(self.default);
+        (!period.is_zero()).then_some(period)
+    }
 }
 
 impl Default for StorageConfig {
@@ -88,6 +110,7 @@ impl Default for StorageConfig {
             compaction_interval: Duration::from_secs(60),
             compaction_max_block_spans: 1_000_000,
             compaction_delete_delay: Duration::from_secs(5 * 60),
+            retention: Retention::default(),
         }
     }
 }

@@ -67,6 +67,7 @@ struct Counters {
     flushed_bytes: AtomicU64,
     flush_failures: AtomicU64,
     compacted_blocks: AtomicU64,
+    expired_blocks: AtomicU64,
     compaction_failures: AtomicU64,
     refused_appends: AtomicU64,
     /// WAL append latency (write + fsync per the policy), per append.
@@ -85,6 +86,8 @@ pub struct StorageStats {
     pub flush_failures: u64,
     /// Blocks merged away by compaction.
     pub compacted_blocks: u64,
+    /// Blocks dropped by retention.
+    pub expired_blocks: u64,
     pub compaction_failures: u64,
     /// Appends refused over `max_head_bytes` or the memory limit.
     pub refused_appends: u64,
@@ -384,12 +387,19 @@ impl Storage {
         .await;
     }
 
-    /// Merges small blocks ([`crate::compact`]) and deletes the sources of
-    /// earlier merges whose delay has passed.
+    /// Applies retention, merges small blocks ([`crate::compact`]) and
+    /// deletes the sources of earlier merges whose delay has passed.
+    ///
+    /// Retention: a block of a tenant with a period goes once all its spans
+    /// ended before `now - period`, a derived file once its hour did. Both
+    /// leave the catalogs at once and are deleted after `delete_delay`, as
+    /// compacted sources are, so queries already reading them finish.
     pub async fn compact(&self) -> Result<CompactionStats> {
         let inner = &self.inner;
         let _compacting = inner.compaction_lock.lock().await;
         let mut stats = CompactionStats::default();
+        stats.expired_blocks =
+            self.expire(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX));
         let groups = compact::plan(
             &inner.catalog.all(),
             inner.config.compaction_max_block_spans,
@@ -432,6 +442,47 @@ impl Storage {
             tracing::debug!(?stats, "compacted blocks");
         }
         Ok(stats)
+    }
+
+    /// Drops what retention says is past, as of `now_ns`; returns the span
+    /// blocks dropped.
+    fn expire(&self, now_ns: i64) -> usize {
+        let inner = &self.inner;
+        let retention = &inner.config.retention;
+        let cutoff_of = |tenant: &str| {
+            retention.period(tenant).map(|period| {
+                now_ns.saturating_sub(i64::try_from(period.as_nanos()).unwrap_or(i64::MAX))
+            })
+        };
+        let expired: std::collections::HashSet<String> = inner
+            .catalog
+            .all()
+            .iter()
+            .filter(|meta| cutoff_of(&meta.tenant).is_some_and(|cutoff| meta.max_end_ns < cutoff))
+            .map(|meta| meta.path.clone())
+            .collect();
+        let derived = {
+            let _view = inner.view.write();
+            inner.catalog.remove(&expired);
+            inner.derived.expire(cutoff_of)
+        };
+        if expired.is_empty() && derived.is_empty() {
+            return 0;
+        }
+        tracing::info!(
+            blocks = expired.len(),
+            derived_files = derived.len(),
+            "retention: expired data"
+        );
+        let due = std::time::Instant::now() + inner.config.compaction_delete_delay;
+        let mut replaced = inner.replaced.lock();
+        replaced.extend(expired.iter().map(|path| (due, path.clone())));
+        replaced.extend(derived.iter().map(|path| (due, path.to_string())));
+        inner
+            .counters
+            .expired_blocks
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        expired.len()
     }
 
     /// Deletes the replaced blocks whose delay has passed; a failed delete
@@ -484,6 +535,7 @@ impl Storage {
             flushed_bytes: counters.flushed_bytes.load(Ordering::Relaxed),
             flush_failures: counters.flush_failures.load(Ordering::Relaxed),
             compacted_blocks: counters.compacted_blocks.load(Ordering::Relaxed),
+            expired_blocks: counters.expired_blocks.load(Ordering::Relaxed),
             compaction_failures: counters.compaction_failures.load(Ordering::Relaxed),
             refused_appends: counters.refused_appends.load(Ordering::Relaxed),
             resident_bytes: self.inner.memory.resident(),

@@ -50,7 +50,7 @@ pub mod workload;
 pub mod xray;
 
 pub use api::{BlockRef, DerivedWriter, SpanFilter, SpanReader, SpanSnapshot, SpanWriter};
-pub use config::{FsyncPolicy, StorageConfig};
+pub use config::{FsyncPolicy, Retention, StorageConfig};
 pub use engine::{FlushStats, OpenStats, Storage, StorageStats, local_store};
 pub use ids::{IdError, SpanId, TraceId};
 

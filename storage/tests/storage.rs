@@ -493,3 +493,75 @@ async fn a_crash_anywhere_in_a_flush_stores_each_span_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_drops_a_tenants_old_spans_and_derived_rows_and_keeps_the_rest() {
+    use tracelake_storage::derived::{DerivedTable, SpanMetricSet, span_facts};
+    use tracelake_storage::{DerivedWriter, Retention};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let config = StorageConfig {
+        compaction_delete_delay: std::time::Duration::ZERO,
+        retention: Retention {
+            default: std::time::Duration::ZERO,
+            tenants: [(
+                "short".to_string(),
+                std::time::Duration::from_secs(24 * 3600),
+            )]
+            .into(),
+        },
+        ..config(dir.path())
+    };
+    let (storage, _) = Storage::open(config, Arc::clone(&store)).await.unwrap();
+    let old = T0; // months before now
+    for tenant in ["short", "forever"] {
+        for (seed, start) in [(1, old), (2, now - 3_600_000_000_000)] {
+            let batch = resource_spans_to_batch(tenant, &[sample_resource_spans(seed, 3, start)])
+                .unwrap()
+                .batch
+                .unwrap();
+            storage.append(tenant, batch.clone()).await.unwrap();
+            let mut metrics = SpanMetricSet::default();
+            for facts in span_facts(&batch).unwrap() {
+                metrics.add(&facts);
+            }
+            storage
+                .write_derived(
+                    tenant,
+                    DerivedTable::SpanMetrics,
+                    metrics.to_batch(tenant).unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    storage.flush().await.unwrap();
+    let blocks = |tenant: &str| storage.snapshot(tenant, &SpanFilter::default()).blocks;
+    let derived = |tenant: &str| storage.derived_files(tenant, DerivedTable::SpanMetrics, None);
+    assert_eq!((blocks("short").len(), derived("short").len()), (2, 2));
+    let old_block = dir.path().join(
+        blocks("short")
+            .iter()
+            .find(|block| block.path.as_ref().contains("/2026-01-01/"))
+            .unwrap()
+            .path
+            .as_ref(),
+    );
+
+    let stats = storage.compact().await.unwrap();
+    assert_eq!(stats.expired_blocks, 1);
+    // The old hour of `short` is gone, from the catalog and the disk...
+    assert_eq!((blocks("short").len(), derived("short").len()), (1, 1));
+    assert!(!old_block.exists(), "{}", old_block.display());
+    assert!(!derived("short")[0].path.as_ref().contains("/2026-01-01/"));
+    // ...its recent hour and every hour of `forever` are untouched.
+    assert_eq!((blocks("forever").len(), derived("forever").len()), (2, 2));
+    assert_eq!(block_spans(&storage, dir.path(), "short").len(), 3);
+    assert_eq!(block_spans(&storage, dir.path(), "forever").len(), 6);
+    assert_eq!(storage.stats().expired_blocks, 1);
+}

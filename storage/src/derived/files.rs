@@ -158,6 +158,26 @@ impl DerivedCatalog {
             });
     }
 
+    /// Drops, and returns, the files of every table of tenants whose data
+    /// ends before the cutoff `period_of(tenant)` gives (ns since the
+    /// epoch; `None`: kept): a file goes once its whole hour is before it.
+    pub fn expire(&self, cutoff_of: impl Fn(&str) -> Option<i64>) -> Vec<Path> {
+        let mut expired = Vec::new();
+        for ((tenant, _), files) in self.files.write().iter_mut() {
+            let Some(cutoff) = cutoff_of(tenant) else {
+                continue;
+            };
+            files.retain(|file| {
+                let keep = (file.hour + 1) * NANOS_PER_HOUR > cutoff;
+                if !keep {
+                    expired.push(file.block.path.clone());
+                }
+                keep
+            });
+        }
+        expired
+    }
+
     /// Files of `tenant`'s `table` whose hour overlaps `[from, to]` (ns).
     pub fn find(
         &self,
