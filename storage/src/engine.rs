@@ -397,9 +397,11 @@ impl Storage {
     pub async fn compact(&self) -> Result<CompactionStats> {
         let inner = &self.inner;
         let _compacting = inner.compaction_lock.lock().await;
-        let mut stats = CompactionStats::default();
-        stats.expired_blocks =
-            self.expire(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX));
+        let mut stats = CompactionStats {
+            expired_blocks: self
+                .expire(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)),
+            ..CompactionStats::default()
+        };
         let groups = compact::plan(
             &inner.catalog.all(),
             inner.config.compaction_max_block_spans,
