@@ -348,3 +348,79 @@ async fn compaction_merges_flushed_blocks_and_every_trace_stays_found() {
     let trace = fetch_trace(&http, &server.http_url(), &trace_id(3)).await;
     assert_eq!(spans_of(&trace.unwrap()).len() as u64, SPANS_PER_TRACE);
 }
+
+/// Span block files under `dir`, oldest first (ULIDs sort by time).
+fn block_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.join("tenants")];
+    while let Some(path) = stack.pop() {
+        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "parquet")
+                && path.components().any(|part| part.as_os_str() == "spans")
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort_by_key(|path| path.file_name().map(|name| name.to_os_string()));
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_block_fails_its_queries_clearly_and_the_rest_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    // Two blocks: one per server run (each flushes on shutdown).
+    for seed in [1, 2] {
+        let mut server = TestServerBuilder::new(dir.path()).spawn();
+        let response = client
+            .post(format!("{}/v1/traces", server.otlp_http_url()))
+            .header("content-type", "application/x-protobuf")
+            .body(trace_request(seed).encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        assert!(server.stop().success());
+    }
+    let blocks = block_files(dir.path());
+    assert_eq!(blocks.len(), 2);
+    std::fs::write(&blocks[0], b"not parquet at all").unwrap();
+
+    let server = TestServerBuilder::new(dir.path()).spawn();
+    let base = server.http_url();
+    // The good block's trace is served.
+    let trace = fetch_trace(&client, &base, &trace_id(2)).await.unwrap();
+    assert_eq!(spans_of(&trace).len() as u64, SPANS_PER_TRACE);
+    // The broken block's trace: a clear server error, not a hang or a crash.
+    let broken = client
+        .get(format!("{base}/api/traces/{}", hex::encode(trace_id(1))))
+        .send()
+        .await
+        .unwrap();
+    let status = broken.status();
+    let body = broken.text().await.unwrap();
+    assert!(status.is_server_error(), "{status}: {body}");
+    assert!(body.to_lowercase().contains("parquet"), "{body}");
+    // A search over both blocks fails the same way; SQL too.
+    let sql = client
+        .post(format!("{base}/v1/sql"))
+        .body("SELECT count(*) AS n FROM spans")
+        .send()
+        .await
+        .unwrap();
+    assert!(sql.status().is_server_error() || sql.status().is_client_error());
+    // And the server is still up, serving what it can.
+    assert!(
+        reqwest::get(format!("{base}/ready"))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let trace = fetch_trace(&client, &base, &trace_id(2)).await.unwrap();
+    assert_eq!(spans_of(&trace).len() as u64, SPANS_PER_TRACE);
+}
