@@ -129,7 +129,6 @@ async fn load(
 /// (through the SQL API, a page at a time).
 async fn stored_traces(base: &str) -> std::collections::HashMap<String, (u64, u64)> {
     const PAGE: usize = 5_000;
-    let client = reqwest::Client::new();
     let mut traces = std::collections::HashMap::new();
     for page in 0.. {
         let query = format!(
@@ -137,15 +136,7 @@ async fn stored_traces(base: &str) -> std::collections::HashMap<String, (u64, u6
              FROM spans GROUP BY 1 ORDER BY 1 LIMIT {PAGE} OFFSET {}",
             page * PAGE
         );
-        let answer: serde_json::Value = client
-            .post(format!("{base}/v1/sql"))
-            .body(query)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = crate::server::sql(base, &query).await;
         let rows = answer["rows"]
             .as_array()
             .unwrap_or_else(|| panic!("{answer}"));
@@ -286,21 +277,7 @@ async fn torn_wal_tail_is_truncated_and_start_up_succeeds() {
 }
 
 fn parquet_files(dir: &std::path::Path) -> usize {
-    let mut count = 0;
-    let mut stack = vec![dir.join("tenants")];
-    while let Some(path) = stack.pop() {
-        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "parquet")
-                && path.components().any(|part| part.as_os_str() == "spans")
-            {
-                count += 1;
-            }
-        }
-    }
-    count
+    block_files(dir).len()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,16 +26,7 @@ pub(crate) fn loadgen(args: &[&str]) -> (bool, Value, String) {
 }
 
 pub(crate) async fn stored(base: &str) -> u64 {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/sql"))
-        .body("SELECT count(*) AS n FROM spans")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["rows"][0]["n"].as_u64().unwrap()
+    sql_count(base, "SELECT count(*) AS n FROM spans").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,15 +243,7 @@ async fn an_overloaded_server_refuses_with_retryable_codes_and_keeps_what_it_ack
 
 /// A SQL answer's first row's `n`.
 async fn sql_count(base: &str, query: &str) -> u64 {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/sql"))
-        .body(query.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = crate::server::sql(base, query).await;
     body["rows"][0]["n"]
         .as_u64()
         .unwrap_or_else(|| panic!("{body}"))

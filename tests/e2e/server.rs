@@ -212,3 +212,16 @@ impl Drop for TestServer {
         self.kill9();
     }
 }
+
+/// POST `query` to the SQL API at `base`; the JSON answer.
+pub(crate) async fn sql(base: &str, query: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/sql"))
+        .body(query.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
