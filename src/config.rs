@@ -24,6 +24,7 @@ pub(crate) struct Config {
     pub(crate) flush: FlushConfig,
     pub(crate) compaction: CompactionConfig,
     pub(crate) retention: RetentionConfig,
+    pub(crate) overrides: OverridesConfig,
     pub(crate) memory: MemoryConfig,
     pub(crate) otlp: OtlpConfig,
     pub(crate) xray: XrayConfig,
@@ -142,6 +143,54 @@ impl RetentionConfig {
             default: self.period,
             tenants,
         })
+    }
+}
+
+/// Per-tenant ingestion limits (the collector's `limits` module), as
+/// Tempo's overrides; 0 means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct OverridesConfig {
+    /// Bytes per second (decompressed OTLP / X-Ray document bytes) per tenant.
+    pub(crate) ingestion_rate_limit_bytes: u64,
+    /// Bytes a tenant may send at once; at least the rate.
+    pub(crate) ingestion_burst_size_bytes: u64,
+    /// Per-tenant values, replacing the ones above for that tenant.
+    pub(crate) tenants: std::collections::BTreeMap<String, TenantOverrides>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TenantOverrides {
+    pub(crate) ingestion_rate_limit_bytes: u64,
+    pub(crate) ingestion_burst_size_bytes: u64,
+}
+
+impl OverridesConfig {
+    pub(crate) fn ingest_limits(&self) -> tracelake_collector::limits::IngestLimits {
+        let limits = |rate, burst| tracelake_collector::limits::TenantLimits {
+            ingestion_rate_limit_bytes: rate,
+            ingestion_burst_size_bytes: burst,
+        };
+        tracelake_collector::limits::IngestLimits {
+            defaults: limits(
+                self.ingestion_rate_limit_bytes,
+                self.ingestion_burst_size_bytes,
+            ),
+            tenants: self
+                .tenants
+                .iter()
+                .map(|(tenant, values)| {
+                    (
+                        tenant.clone(),
+                        limits(
+                            values.ingestion_rate_limit_bytes,
+                            values.ingestion_burst_size_bytes,
+                        ),
+                    )
+                })
+                .collect(),
+        }
     }
 }
 
@@ -280,6 +329,7 @@ impl Default for Config {
                 delete_delay: storage.compaction_delete_delay,
             },
             retention: RetentionConfig::default(),
+            overrides: OverridesConfig::default(),
             memory: MemoryConfig::default(),
             otlp: OtlpConfig {
                 max_message_bytes: tracelake_collector::OtlpLimits::default().max_message_bytes,
@@ -473,6 +523,10 @@ impl Config {
                 self.memory.limit_bytes,
                 self.flush.max_head_bytes
             );
+        }
+        for tenant in self.overrides.tenants.keys() {
+            tracelake_storage::validate_tenant(tenant)
+                .map_err(|error| anyhow::anyhow!("overrides.tenants: {error}"))?;
         }
         let retention = self.retention.to_retention()?;
         let keeps_forever =

@@ -89,7 +89,8 @@ pub(crate) async fn serve_until(
     // eightfold (owned protobuf structs, Arrow, the WAL record), so this is
     // about an eighth of the limit once expanded, inside the spike
     // allowance (a fifth).
-    .with_inflight_limit(config.memory.limit_bytes / INFLIGHT_SHARE_OF_MEMORY);
+    .with_inflight_limit(config.memory.limit_bytes / INFLIGHT_SHARE_OF_MEMORY)
+    .with_ingest_limits(config.overrides.ingest_limits());
     let receiver_stats = Arc::clone(pipeline.receiver_stats());
     let xray_ingest = XrayIngest::new(pipeline.clone());
     let udp_stats = Arc::new(xray_udp::UdpStats::default());

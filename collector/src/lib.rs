@@ -14,6 +14,7 @@
 //! `partial_success` while the good spans of the same request are kept.
 
 pub mod aggregate;
+pub mod limits;
 pub mod metrics_ingest;
 pub mod otlp_grpc;
 pub mod otlp_http;

@@ -96,7 +96,7 @@ impl TraceService for OtlpTraceService {
         let stats = self.pipeline.receiver_stats();
         let _admitted = self
             .pipeline
-            .admit(request.get_ref().encoded_len())
+            .admit(&tenant, request.get_ref().encoded_len())
             .map_err(|error| {
                 stats.record_failure(Receiver::OtlpGrpcTraces);
                 ingest_error_status(error)

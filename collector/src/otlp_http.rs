@@ -220,7 +220,7 @@ async fn read_request<T, G>(
     headers: &HeaderMap,
     body: Bytes,
     what: &'static str,
-    admit: impl FnOnce(usize, Encoding) -> Result<G, OtlpHttpError>,
+    admit: impl FnOnce(&str, usize, Encoding) -> Result<G, OtlpHttpError>,
 ) -> Result<(String, Encoding, T, G), OtlpHttpError>
 where
     T: Message + Default + serde::de::DeserializeOwned + Send + 'static,
@@ -229,7 +229,7 @@ where
     let tenant = tenant(headers, encoding)?;
     let limit = state.limits.max_message_bytes;
     let raw = decode_content(headers, body, limit, encoding)?;
-    let admitted = admit(raw.len(), encoding)?;
+    let admitted = admit(&tenant, raw.len(), encoding)?;
     let request = tokio::task::spawn_blocking(move || decode_request::<T>(&raw, encoding, what))
         .await
         .map_err(|error| {
@@ -276,8 +276,8 @@ async fn export_traces(
         &headers,
         body,
         "ExportTraceServiceRequest",
-        |bytes, encoding| {
-            state.pipeline.admit(bytes).map_err(|error| {
+        |tenant, bytes, encoding| {
+            state.pipeline.admit(tenant, bytes).map_err(|error| {
                 stats.record_failure(Receiver::OtlpHttpTraces);
                 ingest_error(error, encoding)
             })
@@ -309,7 +309,7 @@ async fn export_metrics(
         &headers,
         body,
         "ExportMetricsServiceRequest",
-        |_, _| Ok(()),
+        |_, _, _| Ok(()),
     )
     .await?;
     let stats = state.metrics.receiver_stats();

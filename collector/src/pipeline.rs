@@ -8,6 +8,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tracelake_storage::otlp::{SpanRejection, resource_spans_to_batch};
 use tracelake_storage::{SpanWriter, StorageError, validate_tenant};
 
+use crate::limits::{IngestLimits, RateLimiter};
 use crate::receiver_stats::ReceiverStats;
 use crate::tail::TailStage;
 
@@ -124,6 +125,7 @@ pub struct Pipeline {
     tail: Option<Arc<TailStage>>,
     receiver_stats: Arc<ReceiverStats>,
     inflight: Arc<InflightBytes>,
+    rate_limiter: Arc<RateLimiter>,
 }
 
 impl Pipeline {
@@ -133,7 +135,14 @@ impl Pipeline {
             tail: None,
             receiver_stats: Arc::default(),
             inflight: InflightBytes::new(0),
+            rate_limiter: Arc::default(),
         }
+    }
+
+    /// Limits each tenant's ingestion rate ([`crate::limits`]).
+    pub fn with_ingest_limits(mut self, limits: IngestLimits) -> Self {
+        self.rate_limiter = Arc::new(RateLimiter::new(limits));
+        self
     }
 
     /// Bounds the bytes of requests in flight ([`InflightBytes`]).
@@ -142,12 +151,13 @@ impl Pipeline {
         self
     }
 
-    /// Admits a request of `bytes` (its protobuf or JSON size): storage has
-    /// room and the in-flight budget does too. Receivers call it before
-    /// decoding when they can, and hold the guard until the request is
-    /// stored.
-    pub fn admit(&self, bytes: usize) -> Result<InflightGuard, IngestError> {
+    /// Admits a request of `tenant` of `bytes` (its protobuf or JSON size):
+    /// storage has room, the tenant's rate limit and the in-flight budget
+    /// do too. Receivers call it before decoding when they can, and hold the
+    /// guard until the request is stored.
+    pub fn admit(&self, tenant: &str, bytes: usize) -> Result<InflightGuard, IngestError> {
         self.check_capacity()?;
+        self.rate_limiter.admit(tenant, bytes as u64)?;
         self.inflight.acquire(bytes as u64)
     }
 
@@ -164,6 +174,7 @@ impl Pipeline {
             tail: Some(tail),
             receiver_stats: Arc::default(),
             inflight: InflightBytes::new(0),
+            rate_limiter: Arc::default(),
         }
     }
 

@@ -99,3 +99,101 @@ async fn many_times_overload_stays_under_the_memory_limit_and_loses_nothing_acke
     );
     assert_eq!(stored(&server.http_url()).await, acked);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_over_its_ingestion_rate_is_refused_and_others_are_not() {
+    use prost::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tracelake.toml");
+    std::fs::write(
+        &config,
+        "[overrides]\ningestion_rate_limit_bytes = 2000\ningestion_burst_size_bytes = 4000\n\
+         [overrides.tenants.unlimited]\n",
+    )
+    .unwrap();
+    let server = TestServerBuilder::new(dir.path())
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .spawn();
+    let client = reqwest::Client::new();
+    let send = |tenant: &'static str, seed: u64| {
+        let client = client.clone();
+        let url = format!("{}/v1/traces", server.otlp_http_url());
+        async move {
+            let spans = (0..3)
+                .map(|index| {
+                    crate::otlp::span(
+                        crate::otlp::trace_id(seed),
+                        crate::otlp::span_id(seed * 16 + index),
+                        "limited",
+                    )
+                })
+                .collect();
+            let body = crate::otlp::request("limits", spans).encode_to_vec();
+            let bytes = body.len();
+            let response = client
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .header("X-Scope-OrgID", tenant)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (response, bytes)
+        }
+    };
+    let (mut refused, mut accepted_bytes) = (0, 0);
+    let started = std::time::Instant::now();
+    for seed in 1..=40 {
+        let (response, bytes) = send("limited", seed).await;
+        if response.status() == 429 {
+            let body = response.text().await.unwrap();
+            assert!(body.contains("ingestion rate"), "{body}");
+            refused += 1;
+        } else {
+            assert!(response.status().is_success(), "{}", response.status());
+            accepted_bytes += bytes;
+        }
+        let (other, _) = send("unlimited", 1_000 + seed).await;
+        assert!(other.status().is_success(), "{}", other.status());
+    }
+    // What passed fits the burst plus the rate over the time it took.
+    let allowed = 4_000.0 + 2_000.0 * started.elapsed().as_secs_f64();
+    assert!(refused > 0, "nothing refused");
+    assert!(
+        accepted_bytes as f64 <= allowed,
+        "{accepted_bytes} bytes accepted, {allowed} allowed"
+    );
+
+    // The X-Ray API answers the same tenant with ThrottledException.
+    let mut throttled = false;
+    for seed in 100..140u64 {
+        let id = hex::encode(crate::otlp::trace_id(seed));
+        let document = serde_json::json!({
+            "name": "limited", "id": hex::encode(crate::otlp::span_id(seed)),
+            "trace_id": format!("1-{}-{}", &id[..8], &id[8..]),
+            "start_time": 1.7e9, "end_time": 1.7e9 + 0.1,
+        });
+        let response = client
+            .post(format!("{}/TraceSegments", server.xray_api_url()))
+            .header("X-Scope-OrgID", "limited")
+            .json(&serde_json::json!({"TraceSegmentDocuments": [document.to_string()]}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            let error_type = response.headers()["x-amzn-errortype"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(error_type.starts_with("ThrottledException"), "{error_type}");
+            throttled = true;
+            break;
+        }
+    }
+    assert!(
+        throttled,
+        "the X-Ray API never throttled the limited tenant"
+    );
+}

@@ -134,7 +134,7 @@ impl XrayIngest {
         // decoding.
         let _admitted = self
             .pipeline
-            .admit(documents.iter().map(Bytes::len).sum())?;
+            .admit(tenant, documents.iter().map(Bytes::len).sum())?;
         let resources = Arc::clone(&self.resources);
         let tenant_owned = tenant.to_string();
         let mut prepared =
