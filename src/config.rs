@@ -25,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) compaction: CompactionConfig,
     pub(crate) retention: RetentionConfig,
     pub(crate) overrides: OverridesConfig,
+    pub(crate) query: QueryConfig,
     pub(crate) memory: MemoryConfig,
     pub(crate) otlp: OtlpConfig,
     pub(crate) xray: XrayConfig,
@@ -194,6 +195,37 @@ impl OverridesConfig {
     }
 }
 
+/// Limits on queries (the query crate's `http` module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct QueryConfig {
+    /// Queries running at once on the query port (and, apart, on the X-Ray
+    /// API's query operations).
+    pub(crate) max_concurrent: usize,
+    /// How long a query waits for a turn before it gets 429.
+    #[serde(with = "humantime_serde")]
+    pub(crate) queue_wait: Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        let limits = tracelake_query::QueryLimits::default();
+        Self {
+            max_concurrent: limits.max_concurrent,
+            queue_wait: limits.queue_wait,
+        }
+    }
+}
+
+impl QueryConfig {
+    pub(crate) fn limits(&self) -> tracelake_query::QueryLimits {
+        tracelake_query::QueryLimits {
+            max_concurrent: self.max_concurrent,
+            queue_wait: self.queue_wait,
+        }
+    }
+}
+
 /// The process memory limiter (the storage crate's `memory` module).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -330,6 +362,7 @@ impl Default for Config {
             },
             retention: RetentionConfig::default(),
             overrides: OverridesConfig::default(),
+            query: QueryConfig::default(),
             memory: MemoryConfig::default(),
             otlp: OtlpConfig {
                 max_message_bytes: tracelake_collector::OtlpLimits::default().max_message_bytes,
@@ -533,6 +566,9 @@ impl Config {
             retention.default.is_zero() && retention.tenants.values().all(Duration::is_zero);
         if !keeps_forever && self.compaction.interval.is_zero() {
             bail!("retention is applied by the compactor: set compaction.interval above 0s");
+        }
+        if self.query.max_concurrent == 0 {
+            bail!("query.max_concurrent must be positive");
         }
         if self.flush.row_group_rows == 0 {
             bail!("flush.row_group_rows must be positive");

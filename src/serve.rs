@@ -144,22 +144,26 @@ pub(crate) async fn serve_until(
     .into_future();
     let xray_api_routes = xray_api::router(xray_ingest.clone())
         .merge(tracelake_sampler::api::router(sampling))
-        .merge(tracelake_query::xray_api::router(Arc::clone(&reader)))
+        .merge(tracelake_query::http::limit_concurrency(
+            tracelake_query::xray_api::router(Arc::clone(&reader)),
+            config.query.limits(),
+        ))
         .fallback(|uri: axum::http::Uri| async move {
             xray_api::AwsError::unknown_operation(uri.path())
         });
     let xray_api = axum::serve(xray_api_listener, xray_api_routes)
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();
-    let http_routes =
-        tracelake_query::router(reader).merge(crate::metrics::router(MetricSources {
+    let http_routes = tracelake_query::router_with_limits(reader, config.query.limits()).merge(
+        crate::metrics::router(MetricSources {
             storage: storage.clone(),
             udp: Arc::clone(&udp_stats),
             tail: tail.clone(),
             aggregator: Arc::clone(&aggregation.aggregator),
             otlp_metrics: metrics_ingest.exposition(),
             receivers: Arc::clone(&receiver_stats),
-        }));
+        }),
+    );
     let http = axum::serve(http_listener, http_routes)
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();

@@ -13,6 +13,12 @@
 //!
 //! The tenant is the `X-Scope-OrgID` header, `single-tenant` without it.
 //! Errors are plain text with the status, as Tempo answers.
+//!
+//! At most [`QueryLimits::max_concurrent`] queries run at once (every route
+//! but `/ready` and `/api/echo`); a query beyond waits up to
+//! [`QueryLimits::queue_wait`] for its turn, then gets 429 with
+//! `Retry-After`. A dashboard's burst of panels waits; a flood is refused
+//! before it takes the memory and CPU the running queries need.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,18 +44,65 @@ struct QueryState {
 
 /// The query routes.
 pub fn router(reader: Arc<dyn SpanReader>) -> Router {
-    Router::new()
+    router_with_limits(reader, QueryLimits::default())
+}
+
+/// How many queries run at once, and how long one waits for its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    pub max_concurrent: usize,
+    pub queue_wait: std::time::Duration,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 16,
+            queue_wait: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// The query API with `limits` on the queries (not on the health routes).
+pub fn router_with_limits(reader: Arc<dyn SpanReader>, limits: QueryLimits) -> Router {
+    let queries = Router::new()
         .route("/v1/service-map", get(get_service_map))
         .route("/v1/sql", get(get_sql).post(post_sql))
         .route("/v1/histogram", get(get_histogram))
         .route("/v1/openapi.json", get(openapi))
-        .route("/ready", get(|| async { "ready" }))
-        .route("/api/echo", get(|| async { "echo" }))
         .with_state(QueryState {
             reader: Arc::clone(&reader),
         })
         .merge(crate::tempo::router(Arc::clone(&reader)))
-        .merge(crate::jaeger::router(reader))
+        .merge(crate::jaeger::router(reader));
+    limit_concurrency(queries, limits)
+        .route("/ready", get(|| async { "ready" }))
+        .route("/api/echo", get(|| async { "echo" }))
+}
+
+/// Lets `limits.max_concurrent` requests of `routes` run at once; the
+/// others wait up to `limits.queue_wait`, then get 429.
+pub fn limit_concurrency(routes: Router, limits: QueryLimits) -> Router {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1)));
+    routes.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let permits = Arc::clone(&permits);
+            async move {
+                match tokio::time::timeout(limits.queue_wait, permits.acquire_owned()).await {
+                    Ok(Ok(_permit)) => next.run(request).await,
+                    _ => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [(header::RETRY_AFTER, "1")],
+                        format!(
+                            "too many concurrent queries: {} run at once (query.max_concurrent) and this one waited {:?}; retry later",
+                            limits.max_concurrent, limits.queue_wait
+                        ),
+                    )
+                        .into_response(),
+                }
+            }
+        },
+    ))
 }
 
 /// The OpenAPI document of the native endpoints (`/v1/*`, the OTLP/HTTP
@@ -334,4 +387,49 @@ async fn post_sql(
     body: String,
 ) -> Result<Response, ApiError> {
     sql_answer(state.reader, &headers, &params, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn queries_past_the_limit_wait_then_get_429() {
+        let slow = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        );
+        let limits = QueryLimits {
+            max_concurrent: 2,
+            queue_wait: Duration::from_millis(100),
+        };
+        let app = limit_concurrency(slow, limits);
+        let call = || {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let request = axum::http::Request::get("/slow")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                tower::ServiceExt::oneshot(app, request).await.unwrap()
+            })
+        };
+        let calls: Vec<_> = (0..4).map(|_| call()).collect();
+        let mut statuses = Vec::new();
+        for call in calls {
+            let response = call.await.unwrap();
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+            }
+            statuses.push(response.status().as_u16());
+        }
+        statuses.sort();
+        assert_eq!(statuses, vec![200, 200, 429, 429]);
+        // Once they are done, the next one runs.
+        assert_eq!(call().await.unwrap().status(), StatusCode::OK);
+    }
 }

@@ -34,7 +34,7 @@ pub mod units;
 pub mod xray_api;
 pub mod xray_filter;
 
-pub use http::router;
+pub use http::{QueryLimits, router, router_with_limits};
 pub use session::session_for_tenant;
 
 /// Errors of the query side.
