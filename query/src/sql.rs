@@ -34,6 +34,15 @@ pub struct QueryAnswer {
     pub truncated: bool,
 }
 
+/// What `/v1/sql` lets through: queries only (no DDL, DML or other
+/// statements such as `SET` or `COPY`).
+pub fn read_only_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
 /// Runs `query` for `tenant`; `Err` carries DataFusion's message (refused
 /// statements and planning errors alike) or [`crate::QueryError::Timeout`].
 pub async fn run_query_batches(
@@ -44,10 +53,7 @@ pub async fn run_query_batches(
 ) -> Result<QueryAnswer> {
     let timeout = timeout.min(QUERY_TIMEOUT);
     let context = session_for_tenant(reader, tenant)?;
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
+    let options = read_only_options();
     let run = async {
         let frame = context.sql_with_options(query, options).await?;
         let schema = Arc::new(frame.schema().as_arrow().clone());

@@ -1,0 +1,9 @@
+
+µ
+
+
+service.name
+
+checkout”
+
+
