@@ -391,6 +391,9 @@ struct SegmentWriter {
     file: File,
     written: u64,
     unsynced: bool,
+    /// A write failed part-way: the segment ends in a torn record, and
+    /// nothing may be written after it.
+    torn: bool,
     policy: FsyncPolicy,
     segment_bytes: u64,
 }
@@ -400,9 +403,12 @@ type PendingAck = (oneshot::Sender<Result<u64>>, Result<u64>);
 impl SegmentWriter {
     fn create(dir: PathBuf, segment: u64, policy: FsyncPolicy, segment_bytes: u64) -> Result<Self> {
         let path = segment_path(&dir, segment);
+        // A file already there is an earlier attempt at this same segment
+        // that failed (a full disk): it holds no record, so it is rewritten.
         let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
+            .create(true)
+            .truncate(true)
+            .write(true)
             .open(&path)
             .map_err(io_error(&path))?;
         let mut header = [0u8; HEADER_LEN];
@@ -417,6 +423,7 @@ impl SegmentWriter {
             file,
             written: HEADER_LEN as u64,
             unsynced: false,
+            torn: false,
             policy,
             segment_bytes,
         })
@@ -476,6 +483,11 @@ impl SegmentWriter {
     }
 
     fn write_record(&mut self, payload: &[u8]) -> Result<()> {
+        if self.torn {
+            // Nothing may follow a torn record: a fresh segment first, or
+            // no write at all (the disk is still full, say).
+            self.start_next_segment()?;
+        }
         let len = u32::try_from(payload.len())
             .ok()
             .filter(|len| (*len as usize) <= MAX_RECORD_BYTES)
@@ -497,6 +509,7 @@ impl SegmentWriter {
             // A partial record would hide every later one from replay:
             // continue in a fresh segment.
             tracing::error!(path = %path.display(), %source, "wal write failed");
+            self.torn = true;
             if let Err(error) = self.start_next_segment() {
                 tracing::error!(%error, "wal segment rotation after a failed write failed");
             }

@@ -401,3 +401,116 @@ async fn an_unreadable_block_fails_its_queries_clearly_and_the_rest_is_served() 
     let trace = fetch_trace(&client, &base, &trace_id(2)).await.unwrap();
     assert_eq!(spans_of(&trace).len() as u64, SPANS_PER_TRACE);
 }
+
+/// A small tmpfs mounted on a fresh directory, unmounted when dropped: a
+/// disk that really fills up. Mounting needs root, which the suite runs as.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            mounted.success(),
+            "mounting a {size} tmpfs failed: the disk-full test needs root"
+        );
+        Self { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_spans_with_unavailable_and_recovers_when_space_returns() {
+    let disk = SmallDisk::mount("24m");
+    // Room to free later.
+    let filler = disk.dir.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 8 << 20]).unwrap();
+    let data = disk.dir.path().join("data");
+    let server = TestServerBuilder::new(&data).spawn();
+    let client = reqwest::Client::new();
+    let post = |seed: u64| {
+        // Big requests: 200 spans of 3 KB of attributes each.
+        let id = trace_id(seed);
+        let spans = (0..200)
+            .map(|index| {
+                let mut span = span(id, span_id(seed * 1_000 + index), "disk");
+                span.attributes
+                    .push(opentelemetry_proto::tonic::common::v1::KeyValue {
+                    key: "payload".into(),
+                    value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                        value: Some(
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                format!("{seed}-{index}-").repeat(300),
+                            ),
+                        ),
+                    }),
+                    ..Default::default()
+                });
+                span
+            })
+            .collect();
+        client
+            .post(format!("{}/v1/traces", server.otlp_http_url()))
+            .header("content-type", "application/x-protobuf")
+            .body(request("disk", spans).encode_to_vec())
+            .send()
+    };
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for seed in 1..200 {
+        let response = post(seed).await.unwrap();
+        if response.status().is_success() {
+            acked.push(seed);
+        } else {
+            refusal = Some((response.status(), response.text().await.unwrap()));
+            break;
+        }
+    }
+    let (status, message) = refusal.expect("the disk never filled");
+    assert_eq!(status, 503, "{message}");
+    assert!(message.contains("No space left"), "{message}");
+    assert!(!acked.is_empty());
+    // Over gRPC: UNAVAILABLE, which exporters retry.
+    let mut grpc = TraceServiceClient::connect(server.otlp_grpc_url())
+        .await
+        .unwrap();
+    let status = grpc.export(trace_request(10_000)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // Still up, still answering for what it acked.
+    let trace = fetch_trace(&client, &server.http_url(), &trace_id(acked[0]))
+        .await
+        .unwrap();
+    assert_eq!(spans_of(&trace).len(), 200);
+
+    // Space comes back: spans are taken again, and everything acked,
+    // before and after, survives a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let after = 500;
+    let response = post(after).await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    acked.push(after);
+    drop(server);
+    let server = TestServerBuilder::new(&data).spawn();
+    for seed in &acked {
+        let trace = fetch_trace(&client, &server.http_url(), &trace_id(*seed)).await;
+        assert_eq!(
+            trace.map(|trace| spans_of(&trace).len()),
+            Some(200),
+            "trace {seed} after restart"
+        );
+    }
+}
