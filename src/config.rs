@@ -205,6 +205,9 @@ pub(crate) struct QueryConfig {
     /// How long a query waits for a turn before it gets 429.
     #[serde(with = "humantime_serde")]
     pub(crate) queue_wait: Duration,
+    /// Longest time range of a Tempo search (400 beyond); `0s`: any.
+    #[serde(with = "humantime_serde")]
+    pub(crate) max_search_duration: Duration,
 }
 
 impl Default for QueryConfig {
@@ -213,6 +216,7 @@ impl Default for QueryConfig {
         Self {
             max_concurrent: limits.max_concurrent,
             queue_wait: limits.queue_wait,
+            max_search_duration: limits.max_search_duration,
         }
     }
 }
@@ -222,6 +226,7 @@ impl QueryConfig {
         tracelake_query::QueryLimits {
             max_concurrent: self.max_concurrent,
             queue_wait: self.queue_wait,
+            max_search_duration: self.max_search_duration,
         }
     }
 }

@@ -52,6 +52,8 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
 pub struct QueryLimits {
     pub max_concurrent: usize,
     pub queue_wait: std::time::Duration,
+    /// Longest time range a Tempo search may cover; zero: any.
+    pub max_search_duration: std::time::Duration,
 }
 
 impl Default for QueryLimits {
@@ -59,6 +61,7 @@ impl Default for QueryLimits {
         Self {
             max_concurrent: 16,
             queue_wait: std::time::Duration::from_secs(5),
+            max_search_duration: std::time::Duration::from_secs(168 * 3600),
         }
     }
 }
@@ -73,7 +76,10 @@ pub fn router_with_limits(reader: Arc<dyn SpanReader>, limits: QueryLimits) -> R
         .with_state(QueryState {
             reader: Arc::clone(&reader),
         })
-        .merge(crate::tempo::router(Arc::clone(&reader)))
+        .merge(crate::tempo::router_with_max_search(
+            Arc::clone(&reader),
+            limits.max_search_duration,
+        ))
         .merge(crate::jaeger::router(reader));
     limit_concurrency(queries, limits)
         .route("/ready", get(|| async { "ready" }))
@@ -407,6 +413,7 @@ mod tests {
         let limits = QueryLimits {
             max_concurrent: 2,
             queue_wait: Duration::from_millis(100),
+            ..QueryLimits::default()
         };
         let app = limit_concurrency(slow, limits);
         let call = || {

@@ -62,10 +62,21 @@ const NO_ROOT: &str = "<root span not yet received>";
 #[derive(Debug, Clone)]
 struct TempoState {
     reader: Arc<dyn SpanReader>,
+    /// Longest `end - start` a search may ask for; zero: any.
+    max_search_duration: std::time::Duration,
 }
 
 /// The Tempo routes, to merge into the query router.
 pub fn router(reader: Arc<dyn SpanReader>) -> Router {
+    router_with_max_search(reader, std::time::Duration::ZERO)
+}
+
+/// The Tempo routes; a search over more than `max_search_duration` (zero:
+/// no limit) gets 400, as Tempo's `max_duration` answers.
+pub fn router_with_max_search(
+    reader: Arc<dyn SpanReader>,
+    max_search_duration: std::time::Duration,
+) -> Router {
     Router::new()
         .route("/api/traces/{trace_id}", get(trace_v1))
         .route("/api/v2/traces/{trace_id}", get(trace_v2))
@@ -75,7 +86,10 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
         .route("/api/search/tag/{tag}/values", get(tag_values_v1))
         .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
         .route("/api/status/buildinfo", get(buildinfo))
-        .with_state(TempoState { reader })
+        .with_state(TempoState {
+            reader,
+            max_search_duration,
+        })
 }
 
 // ---------------------------------------------------------------- traces
@@ -420,6 +434,15 @@ async fn search(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&headers)?;
     let range_ns = window(&params)?;
+    let max = state.max_search_duration;
+    if !max.is_zero() && (range_ns.1 - range_ns.0) as u128 > max.as_nanos() {
+        return Err(ApiError::BadRequest(format!(
+            "range specified by start and end exceeds {} (query.max_search_duration): received start={} end={}",
+            humantime::format_duration(max),
+            range_ns.0 / 1_000_000_000,
+            range_ns.1 / 1_000_000_000
+        )));
+    }
     let limit = count_param(&params, "limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let spss = count_param(
         &params,

@@ -197,3 +197,22 @@ async fn a_tenant_over_its_ingestion_rate_is_refused_and_others_are_not() {
         "the X-Ray API never throttled the limited tenant"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_over_more_than_the_max_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServerBuilder::new(dir.path()).spawn();
+    let end = 1_767_225_600u64;
+    let search = |days: u64| {
+        reqwest::get(format!(
+            "{}/api/search?q=%7B%7D&start={}&end={end}",
+            server.http_url(),
+            end - days * 86_400
+        ))
+    };
+    let refused = search(8).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let message = refused.text().await.unwrap();
+    assert!(message.contains("max_search_duration"), "{message}");
+    assert_eq!(search(6).await.unwrap().status(), 200);
+}
