@@ -156,6 +156,7 @@ impl Pipeline {
     /// do too. Receivers call it before decoding when they can, and hold the
     /// guard until the request is stored.
     pub fn admit(&self, tenant: &str, bytes: usize) -> Result<InflightGuard, IngestError> {
+        validate_tenant(tenant).map_err(IngestError::InvalidTenant)?;
         self.check_capacity()?;
         self.rate_limiter.admit(tenant, bytes as u64)?;
         self.inflight.acquire(bytes as u64)
