@@ -9,10 +9,11 @@
 //!  +-----------+
 //!        |  durable -> acked
 //!        v
-//!  +-----------+  queryable at once
-//!  |   head    |
+//!  +-----------+  queryable at once; resource maps shared per request;
+//!  |   head    |  bounded (max_head_bytes, and the process memory limit)
 //!  +-----------+
-//!        |  flush by size or age (and on shutdown)
+//!        |  flush by size or age (and on shutdown, or early under memory
+//!        |  pressure); committed by wal/FLUSHED before segments go
 //!        v
 //!  +-----------------------------------------------+  object_store
 //!  | tenants/{t}/spans/{yyyy-mm-dd}/{hh}/{ulid}.parquet |  (local dir or S3)
@@ -22,6 +23,9 @@
 //!        v
 //!   SpanReader (the query side's narrow view)
 //! ```
+//!
+//! The compactor merges an hour's small blocks and applies per-tenant
+//! retention ([`Storage::compact`]).
 //!
 //! The query crate never sees the WAL or the head's internals: it asks a
 //! [`SpanReader`] for the blocks and head batches that may hold the rows it
