@@ -36,6 +36,11 @@ impl IngestLimits {
     }
 }
 
+/// Buckets kept at most; past it, full ones (which say nothing a fresh
+/// bucket would not) are dropped, so tenant names a client invents cannot
+/// grow memory without bound.
+const MAX_BUCKETS: usize = 10_000;
+
 /// The buckets, one per tenant seen.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
@@ -75,6 +80,11 @@ impl RateLimiter {
             ));
         }
         let mut buckets = self.buckets.lock();
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(tenant) {
+            buckets.retain(|_, (tokens, last)| {
+                *tokens + now.saturating_duration_since(*last).as_secs_f64() * rate < burst
+            });
+        }
         let (tokens, last) = buckets.entry(tenant.to_string()).or_insert((burst, now));
         let elapsed = now.saturating_duration_since(*last).as_secs_f64();
         let available = (*tokens + elapsed * rate).min(burst);

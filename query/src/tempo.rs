@@ -435,7 +435,8 @@ async fn search(
     let tenant = tenant(&headers)?;
     let range_ns = window(&params)?;
     let max = state.max_search_duration;
-    if !max.is_zero() && (range_ns.1 - range_ns.0) as u128 > max.as_nanos() {
+    let span_ns = u128::try_from(range_ns.1.saturating_sub(range_ns.0)).unwrap_or(0);
+    if !max.is_zero() && span_ns > max.as_nanos() {
         return Err(ApiError::BadRequest(format!(
             "range specified by start and end exceeds {} (query.max_search_duration): received start={} end={}",
             humantime::format_duration(max),
