@@ -14,8 +14,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tracelake_storage::{SpanReader, Storage, StorageConfig, local_store};
 
+/// What a target does with one input.
+pub type Harness = fn(&[u8]);
+
 /// The targets, by name (the corpus directory and the cargo-fuzz binary).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("xray_document", xray_document),
     ("xray_udp_frame", xray_udp_frame),
     ("otlp_protobuf", otlp_protobuf),
