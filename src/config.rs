@@ -32,6 +32,8 @@ pub(crate) struct Config {
     pub(crate) sampling: SamplingConfig,
     pub(crate) tail_sampling: TailSamplingConfig,
     pub(crate) service_graph: ServiceGraphConfig,
+    /// API keys per tenant; none: no authentication (see the `auth` module).
+    pub(crate) auth: crate::auth::AuthConfig,
 }
 
 /// The streaming aggregation of service-map edges and span metrics (the
@@ -376,6 +378,7 @@ impl Default for Config {
             sampling: SamplingConfig::default(),
             tail_sampling: TailSamplingConfig::default(),
             service_graph: ServiceGraphConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! The `tracelake` command line: wires the crates together.
 
 mod aggregation;
+mod auth;
 mod config;
 mod demo;
 mod import;
 mod loadgen;
 mod metrics;
 mod serve;
+mod sigv4;
 mod sql;
 
 use std::path::PathBuf;
@@ -41,6 +43,91 @@ enum Command {
     /// span_metrics, metrics) and print the rows. The server must not be
     /// running on the same data dir (use its /v1/sql then).
     Sql(SqlArgs),
+    /// Make an API key for `[[auth.keys]]`: prints the token once and the
+    /// config entry, which holds only its SHA-256. With
+    /// `--sigv4-secret-file`, also an access key id for SigV4 clients
+    /// (boto3), its secret written to that file (mode 0600).
+    NewKey(NewKeyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NewKeyArgs {
+    /// The key's name, shown in logs and errors.
+    #[arg(long)]
+    name: String,
+    /// The tenant the key reads and writes.
+    #[arg(long)]
+    tenant: String,
+    /// Comma-separated: ingest, query, admin.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_permission)]
+    permissions: Vec<auth::Permission>,
+    /// Also make a SigV4 key pair; its secret goes to this new file.
+    #[arg(long)]
+    sigv4_secret_file: Option<PathBuf>,
+}
+
+fn parse_permission(text: &str) -> Result<auth::Permission, String> {
+    match text.trim() {
+        "ingest" => Ok(auth::Permission::Ingest),
+        "query" => Ok(auth::Permission::Query),
+        "admin" => Ok(auth::Permission::Admin),
+        other => Err(format!(
+            "{other:?} is not a permission (ingest, query, admin)"
+        )),
+    }
+}
+
+/// `tracelake new-key`: the token as a TOML comment, then the entry.
+fn new_key(args: NewKeyArgs) -> anyhow::Result<()> {
+    tracelake_storage::validate_tenant(&args.tenant)?;
+    let token = auth::new_token()?;
+    let mut entry = auth::KeyConfig {
+        name: args.name,
+        tenant: args.tenant,
+        permissions: args.permissions,
+        token_sha256: Some(auth::token_sha256(&token)),
+        access_key_id: None,
+        secret_access_key_file: None,
+    };
+    let mut access = None;
+    if let Some(path) = args.sigv4_secret_file {
+        let (id, secret) = auth::new_access_key()?;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|error| anyhow::anyhow!("creating {}: {error}", path.display()))?;
+        writeln!(file, "{secret}")?;
+        entry.access_key_id = Some(id.clone());
+        entry.secret_access_key_file = Some(path.clone());
+        access = Some((id, path));
+    }
+    #[derive(serde::Serialize)]
+    struct Entry {
+        auth: AuthEntry,
+    }
+    #[derive(serde::Serialize)]
+    struct AuthEntry {
+        keys: Vec<auth::KeyConfig>,
+    }
+    println!("# token (shown once; send as Authorization: Bearer <token>):");
+    println!("# {token}");
+    if let Some((id, path)) = access {
+        println!(
+            "# SigV4: aws_access_key_id = {id}, aws_secret_access_key = the content of {}",
+            path.display()
+        );
+    }
+    print!(
+        "{}",
+        toml::to_string(&Entry {
+            auth: AuthEntry { keys: vec![entry] }
+        })?
+    );
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -257,6 +344,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(sql::sql(config, &args.tenant, &args.query, args.json))
         }
+        Command::NewKey(args) => new_key(args),
     }
 }
 

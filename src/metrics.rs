@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Query;
+use axum::extract::{Extension, Query};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -21,6 +21,8 @@ use tracelake_collector::receiver_stats::ReceiverStats;
 use tracelake_collector::tail::TailStage;
 use tracelake_collector::xray::udp::UdpStats;
 use tracelake_storage::Storage;
+
+use crate::auth::{Permission, Principal};
 
 /// Buckets of tracelake's own latency histograms, seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -44,7 +46,9 @@ pub(crate) fn router(sources: MetricSources) -> Router {
     Router::new().route(
         "/metrics",
         get(
-            move |Query(params): Query<HashMap<String, String>>, headers: HeaderMap| {
+            move |Query(params): Query<HashMap<String, String>>,
+                  headers: HeaderMap,
+                  principal: Option<Extension<Arc<Principal>>>| {
                 let sources = sources.clone();
                 async move {
                     let tenant = match scrape_tenant(&params, &headers) {
@@ -53,15 +57,34 @@ pub(crate) fn router(sources: MetricSources) -> Router {
                             return (axum::http::StatusCode::BAD_REQUEST, message).into_response();
                         }
                     };
+                    // With API keys: the key's tenant only, and the counters
+                    // summed over every tenant for admin keys only.
+                    let process_wide = match &principal {
+                        None => true,
+                        Some(Extension(principal)) if principal.tenant != tenant => {
+                            return (
+                                axum::http::StatusCode::FORBIDDEN,
+                                format!(
+                                    "API key {:?} is for tenant {:?}, not {tenant:?}",
+                                    principal.key, principal.tenant
+                                ),
+                            )
+                                .into_response();
+                        }
+                        Some(Extension(principal)) => principal.may(Permission::Admin),
+                    };
                     // Up to tens of thousands of series: rendered off the reactor.
                     let rendered = tokio::task::spawn_blocking(move || {
-                        let mut out = render(
-                            &sources.storage,
-                            &sources.udp,
-                            sources.tail.as_deref(),
-                            &sources.aggregator,
-                        );
-                        sources.receivers.render_prometheus(&mut out);
+                        let mut out = String::new();
+                        if process_wide {
+                            out = render(
+                                &sources.storage,
+                                &sources.udp,
+                                sources.tail.as_deref(),
+                                &sources.aggregator,
+                            );
+                            sources.receivers.render_prometheus(&mut out);
+                        }
                         sources.aggregator.render_series(&mut out, &tenant);
                         sources.otlp_metrics.render(&mut out, &tenant);
                         out

@@ -18,7 +18,10 @@ use tracelake_sampler::api::SamplingService;
 use tracelake_sampler::store::RulesStore;
 use tracelake_storage::{SpanReader, Storage, local_store};
 
+use tonic::service::interceptor::InterceptedService;
+
 use crate::aggregation::Aggregation;
+use crate::auth::{Keys, Listener};
 use crate::config::Config;
 use crate::metrics::MetricSources;
 
@@ -62,6 +65,7 @@ pub(crate) async fn serve_until(
     shutdown: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
+    let keys = crate::auth::Keys::load(&config.auth).context("loading [auth] keys")?;
     let store = local_store(&config.data_dir)?;
     let sampling = Arc::new(SamplingService::new(RulesStore::new(Arc::clone(&store))));
     load_rules_file(&config, &sampling).await?;
@@ -132,13 +136,24 @@ pub(crate) async fn serve_until(
         Arc::new(storage.clone()),
         Arc::clone(pipeline.receiver_stats()),
     );
+    let grpc_auth = crate::auth::GrpcAuth { keys: keys.clone() };
     let grpc = tonic::transport::Server::builder()
-        .add_service(otlp_grpc::trace_service(pipeline.clone(), limits))
-        .add_service(otlp_grpc::metrics_service(metrics_ingest.clone(), limits))
+        .add_service(InterceptedService::new(
+            otlp_grpc::trace_service(pipeline.clone(), limits),
+            grpc_auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            otlp_grpc::metrics_service(metrics_ingest.clone(), limits),
+            grpc_auth,
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop.clone()));
     let otlp_http = axum::serve(
         otlp_http_listener,
-        otlp_http::router(pipeline, metrics_ingest.clone(), limits),
+        authenticated(
+            otlp_http::router(pipeline, metrics_ingest.clone(), limits),
+            &keys,
+            Listener::OtlpHttp,
+        ),
     )
     .with_graceful_shutdown(stopped(stop.clone()))
     .into_future();
@@ -151,6 +166,7 @@ pub(crate) async fn serve_until(
         .fallback(|uri: axum::http::Uri| async move {
             xray_api::AwsError::unknown_operation(uri.path())
         });
+    let xray_api_routes = authenticated(xray_api_routes, &keys, Listener::XrayApi);
     let xray_api = axum::serve(xray_api_listener, xray_api_routes)
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();
@@ -164,6 +180,7 @@ pub(crate) async fn serve_until(
             receivers: Arc::clone(&receiver_stats),
         }),
     );
+    let http_routes = authenticated(http_routes, &keys, Listener::Http);
     let http = axum::serve(http_listener, http_routes)
         .with_graceful_shutdown(stopped(stop.clone()))
         .into_future();
@@ -216,6 +233,23 @@ pub(crate) async fn serve_until(
     let flushed = storage.shutdown().await.context("final flush")?;
     tracing::info!(?flushed, "stopped");
     Ok(())
+}
+
+/// `routes` behind the API-key check of `listener`, when keys are configured.
+fn authenticated(
+    routes: axum::Router,
+    keys: &Option<Arc<Keys>>,
+    listener: Listener,
+) -> axum::Router {
+    let Some(keys) = keys else {
+        return routes;
+    };
+    let keys = Arc::clone(keys);
+    routes.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            crate::auth::check(Arc::clone(&keys), listener, request, next)
+        },
+    ))
 }
 
 /// Loads `[sampling] rules_file`, if set, into the rules store.

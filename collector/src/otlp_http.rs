@@ -128,6 +128,19 @@ impl IntoResponse for OtlpHttpError {
     }
 }
 
+/// An OTLP/HTTP error response for a request refused before this router
+/// saw it (authentication): `status` with a `google.rpc.Status` body in the
+/// request's encoding (JSON when it names none this router accepts).
+pub fn error_response(
+    request_headers: &HeaderMap,
+    status: StatusCode,
+    grpc_code: tonic::Code,
+    message: impl Into<String>,
+) -> Response {
+    let encoding = request_encoding(request_headers).unwrap_or(Encoding::Json);
+    OtlpHttpError::new(status, grpc_code, message, encoding).into_response()
+}
+
 fn request_encoding(headers: &HeaderMap) -> Result<Encoding, OtlpHttpError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)

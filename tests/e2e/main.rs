@@ -17,4 +17,5 @@ mod server;
 mod service_map;
 mod sql;
 mod tempo;
+mod tenancy;
 mod xray;

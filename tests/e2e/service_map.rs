@@ -592,6 +592,15 @@ async fn the_service_map_of_a_known_workload_from_streaming_and_from_raw_spans()
 
 /// Runs boto3 `xray` client calls (see `tests/python/xray_query_api.py`).
 pub(crate) fn boto3(server: &TestServer, calls: &Value) -> Vec<Value> {
+    boto3_as(server, calls, ("AKIDEXAMPLE", "secret"))
+}
+
+/// [`boto3`] signing with `credentials` (access key id, secret).
+pub(crate) fn boto3_as(
+    server: &TestServer,
+    calls: &Value,
+    credentials: (&str, &str),
+) -> Vec<Value> {
     use std::io::Write;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -600,6 +609,8 @@ pub(crate) fn boto3(server: &TestServer, calls: &Value) -> Vec<Value> {
     let mut child = std::process::Command::new(crate::python_sdk::python())
         .arg(script)
         .arg(server.xray_api_url())
+        .env("TRACELAKE_TEST_ACCESS_KEY_ID", credentials.0)
+        .env("TRACELAKE_TEST_SECRET_ACCESS_KEY", credentials.1)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -1,6 +1,8 @@
 """Runs boto3 xray client calls read from stdin against tracelake.
 
 usage: xray_query_api.py XRAY_API_BASE < calls.json
+credentials: TRACELAKE_TEST_ACCESS_KEY_ID / TRACELAKE_TEST_SECRET_ACCESS_KEY
+(default: example ones, for a server without keys)
 calls.json: [{"call": "get_service_graph", "args": {...}, "paginate": false}, ...]
 prints JSON: one result per call, in order: the response (timestamps as
 epoch seconds, ResponseMetadata dropped), every page when "paginate" is
@@ -8,6 +10,7 @@ set, or {"raised": exception class, "message": ...}.
 """
 import datetime
 import json
+import os
 import sys
 
 import boto3
@@ -15,7 +18,8 @@ import botocore.exceptions
 
 client = boto3.client(
     "xray", endpoint_url=sys.argv[1], region_name="us-east-1",
-    aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret",
+    aws_access_key_id=os.environ.get("TRACELAKE_TEST_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+    aws_secret_access_key=os.environ.get("TRACELAKE_TEST_SECRET_ACCESS_KEY", "secret"),
 )
 
 
