@@ -150,47 +150,77 @@ impl RetentionConfig {
 }
 
 /// Per-tenant ingestion limits (the collector's `limits` module), as
-/// Tempo's overrides; 0 means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Tempo's overrides; 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct OverridesConfig {
     /// Bytes per second (decompressed OTLP / X-Ray document bytes) per tenant.
     pub(crate) ingestion_rate_limit_bytes: u64,
     /// Bytes a tenant may send at once; at least the rate.
     pub(crate) ingestion_burst_size_bytes: u64,
-    /// Per-tenant values, replacing the ones above for that tenant.
+    /// Largest live trace, in OTLP protobuf bytes of its spans (Tempo's
+    /// default, 5 MB); spans past it are refused, the rest stored.
+    pub(crate) max_bytes_per_trace: u64,
+    /// Most spans of a live trace.
+    pub(crate) max_spans_per_trace: u64,
+    /// Per-tenant values; a key left out keeps the value above.
     pub(crate) tenants: std::collections::BTreeMap<String, TenantOverrides>,
+}
+
+impl Default for OverridesConfig {
+    fn default() -> Self {
+        Self {
+            ingestion_rate_limit_bytes: 0,
+            ingestion_burst_size_bytes: 0,
+            max_bytes_per_trace: 5_000_000,
+            max_spans_per_trace: 0,
+            tenants: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct TenantOverrides {
-    pub(crate) ingestion_rate_limit_bytes: u64,
-    pub(crate) ingestion_burst_size_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ingestion_rate_limit_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ingestion_burst_size_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_bytes_per_trace: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_spans_per_trace: Option<u64>,
 }
 
 impl OverridesConfig {
     pub(crate) fn ingest_limits(&self) -> tracelake_collector::limits::IngestLimits {
-        let limits = |rate, burst| tracelake_collector::limits::TenantLimits {
-            ingestion_rate_limit_bytes: rate,
-            ingestion_burst_size_bytes: burst,
+        let defaults = tracelake_collector::limits::TenantLimits {
+            ingestion_rate_limit_bytes: self.ingestion_rate_limit_bytes,
+            ingestion_burst_size_bytes: self.ingestion_burst_size_bytes,
+            max_bytes_per_trace: self.max_bytes_per_trace,
+            max_spans_per_trace: self.max_spans_per_trace,
         };
         tracelake_collector::limits::IngestLimits {
-            defaults: limits(
-                self.ingestion_rate_limit_bytes,
-                self.ingestion_burst_size_bytes,
-            ),
+            defaults,
             tenants: self
                 .tenants
                 .iter()
                 .map(|(tenant, values)| {
-                    (
-                        tenant.clone(),
-                        limits(
-                            values.ingestion_rate_limit_bytes,
-                            values.ingestion_burst_size_bytes,
-                        ),
-                    )
+                    let limits = tracelake_collector::limits::TenantLimits {
+                        ingestion_rate_limit_bytes: values
+                            .ingestion_rate_limit_bytes
+                            .unwrap_or(defaults.ingestion_rate_limit_bytes),
+                        ingestion_burst_size_bytes: values
+                            .ingestion_burst_size_bytes
+                            .unwrap_or(defaults.ingestion_burst_size_bytes),
+                        max_bytes_per_trace: values
+                            .max_bytes_per_trace
+                            .unwrap_or(defaults.max_bytes_per_trace),
+                        max_spans_per_trace: values
+                            .max_spans_per_trace
+                            .unwrap_or(defaults.max_spans_per_trace),
+                    };
+                    (tenant.clone(), limits)
                 })
                 .collect(),
         }

@@ -7,20 +7,33 @@
 //! (OTLP `RESOURCE_EXHAUSTED` / 429, X-Ray `ThrottledException`, UDP
 //! datagrams shed) and the client retries. A request larger than the burst
 //! can never pass and says so.
+//!
+//! [`TraceSizes`] caps a trace, as Tempo's `max_bytes_per_trace` (and
+//! `max_spans_per_trace`): a trace's bytes are its spans' OTLP protobuf
+//! sizes, whichever protocol they came in, summed while the trace is live
+//! (its spans arrive within [`TRACE_IDLE`] of each other, as Tempo counts
+//! a live trace). A request's spans of a trace that would pass the limit
+//! are refused, each with the reason (OTLP `partial_success`, X-Ray
+//! `UnprocessedTraceSegments`); its other spans are stored.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parking_lot::Mutex;
+use prost::Message;
 use tracelake_storage::StorageError;
+use tracelake_storage::otlp::SpanRejection;
 
 use crate::IngestError;
 
-/// One tenant's limits; zero turns the rate limit off.
+/// One tenant's limits; zero turns a limit off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TenantLimits {
     pub ingestion_rate_limit_bytes: u64,
     pub ingestion_burst_size_bytes: u64,
+    pub max_bytes_per_trace: u64,
+    pub max_spans_per_trace: u64,
 }
 
 /// Limits for every tenant: the defaults, and per-tenant overrides.
@@ -105,6 +118,166 @@ impl RateLimiter {
     }
 }
 
+/// A trace whose spans stop arriving for this long is no longer counted.
+pub const TRACE_IDLE: Duration = Duration::from_secs(60);
+
+/// Traces counted at most (about 64 bytes each); past it, traces not yet
+/// counted are let through uncounted rather than grow memory.
+const MAX_TRACKED_TRACES: usize = 1_000_000;
+
+/// How often idle traces are dropped from the counts.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy)]
+struct TraceUsage {
+    bytes: u64,
+    spans: u64,
+    last_seen: Instant,
+}
+
+/// The sizes of live traces, per tenant.
+#[derive(Debug)]
+pub struct TraceSizes {
+    limits: IngestLimits,
+    state: Mutex<TraceState>,
+}
+
+#[derive(Debug)]
+struct TraceState {
+    traces: HashMap<(String, [u8; 16]), TraceUsage>,
+    last_sweep: Instant,
+}
+
+impl Default for TraceSizes {
+    fn default() -> Self {
+        Self::new(IngestLimits::default())
+    }
+}
+
+impl TraceSizes {
+    pub fn new(limits: IngestLimits) -> Self {
+        Self {
+            limits,
+            state: Mutex::new(TraceState {
+                traces: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+        }
+    }
+
+    /// Counts the spans of `resource_spans` towards their traces at `now`
+    /// and takes out those of traces that would pass `tenant`'s limits,
+    /// returning a rejection for each.
+    pub fn admit_at(
+        &self,
+        tenant: &str,
+        resource_spans: &mut [ResourceSpans],
+        now: Instant,
+    ) -> Vec<SpanRejection> {
+        let limits = self.limits.for_tenant(tenant);
+        if limits.max_bytes_per_trace == 0 && limits.max_spans_per_trace == 0 {
+            return Vec::new();
+        }
+        let mut offered: HashMap<[u8; 16], (u64, u64)> = HashMap::new();
+        for span in spans(resource_spans) {
+            // Malformed ids are for the conversion to refuse.
+            if let Ok(trace_id) = <[u8; 16]>::try_from(span.trace_id.as_slice()) {
+                let entry = offered.entry(trace_id).or_default();
+                entry.0 += span.encoded_len() as u64;
+                entry.1 += 1;
+            }
+        }
+        let mut too_large: HashMap<[u8; 16], String> = HashMap::new();
+        {
+            let mut state = self.state.lock();
+            if now.saturating_duration_since(state.last_sweep) >= SWEEP_EVERY {
+                state
+                    .traces
+                    .retain(|_, usage| now.saturating_duration_since(usage.last_seen) < TRACE_IDLE);
+                state.last_sweep = now;
+            }
+            for (trace_id, (bytes, count)) in offered {
+                let key = (tenant.to_string(), trace_id);
+                let tracked = state.traces.len();
+                let usage = match state.traces.get_mut(&key) {
+                    Some(usage) => usage,
+                    None if tracked >= MAX_TRACKED_TRACES => continue,
+                    None => state.traces.entry(key).or_insert(TraceUsage {
+                        bytes: 0,
+                        spans: 0,
+                        last_seen: now,
+                    }),
+                };
+                usage.last_seen = now;
+                let over_bytes = limits.max_bytes_per_trace > 0
+                    && usage.bytes + bytes > limits.max_bytes_per_trace;
+                let over_spans = limits.max_spans_per_trace > 0
+                    && usage.spans + count > limits.max_spans_per_trace;
+                if over_bytes || over_spans {
+                    let reason = if over_bytes {
+                        format!(
+                            "trace {} would be {} bytes, over the tenant's max_bytes_per_trace ({})",
+                            hex::encode(trace_id),
+                            usage.bytes + bytes,
+                            limits.max_bytes_per_trace
+                        )
+                    } else {
+                        format!(
+                            "trace {} would have {} spans, over the tenant's max_spans_per_trace ({})",
+                            hex::encode(trace_id),
+                            usage.spans + count,
+                            limits.max_spans_per_trace
+                        )
+                    };
+                    too_large.insert(trace_id, reason);
+                } else {
+                    usage.bytes += bytes;
+                    usage.spans += count;
+                }
+            }
+        }
+        if too_large.is_empty() {
+            return Vec::new();
+        }
+        let mut rejections = Vec::new();
+        for resource in resource_spans.iter_mut() {
+            for scope in &mut resource.scope_spans {
+                scope.spans.retain(|span| {
+                    let reason = <[u8; 16]>::try_from(span.trace_id.as_slice())
+                        .ok()
+                        .and_then(|trace_id| too_large.get(&trace_id));
+                    if let Some(reason) = reason {
+                        rejections.push(SpanRejection {
+                            span_id_hex: hex::encode(&span.span_id),
+                            reason: reason.clone(),
+                        });
+                    }
+                    reason.is_none()
+                });
+            }
+        }
+        rejections
+    }
+
+    pub fn admit(&self, tenant: &str, resource_spans: &mut [ResourceSpans]) -> Vec<SpanRejection> {
+        self.admit_at(tenant, resource_spans, Instant::now())
+    }
+
+    /// Traces counted now (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.state.lock().traces.len()
+    }
+}
+
+fn spans(
+    resource_spans: &[ResourceSpans],
+) -> impl Iterator<Item = &opentelemetry_proto::tonic::trace::v1::Span> {
+    resource_spans
+        .iter()
+        .flat_map(|resource| &resource.scope_spans)
+        .flat_map(|scope| &scope.spans)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -117,6 +290,7 @@ mod tests {
             defaults: TenantLimits {
                 ingestion_rate_limit_bytes: 1_000,
                 ingestion_burst_size_bytes: 2_000,
+                ..Default::default()
             },
             tenants: [("free".to_string(), TenantLimits::default())].into(),
         };
@@ -139,5 +313,96 @@ mod tests {
             .unwrap_err();
         assert!(too_big.to_string().contains("burst"), "{too_big}");
         assert!(matches!(too_big, IngestError::Overloaded(_)));
+    }
+
+    fn resource(trace_ids: &[u8]) -> Vec<ResourceSpans> {
+        use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+        let spans = trace_ids
+            .iter()
+            .enumerate()
+            .map(|(index, &trace)| Span {
+                trace_id: vec![trace; 16],
+                span_id: vec![index as u8 + 1; 8],
+                name: "x".repeat(50),
+                ..Default::default()
+            })
+            .collect();
+        vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    }
+
+    fn span_count(resource_spans: &[ResourceSpans]) -> usize {
+        spans(resource_spans).count()
+    }
+
+    #[test]
+    fn a_trace_past_its_size_is_refused_and_the_other_traces_pass() {
+        let limits = IngestLimits {
+            defaults: TenantLimits {
+                max_spans_per_trace: 3,
+                ..Default::default()
+            },
+            tenants: [(
+                "small".to_string(),
+                TenantLimits {
+                    max_bytes_per_trace: 100,
+                    ..Default::default()
+                },
+            )]
+            .into(),
+        };
+        let sizes = TraceSizes::new(limits);
+        let start = Instant::now();
+        let mut first = resource(&[1, 1, 2]);
+        assert!(sizes.admit_at("t", &mut first, start).is_empty());
+        // Trace 1 would reach 4 spans: its spans go, trace 3's stay.
+        let mut second = resource(&[1, 1, 3]);
+        let rejections = sizes.admit_at("t", &mut second, start);
+        assert_eq!(rejections.len(), 2);
+        assert!(
+            rejections[0].reason.contains("max_spans_per_trace (3)"),
+            "{:?}",
+            rejections[0]
+        );
+        assert_eq!(span_count(&second), 1);
+        assert_eq!(second[0].scope_spans[0].spans[0].trace_id, vec![3; 16]);
+        // The same trace id in another tenant is another trace.
+        assert!(
+            sizes
+                .admit_at("u", &mut resource(&[1, 1, 1]), start)
+                .is_empty()
+        );
+        // "small" counts bytes: each span is about 70 bytes.
+        assert!(
+            sizes
+                .admit_at("small", &mut resource(&[1]), start)
+                .is_empty()
+        );
+        let refused = sizes.admit_at("small", &mut resource(&[1]), start);
+        assert!(
+            refused[0].reason.contains("max_bytes_per_trace (100)"),
+            "{refused:?}"
+        );
+        // Idle past TRACE_IDLE, a trace is forgotten and counts afresh.
+        let later = start + TRACE_IDLE + SWEEP_EVERY;
+        assert!(
+            sizes
+                .admit_at("t", &mut resource(&[1, 1]), later)
+                .is_empty()
+        );
+        assert_eq!(sizes.tracked(), 1);
+    }
+
+    #[test]
+    fn without_limits_nothing_is_counted() {
+        let sizes = TraceSizes::default();
+        let mut request = resource(&[1, 1, 1, 1]);
+        assert!(sizes.admit("t", &mut request).is_empty());
+        assert_eq!((span_count(&request), sizes.tracked()), (4, 0));
     }
 }

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tracelake_storage::otlp::{SpanRejection, resource_spans_to_batch};
 use tracelake_storage::{SpanWriter, StorageError, validate_tenant};
 
-use crate::limits::{IngestLimits, RateLimiter};
+use crate::limits::{IngestLimits, RateLimiter, TraceSizes};
 use crate::receiver_stats::ReceiverStats;
 use crate::tail::TailStage;
 
@@ -126,6 +126,7 @@ pub struct Pipeline {
     receiver_stats: Arc<ReceiverStats>,
     inflight: Arc<InflightBytes>,
     rate_limiter: Arc<RateLimiter>,
+    trace_sizes: Arc<TraceSizes>,
 }
 
 impl Pipeline {
@@ -136,11 +137,13 @@ impl Pipeline {
             receiver_stats: Arc::default(),
             inflight: InflightBytes::new(0),
             rate_limiter: Arc::default(),
+            trace_sizes: Arc::default(),
         }
     }
 
-    /// Limits each tenant's ingestion rate ([`crate::limits`]).
+    /// Limits each tenant's ingestion rate and trace size ([`crate::limits`]).
     pub fn with_ingest_limits(mut self, limits: IngestLimits) -> Self {
+        self.trace_sizes = Arc::new(TraceSizes::new(limits.clone()));
         self.rate_limiter = Arc::new(RateLimiter::new(limits));
         self
     }
@@ -176,6 +179,7 @@ impl Pipeline {
             receiver_stats: Arc::default(),
             inflight: InflightBytes::new(0),
             rate_limiter: Arc::default(),
+            trace_sizes: Arc::default(),
         }
     }
 
@@ -197,6 +201,7 @@ impl Pipeline {
     ) -> Result<IngestOutcome, IngestError> {
         validate_tenant(tenant).map_err(IngestError::InvalidTenant)?;
         self.check_capacity()?;
+        let mut rejections = self.trace_sizes.admit(tenant, &mut resource_spans);
         let held = match &self.tail {
             Some(tail) => tail.hold_unsampled(tenant, &mut resource_spans).await,
             None => 0,
@@ -214,12 +219,12 @@ impl Pipeline {
                 .await
                 .map_err(IngestError::from_append)?;
         }
-        let rejected = converted.rejections.len();
+        rejections.extend(converted.rejections);
+        let rejected = rejections.len();
         let message = if rejected == 0 {
             String::new()
         } else {
-            let reasons: Vec<String> = converted
-                .rejections
+            let reasons: Vec<String> = rejections
                 .iter()
                 .take(REASONS_SHOWN)
                 .map(|rejection| format!("span {:?}: {}", rejection.span_id_hex, rejection.reason))
@@ -236,7 +241,7 @@ impl Pipeline {
             accepted: converted.accepted + held,
             rejected,
             message,
-            rejections: converted.rejections,
+            rejections,
         })
     }
 }

@@ -109,7 +109,7 @@ async fn a_tenant_over_its_ingestion_rate_is_refused_and_others_are_not() {
     std::fs::write(
         &config,
         "[overrides]\ningestion_rate_limit_bytes = 2000\ningestion_burst_size_bytes = 4000\n\
-         [overrides.tenants.unlimited]\n",
+         [overrides.tenants.unlimited]\ningestion_rate_limit_bytes = 0\n",
     )
     .unwrap();
     let server = TestServerBuilder::new(dir.path())
@@ -215,4 +215,135 @@ async fn a_search_over_more_than_the_max_range_is_refused() {
     let message = refused.text().await.unwrap();
     assert!(message.contains("max_search_duration"), "{message}");
     assert_eq!(search(6).await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_past_its_size_is_refused_span_by_span_and_its_neighbours_are_stored() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use prost::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tracelake.toml");
+    std::fs::write(
+        &config,
+        "[overrides]\nmax_spans_per_trace = 5\n\
+         [overrides.tenants.tiny]\nmax_bytes_per_trace = 300\n",
+    )
+    .unwrap();
+    let server = TestServerBuilder::new(dir.path())
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .spawn();
+    let client = reqwest::Client::new();
+    let send = |tenant: &'static str, traces: Vec<(u64, u64)>| {
+        let client = client.clone();
+        let url = format!("{}/v1/traces", server.otlp_http_url());
+        async move {
+            let spans = traces
+                .iter()
+                .map(|&(trace, span)| {
+                    crate::otlp::span(
+                        crate::otlp::trace_id(trace),
+                        crate::otlp::span_id(trace * 100 + span),
+                        "sized",
+                    )
+                })
+                .collect();
+            let response = client
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .header("X-Scope-OrgID", tenant)
+                .body(crate::otlp::request("sized", spans).encode_to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            ExportTraceServiceResponse::decode(response.bytes().await.unwrap())
+                .unwrap()
+                .partial_success
+        }
+    };
+    // Trace 1 gets its 5 spans, then 3 more would make 8: those 3 are
+    // refused, trace 2's and 3's spans in the same requests are stored.
+    assert_eq!(
+        send("big", vec![(1, 0), (1, 1), (1, 2), (1, 3), (1, 7), (2, 0)]).await,
+        None
+    );
+    let partial = send("big", vec![(1, 4), (1, 5), (3, 0), (1, 6)])
+        .await
+        .expect("a partial success");
+    assert_eq!(partial.rejected_spans, 3);
+    assert!(
+        partial.error_message.contains("max_spans_per_trace (5)"),
+        "{}",
+        partial.error_message
+    );
+    // Tenant "tiny" has its own byte limit (and keeps the span limit).
+    assert_eq!(send("tiny", vec![(1, 0)]).await, None);
+    let partial = send("tiny", vec![(1, 1), (1, 2), (1, 3)])
+        .await
+        .expect("a partial success");
+    assert!(
+        partial.error_message.contains("max_bytes_per_trace (300)"),
+        "{}",
+        partial.error_message
+    );
+
+    // The X-Ray API names the refused segment in UnprocessedTraceSegments.
+    let id = hex::encode(crate::otlp::trace_id(1));
+    let document = serde_json::json!({
+        "name": "sized", "id": "00000000000000aa",
+        "trace_id": format!("1-{}-{}", &id[..8], &id[8..]),
+        "start_time": 1.7e9, "end_time": 1.7e9 + 0.1,
+    });
+    let answer: serde_json::Value = client
+        .post(format!("{}/TraceSegments", server.xray_api_url()))
+        .header("X-Scope-OrgID", "big")
+        .json(&serde_json::json!({"TraceSegmentDocuments": [document.to_string()]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let unprocessed = &answer["UnprocessedTraceSegments"][0];
+    assert_eq!(unprocessed["Id"], "00000000000000aa", "{answer}");
+    assert!(
+        unprocessed["Message"]
+            .as_str()
+            .unwrap()
+            .contains("max_spans_per_trace"),
+        "{answer}"
+    );
+
+    // Stored: trace 1's first five spans, and the neighbours.
+    let base = server.http_url();
+    let count = |tenant: &'static str, trace: u64| {
+        let client = client.clone();
+        let url = format!(
+            "{base}/api/traces/{}",
+            hex::encode(crate::otlp::trace_id(trace))
+        );
+        async move {
+            let response = client
+                .get(url)
+                .header("accept", "application/protobuf")
+                .header("X-Scope-OrgID", tenant)
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 404 {
+                return 0;
+            }
+            let found = opentelemetry_proto::tonic::trace::v1::TracesData::decode(
+                response.bytes().await.unwrap(),
+            )
+            .unwrap();
+            crate::otlp::spans_of(&found).len()
+        }
+    };
+    assert_eq!(count("big", 1).await, 5);
+    assert_eq!(count("big", 2).await, 1);
+    assert_eq!(count("big", 3).await, 1);
+    assert_eq!(count("tiny", 1).await, 1);
 }
