@@ -34,6 +34,8 @@ pub(crate) struct Config {
     pub(crate) service_graph: ServiceGraphConfig,
     /// API keys per tenant; none: no authentication (see the `auth` module).
     pub(crate) auth: crate::auth::AuthConfig,
+    /// TLS on the TCP listeners; off without a certificate.
+    pub(crate) tls: crate::tls::TlsConfig,
 }
 
 /// The streaming aggregation of service-map edges and span metrics (the
@@ -409,6 +411,7 @@ impl Default for Config {
             tail_sampling: TailSamplingConfig::default(),
             service_graph: ServiceGraphConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ mod metrics;
 mod serve;
 mod sigv4;
 mod sql;
+mod tls;
 
 use std::path::PathBuf;
 

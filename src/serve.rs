@@ -7,9 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use std::future::Future;
+use std::pin::Pin;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+
+use futures::TryFutureExt;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tracelake_collector::metrics_ingest::MetricsIngest;
 use tracelake_collector::tail::TailStage;
 use tracelake_collector::xray::{XrayIngest, api as xray_api, udp as xray_udp};
@@ -66,6 +72,8 @@ pub(crate) async fn serve_until(
     ready: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
     let keys = crate::auth::Keys::load(&config.auth).context("loading [auth] keys")?;
+    let tls = config.tls.acceptor().context("loading [tls]")?;
+    let tls_for = |name: &str| tls.clone().filter(|_| config.tls.covers(name));
     let store = local_store(&config.data_dir)?;
     let sampling = Arc::new(SamplingService::new(RulesStore::new(Arc::clone(&store))));
     load_rules_file(&config, &sampling).await?;
@@ -145,18 +153,36 @@ pub(crate) async fn serve_until(
         .add_service(InterceptedService::new(
             otlp_grpc::metrics_service(metrics_ingest.clone(), limits),
             grpc_auth,
-        ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop.clone()));
-    let otlp_http = axum::serve(
+        ));
+    let grpc: ServerFuture = match tls_for("otlp-grpc") {
+        None => Box::pin(
+            grpc.serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                stopped(stop.clone()),
+            )
+            .map_err(anyhow::Error::from),
+        ),
+        Some(acceptor) => {
+            let connections =
+                ReceiverStream::new(crate::tls::accept(grpc_listener, acceptor, "otlp-grpc"))
+                    .map(|(connection, _)| Ok::<_, std::io::Error>(connection));
+            Box::pin(
+                grpc.serve_with_incoming_shutdown(connections, stopped(stop.clone()))
+                    .map_err(anyhow::Error::from),
+            )
+        }
+    };
+    let otlp_http = serve_http(
         otlp_http_listener,
         authenticated(
             otlp_http::router(pipeline, metrics_ingest.clone(), limits),
             &keys,
             Listener::OtlpHttp,
         ),
-    )
-    .with_graceful_shutdown(stopped(stop.clone()))
-    .into_future();
+        tls_for("otlp-http"),
+        "otlp-http",
+        stopped(stop.clone()),
+    )?;
     let xray_api_routes = xray_api::router(xray_ingest.clone())
         .merge(tracelake_sampler::api::router(sampling))
         .merge(tracelake_query::http::limit_concurrency(
@@ -167,9 +193,13 @@ pub(crate) async fn serve_until(
             xray_api::AwsError::unknown_operation(uri.path())
         });
     let xray_api_routes = authenticated(xray_api_routes, &keys, Listener::XrayApi);
-    let xray_api = axum::serve(xray_api_listener, xray_api_routes)
-        .with_graceful_shutdown(stopped(stop.clone()))
-        .into_future();
+    let xray_api = serve_http(
+        xray_api_listener,
+        xray_api_routes,
+        tls_for("xray-api"),
+        "xray-api",
+        stopped(stop.clone()),
+    )?;
     let http_routes = tracelake_query::router_with_limits(reader, config.query.limits()).merge(
         crate::metrics::router(MetricSources {
             storage: storage.clone(),
@@ -181,9 +211,13 @@ pub(crate) async fn serve_until(
         }),
     );
     let http_routes = authenticated(http_routes, &keys, Listener::Http);
-    let http = axum::serve(http_listener, http_routes)
-        .with_graceful_shutdown(stopped(stop.clone()))
-        .into_future();
+    let http = serve_http(
+        http_listener,
+        http_routes,
+        tls_for("http"),
+        "http",
+        stopped(stop.clone()),
+    )?;
     let udp = xray_udp::run(
         udp_socket,
         xray_ingest,
@@ -233,6 +267,40 @@ pub(crate) async fn serve_until(
     let flushed = storage.shutdown().await.context("final flush")?;
     tracing::info!(?flushed, "stopped");
     Ok(())
+}
+
+/// A server's run to its graceful end.
+type ServerFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Serves `routes` on `listener`, over TLS when given an acceptor, until `stop`.
+fn serve_http(
+    listener: TcpListener,
+    routes: axum::Router,
+    tls: Option<TlsAcceptor>,
+    name: &'static str,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ServerFuture> {
+    Ok(match tls {
+        None => Box::pin(
+            axum::serve(listener, routes)
+                .with_graceful_shutdown(stop)
+                .into_future()
+                .map_err(anyhow::Error::from),
+        ),
+        Some(acceptor) => {
+            let local = listener.local_addr()?;
+            let listener = crate::tls::TlsListener {
+                connections: crate::tls::accept(listener, acceptor, name),
+                local,
+            };
+            Box::pin(
+                axum::serve(listener, routes)
+                    .with_graceful_shutdown(stop)
+                    .into_future()
+                    .map_err(anyhow::Error::from),
+            )
+        }
+    })
 }
 
 /// `routes` behind the API-key check of `listener`, when keys are configured.

@@ -18,4 +18,5 @@ mod service_map;
 mod sql;
 mod tempo;
 mod tenancy;
+mod tls;
 mod xray;

@@ -15,13 +15,13 @@ use crate::server::{TestServer, TestServerBuilder, tracelake_command};
 use crate::service_map::boto3_as;
 
 /// A key made with `tracelake new-key`: its token, and its SigV4 pair when asked.
-struct Key {
-    token: String,
-    sigv4: Option<(String, String)>,
+pub(crate) struct Key {
+    pub(crate) token: String,
+    pub(crate) sigv4: Option<(String, String)>,
 }
 
 /// Runs `tracelake new-key` and appends its entry to `config`.
-fn new_key(
+pub(crate) fn new_key(
     dir: &std::path::Path,
     config: &mut String,
     name: &str,

@@ -1,0 +1,215 @@
+//! Optional TLS on the TCP listeners (`[tls]`): rustls with the
+//! certificate chain and private key read from PEM files at start-up.
+//!
+//! Handshakes run in their own tasks, each bounded by
+//! [`HANDSHAKE_TIMEOUT`], so a client that connects and stalls (or speaks
+//! plain HTTP to a TLS port) holds up no one; finished connections queue
+//! for the HTTP or gRPC server. ALPN offers `h2` and `http/1.1`: gRPC
+//! clients require `h2`, browsers and SDKs pick either.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// A handshake not finished by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Finished handshakes waiting for the server to take them.
+const ACCEPTED_QUEUE: usize = 64;
+
+/// The listeners TLS can cover (UDP cannot).
+pub(crate) const TLS_LISTENERS: [&str; 4] = ["xray-api", "otlp-grpc", "otlp-http", "http"];
+
+/// `[tls]`: off unless both files are set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Which listeners serve TLS; empty: all of `xray-api`, `otlp-grpc`,
+    /// `otlp-http` and `http`.
+    pub(crate) listeners: Vec<String>,
+}
+
+impl TlsConfig {
+    /// The acceptor, when TLS is configured; errors name the file at fault.
+    pub(crate) fn acceptor(&self) -> anyhow::Result<Option<TlsAcceptor>> {
+        let (cert_file, key_file) = match (&self.cert_file, &self.key_file) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            _ => bail!("[tls] needs both cert_file and key_file"),
+        };
+        for name in &self.listeners {
+            if !TLS_LISTENERS.contains(&name.as_str()) {
+                bail!(
+                    "[tls] listeners: {name:?} is not one of {}",
+                    TLS_LISTENERS.join(", ")
+                );
+            }
+        }
+        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+            .and_then(|certificates| certificates.collect())
+            .with_context(|| format!("reading certificates from {}", cert_file.display()))?;
+        if certificates.is_empty() {
+            bail!("{} holds no PEM certificate", cert_file.display());
+        }
+        let key = PrivateKeyDer::from_pem_file(key_file)
+            .with_context(|| format!("reading the private key from {}", key_file.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_single_cert(certificates, key)
+            .with_context(|| {
+                format!(
+                    "{} and {} do not make a usable certificate and key",
+                    cert_file.display(),
+                    key_file.display()
+                )
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    }
+
+    /// Whether listener `name` serves TLS (given an acceptor).
+    pub(crate) fn covers(&self, name: &str) -> bool {
+        self.listeners.is_empty() || self.listeners.iter().any(|listener| listener == name)
+    }
+}
+
+/// A TLS connection, as both axum and tonic take it.
+pub(crate) struct TlsConnection(TlsStream<TcpStream>);
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut TaskContext<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(context, buffer)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut TaskContext<'_>,
+        buffer: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(context, buffer)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        context: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        context: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(context)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        context: &mut TaskContext<'_>,
+        buffers: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(context, buffers)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConnection {
+    type ConnectInfo = Option<SocketAddr>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().0.peer_addr().ok()
+    }
+}
+
+/// Accepts TCP connections on `listener` and hands on those whose
+/// handshake succeeds, until the receiver is dropped.
+pub(crate) fn accept(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    name: &'static str,
+) -> mpsc::Receiver<(TlsConnection, SocketAddr)> {
+    let (sender, receiver) = mpsc::channel(ACCEPTED_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = sender.closed() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors and the like: pause rather than spin.
+                    tracing::warn!(listener = name, %error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (acceptor, sender) = (acceptor.clone(), sender.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(connection)) => {
+                        let _ = sender.send((TlsConnection(connection), peer)).await;
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(listener = name, %peer, %error, "TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(listener = name, %peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    receiver
+}
+
+/// An axum listener over [`accept`]'s connections.
+pub(crate) struct TlsListener {
+    pub(crate) connections: mpsc::Receiver<(TlsConnection, SocketAddr)>,
+    pub(crate) local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsConnection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.connections.recv().await {
+            Some(connection) => connection,
+            // The accept task only ends once this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
