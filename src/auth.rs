@@ -31,7 +31,10 @@
 //! (`PERMISSION_DENIED`). Open without a key: `/ready`, `/api/echo` and
 //! the web UI's page (its API calls need one). The X-Ray daemon's UDP
 //! protocol carries no credentials: datagrams go to `[xray] udp_tenant`,
-//! so keep that listener on loopback.
+//! so keep that listener on loopback. With the same trust, X-Ray SDKs'
+//! sampling polls (`GetSamplingRules`, `SamplingTargets`, which SDKs send
+//! unsigned to the daemon's address) without an `Authorization` header are
+//! answered for `udp_tenant`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -105,17 +108,20 @@ impl Principal {
 pub(crate) struct Keys {
     by_token_hash: HashMap<[u8; 32], Arc<Principal>>,
     by_access_key: HashMap<String, (String, Arc<Principal>)>,
+    /// The X-Ray daemon protocol's tenant, for unsigned sampling polls.
+    udp_tenant: String,
 }
 
 impl Keys {
     /// The keys of `config`, read and checked; `None` when there are none.
-    pub(crate) fn load(config: &AuthConfig) -> anyhow::Result<Option<Arc<Keys>>> {
+    pub(crate) fn load(config: &AuthConfig, udp_tenant: &str) -> anyhow::Result<Option<Arc<Keys>>> {
         if config.keys.is_empty() {
             return Ok(None);
         }
         let mut keys = Keys {
             by_token_hash: HashMap::new(),
             by_access_key: HashMap::new(),
+            udp_tenant: udp_tenant.to_string(),
         };
         let mut names = std::collections::HashSet::new();
         for key in &config.keys {
@@ -236,6 +242,8 @@ pub(crate) enum Listener {
 enum Needs {
     Nothing,
     AnyOf(&'static [Permission]),
+    /// A key with one of these, or no key at all for the UDP tenant.
+    AnyOfOrUdpTenant(&'static [Permission]),
 }
 
 fn needs(listener: Listener, path: &str) -> Needs {
@@ -245,7 +253,9 @@ fn needs(listener: Listener, path: &str) -> Needs {
         Listener::XrayApi => match path {
             "/TraceSegments" | "/TelemetryRecords" => Needs::AnyOf(&[Ingest]),
             // What SDKs poll; consoles read them too.
-            "/GetSamplingRules" | "/SamplingTargets" => Needs::AnyOf(&[Ingest, Query, Admin]),
+            "/GetSamplingRules" | "/SamplingTargets" => {
+                Needs::AnyOfOrUdpTenant(&[Ingest, Query, Admin])
+            }
             "/CreateSamplingRule"
             | "/UpdateSamplingRule"
             | "/DeleteSamplingRule"
@@ -352,8 +362,31 @@ pub(crate) async fn check(
     request: Request,
     next: Next,
 ) -> Response {
-    let Needs::AnyOf(permissions) = needs(listener, request.uri().path()) else {
-        return next.run(request).await;
+    let permissions = match needs(listener, request.uri().path()) {
+        Needs::Nothing => return next.run(request).await,
+        Needs::AnyOf(permissions) => permissions,
+        Needs::AnyOfOrUdpTenant(permissions) => {
+            if request.headers().contains_key(header::AUTHORIZATION) {
+                permissions
+            } else {
+                let mut request = request;
+                let udp = Principal {
+                    key: "(none: X-Ray daemon protocol)".into(),
+                    tenant: keys.udp_tenant.clone(),
+                    permissions: Vec::new(),
+                };
+                if let Err(message) = scope_to_tenant(request.headers_mut(), &udp) {
+                    let message = format!("{message}; a key is needed to name a tenant");
+                    return refusal(
+                        listener,
+                        request.headers(),
+                        StatusCode::UNAUTHORIZED,
+                        message,
+                    );
+                }
+                return next.run(request).await;
+            }
+        }
     };
     let is_sigv4 = request
         .headers()
@@ -523,26 +556,29 @@ mod tests {
     use super::*;
 
     fn keys() -> Arc<Keys> {
-        Keys::load(&AuthConfig {
-            keys: vec![
-                KeyConfig {
-                    name: "a-reader".into(),
-                    tenant: "team-a".into(),
-                    permissions: vec![Permission::Query],
-                    token_sha256: Some(token_sha256("token-a")),
-                    access_key_id: None,
-                    secret_access_key_file: None,
-                },
-                KeyConfig {
-                    name: "b-writer".into(),
-                    tenant: "team-b".into(),
-                    permissions: vec![Permission::Ingest],
-                    token_sha256: Some(token_sha256("token-b")),
-                    access_key_id: None,
-                    secret_access_key_file: None,
-                },
-            ],
-        })
+        Keys::load(
+            &AuthConfig {
+                keys: vec![
+                    KeyConfig {
+                        name: "a-reader".into(),
+                        tenant: "team-a".into(),
+                        permissions: vec![Permission::Query],
+                        token_sha256: Some(token_sha256("token-a")),
+                        access_key_id: None,
+                        secret_access_key_file: None,
+                    },
+                    KeyConfig {
+                        name: "b-writer".into(),
+                        tenant: "team-b".into(),
+                        permissions: vec![Permission::Ingest],
+                        token_sha256: Some(token_sha256("token-b")),
+                        access_key_id: None,
+                        secret_access_key_file: None,
+                    },
+                ],
+            },
+            "local",
+        )
         .unwrap()
         .expect("keys configured")
     }
@@ -613,6 +649,10 @@ mod tests {
             Needs::AnyOf(&[Query, Admin])
         );
         assert_eq!(
+            needs(Listener::XrayApi, "/GetSamplingRules"),
+            Needs::AnyOfOrUdpTenant(&[Ingest, Query, Admin])
+        );
+        assert_eq!(
             needs(Listener::XrayApi, "/CreateSamplingRule"),
             Needs::AnyOf(&[Admin])
         );
@@ -646,7 +686,7 @@ mod tests {
                 "same token",
             ),
         ] {
-            let error = Keys::load(&AuthConfig { keys }).unwrap_err();
+            let error = Keys::load(&AuthConfig { keys }, "local").unwrap_err();
             assert!(format!("{error:#}").contains(reason), "{error:#}");
         }
     }

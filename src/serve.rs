@@ -71,7 +71,8 @@ pub(crate) async fn serve_until(
     shutdown: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
-    let keys = crate::auth::Keys::load(&config.auth).context("loading [auth] keys")?;
+    let keys = crate::auth::Keys::load(&config.auth, &config.xray.udp_tenant)
+        .context("loading [auth] keys")?;
     let tls = config.tls.acceptor().context("loading [tls]")?;
     let tls_for = |name: &str| tls.clone().filter(|_| config.tls.covers(name));
     let store = local_store(&config.data_dir)?;

@@ -292,6 +292,31 @@ async fn a_tenant_sees_only_its_own_traces_through_every_api_and_keys_are_enforc
         );
     }
     let client = reqwest::Client::new();
+    // X-Ray SDKs poll sampling unsigned, as they do the daemon: served for
+    // the UDP tenant, as its datagrams are; naming a tenant needs a key.
+    let xray_post = |path: &str, tenant: Option<&str>| {
+        let mut post = client
+            .post(format!("{}{path}", server.xray_api_url()))
+            .body("{}");
+        if let Some(tenant) = tenant {
+            post = post.header("X-Scope-OrgID", tenant);
+        }
+        post.send()
+    };
+    assert_eq!(
+        xray_post("/GetSamplingRules", None).await.unwrap().status(),
+        200
+    );
+    let named = xray_post("/GetSamplingRules", Some("team-a"))
+        .await
+        .unwrap();
+    assert_eq!(named.status(), 401);
+    let unsigned_query = xray_post("/TraceSummaries", None).await.unwrap();
+    assert_eq!(unsigned_query.status(), 401);
+    assert_eq!(
+        unsigned_query.headers()["x-amzn-errortype"],
+        "UnrecognizedClientException"
+    );
     let anonymous = client
         .get(format!("{}/api/search", server.http_url()))
         .send()
