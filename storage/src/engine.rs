@@ -244,8 +244,22 @@ impl Storage {
         &self.inner.config
     }
 
-    /// Writes everything in the head to blocks.
+    /// Writes everything in the head to blocks. A failure at any step
+    /// (sealing the WAL segment, writing blocks, the commit) is logged and
+    /// counted; the spans stay in the head and the WAL for the next try.
     pub async fn flush(&self) -> Result<FlushStats> {
+        let flushed = self.flush_once().await;
+        if let Err(error) = &flushed {
+            self.inner
+                .counters
+                .flush_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, "flush failed; spans stay in the head and the wal");
+        }
+        flushed
+    }
+
+    async fn flush_once(&self) -> Result<FlushStats> {
         let inner = &self.inner;
         let _flushing = inner.flush_lock.lock().await;
         let started = std::time::Instant::now();
@@ -282,11 +296,6 @@ impl Storage {
                         tracing::error!(block = %meta.path, %delete_error, "could not remove a block of a failed flush");
                     }
                 }
-                inner
-                    .counters
-                    .flush_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, "flush failed; spans stay in the head and the wal");
                 return Err(error);
             }
         };

@@ -2,6 +2,7 @@
 //! exactly once, after SIGKILL and restart, under concurrent load, with
 //! flushes and compactions racing the kills.
 
+use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -510,6 +511,148 @@ async fn a_full_disk_refuses_spans_with_unavailable_and_recovers_when_space_retu
         assert_eq!(
             trace.map(|trace| spans_of(&trace).len()),
             Some(200),
+            "trace {seed} after restart"
+        );
+    }
+}
+
+/// `nobody`: a user root's permission checks apply to.
+const NOBODY: u32 = 65534;
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Permission errors lose nothing acked and say what failed: with the data
+/// directory read-only, appends go on into the open WAL segment (rotation
+/// is retried), flushes fail and are counted while the head keeps serving,
+/// a restart refuses to start naming the path, and once permission is back
+/// every acked span is there exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permission_error_loses_nothing_acked_and_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(NOBODY), Some(NOBODY)).unwrap();
+    let config = dir.path().join("tracelake.toml");
+    // Small segments: a new WAL file every few requests.
+    std::fs::write(&config, "[wal]\nsegment_bytes = 262144\n").unwrap();
+    chmod(&config, 0o644);
+    let builder = TestServerBuilder::new(&data)
+        .user(NOBODY)
+        .flush_max_age("1s")
+        .arg("--config")
+        .arg(config.to_str().unwrap());
+    let mut server = builder.spawn();
+    let client = reqwest::Client::new();
+    let post = |base: String, seed: u64| {
+        let id = trace_id(seed);
+        let spans = (0..100)
+            .map(|index| {
+                let mut span = span(id, span_id(seed * 1_000 + index), "perm");
+                span.attributes
+                    .push(crate::otlp::string_attribute("payload", &"p".repeat(500)));
+                span
+            })
+            .collect();
+        client
+            .post(format!("{base}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(request("perm", spans).encode_to_vec())
+            .send()
+    };
+    let mut acked = Vec::new();
+    for seed in 1..=3 {
+        let response = post(server.otlp_http_url(), seed).await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        acked.push(seed);
+    }
+    // Nothing under data/ may be created any more.
+    let wal = data.join("wal");
+    let tenants = data.join("tenants");
+    std::fs::create_dir_all(&tenants).unwrap();
+    std::os::unix::fs::chown(&tenants, Some(NOBODY), Some(NOBODY)).unwrap();
+    for path in [&data, &wal, &tenants] {
+        chmod(path, 0o555);
+    }
+    for seed in 10..20 {
+        let response = post(server.otlp_http_url(), seed).await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        acked.push(seed);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let failures = loop {
+        let metrics = client
+            .get(format!("{}/metrics", server.http_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let failures = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("tracelake_storage_flush_failures_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if failures > 0.0 {
+            break failures;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed flush was counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(failures >= 1.0);
+    // Still served from the head.
+    let trace = fetch_trace(&client, &server.http_url(), &trace_id(15)).await;
+    assert_eq!(trace.map(|trace| spans_of(&trace).len()), Some(100));
+
+    // A restart cannot make its WAL segment: it stops, naming the path.
+    server.kill9();
+    let output = crate::server::tracelake_command()
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--listen-xray-udp",
+            "127.0.0.1:0",
+            "--listen-xray-api",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--listen-otlp-grpc",
+            "127.0.0.1:0",
+            "--listen-otlp-http",
+            "127.0.0.1:0",
+        ])
+        .args(["--listen-http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ermission denied") && stderr.contains(wal.to_str().unwrap()),
+        "{stderr}"
+    );
+
+    // Permission back: every acked span is there exactly once.
+    for path in [&data, &wal, &tenants] {
+        chmod(path, 0o755);
+    }
+    let server = builder.spawn();
+    for seed in &acked {
+        let trace = fetch_trace(&client, &server.http_url(), &trace_id(*seed)).await;
+        assert_eq!(
+            trace.map(|trace| spans_of(&trace).len()),
+            Some(100),
             "trace {seed} after restart"
         );
     }

@@ -39,6 +39,8 @@ pub(crate) struct TestServerBuilder {
     data_dir: PathBuf,
     flush_max_age: String,
     args: Vec<String>,
+    /// Run as this user and group (the tests run as root).
+    user: Option<u32>,
 }
 
 impl TestServerBuilder {
@@ -50,6 +52,7 @@ impl TestServerBuilder {
             // Blocks are written on shutdown unless a test asks for more.
             flush_max_age: "1h".into(),
             args: Vec::new(),
+            user: None,
         }
     }
 
@@ -63,6 +66,12 @@ impl TestServerBuilder {
     pub(crate) fn subcommand(mut self, subcommand: &str, listeners: usize) -> Self {
         self.subcommand = subcommand.to_string();
         self.listeners = listeners;
+        self
+    }
+
+    /// Runs the server as `id` (user and group), without root's groups.
+    pub(crate) fn user(mut self, id: u32) -> Self {
+        self.user = Some(id);
         self
     }
 
@@ -91,6 +100,10 @@ impl TestServerBuilder {
             } else {
                 Stdio::null()
             });
+        if let Some(id) = self.user {
+            use std::os::unix::process::CommandExt;
+            command.uid(id).gid(id);
+        }
         let mut child = command.spawn().expect("spawn tracelake");
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = mpsc::channel();
