@@ -67,6 +67,8 @@ pub(crate) struct LoadgenOptions {
     pub(crate) batch: usize,
     pub(crate) json: bool,
     pub(crate) tenant: Option<String>,
+    /// API key sent as `Authorization: Bearer` (OTLP).
+    pub(crate) api_key: Option<String>,
     /// Resend a request refused as overload or unavailability (gRPC
     /// `RESOURCE_EXHAUSTED`/`UNAVAILABLE`, HTTP 429/503) after a backoff,
     /// as OTLP exporters do, instead of counting its spans rejected.
@@ -325,7 +327,9 @@ impl Sender {
         &mut self,
         payload: &Payload,
         tenant: Option<&str>,
+        api_key: Option<&str>,
     ) -> Result<(u64, u64), SendError> {
+        let authorization = api_key.map(|key| format!("Bearer {key}"));
         let spans = payload.spans();
         match (self, payload) {
             (Self::Grpc(client), Payload::Otlp { body, .. }) => {
@@ -335,12 +339,21 @@ impl Sender {
                 {
                     message.metadata_mut().insert("x-scope-orgid", value);
                 }
+                if let Some(value) = authorization
+                    .as_deref()
+                    .and_then(|value| value.parse().ok())
+                {
+                    message.metadata_mut().insert("authorization", value);
+                }
                 let unavailable = |status: tonic::Status| {
                     let retryable = matches!(
                         status.code(),
                         tonic::Code::ResourceExhausted | tonic::Code::Unavailable
                     );
-                    (status.code().to_string(), retryable)
+                    (
+                        format!("{}: {}", status.code(), status.message()),
+                        retryable,
+                    )
                 };
                 client
                     .ready()
@@ -364,6 +377,9 @@ impl Sender {
                     .body(body.clone());
                 if let Some(tenant) = tenant {
                     builder = builder.header("X-Scope-OrgID", tenant);
+                }
+                if let Some(authorization) = &authorization {
+                    builder = builder.header("authorization", authorization);
                 }
                 let response = builder
                     .send()
@@ -483,7 +499,13 @@ pub(crate) async fn loadgen(options: LoadgenOptions) -> anyhow::Result<()> {
                 let mut attempts = 1;
                 let (outcome, micros) = loop {
                     let sent_at = Instant::now();
-                    let outcome = sender.send(&payload, options.tenant.as_deref()).await;
+                    let outcome = sender
+                        .send(
+                            &payload,
+                            options.tenant.as_deref(),
+                            options.api_key.as_deref(),
+                        )
+                        .await;
                     let micros = sent_at.elapsed().as_micros() as u64;
                     counters.requests.fetch_add(1, Ordering::Relaxed);
                     match outcome {

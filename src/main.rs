@@ -192,6 +192,9 @@ struct LoadgenArgs {
     /// Tenant (X-Scope-OrgID) for OTLP.
     #[arg(long)]
     tenant: Option<String>,
+    /// API key for a server with `[[auth.keys]]` (OTLP, sent as a bearer token).
+    #[arg(long, env = "TRACELAKE_API_KEY")]
+    api_key: Option<String>,
     /// End with one JSON summary line on stdout.
     #[arg(long)]
     json: bool,
@@ -325,6 +328,7 @@ fn main() -> anyhow::Result<()> {
                 batch: args.batch,
                 json: args.json,
                 tenant: args.tenant,
+                api_key: args.api_key,
                 retry: args.retry,
                 pool: args.pool,
             }))

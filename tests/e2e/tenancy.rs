@@ -236,6 +236,35 @@ async fn a_tenant_sees_only_its_own_traces_through_every_api_and_keys_are_enforc
     );
     assert_eq!(put[0]["UnprocessedTraceSegments"], json!([]), "{put:?}");
 
+    // `tracelake loadgen --api-key` writes as tenant B too; a wrong key writes nothing.
+    let grpc_endpoint = server.otlp_grpc.to_string();
+    let mut loadgen_acked = 0;
+    for key in [b.token.as_str(), "tlk_wrong"] {
+        let (ok, summary, stderr) = crate::loadgen::loadgen(&[
+            "--protocol",
+            "otlp-grpc",
+            "--endpoint",
+            &grpc_endpoint,
+            "--spans",
+            "500",
+            "--batch",
+            "100",
+            "--connections",
+            "1",
+            "--api-key",
+            key,
+        ]);
+        assert!(ok, "{stderr}");
+        let (sent, acked) = (&summary["sent_spans"], &summary["acked_spans"]);
+        if key == "tlk_wrong" {
+            assert_eq!(acked, 0, "{summary}");
+            assert!(stderr.contains("API key is not valid"), "{stderr}");
+        } else {
+            assert_eq!(acked, sent, "{summary}");
+            loadgen_acked = acked.as_u64().unwrap();
+        }
+    }
+
     // Wrong or missing keys: 401 on every listener, a key's missing permission: 403.
     let (status, _) = post_otlp(&server, None, &two_service_trace(trace_id(0xc1), "gamma")).await;
     assert_eq!(status, 401);
@@ -372,7 +401,7 @@ async fn a_tenant_sees_only_its_own_traces_through_every_api_and_keys_are_enforc
             .find_map(|line| line.strip_prefix("tracelake_storage_flushed_blocks_total "))
             .and_then(|value| value.trim().parse::<f64>().ok())
             .unwrap_or(0.0);
-        if flushed_spans >= 7.0 && blocks >= 2.0 {
+        if flushed_spans >= 7.0 + loadgen_acked as f64 && blocks >= 2.0 {
             break;
         }
         assert!(Instant::now() < deadline, "spans never flushed:\n{metrics}");
