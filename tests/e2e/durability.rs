@@ -2,7 +2,6 @@
 //! exactly once, after SIGKILL and restart, under concurrent load, with
 //! flushes and compactions racing the kills.
 
-use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -583,59 +582,24 @@ async fn a_permission_error_loses_nothing_acked_and_names_the_path() {
         acked.push(seed);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let failures = loop {
-        let metrics = client
-            .get(format!("{}/metrics", server.http_url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let failures = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("tracelake_storage_flush_failures_total "))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if failures > 0.0 {
-            break failures;
-        }
+    while server
+        .metric("tracelake_storage_flush_failures_total")
+        .await
+        < 1.0
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "no failed flush was counted:\n{metrics}"
+            "no failed flush was counted"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(failures >= 1.0);
+    }
     // Still served from the head.
     let trace = fetch_trace(&client, &server.http_url(), &trace_id(15)).await;
     assert_eq!(trace.map(|trace| spans_of(&trace).len()), Some(100));
 
     // A restart cannot make its WAL segment: it stops, naming the path.
     server.kill9();
-    let output = crate::server::tracelake_command()
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--listen-xray-udp",
-            "127.0.0.1:0",
-            "--listen-xray-api",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--listen-otlp-grpc",
-            "127.0.0.1:0",
-            "--listen-otlp-http",
-            "127.0.0.1:0",
-        ])
-        .args(["--listen-http", "127.0.0.1:0"])
-        .output()
-        .unwrap();
+    let output = builder.run_to_exit();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -80,7 +80,8 @@ impl TestServerBuilder {
         self
     }
 
-    pub(crate) fn spawn(&self) -> TestServer {
+    /// The command [`Self::spawn`] runs.
+    fn command(&self) -> Command {
         let mut command = tracelake_command();
         command
             .arg(&self.subcommand)
@@ -93,17 +94,28 @@ impl TestServerBuilder {
             .args(["--listen-http", "127.0.0.1:0"])
             .args(["--flush-max-age", &self.flush_max_age])
             .args(&self.args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        if let Some(id) = self.user {
+            use std::os::unix::process::CommandExt;
+            command.uid(id).gid(id);
+        }
+        command
+    }
+
+    /// Runs a server that is expected to stop at start-up: its output.
+    pub(crate) fn run_to_exit(&self) -> std::process::Output {
+        self.command().output().expect("run tracelake")
+    }
+
+    pub(crate) fn spawn(&self) -> TestServer {
+        let mut command = self.command();
+        command
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
                 Stdio::null()
             });
-        if let Some(id) = self.user {
-            use std::os::unix::process::CommandExt;
-            command.uid(id).gid(id);
-        }
         let mut child = command.spawn().expect("spawn tracelake");
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = mpsc::channel();

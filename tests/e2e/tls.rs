@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Command;
 
 use crate::python_sdk::python;
-use crate::server::{TestServerBuilder, tracelake_command};
+use crate::server::TestServerBuilder;
 use crate::tenancy::new_key;
 
 /// A self-signed certificate for 127.0.0.1 and localhost: (cert, key) paths.
@@ -105,27 +105,10 @@ fn a_missing_certificate_stops_the_server_with_the_files_name() {
         "[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
     )
     .unwrap();
-    let output = tracelake_command()
-        .arg("serve")
+    let output = TestServerBuilder::new(&dir.path().join("data"))
         .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-xray-udp",
-            "127.0.0.1:0",
-            "--listen-xray-api",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--listen-otlp-grpc",
-            "127.0.0.1:0",
-            "--listen-otlp-http",
-            "127.0.0.1:0",
-        ])
-        .args(["--listen-http", "127.0.0.1:0"])
-        .output()
-        .unwrap();
+        .arg(config.to_str().unwrap())
+        .run_to_exit();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/cert.pem"), "{stderr}");
