@@ -535,15 +535,11 @@ async fn a_permission_error_loses_nothing_acked_and_names_the_path() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::os::unix::fs::chown(&data, Some(NOBODY), Some(NOBODY)).unwrap();
-    let config = dir.path().join("tracelake.toml");
     // Small segments: a new WAL file every few requests.
-    std::fs::write(&config, "[wal]\nsegment_bytes = 262144\n").unwrap();
-    chmod(&config, 0o644);
     let builder = TestServerBuilder::new(&data)
         .user(NOBODY)
         .flush_max_age("1s")
-        .arg("--config")
-        .arg(config.to_str().unwrap());
+        .config("[wal]\nsegment_bytes = 262144\n");
     let mut server = builder.spawn();
     let client = reqwest::Client::new();
     let post = |base: String, seed: u64| {

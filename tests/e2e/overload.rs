@@ -105,16 +105,11 @@ async fn a_tenant_over_its_ingestion_rate_is_refused_and_others_are_not() {
     use prost::Message;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tracelake.toml");
-    std::fs::write(
-        &config,
-        "[overrides]\ningestion_rate_limit_bytes = 2000\ningestion_burst_size_bytes = 4000\n\
-         [overrides.tenants.unlimited]\ningestion_rate_limit_bytes = 0\n",
-    )
-    .unwrap();
     let server = TestServerBuilder::new(dir.path())
-        .arg("--config")
-        .arg(config.to_str().unwrap())
+        .config(
+            "[overrides]\ningestion_rate_limit_bytes = 2000\ningestion_burst_size_bytes = 4000\n\
+         [overrides.tenants.unlimited]\ningestion_rate_limit_bytes = 0\n",
+        )
         .spawn();
     let client = reqwest::Client::new();
     let send = |tenant: &'static str, seed: u64| {
@@ -223,16 +218,11 @@ async fn a_trace_past_its_size_is_refused_span_by_span_and_its_neighbours_are_st
     use prost::Message;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tracelake.toml");
-    std::fs::write(
-        &config,
-        "[overrides]\nmax_spans_per_trace = 5\n\
-         [overrides.tenants.tiny]\nmax_bytes_per_trace = 300\n",
-    )
-    .unwrap();
     let server = TestServerBuilder::new(dir.path())
-        .arg("--config")
-        .arg(config.to_str().unwrap())
+        .config(
+            "[overrides]\nmax_spans_per_trace = 5\n\
+         [overrides.tenants.tiny]\nmax_bytes_per_trace = 300\n",
+        )
         .spawn();
     let client = reqwest::Client::new();
     let send = |tenant: &'static str, traces: Vec<(u64, u64)>| {

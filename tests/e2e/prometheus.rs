@@ -78,11 +78,8 @@ fn start_prometheus(dir: &std::path::Path, target: std::net::SocketAddr) -> Prom
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_service_graph_metrics_with_tempo_names() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tracelake.toml");
-    std::fs::write(&config, "[service_graph]\nwait = \"1s\"\n").unwrap();
     let server = TestServerBuilder::new(&dir.path().join("data"))
-        .arg("--config")
-        .arg(config.to_str().unwrap())
+        .config("[service_graph]\nwait = \"1s\"\n")
         .spawn();
     send_workload_ten_minutes_ago(&server).await;
     let prometheus = start_prometheus(dir.path(), server.http);

@@ -258,15 +258,8 @@ async fn tail_sampling_keeps_unsampled_error_traces_only() {
     use prost::Message;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tracelake.toml");
-    std::fs::write(
-        &config,
-        "[tail_sampling]\nenabled = true\ndecision_wait = \"500ms\"\nlatency_threshold = \"0s\"\n",
-    )
-    .unwrap();
     let server = TestServerBuilder::new(&dir.path().join("data"))
-        .arg("--config")
-        .arg(config.to_str().unwrap())
+        .config("[tail_sampling]\nenabled = true\ndecision_wait = \"500ms\"\nlatency_threshold = \"0s\"\n")
         .spawn();
     // Explicitly unsampled (W3C flags present, sampled bit clear): one
     // trace with an error span, one without; and a head-sampled trace.

@@ -41,6 +41,8 @@ pub(crate) struct TestServerBuilder {
     args: Vec<String>,
     /// Run as this user and group (the tests run as root).
     user: Option<u32>,
+    /// The `--config` file, removed with the builder.
+    config: Option<tempfile::TempPath>,
 }
 
 impl TestServerBuilder {
@@ -53,6 +55,7 @@ impl TestServerBuilder {
             flush_max_age: "1h".into(),
             args: Vec::new(),
             user: None,
+            config: None,
         }
     }
 
@@ -72,6 +75,18 @@ impl TestServerBuilder {
     /// Runs the server as `id` (user and group), without root's groups.
     pub(crate) fn user(mut self, id: u32) -> Self {
         self.user = Some(id);
+        self
+    }
+
+    /// Runs with `toml` as the config file (readable by any user).
+    pub(crate) fn config(mut self, toml: &str) -> Self {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let mut file = tempfile::NamedTempFile::new().expect("config file");
+        file.write_all(toml.as_bytes()).expect("write config");
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644))
+            .expect("config file mode");
+        self.config = Some(file.into_temp_path());
         self
     }
 
@@ -95,6 +110,9 @@ impl TestServerBuilder {
             .args(["--flush-max-age", &self.flush_max_age])
             .args(&self.args)
             .stdin(Stdio::null());
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
         if let Some(id) = self.user {
             use std::os::unix::process::CommandExt;
             command.uid(id).gid(id);

@@ -432,11 +432,8 @@ fn assert_close(got: &Value, expected_seconds: f64, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_service_map_of_a_known_workload_from_streaming_and_from_raw_spans() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tracelake.toml");
-    std::fs::write(&config, "[service_graph]\nwait = \"1s\"\n").unwrap();
     let server = TestServerBuilder::new(&dir.path().join("data"))
-        .arg("--config")
-        .arg(config.to_str().unwrap())
+        .config("[service_graph]\nwait = \"1s\"\n")
         .spawn();
     let (workload, _) = send_workload_ten_minutes_ago(&server).await;
 

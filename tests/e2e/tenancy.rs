@@ -197,12 +197,9 @@ async fn a_tenant_sees_only_its_own_traces_through_every_api_and_keys_are_enforc
     );
     let a_query = new_key(dir.path(), &mut config, "a-query", "team-a", "query", false);
     let ops = new_key(dir.path(), &mut config, "ops", "ops", "admin", false);
-    let config_path = dir.path().join("tracelake.toml");
-    std::fs::write(&config_path, &config).unwrap();
     let server = TestServerBuilder::new(&dir.path().join("data"))
         .flush_max_age("1s")
-        .arg("--config")
-        .arg(config_path.to_str().unwrap())
+        .config(&config)
         .spawn();
 
     // Tenant A over OTLP/HTTP, tenant B over OTLP/gRPC and boto3's SigV4 PutTraceSegments.

@@ -37,11 +37,8 @@ async fn real_clients_reach_every_listener_over_tls_with_their_keys() {
         "ingest,query",
         true,
     );
-    let config_path = dir.path().join("tracelake.toml");
-    std::fs::write(&config_path, &config).unwrap();
     let server = TestServerBuilder::new(&dir.path().join("data"))
-        .arg("--config")
-        .arg(config_path.to_str().unwrap())
+        .config(&config)
         .spawn();
 
     // A client that connects and says nothing, and one speaking plain HTTP.
@@ -99,15 +96,10 @@ async fn real_clients_reach_every_listener_over_tls_with_their_keys() {
 #[test]
 fn a_missing_certificate_stops_the_server_with_the_files_name() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tracelake.toml");
-    std::fs::write(
-        &config,
-        "[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
-    )
-    .unwrap();
     let output = TestServerBuilder::new(&dir.path().join("data"))
-        .arg("--config")
-        .arg(config.to_str().unwrap())
+        .config(
+            "[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
+        )
         .run_to_exit();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
