@@ -11,8 +11,10 @@
 //! | `GET /ready` | 200 `ready` |
 //! | `GET /api/echo` | 200 `echo` (Grafana's data source test) |
 //!
-//! The tenant is the `X-Scope-OrgID` header, `single-tenant` without it.
-//! Errors are plain text with the status, as Tempo answers.
+//! The tenant is the `X-Scope-OrgID` header, `single-tenant` without it
+//! (with API keys configured, the server's key layer in front has set it
+//! to the key's tenant and refused a `tenant=` naming another). Errors are
+//! plain text with the status, as Tempo answers.
 //!
 //! At most [`QueryLimits::max_concurrent`] queries run at once (every route
 //! but `/ready` and `/api/echo`); a query beyond waits up to

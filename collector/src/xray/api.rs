@@ -7,9 +7,11 @@
 //!   array of subsegments; one bad entry does not cost the others.
 //! - `/TelemetryRecords` (PutTelemetryRecords): checked and answered `{}`.
 //!
-//! SigV4 `Authorization` headers are accepted and not verified (tracelake
-//! has no AWS credentials to verify them against). The tenant is the
-//! `X-Scope-OrgID` header, as on every tracelake API. Errors are shaped as
+//! This router does not look at `Authorization`: SigV4 signatures are
+//! verified in front of it, by the server's API-key layer, when keys are
+//! configured (without keys they are accepted unverified). The tenant is
+//! the `X-Scope-OrgID` header, as on every tracelake API; with keys, that
+//! layer has set it to the key's tenant. Errors are shaped as
 //! AWS shapes them: the status, `x-amzn-errortype`, and
 //! `{"__type", "message"}`, which botocore turns into a `ClientError`.
 
