@@ -30,6 +30,17 @@ fn ingest(c: &mut Criterion) {
     let (storage, _) = runtime
         .block_on(Storage::open(config, local_store(dir.path()).unwrap()))
         .unwrap();
+    // The server's flusher runs beside the ingest, as in `tracelake serve`:
+    // without it the head fills (flush.max_head_bytes) and refuses.
+    let (stop_flusher, flusher_stopped) = tokio::sync::oneshot::channel::<()>();
+    let flusher_storage = storage.clone();
+    let flusher = runtime.spawn(async move {
+        flusher_storage
+            .run_flusher(Duration::from_millis(250), async {
+                let _ = flusher_stopped.await;
+            })
+            .await
+    });
     let pipeline = Pipeline::new(Arc::new(storage.clone()));
     // Every request carries new trace and span ids, as real traffic does;
     // building it is setup, not measured.
@@ -82,13 +93,40 @@ fn ingest(c: &mut Criterion) {
         )
     });
     group.finish();
-    let flushed = runtime.block_on(storage.flush()).unwrap();
+
+    // What the per-tenant trace-size limit (on by default, 5 MB) adds to a
+    // request: to compare with the ingest above.
+    let mut accounting = c.benchmark_group("trace_size_accounting");
+    accounting.throughput(Throughput::Elements(100));
+    let sizes =
+        tracelake_collector::limits::TraceSizes::new(tracelake_collector::limits::IngestLimits {
+            defaults: tracelake_collector::limits::TenantLimits {
+                max_bytes_per_trace: 5_000_000,
+                ..Default::default()
+            },
+            tenants: Default::default(),
+        });
+    accounting.bench_function("100_span_request", |b| {
+        b.iter_batched(
+            || ExportTraceServiceRequest::decode(encoded_request().as_slice()).unwrap(),
+            |mut request| {
+                assert!(sizes.admit("t", &mut request.resource_spans).is_empty());
+                request
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    accounting.finish();
+    let _ = stop_flusher.send(());
+    runtime.block_on(flusher).unwrap();
+    runtime.block_on(storage.flush()).unwrap();
+    let stats = storage.stats();
     eprintln!(
-        "after flush: {} distinct spans in {} blocks, {} bytes, {:.1} bytes/span on disk; OTLP protobuf {:.1} bytes/span",
-        flushed.spans,
-        flushed.blocks,
-        flushed.bytes,
-        flushed.bytes as f64 / flushed.spans.max(1) as f64,
+        "after the last flush: {} distinct spans in {} blocks, {} bytes, {:.1} bytes/span on disk; OTLP protobuf {:.1} bytes/span",
+        stats.appended_spans,
+        stats.flushed_blocks,
+        stats.flushed_bytes,
+        stats.flushed_bytes as f64 / stats.appended_spans.max(1) as f64,
         protobuf_bytes_per_span
     );
 }
