@@ -180,7 +180,7 @@ OTLP_HTTP=$(address otlp-http)
 "$BIN" loadgen --protocol otlp-grpc --endpoint "$GRPC" --duration 30s --connections 2 --batch 2000 \
   --pool 1 --json 2>/dev/null | tail -1 > "$WORK/overload-grpc.json" &
 GRPC_LOADER=$!
-"$BIN" loadgen --protocol otlp-http --endpoint "$OTLP_HTTP" --duration 30s --connections 48 --batch 2000 \
+"$BIN" loadgen --protocol otlp-http --endpoint "$OTLP_HTTP" --duration 30s --connections 200 --batch 2000 \
   --pool 1 --json 2>/dev/null | tail -1 > "$WORK/overload-http.json"
 wait "$GRPC_LOADER"
 echo "{\"limit\": $OVERLOAD_LIMIT, \"peak_rss_kb\": $(peak_rss_kb "$SERVER_PID"), \"stored\": $(stored_spans)}" \
