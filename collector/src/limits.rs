@@ -165,6 +165,12 @@ impl TraceSizes {
         }
     }
 
+    /// Whether `tenant` has a trace-size limit (else [`Self::admit`] is a no-op).
+    pub fn has_limits(&self, tenant: &str) -> bool {
+        let limits = self.limits.for_tenant(tenant);
+        limits.max_bytes_per_trace > 0 || limits.max_spans_per_trace > 0
+    }
+
     /// Counts the spans of `resource_spans` towards their traces at `now`
     /// and takes out those of traces that would pass `tenant`'s limits,
     /// returning a rejection for each.
@@ -174,10 +180,10 @@ impl TraceSizes {
         resource_spans: &mut [ResourceSpans],
         now: Instant,
     ) -> Vec<SpanRejection> {
-        let limits = self.limits.for_tenant(tenant);
-        if limits.max_bytes_per_trace == 0 && limits.max_spans_per_trace == 0 {
+        if !self.has_limits(tenant) {
             return Vec::new();
         }
+        let limits = self.limits.for_tenant(tenant);
         let mut offered: HashMap<[u8; 16], (u64, u64)> = HashMap::new();
         for span in spans(resource_spans) {
             // Malformed ids are for the conversion to refuse.

@@ -201,18 +201,47 @@ impl Pipeline {
     ) -> Result<IngestOutcome, IngestError> {
         validate_tenant(tenant).map_err(IngestError::InvalidTenant)?;
         self.check_capacity()?;
-        let mut rejections = self.trace_sizes.admit(tenant, &mut resource_spans);
+        // Counting trace sizes reads every span: CPU work, kept off the
+        // reactor (whose threads answer the other requests, refusals
+        // included), in the conversion's blocking task or, when tail
+        // sampling must see the admitted spans first, a task of its own.
+        let convert_error =
+            |error: tokio::task::JoinError| IngestError::Internal(format!("convert task: {error}"));
+        let counts_sizes = self.trace_sizes.has_limits(tenant);
+        let mut rejections = Vec::new();
         let held = match &self.tail {
-            Some(tail) => tail.hold_unsampled(tenant, &mut resource_spans).await,
+            Some(tail) => {
+                if counts_sizes {
+                    let (sizes, tenant_owned) = (Arc::clone(&self.trace_sizes), tenant.to_string());
+                    let counted = tokio::task::spawn_blocking(move || {
+                        let refused = sizes.admit(&tenant_owned, &mut resource_spans);
+                        (resource_spans, refused)
+                    })
+                    .await
+                    .map_err(convert_error)?;
+                    (resource_spans, rejections) = counted;
+                }
+                tail.hold_unsampled(tenant, &mut resource_spans).await
+            }
             None => 0,
         };
-        let tenant_owned = tenant.to_string();
-        let converted = tokio::task::spawn_blocking(move || {
-            resource_spans_to_batch(&tenant_owned, &resource_spans)
+        let count_in_conversion = counts_sizes && self.tail.is_none();
+        let (sizes, tenant_owned) = (Arc::clone(&self.trace_sizes), tenant.to_string());
+        let (refused, converted) = tokio::task::spawn_blocking(move || {
+            let refused = if count_in_conversion {
+                sizes.admit(&tenant_owned, &mut resource_spans)
+            } else {
+                Vec::new()
+            };
+            (
+                refused,
+                resource_spans_to_batch(&tenant_owned, &resource_spans),
+            )
         })
         .await
-        .map_err(|error| IngestError::Internal(format!("convert task: {error}")))?
-        .map_err(IngestError::Unavailable)?;
+        .map_err(convert_error)?;
+        let converted = converted.map_err(IngestError::Unavailable)?;
+        rejections.extend(refused);
         if let Some(batch) = converted.batch {
             self.writer
                 .append(tenant, batch)
