@@ -476,12 +476,20 @@ async fn authenticate_sigv4(
         .path_and_query()
         .map(|value| value.as_str())
         .unwrap_or("/");
+    // HTTP/2 carries the host as `:authority`, which the client signed as `host`.
+    let mut signed_headers = std::borrow::Cow::Borrowed(&parts.headers);
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        signed_headers.to_mut().insert(header::HOST, host);
+    }
     parsed
         .verify(
             secret,
             &parts.method,
             path_and_query,
-            &parts.headers,
+            &signed_headers,
             &bytes,
             SystemTime::now(),
         )
