@@ -281,25 +281,28 @@ fn serve_http(
     name: &'static str,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ServerFuture> {
-    Ok(match tls {
-        None => Box::pin(
+    fn run<L>(
+        listener: L,
+        routes: axum::Router,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> ServerFuture
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
+        Box::pin(
             axum::serve(listener, routes)
                 .with_graceful_shutdown(stop)
                 .into_future()
                 .map_err(anyhow::Error::from),
-        ),
+        )
+    }
+    Ok(match tls {
+        None => run(listener, routes, stop),
         Some(acceptor) => {
             let local = listener.local_addr()?;
-            let listener = crate::tls::TlsListener {
-                connections: crate::tls::accept(listener, acceptor, name),
-                local,
-            };
-            Box::pin(
-                axum::serve(listener, routes)
-                    .with_graceful_shutdown(stop)
-                    .into_future()
-                    .map_err(anyhow::Error::from),
-            )
+            let connections = crate::tls::accept(listener, acceptor, name);
+            run(crate::tls::TlsListener { connections, local }, routes, stop)
         }
     })
 }

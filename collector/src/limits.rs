@@ -36,6 +36,13 @@ pub struct TenantLimits {
     pub max_spans_per_trace: u64,
 }
 
+impl TenantLimits {
+    /// Whether a trace-size limit is set.
+    pub fn limits_trace_size(&self) -> bool {
+        self.max_bytes_per_trace > 0 || self.max_spans_per_trace > 0
+    }
+}
+
 /// Limits for every tenant: the defaults, and per-tenant overrides.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestLimits {
@@ -144,8 +151,25 @@ pub struct TraceSizes {
 
 #[derive(Debug)]
 struct TraceState {
-    traces: HashMap<(String, [u8; 16]), TraceUsage>,
+    /// By tenant, then trace id; a tenant's map exists while it holds a trace.
+    tenants: HashMap<String, HashMap<[u8; 16], TraceUsage>>,
+    /// Traces across every tenant.
+    tracked: usize,
     last_sweep: Instant,
+}
+
+impl TraceState {
+    /// Drops traces idle for [`TRACE_IDLE`], and tenants left with none.
+    fn sweep(&mut self, now: Instant) {
+        let mut tracked = 0;
+        self.tenants.retain(|_, traces| {
+            traces.retain(|_, usage| now.saturating_duration_since(usage.last_seen) < TRACE_IDLE);
+            tracked += traces.len();
+            !traces.is_empty()
+        });
+        self.tracked = tracked;
+        self.last_sweep = now;
+    }
 }
 
 impl Default for TraceSizes {
@@ -159,7 +183,8 @@ impl TraceSizes {
         Self {
             limits,
             state: Mutex::new(TraceState {
-                traces: HashMap::new(),
+                tenants: HashMap::new(),
+                tracked: 0,
                 last_sweep: Instant::now(),
             }),
         }
@@ -167,8 +192,7 @@ impl TraceSizes {
 
     /// Whether `tenant` has a trace-size limit (else [`Self::admit`] is a no-op).
     pub fn has_limits(&self, tenant: &str) -> bool {
-        let limits = self.limits.for_tenant(tenant);
-        limits.max_bytes_per_trace > 0 || limits.max_spans_per_trace > 0
+        self.limits.for_tenant(tenant).limits_trace_size()
     }
 
     /// Counts the spans of `resource_spans` towards their traces at `now`
@@ -180,10 +204,10 @@ impl TraceSizes {
         resource_spans: &mut [ResourceSpans],
         now: Instant,
     ) -> Vec<SpanRejection> {
-        if !self.has_limits(tenant) {
+        let limits = self.limits.for_tenant(tenant);
+        if !limits.limits_trace_size() {
             return Vec::new();
         }
-        let limits = self.limits.for_tenant(tenant);
         let mut offered: HashMap<[u8; 16], (u64, u64)> = HashMap::new();
         for span in spans(resource_spans) {
             // Malformed ids are for the conversion to refuse.
@@ -197,22 +221,26 @@ impl TraceSizes {
         {
             let mut state = self.state.lock();
             if now.saturating_duration_since(state.last_sweep) >= SWEEP_EVERY {
-                state
-                    .traces
-                    .retain(|_, usage| now.saturating_duration_since(usage.last_seen) < TRACE_IDLE);
-                state.last_sweep = now;
+                state.sweep(now);
             }
+            let state = &mut *state;
+            // Allocates the tenant's name once, when it first holds a trace.
+            if !state.tenants.contains_key(tenant) {
+                state.tenants.insert(tenant.to_string(), HashMap::new());
+            }
+            let traces = state.tenants.get_mut(tenant).expect("inserted above");
             for (trace_id, (bytes, count)) in offered {
-                let key = (tenant.to_string(), trace_id);
-                let tracked = state.traces.len();
-                let usage = match state.traces.get_mut(&key) {
+                let usage = match traces.get_mut(&trace_id) {
                     Some(usage) => usage,
-                    None if tracked >= MAX_TRACKED_TRACES => continue,
-                    None => state.traces.entry(key).or_insert(TraceUsage {
-                        bytes: 0,
-                        spans: 0,
-                        last_seen: now,
-                    }),
+                    None if state.tracked >= MAX_TRACKED_TRACES => continue,
+                    None => {
+                        state.tracked += 1;
+                        traces.entry(trace_id).or_insert(TraceUsage {
+                            bytes: 0,
+                            spans: 0,
+                            last_seen: now,
+                        })
+                    }
                 };
                 usage.last_seen = now;
                 let over_bytes = limits.max_bytes_per_trace > 0
@@ -271,7 +299,7 @@ impl TraceSizes {
 
     /// Traces counted now (for tests and metrics).
     pub fn tracked(&self) -> usize {
-        self.state.lock().traces.len()
+        self.state.lock().tracked
     }
 }
 

@@ -192,6 +192,20 @@ impl Pipeline {
             .map_err(IngestError::from_append)
     }
 
+    /// Runs `work` on a request's spans in a blocking task, off the
+    /// reactor (the spans are dropped there too, unless `work` returns them).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        tenant: &str,
+        resource_spans: Vec<ResourceSpans>,
+        work: impl FnOnce(&TraceSizes, &str, Vec<ResourceSpans>) -> T + Send + 'static,
+    ) -> Result<T, IngestError> {
+        let (sizes, tenant) = (Arc::clone(&self.trace_sizes), tenant.to_string());
+        tokio::task::spawn_blocking(move || work(&sizes, &tenant, resource_spans))
+            .await
+            .map_err(|error| IngestError::Internal(format!("convert task: {error}")))
+    }
+
     /// Validates and stores OTLP spans for `tenant`; returns once the
     /// accepted spans are durable.
     pub async fn ingest_otlp(
@@ -203,43 +217,35 @@ impl Pipeline {
         self.check_capacity()?;
         // Counting trace sizes reads every span: CPU work, kept off the
         // reactor (whose threads answer the other requests, refusals
-        // included), in the conversion's blocking task or, when tail
-        // sampling must see the admitted spans first, a task of its own.
-        let convert_error =
-            |error: tokio::task::JoinError| IngestError::Internal(format!("convert task: {error}"));
-        let counts_sizes = self.trace_sizes.has_limits(tenant);
+        // included). It runs in the conversion's blocking task, unless tail
+        // sampling must see the admitted spans first.
+        let mut count_sizes = self.trace_sizes.has_limits(tenant);
         let mut rejections = Vec::new();
         let held = match &self.tail {
             Some(tail) => {
-                if counts_sizes {
-                    let (sizes, tenant_owned) = (Arc::clone(&self.trace_sizes), tenant.to_string());
-                    let counted = tokio::task::spawn_blocking(move || {
-                        let refused = sizes.admit(&tenant_owned, &mut resource_spans);
-                        (resource_spans, refused)
-                    })
-                    .await
-                    .map_err(convert_error)?;
-                    (resource_spans, rejections) = counted;
+                if count_sizes {
+                    (resource_spans, rejections) = self
+                        .blocking(tenant, resource_spans, |sizes, tenant, mut spans| {
+                            let refused = sizes.admit(tenant, &mut spans);
+                            (spans, refused)
+                        })
+                        .await?;
+                    count_sizes = false;
                 }
                 tail.hold_unsampled(tenant, &mut resource_spans).await
             }
             None => 0,
         };
-        let count_in_conversion = counts_sizes && self.tail.is_none();
-        let (sizes, tenant_owned) = (Arc::clone(&self.trace_sizes), tenant.to_string());
-        let (refused, converted) = tokio::task::spawn_blocking(move || {
-            let refused = if count_in_conversion {
-                sizes.admit(&tenant_owned, &mut resource_spans)
-            } else {
-                Vec::new()
-            };
-            (
-                refused,
-                resource_spans_to_batch(&tenant_owned, &resource_spans),
-            )
-        })
-        .await
-        .map_err(convert_error)?;
+        let (refused, converted) = self
+            .blocking(tenant, resource_spans, move |sizes, tenant, mut spans| {
+                let refused = if count_sizes {
+                    sizes.admit(tenant, &mut spans)
+                } else {
+                    Vec::new()
+                };
+                (refused, resource_spans_to_batch(tenant, &spans))
+            })
+            .await?;
         let converted = converted.map_err(IngestError::Unavailable)?;
         rejections.extend(refused);
         if let Some(batch) = converted.batch {
