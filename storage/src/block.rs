@@ -61,6 +61,10 @@ pub struct BlockMeta {
     /// start-up finding it removes it (the replay stores its spans again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_through: Option<u64>,
+    /// The collector that flushed it, on a store shared by several
+    /// ([`crate::cluster`]); its `wal_through` is that collector's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
 }
 
 /// The meta file on disk, versioned.
@@ -316,6 +320,7 @@ impl BlockWriter {
             trace_filter: self.trace_filter,
             replaces: Vec::new(),
             wal_through: None,
+            writer: None,
         };
         Ok((bytes, meta))
     }
@@ -364,6 +369,27 @@ fn writer_properties(trace_count: u64, row_group_rows: usize) -> Result<WriterPr
         .build())
 }
 
+/// Objects larger than this are uploaded in parts (S3 multipart upload).
+const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// Uploads `bytes`: one PUT when small, a multipart upload of 8 MiB parts
+/// when large. Requests are retried by the store's retry policy; an
+/// upload that still fails is aborted when its completion fails, and
+/// otherwise left to the bucket's `AbortIncompleteMultipartUpload` rule.
+async fn put_large(store: &Arc<dyn ObjectStore>, path: &Path, bytes: Vec<u8>) -> Result<()> {
+    if bytes.len() <= MULTIPART_THRESHOLD {
+        store.put(path, PutPayload::from(bytes)).await?;
+        return Ok(());
+    }
+    let upload = store.put_multipart(path).await?;
+    let mut writer =
+        object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
+    writer.write(&bytes);
+    writer.finish().await?;
+    Ok(())
+}
+
 /// Writes the Parquet file, then the meta file that makes it visible.
 pub async fn put_block(
     store: &Arc<dyn ObjectStore>,
@@ -373,9 +399,7 @@ pub async fn put_block(
     let meta_path = BlockMeta::meta_path_for(&meta.path).ok_or_else(|| {
         StorageError::Corrupt(format!("block path {} is not .parquet", meta.path))
     })?;
-    store
-        .put(&Path::from(meta.path.as_str()), PutPayload::from(bytes))
-        .await?;
+    put_large(store, &Path::from(meta.path.as_str()), bytes).await?;
     store
         .put(
             &Path::from(meta_path.as_str()),
@@ -409,6 +433,7 @@ mod tests {
             trace_filter: TraceIdFilter::with_capacity(1),
             replaces: vec!["tenants/t/spans/2026-01-01/05/01AAA.parquet".into()],
             wal_through: Some(7),
+            writer: Some("collector-a".into()),
         };
         let encoded = meta.encode().unwrap();
         assert!(String::from_utf8_lossy(&encoded).starts_with(r#"{"version":"1""#));

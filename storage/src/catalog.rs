@@ -34,6 +34,32 @@ pub struct CatalogLoadStats {
     pub unreadable_metas: usize,
 }
 
+/// What may be deleted while loading the catalog.
+#[derive(Debug, Clone, Copy)]
+pub enum Cleanup<'a> {
+    /// The only process on the store: replaced blocks, orphans and blocks
+    /// of uncommitted flushes (above the WAL's flushed mark) go.
+    Exclusive { wal_flushed: u64 },
+    /// A collector sharing the store: only its own uncommitted flushes go;
+    /// the compactor deletes the rest ([`crate::cluster`]).
+    Writer { node_id: &'a str, wal_flushed: u64 },
+    /// A reader (querier, compactor): nothing is deleted while loading.
+    None,
+}
+
+/// The blocks a listing holds, before anything is deleted.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Blocks no compacted block replaces.
+    pub visible: Vec<Arc<BlockMeta>>,
+    /// Blocks a compacted block replaces, with that block's creation time
+    /// (unix ms).
+    pub replaced: Vec<(Arc<BlockMeta>, i64)>,
+    /// Parquet files without a meta file.
+    pub orphans: Vec<ObjectMeta>,
+    pub unreadable_metas: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct Catalog {
     by_tenant: RwLock<HashMap<String, Vec<Arc<BlockMeta>>>>,
@@ -49,86 +75,171 @@ impl Catalog {
             .await?)
     }
 
-    /// Loads every meta file among `objects` (see [`Catalog::list_tenants`]);
-    /// `wal_flushed` is the WAL's flushed mark ([`crate::wal::read_flushed`]).
-    pub async fn load(
+    /// Reads the metas among `objects` (a listing of `tenants/` or of one
+    /// window's prefix), reusing those in `known` by path.
+    pub async fn scan(
         store: &Arc<dyn ObjectStore>,
         objects: &[ObjectMeta],
-        wal_flushed: u64,
-    ) -> Result<(Self, CatalogLoadStats)> {
+        known: &HashMap<String, Arc<BlockMeta>>,
+    ) -> Result<Scan> {
         let mut meta_paths = HashSet::new();
-        let mut block_paths = HashSet::new();
+        let mut blocks: HashMap<String, &ObjectMeta> = HashMap::new();
         for object in objects {
             let location = object.location.as_ref();
             if is_meta_path(location) {
                 meta_paths.insert(location.to_string());
             } else if is_block_path(location) {
-                block_paths.insert(location.to_string());
+                blocks.insert(location.to_string(), object);
             }
         }
-        let catalog = Self::default();
-        let mut stats = CatalogLoadStats::default();
+        let mut scan = Scan::default();
         let mut metas = Vec::with_capacity(meta_paths.len());
         for meta_path in &meta_paths {
-            let bytes = store
-                .get(&Path::from(meta_path.as_str()))
-                .await?
-                .bytes()
-                .await?;
+            let parquet_path = meta_path
+                .strip_suffix(".meta.json")
+                .map(|stem| format!("{stem}.parquet"));
+            if let Some(meta) = parquet_path.as_ref().and_then(|path| known.get(path)) {
+                metas.push(Arc::clone(meta));
+                continue;
+            }
+            let bytes = match store.get(&Path::from(meta_path.as_str())).await {
+                Ok(found) => found.bytes().await?,
+                // Deleted (by a compactor) since the listing.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            };
             match BlockMeta::decode(&bytes) {
-                Ok(meta) if block_paths.contains(&meta.path) => metas.push(meta),
+                Ok(meta) if blocks.contains_key(&meta.path) => metas.push(Arc::new(meta)),
                 Ok(meta) => {
                     tracing::warn!(meta = %meta_path, block = %meta.path, "block meta without its parquet file, ignored");
-                    stats.unreadable_metas += 1;
+                    scan.unreadable_metas += 1;
                 }
                 Err(error) => {
                     tracing::warn!(meta = %meta_path, %error, "unreadable block meta, ignored");
-                    stats.unreadable_metas += 1;
+                    scan.unreadable_metas += 1;
                 }
             }
         }
         // A compacted block's meta hides its sources, even when the
         // compaction crashed before deleting them.
-        let replaced: HashSet<String> = metas
+        let replaced_by: HashMap<&str, i64> = metas
             .iter()
-            .flat_map(|meta| meta.replaces.iter().cloned())
+            .flat_map(|meta| {
+                meta.replaces
+                    .iter()
+                    .map(|path| (path.as_str(), meta.created_unix_ms))
+            })
             .collect();
         let mut referenced = HashSet::new();
-        for meta in metas {
-            if replaced.contains(&meta.path) {
+        for meta in &metas {
+            referenced.insert(meta.path.clone());
+            match replaced_by.get(meta.path.as_str()) {
+                Some(replaced_at_ms) => scan.replaced.push((Arc::clone(meta), *replaced_at_ms)),
+                None => scan.visible.push(Arc::clone(meta)),
+            }
+        }
+        for (path, object) in blocks {
+            // Only blocks whose meta file does not exist at all: a block
+            // whose meta is unreadable is kept for a person to look at.
+            let Some(meta_path) = BlockMeta::meta_path_for(&path) else {
+                continue;
+            };
+            if !referenced.contains(&path) && !meta_paths.contains(&meta_path) {
+                scan.orphans.push(object.clone());
+            }
+        }
+        Ok(scan)
+    }
+
+    /// Loads every meta file among `objects` (see [`Catalog::list_tenants`])
+    /// and cleans up per `cleanup`.
+    pub async fn load(
+        store: &Arc<dyn ObjectStore>,
+        objects: &[ObjectMeta],
+        cleanup: Cleanup<'_>,
+    ) -> Result<(Self, CatalogLoadStats)> {
+        let scan = Self::scan(store, objects, &HashMap::new()).await?;
+        let catalog = Self::default();
+        let mut stats = CatalogLoadStats {
+            unreadable_metas: scan.unreadable_metas,
+            ..CatalogLoadStats::default()
+        };
+        let exclusive = matches!(cleanup, Cleanup::Exclusive { .. });
+        for (meta, _) in &scan.replaced {
+            if exclusive {
                 tracing::info!(block = %meta.path, "removing block replaced by compaction");
                 crate::compact::delete_block(store, &meta.path).await?;
                 stats.replaced_removed += 1;
-                continue;
             }
-            if meta
-                .wal_through
-                .is_some_and(|through| through > wal_flushed)
-            {
+        }
+        for meta in scan.visible {
+            let uncommitted = match cleanup {
+                Cleanup::Exclusive { wal_flushed } => meta
+                    .wal_through
+                    .is_some_and(|through| through > wal_flushed),
+                Cleanup::Writer {
+                    node_id,
+                    wal_flushed,
+                } => {
+                    meta.writer.as_deref() == Some(node_id)
+                        && meta
+                            .wal_through
+                            .is_some_and(|through| through > wal_flushed)
+                }
+                Cleanup::None => false,
+            };
+            if uncommitted {
                 tracing::info!(block = %meta.path, "removing block of an uncommitted flush (its spans are replayed)");
                 crate::compact::delete_block(store, &meta.path).await?;
                 stats.uncommitted_removed += 1;
                 continue;
             }
-            referenced.insert(meta.path.clone());
-            catalog.add(meta);
+            catalog.insert(meta);
             stats.blocks += 1;
         }
-        for orphan in block_paths.difference(&referenced) {
-            // Only orphans whose meta file does not exist at all: a block
-            // whose meta is unreadable is kept for a person to look at.
-            let Some(meta_path) = BlockMeta::meta_path_for(orphan) else {
-                continue;
-            };
-            // (A replaced block with its meta was deleted above.)
-            if meta_paths.contains(&meta_path) {
-                continue;
+        if exclusive {
+            for orphan in scan.orphans {
+                tracing::info!(block = %orphan.location, "removing block without meta (flush interrupted)");
+                store.delete(&orphan.location).await?;
+                stats.orphans_removed += 1;
             }
-            tracing::info!(block = %orphan, "removing block without meta (flush interrupted)");
-            store.delete(&Path::from(orphan.as_str())).await?;
-            stats.orphans_removed += 1;
         }
         Ok((catalog, stats))
+    }
+
+    /// Every visible block by path, for [`Catalog::scan`]'s `known`.
+    pub fn by_path(&self) -> HashMap<String, Arc<BlockMeta>> {
+        self.all()
+            .into_iter()
+            .map(|meta| (meta.path.clone(), meta))
+            .collect()
+    }
+
+    /// Makes `visible` the whole catalog (a refresh from the store). The
+    /// caller holds the engine's view lock.
+    pub fn set_all(&self, visible: Vec<Arc<BlockMeta>>) {
+        let mut by_tenant: HashMap<String, Vec<Arc<BlockMeta>>> = HashMap::new();
+        for meta in visible {
+            by_tenant.entry(meta.tenant.clone()).or_default().push(meta);
+        }
+        *self.by_tenant.write() = by_tenant;
+    }
+
+    /// Makes `visible` the blocks whose path starts with `prefix` (one
+    /// window's directory, rescanned). The caller holds the view lock.
+    pub fn set_prefix(&self, tenant: &str, prefix: &str, visible: Vec<Arc<BlockMeta>>) {
+        let mut by_tenant = self.by_tenant.write();
+        let blocks = by_tenant.entry(tenant.to_string()).or_default();
+        blocks.retain(|meta| !meta.path.starts_with(prefix));
+        blocks.extend(visible);
+    }
+
+    fn insert(&self, meta: Arc<BlockMeta>) {
+        self.by_tenant
+            .write()
+            .entry(meta.tenant.clone())
+            .or_default()
+            .push(meta);
     }
 
     pub fn add(&self, meta: BlockMeta) {

@@ -320,6 +320,7 @@ mod tests {
             trace_filter: TraceIdFilter::with_capacity(1),
             replaces: Vec::new(),
             wal_through: None,
+            writer: None,
         })
     }
 

@@ -74,6 +74,9 @@ pub struct StorageConfig {
     /// How long each tenant's spans and derived rows are kept.
     #[serde(skip)]
     pub retention: Retention,
+    /// Whether other processes share the store ([`crate::cluster`]).
+    #[serde(skip)]
+    pub sharing: crate::cluster::Sharing,
 }
 
 /// How long data is kept, per tenant; applied by the compactor (see
@@ -111,6 +114,7 @@ impl Default for StorageConfig {
             compaction_max_block_spans: 1_000_000,
             compaction_delete_delay: Duration::from_secs(5 * 60),
             retention: Retention::default(),
+            sharing: crate::cluster::Sharing::Exclusive,
         }
     }
 }

@@ -25,13 +25,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::api::SpanSnapshot;
 use crate::block::{encode_head, put_block};
-use crate::catalog::{Catalog, CatalogLoadStats};
+use crate::catalog::{Catalog, CatalogLoadStats, Cleanup};
+use crate::cluster::{Coordination, Sharing};
 use crate::compact::{self, CompactionStats};
 use crate::derived::{DerivedCatalog, DerivedTable, LatencyHistogram};
 use crate::head::{Head, HeadBatch, HeadRows, HeadStats};
@@ -56,6 +57,14 @@ pub struct FlushStats {
     pub blocks: usize,
     pub spans: u64,
     pub bytes: u64,
+}
+
+/// What a [`Storage::refresh`] found and cleaned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshStats {
+    pub blocks: usize,
+    pub replaced_removed: usize,
+    pub orphans_removed: usize,
 }
 
 /// Counters since start.
@@ -111,7 +120,8 @@ pub struct Storage {
 struct Inner {
     config: StorageConfig,
     store: Arc<dyn ObjectStore>,
-    wal: Wal,
+    /// `None` when opened read-only ([`Storage::open_reader`]).
+    wal: Option<Wal>,
     head: Head,
     catalog: Catalog,
     derived: DerivedCatalog,
@@ -127,7 +137,7 @@ struct Inner {
     /// Held open while the engine lives: an exclusive lock on
     /// `wal/LOCK`, so a second server or `tracelake import` on the same
     /// data dir is refused instead of interleaving WAL segments.
-    _lock: std::fs::File,
+    _lock: Option<std::fs::File>,
 }
 
 /// Over the memory limit, the head is flushed once it holds this fraction
@@ -196,7 +206,14 @@ impl Storage {
         let lock = lock_data_dir(&wal_dir)?;
         let objects = Catalog::list_tenants(&store).await?;
         let wal_flushed = crate::wal::read_flushed(&wal_dir)?;
-        let (catalog, catalog_stats) = Catalog::load(&store, &objects, wal_flushed).await?;
+        let cleanup = match &config.sharing {
+            Sharing::Exclusive => Cleanup::Exclusive { wal_flushed },
+            Sharing::Shared { node_id } => Cleanup::Writer {
+                node_id,
+                wal_flushed,
+            },
+        };
+        let (catalog, catalog_stats) = Catalog::load(&store, &objects, cleanup).await?;
         let derived = DerivedCatalog::load(&store, &objects).await?;
         let (policy, interval, segment_bytes) = (
             config.fsync,
@@ -217,7 +234,7 @@ impl Storage {
             inner: Arc::new(Inner {
                 config,
                 store,
-                wal,
+                wal: Some(wal),
                 head,
                 catalog,
                 derived,
@@ -229,7 +246,7 @@ impl Storage {
                 closed: AtomicBool::new(false),
                 counters: Counters::default(),
                 memory: MemoryLimiter::new(memory_limit),
-                _lock: lock,
+                _lock: Some(lock),
             }),
         };
         let stats = OpenStats {
@@ -238,6 +255,105 @@ impl Storage {
         };
         tracing::info!(?stats, "storage opened");
         Ok((storage, stats))
+    }
+
+    /// Opens `store` without a WAL, for a querier or a compactor on a
+    /// shared store: appends are refused, nothing is deleted at load, and
+    /// [`Storage::refresh`] picks up what other processes write.
+    pub async fn open_reader(
+        config: StorageConfig,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<(Self, CatalogLoadStats)> {
+        let objects = Catalog::list_tenants(&store).await?;
+        let (catalog, stats) = Catalog::load(&store, &objects, Cleanup::None).await?;
+        let derived = DerivedCatalog::load(&store, &objects).await?;
+        let memory_limit = config.memory_limit_bytes;
+        let storage = Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                wal: None,
+                head: Head::default(),
+                catalog,
+                derived,
+                append_gate: RwLock::new(()),
+                flush_lock: Mutex::new(()),
+                compaction_lock: Mutex::new(()),
+                replaced: parking_lot::Mutex::new(Vec::new()),
+                view: parking_lot::RwLock::new(()),
+                closed: AtomicBool::new(false),
+                counters: Counters::default(),
+                memory: MemoryLimiter::new(memory_limit),
+                _lock: None,
+            }),
+        };
+        tracing::info!(?stats, "storage opened read-only");
+        Ok((storage, stats))
+    }
+
+    fn wal(&self) -> Result<&Wal> {
+        self.inner.wal.as_ref().ok_or(StorageError::ReadOnly)
+    }
+
+    /// Re-reads the block and derived catalogs from the store (a reader on
+    /// a shared store): new blocks appear, merged and deleted ones go. Metas
+    /// already known are not fetched again. With `clean`, also deletes what
+    /// the compactor owns: sources replaced more than `delete_delay` ago,
+    /// and Parquet files without a meta an hour after they were written
+    /// (a flush writes its meta seconds after its block).
+    pub async fn refresh(&self, clean: bool) -> Result<RefreshStats> {
+        let inner = &self.inner;
+        let watermark = DerivedCatalog::read_watermark(&inner.store).await?;
+        let objects = Catalog::list_tenants(&inner.store).await?;
+        let scan = Catalog::scan(&inner.store, &objects, &inner.catalog.by_path()).await?;
+        let derived = DerivedCatalog::load(&inner.store, &objects).await?;
+        let mut stats = RefreshStats {
+            blocks: scan.visible.len(),
+            ..RefreshStats::default()
+        };
+        {
+            let _view = inner.view.write();
+            inner.catalog.set_all(scan.visible);
+            inner.derived.replace_with(derived, watermark);
+        }
+        if !clean {
+            return Ok(stats);
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let delay_ms =
+            i64::try_from(inner.config.compaction_delete_delay.as_millis()).unwrap_or(i64::MAX);
+        for (meta, replaced_at_ms) in &scan.replaced {
+            if now_ms.saturating_sub(*replaced_at_ms) >= delay_ms {
+                compact::delete_block(&inner.store, &meta.path).await?;
+                stats.replaced_removed += 1;
+            }
+        }
+        let orphan_age = chrono::Duration::hours(1);
+        for orphan in &scan.orphans {
+            if chrono::Utc::now() - orphan.last_modified >= orphan_age {
+                tracing::info!(block = %orphan.location, "removing block without meta (flush interrupted)");
+                inner.store.delete(&orphan.location).await?;
+                stats.orphans_removed += 1;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Refreshes every `every` until `shutdown` resolves (see
+    /// [`Storage::refresh`]); failures are logged and retried next time.
+    pub async fn run_refresher(
+        &self,
+        every: Duration,
+        clean: bool,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        run_every(tokio::time::interval(every), shutdown, || async {
+            match self.refresh(clean).await {
+                Ok(stats) => tracing::debug!(?stats, "catalog refreshed"),
+                Err(error) => tracing::warn!(%error, "catalog refresh failed; retrying"),
+            }
+        })
+        .await;
     }
 
     pub fn config(&self) -> &StorageConfig {
@@ -263,13 +379,16 @@ impl Storage {
         let inner = &self.inner;
         let _flushing = inner.flush_lock.lock().await;
         let started = std::time::Instant::now();
+        let Some(wal) = &inner.wal else {
+            return Ok(FlushStats::default());
+        };
         let (sealed_segment, sealed) = {
             let _exclusive = inner.append_gate.write().await;
-            let segment = inner.wal.rotate().await?;
+            let segment = wal.rotate().await?;
             (segment, inner.head.seal())
         };
         if sealed.is_empty() {
-            inner.wal.remove_through(sealed_segment).await?;
+            wal.remove_through(sealed_segment).await?;
             return Ok(FlushStats::default());
         }
         let mut written = Vec::new();
@@ -280,7 +399,7 @@ impl Storage {
             // The commit: once the WAL records the sealed segments as
             // flushed, a restart keeps these blocks and skips those
             // segments; before, it drops the blocks and replays.
-            inner.wal.remove_through(sealed_segment).await?;
+            wal.remove_through(sealed_segment).await?;
             Ok(stats)
         }
         .await;
@@ -305,6 +424,15 @@ impl Storage {
                 inner.catalog.add(meta);
             }
             inner.head.remove_sealed(sealed.len());
+        }
+        if let Some(node_id) = inner.config.sharing.node_id() {
+            // Compactors merge this collector's blocks once the published
+            // mark covers them; a failure here only delays that.
+            if let Err(error) =
+                crate::cluster::publish_flushed_mark(&inner.store, node_id, sealed_segment).await
+            {
+                tracing::warn!(%error, "could not publish the wal flushed mark; retrying at the next flush");
+            }
         }
         inner
             .counters
@@ -352,6 +480,7 @@ impl Storage {
             .map_err(|error| StorageError::Corrupt(format!("block encode task: {error}")))??;
             for (bytes, mut meta) in encoded {
                 meta.wal_through = Some(wal_through);
+                meta.writer = self.inner.config.sharing.node_id().map(str::to_string);
                 put_block(&self.inner.store, bytes, &meta).await?;
                 stats.blocks += 1;
                 stats.spans += meta.span_count;
@@ -404,6 +533,16 @@ impl Storage {
     /// leave the catalogs at once and are deleted after `delete_delay`, as
     /// compacted sources are, so queries already reading them finish.
     pub async fn compact(&self) -> Result<CompactionStats> {
+        self.compact_with(&Coordination::Alone).await
+    }
+
+    /// [`Storage::compact`] on a store other processes share: each window
+    /// (tenant + hour) is merged only once `coordination` claims it, after
+    /// rescanning the window's blocks from the store (another compactor may
+    /// have merged it since this catalog was read), and only blocks whose
+    /// collector has published its flush as committed
+    /// ([`crate::cluster`]).
+    pub async fn compact_with(&self, coordination: &Coordination) -> Result<CompactionStats> {
         let inner = &self.inner;
         let _compacting = inner.compaction_lock.lock().await;
         let mut stats = CompactionStats {
@@ -411,24 +550,113 @@ impl Storage {
                 .expire(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)),
             ..CompactionStats::default()
         };
-        let groups = compact::plan(
-            &inner.catalog.all(),
-            inner.config.compaction_max_block_spans,
-        );
-        for group in groups {
-            let merged = match compact::merge(&inner.store, &group, inner.config.row_group_rows)
-                .await
-            {
-                Ok(merged) => merged,
-                Err(error) => {
-                    inner
-                        .counters
-                        .compaction_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%error, first = %group[0].path, "compaction failed; its blocks stay as they are");
-                    return Err(error);
-                }
+        let shared = !matches!(coordination, Coordination::Alone)
+            || inner.config.sharing != Sharing::Exclusive;
+        let marks = if shared {
+            crate::cluster::read_flushed_marks(&inner.store).await?
+        } else {
+            Default::default()
+        };
+        let committed = |meta: &Arc<crate::block::BlockMeta>| match (&meta.writer, meta.wal_through)
+        {
+            (Some(writer), Some(through)) => marks.get(writer).is_some_and(|mark| *mark >= through),
+            _ => true,
+        };
+        let eligible: Vec<_> = inner.catalog.all().into_iter().filter(committed).collect();
+        let max_spans = inner.config.compaction_max_block_spans;
+        let mut windows: Vec<(String, String)> = compact::plan(&eligible, max_spans)
+            .iter()
+            .filter_map(|group| {
+                let first = group.first()?;
+                let directory = first.path.rsplit_once('/')?.0;
+                Some((first.tenant.clone(), format!("{directory}/")))
+            })
+            .collect();
+        windows.dedup();
+        for (tenant, directory) in windows {
+            let window = format!("compaction/{}", directory.trim_end_matches('/'));
+            let Some(claim) = coordination.claim(&window).await? else {
+                continue;
             };
+            let outcome = self
+                .compact_window(
+                    &tenant,
+                    &directory,
+                    shared,
+                    &committed,
+                    coordination,
+                    &claim,
+                    &mut stats,
+                )
+                .await;
+            if let Err(error) = coordination.release(claim).await {
+                tracing::warn!(%error, window, "could not release the compaction lease; it expires");
+            }
+            if let Err(error) = outcome {
+                inner
+                    .counters
+                    .compaction_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, window, "compaction failed; its blocks stay as they are");
+                return Err(error);
+            }
+        }
+        self.delete_replaced().await;
+        if stats.written_blocks > 0 {
+            tracing::debug!(?stats, "compacted blocks");
+        }
+        Ok(stats)
+    }
+
+    /// Merges the small blocks of one claimed window.
+    #[allow(clippy::too_many_arguments)]
+    async fn compact_window(
+        &self,
+        tenant: &str,
+        directory: &str,
+        shared: bool,
+        committed: &impl Fn(&Arc<crate::block::BlockMeta>) -> bool,
+        coordination: &Coordination,
+        claim: &crate::cluster::Claim,
+        stats: &mut CompactionStats,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let blocks = if shared {
+            let objects: Vec<_> = futures::TryStreamExt::try_collect(
+                inner
+                    .store
+                    .list(Some(&object_store::path::Path::from(directory))),
+            )
+            .await?;
+            let scan = Catalog::scan(&inner.store, &objects, &inner.catalog.by_path()).await?;
+            {
+                let _view = inner.view.write();
+                inner
+                    .catalog
+                    .set_prefix(tenant, directory, scan.visible.clone());
+            }
+            scan.visible
+        } else {
+            inner
+                .catalog
+                .all()
+                .into_iter()
+                .filter(|meta| meta.path.starts_with(directory))
+                .collect()
+        };
+        let eligible: Vec<_> = blocks.into_iter().filter(committed).collect();
+        // A lease's holder commits only with half its TTL left, far more
+        // than one merge of `max_block_spans` takes.
+        let margin = coordination.ttl().map_or(Duration::ZERO, |ttl| ttl / 2);
+        for group in compact::plan(&eligible, inner.config.compaction_max_block_spans) {
+            if !claim.holds_for(margin) {
+                tracing::warn!(
+                    window = directory,
+                    "compaction lease running out; the rest of the window waits for the next pass"
+                );
+                break;
+            }
+            let merged = compact::merge(&inner.store, &group, inner.config.row_group_rows).await?;
             stats.source_blocks += group.len();
             stats.written_blocks += 1;
             stats.spans += merged.span_count;
@@ -448,11 +676,7 @@ impl Storage {
                 .compacted_blocks
                 .fetch_add(group.len() as u64, Ordering::Relaxed);
         }
-        self.delete_replaced().await;
-        if stats.written_blocks > 0 {
-            tracing::debug!(?stats, "compacted blocks");
-        }
-        Ok(stats)
+        Ok(())
     }
 
     /// Drops what retention says is past, as of `now_ns`; returns the span
@@ -517,6 +741,15 @@ impl Storage {
     /// Compacts every `config.compaction_interval` (never when zero), the
     /// first time one interval after start, until `shutdown` resolves.
     pub async fn run_compactor(&self, shutdown: impl std::future::Future<Output = ()>) {
+        self.run_compactor_with(Coordination::Alone, shutdown).await;
+    }
+
+    /// [`Storage::run_compactor`] claiming each window per `coordination`.
+    pub async fn run_compactor_with(
+        &self,
+        coordination: Coordination,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let every = self.inner.config.compaction_interval;
         if every.is_zero() {
             return;
@@ -524,7 +757,7 @@ impl Storage {
         let first = tokio::time::Instant::now() + every;
         run_every(tokio::time::interval_at(first, every), shutdown, || async {
             // Errors are logged and counted; the next tick retries.
-            let _ = self.compact().await;
+            let _ = self.compact_with(&coordination).await;
         })
         .await;
     }
@@ -658,7 +891,7 @@ impl SpanWriter for Storage {
             return Err(StorageError::ShuttingDown);
         }
         let started = std::time::Instant::now();
-        inner.wal.append(payload).await?;
+        self.wal()?.append(payload).await?;
         inner
             .counters
             .wal_latency

@@ -32,9 +32,11 @@
 //! wants, pruned by tenant, time range and trace id.
 
 pub mod api;
+pub mod blob_cache;
 pub mod block;
 pub mod bloom;
 pub mod catalog;
+pub mod cluster;
 pub mod compact;
 pub mod config;
 pub mod counting_store;
@@ -45,6 +47,7 @@ pub mod ids;
 pub mod memory;
 pub mod metrics;
 pub mod otlp;
+pub mod remote;
 pub mod schema;
 pub mod take;
 #[doc(hidden)]
@@ -97,6 +100,9 @@ pub enum StorageError {
         used: u64,
         limit: u64,
     },
+    /// A querier or compactor opened the store without a WAL.
+    #[error("storage is read-only here (query or compactor role): spans go to a collector")]
+    ReadOnly,
     #[error("data dir {0} is in use by another tracelake process")]
     Locked(std::path::PathBuf),
 }

@@ -143,6 +143,28 @@ impl DerivedCatalog {
         Ok(catalog)
     }
 
+    /// The watermark as stored now (0 when none is).
+    pub async fn read_watermark(store: &Arc<dyn ObjectStore>) -> Result<i64> {
+        match store.get(&Path::from(WATERMARK_PATH)).await {
+            Ok(found) => {
+                let bytes = found.bytes().await?;
+                match serde_json::from_slice::<WatermarkFile>(&bytes) {
+                    Ok(WatermarkFile::V1 { complete_before_ns }) => Ok(complete_before_ns),
+                    Err(error) => Err(StorageError::Corrupt(format!("derived watermark: {error}"))),
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(0),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Takes `loaded`'s files, with `watermark` (read before the listing
+    /// the files came from, so every file it covers is among them).
+    pub fn replace_with(&self, loaded: Self, watermark: i64) {
+        *self.files.write() = loaded.files.into_inner();
+        *self.complete_before_ns.write() = watermark;
+    }
+
     fn add(&self, tenant: &str, table: DerivedTable, hour: i64, path: Path, size: u64) {
         self.files
             .write()
