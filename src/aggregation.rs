@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracelake_collector::aggregate::{AggregateConfig, AggregatingWriter, Aggregator};
-use tracelake_storage::{SpanWriter, Storage};
+use tracelake_storage::{DerivedWriter, SpanWriter, Storage};
 
 /// How often the aggregation expires waits and writes closed minutes.
 const TICK: Duration = Duration::from_secs(1);
@@ -24,16 +24,25 @@ pub(crate) struct Aggregation {
 
 impl Aggregation {
     pub(crate) fn start(storage: &Storage, config: AggregateConfig) -> Self {
+        Self::start_with(storage, Arc::new(storage.clone()), config)
+    }
+
+    /// Aggregates spans stored through `storage`, writing rows to `derived`.
+    pub(crate) fn start_with(
+        storage: &Storage,
+        derived: Arc<dyn DerivedWriter>,
+        config: AggregateConfig,
+    ) -> Self {
         let aggregator = Aggregator::new(config);
         let (writer, batches) = AggregatingWriter::new(
             Arc::new(storage.clone()),
-            Arc::new(storage.clone()),
+            Arc::clone(&derived),
             Arc::clone(&aggregator),
         );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(Arc::clone(&aggregator).run(
             batches,
-            Arc::new(storage.clone()),
+            derived,
             TICK,
             async move {
                 let _ = stopped.await;
@@ -55,4 +64,32 @@ impl Aggregation {
             tracing::error!(%error, "service map aggregation task failed");
         }
     }
+}
+
+/// A collector on a shared store keeps its aggregation for `/metrics` only:
+/// the store's service-map rows are computed by the compactor from every
+/// collector's spans (a call whose two sides reached different collectors
+/// is paired there), so the collector's own rows are dropped.
+#[derive(Debug)]
+pub(crate) struct MetricsOnly;
+
+#[async_trait::async_trait]
+impl DerivedWriter for MetricsOnly {
+    async fn write_derived(
+        &self,
+        _tenant: &str,
+        _table: tracelake_storage::derived::DerivedTable,
+        _batch: datafusion::arrow::array::RecordBatch,
+    ) -> tracelake_storage::Result<()> {
+        Ok(())
+    }
+
+    async fn set_derived_complete_before(
+        &self,
+        _complete_before_ns: i64,
+    ) -> tracelake_storage::Result<()> {
+        Ok(())
+    }
+
+    fn lower_derived_complete_before(&self, _minute_ns: i64) {}
 }

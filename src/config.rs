@@ -17,8 +17,15 @@ use tracelake_storage::{FsyncPolicy, StorageConfig};
 pub(crate) struct Config {
     /// Local directory: WAL always, blocks with `storage = "file"`.
     pub(crate) data_dir: PathBuf,
-    /// `file` (blocks under `data_dir`) or an object store URL.
+    /// `file` (blocks under `data_dir`) or `s3://bucket/prefix`.
     pub(crate) storage: String,
+    /// What this process does: `all` (one node), or one role of a
+    /// multi-node deployment on a shared `s3://` store.
+    pub(crate) role: Role,
+    /// S3 endpoint, region and credentials (unset: the AWS environment).
+    pub(crate) s3: tracelake_storage::remote::S3Settings,
+    /// Several processes on one store.
+    pub(crate) cluster: ClusterConfig,
     pub(crate) listen: ListenConfig,
     pub(crate) wal: WalConfig,
     pub(crate) flush: FlushConfig,
@@ -36,6 +43,86 @@ pub(crate) struct Config {
     pub(crate) auth: crate::auth::AuthConfig,
     /// TLS on the TCP listeners; off without a certificate.
     pub(crate) tls: crate::tls::TlsConfig,
+}
+
+/// What a `tracelake serve` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Role {
+    /// Everything in one process (the embedded default).
+    #[default]
+    All,
+    /// Receivers, sampling, WAL and head; writes blocks to the shared store.
+    Collector,
+    /// Stateless: the query APIs over the blocks in the shared store.
+    Query,
+    /// Compaction, retention and the derived service-map rows.
+    Compactor,
+}
+
+impl Role {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Collector => "collector",
+            Self::Query => "query",
+            Self::Compactor => "compactor",
+        }
+    }
+}
+
+/// How compactors share the windows of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CompactorCoordination {
+    /// Leases when the store honours conditional writes, else the static
+    /// assignment (logging why).
+    Auto,
+    /// Leases only: start-up fails on a store that ignores conditional writes.
+    Lease,
+    /// `compactor_shard` of `compactor_shards`, no store coordination.
+    Static,
+}
+
+/// A multi-node deployment (the storage crate's `cluster` module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ClusterConfig {
+    /// Names this process in its blocks, flush mark and leases; empty: an
+    /// id generated once and kept in `{data_dir}/node-id`.
+    pub(crate) node_id: String,
+    /// How often queriers and compactors re-read the store's block list.
+    #[serde(with = "humantime_serde")]
+    pub(crate) refresh_interval: Duration,
+    pub(crate) compactor_coordination: CompactorCoordination,
+    /// How long a compaction lease lasts unless released.
+    #[serde(with = "humantime_serde")]
+    pub(crate) lease_ttl: Duration,
+    /// The static assignment: this compactor's shard, of `compactor_shards`.
+    pub(crate) compactor_shard: u32,
+    pub(crate) compactor_shards: u32,
+    /// How old a minute must be before the compactor computes its
+    /// service-map rows from the stored spans (every collector has flushed
+    /// it by then: keep it above the collectors' `flush.max_age`).
+    #[serde(with = "humantime_serde")]
+    pub(crate) derived_settle: Duration,
+    /// Blocks kept in memory by queriers and compactors on an S3 store.
+    pub(crate) block_cache_bytes: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            refresh_interval: Duration::from_secs(10),
+            compactor_coordination: CompactorCoordination::Auto,
+            lease_ttl: Duration::from_secs(5 * 60),
+            compactor_shard: 0,
+            compactor_shards: 1,
+            derived_settle: Duration::from_secs(2 * 60),
+            block_cache_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// The streaming aggregation of service-map edges and span metrics (the
@@ -382,6 +469,9 @@ impl Default for Config {
         Self {
             data_dir: storage.data_dir,
             storage: "file".into(),
+            role: Role::All,
+            s3: Default::default(),
+            cluster: ClusterConfig::default(),
             listen: ListenConfig::default(),
             wal: WalConfig {
                 fsync: storage.fsync,
@@ -458,9 +548,18 @@ pub(crate) struct Overrides {
     /// Local data directory (WAL, and blocks with the file backend).
     #[arg(long, env = "TRACELAKE_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Block storage: `file` (under the data dir).
+    /// Block storage: `file` (under the data dir) or `s3://bucket/prefix`.
     #[arg(long, env = "TRACELAKE_STORAGE")]
     storage: Option<String>,
+    /// What this process does: all, collector, query or compactor.
+    #[arg(long, env = "TRACELAKE_ROLE")]
+    role: Option<Role>,
+    /// S3 endpoint (self-hosted stores), e.g. http://127.0.0.1:3900.
+    #[arg(long, env = "TRACELAKE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// This process's name in a multi-node deployment.
+    #[arg(long, env = "TRACELAKE_NODE_ID")]
+    node_id: Option<String>,
     /// X-Ray daemon UDP listener, host:port.
     #[arg(long, env = "TRACELAKE_LISTEN_XRAY_UDP")]
     listen_xray_udp: Option<String>,
@@ -532,6 +631,13 @@ impl Config {
             config.data_dir.clone_from(data_dir);
         }
         set(&mut config.storage, &overrides.storage);
+        if let Some(role) = overrides.role {
+            config.role = role;
+        }
+        if let Some(endpoint) = &overrides.s3_endpoint {
+            config.s3.endpoint = Some(endpoint.clone());
+        }
+        set(&mut config.cluster.node_id, &overrides.node_id);
         set(&mut config.listen.xray_udp, &overrides.listen_xray_udp);
         set(&mut config.listen.xray_api, &overrides.listen_xray_api);
         set(&mut config.listen.otlp_grpc, &overrides.listen_otlp_grpc);
@@ -575,11 +681,32 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.storage != "file" {
+        let location = self.store_location()?;
+        if self.role != Role::All && location == tracelake_storage::remote::StoreLocation::File {
             bail!(
-                "storage {:?} is not supported by this build: use \"file\" (object store URLs come with the S3 backend)",
-                self.storage
+                "role {} shares its store with other processes: set storage = \"s3://bucket/prefix\" (the file backend is one process's)",
+                self.role.name()
             );
+        }
+        if self.cluster.compactor_shards == 0
+            || self.cluster.compactor_shard >= self.cluster.compactor_shards
+        {
+            bail!(
+                "cluster.compactor_shard ({}) must be below cluster.compactor_shards ({})",
+                self.cluster.compactor_shard,
+                self.cluster.compactor_shards
+            );
+        }
+        if self.cluster.refresh_interval.is_zero() || self.cluster.lease_ttl.is_zero() {
+            bail!("cluster.refresh_interval and cluster.lease_ttl must be above 0s");
+        }
+        if !self.cluster.node_id.is_empty() {
+            tracelake_storage::validate_tenant(&self.cluster.node_id).map_err(|_| {
+                anyhow::anyhow!(
+                    "cluster.node_id {:?}: use 1-128 characters of [A-Za-z0-9_.-]",
+                    self.cluster.node_id
+                )
+            })?;
         }
         if self.otlp.max_message_bytes == 0 {
             bail!("otlp.max_message_bytes must be positive");
@@ -639,6 +766,10 @@ impl Config {
         }
     }
 
+    pub(crate) fn store_location(&self) -> anyhow::Result<tracelake_storage::remote::StoreLocation> {
+        tracelake_storage::remote::StoreLocation::parse(&self.storage).map_err(anyhow::Error::msg)
+    }
+
     pub(crate) fn storage_config(&self) -> StorageConfig {
         StorageConfig {
             data_dir: self.data_dir.clone(),
@@ -655,6 +786,7 @@ impl Config {
             compaction_delete_delay: self.compaction.delete_delay,
             // Validated at load.
             retention: self.retention.to_retention().unwrap_or_default(),
+            sharing: Default::default(),
         }
     }
 }
@@ -694,6 +826,9 @@ mod tests {
             "[listen]\nhttpp = \"x\"",
             "[wal]\nfsync = \"sometimes\"",
             "storage = \"s4://x\"",
+            "role = \"collector\"",
+            "storage = \"s3://b-1\"\n[cluster]\ncompactor_shard = 2\ncompactor_shards = 2",
+            "storage = \"s3://b-1\"\n[cluster]\nnode_id = \"a/b\"",
             "[retention.tenants]\nteam-a = \"three days\"",
             "[retention.tenants]\n\"a/b\" = \"72h\"",
             "[retention]\nperiod = \"24h\"\n[compaction]\ninterval = \"0s\"",

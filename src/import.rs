@@ -24,7 +24,7 @@ use prost::Message;
 use serde_json::Value;
 use tracelake_collector::Pipeline;
 use tracelake_collector::xray::XrayIngest;
-use tracelake_storage::{Storage, local_store};
+use tracelake_storage::Storage;
 
 use crate::aggregation::Aggregation;
 
@@ -57,7 +57,7 @@ enum Payload {
 
 pub(crate) async fn import(config: Config, tenant: &str, files: &[PathBuf]) -> anyhow::Result<()> {
     tracelake_storage::validate_tenant(tenant)?;
-    let store = local_store(&config.data_dir)?;
+    let store = crate::roles::block_store(&config, false)?;
     let (storage, _) = Storage::open(config.storage_config(), store)
         .await
         .context("opening storage")?;

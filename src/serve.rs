@@ -22,13 +22,14 @@ use tracelake_collector::xray::{XrayIngest, api as xray_api, udp as xray_udp};
 use tracelake_collector::{OtlpLimits, Pipeline, otlp_grpc, otlp_http};
 use tracelake_sampler::api::SamplingService;
 use tracelake_sampler::store::RulesStore;
-use tracelake_storage::{SpanReader, Storage, local_store};
+use tracelake_storage::cluster::Sharing;
+use tracelake_storage::{SpanReader, Storage};
 
 use tonic::service::interceptor::InterceptedService;
 
 use crate::aggregation::Aggregation;
 use crate::auth::{Keys, Listener};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::metrics::MetricSources;
 
 /// How often the flusher checks whether the head is due.
@@ -38,13 +39,13 @@ const FLUSH_CHECK: Duration = Duration::from_millis(250);
 /// How long a stop waits for requests in flight before flushing regardless.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn bind(name: &str, address: &str) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(name: &str, address: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address)
         .await
         .with_context(|| format!("binding {name} on {address}"))
 }
 
-fn announce(name: &str, address: std::net::SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn announce(name: &str, address: std::net::SocketAddr) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening {name} {address}")?;
     stdout.flush()?;
@@ -71,21 +72,50 @@ pub(crate) async fn serve_until(
     shutdown: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
+    match config.role {
+        Role::All | Role::Collector => serve_node(config, shutdown, ready).await,
+        Role::Query => crate::roles::serve_query(config, shutdown).await,
+        Role::Compactor => crate::roles::serve_compactor(config, shutdown).await,
+    }
+}
+
+/// `all` (everything in one process) or `collector` (receivers, sampling,
+/// WAL and head on a shared store: no query routes, no compaction).
+async fn serve_node(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(Bound),
+) -> anyhow::Result<()> {
+    let collector = config.role == Role::Collector;
     let keys = crate::auth::Keys::load(&config.auth, &config.xray.udp_tenant)
         .context("loading [auth] keys")?;
     let tls = config.tls.acceptor().context("loading [tls]")?;
     let tls_for = |name: &str| tls.clone().filter(|_| config.tls.covers(name));
-    let store = local_store(&config.data_dir)?;
+    let store = crate::roles::block_store(&config, !collector)?;
     let sampling = Arc::new(SamplingService::new(RulesStore::new(Arc::clone(&store))));
     load_rules_file(&config, &sampling).await?;
-    let (storage, _open_stats) = Storage::open(config.storage_config(), store)
+    let mut storage_config = config.storage_config();
+    if collector {
+        storage_config.sharing = Sharing::Shared {
+            node_id: crate::roles::node_id(&config)?,
+        };
+    }
+    let (storage, _open_stats) = Storage::open(storage_config, store)
         .await
         .context("opening storage")?;
     let limits = OtlpLimits {
         max_message_bytes: config.otlp.max_message_bytes,
     };
     // Every stored batch also feeds the service-map aggregation.
-    let aggregation = Aggregation::start(&storage, config.service_graph.aggregate_config());
+    let aggregation = if collector {
+        Aggregation::start_with(
+            &storage,
+            Arc::new(crate::aggregation::MetricsOnly),
+            config.service_graph.aggregate_config(),
+        )
+    } else {
+        Aggregation::start(&storage, config.service_graph.aggregate_config())
+    };
     let writer = Arc::clone(&aggregation.writer);
     let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
     let tail = config.tail_sampling.enabled.then(|| {
@@ -184,12 +214,15 @@ pub(crate) async fn serve_until(
         "otlp-http",
         stopped(stop.clone()),
     )?;
-    let xray_api_routes = xray_api::router(xray_ingest.clone())
-        .merge(tracelake_sampler::api::router(sampling))
-        .merge(tracelake_query::http::limit_concurrency(
+    let mut xray_api_routes =
+        xray_api::router(xray_ingest.clone()).merge(tracelake_sampler::api::router(sampling));
+    if !collector {
+        xray_api_routes = xray_api_routes.merge(tracelake_query::http::limit_concurrency(
             tracelake_query::xray_api::router(Arc::clone(&reader)),
             config.query.limits(),
-        ))
+        ));
+    }
+    let xray_api_routes = xray_api_routes
         .fallback(|uri: axum::http::Uri| async move {
             xray_api::AwsError::unknown_operation(uri.path())
         });
@@ -201,7 +234,12 @@ pub(crate) async fn serve_until(
         "xray-api",
         stopped(stop.clone()),
     )?;
-    let http_routes = tracelake_query::router_with_limits(reader, config.query.limits()).merge(
+    let query_routes = if collector {
+        crate::roles::health_routes()
+    } else {
+        tracelake_query::router_with_limits(reader, config.query.limits())
+    };
+    let http_routes = query_routes.merge(
         crate::metrics::router(MetricSources {
             storage: storage.clone(),
             udp: Arc::clone(&udp_stats),
@@ -234,8 +272,12 @@ pub(crate) async fn serve_until(
         tokio::spawn(async move { flusher_storage.run_flusher(FLUSH_CHECK, flusher_stop).await });
     let compactor_storage = storage.clone();
     let compactor_stop = stopped(stop.clone());
-    let compactor =
-        tokio::spawn(async move { compactor_storage.run_compactor(compactor_stop).await });
+    // On a shared store, compactors do this (`--role compactor`).
+    let compactor = tokio::spawn(async move {
+        if !collector {
+            compactor_storage.run_compactor(compactor_stop).await;
+        }
+    });
 
     let servers = tokio::spawn(async move {
         let (grpc, otlp_http, xray_api, http, ()) =
@@ -271,10 +313,10 @@ pub(crate) async fn serve_until(
 }
 
 /// A server's run to its graceful end.
-type ServerFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+pub(crate) type ServerFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
 /// Serves `routes` on `listener`, over TLS when given an acceptor, until `stop`.
-fn serve_http(
+pub(crate) fn serve_http(
     listener: TcpListener,
     routes: axum::Router,
     tls: Option<TlsAcceptor>,
@@ -308,7 +350,7 @@ fn serve_http(
 }
 
 /// `routes` behind the API-key check of `listener`, when keys are configured.
-fn authenticated(
+pub(crate) fn authenticated(
     routes: axum::Router,
     keys: &Option<Arc<Keys>>,
     listener: Listener,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use tracelake_storage::{SpanReader, Storage, StorageError, local_store};
+use tracelake_storage::{SpanReader, Storage, StorageError};
 
 use crate::config::Config;
 
@@ -18,7 +18,14 @@ pub(crate) async fn sql(
     json: bool,
 ) -> anyhow::Result<()> {
     tracelake_storage::validate_tenant(tenant)?;
-    let store = local_store(&config.data_dir)?;
+    let store = crate::roles::block_store(&config, true)?;
+    if config.store_location()? != tracelake_storage::remote::StoreLocation::File {
+        // A shared store: read it as a querier does, beside running nodes.
+        let (storage, _) = Storage::open_reader(config.storage_config(), store)
+            .await
+            .context("opening storage")?;
+        return print_answer(Arc::new(storage), tenant, query, json).await;
+    }
     let (storage, _) = match Storage::open(config.storage_config(), store).await {
         Ok(opened) => opened,
         Err(StorageError::Locked(path)) => anyhow::bail!(
@@ -28,7 +35,15 @@ pub(crate) async fn sql(
         ),
         Err(error) => return Err(error).context("opening storage"),
     };
-    let reader: Arc<dyn SpanReader> = Arc::new(storage);
+    print_answer(Arc::new(storage), tenant, query, json).await
+}
+
+async fn print_answer(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    query: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
         let answer = tracelake_query::sql::run_query(
             reader,

@@ -1,0 +1,320 @@
+//! The roles of a multi-node deployment on one S3-compatible store
+//! (`serve --role`): what a querier and a compactor run. A collector is
+//! `serve` without the query routes and the compactor ([`crate::serve`]).
+//!
+//! ```text
+//!  clients --> collector A --+                      +--> querier(s): query APIs,
+//!  clients --> collector B --+--> s3://bucket/... --+    catalog re-read every
+//!              (WAL, head,         (blocks, metas,  |    refresh_interval
+//!               flush often)        leases, marks)  +--> compactor(s): merge,
+//!                                                        retention, service-map rows
+//! ```
+//!
+//! Freshness: queriers read blocks, not collectors' heads. A span is
+//! queryable once its collector flushed it (`flush.max_age`, 10 s in the
+//! example configs) and the querier re-read the catalog
+//! (`cluster.refresh_interval`), so within the sum of the two.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use object_store::ObjectStore;
+use tokio::sync::watch;
+use tracelake_collector::aggregate::Aggregator;
+use tracelake_collector::metrics_ingest::MetricsIngest;
+use tracelake_collector::receiver_stats::ReceiverStats;
+use tracelake_collector::xray::{api as xray_api, udp as xray_udp};
+use tracelake_sampler::api::SamplingService;
+use tracelake_sampler::store::RulesStore;
+use tracelake_storage::blob_cache::BlobCache;
+use tracelake_storage::cluster::{Coordination, LEASES_REFUSED, Leases, Sharing};
+use tracelake_storage::remote::{StoreLocation, open_store};
+use tracelake_storage::{SpanReader, Storage};
+
+use crate::auth::Listener;
+use crate::config::{CompactorCoordination, Config, Role};
+use crate::metrics::MetricSources;
+use crate::serve::{announce, authenticated, bind, serve_http};
+
+/// The block store of `config`; reads of an S3 store go through the
+/// bounded block cache when `cached`.
+pub(crate) fn block_store(config: &Config, cached: bool) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let location = config.store_location()?;
+    let store = open_store(&location, &config.data_dir, &config.s3)
+        .with_context(|| format!("opening storage {}", config.storage))?;
+    if location == StoreLocation::File || !cached || config.cluster.block_cache_bytes == 0 {
+        return Ok(store);
+    }
+    Ok(Arc::new(BlobCache::new(
+        store,
+        config.cluster.block_cache_bytes,
+    )))
+}
+
+/// This process's node id: `cluster.node_id`, or one generated at the
+/// first start and kept in `{data_dir}/node-id` (so a restarted collector
+/// finds its own uncommitted flushes).
+pub(crate) fn node_id(config: &Config) -> anyhow::Result<String> {
+    if !config.cluster.node_id.is_empty() {
+        return Ok(config.cluster.node_id.clone());
+    }
+    let path = config.data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let id = format!("node-{}", ulid::Ulid::new().to_string().to_lowercase());
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// `/metrics` of a role without receivers: the storage counters, and
+/// empty receiver and aggregation series.
+fn metrics_routes(storage: &Storage) -> axum::Router {
+    let receivers = Arc::new(ReceiverStats::default());
+    crate::metrics::router(MetricSources {
+        storage: storage.clone(),
+        udp: Arc::new(xray_udp::UdpStats::default()),
+        tail: None,
+        aggregator: Aggregator::new(Default::default()),
+        otlp_metrics: MetricsIngest::new(Arc::new(storage.clone()), Arc::clone(&receivers))
+            .exposition(),
+        receivers,
+    })
+}
+
+pub(crate) fn health_routes() -> axum::Router {
+    axum::Router::new()
+        .route("/ready", axum::routing::get(|| async { "ready" }))
+        .route("/api/echo", axum::routing::get(|| async { "echo" }))
+}
+
+/// Refuses ingest on a node that has no WAL, saying where spans go.
+fn not_a_collector(role: Role) -> axum::Router {
+    let message = format!(
+        "this tracelake node has role {}: send spans to a collector",
+        role.name()
+    );
+    let segments_message = message.clone();
+    axum::Router::new()
+        .route(
+            "/TraceSegments",
+            axum::routing::post(move || {
+                let message = segments_message.clone();
+                async move { xray_api::AwsError::invalid_request(&message) }
+            }),
+        )
+        .route(
+            "/TelemetryRecords",
+            axum::routing::post(move || {
+                let message = message.clone();
+                async move { xray_api::AwsError::invalid_request(&message) }
+            }),
+        )
+}
+
+/// Opens the store read-only with the catalog loaded.
+async fn open_reader(config: &Config, sharing: Sharing) -> anyhow::Result<Storage> {
+    let store = block_store(config, true)?;
+    let mut storage_config = config.storage_config();
+    storage_config.sharing = sharing;
+    let (storage, _stats) = Storage::open_reader(storage_config, store)
+        .await
+        .context("opening storage")?;
+    Ok(storage)
+}
+
+/// `serve --role query`: the query APIs on xray-api and http over the
+/// shared store, re-reading its catalog every `cluster.refresh_interval`.
+pub(crate) async fn serve_query(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let keys = crate::auth::Keys::load(&config.auth, &config.xray.udp_tenant)
+        .context("loading [auth] keys")?;
+    let tls = config.tls.acceptor().context("loading [tls]")?;
+    let tls_for = |name: &str| tls.clone().filter(|_| config.tls.covers(name));
+    let storage = open_reader(&config, Sharing::Exclusive).await?;
+    let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
+    let sampling = Arc::new(SamplingService::new(RulesStore::new(
+        storage.object_store(),
+    )));
+    let xray_api_listener = bind("xray-api", &config.listen.xray_api).await?;
+    let http_listener = bind("http", &config.listen.http).await?;
+    announce("xray-api", xray_api_listener.local_addr()?)?;
+    announce("http", http_listener.local_addr()?)?;
+
+    let (stop_sender, stop) = watch::channel(false);
+    let stopped = move |mut receiver: watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+    let xray_routes = tracelake_query::http::limit_concurrency(
+        tracelake_query::xray_api::router(Arc::clone(&reader)),
+        config.query.limits(),
+    )
+    .merge(tracelake_sampler::api::router(sampling))
+    .merge(not_a_collector(Role::Query))
+    .fallback(|uri: axum::http::Uri| async move {
+        xray_api::AwsError::unknown_operation(uri.path())
+    });
+    let xray = serve_http(
+        xray_api_listener,
+        authenticated(xray_routes, &keys, Listener::XrayApi),
+        tls_for("xray-api"),
+        "xray-api",
+        stopped(stop.clone()),
+    )?;
+    let http_routes = tracelake_query::router_with_limits(reader, config.query.limits())
+        .merge(metrics_routes(&storage));
+    let http = serve_http(
+        http_listener,
+        authenticated(http_routes, &keys, Listener::Http),
+        tls_for("http"),
+        "http",
+        stopped(stop.clone()),
+    )?;
+    let refresher = {
+        let storage = storage.clone();
+        let every = config.cluster.refresh_interval;
+        let stop = stopped(stop.clone());
+        tokio::spawn(async move { storage.run_refresher(every, false, stop).await })
+    };
+    let servers = tokio::spawn(async move {
+        let (xray, http) = tokio::join!(xray, http);
+        xray.context("xray-api server")?;
+        http.context("http server")
+    });
+    shutdown.await;
+    let _ = stop_sender.send(true);
+    let _ = refresher.await;
+    servers.await.context("server task")??;
+    Ok(())
+}
+
+/// How this compactor claims windows: leases when the store honours
+/// conditional writes, the static assignment otherwise (or when asked).
+async fn coordination(
+    config: &Config,
+    store: &Arc<dyn ObjectStore>,
+    node_id: &str,
+) -> anyhow::Result<Coordination> {
+    let cluster = &config.cluster;
+    let fixed = Coordination::Static {
+        shard: cluster.compactor_shard,
+        shards: cluster.compactor_shards,
+    };
+    let announce_mode = |line: &str| -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+        Ok(())
+    };
+    if cluster.compactor_coordination == CompactorCoordination::Static {
+        announce_mode(&format!(
+            "compactor coordination static shard {} of {}",
+            cluster.compactor_shard, cluster.compactor_shards
+        ))?;
+        return Ok(fixed);
+    }
+    let honoured = tracelake_storage::cluster::conditional_writes_honoured(store)
+        .await
+        .context("probing the object store for conditional writes")?;
+    if honoured {
+        announce_mode("compactor coordination lease")?;
+        return Ok(Coordination::Leases(Leases::new(
+            Arc::clone(store),
+            node_id,
+            cluster.lease_ttl,
+        )));
+    }
+    if cluster.compactor_coordination == CompactorCoordination::Lease {
+        anyhow::bail!(
+            "{LEASES_REFUSED}; set cluster.compactor_coordination = \"static\" with compactor_shard/compactor_shards per compactor"
+        );
+    }
+    tracing::warn!(
+        shard = cluster.compactor_shard,
+        shards = cluster.compactor_shards,
+        "{LEASES_REFUSED}; using the static assignment"
+    );
+    announce_mode(&format!(
+        "compactor coordination static shard {} of {} ({LEASES_REFUSED})",
+        cluster.compactor_shard, cluster.compactor_shards
+    ))?;
+    Ok(fixed)
+}
+
+/// `serve --role compactor`: merges small blocks (one compactor per window
+/// at a time), applies retention, computes the service-map rows from the
+/// stored spans, and deletes what compaction replaced; `/metrics` and
+/// `/ready` on http.
+pub(crate) async fn serve_compactor(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let keys = crate::auth::Keys::load(&config.auth, &config.xray.udp_tenant)
+        .context("loading [auth] keys")?;
+    let tls = config.tls.acceptor().context("loading [tls]")?;
+    let node_id = node_id(&config)?;
+    let storage = open_reader(
+        &config,
+        Sharing::Shared {
+            node_id: node_id.clone(),
+        },
+    )
+    .await?;
+    let coordination = coordination(&config, &storage.object_store(), &node_id).await?;
+    let http_listener = bind("http", &config.listen.http).await?;
+    announce("http", http_listener.local_addr()?)?;
+    let (stop_sender, stop) = watch::channel(false);
+    let stopped = move |mut receiver: watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+    let http = serve_http(
+        http_listener,
+        authenticated(
+            health_routes().merge(metrics_routes(&storage)),
+            &keys,
+            Listener::Http,
+        ),
+        tls.filter(|_| config.tls.covers("http")),
+        "http",
+        stopped(stop.clone()),
+    )?;
+    let refresher = {
+        let storage = storage.clone();
+        let every = config.cluster.refresh_interval;
+        let stop = stopped(stop.clone());
+        tokio::spawn(async move { storage.run_refresher(every, true, stop).await })
+    };
+    let compactor = {
+        let storage = storage.clone();
+        let coordination = coordination.clone();
+        let stop = stopped(stop.clone());
+        tokio::spawn(async move { storage.run_compactor_with(coordination, stop).await })
+    };
+    let materializer = {
+        let storage = storage.clone();
+        let settle = config.cluster.derived_settle;
+        let every = config.cluster.refresh_interval;
+        let stop = stopped(stop.clone());
+        tokio::spawn(async move {
+            crate::materialize::run(storage, coordination, settle, every, stop).await
+        })
+    };
+    let server = tokio::spawn(http);
+    shutdown.await;
+    let _ = stop_sender.send(true);
+    let _ = refresher.await;
+    let _ = compactor.await;
+    let _ = materializer.await;
+    server.await.context("server task")??;
+    Ok(())
+}
+
