@@ -2,11 +2,13 @@
 # Runs the whole test suite, first setting up what it needs on a fresh
 # machine: a Python venv with the real OpenTelemetry SDK and OTLP exporters,
 # the AWS X-Ray SDK for Python and boto3
-# (tests/python/requirements.txt) that the end-to-end tests drive, and
-# Debian's prometheus package (the scrape test runs a real Prometheus).
+# (tests/python/requirements.txt) that the end-to-end tests drive, moto's
+# S3 server, Garage (built once from crates.io) and Debian's prometheus
+# package (the scrape test runs a real Prometheus).
 #
 #   CARGO_TARGET_DIR  build dir, default /var/tmp/tracelake-target (kept between runs)
 #   TRACELAKE_VENV    venv dir, default /var/tmp/tracelake-venv
+#   TRACELAKE_TOOLS   where garage is built, default /var/tmp/tracelake-tools
 #   extra arguments go to `cargo test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,7 @@ venv="${TRACELAKE_VENV:-/var/tmp/tracelake-venv}"
 requirements=tests/python/requirements.txt
 
 if ! cmp -s "$requirements" "$venv/.tracelake-requirements" 2>/dev/null \
-   || ! "$venv/bin/python" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, opentelemetry.exporter.otlp.proto.http.trace_exporter, aws_xray_sdk.core, boto3' 2>/dev/null; then
+   || ! "$venv/bin/python" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, opentelemetry.exporter.otlp.proto.http.trace_exporter, aws_xray_sdk.core, boto3, moto.server' 2>/dev/null; then
   echo "setting up python clients in $venv"
   rm -rf "$venv"
   python3 -m venv "$venv"
@@ -24,6 +26,18 @@ if ! cmp -s "$requirements" "$venv/.tracelake-requirements" 2>/dev/null \
   cp "$requirements" "$venv/.tracelake-requirements"
 fi
 export TRACELAKE_TEST_PYTHON="$venv/bin/python"
+export TRACELAKE_TEST_MOTO="$venv/bin/moto_server"
+
+# Garage, the S3-compatible store of the multi-node tests: built once (about
+# 12 minutes) into a directory outside the clone and reused.
+tools="${TRACELAKE_TOOLS:-/var/tmp/tracelake-tools}"
+garage_version=2.5.0
+if ! "$tools/bin/garage" --version 2>/dev/null | grep -q "$garage_version"; then
+  echo "building garage $garage_version into $tools (once)"
+  CARGO_TARGET_DIR="$tools/target" cargo install garage --version "$garage_version" --locked --root "$tools" --quiet
+  rm -rf "$tools/target"
+fi
+export TRACELAKE_TEST_GARAGE="$tools/bin/garage"
 
 if ! command -v prometheus >/dev/null 2>&1; then
   echo "installing Debian's prometheus package"

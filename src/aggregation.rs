@@ -40,14 +40,11 @@ impl Aggregation {
             Arc::clone(&aggregator),
         );
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(Arc::clone(&aggregator).run(
-            batches,
-            derived,
-            TICK,
-            async move {
+        let task = tokio::spawn(
+            Arc::clone(&aggregator).run(batches, derived, TICK, async move {
                 let _ = stopped.await;
-            },
-        ));
+            }),
+        );
         Self {
             aggregator,
             writer: Arc::new(writer),

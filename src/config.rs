@@ -766,7 +766,9 @@ impl Config {
         }
     }
 
-    pub(crate) fn store_location(&self) -> anyhow::Result<tracelake_storage::remote::StoreLocation> {
+    pub(crate) fn store_location(
+        &self,
+    ) -> anyhow::Result<tracelake_storage::remote::StoreLocation> {
         tracelake_storage::remote::StoreLocation::parse(&self.storage).map_err(anyhow::Error::msg)
     }
 

@@ -317,4 +317,3 @@ pub(crate) async fn serve_compactor(
     server.await.context("server task")??;
     Ok(())
 }
-

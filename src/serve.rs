@@ -222,10 +222,9 @@ async fn serve_node(
             config.query.limits(),
         ));
     }
-    let xray_api_routes = xray_api_routes
-        .fallback(|uri: axum::http::Uri| async move {
-            xray_api::AwsError::unknown_operation(uri.path())
-        });
+    let xray_api_routes = xray_api_routes.fallback(|uri: axum::http::Uri| async move {
+        xray_api::AwsError::unknown_operation(uri.path())
+    });
     let xray_api_routes = authenticated(xray_api_routes, &keys, Listener::XrayApi);
     let xray_api = serve_http(
         xray_api_listener,
@@ -239,16 +238,14 @@ async fn serve_node(
     } else {
         tracelake_query::router_with_limits(reader, config.query.limits())
     };
-    let http_routes = query_routes.merge(
-        crate::metrics::router(MetricSources {
-            storage: storage.clone(),
-            udp: Arc::clone(&udp_stats),
-            tail: tail.clone(),
-            aggregator: Arc::clone(&aggregation.aggregator),
-            otlp_metrics: metrics_ingest.exposition(),
-            receivers: Arc::clone(&receiver_stats),
-        }),
-    );
+    let http_routes = query_routes.merge(crate::metrics::router(MetricSources {
+        storage: storage.clone(),
+        udp: Arc::clone(&udp_stats),
+        tail: tail.clone(),
+        aggregator: Arc::clone(&aggregation.aggregator),
+        otlp_metrics: metrics_ingest.exposition(),
+        receivers: Arc::clone(&receiver_stats),
+    }));
     let http_routes = authenticated(http_routes, &keys, Listener::Http);
     let http = serve_http(
         http_listener,

@@ -30,6 +30,8 @@ pub(crate) struct TestServer {
     pub(crate) http: SocketAddr,
     pub(crate) xray_udp: SocketAddr,
     pub(crate) xray_api: SocketAddr,
+    /// Other stdout lines printed before the listening lines.
+    pub(crate) early_lines: Vec<String>,
 }
 
 pub(crate) struct TestServerBuilder {
@@ -146,6 +148,7 @@ impl TestServerBuilder {
             }
         });
         let mut addresses = std::collections::HashMap::new();
+        let mut early_lines = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while addresses.len() < self.listeners {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -157,6 +160,9 @@ impl TestServerBuilder {
                 }
             };
             let mut parts = line.split_whitespace();
+            if !line.starts_with("listening ") {
+                early_lines.push(line.clone());
+            }
             if parts.next() == Some("listening") {
                 let name = parts.next().expect("listener name").to_string();
                 let address: SocketAddr = parts
@@ -167,14 +173,22 @@ impl TestServerBuilder {
                 addresses.insert(name, address);
             }
         }
+        // A role serves some listeners only; the others read as 0.0.0.0:0.
+        let address = |name: &str| {
+            addresses
+                .get(name)
+                .copied()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+        };
         TestServer {
             child: Some(child),
             listeners: addresses.clone(),
-            otlp_grpc: addresses["otlp-grpc"],
-            otlp_http: addresses["otlp-http"],
-            http: addresses["http"],
-            xray_udp: addresses["xray-udp"],
-            xray_api: addresses["xray-api"],
+            otlp_grpc: address("otlp-grpc"),
+            otlp_http: address("otlp-http"),
+            http: address("http"),
+            xray_udp: address("xray-udp"),
+            xray_api: address("xray-api"),
+            early_lines,
         }
     }
 }
