@@ -95,11 +95,10 @@ pub fn open_store(
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
         .with_virtual_hosted_style_request(settings.virtual_hosted_style);
-    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_some()
+    if std::env::var_os("AWS_REGION").is_none()
+        && let Ok(region) = std::env::var("AWS_DEFAULT_REGION")
     {
-        if let Ok(region) = std::env::var("AWS_DEFAULT_REGION") {
-            builder = builder.with_region(region);
-        }
+        builder = builder.with_region(region);
     }
     if let Some(endpoint) = &settings.endpoint {
         builder = builder
