@@ -229,26 +229,7 @@ impl Storage {
         for record in records {
             head.insert(HeadBatch::new(&record.tenant, record.batch));
         }
-        let memory_limit = config.memory_limit_bytes;
-        let storage = Self {
-            inner: Arc::new(Inner {
-                config,
-                store,
-                wal: Some(wal),
-                head,
-                catalog,
-                derived,
-                append_gate: RwLock::new(()),
-                flush_lock: Mutex::new(()),
-                compaction_lock: Mutex::new(()),
-                replaced: parking_lot::Mutex::new(Vec::new()),
-                view: parking_lot::RwLock::new(()),
-                closed: AtomicBool::new(false),
-                counters: Counters::default(),
-                memory: MemoryLimiter::new(memory_limit),
-                _lock: Some(lock),
-            }),
-        };
+        let storage = Self::assemble(config, store, Some(wal), head, catalog, derived, Some(lock));
         let stats = OpenStats {
             replay,
             catalog: catalog_stats,
@@ -267,13 +248,27 @@ impl Storage {
         let objects = Catalog::list_tenants(&store).await?;
         let (catalog, stats) = Catalog::load(&store, &objects, Cleanup::None).await?;
         let derived = DerivedCatalog::load(&store, &objects).await?;
+        let storage = Self::assemble(config, store, None, Head::default(), catalog, derived, None);
+        tracing::info!(?stats, "storage opened read-only");
+        Ok((storage, stats))
+    }
+
+    fn assemble(
+        config: StorageConfig,
+        store: Arc<dyn ObjectStore>,
+        wal: Option<Wal>,
+        head: Head,
+        catalog: Catalog,
+        derived: DerivedCatalog,
+        lock: Option<std::fs::File>,
+    ) -> Self {
         let memory_limit = config.memory_limit_bytes;
-        let storage = Self {
+        Self {
             inner: Arc::new(Inner {
                 config,
                 store,
-                wal: None,
-                head: Head::default(),
+                wal,
+                head,
                 catalog,
                 derived,
                 append_gate: RwLock::new(()),
@@ -284,11 +279,9 @@ impl Storage {
                 closed: AtomicBool::new(false),
                 counters: Counters::default(),
                 memory: MemoryLimiter::new(memory_limit),
-                _lock: None,
+                _lock: lock,
             }),
-        };
-        tracing::info!(?stats, "storage opened read-only");
-        Ok((storage, stats))
+        }
     }
 
     fn wal(&self) -> Result<&Wal> {
