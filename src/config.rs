@@ -91,9 +91,14 @@ pub(crate) struct ClusterConfig {
     /// Names this process in its blocks, flush mark and leases; empty: an
     /// id generated once and kept in `{data_dir}/node-id`.
     pub(crate) node_id: String,
-    /// How often queriers and compactors re-read the store's block list.
+    /// How often queriers and compactors catch up with the store: the
+    /// change log's new records (a querier), the whole listing (a compactor).
     #[serde(with = "humantime_serde")]
     pub(crate) refresh_interval: Duration,
+    /// How often a querier lists the whole store instead of the change log
+    /// (the safety net for a change a crash kept from being recorded).
+    #[serde(with = "humantime_serde")]
+    pub(crate) full_listing_interval: Duration,
     pub(crate) compactor_coordination: CompactorCoordination,
     /// How long a compaction lease lasts unless released.
     #[serde(with = "humantime_serde")]
@@ -115,6 +120,7 @@ impl Default for ClusterConfig {
         Self {
             node_id: String::new(),
             refresh_interval: Duration::from_secs(10),
+            full_listing_interval: Duration::from_secs(5 * 60),
             compactor_coordination: CompactorCoordination::Auto,
             lease_ttl: Duration::from_secs(5 * 60),
             compactor_shard: 0,
@@ -789,6 +795,7 @@ impl Config {
             // Validated at load.
             retention: self.retention.to_retention().unwrap_or_default(),
             sharing: Default::default(),
+            full_listing_interval: self.cluster.full_listing_interval,
         }
     }
 }

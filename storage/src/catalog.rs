@@ -225,6 +225,23 @@ impl Catalog {
         *self.by_tenant.write() = by_tenant;
     }
 
+    /// Adds blocks not yet present and drops `removed` ones (a reader's
+    /// changes from the change log). The caller holds the view lock.
+    pub fn apply(&self, added: Vec<Arc<BlockMeta>>, removed: &HashSet<String>) {
+        let mut by_tenant = self.by_tenant.write();
+        if !removed.is_empty() {
+            for blocks in by_tenant.values_mut() {
+                blocks.retain(|meta| !removed.contains(&meta.path));
+            }
+        }
+        for meta in added {
+            let blocks = by_tenant.entry(meta.tenant.clone()).or_default();
+            if !blocks.iter().any(|known| known.path == meta.path) {
+                blocks.push(meta);
+            }
+        }
+    }
+
     /// Makes `visible` the blocks whose path starts with `prefix` (one
     /// window's directory, rescanned). The caller holds the view lock.
     pub fn set_prefix(&self, tenant: &str, prefix: &str, visible: Vec<Arc<BlockMeta>>) {

@@ -77,6 +77,10 @@ pub struct StorageConfig {
     /// Whether other processes share the store ([`crate::cluster`]).
     #[serde(skip)]
     pub sharing: crate::cluster::Sharing,
+    /// A reader on a shared store lists the whole store this often; in
+    /// between it reads the change log ([`crate::changes`]).
+    #[serde(skip)]
+    pub full_listing_interval: Duration,
 }
 
 /// How long data is kept, per tenant; applied by the compactor (see
@@ -115,6 +119,7 @@ impl Default for StorageConfig {
             compaction_delete_delay: Duration::from_secs(5 * 60),
             retention: Retention::default(),
             sharing: crate::cluster::Sharing::Exclusive,
+            full_listing_interval: Duration::from_secs(5 * 60),
         }
     }
 }

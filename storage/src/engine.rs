@@ -59,9 +59,21 @@ pub struct FlushStats {
     pub bytes: u64,
 }
 
+/// Where a reader is in the change log.
+#[derive(Debug, Default)]
+struct LogPosition {
+    last_full_listing: Option<std::time::Instant>,
+    /// Records applied that are still inside the overlap.
+    seen: std::collections::HashSet<String>,
+    /// Blocks removed lately, so an add read after the removal is ignored.
+    removed: std::collections::HashMap<String, std::time::Instant>,
+}
+
 /// What a [`Storage::refresh`] found and cleaned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RefreshStats {
+    /// Whether the whole store was listed (else the change log was read).
+    pub full_listing: bool,
     pub blocks: usize,
     pub replaced_removed: usize,
     pub orphans_removed: usize,
@@ -134,6 +146,8 @@ struct Inner {
     closed: AtomicBool,
     counters: Counters,
     memory: MemoryLimiter,
+    /// A reader's place in the change log ([`crate::changes`]).
+    log_position: parking_lot::Mutex<LogPosition>,
     /// Held open while the engine lives: an exclusive lock on
     /// `wal/LOCK`, so a second server or `tracelake import` on the same
     /// data dir is refused instead of interleaving WAL segments.
@@ -279,6 +293,7 @@ impl Storage {
                 closed: AtomicBool::new(false),
                 counters: Counters::default(),
                 memory: MemoryLimiter::new(memory_limit),
+                log_position: parking_lot::Mutex::new(LogPosition::default()),
                 _lock: lock,
             }),
         }
@@ -296,11 +311,22 @@ impl Storage {
     /// (a flush writes its meta seconds after its block).
     pub async fn refresh(&self, clean: bool) -> Result<RefreshStats> {
         let inner = &self.inner;
+        let full_due = clean
+            || inner
+                .log_position
+                .lock()
+                .last_full_listing
+                .is_none_or(|at| at.elapsed() >= inner.config.full_listing_interval);
+        if !full_due {
+            return self.refresh_from_changes().await;
+        }
+        let listing_started = std::time::Instant::now();
         let watermark = DerivedCatalog::read_watermark(&inner.store).await?;
         let objects = Catalog::list_tenants(&inner.store).await?;
         let scan = Catalog::scan(&inner.store, &objects, &inner.catalog.by_path()).await?;
         let derived = DerivedCatalog::load(&inner.store, &objects).await?;
         let mut stats = RefreshStats {
+            full_listing: true,
             blocks: scan.visible.len(),
             ..RefreshStats::default()
         };
@@ -309,9 +335,13 @@ impl Storage {
             inner.catalog.set_all(scan.visible);
             inner.derived.replace_with(derived, watermark);
         }
+        inner.log_position.lock().last_full_listing = Some(listing_started);
         if !clean {
             return Ok(stats);
         }
+        let keep_ms = u64::try_from(crate::changes::KEEP.as_millis()).unwrap_or(u64::MAX);
+        let now_unix_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        crate::changes::prune(&inner.store, now_unix_ms.saturating_sub(keep_ms)).await?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let delay_ms =
             i64::try_from(inner.config.compaction_delete_delay.as_millis()).unwrap_or(i64::MAX);
@@ -411,6 +441,10 @@ impl Storage {
                 return Err(error);
             }
         };
+        let added_metas: Vec<String> = written
+            .iter()
+            .filter_map(|meta| crate::block::BlockMeta::meta_path_for(&meta.path))
+            .collect();
         {
             let _view = inner.view.write();
             for meta in written {
@@ -418,6 +452,13 @@ impl Storage {
             }
             inner.head.remove_sealed(sealed.len());
         }
+        // Recorded before the mark is published, so no compactor merges
+        // these blocks before readers can learn of them.
+        self.record_change(crate::changes::Change {
+            added_blocks: added_metas,
+            ..Default::default()
+        })
+        .await;
         if let Some(node_id) = inner.config.sharing.node_id() {
             // Compactors merge this collector's blocks once the published
             // mark covers them; a failure here only delays that.
@@ -538,11 +579,12 @@ impl Storage {
     pub async fn compact_with(&self, coordination: &Coordination) -> Result<CompactionStats> {
         let inner = &self.inner;
         let _compacting = inner.compaction_lock.lock().await;
+        let expired = self.expire(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX));
         let mut stats = CompactionStats {
-            expired_blocks: self
-                .expire(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)),
+            expired_blocks: expired.removed_blocks.len(),
             ..CompactionStats::default()
         };
+        self.record_change(expired).await;
         let shared = !matches!(coordination, Coordination::Alone)
             || inner.config.sharing != Sharing::Exclusive;
         let marks = if shared {
@@ -656,10 +698,18 @@ impl Storage {
             stats.bytes_before += group.iter().map(|block| block.size_bytes).sum::<u64>();
             stats.bytes_after += merged.size_bytes;
             let due = std::time::Instant::now() + inner.config.compaction_delete_delay;
+            let change = crate::changes::Change {
+                added_blocks: crate::block::BlockMeta::meta_path_for(&merged.path)
+                    .into_iter()
+                    .collect(),
+                removed_blocks: merged.replaces.clone(),
+                ..Default::default()
+            };
             {
                 let _view = inner.view.write();
                 inner.catalog.replace(merged);
             }
+            self.record_change(change).await;
             inner
                 .replaced
                 .lock()
@@ -674,7 +724,7 @@ impl Storage {
 
     /// Drops what retention says is past, as of `now_ns`; returns the span
     /// blocks dropped.
-    fn expire(&self, now_ns: i64) -> usize {
+    fn expire(&self, now_ns: i64) -> crate::changes::Change {
         let inner = &self.inner;
         let retention = &inner.config.retention;
         let cutoff_of = |tenant: &str| {
@@ -695,7 +745,7 @@ impl Storage {
             inner.derived.expire(cutoff_of)
         };
         if expired.is_empty() && derived.is_empty() {
-            return 0;
+            return crate::changes::Change::default();
         }
         tracing::info!(
             blocks = expired.len(),
@@ -710,7 +760,110 @@ impl Storage {
             .counters
             .expired_blocks
             .fetch_add(expired.len() as u64, Ordering::Relaxed);
-        expired.len()
+        crate::changes::Change {
+            removed_blocks: expired.into_iter().collect(),
+            removed_derived: derived.iter().map(ToString::to_string).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Writes `change` to the change log when other processes read this
+    /// store; a failure is logged (readers catch up at their next full
+    /// listing).
+    async fn record_change(&self, change: crate::changes::Change) {
+        let inner = &self.inner;
+        let writer = match (&inner.config.sharing, &inner.wal) {
+            (Sharing::Shared { node_id }, _) => node_id.as_str(),
+            (Sharing::Exclusive, None) => "reader",
+            (Sharing::Exclusive, Some(_)) => return,
+        };
+        if let Err(error) = crate::changes::record(&inner.store, writer, &change).await {
+            tracing::warn!(%error, "could not record a catalog change; readers see it at their next full listing");
+        }
+    }
+
+    /// A reader's refresh between full listings: applies the change log's
+    /// records since `now - OVERLAP` not applied yet ([`crate::changes`]).
+    async fn refresh_from_changes(&self) -> Result<RefreshStats> {
+        use crate::changes::{KEEP, OVERLAP, older_than, read_since};
+        let inner = &self.inner;
+        // Read first: every derived file it covers was recorded before it.
+        let watermark = DerivedCatalog::read_watermark(&inner.store).await?;
+        let now_unix_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let overlap_ms = u64::try_from(OVERLAP.as_millis()).unwrap_or(u64::MAX);
+        let since = now_unix_ms.saturating_sub(overlap_ms);
+        let seen = inner.log_position.lock().seen.clone();
+        let changes = read_since(&inner.store, since, &seen).await?;
+        let mut removed = std::collections::HashSet::new();
+        let mut removed_derived = std::collections::HashSet::new();
+        let mut added_derived = Vec::new();
+        for (_, change) in &changes {
+            removed.extend(change.removed_blocks.iter().cloned());
+            removed_derived.extend(change.removed_derived.iter().cloned());
+            added_derived.extend(change.added_derived.iter().cloned());
+        }
+        let tombstoned = {
+            let mut position = inner.log_position.lock();
+            let now = std::time::Instant::now();
+            for path in &removed {
+                position.removed.insert(path.clone(), now);
+            }
+            position.removed.retain(|_, at| at.elapsed() < KEEP);
+            position
+                .removed
+                .keys()
+                .cloned()
+                .collect::<std::collections::HashSet<_>>()
+        };
+        let known = inner.catalog.by_path();
+        let mut added = Vec::new();
+        for meta_path in changes.iter().flat_map(|(_, change)| &change.added_blocks) {
+            let Some(parquet_path) = meta_path
+                .strip_suffix(".meta.json")
+                .map(|stem| format!("{stem}.parquet"))
+            else {
+                continue;
+            };
+            if known.contains_key(&parquet_path) || tombstoned.contains(&parquet_path) {
+                continue;
+            }
+            let bytes = match inner
+                .store
+                .get(&object_store::path::Path::from(meta_path.as_str()))
+                .await
+            {
+                Ok(found) => found.bytes().await?,
+                // Merged away and deleted since: a removal record says so.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            match crate::block::BlockMeta::decode(&bytes) {
+                Ok(meta) => {
+                    removed.extend(meta.replaces.iter().cloned());
+                    added.push(Arc::new(meta));
+                }
+                Err(error) => {
+                    tracing::warn!(meta = %meta_path, %error, "unreadable block meta, ignored")
+                }
+            }
+        }
+        {
+            let _view = inner.view.write();
+            inner.catalog.apply(added, &removed);
+            inner
+                .derived
+                .apply(&added_derived, &removed_derived, watermark);
+        }
+        let mut position = inner.log_position.lock();
+        position
+            .seen
+            .extend(changes.into_iter().map(|(key, _)| key));
+        position.seen.retain(|key| !older_than(key, since));
+        Ok(RefreshStats {
+            full_listing: false,
+            blocks: inner.catalog.all().len(),
+            ..RefreshStats::default()
+        })
     }
 
     /// Deletes the replaced blocks whose delay has passed; a failed delete
@@ -805,10 +958,17 @@ impl DerivedWriter for Storage {
                 table.name()
             )));
         }
-        self.inner
+        let written = self
+            .inner
             .derived
             .write(&self.inner.store, tenant, table, batch)
-            .await
+            .await?;
+        self.record_change(crate::changes::Change {
+            added_derived: written,
+            ..Default::default()
+        })
+        .await;
+        Ok(())
     }
 
     async fn set_derived_complete_before(&self, complete_before_ns: i64) -> Result<()> {

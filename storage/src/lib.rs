@@ -36,6 +36,7 @@ pub mod blob_cache;
 pub mod block;
 pub mod bloom;
 pub mod catalog;
+pub mod changes;
 pub mod cluster;
 pub mod compact;
 pub mod config;

@@ -565,3 +565,70 @@ async fn retention_drops_a_tenants_old_spans_and_derived_rows_and_keeps_the_rest
     assert_eq!(block_spans(&storage, dir.path(), "forever").len(), 6);
     assert_eq!(storage.stats().expired_blocks, 1);
 }
+
+/// A collector, a querier and a compactor on one store: the querier learns
+/// of flushes and merges from the change log, without listing the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_follows_flushes_and_merges_through_the_change_log() {
+    use tracelake_storage::cluster::{Coordination, Sharing};
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(&dir.path().join("bucket")).unwrap();
+    let mut writer_config = config(&dir.path().join("collector"));
+    writer_config.sharing = Sharing::Shared {
+        node_id: "collector-a".into(),
+    };
+    let (collector, _) = Storage::open(writer_config, Arc::clone(&store))
+        .await
+        .unwrap();
+    let reader_config = config(&dir.path().join("query"));
+    let (querier, _) = Storage::open_reader(reader_config.clone(), Arc::clone(&store))
+        .await
+        .unwrap();
+    let mut compactor_config = config(&dir.path().join("compactor"));
+    compactor_config.sharing = Sharing::Shared {
+        node_id: "compactor".into(),
+    };
+    let (compactor, _) = Storage::open_reader(compactor_config, Arc::clone(&store))
+        .await
+        .unwrap();
+    assert!(querier.refresh(false).await.unwrap().full_listing);
+    let visible = |storage: &Storage| {
+        let snapshot = storage.snapshot("t1", &SpanFilter::default());
+        snapshot
+            .blocks
+            .iter()
+            .map(|block| block.span_count)
+            .sum::<u64>()
+    };
+    for seed in 1..=3 {
+        collector.append("t1", batch(seed, 10, T0)).await.unwrap();
+        collector.flush().await.unwrap();
+    }
+    // Between full listings a refresh reads the change log only.
+    let refreshed = querier.refresh(false).await.unwrap();
+    assert!(!refreshed.full_listing);
+    assert_eq!((refreshed.blocks, visible(&querier)), (3, 30));
+    compactor.refresh(true).await.unwrap();
+    let merged = compactor
+        .compact_with(&Coordination::Static {
+            shard: 0,
+            shards: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(merged.source_blocks, 3);
+    let refreshed = querier.refresh(false).await.unwrap();
+    assert!(!refreshed.full_listing);
+    assert_eq!((refreshed.blocks, visible(&querier)), (1, 30));
+    // Applying the same records again changes nothing.
+    assert_eq!(querier.refresh(false).await.unwrap().blocks, 1);
+    // A full listing agrees with the log.
+    let mut listing_config = reader_config;
+    listing_config.full_listing_interval = std::time::Duration::ZERO;
+    let (lister, _) = Storage::open_reader(listing_config, Arc::clone(&store))
+        .await
+        .unwrap();
+    let listed = lister.refresh(false).await.unwrap();
+    assert!(listed.full_listing);
+    assert_eq!((listed.blocks, visible(&lister)), (1, 30));
+}

@@ -12,7 +12,7 @@
 //! may still add rows to older minutes): the query side answers minutes
 //! before it from these files and recomputes later minutes from raw spans.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -165,6 +165,31 @@ impl DerivedCatalog {
         *self.complete_before_ns.write() = watermark;
     }
 
+    /// Applies a reader's changes from the change log
+    /// ([`crate::changes`]): files added (once) and removed, and the
+    /// watermark read before them.
+    pub fn apply(&self, added: &[(String, u64)], removed: &HashSet<String>, watermark: i64) {
+        if !removed.is_empty() {
+            for files in self.files.write().values_mut() {
+                files.retain(|file| !removed.contains(file.block.path.as_ref()));
+            }
+        }
+        for (path, size) in added {
+            let Some((tenant, table, hour)) = parse_path(path) else {
+                continue;
+            };
+            let known = self
+                .files
+                .read()
+                .get(&(tenant.clone(), table))
+                .is_some_and(|files| files.iter().any(|file| file.block.path.as_ref() == path));
+            if !known && !removed.contains(path) {
+                self.add(&tenant, table, hour, Path::from(path.as_str()), *size);
+            }
+        }
+        *self.complete_before_ns.write() = watermark;
+    }
+
     fn add(&self, tenant: &str, table: DerivedTable, hour: i64, path: Path, size: u64) {
         self.files
             .write()
@@ -229,15 +254,17 @@ impl DerivedCatalog {
     }
 
     /// Writes `batch` (rows of `table` for `tenant`) as one file per hour.
+    /// Returns the files written, with their sizes.
     pub async fn write(
         &self,
         store: &Arc<dyn ObjectStore>,
         tenant: &str,
         table: DerivedTable,
         batch: RecordBatch,
-    ) -> Result<()> {
+    ) -> Result<Vec<(String, u64)>> {
+        let mut written = Vec::new();
         if batch.num_rows() == 0 {
-            return Ok(());
+            return Ok(written);
         }
         let tenant_owned = tenant.to_string();
         let encoded =
@@ -250,9 +277,10 @@ impl DerivedCatalog {
             let size = bytes.len() as u64;
             let location = Path::from(path.as_str());
             store.put(&location, PutPayload::from(bytes)).await?;
+            written.push((path, size));
             self.add(tenant, table, hour, location, size);
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Records that every row of minutes before `complete_before_ns` is
