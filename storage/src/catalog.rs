@@ -36,13 +36,10 @@ pub struct CatalogLoadStats {
 
 /// What may be deleted while loading the catalog.
 #[derive(Debug, Clone, Copy)]
-pub enum Cleanup<'a> {
+pub enum Cleanup {
     /// The only process on the store: replaced blocks, orphans and blocks
     /// of uncommitted flushes (above the WAL's flushed mark) go.
     Exclusive { wal_flushed: u64 },
-    /// A collector sharing the store: only its own uncommitted flushes go;
-    /// the compactor deletes the rest ([`crate::cluster`]).
-    Writer { node_id: &'a str, wal_flushed: u64 },
     /// A reader (querier, compactor): nothing is deleted while loading.
     None,
 }
@@ -156,7 +153,7 @@ impl Catalog {
     pub async fn load(
         store: &Arc<dyn ObjectStore>,
         objects: &[ObjectMeta],
-        cleanup: Cleanup<'_>,
+        cleanup: Cleanup,
     ) -> Result<(Self, CatalogLoadStats)> {
         let scan = Self::scan(store, objects, &HashMap::new()).await?;
         let catalog = Self::default();
@@ -177,15 +174,6 @@ impl Catalog {
                 Cleanup::Exclusive { wal_flushed } => meta
                     .wal_through
                     .is_some_and(|through| through > wal_flushed),
-                Cleanup::Writer {
-                    node_id,
-                    wal_flushed,
-                } => {
-                    meta.writer.as_deref() == Some(node_id)
-                        && meta
-                            .wal_through
-                            .is_some_and(|through| through > wal_flushed)
-                }
                 Cleanup::None => false,
             };
             if uncommitted {

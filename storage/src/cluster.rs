@@ -11,9 +11,12 @@
 //! There is no cluster protocol: every process coordinates through the
 //! store alone.
 //!
-//! - Each collector's blocks name it (`writer`). Only that collector may
-//!   delete one of its flushes that never committed (its WAL replays the
-//!   spans). After each commit it publishes its WAL's flushed mark to
+//! - Each collector's blocks name it (`writer`). A collector neither lists
+//!   the store nor keeps a catalog: before writing a block it notes it in
+//!   its WAL directory (`wal/PENDING`), and at start it deletes the noted
+//!   blocks of a flush that never committed (its WAL replays their spans),
+//!   recording the removal in the change log ([`crate::changes`]). After
+//!   each commit it publishes its WAL's flushed mark to
 //!   `nodes/{node_id}/flushed.json`; a compactor merges a collector's block
 //!   only once the mark covers it, so a replay never doubles a span that
 //!   compaction already kept.

@@ -179,6 +179,34 @@ async fn run_every<F: std::future::Future<Output = ()>>(
     }
 }
 
+/// Deletes the blocks `wal/PENDING` notes for flushes after the WAL's
+/// flushed mark (their spans are replayed) and records their removal for
+/// readers that may have listed them.
+async fn remove_uncommitted(
+    store: &Arc<dyn ObjectStore>,
+    wal_dir: &FsPath,
+    wal_flushed: u64,
+    node_id: &str,
+) -> Result<CatalogLoadStats> {
+    let mut stats = CatalogLoadStats::default();
+    let mut removed = Vec::new();
+    for (through, path) in crate::wal::pending::read(wal_dir)? {
+        if through > wal_flushed {
+            tracing::info!(block = %path, "removing block of an uncommitted flush (its spans are replayed)");
+            compact::delete_block(store, &path).await?;
+            stats.uncommitted_removed += 1;
+            removed.push(path);
+        }
+    }
+    let change = crate::changes::Change {
+        removed_blocks: removed,
+        ..Default::default()
+    };
+    crate::changes::record(store, node_id, &change).await?;
+    crate::wal::pending::clear(wal_dir)?;
+    Ok(stats)
+}
+
 /// The embedded default store: the local data directory.
 pub fn local_store(data_dir: &FsPath) -> Result<Arc<dyn ObjectStore>> {
     std::fs::create_dir_all(data_dir).map_err(|source| StorageError::WalIo {
@@ -218,17 +246,26 @@ impl Storage {
     ) -> Result<(Self, OpenStats)> {
         let wal_dir = config.data_dir.join("wal");
         let lock = lock_data_dir(&wal_dir)?;
-        let objects = Catalog::list_tenants(&store).await?;
         let wal_flushed = crate::wal::read_flushed(&wal_dir)?;
-        let cleanup = match &config.sharing {
-            Sharing::Exclusive => Cleanup::Exclusive { wal_flushed },
-            Sharing::Shared { node_id } => Cleanup::Writer {
-                node_id,
-                wal_flushed,
-            },
+        let (catalog, catalog_stats, derived) = match &config.sharing {
+            Sharing::Exclusive => {
+                let objects = Catalog::list_tenants(&store).await?;
+                let (catalog, stats) =
+                    Catalog::load(&store, &objects, Cleanup::Exclusive { wal_flushed }).await?;
+                (
+                    catalog,
+                    stats,
+                    DerivedCatalog::load(&store, &objects).await?,
+                )
+            }
+            // A collector on a shared store neither lists it nor keeps a
+            // catalog (it serves no queries): it only removes the blocks of
+            // its own flush that never committed, from `wal/PENDING`.
+            Sharing::Shared { node_id } => {
+                let stats = remove_uncommitted(&store, &wal_dir, wal_flushed, node_id).await?;
+                (Catalog::default(), stats, DerivedCatalog::default())
+            }
         };
-        let (catalog, catalog_stats) = Catalog::load(&store, &objects, cleanup).await?;
-        let derived = DerivedCatalog::load(&store, &objects).await?;
         let (policy, interval, segment_bytes) = (
             config.fsync,
             config.fsync_interval,
@@ -445,10 +482,23 @@ impl Storage {
             .iter()
             .filter_map(|meta| crate::block::BlockMeta::meta_path_for(&meta.path))
             .collect();
+        let shared = inner.config.sharing != Sharing::Exclusive;
+        if shared {
+            let wal_dir = inner.config.data_dir.join("wal");
+            let cleared =
+                tokio::task::spawn_blocking(move || crate::wal::pending::clear(&wal_dir)).await;
+            if !matches!(cleared, Ok(Ok(()))) {
+                // Harmless: the entries are at or below the flushed mark now.
+                tracing::warn!("could not clear wal/PENDING; it is cleared at the next flush");
+            }
+        }
         {
             let _view = inner.view.write();
-            for meta in written {
-                inner.catalog.add(meta);
+            // A collector on a shared store keeps no catalog (see `open`).
+            if !shared {
+                for meta in written {
+                    inner.catalog.add(meta);
+                }
             }
             inner.head.remove_sealed(sealed.len());
         }
@@ -515,6 +565,17 @@ impl Storage {
             for (bytes, mut meta) in encoded {
                 meta.wal_through = Some(wal_through);
                 meta.writer = self.inner.config.sharing.node_id().map(str::to_string);
+                if meta.writer.is_some() {
+                    let wal_dir = self.inner.config.data_dir.join("wal");
+                    let path = meta.path.clone();
+                    tokio::task::spawn_blocking(move || {
+                        crate::wal::pending::append(&wal_dir, wal_through, &path)
+                    })
+                    .await
+                    .map_err(|error| {
+                        StorageError::Corrupt(format!("pending note task: {error}"))
+                    })??;
+                }
                 put_block(&self.inner.store, bytes, &meta).await?;
                 stats.blocks += 1;
                 stats.spans += meta.span_count;

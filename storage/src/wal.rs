@@ -114,6 +114,67 @@ pub fn read_flushed(dir: &Path) -> Result<u64> {
     }
 }
 
+/// The blocks a flush is writing, before it commits (`wal/PENDING`, one
+/// `{wal_through} {block path}` line per block, fsynced before the block is
+/// put). A collector on a shared store removes, at start, the blocks of a
+/// flush that never committed from this file instead of listing the store
+/// for them (see [`crate::cluster`]); the commit removes the file.
+pub mod pending {
+    use std::io::Write;
+    use std::path::Path;
+
+    use super::{io_error, sync_dir};
+    use crate::{Result, StorageError};
+
+    const FILE: &str = "PENDING";
+
+    /// Notes that the block at `block_path` of a flush through `wal_through`
+    /// is about to be written.
+    pub fn append(dir: &Path, wal_through: u64, block_path: &str) -> Result<()> {
+        let path = dir.join(FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        file.write_all(format!("{wal_through} {block_path}\n").as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(io_error(&path))?;
+        sync_dir(dir)
+    }
+
+    /// The noted blocks, `(wal_through, path)`.
+    pub fn read(dir: &Path) -> Result<Vec<(u64, String)>> {
+        let path = dir.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StorageError::WalIo { path, source }),
+        };
+        let mut blocks = Vec::new();
+        for line in text.lines() {
+            // A torn last line (a crash mid-append) names no block yet written.
+            let Some((through, block)) = line.split_once(' ') else {
+                continue;
+            };
+            if let Ok(through) = through.parse() {
+                blocks.push((through, block.to_string()));
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// Forgets every noted block (after the commit, or after recovery).
+    pub fn clear(dir: &Path) -> Result<()> {
+        let path = dir.join(FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(dir),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StorageError::WalIo { path, source }),
+        }
+    }
+}
+
 /// Records `segment` as flushed, atomically and durably.
 fn write_flushed(dir: &Path, segment: u64) -> Result<()> {
     let path = dir.join(FLUSHED_FILE);

@@ -632,3 +632,56 @@ async fn a_reader_follows_flushes_and_merges_through_the_change_log() {
     assert!(listed.full_listing);
     assert_eq!((listed.blocks, visible(&lister)), (1, 30));
 }
+
+/// A collector on a shared store keeps no catalog: a crash between writing
+/// a flush's blocks and committing it is undone from `wal/PENDING`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_removes_the_blocks_of_its_uncommitted_flush() {
+    use tracelake_storage::cluster::Sharing;
+    use tracelake_storage::wal::pending;
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(&dir.path().join("bucket")).unwrap();
+    let collector_config = || {
+        let mut config = config(&dir.path().join("collector"));
+        config.sharing = Sharing::Shared {
+            node_id: "collector-a".into(),
+        };
+        config
+    };
+    let (collector, _) = Storage::open(collector_config(), Arc::clone(&store))
+        .await
+        .unwrap();
+    collector.append("t1", batch(1, 2, T0)).await.unwrap();
+    collector.flush().await.unwrap();
+    collector.append("t1", batch(2, 3, T0)).await.unwrap();
+    collector.append("t1", batch(3, 4, T0)).await.unwrap();
+    let wal = dir.path().join("collector/wal");
+    let saved = dir.path().join("saved-wal");
+    copy_dir(&wal, &saved);
+    assert_eq!(collector.flush().await.unwrap().spans, 7);
+    assert!(pending::read(&wal).unwrap().is_empty(), "the commit clears the notes");
+    drop(collector);
+    // The crash: the WAL as before the flush, the flush's block noted.
+    let (reader, _) = Storage::open_reader(config(&dir.path().join("q")), Arc::clone(&store))
+        .await
+        .unwrap();
+    let newest = reader
+        .blocks()
+        .into_iter()
+        .max_by_key(|meta| meta.wal_through)
+        .unwrap();
+    assert_eq!(newest.writer.as_deref(), Some("collector-a"));
+    std::fs::remove_dir_all(&wal).unwrap();
+    copy_dir(&saved, &wal);
+    pending::append(&wal, newest.wal_through.unwrap(), &newest.path).unwrap();
+
+    let (collector, stats) = Storage::open(collector_config(), Arc::clone(&store))
+        .await
+        .unwrap();
+    assert_eq!(stats.catalog.uncommitted_removed, 1, "{stats:?}");
+    assert_eq!(stats.replay.records, 2, "{stats:?}");
+    collector.flush().await.unwrap();
+    reader.refresh(false).await.unwrap();
+    let spans: u64 = reader.blocks().iter().map(|meta| meta.span_count).sum();
+    assert_eq!(spans, 9, "each span once");
+}
