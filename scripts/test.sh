@@ -55,4 +55,6 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --benches --locked "$@"
 cargo test --workspace --lib --bins --tests --locked "$@" 2>&1 | tee "$log"
+# The optional Ballista feature: its own build (DataFusion with default features).
+cargo test --locked --features ballista --test e2e "$@" -- ballista 2>&1 | tee -a "$log"
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"

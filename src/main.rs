@@ -2,6 +2,8 @@
 
 mod aggregation;
 mod auth;
+#[cfg(feature = "ballista")]
+mod ballista;
 mod config;
 mod demo;
 mod import;
@@ -143,6 +145,11 @@ struct SqlArgs {
     /// Print JSON rows instead of a table.
     #[arg(long)]
     json: bool,
+    /// Run on Apache DataFusion Ballista (standalone) over the store's
+    /// Parquet files (built with `--features ballista`).
+    #[cfg(feature = "ballista")]
+    #[arg(long)]
+    ballista: bool,
     /// Config file (TOML); every key optional, unknown keys refused.
     #[arg(long, env = "TRACELAKE_CONFIG")]
     config: Option<PathBuf>,
@@ -349,6 +356,17 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
+            #[cfg(feature = "ballista")]
+            if args.ballista {
+                return runtime.block_on(async {
+                    let batches = ballista::run(&config, &args.tenant, &args.query).await?;
+                    println!(
+                        "{}",
+                        datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+                    );
+                    anyhow::Ok(())
+                });
+            }
             runtime.block_on(sql::sql(config, &args.tenant, &args.query, args.json))
         }
         Command::NewKey(args) => new_key(args),

@@ -82,14 +82,29 @@ impl StoreLocation {
     }
 }
 
-/// Opens the store at `location`.
+/// Opens the store at `location`: block paths are relative to it.
 pub fn open_store(
     location: &StoreLocation,
     data_dir: &std::path::Path,
     settings: &S3Settings,
 ) -> Result<Arc<dyn ObjectStore>> {
+    let (store, prefix) = open_bucket(location, data_dir, settings)?;
+    if prefix.is_empty() {
+        return Ok(store);
+    }
+    Ok(Arc::new(PrefixStore::new(store, Path::from(prefix))))
+}
+
+/// The bucket (or data directory) itself, and the prefix under which the
+/// block paths are, for readers that must see whole keys (a `PrefixStore`
+/// answers `head` with the full key).
+pub fn open_bucket(
+    location: &StoreLocation,
+    data_dir: &std::path::Path,
+    settings: &S3Settings,
+) -> Result<(Arc<dyn ObjectStore>, String)> {
     let (bucket, prefix) = match location {
-        StoreLocation::File => return crate::local_store(data_dir),
+        StoreLocation::File => return Ok((crate::local_store(data_dir)?, String::new())),
         StoreLocation::S3 { bucket, prefix } => (bucket, prefix),
     };
     let mut builder = AmazonS3Builder::from_env()
@@ -121,10 +136,7 @@ pub fn open_store(
         builder = builder.with_secret_access_key(secret.trim());
     }
     let s3: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
-    if prefix.is_empty() {
-        return Ok(s3);
-    }
-    Ok(Arc::new(PrefixStore::new(s3, Path::from(prefix.as_str()))))
+    Ok((s3, prefix.clone()))
 }
 
 #[cfg(test)]

@@ -659,7 +659,10 @@ async fn a_collector_removes_the_blocks_of_its_uncommitted_flush() {
     let saved = dir.path().join("saved-wal");
     copy_dir(&wal, &saved);
     assert_eq!(collector.flush().await.unwrap().spans, 7);
-    assert!(pending::read(&wal).unwrap().is_empty(), "the commit clears the notes");
+    assert!(
+        pending::read(&wal).unwrap().is_empty(),
+        "the commit clears the notes"
+    );
     drop(collector);
     // The crash: the WAL as before the flush, the flush's block noted.
     let (reader, _) = Storage::open_reader(config(&dir.path().join("q")), Arc::clone(&store))

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `tracelake` binary, driven by real clients.
 
 mod bad_input;
+#[cfg(feature = "ballista")]
+mod ballista;
 mod cli;
 mod demo;
 mod durability;
