@@ -110,19 +110,6 @@ async fn eventually<F: std::future::Future<Output = bool>>(
     }
 }
 
-async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", server.http_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn service_map_edges(querier: &TestServer, start_ns: u64, source: &str) -> Vec<String> {
     let start = start_ns as f64 / 1e9 - 60.0;
     let url = format!(
@@ -238,7 +225,7 @@ async fn collectors_querier_and_compactor_share_a_garage_bucket() {
 
     // The compactor (alone; Garage refuses leases, so the static assignment)
     // merges the blocks while queries keep answering in full.
-    let blocks_before = metric(&querier, "tracelake_storage_blocks").await;
+    let blocks_before = querier.metric("tracelake_storage_blocks").await;
     assert!(blocks_before >= 4.0, "{blocks_before} blocks");
     let compactor = node(
         &s3,
@@ -266,7 +253,7 @@ async fn collectors_querier_and_compactor_share_a_garage_bucket() {
             .await
             .expect("trace 42");
         assert_eq!(crate::otlp::spans_of(&trace).len(), 2);
-        if metric(&querier, "tracelake_storage_blocks").await == 1.0 {
+        if querier.metric("tracelake_storage_blocks").await == 1.0 {
             break;
         }
         assert!(
@@ -275,7 +262,12 @@ async fn collectors_querier_and_compactor_share_a_garage_bucket() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert!(metric(&compactor, "tracelake_storage_compacted_blocks_total").await >= blocks_before);
+    assert!(
+        compactor
+            .metric("tracelake_storage_compacted_blocks_total")
+            .await
+            >= blocks_before
+    );
     // The compactor's rows of the settled minute pair the calls too.
     eventually(
         "precomputed service-map rows",
@@ -348,7 +340,7 @@ async fn two_compactors(s3: &S3Server, coordination: &str) -> (TestServer, TestS
     .spawn();
     assert_eq!(span_count(&querier).await, sent);
     assert_eq!(
-        metric(&querier, "tracelake_storage_blocks").await,
+        querier.metric("tracelake_storage_blocks").await,
         (2 * hours) as f64
     );
     let compactor = |shard: u32| {
@@ -369,14 +361,14 @@ async fn two_compactors(s3: &S3Server, coordination: &str) -> (TestServer, TestS
         (first.join().unwrap(), second.join().unwrap())
     });
     eventually("one block per hour", Duration::from_secs(90), || async {
-        metric(&querier, "tracelake_storage_blocks").await == hours as f64
+        querier.metric("tracelake_storage_blocks").await == hours as f64
     })
     .await;
     // A window merged twice would leave two merged blocks: spans doubled,
     // and more sources counted than there were.
     assert_eq!(span_count(&querier).await, sent);
-    let merged = metric(&one, "tracelake_storage_compacted_blocks_total").await
-        + metric(&two, "tracelake_storage_compacted_blocks_total").await;
+    let merged = one.metric("tracelake_storage_compacted_blocks_total").await
+        + two.metric("tracelake_storage_compacted_blocks_total").await;
     assert_eq!(merged, (2 * hours) as f64);
     (one, two)
 }
