@@ -63,7 +63,8 @@ impl Aggregation {
     }
 }
 
-/// A collector on a shared store keeps its aggregation for `/metrics` only:
+/// A collector (or `import`) on a shared store keeps its aggregation for
+/// `/metrics` only:
 /// the store's service-map rows are computed by the compactor from every
 /// collector's spans (a call whose two sides reached different collectors
 /// is paired there), so the collector's own rows are dropped.

@@ -58,10 +58,28 @@ enum Payload {
 pub(crate) async fn import(config: Config, tenant: &str, files: &[PathBuf]) -> anyhow::Result<()> {
     tracelake_storage::validate_tenant(tenant)?;
     let store = crate::roles::block_store(&config, false)?;
-    let (storage, _) = Storage::open(config.storage_config(), store)
+    // On an S3 store, import as a collector does: other processes may
+    // share the bucket, so nothing of theirs is cleaned up at open and the
+    // service-map rows are left to the compactor.
+    let shared = config.store_location()? != tracelake_storage::remote::StoreLocation::File;
+    let mut storage_config = config.storage_config();
+    if shared {
+        storage_config.sharing = tracelake_storage::cluster::Sharing::Shared {
+            node_id: crate::roles::node_id(&config)?,
+        };
+    }
+    let (storage, _) = Storage::open(storage_config, store)
         .await
         .context("opening storage")?;
-    let aggregation = Aggregation::start(&storage, config.service_graph.aggregate_config());
+    let aggregation = if shared {
+        Aggregation::start_with(
+            &storage,
+            Arc::new(crate::aggregation::MetricsOnly),
+            config.service_graph.aggregate_config(),
+        )
+    } else {
+        Aggregation::start(&storage, config.service_graph.aggregate_config())
+    };
     let pipeline = Pipeline::new(Arc::clone(&aggregation.writer));
     let xray = XrayIngest::new(pipeline.clone());
 
