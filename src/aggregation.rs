@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracelake_collector::aggregate::{AggregateConfig, AggregatingWriter, Aggregator};
+use tracelake_storage::cluster::Sharing;
 use tracelake_storage::{DerivedWriter, SpanWriter, Storage};
 
 /// How often the aggregation expires waits and writes closed minutes.
@@ -23,16 +24,13 @@ pub(crate) struct Aggregation {
 }
 
 impl Aggregation {
+    /// Aggregates spans stored through `storage`; the rows go to the store
+    /// unless other processes share it ([`MetricsOnly`]).
     pub(crate) fn start(storage: &Storage, config: AggregateConfig) -> Self {
-        Self::start_with(storage, Arc::new(storage.clone()), config)
-    }
-
-    /// Aggregates spans stored through `storage`, writing rows to `derived`.
-    pub(crate) fn start_with(
-        storage: &Storage,
-        derived: Arc<dyn DerivedWriter>,
-        config: AggregateConfig,
-    ) -> Self {
+        let derived: Arc<dyn DerivedWriter> = match storage.config().sharing {
+            Sharing::Exclusive => Arc::new(storage.clone()),
+            Sharing::Shared { .. } => Arc::new(MetricsOnly),
+        };
         let aggregator = Aggregator::new(config);
         let (writer, batches) = AggregatingWriter::new(
             Arc::new(storage.clone()),
@@ -69,7 +67,7 @@ impl Aggregation {
 /// collector's spans (a call whose two sides reached different collectors
 /// is paired there), so the collector's own rows are dropped.
 #[derive(Debug)]
-pub(crate) struct MetricsOnly;
+struct MetricsOnly;
 
 #[async_trait::async_trait]
 impl DerivedWriter for MetricsOnly {

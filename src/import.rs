@@ -62,24 +62,10 @@ pub(crate) async fn import(config: Config, tenant: &str, files: &[PathBuf]) -> a
     // share the bucket, so nothing of theirs is cleaned up at open and the
     // service-map rows are left to the compactor.
     let shared = config.store_location()? != tracelake_storage::remote::StoreLocation::File;
-    let mut storage_config = config.storage_config();
-    if shared {
-        storage_config.sharing = tracelake_storage::cluster::Sharing::Shared {
-            node_id: crate::roles::node_id(&config)?,
-        };
-    }
-    let (storage, _) = Storage::open(storage_config, store)
+    let (storage, _) = Storage::open(crate::roles::writer_config(&config, shared)?, store)
         .await
         .context("opening storage")?;
-    let aggregation = if shared {
-        Aggregation::start_with(
-            &storage,
-            Arc::new(crate::aggregation::MetricsOnly),
-            config.service_graph.aggregate_config(),
-        )
-    } else {
-        Aggregation::start(&storage, config.service_graph.aggregate_config())
-    };
+    let aggregation = Aggregation::start(&storage, config.service_graph.aggregate_config());
     let pipeline = Pipeline::new(Arc::clone(&aggregation.writer));
     let xray = XrayIngest::new(pipeline.clone());
 

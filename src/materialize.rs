@@ -25,6 +25,7 @@ use std::time::Duration;
 use tracelake_query::derived_rows::{Source, derived_rows};
 use tracelake_storage::cluster::Coordination;
 use tracelake_storage::derived::{DerivedCatalog, DerivedTable, NANOS_PER_MINUTE, minute_of};
+use tracelake_storage::engine::run_every;
 use tracelake_storage::{DerivedWriter, SpanReader, Storage};
 
 /// The most minutes one pass computes (a pass reads their spans).
@@ -38,21 +39,14 @@ pub(crate) async fn run(
     every: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = interval.tick() => {
-                match materialize_once(&storage, &coordination, settle).await {
-                    Ok(0) => {}
-                    Ok(minutes) => tracing::info!(minutes, "service-map rows computed from stored spans"),
-                    Err(error) => tracing::warn!(%error, "computing service-map rows failed; retrying"),
-                }
-            }
+    run_every(tokio::time::interval(every), shutdown, || async {
+        match materialize_once(&storage, &coordination, settle).await {
+            Ok(0) => {}
+            Ok(minutes) => tracing::info!(minutes, "service-map rows computed from stored spans"),
+            Err(error) => tracing::warn!(%error, "computing service-map rows failed; retrying"),
         }
-    }
+    })
+    .await;
 }
 
 /// One pass: the minutes computed.

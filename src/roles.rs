@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use object_store::ObjectStore;
-use tokio::sync::watch;
 use tracelake_collector::aggregate::Aggregator;
 use tracelake_collector::metrics_ingest::MetricsIngest;
 use tracelake_collector::receiver_stats::ReceiverStats;
@@ -34,7 +33,7 @@ use tracelake_storage::{SpanReader, Storage};
 use crate::auth::Listener;
 use crate::config::{CompactorCoordination, Config, Role};
 use crate::metrics::MetricSources;
-use crate::serve::{announce, authenticated, bind, serve_http};
+use crate::serve::{StopSignal, announce, authenticated, bind, keys_and_tls, serve_http};
 
 /// The block store of `config`; reads of an S3 store go through the
 /// bounded block cache when `cached`.
@@ -73,6 +72,21 @@ pub(crate) fn node_id(config: &Config) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// The storage settings of a process with a WAL: `shared` when other
+/// processes use the store too (a collector; `import` into a bucket).
+pub(crate) fn writer_config(
+    config: &Config,
+    shared: bool,
+) -> anyhow::Result<tracelake_storage::StorageConfig> {
+    let mut storage_config = config.storage_config();
+    if shared {
+        storage_config.sharing = Sharing::Shared {
+            node_id: node_id(config)?,
+        };
+    }
+    Ok(storage_config)
+}
+
 /// `/metrics` of a role without receivers: the storage counters, and
 /// empty receiver and aggregation series.
 fn metrics_routes(storage: &Storage) -> axum::Router {
@@ -86,12 +100,6 @@ fn metrics_routes(storage: &Storage) -> axum::Router {
             .exposition(),
         receivers,
     })
-}
-
-pub(crate) fn health_routes() -> axum::Router {
-    axum::Router::new()
-        .route("/ready", axum::routing::get(|| async { "ready" }))
-        .route("/api/echo", axum::routing::get(|| async { "echo" }))
 }
 
 /// Refuses ingest on a node that has no WAL, saying where spans go.
@@ -135,9 +143,7 @@ pub(crate) async fn serve_query(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let keys = crate::auth::Keys::load(&config.auth, &config.xray.udp_tenant)
-        .context("loading [auth] keys")?;
-    let tls = config.tls.acceptor().context("loading [tls]")?;
+    let (keys, tls) = keys_and_tls(&config)?;
     let tls_for = |name: &str| tls.clone().filter(|_| config.tls.covers(name));
     let storage = open_reader(&config, Sharing::Exclusive).await?;
     let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
@@ -149,10 +155,7 @@ pub(crate) async fn serve_query(
     announce("xray-api", xray_api_listener.local_addr()?)?;
     announce("http", http_listener.local_addr()?)?;
 
-    let (stop_sender, stop) = watch::channel(false);
-    let stopped = move |mut receiver: watch::Receiver<bool>| async move {
-        let _ = receiver.wait_for(|stop| *stop).await;
-    };
+    let stop = StopSignal::new();
     let xray_routes = tracelake_query::http::limit_concurrency(
         tracelake_query::xray_api::router(Arc::clone(&reader)),
         config.query.limits(),
@@ -167,7 +170,7 @@ pub(crate) async fn serve_query(
         authenticated(xray_routes, &keys, Listener::XrayApi),
         tls_for("xray-api"),
         "xray-api",
-        stopped(stop.clone()),
+        stop.stopped(),
     )?;
     let http_routes = tracelake_query::router_with_limits(reader, config.query.limits())
         .merge(metrics_routes(&storage));
@@ -176,12 +179,12 @@ pub(crate) async fn serve_query(
         authenticated(http_routes, &keys, Listener::Http),
         tls_for("http"),
         "http",
-        stopped(stop.clone()),
+        stop.stopped(),
     )?;
     let refresher = {
         let storage = storage.clone();
         let every = config.cluster.refresh_interval;
-        let stop = stopped(stop.clone());
+        let stop = stop.stopped();
         tokio::spawn(async move { storage.run_refresher(every, false, stop).await })
     };
     let servers = tokio::spawn(async move {
@@ -190,7 +193,7 @@ pub(crate) async fn serve_query(
         http.context("http server")
     });
     shutdown.await;
-    let _ = stop_sender.send(true);
+    stop.stop();
     let _ = refresher.await;
     servers.await.context("server task")??;
     Ok(())
@@ -258,9 +261,7 @@ pub(crate) async fn serve_compactor(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let keys = crate::auth::Keys::load(&config.auth, &config.xray.udp_tenant)
-        .context("loading [auth] keys")?;
-    let tls = config.tls.acceptor().context("loading [tls]")?;
+    let (keys, tls) = keys_and_tls(&config)?;
     let node_id = node_id(&config)?;
     let storage = open_reader(
         &config,
@@ -272,45 +273,42 @@ pub(crate) async fn serve_compactor(
     let coordination = coordination(&config, &storage.object_store(), &node_id).await?;
     let http_listener = bind("http", &config.listen.http).await?;
     announce("http", http_listener.local_addr()?)?;
-    let (stop_sender, stop) = watch::channel(false);
-    let stopped = move |mut receiver: watch::Receiver<bool>| async move {
-        let _ = receiver.wait_for(|stop| *stop).await;
-    };
+    let stop = StopSignal::new();
     let http = serve_http(
         http_listener,
         authenticated(
-            health_routes().merge(metrics_routes(&storage)),
+            tracelake_query::http::health_routes().merge(metrics_routes(&storage)),
             &keys,
             Listener::Http,
         ),
         tls.filter(|_| config.tls.covers("http")),
         "http",
-        stopped(stop.clone()),
+        stop.stopped(),
     )?;
     let refresher = {
         let storage = storage.clone();
         let every = config.cluster.refresh_interval;
-        let stop = stopped(stop.clone());
+        let stop = stop.stopped();
         tokio::spawn(async move { storage.run_refresher(every, true, stop).await })
     };
     let compactor = {
         let storage = storage.clone();
         let coordination = coordination.clone();
-        let stop = stopped(stop.clone());
+        let stop = stop.stopped();
         tokio::spawn(async move { storage.run_compactor_with(coordination, stop).await })
     };
     let materializer = {
         let storage = storage.clone();
         let settle = config.cluster.derived_settle;
         let every = config.cluster.refresh_interval;
-        let stop = stopped(stop.clone());
+        let stop = stop.stopped();
         tokio::spawn(async move {
             crate::materialize::run(storage, coordination, settle, every, stop).await
         })
     };
     let server = tokio::spawn(http);
     shutdown.await;
-    let _ = stop_sender.send(true);
+    stop.stop();
     let _ = refresher.await;
     let _ = compactor.await;
     let _ = materializer.await;

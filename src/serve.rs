@@ -22,7 +22,6 @@ use tracelake_collector::xray::{XrayIngest, api as xray_api, udp as xray_udp};
 use tracelake_collector::{OtlpLimits, Pipeline, otlp_grpc, otlp_http};
 use tracelake_sampler::api::SamplingService;
 use tracelake_sampler::store::RulesStore;
-use tracelake_storage::cluster::Sharing;
 use tracelake_storage::{SpanReader, Storage};
 
 use tonic::service::interceptor::InterceptedService;
@@ -50,6 +49,41 @@ pub(crate) fn announce(name: &str, address: std::net::SocketAddr) -> anyhow::Res
     writeln!(stdout, "listening {name} {address}")?;
     stdout.flush()?;
     Ok(())
+}
+
+/// Tells every server and background task of a process to stop.
+pub(crate) struct StopSignal {
+    sender: watch::Sender<bool>,
+}
+
+impl StopSignal {
+    pub(crate) fn new() -> Self {
+        Self {
+            sender: watch::channel(false).0,
+        }
+    }
+
+    /// Resolves once [`StopSignal::stop`] is called.
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut receiver = self.sender.subscribe();
+        async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        self.sender.send_replace(true);
+    }
+}
+
+/// `[auth]` keys and the `[tls]` acceptor, loaded at start-up.
+pub(crate) fn keys_and_tls(
+    config: &Config,
+) -> anyhow::Result<(Option<Arc<Keys>>, Option<TlsAcceptor>)> {
+    let keys = crate::auth::Keys::load(&config.auth, &config.xray.udp_tenant)
+        .context("loading [auth] keys")?;
+    let tls = config.tls.acceptor().context("loading [tls]")?;
+    Ok((keys, tls))
 }
 
 /// The addresses the listeners were bound to.
@@ -87,35 +121,20 @@ async fn serve_node(
     ready: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
     let collector = config.role == Role::Collector;
-    let keys = crate::auth::Keys::load(&config.auth, &config.xray.udp_tenant)
-        .context("loading [auth] keys")?;
-    let tls = config.tls.acceptor().context("loading [tls]")?;
+    let (keys, tls) = keys_and_tls(&config)?;
     let tls_for = |name: &str| tls.clone().filter(|_| config.tls.covers(name));
     let store = crate::roles::block_store(&config, !collector)?;
     let sampling = Arc::new(SamplingService::new(RulesStore::new(Arc::clone(&store))));
     load_rules_file(&config, &sampling).await?;
-    let mut storage_config = config.storage_config();
-    if collector {
-        storage_config.sharing = Sharing::Shared {
-            node_id: crate::roles::node_id(&config)?,
-        };
-    }
-    let (storage, _open_stats) = Storage::open(storage_config, store)
-        .await
-        .context("opening storage")?;
+    let (storage, _open_stats) =
+        Storage::open(crate::roles::writer_config(&config, collector)?, store)
+            .await
+            .context("opening storage")?;
     let limits = OtlpLimits {
         max_message_bytes: config.otlp.max_message_bytes,
     };
     // Every stored batch also feeds the service-map aggregation.
-    let aggregation = if collector {
-        Aggregation::start_with(
-            &storage,
-            Arc::new(crate::aggregation::MetricsOnly),
-            config.service_graph.aggregate_config(),
-        )
-    } else {
-        Aggregation::start(&storage, config.service_graph.aggregate_config())
-    };
+    let aggregation = Aggregation::start(&storage, config.service_graph.aggregate_config());
     let writer = Arc::clone(&aggregation.writer);
     let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
     let tail = config.tail_sampling.enabled.then(|| {
@@ -166,10 +185,7 @@ async fn serve_node(
         http: http_listener.local_addr()?,
     });
 
-    let (stop_sender, stop) = watch::channel(false);
-    let stopped = move |mut receiver: watch::Receiver<bool>| async move {
-        let _ = receiver.wait_for(|stop| *stop).await;
-    };
+    let stop = StopSignal::new();
 
     let metrics_ingest = MetricsIngest::new(
         Arc::new(storage.clone()),
@@ -189,7 +205,7 @@ async fn serve_node(
         None => Box::pin(
             grpc.serve_with_incoming_shutdown(
                 TcpListenerStream::new(grpc_listener),
-                stopped(stop.clone()),
+                stop.stopped(),
             )
             .map_err(anyhow::Error::from),
         ),
@@ -198,7 +214,7 @@ async fn serve_node(
                 ReceiverStream::new(crate::tls::accept(grpc_listener, acceptor, "otlp-grpc"))
                     .map(|(connection, _)| Ok::<_, std::io::Error>(connection));
             Box::pin(
-                grpc.serve_with_incoming_shutdown(connections, stopped(stop.clone()))
+                grpc.serve_with_incoming_shutdown(connections, stop.stopped())
                     .map_err(anyhow::Error::from),
             )
         }
@@ -212,7 +228,7 @@ async fn serve_node(
         ),
         tls_for("otlp-http"),
         "otlp-http",
-        stopped(stop.clone()),
+        stop.stopped(),
     )?;
     let mut xray_api_routes =
         xray_api::router(xray_ingest.clone()).merge(tracelake_sampler::api::router(sampling));
@@ -231,10 +247,10 @@ async fn serve_node(
         xray_api_routes,
         tls_for("xray-api"),
         "xray-api",
-        stopped(stop.clone()),
+        stop.stopped(),
     )?;
     let query_routes = if collector {
-        crate::roles::health_routes()
+        tracelake_query::http::health_routes()
     } else {
         tracelake_query::router_with_limits(reader, config.query.limits())
     };
@@ -252,23 +268,23 @@ async fn serve_node(
         http_routes,
         tls_for("http"),
         "http",
-        stopped(stop.clone()),
+        stop.stopped(),
     )?;
     let udp = xray_udp::run(
         udp_socket,
         xray_ingest,
         config.udp_config(),
         udp_stats,
-        stopped(stop.clone()),
+        stop.stopped(),
     );
     let tail_task =
-        tail.map(|stage| tokio::spawn(stage.run(Duration::from_secs(1), stopped(stop.clone()))));
+        tail.map(|stage| tokio::spawn(stage.run(Duration::from_secs(1), stop.stopped())));
     let flusher_storage = storage.clone();
-    let flusher_stop = stopped(stop.clone());
+    let flusher_stop = stop.stopped();
     let flusher =
         tokio::spawn(async move { flusher_storage.run_flusher(FLUSH_CHECK, flusher_stop).await });
     let compactor_storage = storage.clone();
-    let compactor_stop = stopped(stop.clone());
+    let compactor_stop = stop.stopped();
     // On a shared store, compactors do this (`--role compactor`).
     let compactor = tokio::spawn(async move {
         if !collector {
@@ -288,7 +304,7 @@ async fn serve_node(
 
     shutdown.await;
     tracing::info!("shutting down: draining requests, then flushing the head");
-    let _ = stop_sender.send(true);
+    stop.stop();
     // Clients that keep connections open must not keep the head from disk.
     match tokio::time::timeout(DRAIN_TIMEOUT, servers).await {
         Ok(joined) => joined.context("server task")??,

@@ -83,7 +83,13 @@ pub fn router_with_limits(reader: Arc<dyn SpanReader>, limits: QueryLimits) -> R
             limits.max_search_duration,
         ))
         .merge(crate::jaeger::router(reader));
-    limit_concurrency(queries, limits)
+    limit_concurrency(queries, limits).merge(health_routes())
+}
+
+/// `/ready` and `/api/echo` (Grafana's data source test), which every
+/// role serves, queries or not.
+pub fn health_routes() -> Router {
+    Router::new()
         .route("/ready", get(|| async { "ready" }))
         .route("/api/echo", get(|| async { "echo" }))
 }

@@ -197,16 +197,17 @@ impl ObjectStore for BlobCache {
         let Some((bytes, meta)) = self.whole(location).await? else {
             return self.inner.get_opts(location, options).await;
         };
+        // Ranges are cut against the bytes held, so a store whose size
+        // header disagrees with its body cannot make a slice panic.
+        let size = bytes.len() as u64;
         let range = match &options.range {
-            Some(range) => {
-                range
-                    .as_range(meta.size)
-                    .map_err(|error| object_store::Error::Generic {
-                        store: "BlobCache",
-                        source: Box::new(error),
-                    })?
-            }
-            None => 0..meta.size,
+            Some(range) => range
+                .as_range(size)
+                .map_err(|error| object_store::Error::Generic {
+                    store: "BlobCache",
+                    source: Box::new(error),
+                })?,
+            None => 0..size,
         };
         let payload = if options.head {
             Bytes::new()
@@ -227,12 +228,12 @@ impl ObjectStore for BlobCache {
         if !is_immutable(location) {
             return self.inner.get_ranges(location, ranges).await;
         }
-        let Some((bytes, meta)) = self.whole(location).await? else {
+        let Some((bytes, _)) = self.whole(location).await? else {
             return self.inner.get_ranges(location, ranges).await;
         };
         let mut out = Vec::with_capacity(ranges.len());
         for range in ranges {
-            if range.start > range.end || range.end > meta.size {
+            if range.start > range.end || range.end > bytes.len() as u64 {
                 // Let the store word the error as it would.
                 return self.inner.get_ranges(location, ranges).await;
             }

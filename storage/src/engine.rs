@@ -164,7 +164,7 @@ fn elapsed_ns(started: std::time::Instant) -> i64 {
 
 /// Runs `work` at each tick of `interval` until `shutdown` resolves; ticks
 /// missed while `work` runs are not made up.
-async fn run_every<F: std::future::Future<Output = ()>>(
+pub async fn run_every<F: std::future::Future<Output = ()>>(
     mut interval: tokio::time::Interval,
     shutdown: impl std::future::Future<Output = ()>,
     mut work: impl FnMut() -> F,
@@ -669,22 +669,28 @@ impl Storage {
             })
             .collect();
         windows.dedup();
+        // Metas this process already holds are not fetched again when a
+        // window is rescanned.
+        let known = shared.then(|| inner.catalog.by_path());
+        // A lease's holder starts a merge only with half its TTL left, far
+        // more than one merge of `max_block_spans` takes.
+        let margin = coordination.ttl().map_or(Duration::ZERO, |ttl| ttl / 2);
         for (tenant, directory) in windows {
             let window = format!("compaction/{}", directory.trim_end_matches('/'));
             let Some(claim) = coordination.claim(&window).await? else {
                 continue;
             };
-            let outcome = self
-                .compact_window(
-                    &tenant,
-                    &directory,
-                    shared,
-                    &committed,
-                    coordination,
-                    &claim,
-                    &mut stats,
-                )
-                .await;
+            let outcome = match self
+                .window_blocks(&tenant, &directory, known.as_ref())
+                .await
+            {
+                Ok(blocks) => {
+                    let eligible = blocks.into_iter().filter(committed).collect();
+                    self.merge_window(&directory, eligible, &claim, margin, &mut stats)
+                        .await
+                }
+                Err(error) => Err(error),
+            };
             if let Err(error) = coordination.release(claim).await {
                 tracing::warn!(%error, window, "could not release the compaction lease; it expires");
             }
@@ -704,46 +710,49 @@ impl Storage {
         Ok(stats)
     }
 
-    /// Merges the small blocks of one claimed window.
-    #[allow(clippy::too_many_arguments)]
-    async fn compact_window(
+    /// The blocks of one window (`directory`): rescanned from the store
+    /// when other processes share it (`known` holds the metas to reuse),
+    /// from the catalog otherwise.
+    async fn window_blocks(
         &self,
         tenant: &str,
         directory: &str,
-        shared: bool,
-        committed: &impl Fn(&Arc<crate::block::BlockMeta>) -> bool,
-        coordination: &Coordination,
-        claim: &crate::cluster::Claim,
-        stats: &mut CompactionStats,
-    ) -> Result<()> {
+        known: Option<&std::collections::HashMap<String, Arc<crate::block::BlockMeta>>>,
+    ) -> Result<Vec<Arc<crate::block::BlockMeta>>> {
         let inner = &self.inner;
-        let blocks = if shared {
-            let objects: Vec<_> = futures::TryStreamExt::try_collect(
-                inner
-                    .store
-                    .list(Some(&object_store::path::Path::from(directory))),
-            )
-            .await?;
-            let scan = Catalog::scan(&inner.store, &objects, &inner.catalog.by_path()).await?;
-            {
-                let _view = inner.view.write();
-                inner
-                    .catalog
-                    .set_prefix(tenant, directory, scan.visible.clone());
-            }
-            scan.visible
-        } else {
-            inner
+        let Some(known) = known else {
+            return Ok(inner
                 .catalog
                 .all()
                 .into_iter()
                 .filter(|meta| meta.path.starts_with(directory))
-                .collect()
+                .collect());
         };
-        let eligible: Vec<_> = blocks.into_iter().filter(committed).collect();
-        // A lease's holder commits only with half its TTL left, far more
-        // than one merge of `max_block_spans` takes.
-        let margin = coordination.ttl().map_or(Duration::ZERO, |ttl| ttl / 2);
+        let objects: Vec<_> = futures::TryStreamExt::try_collect(
+            inner
+                .store
+                .list(Some(&object_store::path::Path::from(directory))),
+        )
+        .await?;
+        let scan = Catalog::scan(&inner.store, &objects, known).await?;
+        let _view = inner.view.write();
+        inner
+            .catalog
+            .set_prefix(tenant, directory, scan.visible.clone());
+        Ok(scan.visible)
+    }
+
+    /// Merges the small blocks among `eligible`, one window's, while
+    /// `claim` holds with `margin` to spare.
+    async fn merge_window(
+        &self,
+        directory: &str,
+        eligible: Vec<Arc<crate::block::BlockMeta>>,
+        claim: &crate::cluster::Claim,
+        margin: Duration,
+        stats: &mut CompactionStats,
+    ) -> Result<()> {
+        let inner = &self.inner;
         for group in compact::plan(&eligible, inner.config.compaction_max_block_spans) {
             if !claim.holds_for(margin) {
                 tracing::warn!(
