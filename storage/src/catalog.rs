@@ -195,6 +195,14 @@ impl Catalog {
         Ok((catalog, stats))
     }
 
+    /// Whether the block at `path` (Parquet) is visible.
+    pub fn contains(&self, path: &str) -> bool {
+        self.by_tenant
+            .read()
+            .values()
+            .any(|blocks| blocks.iter().any(|meta| meta.path == path))
+    }
+
     /// Every visible block by path, for [`Catalog::scan`]'s `known`.
     pub fn by_path(&self) -> HashMap<String, Arc<BlockMeta>> {
         self.all()

@@ -885,7 +885,6 @@ impl Storage {
                 .cloned()
                 .collect::<std::collections::HashSet<_>>()
         };
-        let known = inner.catalog.by_path();
         let mut added = Vec::new();
         for meta_path in changes.iter().flat_map(|(_, change)| &change.added_blocks) {
             let Some(parquet_path) = meta_path
@@ -894,7 +893,8 @@ impl Storage {
             else {
                 continue;
             };
-            if known.contains_key(&parquet_path) || tombstoned.contains(&parquet_path) {
+            // A few records per refresh: a scan each, not a map of every block.
+            if tombstoned.contains(&parquet_path) || inner.catalog.contains(&parquet_path) {
                 continue;
             }
             let bytes = match inner
