@@ -4,7 +4,12 @@
 //! |---|---|
 //! | `GET /api/...` | Tempo's API ([`crate::tempo`]): trace by id (v1, v2; JSON or protobuf), TraceQL search, tags and tag values, build info |
 //! | `GET /v1/service-map` | the service map of `start`..`end` (unix seconds, fractions allowed; default the last hour) as `{"nodes":[...],"edges":[...]}`; `source=auto` (default: precomputed rows where written, raw spans elsewhere), `precomputed` or `raw`; `tenant=` overrides the header |
-//! | `GET /v1/histogram` | latency of `service` (its entry spans, or the spans named `operation`) over `start`..`end`: `{"count", "sum_seconds", "quantiles": {"p50","p90","p99","max"}, "buckets": [{"le", "count"}] (cumulative, Tempo's span-metrics bounds), "distribution": [{"value", "count"}]}`, seconds; `source` as for the service map |
+//! | `GET /v1/histogram` | latency of `service` (its entry spans, or the spans named `operation`), or of the edge `client` -> `server` (node names; the caller's timing; without `client`, every call into `server`), over `start`..`end`: `{"count", "sum_seconds", "quantiles": {"p50","p90","p99","max"}, "outcomes", "buckets": [{"le", "count"}] (cumulative, Tempo's span-metrics bounds), "distribution": [{"value", "count"}]}`, seconds; `source` as for the service map |
+//! | `GET /v1/services` | the services of `start`..`end` with their operations: `{"services": [{"name", "type", "operations"}]}` |
+//! | `GET /v1/search` | trace summaries matching `q`, a TraceQL query or an X-Ray filter expression (`lang=traceql|xray`, else by its first character), newest first, `limit` (1..100, default 20) a page, `page=` the previous answer's `next_page` ([`crate::search`]) |
+//! | `GET /v1/traces/{id}` | a whole trace, flat, with X-Ray's parts apart ([`crate::trace_view`]); `id` hex or X-Ray's `1-...`; 404 when unknown |
+//! | `GET /v1/traces/{id}/xray` | the same trace as X-Ray segment documents (BatchGetTraces' `Trace` object) |
+//! | `GET /`, `GET /ui/...` | the web UI ([`crate::ui`]) |
 //! | `GET /v1/sql?q=`, `POST /v1/sql` (body: the query) | read-only SQL ([`crate::sql`]): `{"columns", "rows": [{column: value}], "truncated"}`, or with `Accept: application/vnd.apache.arrow.stream` an Arrow IPC stream (`x-tracelake-truncated: true` when cut); `timeout=` (e.g. `5s`, at most 30 s); 400 with DataFusion's message for refused or invalid SQL, 503 on timeout |
 //! | `GET /v1/openapi.json` | the OpenAPI 3.1 description of the `/v1` endpoints ([`OPENAPI`]) |
 //! | `GET /jaeger/api/...` | the Jaeger query API ([`crate::jaeger`]) |
@@ -26,11 +31,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER};
+use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER, TraceId};
 
 use crate::QueryError;
 use crate::derived_rows::{Source, derived_rows};
@@ -42,6 +47,7 @@ const PROTOBUF_TYPES: [&str; 2] = ["application/protobuf", "application/x-protob
 #[derive(Debug, Clone)]
 struct QueryState {
     reader: Arc<dyn SpanReader>,
+    limits: QueryLimits,
 }
 
 /// The query routes.
@@ -74,16 +80,23 @@ pub fn router_with_limits(reader: Arc<dyn SpanReader>, limits: QueryLimits) -> R
         .route("/v1/service-map", get(get_service_map))
         .route("/v1/sql", get(get_sql).post(post_sql))
         .route("/v1/histogram", get(get_histogram))
+        .route("/v1/services", get(get_services))
+        .route("/v1/search", get(get_search))
+        .route("/v1/traces/{trace_id}", get(get_trace))
+        .route("/v1/traces/{trace_id}/xray", get(get_trace_xray))
         .route("/v1/openapi.json", get(openapi))
         .with_state(QueryState {
             reader: Arc::clone(&reader),
+            limits,
         })
         .merge(crate::tempo::router_with_max_search(
             Arc::clone(&reader),
             limits.max_search_duration,
         ))
         .merge(crate::jaeger::router(reader));
-    limit_concurrency(queries, limits).merge(health_routes())
+    limit_concurrency(queries, limits)
+        .merge(health_routes())
+        .merge(crate::ui::routes())
 }
 
 /// `/ready` and `/api/echo` (Grafana's data source test), which every
@@ -268,6 +281,73 @@ fn source_param(params: &HashMap<String, String>) -> Result<Source, ApiError> {
     }
 }
 
+/// What a histogram is of.
+enum HistogramOf<'a> {
+    /// A service's entry spans, or its spans named `operation`.
+    Service {
+        service: &'a str,
+        operation: Option<&'a str>,
+    },
+    /// The calls from `client` to `server` (node names), as the caller
+    /// timed them: the service map's edge; without `client`, every call
+    /// `server` received (an inferred node's own statistics).
+    Edge {
+        client: Option<&'a str>,
+        server: &'a str,
+    },
+}
+
+impl<'a> HistogramOf<'a> {
+    fn from_params(params: &'a HashMap<String, String>) -> Result<Self, ApiError> {
+        let param = |name: &str| {
+            params
+                .get(name)
+                .map(String::as_str)
+                .filter(|value| !value.is_empty())
+        };
+        match (param("service"), param("client"), param("server")) {
+            (Some(service), None, None) => Ok(Self::Service {
+                service,
+                operation: param("operation"),
+            }),
+            (None, client, Some(server)) if param("operation").is_none() => {
+                Ok(Self::Edge { client, server })
+            }
+            _ => Err(ApiError::BadRequest(
+                "give service (and optionally operation), or server (and optionally client) for the calls into a node".into(),
+            )),
+        }
+    }
+
+    fn stats(&self, rows: &crate::derived_rows::DerivedRows) -> Stats {
+        let mut stats = Stats::default();
+        match *self {
+            Self::Service { service, operation } => {
+                for (key, row) in &rows.spans.rows {
+                    let wanted = key.service.name == service
+                        && match operation {
+                            Some(operation) => key.span_name == operation,
+                            None => key.entry,
+                        };
+                    if wanted {
+                        stats.merge(&Stats::from_span_metrics(row));
+                    }
+                }
+            }
+            Self::Edge { client, server } => {
+                for (key, row) in &rows.edges.rows {
+                    if client.is_none_or(|client| key.client.name == client)
+                        && key.server.name == server
+                    {
+                        stats.merge(&Stats::from_edge(row));
+                    }
+                }
+            }
+        }
+        stats
+    }
+}
+
 async fn get_histogram(
     State(state): State<QueryState>,
     Query(params): Query<HashMap<String, String>>,
@@ -276,24 +356,9 @@ async fn get_histogram(
     let tenant = native_tenant(&headers, &params)?;
     let window = native_window(&params)?;
     let source = source_param(&params)?;
-    let Some(service) = params.get("service").filter(|service| !service.is_empty()) else {
-        return Err(ApiError::BadRequest("service is required".into()));
-    };
-    let operation = params
-        .get("operation")
-        .filter(|operation| !operation.is_empty());
+    let of = HistogramOf::from_params(&params)?;
     let rows = derived_rows(state.reader, &tenant, window, source).await?;
-    let mut stats = Stats::default();
-    for (key, row) in &rows.spans.rows {
-        let wanted = key.service.name == *service
-            && match operation {
-                Some(operation) => key.span_name == *operation,
-                None => key.entry,
-            };
-        if wanted {
-            stats.merge(&Stats::from_span_metrics(row));
-        }
-    }
+    let stats = of.stats(&rows);
     let latency = &stats.latency;
     let buckets: Vec<serde_json::Value> = SPAN_METRICS_BUCKETS
         .iter()
@@ -308,16 +373,190 @@ async fn get_histogram(
         .into_iter()
         .map(|(value, count)| serde_json::json!({"value": value, "count": count}))
         .collect();
-    Ok(axum::Json(serde_json::json!({
-        "service": service,
-        "operation": operation,
+    let mut answer = serde_json::json!({
         "count": latency.count(),
         "sum_seconds": stats.duration_sum_ns as f64 / 1e9,
         "quantiles": LatencyJson::new(latency),
+        "outcomes": {
+            "ok": stats.counts.ok,
+            "errors": stats.counts.errors,
+            "throttles": stats.counts.throttles,
+            "faults": stats.counts.faults,
+        },
         "buckets": buckets,
         "distribution": distribution,
+    });
+    match of {
+        HistogramOf::Service { service, operation } => {
+            answer["service"] = service.into();
+            answer["operation"] = operation.into();
+        }
+        HistogramOf::Edge { client, server } => {
+            answer["client"] = client.into();
+            answer["server"] = server.into();
+        }
+    }
+    Ok(axum::Json(answer).into_response())
+}
+
+/// The services of the window, each with its operations (span names), for
+/// search forms.
+async fn get_services(
+    State(state): State<QueryState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = native_tenant(&headers, &params)?;
+    let window = native_window(&params)?;
+    let source = source_param(&params)?;
+    let rows = derived_rows(state.reader, &tenant, window, source).await?;
+    let mut services: std::collections::BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> =
+        Default::default();
+    for key in rows.spans.rows.keys() {
+        services
+            .entry((key.service.name.as_str(), key.service.node_type.as_str()))
+            .or_default()
+            .insert(key.span_name.as_str());
+    }
+    let services: Vec<serde_json::Value> = services
+        .into_iter()
+        .filter(|((name, _), _)| !name.is_empty())
+        .map(|((name, node_type), operations)| {
+            serde_json::json!({"name": name, "type": node_type, "operations": operations})
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "services": services })).into_response())
+}
+
+/// Most traces one search page answers.
+const MAX_SEARCH_LIMIT: usize = 100;
+const DEFAULT_SEARCH_LIMIT: usize = 20;
+
+async fn get_search(
+    State(state): State<QueryState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use crate::search::{Language, SearchError, SearchRequest, cursor_token, parse_cursor_token};
+    let tenant = native_tenant(&headers, &params)?;
+    let range_ns = native_window(&params)?;
+    let expression = params.get("q").cloned().unwrap_or_default();
+    let language = match params.get("lang").map(String::as_str) {
+        None | Some("") => Language::of(&expression),
+        Some(text) => Language::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!("lang must be traceql or xray, got {text:?}"))
+        })?,
+    };
+    let max = state.limits.max_search_duration;
+    if language == Language::TraceQl
+        && !max.is_zero()
+        && u128::try_from(range_ns.1 - range_ns.0).unwrap_or(0) > max.as_nanos()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the window exceeds {} (query.max_search_duration)",
+            humantime::format_duration(max)
+        )));
+    }
+    let limit = match params.get("limit").filter(|value| !value.is_empty()) {
+        None => DEFAULT_SEARCH_LIMIT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=MAX_SEARCH_LIMIT).contains(limit))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit must be 1 to {MAX_SEARCH_LIMIT}, got {text:?}"
+                ))
+            })?,
+    };
+    let after = match params.get("page").filter(|value| !value.is_empty()) {
+        None => None,
+        Some(token) => Some(parse_cursor_token(token).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "page {token:?} is not a page token this API answered"
+            ))
+        })?),
+    };
+    let request = SearchRequest {
+        expression,
+        language,
+        range_ns,
+        limit,
+        after,
+    };
+    let run = crate::search::search(state.reader, &tenant, request);
+    let page = match tokio::time::timeout(crate::sql::QUERY_TIMEOUT, run).await {
+        Err(_) => {
+            return Err(ApiError::Timeout(
+                QueryError::Timeout(crate::sql::QUERY_TIMEOUT).to_string(),
+            ));
+        }
+        Ok(Err(SearchError::Invalid(message))) => return Err(ApiError::BadRequest(message)),
+        Ok(Err(SearchError::Failed(error))) => return Err(ApiError::Internal(error)),
+        Ok(Ok(page)) => page,
+    };
+    let traces: Vec<serde_json::Value> = page
+        .traces
+        .iter()
+        .map(crate::search::summary_json)
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "traces": traces,
+        "next_page": page.next.as_ref().map(cursor_token),
+        "language": match language {
+            Language::TraceQl => "traceql",
+            Language::XrayFilter => "xray",
+        },
+        "inspected_traces": page.inspected_traces,
     }))
     .into_response())
+}
+
+/// A trace id as the native API takes it: hex (leading zeroes optional)
+/// or X-Ray's `1-xxxxxxxx-yyyy...`.
+fn trace_id_param(text: &str) -> Result<TraceId, ApiError> {
+    if text.starts_with("1-") {
+        return tracelake_storage::xray::parse_xray_trace_id(text)
+            .ok_or_else(|| ApiError::BadRequest(format!("{text:?} is not an X-Ray trace id")));
+    }
+    TraceId::parse_lenient(text)
+        .map_err(|error| ApiError::BadRequest(format!("trace id {text:?}: {error}")))
+}
+
+async fn stored_trace(
+    state: QueryState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    text: &str,
+) -> Result<(TraceId, opentelemetry_proto::tonic::trace::v1::TracesData), ApiError> {
+    let tenant = native_tenant(headers, params)?;
+    let trace_id = trace_id_param(text)?;
+    let range = time_range(params)?;
+    crate::trace::trace_by_id(state.reader, &tenant, trace_id, range)
+        .await?
+        .map(|trace| (trace_id, trace))
+        .ok_or_else(|| ApiError::NotFound(format!("trace {text} not found")))
+}
+
+async fn get_trace(
+    State(state): State<QueryState>,
+    Path(text): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (trace_id, trace) = stored_trace(state, &headers, &params, &text).await?;
+    Ok(axum::Json(crate::trace_view::trace_json(&trace_id, &trace)).into_response())
+}
+
+async fn get_trace_xray(
+    State(state): State<QueryState>,
+    Path(text): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (trace_id, trace) = stored_trace(state, &headers, &params, &text).await?;
+    let id = tracelake_storage::xray::format_xray_trace_id(&trace_id);
+    Ok(axum::Json(crate::xray_api::xray_trace_json(&id, &trace)).into_response())
 }
 
 async fn get_service_map(

@@ -13,9 +13,13 @@ use tracelake_query::http::OPENAPI;
 use tracelake_storage::{SpanReader, Storage, StorageConfig, local_store};
 
 /// The `/v1` routes of the query router; a new one must be documented.
-const NATIVE_ROUTES: [&str; 4] = [
+const NATIVE_ROUTES: [&str; 8] = [
     "/v1/service-map",
     "/v1/histogram",
+    "/v1/services",
+    "/v1/search",
+    "/v1/traces/{trace_id}",
+    "/v1/traces/{trace_id}/xray",
     "/v1/sql",
     "/v1/openapi.json",
 ];
@@ -67,9 +71,12 @@ async fn openapi_document_matches_the_router() {
         }
         assert!(NATIVE_ROUTES.contains(&path.as_str()), "{path} is listed");
         for (method, _) in item.as_object().unwrap() {
+            // A path parameter gets a value the handler refuses (400), so
+            // a 404 can only mean the route is missing.
+            let uri = path.replace("{trace_id}", "not-an-id");
             let request = Request::builder()
                 .method(method.to_uppercase().as_str())
-                .uri(path.as_str())
+                .uri(uri.as_str())
                 .body(Body::empty())
                 .unwrap();
             let response = router.clone().oneshot(request).await.unwrap();

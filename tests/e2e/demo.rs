@@ -12,7 +12,40 @@ use crate::jaeger::url_encode;
 use crate::server::TestServerBuilder;
 
 /// tracelake's five listeners and the demo's gateway, runtime and workflows.
-const DEMO_LISTENERS: usize = 8;
+pub(crate) const DEMO_LISTENERS: usize = 8;
+
+/// The demo's nodes on the service map: `(name, type)`.
+pub(crate) const EXPECTED_NODES: [(&str, &str); 11] = [
+    ("client", "client"),
+    ("orders-api/prod", "AWS::ApiGateway::Stage"),
+    ("create-order", "AWS::Lambda::Function"),
+    ("charge-payment", "AWS::Lambda::Function"),
+    ("get-order", "AWS::Lambda::Function"),
+    ("fulfil-order", "AWS::Lambda::Function"),
+    ("send-receipt", "AWS::Lambda::Function"),
+    ("inventory", "AWS::EC2::Instance"),
+    ("DynamoDB", "AWS::DynamoDB::Table"),
+    ("order-fulfilment", "AWS::StepFunctions::StateMachine"),
+    ("charge-card", "AWS::Lambda::Function"),
+];
+
+/// The demo's edges: `(client, server, connection_type)`.
+pub(crate) const EXPECTED_EDGES: [(&str, &str, &str); 14] = [
+    ("client", "orders-api/prod", "virtual_node"),
+    ("orders-api/prod", "create-order", ""),
+    ("orders-api/prod", "get-order", ""),
+    ("orders-api/prod", "inventory", ""),
+    ("create-order", "charge-payment", ""),
+    ("create-order", "DynamoDB", "virtual_node"),
+    ("create-order", "fulfil-order", "messaging_system"),
+    ("create-order", "send-receipt", ""),
+    ("get-order", "DynamoDB", "virtual_node"),
+    ("fulfil-order", "DynamoDB", "virtual_node"),
+    ("orders-api/prod", "order-fulfilment", ""),
+    ("order-fulfilment", "charge-card", ""),
+    ("order-fulfilment", "ship-order", ""),
+    ("order-fulfilment", "notify-customer", ""),
+];
 
 /// A node: `(name, type)`.
 type NodeKey = (String, String);
@@ -20,7 +53,7 @@ type NodeKey = (String, String);
 type EdgeKey = (String, String, String);
 
 /// The nodes and edges of a service map.
-fn summarize(map: &Value) -> (BTreeSet<NodeKey>, BTreeSet<EdgeKey>) {
+pub(crate) fn summarize(map: &Value) -> (BTreeSet<NodeKey>, BTreeSet<EdgeKey>) {
     let nodes = map["nodes"].as_array().unwrap();
     let name = |index: &Value| {
         nodes[index.as_u64().unwrap() as usize]["name"]
@@ -53,7 +86,7 @@ fn summarize(map: &Value) -> (BTreeSet<NodeKey>, BTreeSet<EdgeKey>) {
 }
 
 /// GET `url` and its JSON body.
-async fn get_json(client: &reqwest::Client, url: String) -> Value {
+pub(crate) async fn get_json(client: &reqwest::Client, url: String) -> Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
@@ -82,6 +115,36 @@ fn gateway_throttles(map: &Value) -> i64 {
         .unwrap_or(0)
 }
 
+/// The demo's service map once it holds every expected node and edge, a
+/// throttled gateway request and a fault (within 100 s).
+pub(crate) async fn complete_map(client: &reqwest::Client, base: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(100);
+    loop {
+        let map: Value = get_json(client, format!("{base}/v1/service-map")).await;
+        let (nodes, edges) = summarize(&map);
+        let complete = EXPECTED_NODES
+            .iter()
+            .all(|(name, kind)| nodes.contains(&(name.to_string(), kind.to_string())))
+            && EXPECTED_EDGES.iter().all(|(client, server, connection)| {
+                edges.contains(&(
+                    client.to_string(),
+                    server.to_string(),
+                    connection.to_string(),
+                ))
+            })
+            && gateway_throttles(&map) > 0
+            && total(&map, "faults") > 0;
+        if complete {
+            return map;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo's map is incomplete:\nnodes {nodes:#?}\nedges {edges:#?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_traffic_builds_the_expected_service_map_and_traces() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,60 +157,7 @@ async fn demo_traffic_builds_the_expected_service_map_and_traces() {
         .spawn();
     let base = demo.http_url();
     let client = reqwest::Client::new();
-    let expected_nodes = [
-        ("client", "client"),
-        ("orders-api/prod", "AWS::ApiGateway::Stage"),
-        ("create-order", "AWS::Lambda::Function"),
-        ("charge-payment", "AWS::Lambda::Function"),
-        ("get-order", "AWS::Lambda::Function"),
-        ("fulfil-order", "AWS::Lambda::Function"),
-        ("send-receipt", "AWS::Lambda::Function"),
-        ("inventory", "AWS::EC2::Instance"),
-        ("DynamoDB", "AWS::DynamoDB::Table"),
-        ("order-fulfilment", "AWS::StepFunctions::StateMachine"),
-        ("charge-card", "AWS::Lambda::Function"),
-    ];
-    let expected_edges = [
-        ("client", "orders-api/prod", "virtual_node"),
-        ("orders-api/prod", "create-order", ""),
-        ("orders-api/prod", "get-order", ""),
-        ("orders-api/prod", "inventory", ""),
-        ("create-order", "charge-payment", ""),
-        ("create-order", "DynamoDB", "virtual_node"),
-        ("create-order", "fulfil-order", "messaging_system"),
-        ("create-order", "send-receipt", ""),
-        ("get-order", "DynamoDB", "virtual_node"),
-        ("fulfil-order", "DynamoDB", "virtual_node"),
-        ("orders-api/prod", "order-fulfilment", ""),
-        ("order-fulfilment", "charge-card", ""),
-        ("order-fulfilment", "ship-order", ""),
-        ("order-fulfilment", "notify-customer", ""),
-    ];
-    let deadline = Instant::now() + Duration::from_secs(100);
-    let map = loop {
-        let map: Value = get_json(&client, format!("{base}/v1/service-map")).await;
-        let (nodes, edges) = summarize(&map);
-        let complete = expected_nodes
-            .iter()
-            .all(|(name, kind)| nodes.contains(&(name.to_string(), kind.to_string())))
-            && expected_edges.iter().all(|(client, server, connection)| {
-                edges.contains(&(
-                    client.to_string(),
-                    server.to_string(),
-                    connection.to_string(),
-                ))
-            })
-            && gateway_throttles(&map) > 0
-            && total(&map, "faults") > 0;
-        if complete {
-            break map;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the demo's map is incomplete:\nnodes {nodes:#?}\nedges {edges:#?}"
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
+    let map = complete_map(&client, &base).await;
     // The gateway refused some requests of a burst (429).
     assert!(gateway_throttles(&map) > 0);
 

@@ -23,4 +23,5 @@ mod sql;
 mod tempo;
 mod tenancy;
 mod tls;
+mod ui;
 mod xray;

@@ -26,7 +26,10 @@ pub use parse::{
 };
 pub(crate) use pushdown::quoted;
 pub(crate) use search::attr_value;
-pub use search::{Found, MAX_CANDIDATES, SearchOutcome, SearchWindow, candidates_sql, search};
+pub use search::{
+    Cursor, Found, MAX_CANDIDATES, SearchOutcome, SearchWindow, candidates_sql, search,
+    search_after,
+};
 
 /// The resource attribute stored in the dedicated `service_name` column.
 pub const SERVICE_NAME: &str = "service.name";

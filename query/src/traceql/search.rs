@@ -6,7 +6,9 @@
 //! then trace id; at most [`MAX_CANDIDATES`] are inspected (the answer's
 //! `inspected_traces` says how many were). The matches found are answered
 //! by trace start, newest first, then trace id, so the answer is
-//! deterministic.
+//! deterministic. [`search_after`] pages instead: matches in candidate
+//! order, each page going on after the last match of the one before
+//! ([`Cursor`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +50,26 @@ pub struct SearchWindow {
 pub struct Found {
     pub trace: TraceRows,
     pub spansets: Vec<SpansetMatch>,
+    /// The start of its latest candidate span: the candidates' order
+    /// (newest first) and the key of a [`Cursor`].
+    pub latest_ns: i64,
+}
+
+/// Where a paged search goes on: after the candidate with this latest span
+/// start and trace id, in candidate order (`latest` descending, then trace
+/// id ascending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub latest_ns: i64,
+    pub trace_id: TraceId,
+}
+
+impl Cursor {
+    /// Whether the candidate `(latest_ns, trace_id)` comes after the cursor.
+    pub fn admits(&self, latest_ns: i64, trace_id: &TraceId) -> bool {
+        latest_ns < self.latest_ns
+            || (latest_ns == self.latest_ns && trace_id.as_bytes() > self.trace_id.as_bytes())
+    }
 }
 
 /// The answer of [`search`].
@@ -68,6 +90,16 @@ fn timestamp(nanos: i64) -> datafusion::prelude::Expr {
 
 /// The SQL choosing candidate traces (module docs).
 pub fn candidates_sql(checked: &Checked, window: &SearchWindow) -> String {
+    candidates_sql_after(checked, window, None)
+}
+
+/// [`candidates_sql`] of the candidates no later than `after` (ties on the
+/// latest start are settled by trace id after the query).
+fn candidates_sql_after(
+    checked: &Checked,
+    window: &SearchWindow,
+    after: Option<&Cursor>,
+) -> String {
     let (from, to) = window.range_ns;
     let mut sql = format!(
         "SELECT trace_id, max(start_time) AS latest FROM spans \
@@ -78,8 +110,15 @@ pub fn candidates_sql(checked: &Checked, window: &SearchWindow) -> String {
         sql.push_str(&format!(" AND {predicate}"));
     }
     sql.push_str(" GROUP BY trace_id");
-    if let Some(predicate) = predicate(checked.trace_predicate()) {
-        sql.push_str(&format!(" HAVING {predicate}"));
+    let mut having: Vec<String> = predicate(checked.trace_predicate()).into_iter().collect();
+    if let Some(after) = after {
+        having.push(format!(
+            "max(start_time) <= to_timestamp_nanos({})",
+            after.latest_ns
+        ));
+    }
+    if !having.is_empty() {
+        sql.push_str(&format!(" HAVING {}", having.join(" AND ")));
     }
     sql.push_str(&format!(
         " ORDER BY latest DESC, trace_id LIMIT {MAX_CANDIDATES}"
@@ -87,34 +126,61 @@ pub fn candidates_sql(checked: &Checked, window: &SearchWindow) -> String {
     sql
 }
 
-/// Runs `checked` over `tenant`'s spans in `window`.
+/// Runs `checked` over `tenant`'s spans in `window`; the matches come
+/// newest trace start first.
 pub async fn search(
     reader: Arc<dyn SpanReader>,
     tenant: &str,
     checked: Arc<Checked>,
     window: SearchWindow,
 ) -> Result<SearchOutcome> {
+    let mut outcome = search_after(reader, tenant, checked, window, None).await?;
+    outcome.traces.sort_by(|a, b| {
+        (b.trace.start_ns, a.trace.trace_id).cmp(&(a.trace.start_ns, b.trace.trace_id))
+    });
+    Ok(outcome)
+}
+
+/// Runs `checked` over the candidates after `after` (all without it); the
+/// matches come in candidate order, so the last one answered is the cursor
+/// of the next page.
+pub async fn search_after(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    checked: Arc<Checked>,
+    window: SearchWindow,
+    after: Option<Cursor>,
+) -> Result<SearchOutcome> {
     let context = session_for_tenant(reader, tenant)?;
     let batches = context
-        .sql(&candidates_sql(&checked, &window))
+        .sql(&candidates_sql_after(&checked, &window, after.as_ref()))
         .await?
         .collect()
         .await?;
     let mut candidates = Vec::new();
     for batch in &batches {
         let ids = fixed_binary(batch, 0)?;
+        let latest = batch
+            .column(1)
+            .as_primitive_opt::<TimestampNanosecondType>()
+            .ok_or_else(|| corrupt("latest"))?;
         for row in 0..ids.len() {
-            candidates.push(TraceId::try_from(ids.value(row)).map_err(|_| corrupt("trace_id"))?);
+            let trace_id = TraceId::try_from(ids.value(row)).map_err(|_| corrupt("trace_id"))?;
+            let latest_ns = latest.value(row);
+            if after.is_none_or(|after| after.admits(latest_ns, &trace_id)) {
+                candidates.push((trace_id, latest_ns));
+            }
         }
     }
     let mut outcome = SearchOutcome::default();
     for page in candidates.chunks(PAGE) {
-        let batches = load_page(&context, &checked, page, window.range_ns).await?;
+        let ids: Vec<TraceId> = page.iter().map(|(trace_id, _)| *trace_id).collect();
+        let batches = load_page(&context, &checked, &ids, window.range_ns).await?;
         outcome.inspected_bytes += batches
             .iter()
             .map(|batch| batch.get_array_memory_size() as u64)
             .sum::<u64>();
-        let order: Vec<TraceId> = page.to_vec();
+        let order = page.to_vec();
         let page_checked = Arc::clone(&checked);
         let wanted = window.limit.saturating_sub(outcome.traces.len());
         let (found, traces, spans) = crate::off_reactor(move || {
@@ -128,7 +194,7 @@ pub async fn search(
             }
             let mut found = Vec::new();
             let mut inspected = 0u64;
-            for trace_id in order {
+            for (trace_id, latest_ns) in order {
                 if found.len() >= wanted {
                     break;
                 }
@@ -143,7 +209,11 @@ pub async fn search(
                 inspected += 1;
                 let spansets = page_checked.evaluate(&trace);
                 if !spansets.is_empty() {
-                    found.push(Found { trace, spansets });
+                    found.push(Found {
+                        trace,
+                        spansets,
+                        latest_ns,
+                    });
                 }
             }
             Ok((found, inspected, spans))
@@ -156,9 +226,6 @@ pub async fn search(
             break;
         }
     }
-    outcome.traces.sort_by(|a, b| {
-        (b.trace.start_ns, a.trace.trace_id).cmp(&(a.trace.start_ns, b.trace.trace_id))
-    });
     Ok(outcome)
 }
 

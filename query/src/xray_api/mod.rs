@@ -19,6 +19,8 @@ mod statistics;
 mod trace_summaries;
 mod traces;
 
+pub use traces::xray_trace_json;
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
@@ -60,31 +61,38 @@ pub(super) async fn batch_get_traces(
             unprocessed.push(text.clone());
             continue;
         };
-        let documents = traces_to_documents(&trace);
-        let mut start = f64::MAX;
-        let mut end = f64::MIN;
-        let segments: Vec<Value> = documents
-            .iter()
-            .map(|document| {
-                if let Some(document_start) = document.start_time {
-                    start = start.min(document_start);
-                    end = end.max(document.end_time.unwrap_or(document_start));
-                }
-                let text = serde_json::to_string(document).unwrap_or_default();
-                json!({"Id": document.id, "Document": text})
-            })
-            .collect();
-        traces.push(json!({
-            "Id": text,
-            "Duration": if start <= end { end - start } else { 0.0 },
-            "LimitExceeded": false,
-            "Segments": segments,
-        }));
+        traces.push(xray_trace_json(text, &trace));
     }
     Ok(json_response(&json!({
         "Traces": traces,
         "UnprocessedTraceIds": unprocessed,
     })))
+}
+
+/// One trace as X-Ray's `Trace` object (`Id`, `Duration`, `Segments` of
+/// `{Id, Document}` with each document as JSON text), as BatchGetTraces
+/// answers it; `id` is written as given.
+pub fn xray_trace_json(id: &str, trace: &TracesData) -> Value {
+    let documents = traces_to_documents(trace);
+    let mut start = f64::MAX;
+    let mut end = f64::MIN;
+    let segments: Vec<Value> = documents
+        .iter()
+        .map(|document| {
+            if let Some(document_start) = document.start_time {
+                start = start.min(document_start);
+                end = end.max(document.end_time.unwrap_or(document_start));
+            }
+            let text = serde_json::to_string(document).unwrap_or_default();
+            json!({"Id": document.id, "Document": text})
+        })
+        .collect();
+    json!({
+        "Id": id,
+        "Duration": if start <= end { end - start } else { 0.0 },
+        "LimitExceeded": false,
+        "Segments": segments,
+    })
 }
 
 pub(super) async fn get_trace_graph(

@@ -25,7 +25,9 @@ pub fn attributes_at(
 ) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
     attributes::read_attributes(map, row)
 }
-pub use to_arrow::{ConvertedSpans, SpanRejection, resource_spans_to_batch};
+pub use to_arrow::{
+    ConvertedSpans, SpanRejection, resource_spans_to_batch, span_xray_flags, xray_origin,
+};
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 

@@ -116,8 +116,9 @@ impl<'a> ResourceContext<'a> {
 }
 
 /// The X-Ray origin of a resource: as sent by X-Ray (`aws.xray.origin`), or
-/// the one an OpenTelemetry `cloud.platform` stands for.
-fn xray_origin(attributes: &[KeyValue]) -> Option<&str> {
+/// the one an OpenTelemetry `cloud.platform` stands for (the `service_type`
+/// column).
+pub fn xray_origin(attributes: &[KeyValue]) -> Option<&str> {
     if let Some(origin) = find_str(attributes, xray::attr::ORIGIN) {
         return Some(origin);
     }
@@ -169,6 +170,20 @@ impl TryFrom<&Span> for ValidSpan {
             end_ns,
         })
     }
+}
+
+/// A span's X-Ray flags `(error, fault, throttle)`, as stored in the
+/// `xray_error`, `xray_fault` and `xray_throttle` columns ([`xray_flags`]).
+pub fn span_xray_flags(span: &Span) -> (bool, bool, bool) {
+    let attributes = span.attributes.as_slice();
+    let status_code = span.status.as_ref().map_or(0, |status| status.code);
+    xray_flags(attributes, http_status(attributes), status_code)
+}
+
+/// The HTTP response status, by the current or the older convention.
+fn http_status(attributes: &[KeyValue]) -> Option<i64> {
+    find_int(attributes, "http.response.status_code")
+        .or_else(|| find_int(attributes, "http.status_code"))
 }
 
 /// X-Ray's flags: as an X-Ray document set them (`aws.xray.error`, ...), or
@@ -375,9 +390,7 @@ impl SpanRowsBuilder {
         self.status_message.append_option(status_message);
 
         let attributes = span.attributes.as_slice();
-        let http_status = find_int(attributes, "http.response.status_code")
-            .or_else(|| find_int(attributes, "http.status_code"));
-        let (error, fault, throttle) = xray_flags(attributes, http_status, status_code);
+        let (error, fault, throttle) = span_xray_flags(span);
         self.xray_error.append_value(error);
         self.xray_fault.append_value(fault);
         self.xray_throttle.append_value(throttle);
@@ -391,7 +404,7 @@ impl SpanRowsBuilder {
         self.http_route
             .append_option(find_str(attributes, "http.route"));
         self.http_status_code
-            .append_option(http_status.and_then(|status| i32::try_from(status).ok()));
+            .append_option(http_status(attributes).and_then(|status| i32::try_from(status).ok()));
         self.peer_service
             .append_option(find_str(attributes, "peer.service"));
         self.db_system.append_option(

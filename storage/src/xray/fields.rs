@@ -275,7 +275,7 @@ fn to_json(any: &any_value::Value, field_type: FieldType) -> Option<Value> {
 
 /// The JSON for any attribute value (annotations, link attributes,
 /// metadata fallbacks).
-pub(crate) fn any_to_json(any: &any_value::Value) -> Value {
+pub fn any_to_json(any: &any_value::Value) -> Value {
     match any {
         any_value::Value::StringValue(text) => Value::String(text.clone()),
         any_value::Value::BoolValue(flag) => Value::Bool(*flag),

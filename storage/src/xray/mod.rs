@@ -64,6 +64,7 @@ pub use document::{
     SegmentDocument, SegmentLink, StackFrame, XrayException, is_valid_segment_id,
     is_valid_trace_id, parse_documents,
 };
+pub use fields::any_to_json;
 pub use to_documents::{SpanWithResource, spans_to_documents, traces_to_documents};
 pub use to_spans::{MappedDocument, document_to_spans};
 
