@@ -4,7 +4,8 @@
 # the AWS X-Ray SDK for Python and boto3
 # (tests/python/requirements.txt) that the end-to-end tests drive, moto's
 # S3 server, Garage (built once from crates.io) and Debian's prometheus
-# package (the scrape test runs a real Prometheus).
+# package (the scrape test runs a real Prometheus), the web UI's npm
+# packages and Debian's chromium (the browser test drives it).
 #
 #   CARGO_TARGET_DIR  build dir, default /var/tmp/tracelake-target (kept between runs)
 #   TRACELAKE_VENV    venv dir, default /var/tmp/tracelake-venv
@@ -39,15 +40,23 @@ if ! "$tools/bin/garage" --version 2>/dev/null | grep -q "$garage_version"; then
 fi
 export TRACELAKE_TEST_GARAGE="$tools/bin/garage"
 
-if ! command -v prometheus >/dev/null 2>&1; then
-  echo "installing Debian's prometheus package"
-  sudo=""
+# Debian packages the tests drive, installed once.
+apt_install() {
+  local sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -q prometheus >/dev/null \
-    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q prometheus >/dev/null; }
-fi
+  echo "installing Debian's $1 package"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$1" >/dev/null \
+    || { $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$1" >/dev/null; }
+}
+command -v prometheus >/dev/null 2>&1 || apt_install prometheus
 export TRACELAKE_TEST_PROMETHEUS="$(command -v prometheus)"
+
+# The web UI: its npm packages (Vite, playwright-core), a check that the
+# committed ui/dist is what ui/src builds to, and Chromium for the browser
+# test.
+./scripts/build-ui.sh --check
+[ -x /usr/bin/chromium ] || apt_install chromium
+export TRACELAKE_TEST_CHROMIUM=/usr/bin/chromium
 
 # Benches run once each in test mode (they must keep working), then every
 # unit, integration and end-to-end test; the last line totals them.

@@ -265,7 +265,7 @@ fn needs(listener: Listener, path: &str) -> Needs {
             _ => Needs::AnyOf(&[Query, Admin]),
         },
         Listener::Http => match path {
-            "/ready" | "/api/echo" | "/" | "/index.html" => Needs::Nothing,
+            "/ready" | "/api/echo" | "/" | "/index.html" | "/ui" => Needs::Nothing,
             _ if path.starts_with("/ui/") => Needs::Nothing,
             "/metrics" => Needs::AnyOf(&[Query, Admin]),
             _ => Needs::AnyOf(&[Query]),
@@ -639,6 +639,10 @@ mod tests {
     fn routes_need_the_permission_of_what_they_do() {
         use Permission::*;
         assert_eq!(needs(Listener::Http, "/ready"), Needs::Nothing);
+        for page in ["/", "/index.html", "/ui", "/ui/assets/index.js"] {
+            assert_eq!(needs(Listener::Http, page), Needs::Nothing, "{page}");
+        }
+        assert_eq!(needs(Listener::Http, "/v1/search"), Needs::AnyOf(&[Query]));
         assert_eq!(needs(Listener::Http, "/api/search"), Needs::AnyOf(&[Query]));
         assert_eq!(
             needs(Listener::Http, "/jaeger/api/services"),

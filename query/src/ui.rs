@@ -5,7 +5,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /`, `GET /ui/`, `GET /ui/index.html` | the page (`Cache-Control: no-cache`) |
+//! | `GET /`, `GET /index.html`, `GET /ui/`, `GET /ui/index.html` | the page (`Cache-Control: no-cache`) |
 //! | `GET /ui/{path}` | a built file; those under `assets/` carry a content hash in their name and are cached for a year |
 //!
 //! The page is a single-page app that routes on the URL fragment
@@ -37,6 +37,7 @@ pub const PREFIX: &str = "/ui/";
 pub fn routes() -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/index.html", get(index))
         .route("/ui", get(index))
         .route("/ui/", get(index))
         .route("/ui/{*path}", get(file))

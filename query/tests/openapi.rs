@@ -96,3 +96,39 @@ async fn openapi_document_matches_the_router() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
 }
+
+/// The web UI reads only documented endpoints: every `/v1/...` path in
+/// its API module is in the OpenAPI document.
+#[test]
+fn every_path_the_web_ui_reads_is_documented() {
+    let document: Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+    let paths = document["paths"].as_object().unwrap();
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/src/api.js"),
+    )
+    .expect("the UI's API module");
+    let used: Vec<&str> = source
+        .split('\'')
+        .filter(|literal| literal.starts_with("/v1/"))
+        .collect();
+    assert!(used.len() >= 6, "the UI's paths: {used:?}");
+    for path in used {
+        assert!(
+            paths.contains_key(path),
+            "the UI reads {path}, which is not documented"
+        );
+    }
+    // No view builds an API URL of its own.
+    let ui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/src");
+    for entry in std::fs::read_dir(ui).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|name| name != "api.js") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                !text.contains("'/v1/") && !text.contains("`/v1/") && !text.contains("fetch("),
+                "{} reaches the server outside api.js",
+                path.display()
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod durability;
 mod jaeger;
 mod loadgen;
 mod multinode;
+mod native_api;
 mod otlp;
 mod otlp_metrics;
 mod overload;

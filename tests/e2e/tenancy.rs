@@ -356,6 +356,15 @@ async fn a_tenant_sees_only_its_own_traces_through_every_api_and_keys_are_enforc
         .await
         .unwrap();
     assert_eq!(open.status(), 200, "health stays open");
+    // The web UI's page is open (it holds no data); the APIs it reads are not.
+    for path in ["/", "/ui/"] {
+        let page = client
+            .get(format!("{}{path}", server.http_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+    }
 
     let reader = Reader::new(&server, &a.token);
     let wrong = Reader::new(&server, "tlk_wrong");
@@ -364,6 +373,8 @@ async fn a_tenant_sees_only_its_own_traces_through_every_api_and_keys_are_enforc
         "/api/search",
         "/jaeger/api/services",
         "/v1/sql?q=SELECT%201",
+        "/v1/search",
+        "/v1/traces/0123",
         "/metrics",
     ] {
         assert_eq!(wrong.get(path).await.0, 401, "{path}");

@@ -67,10 +67,10 @@ function Outcomes({ trace }) {
 
 function Results({ answer, params, selected }) {
   if (answer.traces.length === 0) {
-    return html`<p class="empty" data-testid="search-empty">No trace matches in this window.</p>`;
+    return html`<p class="empty" data-testid="search-empty" data-lang=${answer.language} data-q=${params.get('q') ?? ''}>No trace matches in this window.</p>`;
   }
   const longest = Math.max(...answer.traces.map((trace) => trace.duration_ns), 1);
-  return html`<table class="list results" data-testid="search-results">
+  return html`<table class="list results" data-testid="search-results" data-lang=${answer.language} data-q=${params.get('q') ?? ''}>
     <thead><tr><th>started</th><th>root</th><th>duration</th><th>spans</th><th>services</th><th></th></tr></thead>
     <tbody>
       ${answer.traces.map(
