@@ -38,6 +38,7 @@ fn pointers(bound: &Bound, stack: &Stack) -> String {
     format!(
         "\n\
          tracelake demo: an order API behind a gateway ({gateway}/prod/orders, key {key})\n\
+         \x20 web UI           {http}/\n\
          \x20 service map      {http}/v1/service-map\n\
          \x20 search (Tempo)   {http}/api/search?q=%7Bstatus%3Derror%7D\n\
          \x20 SQL              curl --data 'SELECT service_name, count(*) FROM spans GROUP BY 1' {http}/v1/sql\n\

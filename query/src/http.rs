@@ -281,6 +281,19 @@ fn source_param(params: &HashMap<String, String>) -> Result<Source, ApiError> {
     }
 }
 
+/// The service-map and span-metrics rows a native request's tenant,
+/// window (`start`, `end`) and `source` select.
+async fn window_rows(
+    state: QueryState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<crate::derived_rows::DerivedRows, ApiError> {
+    let tenant = native_tenant(headers, params)?;
+    let window = native_window(params)?;
+    let source = source_param(params)?;
+    Ok(derived_rows(state.reader, &tenant, window, source).await?)
+}
+
 /// What a histogram is of.
 enum HistogramOf<'a> {
     /// A service's entry spans, or its spans named `operation`.
@@ -353,11 +366,8 @@ async fn get_histogram(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = native_tenant(&headers, &params)?;
-    let window = native_window(&params)?;
-    let source = source_param(&params)?;
     let of = HistogramOf::from_params(&params)?;
-    let rows = derived_rows(state.reader, &tenant, window, source).await?;
+    let rows = window_rows(state, &headers, &params).await?;
     let stats = of.stats(&rows);
     let latency = &stats.latency;
     let buckets: Vec<serde_json::Value> = SPAN_METRICS_BUCKETS
@@ -406,10 +416,7 @@ async fn get_services(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = native_tenant(&headers, &params)?;
-    let window = native_window(&params)?;
-    let source = source_param(&params)?;
-    let rows = derived_rows(state.reader, &tenant, window, source).await?;
+    let rows = window_rows(state, &headers, &params).await?;
     let mut services: std::collections::BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> =
         Default::default();
     for key in rows.spans.rows.keys() {
@@ -564,10 +571,7 @@ async fn get_service_map(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = native_tenant(&headers, &params)?;
-    let window = native_window(&params)?;
-    let source = source_param(&params)?;
-    let rows = derived_rows(state.reader, &tenant, window, source).await?;
+    let rows = window_rows(state, &headers, &params).await?;
     let map = ServiceMap::build_off_reactor(rows).await?;
     Ok(axum::Json(map.to_json()).into_response())
 }

@@ -22,6 +22,11 @@ const executablePath = process.env.TRACELAKE_TEST_CHROMIUM || '/usr/bin/chromium
 const base = test.url.replace(/\/$/, '');
 mkdirSync(test.artifacts, { recursive: true });
 
+/** Prints how long a step took (figures for the README, not a check). */
+function timing(what, since) {
+  console.log(`timing - ${what}: ${Math.round(performance.now() - since)} ms`);
+}
+
 function check(condition, message) {
   if (!condition) throw new Error(`check failed: ${message}`);
   console.log(`ok - ${message}`);
@@ -78,9 +83,11 @@ async function findKnown(lang, q) {
 
 try {
   // --- service map -------------------------------------------------------
+  let since = performance.now();
   await page.goto(`${base}/#/map?range=15m`);
   await page.waitForSelector('[data-testid=map-node]', { timeout: 30000 });
   await page.waitForFunction(() => window.tracelakeMap && window.tracelakeMap.nodes().length > 0);
+  timing('page load to service map drawn (15 min window)', since);
   const rows = await page.$$eval('[data-testid=map-node]', (nodes) =>
     nodes.map((node) => [node.dataset.name, node.dataset.type]),
   );
@@ -144,10 +151,12 @@ try {
   await page.selectOption('select[name=service]', service);
   const traceql = await page.inputValue('#query');
   check(traceql === `{ resource.service.name = "${service}" }`, `the form writes TraceQL: ${traceql}`);
+  since = performance.now();
   await page.click('button[type=submit]');
   await page.waitForFunction(() => location.hash.includes('q='));
   const known = `[data-testid=search-result][data-trace-id="${test.trace_id}"]`;
   await findKnown('traceql', traceql);
+  timing('TraceQL search to results', since);
   check(true, `TraceQL search finds trace ${test.trace_id}`);
   const listed = await page.$$eval('[data-testid=search-result]', (rows) => rows.map((row) => row.textContent));
   check(listed.every((text) => text.includes(service)), `all ${listed.length} results pass through ${service}`);
@@ -191,8 +200,10 @@ try {
   // --- trace view ------------------------------------------------------
   await page.goto(`${base}/#/search?${around}&lang=xray&q=${encodeURIComponent(`service("${service}")`)}`);
   await findKnown('xray', `service("${service}")`);
+  since = performance.now();
   await page.click(known);
   await page.waitForSelector('[data-testid=span-row]');
+  timing('result click to waterfall', since);
   check(page.url().includes(`#/trace/${test.trace_id}`), 'a result opens its trace at its own URL');
   const tempo = await page.evaluate(async (id) => {
     const response = await fetch(`/api/v2/traces/${id}`);
