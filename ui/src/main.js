@@ -11,35 +11,65 @@ import { useEffect, useState } from 'preact/hooks';
 import { html } from './html.js';
 import { loadSettings, saveSettings } from './api.js';
 import { link, navigate, parseHash, windowParams } from './route.js';
-import { RANGES, formatUnixSeconds } from './format.js';
+import { RANGES, formatUnixSeconds, windowOf } from './format.js';
 import { MapView } from './map.js';
 import { SearchView } from './search.js';
 import { TraceView } from './trace.js';
 import { HistogramView } from './histogram.js';
 import './style.css';
 
+/** `datetime-local` text for unix seconds, in local time. */
+function localInput(seconds) {
+  const date = new Date(seconds * 1000);
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+}
+
 function WindowPicker({ route }) {
   const { params, view, arg } = route;
   const pinned = params.get('start') && params.get('end');
   const current = pinned ? 'pinned' : params.get('range') || '1h';
-  const choose = (event) => {
+  const [custom, setCustom] = useState(null);
+  const go = (window_) => {
     const next = Object.fromEntries(params);
-    delete next.start;
-    delete next.end;
-    delete next.page;
-    next.range = event.target.value;
-    navigate(view, next, arg);
+    for (const name of ['start', 'end', 'range', 'page', 'n']) delete next[name];
+    navigate(view, { ...next, ...window_ }, arg);
   };
-  return html`<label class="window">
-    window
-    <select value=${current} onChange=${choose} aria-label="time window">
-      ${RANGES.map((range) => html`<option value=${range}>last ${range}</option>`)}
-      ${pinned &&
-      html`<option value="pinned">
-        ${formatUnixSeconds(Number(params.get('start')))} – ${formatUnixSeconds(Number(params.get('end')))}
-      </option>`}
-    </select>
-  </label>`;
+  const choose = (event) => {
+    if (event.target.value === 'custom') {
+      const { start, end } = windowOf(params);
+      setCustom({ from: localInput(start), to: localInput(end) });
+    } else if (event.target.value !== 'pinned') {
+      setCustom(null);
+      go({ range: event.target.value });
+    }
+  };
+  const apply = (event) => {
+    event.preventDefault();
+    const start = Math.floor(new Date(custom.from).getTime() / 1000);
+    const end = Math.ceil(new Date(custom.to).getTime() / 1000);
+    if (!Number.isFinite(start) || !Number.isFinite(end) || start > end) return;
+    setCustom(null);
+    go({ start, end });
+  };
+  return html`<form class="window" onSubmit=${apply}>
+    <label>window
+      <select onChange=${choose} aria-label="time window">
+        ${RANGES.map((range) => html`<option value=${range} selected=${!custom && current === range}>last ${range}</option>`)}
+        ${pinned &&
+        html`<option value="pinned" selected=${!custom && current === 'pinned'}>
+          ${formatUnixSeconds(Number(params.get('start')))} – ${formatUnixSeconds(Number(params.get('end')))}
+        </option>`}
+        <option value="custom" selected=${Boolean(custom)}>custom…</option>
+      </select>
+    </label>
+    ${custom &&
+    html`<input type="datetime-local" step="1" aria-label="from" value=${custom.from}
+        onInput=${(event) => setCustom({ ...custom, from: event.target.value })} />
+      <input type="datetime-local" step="1" aria-label="to" value=${custom.to}
+        onInput=${(event) => setCustom({ ...custom, to: event.target.value })} />
+      <button type="submit">apply</button>`}
+  </form>`;
 }
 
 function Settings({ onClose }) {

@@ -246,6 +246,13 @@ try {
   check(bars > 1, `the histogram draws ${bars} bars`);
   await shot('histogram');
 
+  // A custom window: the picker's from/to pin start and end in the URL.
+  await page.selectOption('select[aria-label="time window"]', 'custom');
+  await page.click('form.window button[type=submit]');
+  await page.waitForFunction(() => /start=\d+&end=\d+/.test(location.hash) || (location.hash.includes('start=') && location.hash.includes('end=')));
+  await page.waitForSelector('[data-testid=histogram] [data-testid=histogram-bar]', { timeout: 20000 });
+  check(!page.url().includes('range='), 'a custom window pins start and end in the URL');
+
   check(pageErrors.length === 0, `no errors in the page${pageErrors.length ? `: ${pageErrors.join('; ')}` : ''}`);
 } catch (error) {
   await shot('failure').catch(() => {});
