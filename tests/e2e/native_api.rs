@@ -52,7 +52,10 @@ fn trace(n: u64, base_ns: u64) -> Vec<ResourceSpans> {
         start_time_unix_nano: start,
         end_time_unix_nano: start + 40_000_000,
         attributes: vec![
-            string_attribute("customer", if n.is_multiple_of(2) { "gold" } else { "basic" }),
+            string_attribute(
+                "customer",
+                if n.is_multiple_of(2) { "gold" } else { "basic" },
+            ),
             string_attribute("http.request.method", "GET"),
         ],
         ..Default::default()
@@ -201,6 +204,14 @@ async fn the_native_query_api_pages_filters_and_answers_whole_traces() {
     }
     let gold = all_pages(&client, &base, r#"annotation.customer = "gold""#, &window).await;
     assert_eq!(gold.len() as u64, TRACES.div_ceil(2));
+    // What the UI's search form writes from every field, in both languages.
+    for query in [
+        r#"{ resource.service.name = "shop" && name = "GET /cart" && .customer = "gold" && duration >= 10ms && duration <= 5s && status = unset }"#,
+        r#"service("shop") AND name = "GET /cart" AND annotation.customer = "gold" AND duration >= 0.01 AND duration <= 5 AND ok"#,
+    ] {
+        let found = all_pages(&client, &base, query, &window).await;
+        assert_eq!(found, gold, "{query}");
+    }
     let slow = all_pages(&client, &base, "{ duration > 35ms }", &window).await;
     assert_eq!(slow.len() as u64, TRACES, "every root span takes 40 ms");
 

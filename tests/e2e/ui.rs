@@ -74,6 +74,27 @@ fn run_browser(input: &Value) -> bool {
     }
 }
 
+/// The UI's own logic (`ui/tests/unit.test.mjs`, Node's test runner): the
+/// queries the search form writes, the waterfall's order, histogram bins.
+#[test]
+fn the_web_ui_logic_passes_its_node_tests() {
+    let output = Command::new(node())
+        .args(["--test", "tests/"])
+        .current_dir(repo().join("ui"))
+        .output()
+        .expect("node runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        report.contains("# fail 0") && !report.contains("# pass 0"),
+        "{report}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_web_ui_shows_the_demo_in_a_real_browser() {
     // Fail fast, before the demo runs, when the browser is not set up.

@@ -52,8 +52,9 @@ export function formatUnixSeconds(seconds) {
 export function parseDuration(text) {
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)\s*$/.exec(text || '');
   if (!match) return null;
-  const scale = { ns: 1e-9, us: 1e-6, µs: 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 }[match[2]];
-  return Number(match[1]) * scale;
+  // Divide for the small units, so 800us is exactly 0.0008.
+  const per = { ns: 1e9, us: 1e6, µs: 1e6, ms: 1e3, s: 1 }[match[2]];
+  return per ? Number(match[1]) / per : Number(match[1]) * { m: 60, h: 3600 }[match[2]];
 }
 
 const PALETTE = [

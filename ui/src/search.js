@@ -23,7 +23,7 @@ export function parseTags(text) {
   const tags = [];
   const pattern = /([\w.\-:/]+)\s*=\s*("((?:[^"\\]|\\.)*)"|\S+)/g;
   for (const match of (text || '').matchAll(pattern)) {
-    const raw = match[3] !== undefined ? match[3] : match[2];
+    const raw = match[3] !== undefined ? match[3].replace(/\\(.)/g, '$1') : match[2];
     const literal =
       match[3] === undefined && /^(-?\d+(\.\d+)?|true|false)$/.test(raw) ? raw : quote(raw);
     tags.push([match[1], literal]);
