@@ -502,19 +502,23 @@ async fn get_search(
         Ok(Err(SearchError::Failed(error))) => return Err(ApiError::Internal(error)),
         Ok(Ok(page)) => page,
     };
-    let traces: Vec<serde_json::Value> = page
-        .traces
-        .iter()
-        .map(crate::search::summary_json)
-        .collect();
+    let (next, inspected_traces) = (page.next, page.inspected_traces);
+    let summaries = page.traces;
+    let traces = crate::off_reactor(move || {
+        Ok(summaries
+            .iter()
+            .map(crate::search::summary_json)
+            .collect::<Vec<_>>())
+    })
+    .await?;
     Ok(axum::Json(serde_json::json!({
         "traces": traces,
-        "next_page": page.next.as_ref().map(cursor_token),
+        "next_page": next.as_ref().map(cursor_token),
         "language": match language {
             Language::TraceQl => "traceql",
             Language::XrayFilter => "xray",
         },
-        "inspected_traces": page.inspected_traces,
+        "inspected_traces": inspected_traces,
     }))
     .into_response())
 }
@@ -552,7 +556,9 @@ async fn get_trace(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (trace_id, trace) = stored_trace(state, &headers, &params, &text).await?;
-    Ok(axum::Json(crate::trace_view::trace_json(&trace_id, &trace)).into_response())
+    let json =
+        crate::off_reactor(move || Ok(crate::trace_view::trace_json(&trace_id, &trace))).await?;
+    Ok(axum::Json(json).into_response())
 }
 
 async fn get_trace_xray(
@@ -563,7 +569,9 @@ async fn get_trace_xray(
 ) -> Result<Response, ApiError> {
     let (trace_id, trace) = stored_trace(state, &headers, &params, &text).await?;
     let id = tracelake_storage::xray::format_xray_trace_id(&trace_id);
-    Ok(axum::Json(crate::xray_api::xray_trace_json(&id, &trace)).into_response())
+    let json =
+        crate::off_reactor(move || Ok(crate::xray_api::xray_trace_json(&id, &trace))).await?;
+    Ok(axum::Json(json).into_response())
 }
 
 async fn get_service_map(

@@ -44,11 +44,11 @@ pub fn routes() -> Router {
 }
 
 async fn index(headers: HeaderMap) -> Response {
-    serve("index.html", &headers)
+    serve("index.html", &headers).await
 }
 
 async fn file(Path(path): Path<String>, headers: HeaderMap) -> Response {
-    serve(&path, &headers)
+    serve(&path, &headers).await
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -71,34 +71,44 @@ fn compressible(path: &str) -> bool {
         || matches!(content_type(path), "image/svg+xml" | "application/json")
 }
 
-/// Gzipped copies of the text files, made on first use.
-fn gzipped(path: &str) -> Option<&'static [u8]> {
-    static CACHE: OnceLock<HashMap<&'static str, Vec<u8>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| {
-        let mut cache = HashMap::new();
-        let mut pending = vec![&DIST];
-        while let Some(dir) = pending.pop() {
-            for entry in dir.entries() {
-                if let Some(child) = entry.as_dir() {
-                    pending.push(child);
-                } else if let Some(file) = entry.as_file()
-                    && let Some(name) = file.path().to_str()
-                    && compressible(name)
+/// Gzipped copies of the text files, made once (off the reactor: best
+/// compression of the script takes tens of milliseconds).
+static GZIPPED: OnceLock<HashMap<&'static str, Vec<u8>>> = OnceLock::new();
+
+fn compress_all() -> HashMap<&'static str, Vec<u8>> {
+    let mut cache = HashMap::new();
+    let mut pending = vec![&DIST];
+    while let Some(dir) = pending.pop() {
+        for entry in dir.entries() {
+            if let Some(child) = entry.as_dir() {
+                pending.push(child);
+            } else if let Some(file) = entry.as_file()
+                && let Some(name) = file.path().to_str()
+                && compressible(name)
+            {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                if encoder.write_all(file.contents()).is_ok()
+                    && let Ok(compressed) = encoder.finish()
+                    && compressed.len() < file.contents().len()
                 {
-                    let mut encoder =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-                    if encoder.write_all(file.contents()).is_ok()
-                        && let Ok(compressed) = encoder.finish()
-                        && compressed.len() < file.contents().len()
-                    {
-                        cache.insert(name, compressed);
-                    }
+                    cache.insert(name, compressed);
                 }
             }
         }
-        cache
-    });
-    cache.get(path).map(Vec::as_slice)
+    }
+    cache
+}
+
+async fn gzipped() -> &'static HashMap<&'static str, Vec<u8>> {
+    if let Some(cache) = GZIPPED.get() {
+        return cache;
+    }
+    match tokio::task::spawn_blocking(|| GZIPPED.get_or_init(compress_all)).await {
+        Ok(cache) => cache,
+        // The compression task panicked: serve uncompressed from now on.
+        Err(_) => GZIPPED.get_or_init(HashMap::new),
+    }
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
@@ -112,7 +122,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-fn serve(path: &str, headers: &HeaderMap) -> Response {
+async fn serve(path: &str, headers: &HeaderMap) -> Response {
     let Some(file) = DIST.get_file(path).filter(|_| !path.contains("..")) else {
         return (StatusCode::NOT_FOUND, format!("no UI file {PREFIX}{path}")).into_response();
     };
@@ -121,9 +131,14 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
     } else {
         "no-cache"
     };
-    let mut response = match gzipped(path).filter(|_| accepts_gzip(headers)) {
+    let compressed = if accepts_gzip(headers) {
+        gzipped().await.get(path)
+    } else {
+        None
+    };
+    let mut response = match compressed {
         Some(compressed) => {
-            let mut response = compressed.into_response();
+            let mut response = compressed.as_slice().into_response();
             response
                 .headers_mut()
                 .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
