@@ -130,6 +130,30 @@ async fn the_web_ui_shows_the_demo_in_a_real_browser() {
     let trace = get_json(&client, format!("{base}/v1/traces/{trace_id}")).await;
     let start_ns: i64 = trace["start_unix_nano"].as_str().unwrap().parse().unwrap();
 
+    // A trace with a fault and its exception: a payment that timed out.
+    let faulty = r#"service("charge-payment") { fault }"#;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let fault_trace_id = loop {
+        let found = get_json(
+            &client,
+            format!(
+                "{base}/v1/search?q={}&limit=1&start={}&end={}",
+                url_encode(faulty),
+                start_ns / 1_000_000_000 - 600,
+                start_ns / 1_000_000_000 + 600
+            ),
+        )
+        .await;
+        if let Some(id) = found["traces"][0]["trace_id"].as_str() {
+            break id.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no timed-out payment traced: {found}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+
     let artifacts = std::env::var_os("TRACELAKE_UI_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("ui/test-artifacts"));
@@ -139,6 +163,7 @@ async fn the_web_ui_shows_the_demo_in_a_real_browser() {
         "edges": EXPECTED_EDGES.iter().map(|(client, server, _)| [client, server]).collect::<Vec<_>>(),
         "trace_id": trace_id,
         "trace_start": start_ns as f64 / 1e9,
+        "fault_trace_id": fault_trace_id,
         "search_service": service,
         "artifacts": artifacts,
     });

@@ -219,10 +219,18 @@ export function TraceView({ route }) {
                 style=${`left:${percent(offset)}%;width:${Math.max(0.2, percent(BigInt(span.duration_ns)))}%;background:${serviceColor(span.service)}`}
                 title=${`${formatNanos(span.duration_ns)} at +${formatNanos(offset)}`}></span>
               ${(() => {
-                // The duration after the bar, or before it when the bar ends near the right edge.
-                const end = percent(offset) + percent(BigInt(span.duration_ns));
-                const place = end > 85 ? `right:${100 - percent(offset)}%;margin-right:4px` : `left:${end}%`;
-                return html`<span class="bar-label" style=${place}>${formatNanos(span.duration_ns)}</span>`;
+                // The duration after the bar; near the right edge, before the
+                // bar, or inside its end when the bar spans the timeline.
+                const start = percent(offset);
+                const end = start + percent(BigInt(span.duration_ns));
+                let place = `left:${end}%`;
+                let inside = false;
+                if (end > 85 && start >= 15) place = `right:${100 - start}%;padding-right:4px`;
+                else if (end > 85) {
+                  place = `right:${Math.max(0, 100 - end)}%;padding-right:4px`;
+                  inside = true;
+                }
+                return html`<span class=${`bar-label ${inside ? 'inside' : ''}`} style=${place}>${formatNanos(span.duration_ns)}</span>`;
               })()}
             </span>
           </div>`;

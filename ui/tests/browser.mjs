@@ -9,7 +9,8 @@
 //
 // Input: the JSON in TRACELAKE_UI_TEST:
 //   {"url", "nodes": [[name, type]], "edges": [[client, server]],
-//    "trace_id", "trace_start": unix seconds, "artifacts": dir}
+//    "trace_id", "trace_start": unix seconds, "search_service",
+//    "fault_trace_id" (a trace with a fault and its exception), "artifacts": dir}
 // Chromium: TRACELAKE_TEST_CHROMIUM, default /usr/bin/chromium.
 // Exit status 0 when every check held; a failure names the check.
 
@@ -225,6 +226,17 @@ try {
   const segments = await page.evaluate(async (href) => (await (await fetch(href)).json()).Segments.length, xrayHref);
   check(segments > 0, `the X-Ray link answers ${segments} segment documents`);
   await shot('trace');
+
+  // A failed trace: faults marked in the waterfall, the exception shown.
+  await page.goto(`${base}/#/trace/${test.fault_trace_id}`);
+  await page.waitForSelector('[data-testid=span-row]');
+  const marks = await page.$$('[data-testid=span-mark]');
+  check(marks.length > 0, `the failed trace marks ${marks.length} spans`);
+  await page.click('[data-testid=span-row]:has([data-testid=span-mark]:text("fault")) >> nth=-1');
+  await page.waitForSelector('[data-testid=span-details] [data-testid=exception]');
+  const exception = await page.textContent('[data-testid=exception]');
+  check(exception.includes('Timedout') || exception.includes('timed out'), `the exception is shown: ${exception.trim()}`);
+  await shot('trace-fault', false);
 
   // Keyboard: j moves the selection, Escape closes details, m goes to the map.
   await page.keyboard.press('Escape');
