@@ -292,6 +292,38 @@ struct HeadState {
     oldest_active: Option<Instant>,
 }
 
+impl HeadState {
+    /// Merges the last [`MERGE_RUN`] active batches into one when all are
+    /// small and of one tenant. X-Ray's daemon protocol sends a segment a
+    /// datagram, so without this the head holds a batch of a few spans per
+    /// datagram, and every query pays a snapshot and a projection per
+    /// batch (thousands a minute). Only active batches merge: the sealed
+    /// ones are counted by the flush that removes them.
+    fn merge_small_tail(&mut self) {
+        let Some(first) = self.active.len().checked_sub(MERGE_RUN) else {
+            return;
+        };
+        let tail = &self.active[first..];
+        let tenant = Arc::clone(&tail[0].tenant);
+        if !tail
+            .iter()
+            .all(|batch| batch.rows.num_rows() < SMALL_BATCH_ROWS && batch.tenant == tenant)
+        {
+            return;
+        }
+        let sources: Vec<HeadRows> = tail.iter().map(|batch| batch.rows.clone()).collect();
+        // A batch that will not concatenate stays as it is.
+        let Ok(rows) = HeadRows::concat(&sources).and_then(|rows| rows.to_batch()) else {
+            return;
+        };
+        let merged = HeadBatch::new(&tenant, rows);
+        let replaced: usize = tail.iter().map(|batch| batch.bytes).sum();
+        self.active.truncate(first);
+        self.active_bytes = self.active_bytes.saturating_sub(replaced) + merged.bytes;
+        self.active.push(merged);
+    }
+}
+
 /// Sizes reported to the flusher and to metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeadStats {
@@ -302,6 +334,11 @@ pub struct HeadStats {
     pub sealed_bytes: usize,
     pub oldest_active: Option<Instant>,
 }
+
+/// A batch with fewer rows than this counts as small.
+const SMALL_BATCH_ROWS: usize = 256;
+/// How many small batches in a row the head merges into one.
+const MERGE_RUN: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct Head {
@@ -314,6 +351,7 @@ impl Head {
         state.active_bytes += batch.bytes;
         state.oldest_active.get_or_insert_with(Instant::now);
         state.active.push(batch);
+        state.merge_small_tail();
     }
 
     /// Moves every active batch to the sealed list; returns all sealed
@@ -397,6 +435,41 @@ mod tests {
                 "projection {projection:?}"
             );
         }
+    }
+
+    #[test]
+    fn small_batches_merge_and_read_back_the_same() {
+        let batch = workload_batch();
+        let head = Head::default();
+        let singles: Vec<RecordBatch> = (0..200).map(|row| batch.slice(row, 1)).collect();
+        for single in &singles {
+            head.insert(HeadBatch::new("t", single.clone()));
+        }
+        let stats = head.stats();
+        assert!(
+            stats.active_batches < 200 / 4,
+            "{} batches",
+            stats.active_batches
+        );
+        let (rows, total) = head.snapshot("t", &SpanFilter::default());
+        assert_eq!(total, stats.active_batches);
+        let read: Vec<RecordBatch> = rows.iter().map(|rows| rows.to_batch().unwrap()).collect();
+        let schema = batch.schema();
+        assert_eq!(
+            concat_batches(&schema, &read).unwrap(),
+            concat_batches(&schema, &singles).unwrap(),
+            "the same rows in the same order"
+        );
+        let held: usize = head.seal().iter().map(|batch| batch.bytes).sum();
+        assert_eq!(stats.active_bytes, held, "bytes follow the merges");
+        // Another tenant's batch breaks a run: nothing of two tenants merges.
+        let mixed = Head::default();
+        for (index, single) in singles.iter().enumerate() {
+            let tenant = if index % 2 == 0 { "a" } else { "b" };
+            mixed.insert(HeadBatch::new(tenant, single.clone()));
+        }
+        assert_eq!(mixed.stats().active_batches, 200);
+        assert_eq!(mixed.snapshot("a", &SpanFilter::default()).0.len(), 100);
     }
 
     #[test]
