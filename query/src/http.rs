@@ -29,6 +29,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -190,15 +191,44 @@ pub(crate) fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
 }
 
 pub(crate) fn wants_protobuf(headers: &HeaderMap) -> bool {
+    PROTOBUF_TYPES
+        .iter()
+        .any(|mime| header_lists(headers, header::ACCEPT, mime))
+}
+
+/// Whether the comma-separated list in header `name` (`Accept`,
+/// `Accept-Encoding`) holds `token`, its parameters (`;q=...`) aside.
+pub(crate) fn header_lists(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
-        .get(header::ACCEPT)
+        .get(name)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|accept| {
-            accept
-                .split(',')
-                .map(|part| part.split(';').next().unwrap_or("").trim())
-                .any(|mime| PROTOBUF_TYPES.contains(&mime))
+        .is_some_and(|list| {
+            list.split(',')
+                .any(|part| part.split(';').next().unwrap_or("").trim() == token)
         })
+}
+
+/// Refuses a search over more than `max` (zero: any), in Tempo's words.
+pub(crate) fn check_search_range((from, to): (i64, i64), max: Duration) -> Result<(), ApiError> {
+    let span_ns = u128::try_from(to.saturating_sub(from)).unwrap_or(0);
+    if !max.is_zero() && span_ns > max.as_nanos() {
+        return Err(ApiError::BadRequest(format!(
+            "range specified by start and end exceeds {} (query.max_search_duration): received start={} end={}",
+            humantime::format_duration(max),
+            from / 1_000_000_000,
+            to / 1_000_000_000
+        )));
+    }
+    Ok(())
+}
+
+/// `run` within [`crate::sql::QUERY_TIMEOUT`]; past it, 503.
+pub(crate) async fn within_query_timeout<T>(
+    run: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(crate::sql::QUERY_TIMEOUT, run)
+        .await
+        .map_err(|_| ApiError::Timeout(QueryError::Timeout(crate::sql::QUERY_TIMEOUT).to_string()))
 }
 
 /// `start`/`end` in unix seconds, both or neither.
@@ -454,15 +484,8 @@ async fn get_search(
             ApiError::BadRequest(format!("lang must be traceql or xray, got {text:?}"))
         })?,
     };
-    let max = state.limits.max_search_duration;
-    if language == Language::TraceQl
-        && !max.is_zero()
-        && u128::try_from(range_ns.1 - range_ns.0).unwrap_or(0) > max.as_nanos()
-    {
-        return Err(ApiError::BadRequest(format!(
-            "the window exceeds {} (query.max_search_duration)",
-            humantime::format_duration(max)
-        )));
+    if language == Language::TraceQl {
+        check_search_range(range_ns, state.limits.max_search_duration)?;
     }
     let limit = match params.get("limit").filter(|value| !value.is_empty()) {
         None => DEFAULT_SEARCH_LIMIT,
@@ -492,16 +515,12 @@ async fn get_search(
         after,
     };
     let run = crate::search::search(state.reader, &tenant, request);
-    let page = match tokio::time::timeout(crate::sql::QUERY_TIMEOUT, run).await {
-        Err(_) => {
-            return Err(ApiError::Timeout(
-                QueryError::Timeout(crate::sql::QUERY_TIMEOUT).to_string(),
-            ));
-        }
-        Ok(Err(SearchError::Invalid(message))) => return Err(ApiError::BadRequest(message)),
-        Ok(Err(SearchError::Failed(error))) => return Err(ApiError::Internal(error)),
-        Ok(Ok(page)) => page,
-    };
+    let page = within_query_timeout(run)
+        .await?
+        .map_err(|error| match error {
+            SearchError::Invalid(message) => ApiError::BadRequest(message),
+            SearchError::Failed(error) => ApiError::Internal(error),
+        })?;
     let (next, inspected_traces) = (page.next, page.inspected_traces);
     let summaries = page.traces;
     let traces = crate::off_reactor(move || {
@@ -514,10 +533,7 @@ async fn get_search(
     Ok(axum::Json(serde_json::json!({
         "traces": traces,
         "next_page": next.as_ref().map(cursor_token),
-        "language": match language {
-            Language::TraceQl => "traceql",
-            Language::XrayFilter => "xray",
-        },
+        "language": language.name(),
         "inspected_traces": inspected_traces,
     }))
     .into_response())

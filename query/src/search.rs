@@ -44,6 +44,14 @@ impl Language {
         }
     }
 
+    /// The name `parse` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TraceQl => "traceql",
+            Self::XrayFilter => "xray",
+        }
+    }
+
     /// The language of an expression that names none: TraceQL when it is
     /// empty or starts with `{`, otherwise an X-Ray filter.
     pub fn of(expression: &str) -> Self {
@@ -147,6 +155,9 @@ async fn search_traceql(
         })
         .collect();
     let next = page_end(&mut keys, request.limit);
+    // The page's traces again, whole: evaluation loaded only the columns
+    // the query reads, a summary needs the flags and the HTTP request. One
+    // scan pruned by the trace-id filters, for at most `limit` traces.
     let ids: Vec<TraceId> = keys.iter().map(|(trace_id, _)| *trace_id).collect();
     let traces = xray_filter::traces_by_ids(reader, tenant, &ids).await?;
     Ok(SearchPage {
@@ -299,6 +310,9 @@ mod tests {
         assert_eq!(Language::of("fault"), Language::XrayFilter);
         assert_eq!(Language::parse("xray"), Some(Language::XrayFilter));
         assert_eq!(Language::parse("sql"), None);
+        for language in [Language::TraceQl, Language::XrayFilter] {
+            assert_eq!(Language::parse(language.name()), Some(language));
+        }
     }
 
     #[test]

@@ -434,16 +434,7 @@ async fn search(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&headers)?;
     let range_ns = window(&params)?;
-    let max = state.max_search_duration;
-    let span_ns = u128::try_from(range_ns.1.saturating_sub(range_ns.0)).unwrap_or(0);
-    if !max.is_zero() && span_ns > max.as_nanos() {
-        return Err(ApiError::BadRequest(format!(
-            "range specified by start and end exceeds {} (query.max_search_duration): received start={} end={}",
-            humantime::format_duration(max),
-            range_ns.0 / 1_000_000_000,
-            range_ns.1 / 1_000_000_000
-        )));
-    }
+    crate::http::check_search_range(range_ns, state.max_search_duration)?;
     let limit = count_param(&params, "limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let spss = count_param(
         &params,
@@ -466,11 +457,7 @@ async fn search(
             pushdown: true,
         },
     );
-    let outcome = tokio::time::timeout(crate::sql::QUERY_TIMEOUT, run)
-        .await
-        .map_err(|_| {
-            ApiError::Timeout(QueryError::Timeout(crate::sql::QUERY_TIMEOUT).to_string())
-        })??;
+    let outcome = crate::http::within_query_timeout(run).await??;
     let traces: Vec<Json> = outcome
         .traces
         .iter()
@@ -530,9 +517,8 @@ async fn sql_rows(
         let frame = context.sql(sql).await?;
         frame.collect().await
     };
-    tokio::time::timeout(crate::sql::QUERY_TIMEOUT, run)
-        .await
-        .map_err(|_| ApiError::Timeout(QueryError::Timeout(crate::sql::QUERY_TIMEOUT).to_string()))?
+    crate::http::within_query_timeout(run)
+        .await?
         .map_err(|error| ApiError::Internal(QueryError::from(error)))
 }
 

@@ -149,7 +149,8 @@ fn has_service(resource: Option<&Resource>) -> bool {
     })
 }
 
-fn is_in_progress(span: &Span) -> bool {
+/// An X-Ray in-progress span (`aws.xray.inprogress`).
+pub(crate) fn is_in_progress(span: &Span) -> bool {
     span.attributes.iter().any(|attribute| {
         attribute.key == xray::attr::IN_PROGRESS
             && matches!(

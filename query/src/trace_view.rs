@@ -18,17 +18,22 @@
 //! Times are unix nanoseconds as strings (exact, as OTLP JSON writes
 //! them), durations nanoseconds as numbers. Annotations are the keys an
 //! X-Ray document's `annotations` held (`aws.xray.annotations` lists them);
-//! metadata the `aws.xray.metadata.{namespace}` JSON, parsed. The flags are
-//! X-Ray's, read as ingest reads them (an OTLP span's from its status and
-//! HTTP code). Spans come by start time.
+//! metadata the `aws.xray.metadata.{namespace}` JSON, parsed; both read as
+//! `BatchGetTraces` reads them back ([`xray::annotations`],
+//! [`xray::metadata_namespaces`]). The flags and the HTTP request are read
+//! as ingest reads them into their columns (an OTLP span's flags from its
+//! status and HTTP code). Spans come by start time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{Span, TracesData};
 use serde_json::{Map, Value, json};
 use tracelake_storage::TraceId;
-use tracelake_storage::otlp::{kind_to_str, span_xray_flags, status_to_str, xray_origin};
+use tracelake_storage::otlp::{
+    find_str, http_method, http_status, http_url, kind_to_str, span_xray_flags, status_to_str,
+    xray_origin,
+};
 use tracelake_storage::xray::{self, any_to_json, format_xray_trace_id};
 
 fn value_json(value: Option<&AnyValue>) -> Value {
@@ -45,21 +50,6 @@ fn attributes_json<'a>(attributes: impl IntoIterator<Item = &'a KeyValue>) -> Ma
         .collect()
 }
 
-fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attributes
-        .iter()
-        .find(|attribute| attribute.key == key)
-        .and_then(|attribute| attribute.value.as_ref())
-        .and_then(|value| value.value.as_ref())
-}
-
-fn text<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a str> {
-    keys.iter().find_map(|key| match find(attributes, key) {
-        Some(any_value::Value::StringValue(text)) => Some(text.as_str()),
-        _ => None,
-    })
-}
-
 fn hex_or_null(bytes: &[u8]) -> Value {
     if bytes.is_empty() || bytes.iter().all(|byte| *byte == 0) {
         Value::Null
@@ -68,60 +58,22 @@ fn hex_or_null(bytes: &[u8]) -> Value {
     }
 }
 
-/// The keys `aws.xray.annotations` lists.
-fn annotation_keys(attributes: &[KeyValue]) -> BTreeSet<&str> {
-    match find(attributes, xray::attr::ANNOTATIONS) {
-        Some(any_value::Value::ArrayValue(array)) => array
-            .values
-            .iter()
-            .filter_map(|value| match value.value.as_ref() {
-                Some(any_value::Value::StringValue(key)) => Some(key.as_str()),
-                _ => None,
-            })
-            .collect(),
-        _ => BTreeSet::new(),
-    }
-}
-
 fn span_json(span: &Span, resource: &[KeyValue], scope: (&str, &str)) -> Value {
     let attributes = span.attributes.as_slice();
-    let annotated = annotation_keys(attributes);
-    let mut plain = Map::new();
-    let mut annotations = Map::new();
-    let mut metadata = Map::new();
-    for attribute in attributes {
+    let annotations = xray::annotations(attributes).unwrap_or_default();
+    let metadata = xray::metadata_namespaces(attributes);
+    let plain = attributes_json(attributes.iter().filter(|attribute| {
         let key = attribute.key.as_str();
-        let value = value_json(attribute.value.as_ref());
-        if key == xray::attr::ANNOTATIONS {
-            continue;
-        } else if annotated.contains(key) {
-            annotations.insert(key.to_string(), value);
-        } else if let Some(namespace) = key.strip_prefix(xray::attr::METADATA_PREFIX) {
-            let parsed = value
-                .as_str()
-                .and_then(|text| serde_json::from_str(text).ok())
-                .unwrap_or(value);
-            metadata.insert(namespace.to_string(), parsed);
-        } else {
-            plain.insert(key.to_string(), value);
-        }
-    }
+        key != xray::attr::ANNOTATIONS
+            && !annotations.contains_key(key)
+            && !key.starts_with(xray::attr::METADATA_PREFIX)
+    }));
     let (error, fault, throttle) = span_xray_flags(span);
-    let in_progress = matches!(
-        find(attributes, xray::attr::IN_PROGRESS),
-        Some(any_value::Value::BoolValue(true))
+    let (method, url, status) = (
+        http_method(attributes),
+        http_url(attributes),
+        http_status(attributes),
     );
-    let method = text(attributes, &["http.request.method", "http.method"]);
-    let url = text(
-        attributes,
-        &["url.full", "http.url", "http.target", "url.path"],
-    );
-    let status = ["http.response.status_code", "http.status_code"]
-        .iter()
-        .find_map(|key| match find(attributes, key) {
-            Some(any_value::Value::IntValue(code)) => Some(*code),
-            _ => None,
-        });
     let http = if method.is_some() || url.is_some() || status.is_some() {
         json!({"method": method, "url": url, "status": status})
     } else {
@@ -158,7 +110,7 @@ fn span_json(span: &Span, resource: &[KeyValue], scope: (&str, &str)) -> Value {
         "parent_span_id": hex_or_null(&span.parent_span_id),
         "name": span.name,
         "kind": kind_to_str(span.kind),
-        "service": text(resource, &[xray::attr::SERVICE_NAME]).unwrap_or(""),
+        "service": find_str(resource, xray::attr::SERVICE_NAME).unwrap_or(""),
         "service_type": xray_origin(resource),
         "start_unix_nano": span.start_time_unix_nano.to_string(),
         "end_unix_nano": span.end_time_unix_nano.to_string(),
@@ -167,7 +119,7 @@ fn span_json(span: &Span, resource: &[KeyValue], scope: (&str, &str)) -> Value {
         "error": error,
         "fault": fault,
         "throttle": throttle,
-        "in_progress": in_progress,
+        "in_progress": crate::trace::is_in_progress(span),
         "http": http,
         "attributes": plain,
         "annotations": annotations,
@@ -189,7 +141,7 @@ pub fn trace_json(trace_id: &TraceId, trace: &TracesData) -> Value {
             .as_ref()
             .map(|resource| resource.attributes.as_slice())
             .unwrap_or_default();
-        if let Some(name) = text(resource, &[xray::attr::SERVICE_NAME]) {
+        if let Some(name) = find_str(resource, xray::attr::SERVICE_NAME) {
             services
                 .entry(name.to_string())
                 .or_insert_with(|| json!({"name": name, "type": xray_origin(resource)}));
@@ -227,7 +179,7 @@ pub fn trace_json(trace_id: &TraceId, trace: &TracesData) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::common::v1::ArrayValue;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, any_value};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 

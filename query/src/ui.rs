@@ -111,17 +111,6 @@ async fn gzipped() -> &'static HashMap<&'static str, Vec<u8>> {
     }
 }
 
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|accepted| {
-            accepted
-                .split(',')
-                .any(|coding| coding.split(';').next().unwrap_or("").trim() == "gzip")
-        })
-}
-
 async fn serve(path: &str, headers: &HeaderMap) -> Response {
     let Some(file) = DIST.get_file(path).filter(|_| !path.contains("..")) else {
         return (StatusCode::NOT_FOUND, format!("no UI file {PREFIX}{path}")).into_response();
@@ -131,7 +120,7 @@ async fn serve(path: &str, headers: &HeaderMap) -> Response {
     } else {
         "no-cache"
     };
-    let compressed = if accepts_gzip(headers) {
+    let compressed = if crate::http::header_lists(headers, header::ACCEPT_ENCODING, "gzip") {
         gzipped().await.get(path)
     } else {
         None

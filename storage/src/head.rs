@@ -312,6 +312,9 @@ impl HeadState {
             return;
         }
         let sources: Vec<HeadRows> = tail.iter().map(|batch| batch.rows.clone()).collect();
+        // Materialized and shared again (`HeadBatch::new`), not kept as the
+        // concatenation: adjacent datagrams of one service carry equal
+        // resource maps, which only a new pass over the rows stores once.
         // A batch that will not concatenate stays as it is.
         let Ok(rows) = HeadRows::concat(&sources).and_then(|rows| rows.to_batch()) else {
             return;

@@ -102,13 +102,13 @@ export function HistogramChart({ answer }) {
 
 /** Fetches and charts the histogram of `of` ({service, operation} or
  * {client, server}) over `window`. */
-export function Histogram({ of, window: span, source }) {
+export function Histogram({ of, window: span }) {
   const [state, setState] = useState({ loading: true });
   const key = JSON.stringify([of, span]);
   useEffect(() => {
     const abort = new AbortController();
     setState({ loading: true });
-    getJson(PATHS.histogram, {}, { ...of, start: span.start, end: span.end, source }, abort.signal)
+    getJson(PATHS.histogram, {}, { ...of, start: span.start, end: span.end }, abort.signal)
       .then((answer) => setState({ answer }))
       .catch((error) => abort.signal.aborted || setState({ error: error.message }));
     return () => abort.abort();

@@ -182,7 +182,7 @@ function App() {
     </header>
     <main>
       ${View
-        ? html`<${View} key=${`${route.view}/${route.arg}?${route.params}#${reload}`} route=${route} reload=${reload} />`
+        ? html`<${View} key=${`${route.view}/${route.arg}?${route.params}#${reload}`} route=${route} />`
         : html`<p class="error">No view "${route.view}". <a href="#/map">Service map</a></p>`}
     </main>
     ${dialog === 'settings' && html`<${Settings} onClose=${() => setDialog(null)} />`}

@@ -260,7 +260,7 @@ pub(crate) fn child<'a, T: 'static>(parent: &'a StructArray, name: &str) -> Opti
 }
 
 /// The string value of attribute `key`, if present and a string.
-pub(crate) fn find_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+pub fn find_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     match find_value(attributes, key)? {
         Value::StringValue(text) => Some(text.as_str()),
         _ => None,

@@ -15,6 +15,7 @@ pub(crate) mod attributes;
 mod from_arrow;
 mod to_arrow;
 
+pub use attributes::find_str;
 pub use from_arrow::batches_to_traces_data;
 
 /// Row `row` of an attribute map column (see [`crate::schema`]) as OTLP
@@ -26,7 +27,8 @@ pub fn attributes_at(
     attributes::read_attributes(map, row)
 }
 pub use to_arrow::{
-    ConvertedSpans, SpanRejection, resource_spans_to_batch, span_xray_flags, xray_origin,
+    ConvertedSpans, SpanRejection, http_method, http_status, http_url, resource_spans_to_batch,
+    span_xray_flags, xray_origin,
 };
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;

@@ -180,10 +180,23 @@ pub fn span_xray_flags(span: &Span) -> (bool, bool, bool) {
     xray_flags(attributes, http_status(attributes), status_code)
 }
 
-/// The HTTP response status, by the current or the older convention.
-fn http_status(attributes: &[KeyValue]) -> Option<i64> {
+/// The HTTP response status, by the current or the older convention (the
+/// `http_status_code` column).
+pub fn http_status(attributes: &[KeyValue]) -> Option<i64> {
     find_int(attributes, "http.response.status_code")
         .or_else(|| find_int(attributes, "http.status_code"))
+}
+
+/// The HTTP request method, by the current or the older convention (the
+/// `http_method` column).
+pub fn http_method(attributes: &[KeyValue]) -> Option<&str> {
+    find_str(attributes, "http.request.method").or_else(|| find_str(attributes, "http.method"))
+}
+
+/// The request URL, by the current or the older convention (the `http_url`
+/// column).
+pub fn http_url(attributes: &[KeyValue]) -> Option<&str> {
+    find_str(attributes, "url.full").or_else(|| find_str(attributes, "http.url"))
 }
 
 /// X-Ray's flags: as an X-Ray document set them (`aws.xray.error`, ...), or
@@ -394,13 +407,8 @@ impl SpanRowsBuilder {
         self.xray_error.append_value(error);
         self.xray_fault.append_value(fault);
         self.xray_throttle.append_value(throttle);
-        self.http_method.append_option(
-            find_str(attributes, "http.request.method")
-                .or_else(|| find_str(attributes, "http.method")),
-        );
-        self.http_url.append_option(
-            find_str(attributes, "url.full").or_else(|| find_str(attributes, "http.url")),
-        );
+        self.http_method.append_option(http_method(attributes));
+        self.http_url.append_option(http_url(attributes));
         self.http_route
             .append_option(find_str(attributes, "http.route"));
         self.http_status_code

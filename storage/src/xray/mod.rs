@@ -65,7 +65,9 @@ pub use document::{
     is_valid_trace_id, parse_documents,
 };
 pub use fields::any_to_json;
-pub use to_documents::{SpanWithResource, spans_to_documents, traces_to_documents};
+pub use to_documents::{
+    SpanWithResource, annotations, metadata_namespaces, spans_to_documents, traces_to_documents,
+};
 pub use to_spans::{MappedDocument, document_to_spans};
 
 use crate::ids::TraceId;

@@ -350,7 +350,9 @@ fn exception(event: &Event) -> XrayException {
     }
 }
 
-fn annotations(attributes: &[KeyValue]) -> Option<Map<String, Value>> {
+/// A span's X-Ray annotations: the attributes `aws.xray.annotations`
+/// names, as JSON; `None` when the span carries no such list.
+pub fn annotations(attributes: &[KeyValue]) -> Option<Map<String, Value>> {
     let Some(any_value::Value::ArrayValue(keys)) = find(attributes, attr::ANNOTATIONS) else {
         return None;
     };
@@ -374,27 +376,41 @@ fn is_mapped_key(key: &str) -> bool {
         || key == attr::USER
 }
 
+/// A span's X-Ray metadata: each `aws.xray.metadata.{namespace}` attribute
+/// under its namespace, its JSON text parsed (kept as text when it is not
+/// JSON).
+pub fn metadata_namespaces(attributes: &[KeyValue]) -> Map<String, Value> {
+    let mut metadata = Map::new();
+    for key_value in attributes {
+        let Some(namespace) = key_value.key.strip_prefix(attr::METADATA_PREFIX) else {
+            continue;
+        };
+        let Some(value) = key_value.value.as_ref().and_then(|any| any.value.as_ref()) else {
+            continue;
+        };
+        let parsed = match value {
+            any_value::Value::StringValue(text) => {
+                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+            }
+            other => any_to_json(other),
+        };
+        metadata.insert(namespace.to_string(), parsed);
+    }
+    metadata
+}
+
 fn metadata(
     attributes: &[KeyValue],
     from_xray: bool,
     annotations: Option<&Map<String, Value>>,
 ) -> Option<Map<String, Value>> {
-    let mut metadata = Map::new();
+    let mut metadata = metadata_namespaces(attributes);
     let mut default_namespace = Map::new();
     for key_value in attributes {
         let Some(value) = key_value.value.as_ref().and_then(|any| any.value.as_ref()) else {
             continue;
         };
-        if let Some(namespace) = key_value.key.strip_prefix(attr::METADATA_PREFIX) {
-            let parsed = match value {
-                any_value::Value::StringValue(text) => {
-                    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
-                }
-                other => any_to_json(other),
-            };
-            metadata.insert(namespace.to_string(), parsed);
-            continue;
-        }
+        // `aws.xray.metadata.*` keys are mapped (`aws.xray.` prefix).
         let is_annotation = annotations.is_some_and(|map| map.contains_key(&key_value.key));
         if !from_xray && !is_annotation && !is_mapped_key(&key_value.key) {
             default_namespace.insert(key_value.key.clone(), any_to_json(value));

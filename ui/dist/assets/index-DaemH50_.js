@@ -347,7 +347,7 @@ In order to be iterable, non-array objects must have a [Symbol.iterator]() metho
       <span>max ${mt(t.quantiles.max)}</span>
       ${Object.entries(t.outcomes||{}).filter(([f,v])=>f!=="ok"&&v>0).map(([f,v])=>re`<span style=${`color:${Tt[f]}`}>${v} ${f}</span>`)}
     </figcaption>
-  </figure>`}function Cu({of:t,window:e,source:r}){const[a,n]=Je({loading:!0}),i=JSON.stringify([t,e]);return Ht(()=>{const o=new AbortController;return n({loading:!0}),ea(Sr.histogram,{},{...t,start:e.start,end:e.end,source:r},o.signal).then(s=>n({answer:s})).catch(s=>o.signal.aborted||n({error:s.message})),()=>o.abort()},[i]),a.error?re`<p class="error">${a.error}</p>`:a.loading?re`<p class="loading">Loading histogram…</p>`:re`<${lC} answer=${a.answer} />`}function cC({route:t}){const{params:e}=t,r=Oi(e),[a,n]=Je(null),[i,o]=Je(null);Ht(()=>{ea(Sr.services,{},{start:r.start,end:r.end}).then(g=>n(g.services)).catch(g=>o(g.message))},[]);const s=e.get("client"),u=e.get("server"),l=e.get("service")||"",c=e.get("operation")||"",f=!!u,v=f?{client:s,server:u}:l?{service:l,operation:c}:null,d=s?`${s} → ${u}`:`calls into ${u}`,h=f?s?`edge("${s}", "${u}")`:`service("${u}")`:`service("${l}")`,y=g=>tr("histogram",{...vr(e),...g}),p=a?.find(g=>g.name===l)?.operations??[];return re`<section class="histogram-view">
+  </figure>`}function Cu({of:t,window:e}){const[r,a]=Je({loading:!0}),n=JSON.stringify([t,e]);return Ht(()=>{const i=new AbortController;return a({loading:!0}),ea(Sr.histogram,{},{...t,start:e.start,end:e.end},i.signal).then(o=>a({answer:o})).catch(o=>i.signal.aborted||a({error:o.message})),()=>i.abort()},[n]),r.error?re`<p class="error">${r.error}</p>`:r.loading?re`<p class="loading">Loading histogram…</p>`:re`<${lC} answer=${r.answer} />`}function cC({route:t}){const{params:e}=t,r=Oi(e),[a,n]=Je(null),[i,o]=Je(null);Ht(()=>{ea(Sr.services,{},{start:r.start,end:r.end}).then(g=>n(g.services)).catch(g=>o(g.message))},[]);const s=e.get("client"),u=e.get("server"),l=e.get("service")||"",c=e.get("operation")||"",f=!!u,v=f?{client:s,server:u}:l?{service:l,operation:c}:null,d=s?`${s} → ${u}`:`calls into ${u}`,h=f?s?`edge("${s}", "${u}")`:`service("${u}")`:`service("${l}")`,y=g=>tr("histogram",{...vr(e),...g}),p=a?.find(g=>g.name===l)?.operations??[];return re`<section class="histogram-view">
     <h1>Latency</h1>
     ${i&&re`<p class="error">${i}</p>`}
     <form class="row" onSubmit=${g=>g.preventDefault()}>
@@ -632,7 +632,7 @@ ${n.type}`:n.name,ok:(i?.ok??0)*100,errors:(i?.errors??0)*100,throttles:(i?.thro
       <button class="icon" title="API key and tenant" aria-label="settings" onClick=${()=>i("settings")}>⚙</button>
     </header>
     <main>
-      ${s?re`<${s} key=${`${t.view}/${t.arg}?${t.params}#${r}`} route=${t} reload=${r} />`:re`<p class="error">No view "${t.view}". <a href="#/map">Service map</a></p>`}
+      ${s?re`<${s} key=${`${t.view}/${t.arg}?${t.params}#${r}`} route=${t} />`:re`<p class="error">No view "${t.view}". <a href="#/map">Service map</a></p>`}
     </main>
     ${n==="settings"&&re`<${PC} onClose=${()=>i(null)} />`}
     ${n==="help"&&re`<${AC} onClose=${()=>i(null)} />`}`}Mg(re`<${RC} />`,document.getElementById("app"));
