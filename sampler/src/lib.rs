@@ -3,8 +3,11 @@
 //! and tail-sampling policies, plus the `X-Amzn-Trace-Id` header both the
 //! collector and the instrumented components use.
 //!
-//! Depends on no other tracelake crate; its routes are served on the X-Ray
-//! API port and the gateway plugin uses it as a client. Rules persist
+//! Depends only on tracelake's leaf crates (`tracelake-aws-json` for the
+//! X-Ray error shape, `tracelake-routes` for the access each route
+//! declares), never on storage, the collector or the query side; its routes
+//! are served on the X-Ray API port and the gateway plugin uses it as a
+//! client. Rules persist
 //! through `object_store`, next to the span data.
 //!
 //! ```text

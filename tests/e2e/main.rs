@@ -6,6 +6,7 @@ mod ballista;
 mod cli;
 mod demo;
 mod durability;
+mod injection;
 mod jaeger;
 mod loadgen;
 mod multinode;

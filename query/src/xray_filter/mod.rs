@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Int32Type, TimestampNanosecondType};
-use datafusion::common::ScalarValue;
-use datafusion::prelude::{col, lit};
+use datafusion::logical_expr::JoinType;
+use datafusion::prelude::col;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use tracelake_storage::derived::span_facts;
 use tracelake_storage::otlp::attributes_at;
@@ -27,6 +27,7 @@ pub use parse::{
     TextOp, parse,
 };
 
+use crate::exprs::starts_within;
 use crate::{QueryError, Result, session_for_tenant};
 
 /// How far outside the window a trace's other spans are looked for.
@@ -39,30 +40,27 @@ pub async fn traces_in_window(
     (from_ns, to_ns): (i64, i64),
 ) -> Result<Vec<TraceView>> {
     let context = session_for_tenant(reader, tenant)?;
-    let timestamp = |nanos: i64| {
-        lit(ScalarValue::TimestampNanosecond(
-            Some(nanos),
-            Some("UTC".into()),
-        ))
-    };
-    let in_window = context.table("spans").await?.filter(
-        col(span_col::START_TIME)
-            .gt_eq(timestamp(from_ns))
-            .and(col(span_col::START_TIME).lt_eq(timestamp(to_ns))),
-    )?;
-    context.register_table("window_spans", in_window.into_view())?;
-    let reach = context.table("spans").await?.filter(
-        col(span_col::START_TIME)
-            .gt_eq(timestamp(from_ns.saturating_sub(TRACE_REACH_NS)))
-            .and(col(span_col::START_TIME).lt_eq(timestamp(to_ns.saturating_add(TRACE_REACH_NS)))),
-    )?;
-    context.register_table("reach_spans", reach.into_view())?;
-    let batches = context
-        .sql(
-            "SELECT * FROM reach_spans \
-             WHERE trace_id IN (SELECT DISTINCT trace_id FROM window_spans)",
-        )
+    const WINDOW_TRACE: &str = "window_trace_id";
+    let in_window = context
+        .table("spans")
         .await?
+        .filter(starts_within(from_ns, to_ns))?
+        .select(vec![col(span_col::TRACE_ID).alias(WINDOW_TRACE)])?
+        .distinct()?;
+    let batches = context
+        .table("spans")
+        .await?
+        .filter(starts_within(
+            from_ns.saturating_sub(TRACE_REACH_NS),
+            to_ns.saturating_add(TRACE_REACH_NS),
+        ))?
+        .join(
+            in_window,
+            JoinType::LeftSemi,
+            &[span_col::TRACE_ID],
+            &[WINDOW_TRACE],
+            None,
+        )?
         .collect()
         .await?;
     crate::off_reactor(move || {
