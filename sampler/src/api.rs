@@ -283,6 +283,9 @@ struct TargetsResponse {
     sampling_target_documents: Vec<TargetDocument>,
     last_rule_modification: f64,
     unprocessed_statistics: Vec<UnprocessedStatistics>,
+    /// Sampling boosts are not offered, so never a boost statistic to
+    /// refuse; present (empty) as every list of the model.
+    unprocessed_boost_statistics: Vec<UnprocessedStatistics>,
 }
 
 fn is_client_id(client_id: &str) -> bool {
@@ -326,6 +329,7 @@ fn targets(
         sampling_target_documents: Vec::new(),
         last_rule_modification: last_modification,
         unprocessed_statistics: Vec::new(),
+        unprocessed_boost_statistics: Vec::new(),
     };
     let mut quotas = service.quotas.lock();
     let mut summaries = service.summaries.lock();

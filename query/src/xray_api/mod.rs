@@ -14,6 +14,7 @@
 //! (`InvalidRequestException` with a message naming the field).
 
 pub mod groups;
+mod root_causes;
 mod service_graph;
 mod statistics;
 mod trace_summaries;
