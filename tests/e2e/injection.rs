@@ -218,9 +218,6 @@ async fn hostile_names_and_values_are_matched_as_data_by_every_api() {
     .await;
     assert_eq!(nothing["tagValues"], json!([]));
     // Everything is still there.
-    let all = get(format!(
-        "/jaeger/api/operations?service=injection&spanKind=server"
-    ))
-    .await;
+    let all = get("/jaeger/api/operations?service=injection&spanKind=server".to_string()).await;
     assert_eq!(all["data"].as_array().unwrap().len(), NASTY.len(), "{all}");
 }
