@@ -3,9 +3,11 @@
 //! and tail-sampling policies, plus the `X-Amzn-Trace-Id` header both the
 //! collector and the instrumented components use.
 //!
-//! Depends on no other tracelake crate; its routes are served on the X-Ray
-//! API port and the gateway plugin uses it as a client. Rules persist
-//! through `object_store`, next to the span data.
+//! Of tracelake's crates it depends only on two thin ones,
+//! `tracelake-aws-json` (the error shape) and `tracelake-settings` (where
+//! rules persist, through `object_store`, next to the span data, shared by
+//! every node on the store); its routes are served on the X-Ray API port
+//! and the gateway plugin uses it as a client.
 //!
 //! ```text
 //!  SDKs --GetSamplingRules / SamplingTargets--> api --> store (rules, per tenant, persistent)

@@ -22,6 +22,7 @@ mod traces;
 pub use traces::xray_trace_json;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
@@ -38,8 +39,9 @@ struct XrayQueryState {
     groups: Arc<groups::GroupStore>,
 }
 
-/// The query routes of the X-Ray API port.
-pub fn router(reader: Arc<dyn SpanReader>) -> Router {
+/// The query routes of the X-Ray API port; groups changed through other
+/// nodes are seen within `settings_refresh` (`cluster.refresh_interval`).
+pub fn router(reader: Arc<dyn SpanReader>, settings_refresh: Duration) -> Router {
     Router::new()
         .route("/ServiceGraph", post(service_graph::get_service_graph))
         .route(
@@ -58,7 +60,10 @@ pub fn router(reader: Arc<dyn SpanReader>) -> Router {
         .route("/UpdateGroup", post(groups::update_group))
         .route("/DeleteGroup", post(groups::delete_group))
         .with_state(XrayQueryState {
-            groups: Arc::new(groups::GroupStore::new(reader.object_store())),
+            groups: Arc::new(groups::GroupStore::new(
+                reader.object_store(),
+                settings_refresh,
+            )),
             reader,
         })
 }
