@@ -493,3 +493,70 @@ pub(super) async fn delete_group(
         .await?;
     Ok(json_response(&json!({})))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    fn group(name: &str, filter: &str) -> Group {
+        Group {
+            name: name.into(),
+            id: format!("id-{name}"),
+            filter_expression: Some(filter.into()),
+            insights_enabled: false,
+            notifications_enabled: false,
+        }
+    }
+
+    async fn names(store: &GroupStore) -> Vec<String> {
+        let groups = store.all("t").await.unwrap();
+        let mut names: Vec<String> = groups.into_iter().map(|group| group.name).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn groups_written_before_revisions_load_and_changes_reach_other_nodes() {
+        let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        // As the release before revisions wrote it.
+        let legacy = br#"{"version":"1","groups":[{"name":"slow","id":"01JX0000000000000000000000","filter_expression":"responsetime > 1","insights_enabled":false,"notifications_enabled":true}]}"#;
+        memory
+            .put(
+                &Path::from("tenants/t/xray/groups.json"),
+                PutPayload::from_static(legacy),
+            )
+            .await
+            .unwrap();
+        let refresh = Duration::from_millis(200);
+        let a = GroupStore::new(Arc::clone(&memory), refresh);
+        let b = GroupStore::new(Arc::clone(&memory), refresh);
+        assert_eq!(names(&b).await, ["Default", "slow"]);
+        let slow = a.find("t", Some("slow"), None).await.unwrap();
+        assert!(slow.notifications_enabled);
+        assert_eq!(
+            arn("t", &slow),
+            "arn:aws:xray:tracelake:t:group/slow/01JX0000000000000000000000"
+        );
+        // Through both nodes at once: both land.
+        let (first, second) = tokio::join!(
+            a.change("t", |groups| {
+                groups.push(group("errors", "error"));
+                Ok(())
+            }),
+            b.change("t", |groups| {
+                groups.push(group("faults", "fault"));
+                Ok(())
+            }),
+        );
+        first.unwrap();
+        second.unwrap();
+        tokio::time::sleep(refresh + Duration::from_millis(20)).await;
+        for node in [&a, &b] {
+            assert_eq!(names(node).await, ["Default", "errors", "faults", "slow"]);
+        }
+        let filter = a.filter_of("t", Some("faults"), None).await.unwrap();
+        assert!(filter.is_some());
+    }
+}
