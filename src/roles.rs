@@ -158,10 +158,7 @@ pub(crate) async fn serve_query(
 
     let stop = StopSignal::new();
     let xray_routes = tracelake_query::http::limit_concurrency(
-        tracelake_query::xray_api::router(
-            Arc::clone(&reader),
-            config.cluster.refresh_interval,
-        ),
+        tracelake_query::xray_api::router(Arc::clone(&reader), config.cluster.refresh_interval),
         config.query.limits(),
     )
     .merge(tracelake_sampler::api::router(sampling))

@@ -239,10 +239,7 @@ async fn serve_node(
         xray_api::router(xray_ingest.clone()).merge(tracelake_sampler::api::router(sampling));
     if !collector {
         xray_api_routes = xray_api_routes.merge(tracelake_query::http::limit_concurrency(
-            tracelake_query::xray_api::router(
-                Arc::clone(&reader),
-                config.cluster.refresh_interval,
-            ),
+            tracelake_query::xray_api::router(Arc::clone(&reader), config.cluster.refresh_interval),
             config.query.limits(),
         ));
     }

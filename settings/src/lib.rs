@@ -334,12 +334,12 @@ impl<D: Document> SettingsStore<D> {
             match self.store.get(&path).await {
                 Ok(found) => {
                     let bytes = found.bytes().await?;
-                    return serde_json::from_slice::<D>(&bytes).map(Arc::new).map_err(|error| {
-                        SettingsError::Corrupt {
+                    return serde_json::from_slice::<D>(&bytes)
+                        .map(Arc::new)
+                        .map_err(|error| SettingsError::Corrupt {
                             path: path.to_string(),
                             reason: error.to_string(),
-                        }
-                    });
+                        });
                 }
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(error) => return Err(error.into()),
@@ -397,7 +397,13 @@ impl<D: Document> SettingsStore<D> {
 
     /// Puts `(revision, document)` in the cache unless a later revision is
     /// there already; returns what the cache holds.
-    fn install(&self, tenant: &str, revision: u64, document: Arc<D>, fetched_at: Instant) -> Arc<D> {
+    fn install(
+        &self,
+        tenant: &str,
+        revision: u64,
+        document: Arc<D>,
+        fetched_at: Instant,
+    ) -> Arc<D> {
         let mut cache = self.cache.lock();
         if let Some(cached) = cache.get_mut(tenant) {
             cached.refresh_started = None;
@@ -512,7 +518,8 @@ impl<D: Document> SettingsStore<D> {
             target = target.max(claim.revision + 1);
         }
         let known = self.cached(tenant);
-        let Some((base_revision, base)) = self.document_at(tenant, &listing, known.as_ref()).await?
+        let Some((base_revision, base)) =
+            self.document_at(tenant, &listing, known.as_ref()).await?
         else {
             return Ok(Attempt::Again);
         };
@@ -539,10 +546,9 @@ impl<D: Document> SettingsStore<D> {
                 return Err(error.into());
             }
         };
-        let alone = check
-            .claims
-            .iter()
-            .all(|other| other.revision < target || (other.revision == target && other.writer == writer));
+        let alone = check.claims.iter().all(|other| {
+            other.revision < target || (other.revision == target && other.writer == writer)
+        });
         let passed = check.revisions.iter().all(|revision| *revision < target);
         if !alone || !passed || started.elapsed() > timing.write_budget {
             self.withdraw(&claim).await;
@@ -573,7 +579,12 @@ impl<D: Document> SettingsStore<D> {
         }
         self.install(tenant, target, Arc::new(document), started);
         self.prune(tenant, &check, target).await;
-        tracing::info!(kind = D::KIND, tenant, revision = target, "settings changed");
+        tracing::info!(
+            kind = D::KIND,
+            tenant,
+            revision = target,
+            "settings changed"
+        );
         Ok(Attempt::Done(result))
     }
 
@@ -581,7 +592,11 @@ impl<D: Document> SettingsStore<D> {
     async fn create(&self, path: &Path, bytes: Vec<u8>) -> Result<bool> {
         match self
             .store
-            .put_opts(path, PutPayload::from(bytes), PutOptions::from(PutMode::Create))
+            .put_opts(
+                path,
+                PutPayload::from(bytes),
+                PutOptions::from(PutMode::Create),
+            )
             .await
         {
             Ok(_) => Ok(true),

@@ -136,7 +136,11 @@ impl ObjectStore for IgnoresConditionalWrites {
 
 use futures::StreamExt;
 
-fn stores() -> Vec<(&'static str, Arc<dyn ObjectStore>, Option<tempfile::TempDir>)> {
+fn stores() -> Vec<(
+    &'static str,
+    Arc<dyn ObjectStore>,
+    Option<tempfile::TempDir>,
+)> {
     let dir = tempfile::tempdir().unwrap();
     let local = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
     vec![
@@ -292,7 +296,10 @@ async fn a_claim_in_progress_holds_changes_back_until_abandoned() {
         .unwrap();
     // Another writer claimed revision 2 a moment ago and has not written it.
     let fresh = SettingsStore::<Counters>::claim_path("t", 2, unix_ms(), "OTHER");
-    store.put(&fresh, PutPayload::from_static(b"{}")).await.unwrap();
+    store
+        .put(&fresh, PutPayload::from_static(b"{}"))
+        .await
+        .unwrap();
     let refused = settings
         .modify("t", |counters| Ok::<_, SettingsError>(counters.bump("y")))
         .await;
@@ -301,13 +308,22 @@ async fn a_claim_in_progress_holds_changes_back_until_abandoned() {
         "{refused:?}"
     );
     assert!(
-        settings.read("t").await.unwrap().counts().get("y").is_none(),
+        settings
+            .read("t")
+            .await
+            .unwrap()
+            .counts()
+            .get("y")
+            .is_none(),
         "a refused change is not applied"
     );
     // Its writer died: once the claim is old enough it is skipped.
     store.delete(&fresh).await.unwrap();
     let dead = SettingsStore::<Counters>::claim_path("t", 2, unix_ms() - 61_000, "DEAD");
-    store.put(&dead, PutPayload::from_static(b"{}")).await.unwrap();
+    store
+        .put(&dead, PutPayload::from_static(b"{}"))
+        .await
+        .unwrap();
     settings
         .modify("t", |counters| Ok::<_, SettingsError>(counters.bump("y")))
         .await

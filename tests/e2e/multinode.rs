@@ -429,7 +429,7 @@ async fn xray_call(node: &TestServer, route: &str, body: Value) -> (u16, Value) 
         .unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text));
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body)
 }
 
