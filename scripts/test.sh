@@ -5,7 +5,8 @@
 # (tests/python/requirements.txt) that the end-to-end tests drive, moto's
 # S3 server, Garage (built once from crates.io) and Debian's prometheus
 # package (the scrape test runs a real Prometheus), the web UI's npm
-# packages and Debian's chromium (the browser test drives it).
+# packages and Debian's chromium (the browser test drives it), and the AWS
+# X-Ray SDK for Node.js (tests/node/package-lock.json).
 #
 #   CARGO_TARGET_DIR  build dir, default /var/tmp/tracelake-target (kept between runs)
 #   TRACELAKE_VENV    venv dir, default /var/tmp/tracelake-venv
@@ -57,6 +58,15 @@ export TRACELAKE_TEST_PROMETHEUS="$(command -v prometheus)"
 ./scripts/build-ui.sh --check
 [ -x /usr/bin/chromium ] || apt_install chromium
 export TRACELAKE_TEST_CHROMIUM=/usr/bin/chromium
+
+# The AWS X-Ray SDK for Node.js the sampling test runs (tests/node): npm ci
+# only when the lockfile changed since the last install.
+if ! cmp -s tests/node/package-lock.json tests/node/node_modules/.tracelake-lock 2>/dev/null; then
+  echo "installing the Node.js X-Ray SDK (npm ci in tests/node)"
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+  cp tests/node/package-lock.json tests/node/node_modules/.tracelake-lock
+fi
+export TRACELAKE_TEST_NODE="$(command -v node)"
 
 # Benches run once each in test mode (they must keep working), then every
 # unit, integration and end-to-end test; the last line totals them.

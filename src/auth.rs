@@ -52,16 +52,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracelake_storage::TENANT_HEADER;
 
+use tracelake_routes::{Access, Declared};
+
 use crate::sigv4;
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Permission {
-    Ingest,
-    Query,
-    Admin,
-}
+pub(crate) use tracelake_routes::Permission;
 
 /// `[auth]`: no keys, no authentication (the tenant is `X-Scope-OrgID`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -228,8 +223,7 @@ impl Keys {
     }
 }
 
-/// Which listener a request came in on: each classifies its routes and
-/// shapes its errors its own way.
+/// Which listener a request came in on: each shapes its errors its own way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Listener {
     XrayApi,
@@ -237,39 +231,51 @@ pub(crate) enum Listener {
     Http,
 }
 
-/// What a route needs: nothing, or any one of some permissions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Needs {
-    Nothing,
-    AnyOf(&'static [Permission]),
-    /// A key with one of these, or no key at all for the UDP tenant.
-    AnyOfOrUdpTenant(&'static [Permission]),
+impl Listener {
+    /// The name of its `listening` line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Listener::XrayApi => "xray-api",
+            Listener::OtlpHttp => "otlp-http",
+            Listener::Http => "http",
+        }
+    }
 }
 
-fn needs(listener: Listener, path: &str) -> Needs {
-    use Permission::{Admin, Ingest, Query};
+/// `access` as `serve --print-routes` shows it: `open`, or the permissions
+/// separated by `|`, led by `daemon` where no key at all is the daemon
+/// protocol's tenant.
+pub(crate) fn describe(access: Access) -> String {
+    let names = |permissions: &[Permission]| {
+        permissions
+            .iter()
+            .map(|permission| format!("{permission:?}").to_lowercase())
+            .collect::<Vec<_>>()
+    };
+    match access {
+        Access::Open => "open".to_string(),
+        Access::AnyOf(permissions) => names(permissions).join("|"),
+        Access::AnyOfOrDaemon(permissions) => {
+            let mut all = vec!["daemon".to_string()];
+            all.extend(names(permissions));
+            all.join("|")
+        }
+    }
+}
+
+/// The answer to a path no route of `listener` declared: it is not served
+/// to key holders, whether or not a router would have had it (deny by
+/// default: a route is reachable only once its crate says who may call it).
+fn undeclared(listener: Listener, headers: &HeaderMap, path: &str) -> Response {
     match listener {
-        Listener::OtlpHttp => Needs::AnyOf(&[Ingest]),
-        Listener::XrayApi => match path {
-            "/TraceSegments" | "/TelemetryRecords" => Needs::AnyOf(&[Ingest]),
-            // What SDKs poll; consoles read them too.
-            "/GetSamplingRules" | "/SamplingTargets" => {
-                Needs::AnyOfOrUdpTenant(&[Ingest, Query, Admin])
-            }
-            "/CreateSamplingRule"
-            | "/UpdateSamplingRule"
-            | "/DeleteSamplingRule"
-            | "/CreateGroup"
-            | "/UpdateGroup"
-            | "/DeleteGroup" => Needs::AnyOf(&[Admin]),
-            _ => Needs::AnyOf(&[Query, Admin]),
-        },
-        Listener::Http => match path {
-            "/ready" | "/api/echo" | "/" | "/index.html" | "/ui" => Needs::Nothing,
-            _ if path.starts_with("/ui/") => Needs::Nothing,
-            "/metrics" => Needs::AnyOf(&[Query, Admin]),
-            _ => Needs::AnyOf(&[Query]),
-        },
+        Listener::XrayApi => tracelake_aws_json::AwsError::unknown_operation(path).into_response(),
+        Listener::OtlpHttp => tracelake_collector::otlp_http::error_response(
+            headers,
+            StatusCode::NOT_FOUND,
+            tonic::Code::Unimplemented,
+            format!("no OTLP route at {path}"),
+        ),
+        Listener::Http => (StatusCode::NOT_FOUND, format!("no route at {path}")).into_response(),
     }
 }
 
@@ -353,19 +359,24 @@ fn check_tenant_parameter(uri: &axum::http::Uri, principal: &Principal) -> Resul
     }
 }
 
-/// The axum middleware of one listener: authenticates, checks the route's
+/// The axum middleware of one listener: finds the access the route
+/// declared (refusing a path none declared), authenticates, checks the
 /// permission, pins the tenant and hands the [`Principal`] on as a request
 /// extension.
 pub(crate) async fn check(
     keys: Arc<Keys>,
+    declared: Arc<Declared>,
     listener: Listener,
     request: Request,
     next: Next,
 ) -> Response {
-    let permissions = match needs(listener, request.uri().path()) {
-        Needs::Nothing => return next.run(request).await,
-        Needs::AnyOf(permissions) => permissions,
-        Needs::AnyOfOrUdpTenant(permissions) => {
+    let Some(access) = declared.access(request.uri().path()) else {
+        return undeclared(listener, request.headers(), request.uri().path());
+    };
+    let permissions = match access {
+        Access::Open => return next.run(request).await,
+        Access::AnyOf(permissions) => permissions,
+        Access::AnyOfOrDaemon(permissions) => {
             if request.headers().contains_key(header::AUTHORIZATION) {
                 permissions
             } else {
@@ -636,37 +647,13 @@ mod tests {
     }
 
     #[test]
-    fn routes_need_the_permission_of_what_they_do() {
+    fn declared_access_is_printed_as_the_route_walk_reads_it() {
         use Permission::*;
-        assert_eq!(needs(Listener::Http, "/ready"), Needs::Nothing);
-        for page in ["/", "/index.html", "/ui", "/ui/assets/index.js"] {
-            assert_eq!(needs(Listener::Http, page), Needs::Nothing, "{page}");
-        }
-        assert_eq!(needs(Listener::Http, "/v1/search"), Needs::AnyOf(&[Query]));
-        assert_eq!(needs(Listener::Http, "/api/search"), Needs::AnyOf(&[Query]));
+        assert_eq!(describe(Access::Open), "open");
+        assert_eq!(describe(Access::AnyOf(&[Query, Admin])), "query|admin");
         assert_eq!(
-            needs(Listener::Http, "/jaeger/api/services"),
-            Needs::AnyOf(&[Query])
-        );
-        assert_eq!(
-            needs(Listener::OtlpHttp, "/v1/traces"),
-            Needs::AnyOf(&[Ingest])
-        );
-        assert_eq!(
-            needs(Listener::XrayApi, "/TraceSegments"),
-            Needs::AnyOf(&[Ingest])
-        );
-        assert_eq!(
-            needs(Listener::XrayApi, "/Traces"),
-            Needs::AnyOf(&[Query, Admin])
-        );
-        assert_eq!(
-            needs(Listener::XrayApi, "/GetSamplingRules"),
-            Needs::AnyOfOrUdpTenant(&[Ingest, Query, Admin])
-        );
-        assert_eq!(
-            needs(Listener::XrayApi, "/CreateSamplingRule"),
-            Needs::AnyOf(&[Admin])
+            describe(Access::AnyOfOrDaemon(&[Ingest, Query, Admin])),
+            "daemon|ingest|query|admin"
         );
     }
 

@@ -33,8 +33,18 @@ fn trace_hex(xray: &str) -> String {
     xray.trim_start_matches("1-").replace('-', "")
 }
 
+/// `address` as a browser opens it: a listener bound to every interface
+/// (`0.0.0.0`, `::`) is reached at `localhost`.
+fn browsable(address: std::net::SocketAddr) -> String {
+    if address.ip().is_unspecified() {
+        format!("localhost:{}", address.port())
+    } else {
+        address.to_string()
+    }
+}
+
 fn pointers(bound: &Bound, stack: &Stack) -> String {
-    let http = format!("http://{}", bound.http);
+    let http = format!("http://{}", browsable(bound.http));
     format!(
         "\n\
          tracelake demo: an order API behind a gateway ({gateway}/prod/orders, key {key})\n\
@@ -47,7 +57,7 @@ fn pointers(bound: &Bound, stack: &Stack) -> String {
          \x20 X-Ray API        aws xray get-service-graph --endpoint-url http://{xray_api} --start-time $(date -d '-10 min' +%s) --end-time $(date +%s)\n",
         gateway = stack.gateway_url,
         key = app::API_KEY,
-        xray_api = bound.xray_api,
+        xray_api = browsable(bound.xray_api),
     )
 }
 
@@ -105,7 +115,7 @@ pub(crate) async fn demo(
         traffic_stop,
     ));
     let progress_stats = Arc::clone(&stats);
-    let http = bound.http;
+    let http = browsable(bound.http);
     let progress = tokio::spawn(async move {
         let mut wait = FIRST_PROGRESS;
         loop {
@@ -139,7 +149,7 @@ pub(crate) async fn demo(
     if let Some(trace) = stats.sample_trace.lock().clone() {
         say(&format!(
             "demo: a trace: http://{}/api/traces/{}",
-            bound.http,
+            browsable(bound.http),
             trace_hex(&trace)
         ));
     }
@@ -151,4 +161,23 @@ pub(crate) async fn demo(
     stack.stop().await;
     let _ = stop_server.send(());
     server.await.context("server task")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_bound_to_every_interface_are_printed_as_localhost() {
+        let cases = [
+            ("0.0.0.0:3200", "localhost:3200"),
+            ("[::]:3200", "localhost:3200"),
+            ("127.0.0.1:3200", "127.0.0.1:3200"),
+            ("192.0.2.7:80", "192.0.2.7:80"),
+            ("[::1]:3200", "[::1]:3200"),
+        ];
+        for (bound, shown) in cases {
+            assert_eq!(browsable(bound.parse().unwrap()), shown, "{bound}");
+        }
+    }
 }

@@ -233,7 +233,8 @@ impl Pacer {
     fn new(rate: f64) -> Self {
         Self {
             rate,
-            // Start with one second's worth so the first requests go at once.
+            // Starts empty: the first request waits for its spans' worth,
+            // so no run bursts above `--rate` at the start.
             state: Mutex::new((0.0, Instant::now())),
         }
     }

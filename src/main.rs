@@ -244,6 +244,10 @@ struct ServeArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Print every route of the HTTP listeners with who may call it
+    /// (`route <listener> <access> <path>`), after the `listening` lines.
+    #[arg(long, env = "TRACELAKE_PRINT_ROUTES")]
+    print_routes: bool,
     #[command(flatten)]
     overrides: config::Overrides,
 }
@@ -282,6 +286,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", toml::to_string(&config)?);
                 return Ok(());
             }
+            serve::PRINT_ROUTES.store(args.print_routes, std::sync::atomic::Ordering::Relaxed);
             init_logging();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Extension, Query};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
@@ -20,6 +19,7 @@ use tracelake_collector::prometheus::{HistogramSeries, write_histogram};
 use tracelake_collector::receiver_stats::ReceiverStats;
 use tracelake_collector::tail::TailStage;
 use tracelake_collector::xray::udp::UdpStats;
+use tracelake_routes::{Access, Routes};
 use tracelake_storage::Storage;
 
 use crate::auth::{Permission, Principal};
@@ -42,8 +42,10 @@ pub(crate) struct MetricSources {
     pub(crate) receivers: Arc<ReceiverStats>,
 }
 
-pub(crate) fn router(sources: MetricSources) -> Router {
-    Router::new().route(
+/// `/metrics`, for `query` keys (their tenant's series) and `admin` keys
+/// (with the process-wide counters).
+pub(crate) fn routes(sources: MetricSources) -> Routes {
+    Routes::new().route(
         "/metrics",
         get(
             move |Query(params): Query<HashMap<String, String>>,
@@ -90,6 +92,7 @@ pub(crate) fn router(sources: MetricSources) -> Router {
                 }
             },
         ),
+        Access::AnyOf(&[Permission::Query, Permission::Admin]),
     )
 }
 

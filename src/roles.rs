@@ -23,6 +23,7 @@ use tracelake_collector::aggregate::Aggregator;
 use tracelake_collector::metrics_ingest::MetricsIngest;
 use tracelake_collector::receiver_stats::ReceiverStats;
 use tracelake_collector::xray::{api as xray_api, udp as xray_udp};
+use tracelake_routes::{Access, Routes};
 use tracelake_sampler::api::SamplingService;
 use tracelake_sampler::store::RulesStore;
 use tracelake_storage::blob_cache::BlobCache;
@@ -89,9 +90,9 @@ pub(crate) fn writer_config(
 
 /// `/metrics` of a role without receivers: the storage counters, and
 /// empty receiver and aggregation series.
-fn metrics_routes(storage: &Storage) -> axum::Router {
+fn metrics_routes(storage: &Storage) -> Routes {
     let receivers = Arc::new(ReceiverStats::default());
-    crate::metrics::router(MetricSources {
+    crate::metrics::routes(MetricSources {
         storage: storage.clone(),
         udp: Arc::new(xray_udp::UdpStats::default()),
         tail: None,
@@ -103,19 +104,20 @@ fn metrics_routes(storage: &Storage) -> axum::Router {
 }
 
 /// Refuses ingest on a node that has no WAL, saying where spans go.
-fn not_a_collector(role: Role) -> axum::Router {
+fn not_a_collector(role: Role) -> Routes {
     let message = format!(
         "this tracelake node has role {}: send spans to a collector",
         role.name()
     );
     let segments_message = message.clone();
-    axum::Router::new()
+    Routes::new()
         .route(
             "/TraceSegments",
             axum::routing::post(move || {
                 let message = segments_message.clone();
                 async move { xray_api::AwsError::invalid_request(&message) }
             }),
+            Access::INGEST,
         )
         .route(
             "/TelemetryRecords",
@@ -123,6 +125,7 @@ fn not_a_collector(role: Role) -> axum::Router {
                 let message = message.clone();
                 async move { xray_api::AwsError::invalid_request(&message) }
             }),
+            Access::INGEST,
         )
 }
 
@@ -158,10 +161,10 @@ pub(crate) async fn serve_query(
 
     let stop = StopSignal::new();
     let xray_routes = tracelake_query::http::limit_concurrency(
-        tracelake_query::xray_api::router(Arc::clone(&reader), config.cluster.refresh_interval),
+        tracelake_query::xray_api::routes(Arc::clone(&reader), config.cluster.refresh_interval),
         config.query.limits(),
     )
-    .merge(tracelake_sampler::api::router(sampling))
+    .merge(tracelake_sampler::api::routes(sampling))
     .merge(not_a_collector(Role::Query))
     .fallback(|uri: axum::http::Uri| async move {
         xray_api::AwsError::unknown_operation(uri.path())
@@ -173,7 +176,7 @@ pub(crate) async fn serve_query(
         "xray-api",
         stop.stopped(),
     )?;
-    let http_routes = tracelake_query::router_with_limits(reader, config.query.limits())
+    let http_routes = tracelake_query::http::routes_with_limits(reader, config.query.limits())
         .merge(metrics_routes(&storage));
     let http = serve_http(
         http_listener,

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracelake_routes::Routes;
 
 use futures::TryFutureExt;
 use tokio_rustls::TlsAcceptor;
@@ -227,7 +228,7 @@ async fn serve_node(
     let otlp_http = serve_http(
         otlp_http_listener,
         authenticated(
-            otlp_http::router(pipeline, metrics_ingest.clone(), limits),
+            otlp_http::routes(pipeline, metrics_ingest.clone(), limits),
             &keys,
             Listener::OtlpHttp,
         ),
@@ -236,10 +237,10 @@ async fn serve_node(
         stop.stopped(),
     )?;
     let mut xray_api_routes =
-        xray_api::router(xray_ingest.clone()).merge(tracelake_sampler::api::router(sampling));
+        xray_api::routes(xray_ingest.clone()).merge(tracelake_sampler::api::routes(sampling));
     if !collector {
         xray_api_routes = xray_api_routes.merge(tracelake_query::http::limit_concurrency(
-            tracelake_query::xray_api::router(Arc::clone(&reader), config.cluster.refresh_interval),
+            tracelake_query::xray_api::routes(Arc::clone(&reader), config.cluster.refresh_interval),
             config.query.limits(),
         ));
     }
@@ -257,9 +258,9 @@ async fn serve_node(
     let query_routes = if collector {
         tracelake_query::http::health_routes()
     } else {
-        tracelake_query::router_with_limits(reader, config.query.limits())
+        tracelake_query::http::routes_with_limits(reader, config.query.limits())
     };
-    let http_routes = query_routes.merge(crate::metrics::router(MetricSources {
+    let http_routes = query_routes.merge(crate::metrics::routes(MetricSources {
         storage: storage.clone(),
         udp: Arc::clone(&udp_stats),
         tail: tail.clone(),
@@ -367,19 +368,46 @@ pub(crate) fn serve_http(
     })
 }
 
-/// `routes` behind the API-key check of `listener`, when keys are configured.
+/// Whether `serve --print-routes` asked for every listener's routes.
+pub(crate) static PRINT_ROUTES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// `routes` behind the API-key check of `listener`, when keys are
+/// configured: each request is checked against the access its route
+/// declared, and a path no route declared is refused.
 pub(crate) fn authenticated(
-    routes: axum::Router,
+    routes: Routes,
     keys: &Option<Arc<Keys>>,
     listener: Listener,
 ) -> axum::Router {
+    let (router, declared) = routes.into_parts();
+    if PRINT_ROUTES.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut stdout = std::io::stdout().lock();
+        for (pattern, access) in declared.routes() {
+            // Best effort: a closed stdout does not stop the server.
+            let _ = writeln!(
+                stdout,
+                "route {} {} {pattern}",
+                listener.name(),
+                crate::auth::describe(*access)
+            );
+        }
+        let _ = stdout.flush();
+    }
     let Some(keys) = keys else {
-        return routes;
+        return router;
     };
     let keys = Arc::clone(keys);
-    routes.layer(axum::middleware::from_fn(
+    let declared = Arc::new(declared);
+    router.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
-            crate::auth::check(Arc::clone(&keys), listener, request, next)
+            crate::auth::check(
+                Arc::clone(&keys),
+                Arc::clone(&declared),
+                listener,
+                request,
+                next,
+            )
         },
     ))
 }

@@ -24,11 +24,14 @@ impl AwsError {
         }
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
+    /// A failure the caller cannot fix: `detail` goes to the server log
+    /// under an error id, the caller gets the id (see
+    /// [`tracelake_routes::internal_error`]).
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             error_type: "InternalFailure",
-            message: message.into(),
+            message: tracelake_routes::internal_error("the request failed", &detail),
         }
     }
 

@@ -2,8 +2,11 @@
 //! bytes per tenant, `ingestion_rate_limit_bytes` per second refilling up to
 //! `ingestion_burst_size_bytes`.
 //!
-//! A request's bytes (wire size, decompressed) are taken from its tenant's
-//! bucket before it is decoded; without enough, it is refused as overload
+//! A request's bytes are taken from its tenant's bucket before its spans
+//! are converted or stored: for OTLP/HTTP, the X-Ray API and UDP before the
+//! body is decoded (its wire size, decompressed); for OTLP/gRPC after tonic
+//! has decoded the message (tonic decodes before any handler runs; its
+//! size is the message's encoded length). Without enough, it is refused as overload
 //! (OTLP `RESOURCE_EXHAUSTED` / 429, X-Ray `ThrottledException`, UDP
 //! datagrams shed) and the client retries. A request larger than the burst
 //! can never pass and says so.

@@ -3,7 +3,8 @@
 //! gzip in and out, an explicit max message size (over it: tonic answers
 //! `OUT_OF_RANGE`/`RESOURCE_EXHAUSTED`), rejected spans in `partial_success`,
 //! storage failures as `UNAVAILABLE` so exporters retry, overload as
-//! `RESOURCE_EXHAUSTED` (checked before a trace export is decoded).
+//! `RESOURCE_EXHAUSTED` (checked once tonic has decoded the message, before
+//! its spans are converted or stored).
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -72,7 +73,9 @@ fn ingest_error_status(error: IngestError) -> Status {
         IngestError::InvalidTenant(error) => Status::invalid_argument(error.to_string()),
         IngestError::Unavailable(error) => Status::unavailable(error.to_string()),
         IngestError::Overloaded(error) => Status::resource_exhausted(error.to_string()),
-        IngestError::Internal(message) => Status::internal(message),
+        IngestError::Internal(message) => {
+            Status::internal(tracelake_routes::internal_error("export failed", &message))
+        }
     }
 }
 

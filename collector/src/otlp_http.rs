@@ -8,6 +8,7 @@
 //! retryable).
 
 use std::io::Read;
+use tracelake_routes::{Access, Routes};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -40,9 +41,14 @@ struct HttpState {
 
 /// The OTLP/HTTP routes.
 pub fn router(pipeline: Pipeline, metrics: MetricsIngest, limits: OtlpLimits) -> Router {
-    Router::new()
-        .route("/v1/traces", post(export_traces))
-        .route("/v1/metrics", post(export_metrics))
+    routes(pipeline, metrics, limits).into_router()
+}
+
+/// The OTLP/HTTP routes, for `ingest` keys.
+pub fn routes(pipeline: Pipeline, metrics: MetricsIngest, limits: OtlpLimits) -> Routes {
+    Routes::new()
+        .route("/v1/traces", post(export_traces), Access::INGEST)
+        .route("/v1/metrics", post(export_metrics), Access::INGEST)
         .layer(DefaultBodyLimit::max(limits.max_message_bytes))
         .with_state(HttpState {
             pipeline,
@@ -266,7 +272,11 @@ fn ingest_error(error: IngestError, encoding: Encoding) -> OtlpHttpError {
         ),
         IngestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
     };
-    OtlpHttpError::new(status, code, error.to_string(), encoding)
+    let message = match &error {
+        IngestError::Internal(detail) => tracelake_routes::internal_error("export failed", detail),
+        _ => error.to_string(),
+    };
+    OtlpHttpError::new(status, code, message, encoding)
 }
 
 fn respond<T: Message + serde::Serialize>(response: &T, encoding: Encoding) -> Response {

@@ -91,7 +91,7 @@ pub fn trace_header(data: &[u8]) {
     }
 }
 
-/// A TraceQL query: parsed, checked, and turned into its candidate SQL.
+/// A TraceQL query: parsed, checked, and turned into its candidate plan.
 pub fn traceql(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -102,7 +102,14 @@ pub fn traceql(data: &[u8]) {
             limit: 20,
             pushdown: true,
         };
-        let _ = tracelake_query::traceql::candidates_sql(&checked, &window);
+        let (runtime, reader, _) = &*EMPTY;
+        let _ = runtime.block_on(async {
+            let context = tracelake_query::session_for_tenant(Arc::clone(reader), "fuzz")?;
+            tracelake_query::traceql::candidates(&context, &checked, &window)
+                .await?
+                .into_optimized_plan()
+                .map_err(tracelake_query::QueryError::from)
+        });
     }
 }
 

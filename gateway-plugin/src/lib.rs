@@ -25,8 +25,8 @@
 //! - [`layer`] — the tower layer for axum/hyper services;
 //! - [`client`] — the traced HTTP client.
 //!
-//! Depends on `tracelake-sampler` (as a client) and nothing else of
-//! tracelake.
+//! Depends on `tracelake-sampler` (as a client) and the leaf crate
+//! `tracelake-aws-json` (AWS-shaped errors), nothing else of tracelake.
 
 pub mod client;
 pub mod demo;

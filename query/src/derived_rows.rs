@@ -20,15 +20,14 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::common::ScalarValue;
-use datafusion::prelude::{Expr, SessionContext, col, lit};
+use datafusion::prelude::{SessionContext, col};
 use tracelake_storage::SpanReader;
 use tracelake_storage::derived::{
     DerivedTable, EdgeKey, EdgeSet, EdgeStats, NANOS_PER_MINUTE, Node, OutcomeCounts, PeerInputs,
     SpanMetricSet, col as derived_col, infer_peer, minute_of,
 };
-use tracelake_storage::schema::col as span_col;
 
+use crate::exprs::{starts_within, timestamp_ns};
 use crate::xray_filter::TraceView;
 use crate::{QueryError, Result, session_for_tenant};
 
@@ -113,13 +112,6 @@ pub async fn derived_rows(
     }
 }
 
-fn timestamp(nanos: i64) -> Expr {
-    lit(ScalarValue::TimestampNanosecond(
-        Some(nanos),
-        Some("UTC".into()),
-    ))
-}
-
 /// Precomputed rows of minutes in `[from_minute, end_minute)`.
 async fn precomputed(
     context: &SessionContext,
@@ -133,8 +125,8 @@ async fn precomputed(
             .await?
             .filter(
                 col(derived_col::MINUTE)
-                    .gt_eq(timestamp(from_minute))
-                    .and(col(derived_col::MINUTE).lt(timestamp(end_minute))),
+                    .gt_eq(timestamp_ns(from_minute))
+                    .and(col(derived_col::MINUTE).lt(timestamp_ns(end_minute))),
             )?
             .collect()
             .await?;
@@ -213,11 +205,10 @@ async fn register_view(
     to_ns: i64,
 ) -> Result<()> {
     let raw_name = format!("{name}_raw");
-    let frame = context.table("spans").await?.filter(
-        col(span_col::START_TIME)
-            .gt_eq(timestamp(from_ns))
-            .and(col(span_col::START_TIME).lt_eq(timestamp(to_ns))),
-    )?;
+    let frame = context
+        .table("spans")
+        .await?
+        .filter(starts_within(from_ns, to_ns))?;
     context.deregister_table(raw_name.as_str())?;
     context.register_table(raw_name.as_str(), frame.into_view())?;
     let view = context

@@ -38,6 +38,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER, TraceId};
 
+use tracelake_routes::{Access, Routes};
+
 use crate::QueryError;
 use crate::derived_rows::{Source, derived_rows};
 use crate::service_map::{LatencyJson, ServiceMap, Stats};
@@ -54,6 +56,11 @@ struct QueryState {
 /// The query routes.
 pub fn router(reader: Arc<dyn SpanReader>) -> Router {
     router_with_limits(reader, QueryLimits::default())
+}
+
+/// [`routes_with_limits`] as a plain router (servers without keys, tests).
+pub fn router_with_limits(reader: Arc<dyn SpanReader>, limits: QueryLimits) -> Router {
+    routes_with_limits(reader, limits).into_router()
 }
 
 /// How many queries run at once, and how long one waits for its turn.
@@ -75,42 +82,47 @@ impl Default for QueryLimits {
     }
 }
 
-/// The query API with `limits` on the queries (not on the health routes).
-pub fn router_with_limits(reader: Arc<dyn SpanReader>, limits: QueryLimits) -> Router {
-    let queries = Router::new()
-        .route("/v1/service-map", get(get_service_map))
-        .route("/v1/sql", get(get_sql).post(post_sql))
-        .route("/v1/histogram", get(get_histogram))
-        .route("/v1/services", get(get_services))
-        .route("/v1/search", get(get_search))
-        .route("/v1/traces/{trace_id}", get(get_trace))
-        .route("/v1/traces/{trace_id}/xray", get(get_trace_xray))
-        .route("/v1/openapi.json", get(openapi))
+/// The query API with `limits` on the queries (not on the health routes),
+/// each route with the access it needs.
+pub fn routes_with_limits(reader: Arc<dyn SpanReader>, limits: QueryLimits) -> Routes {
+    let queries = Routes::new()
+        .route("/v1/service-map", get(get_service_map), Access::QUERY)
+        .route("/v1/sql", get(get_sql).post(post_sql), Access::QUERY)
+        .route("/v1/histogram", get(get_histogram), Access::QUERY)
+        .route("/v1/services", get(get_services), Access::QUERY)
+        .route("/v1/search", get(get_search), Access::QUERY)
+        .route("/v1/traces/{trace_id}", get(get_trace), Access::QUERY)
+        .route(
+            "/v1/traces/{trace_id}/xray",
+            get(get_trace_xray),
+            Access::QUERY,
+        )
+        .route("/v1/openapi.json", get(openapi), Access::QUERY)
         .with_state(QueryState {
             reader: Arc::clone(&reader),
             limits,
         })
-        .merge(crate::tempo::router_with_max_search(
+        .merge(crate::tempo::routes_with_max_search(
             Arc::clone(&reader),
             limits.max_search_duration,
         ))
-        .merge(crate::jaeger::router(reader));
+        .merge(crate::jaeger::routes(reader));
     limit_concurrency(queries, limits)
         .merge(health_routes())
         .merge(crate::ui::routes())
 }
 
 /// `/ready` and `/api/echo` (Grafana's data source test), which every
-/// role serves, queries or not.
-pub fn health_routes() -> Router {
-    Router::new()
-        .route("/ready", get(|| async { "ready" }))
-        .route("/api/echo", get(|| async { "echo" }))
+/// role serves, queries or not, open to anyone.
+pub fn health_routes() -> Routes {
+    Routes::new()
+        .route("/ready", get(|| async { "ready" }), Access::Open)
+        .route("/api/echo", get(|| async { "echo" }), Access::Open)
 }
 
 /// Lets `limits.max_concurrent` requests of `routes` run at once; the
 /// others wait up to `limits.queue_wait`, then get 429.
-pub fn limit_concurrency(routes: Router, limits: QueryLimits) -> Router {
+pub fn limit_concurrency(routes: Routes, limits: QueryLimits) -> Routes {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1)));
     routes.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -163,16 +175,16 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(error) => {
-                tracing::error!(%error, "query failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        (status, self.to_string()).into_response()
+        match self {
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            Self::NotFound(message) => (StatusCode::NOT_FOUND, message),
+            Self::Timeout(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
+            Self::Internal(error) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tracelake_routes::internal_error("query failed", &error),
+            ),
+        }
+        .into_response()
     }
 }
 
@@ -678,19 +690,20 @@ mod tests {
 
     #[tokio::test]
     async fn queries_past_the_limit_wait_then_get_429() {
-        let slow = Router::new().route(
+        let slow = Routes::new().route(
             "/slow",
             get(|| async {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 "done"
             }),
+            Access::QUERY,
         );
         let limits = QueryLimits {
             max_concurrent: 2,
             queue_wait: Duration::from_millis(100),
             ..QueryLimits::default()
         };
-        let app = limit_concurrency(slow, limits);
+        let app = limit_concurrency(slow, limits).into_router();
         let call = || {
             let app = app.clone();
             tokio::spawn(async move {

@@ -25,13 +25,22 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::functions::expr_fn::upper;
+use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::logical_expr::cast;
+use datafusion::prelude::{DataFrame, Expr, col, lit};
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use serde_json::{Value, json};
 use tracelake_storage::otlp::kind_to_str;
+use tracelake_storage::schema::{any_value as any_value_column, col as span_col};
 use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER, TraceId};
 
+use tracelake_routes::{Access, Routes};
+
 use crate::derived_rows::{Source, derived_rows};
+use crate::exprs::{any_value_child, map_value, starts_within};
 use crate::service_map::ServiceMap;
 use crate::trace::{trace_by_id, traces_by_ids};
 use crate::{QueryError, session_for_tenant};
@@ -47,16 +56,22 @@ struct JaegerState {
 
 /// The Jaeger routes, to merge into the query router.
 pub fn router(reader: Arc<dyn SpanReader>) -> Router {
-    Router::new()
-        .route("/jaeger/api/services", get(services))
+    routes(reader).into_router()
+}
+
+/// The Jaeger routes, each for a key with `query`.
+pub fn routes(reader: Arc<dyn SpanReader>) -> Routes {
+    Routes::new()
+        .route("/jaeger/api/services", get(services), Access::QUERY)
         .route(
             "/jaeger/api/services/{service}/operations",
             get(service_operations),
+            Access::QUERY,
         )
-        .route("/jaeger/api/operations", get(operations))
-        .route("/jaeger/api/traces", get(search))
-        .route("/jaeger/api/traces/{trace_id}", get(trace))
-        .route("/jaeger/api/dependencies", get(dependencies))
+        .route("/jaeger/api/operations", get(operations), Access::QUERY)
+        .route("/jaeger/api/traces", get(search), Access::QUERY)
+        .route("/jaeger/api/traces/{trace_id}", get(trace), Access::QUERY)
+        .route("/jaeger/api/dependencies", get(dependencies), Access::QUERY)
         .with_state(JaegerState { reader })
 }
 
@@ -77,10 +92,9 @@ impl JaegerError {
 
 impl From<QueryError> for JaegerError {
     fn from(error: QueryError) -> Self {
-        tracing::error!(%error, "jaeger query failed");
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("query failed: {error}"),
+            message: tracelake_routes::internal_error("query failed", &error),
         }
     }
 }
@@ -119,19 +133,43 @@ fn required_service(params: &HashMap<String, String>) -> Result<&String, JaegerE
         .ok_or_else(|| JaegerError::bad_request("parameter 'service' is required"))
 }
 
-/// A SQL string literal.
-fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-async fn rows(
+/// Runs `plan` over the tenant's `spans`.
+async fn rows<F>(
     reader: Arc<dyn SpanReader>,
     tenant: &str,
-    query: &str,
-) -> Result<Vec<RecordBatch>, JaegerError> {
+    plan: F,
+) -> Result<Vec<RecordBatch>, JaegerError>
+where
+    F: FnOnce(DataFrame) -> datafusion::error::Result<DataFrame>,
+{
     let context = session_for_tenant(reader, tenant)?;
-    let frame = context.sql(query).await.map_err(QueryError::from)?;
-    Ok(frame.collect().await.map_err(QueryError::from)?)
+    let run = async {
+        let spans = context.table("spans").await?;
+        plan(spans)?.collect().await
+    };
+    Ok(run.await.map_err(QueryError::from)?)
+}
+
+/// The distinct values of `columns` among the spans meeting `condition`,
+/// in order.
+async fn distinct(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    condition: Option<Expr>,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>, JaegerError> {
+    let group: Vec<Expr> = columns.iter().map(|name| col(*name)).collect();
+    let order: Vec<_> = columns
+        .iter()
+        .map(|name| col(*name).sort(true, false))
+        .collect();
+    rows(reader, tenant, move |mut frame| {
+        if let Some(condition) = condition {
+            frame = frame.filter(condition)?;
+        }
+        frame.aggregate(group, vec![])?.sort(order)
+    })
+    .await
 }
 
 fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
@@ -153,12 +191,7 @@ async fn services(
     headers: HeaderMap,
 ) -> Result<Response, JaegerError> {
     let tenant = tenant(&headers)?;
-    let batches = rows(
-        state.reader,
-        &tenant,
-        "SELECT DISTINCT service_name FROM spans ORDER BY service_name",
-    )
-    .await?;
+    let batches = distinct(state.reader, &tenant, None, &[span_col::SERVICE_NAME]).await?;
     let names = strings(&batches, 0);
     Ok(envelope(json!(names), names.len()))
 }
@@ -169,11 +202,9 @@ async fn service_operations(
     headers: HeaderMap,
 ) -> Result<Response, JaegerError> {
     let tenant = tenant(&headers)?;
-    let query = format!(
-        "SELECT DISTINCT name FROM spans WHERE service_name = {} ORDER BY name",
-        quoted(&service)
-    );
-    let names = strings(&rows(state.reader, &tenant, &query).await?, 0);
+    let of_service = col(span_col::SERVICE_NAME).eq(lit(service));
+    let batches = distinct(state.reader, &tenant, Some(of_service), &[span_col::NAME]).await?;
+    let names = strings(&batches, 0);
     Ok(envelope(json!(names), names.len()))
 }
 
@@ -184,15 +215,17 @@ async fn operations(
 ) -> Result<Response, JaegerError> {
     let tenant = tenant(&headers)?;
     let service = required_service(&params)?;
-    let mut query = format!(
-        "SELECT DISTINCT name, kind FROM spans WHERE service_name = {}",
-        quoted(service)
-    );
+    let mut condition = col(span_col::SERVICE_NAME).eq(lit(service.as_str()));
     if let Some(kind) = params.get("spanKind").filter(|kind| !kind.is_empty()) {
-        query.push_str(&format!(" AND kind = {}", quoted(kind)));
+        condition = condition.and(col(span_col::KIND).eq(lit(kind.as_str())));
     }
-    query.push_str(" ORDER BY name, kind");
-    let batches = rows(state.reader, &tenant, &query).await?;
+    let batches = distinct(
+        state.reader,
+        &tenant,
+        Some(condition),
+        &[span_col::NAME, span_col::KIND],
+    )
+    .await?;
     let (names, kinds) = (strings(&batches, 0), strings(&batches, 1));
     let data: Vec<Value> = names
         .iter()
@@ -218,29 +251,41 @@ fn micros_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i
     }
 }
 
-/// The SQL condition a Jaeger tag asks for: the span or resource attribute
-/// as text, or the columns the mapping derives (`error`, `span.kind`,
+/// The condition a Jaeger tag asks for: the span or resource attribute as
+/// text, or the columns the mapping derives (`error`, `span.kind`,
 /// `http.status_code`, `otel.status_code`).
-fn tag_condition(key: &str, value: &str) -> String {
-    let (key_sql, value_sql) = (quoted(key), quoted(value));
+fn tag_condition(key: &str, value: &str) -> Expr {
+    let as_text = |expr: Expr| cast(expr, DataType::Utf8);
     let attribute = |map: &str| {
-        format!(
-            "coalesce({map}[{key_sql}]['str'], CAST({map}[{key_sql}]['int'] AS VARCHAR), \
-             CAST({map}[{key_sql}]['bool'] AS VARCHAR), CAST({map}[{key_sql}]['double'] AS VARCHAR)) = {value_sql}"
-        )
+        let any = map_value(map, key);
+        let child = |name: &str| any_value_child(any.clone(), name);
+        datafusion::functions::expr_fn::coalesce(vec![
+            child(any_value_column::STR),
+            as_text(child(any_value_column::INT)),
+            as_text(child(any_value_column::BOOL)),
+            as_text(child(any_value_column::DOUBLE)),
+        ])
+        .eq(lit(value))
     };
     let derived = match key {
-        "error" => Some(format!("(status_code = 'error') = ({value_sql} = 'true')")),
-        "span.kind" => Some(format!("kind = {value_sql}")),
-        "otel.status_code" => Some(format!("upper(status_code) = upper({value_sql})")),
+        "error" => Some(
+            col(span_col::STATUS_CODE)
+                .eq(lit("error"))
+                .eq(lit(value == "true")),
+        ),
+        "span.kind" => Some(col(span_col::KIND).eq(lit(value))),
+        "otel.status_code" => Some(upper(col(span_col::STATUS_CODE)).eq(lit(value.to_uppercase()))),
         "http.status_code" | "http.response.status_code" => {
-            Some(format!("CAST(http_status_code AS VARCHAR) = {value_sql}"))
+            Some(as_text(col(span_col::HTTP_STATUS_CODE)).eq(lit(value)))
         }
         _ => None,
     };
-    let mut alternatives = vec![attribute("attributes"), attribute("resource_attributes")];
-    alternatives.extend(derived);
-    format!("({})", alternatives.join(" OR "))
+    let mut condition =
+        attribute(span_col::ATTRIBUTES).or(attribute(span_col::RESOURCE_ATTRIBUTES));
+    if let Some(derived) = derived {
+        condition = condition.or(derived);
+    }
+    condition
 }
 
 async fn search(
@@ -265,26 +310,31 @@ async fn search(
             })?
             .clamp(1, MAX_LIMIT),
     };
-    let mut conditions = vec![
-        format!("service_name = {}", quoted(service)),
-        format!(
-            "start_time >= to_timestamp_micros({start}) AND start_time <= to_timestamp_micros({end})"
-        ),
-    ];
+    let mut condition = col(span_col::SERVICE_NAME)
+        .eq(lit(service.as_str()))
+        .and(starts_within(
+            start.saturating_mul(1_000),
+            end.saturating_mul(1_000),
+        ));
     if let Some(operation) = params
         .get("operation")
         .filter(|operation| !operation.is_empty())
     {
-        conditions.push(format!("name = {}", quoted(operation)));
+        condition = condition.and(col(span_col::NAME).eq(lit(operation.as_str())));
     }
-    for (name, comparison) in [("minDuration", ">="), ("maxDuration", "<=")] {
+    for (name, at_least) in [("minDuration", true), ("maxDuration", false)] {
         if let Some(text) = params.get(name).filter(|text| !text.is_empty()) {
             let nanos = go_duration(text).ok_or_else(|| {
                 JaegerError::bad_request(format!(
                     "{name} must be a duration like 1.2s or 100ms, got {text:?}"
                 ))
             })?;
-            conditions.push(format!("duration_ns {comparison} {nanos}"));
+            let duration = col(span_col::DURATION_NS);
+            condition = condition.and(if at_least {
+                duration.gt_eq(lit(nanos))
+            } else {
+                duration.lt_eq(lit(nanos))
+            });
         }
     }
     if let Some(tags) = params.get("tags").filter(|tags| !tags.is_empty()) {
@@ -296,15 +346,23 @@ async fn search(
                 Value::String(text) => text,
                 other => other.to_string(),
             };
-            conditions.push(tag_condition(&key, &text));
+            condition = condition.and(tag_condition(&key, &text));
         }
     }
-    let query = format!(
-        "SELECT trace_id, max(start_time) AS latest FROM spans WHERE {} \
-         GROUP BY trace_id ORDER BY latest DESC, trace_id LIMIT {limit}",
-        conditions.join(" AND ")
-    );
-    let batches = rows(Arc::clone(&state.reader), &tenant, &query).await?;
+    let batches = rows(Arc::clone(&state.reader), &tenant, move |frame| {
+        frame
+            .filter(condition)?
+            .aggregate(
+                vec![col(span_col::TRACE_ID)],
+                vec![max(col(span_col::START_TIME)).alias("latest")],
+            )?
+            .sort(vec![
+                col("latest").sort(false, true),
+                col(span_col::TRACE_ID).sort(true, true),
+            ])?
+            .limit(0, Some(limit))
+    })
+    .await?;
     let mut trace_ids = Vec::new();
     for batch in &batches {
         let Some(ids) = batch.column(0).as_fixed_size_binary_opt() else {
@@ -547,7 +605,5 @@ mod tests {
         assert_eq!(go_duration("2m"), Some(120_000_000_000));
         assert_eq!(go_duration("fast"), None);
         assert_eq!(go_duration("5parsecs"), None);
-        assert_eq!(quoted("it's"), "'it''s'");
-        assert!(tag_condition("x'); DROP", "1").contains("'x''); DROP'"));
     }
 }

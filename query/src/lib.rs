@@ -18,6 +18,7 @@
 
 pub mod derived_rows;
 pub mod derived_table;
+mod exprs;
 pub mod filters;
 pub mod http;
 pub mod jaeger;

@@ -30,12 +30,18 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::functions_nested::expr_fn::map_keys;
+use datafusion::prelude::{DataFrame, Expr, col, lit};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
 use prost::Message;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
+use tracelake_storage::schema::col as span_col;
 use tracelake_storage::{SpanReader, TraceId};
 
+use tracelake_routes::{Access, Routes};
+
+use crate::exprs::{map_value, or_else, starts_within};
 use crate::http::{ApiError, tenant, time_range, wants_protobuf};
 use crate::trace::trace_by_id;
 use crate::traceql::{
@@ -68,24 +74,33 @@ struct TempoState {
 
 /// The Tempo routes, to merge into the query router.
 pub fn router(reader: Arc<dyn SpanReader>) -> Router {
-    router_with_max_search(reader, std::time::Duration::ZERO)
+    routes_with_max_search(reader, std::time::Duration::ZERO).into_router()
 }
 
-/// The Tempo routes; a search over more than `max_search_duration` (zero:
-/// no limit) gets 400, as Tempo's `max_duration` answers.
-pub fn router_with_max_search(
+/// The Tempo routes, each for a key with `query`; a search over more than
+/// `max_search_duration` (zero: no limit) gets 400, as Tempo's
+/// `max_duration` answers.
+pub fn routes_with_max_search(
     reader: Arc<dyn SpanReader>,
     max_search_duration: std::time::Duration,
-) -> Router {
-    Router::new()
-        .route("/api/traces/{trace_id}", get(trace_v1))
-        .route("/api/v2/traces/{trace_id}", get(trace_v2))
-        .route("/api/search", get(search))
-        .route("/api/search/tags", get(tags_v1))
-        .route("/api/v2/search/tags", get(tags_v2))
-        .route("/api/search/tag/{tag}/values", get(tag_values_v1))
-        .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
-        .route("/api/status/buildinfo", get(buildinfo))
+) -> Routes {
+    Routes::new()
+        .route("/api/traces/{trace_id}", get(trace_v1), Access::QUERY)
+        .route("/api/v2/traces/{trace_id}", get(trace_v2), Access::QUERY)
+        .route("/api/search", get(search), Access::QUERY)
+        .route("/api/search/tags", get(tags_v1), Access::QUERY)
+        .route("/api/v2/search/tags", get(tags_v2), Access::QUERY)
+        .route(
+            "/api/search/tag/{tag}/values",
+            get(tag_values_v1),
+            Access::QUERY,
+        )
+        .route(
+            "/api/v2/search/tag/{tag}/values",
+            get(tag_values_v2),
+            Access::QUERY,
+        )
+        .route("/api/status/buildinfo", get(buildinfo), Access::QUERY)
         .with_state(TempoState {
             reader,
             max_search_duration,
@@ -490,32 +505,34 @@ const INTRINSICS: [&str; 8] = [
     "traceDuration",
 ];
 
-/// The SQL condition `q` narrows spans by, when it parses and checks.
-fn narrowing(params: &HashMap<String, String>) -> Option<String> {
-    let text = params.get("q").filter(|q| !q.trim().is_empty())?;
-    traceql::prepare(text).ok()?.span_predicate()
-}
-
-fn window_sql(params: &HashMap<String, String>) -> Result<String, ApiError> {
+/// The spans whose tags and values a tag request lists: those starting in
+/// the window, narrowed by `q` when it parses and checks.
+fn tag_spans(params: &HashMap<String, String>) -> Result<Expr, ApiError> {
     let (from, to) = window(params)?;
-    let mut sql = format!(
-        "start_time >= to_timestamp_nanos({from}) AND start_time <= to_timestamp_nanos({to})"
-    );
-    if let Some(predicate) = narrowing(params) {
-        sql.push_str(&format!(" AND {predicate}"));
+    let mut condition = starts_within(from, to);
+    let narrowing = params
+        .get("q")
+        .filter(|q| !q.trim().is_empty())
+        .and_then(|text| traceql::prepare(text).ok()?.span_predicate());
+    if let Some(predicate) = narrowing {
+        condition = condition.and(predicate);
     }
-    Ok(sql)
+    Ok(condition)
 }
 
-async fn sql_rows(
+/// Runs `plan` (built from the tenant's `spans`) within the query timeout.
+async fn tag_rows<F>(
     state: &TempoState,
     tenant: &str,
-    sql: &str,
-) -> Result<Vec<RecordBatch>, ApiError> {
+    plan: F,
+) -> Result<Vec<RecordBatch>, ApiError>
+where
+    F: FnOnce(DataFrame) -> datafusion::error::Result<DataFrame>,
+{
     let context = session_for_tenant(Arc::clone(&state.reader), tenant)?;
     let run = async {
-        let frame = context.sql(sql).await?;
-        frame.collect().await
+        let spans = context.table("spans").await?;
+        plan(spans)?.collect().await
     };
     crate::http::within_query_timeout(run)
         .await?
@@ -544,13 +561,23 @@ async fn attribute_names(
     map: &str,
     params: &HashMap<String, String>,
 ) -> Result<Vec<String>, ApiError> {
-    let sql = format!(
-        "SELECT DISTINCT tag FROM (SELECT unnest(map_keys({map})) AS tag FROM spans WHERE {}) \
-         ORDER BY tag LIMIT {MAX_TAG_VALUES}",
-        window_sql(params)?
-    );
-    Ok(first_column_strings(&sql_rows(state, tenant, &sql).await?))
+    let spans = tag_spans(params)?;
+    let map = map.to_string();
+    let batches = tag_rows(state, tenant, move |frame| {
+        frame
+            .filter(spans)?
+            .select(vec![map_keys(col(map)).alias(TAG)])?
+            .unnest_columns(&[TAG])?
+            .aggregate(vec![col(TAG)], vec![])?
+            .sort(vec![col(TAG).sort(true, false)])?
+            .limit(0, Some(MAX_TAG_VALUES))
+    })
+    .await?;
+    Ok(first_column_strings(&batches))
 }
+
+/// The column tag names and values are answered in.
+const TAG: &str = "tag";
 
 async fn tags_v1(
     State(state): State<TempoState>,
@@ -630,13 +657,8 @@ async fn values_of(
             })
             .collect()
     };
-    let text_column = |expr: &str, extra: &str| {
-        format!(
-            "SELECT DISTINCT {expr} AS value FROM spans WHERE {{window}}{extra} \
-             ORDER BY value LIMIT {MAX_TAG_VALUES}"
-        )
-    };
-    let sql = match field {
+    let not_root = || col(span_col::PARENT_SPAN_ID).is_null();
+    let (value, only) = match field {
         Field::Intrinsic(Intrinsic::Status) => return Ok(keywords(&["error", "ok", "unset"])),
         Field::Intrinsic(Intrinsic::Kind) => {
             return Ok(keywords(&[
@@ -651,34 +673,43 @@ async fn values_of(
         Field::Intrinsic(Intrinsic::Duration | Intrinsic::TraceDuration) => {
             return Ok(Vec::new());
         }
-        Field::Intrinsic(Intrinsic::Name) => text_column("name", ""),
-        Field::Intrinsic(Intrinsic::StatusMessage) => {
-            text_column("status_message", " AND status_message <> ''")
-        }
-        Field::Intrinsic(Intrinsic::RootName) => text_column("name", " AND parent_span_id IS NULL"),
+        Field::Intrinsic(Intrinsic::Name) => (col(span_col::NAME), None),
+        Field::Intrinsic(Intrinsic::StatusMessage) => (
+            col(span_col::STATUS_MESSAGE),
+            Some(col(span_col::STATUS_MESSAGE).not_eq(lit(""))),
+        ),
+        Field::Intrinsic(Intrinsic::RootName) => (col(span_col::NAME), Some(not_root())),
         Field::Intrinsic(Intrinsic::RootServiceName) => {
-            text_column("service_name", " AND parent_span_id IS NULL")
+            (col(span_col::SERVICE_NAME), Some(not_root()))
         }
         Field::Attribute { scope, name }
             if *scope != Scope::Span && name == traceql::SERVICE_NAME =>
         {
-            text_column("service_name", "")
+            (col(span_col::SERVICE_NAME), None)
         }
         Field::Attribute { scope, name } => {
-            let key = traceql::quoted(name);
             let value = match scope {
-                Scope::Span => format!("attributes[{key}]"),
-                Scope::Resource => format!("resource_attributes[{key}]"),
-                Scope::Any => format!("coalesce(attributes[{key}], resource_attributes[{key}])"),
+                Scope::Span => map_value(span_col::ATTRIBUTES, name),
+                Scope::Resource => map_value(span_col::RESOURCE_ATTRIBUTES, name),
+                Scope::Any => or_else(
+                    map_value(span_col::ATTRIBUTES, name),
+                    map_value(span_col::RESOURCE_ATTRIBUTES, name),
+                ),
             };
-            format!(
-                "SELECT DISTINCT {value} AS value FROM spans \
-                 WHERE {{window}} AND {value} IS NOT NULL LIMIT {MAX_TAG_VALUES}"
-            )
+            (value, None)
         }
     };
-    let sql = sql.replace("{window}", &window_sql(params)?);
-    let batches = sql_rows(state, tenant, &sql).await?;
+    let mut spans = tag_spans(params)?.and(value.clone().is_not_null());
+    if let Some(only) = only {
+        spans = spans.and(only);
+    }
+    let batches = tag_rows(state, tenant, move |frame| {
+        frame
+            .filter(spans)?
+            .aggregate(vec![value.alias(TAG)], vec![])?
+            .limit(0, Some(MAX_TAG_VALUES))
+    })
+    .await?;
     let mut values = BTreeSet::new();
     for batch in &batches {
         let column = batch.column(0);

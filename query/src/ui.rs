@@ -21,26 +21,27 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::OnceLock;
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use include_dir::{Dir, include_dir};
+use tracelake_routes::{Access, Routes};
 
 static DIST: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../ui/dist");
 
 /// Where the page's own files are served.
 pub const PREFIX: &str = "/ui/";
 
-/// The UI's routes.
-pub fn routes() -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/index.html", get(index))
-        .route("/ui", get(index))
-        .route("/ui/", get(index))
-        .route("/ui/{*path}", get(file))
+/// The UI's routes: its page and files are open to anyone (its API calls
+/// need a key).
+pub fn routes() -> Routes {
+    Routes::new()
+        .route("/", get(index), Access::Open)
+        .route("/index.html", get(index), Access::Open)
+        .route("/ui", get(index), Access::Open)
+        .route("/ui/", get(index), Access::Open)
+        .route("/ui/{*path}", get(file), Access::Open)
 }
 
 async fn index(headers: HeaderMap) -> Response {
@@ -163,6 +164,7 @@ mod tests {
             request = request.header(header::ACCEPT_ENCODING, "br, gzip;q=0.9");
         }
         routes()
+            .into_router()
             .oneshot(request.body(Body::empty()).unwrap())
             .await
             .unwrap()

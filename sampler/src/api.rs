@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracelake_routes::{Access, Permission, Routes};
 
 use axum::Router;
 use axum::body::Body;
@@ -65,13 +66,41 @@ impl SamplingService {
 
 /// The sampling routes.
 pub fn router(service: Arc<SamplingService>) -> Router {
-    Router::new()
-        .route("/GetSamplingRules", post(get_sampling_rules))
-        .route("/CreateSamplingRule", post(create_sampling_rule))
-        .route("/UpdateSamplingRule", post(update_sampling_rule))
-        .route("/DeleteSamplingRule", post(delete_sampling_rule))
-        .route("/SamplingTargets", post(get_sampling_targets))
-        .route("/SamplingStatisticSummaries", post(get_statistic_summaries))
+    routes(service).into_router()
+}
+
+/// What SDKs poll (any key, or none from the daemon's address); consoles
+/// read them too.
+const POLL: Access =
+    Access::AnyOfOrDaemon(&[Permission::Ingest, Permission::Query, Permission::Admin]);
+
+/// The sampling routes with the access each needs: SDK polls for any key
+/// (or none, as the daemon's tenant), statistics for readers, rule changes
+/// for `admin` keys.
+pub fn routes(service: Arc<SamplingService>) -> Routes {
+    Routes::new()
+        .route("/GetSamplingRules", post(get_sampling_rules), POLL)
+        .route(
+            "/CreateSamplingRule",
+            post(create_sampling_rule),
+            Access::ADMIN,
+        )
+        .route(
+            "/UpdateSamplingRule",
+            post(update_sampling_rule),
+            Access::ADMIN,
+        )
+        .route(
+            "/DeleteSamplingRule",
+            post(delete_sampling_rule),
+            Access::ADMIN,
+        )
+        .route("/SamplingTargets", post(get_sampling_targets), POLL)
+        .route(
+            "/SamplingStatisticSummaries",
+            post(get_statistic_summaries),
+            Access::AnyOf(&[Permission::Query, Permission::Admin]),
+        )
         .layer(DefaultBodyLimit::disable())
         .with_state(service)
 }
@@ -263,6 +292,9 @@ struct TargetsResponse {
     sampling_target_documents: Vec<TargetDocument>,
     last_rule_modification: f64,
     unprocessed_statistics: Vec<UnprocessedStatistics>,
+    /// Sampling boosts are not offered, so never a boost statistic to
+    /// refuse; present (empty) as every list of the model.
+    unprocessed_boost_statistics: Vec<UnprocessedStatistics>,
 }
 
 fn is_client_id(client_id: &str) -> bool {
@@ -306,6 +338,7 @@ fn targets(
         sampling_target_documents: Vec::new(),
         last_rule_modification: last_modification,
         unprocessed_statistics: Vec::new(),
+        unprocessed_boost_statistics: Vec::new(),
     };
     let mut quotas = service.quotas.lock();
     let mut summaries = service.summaries.lock();

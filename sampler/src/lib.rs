@@ -3,11 +3,13 @@
 //! and tail-sampling policies, plus the `X-Amzn-Trace-Id` header both the
 //! collector and the instrumented components use.
 //!
-//! Of tracelake's crates it depends only on two thin ones,
-//! `tracelake-aws-json` (the error shape) and `tracelake-settings` (where
-//! rules persist, through `object_store`, next to the span data, shared by
-//! every node on the store); its routes are served on the X-Ray API port
-//! and the gateway plugin uses it as a client.
+//! Depends only on tracelake's leaf crates (`tracelake-aws-json` for the
+//! X-Ray error shape, `tracelake-routes` for the access each route
+//! declares, `tracelake-settings` where rules persist, through
+//! `object_store`, next to the span data, shared by every node on the
+//! store), never on storage, the collector or the query side; its routes
+//! are served on the X-Ray API port and the gateway plugin uses it as a
+//! client.
 //!
 //! ```text
 //!  SDKs --GetSamplingRules / SamplingTargets--> api --> store (rules, per tenant, persistent)

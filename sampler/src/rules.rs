@@ -42,7 +42,9 @@ pub struct SamplingRule {
     #[serde(rename = "URLPath")]
     pub url_path: String,
     pub version: i64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Always written, `{}` when empty, as X-Ray sends it: the X-Ray SDK
+    /// for Node.js keeps only rules whose `Attributes` is present and empty.
+    #[serde(default)]
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -468,5 +470,16 @@ mod tests {
             first(request("GET", "/orders/7", &[("tier", "gold")])),
             "Default"
         );
+    }
+
+    /// X-Ray sends `"Attributes": {}` on a rule without attributes, and the
+    /// X-Ray SDK for Node.js drops a rule that lacks it.
+    #[test]
+    fn attributes_are_written_even_when_empty() {
+        let rule = SamplingRule::default_rule("t");
+        let written = serde_json::to_value(&rule).unwrap();
+        assert_eq!(written["Attributes"], serde_json::json!({}));
+        let read: SamplingRule = serde_json::from_value(written).unwrap();
+        assert_eq!(read, rule);
     }
 }

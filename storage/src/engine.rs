@@ -15,8 +15,8 @@
 //!   segments on disk; the next flush retries them.
 //!
 //! A crash after blocks are written but before the WAL segments are deleted
-//! replays those segments, so their spans can appear twice after restart;
-//! making replay idempotent is tracked separately.
+//! does not store their spans twice: the flush commits with the WAL's
+//! `FLUSHED` mark, and replay skips what it covers (see [`crate::wal`]).
 
 use std::path::Path as FsPath;
 use std::sync::Arc;

@@ -263,6 +263,7 @@ async fn executions(
 async fn workflow_executions_resume_after_the_process_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
+    let first_started = Instant::now();
     let mut first = TestServerBuilder::new(dir.path())
         .subcommand("demo", DEMO_LISTENERS)
         .arg("--duration")
@@ -288,6 +289,9 @@ async fn workflow_executions_resume_after_the_process_is_killed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     first.kill9();
+    // Down for a while: the resumed executions' gap covers at least this.
+    let down = Duration::from_millis(1500);
+    tokio::time::sleep(down).await;
 
     // The restarted demo resumes them; each completes.
     let second = TestServerBuilder::new(dir.path())
@@ -322,7 +326,15 @@ async fn workflow_executions_resume_after_the_process_is_killed() {
             .iter()
             .find(|event| event["type"] == "ExecutionResumed")
             .unwrap_or_else(|| panic!("{id}: no ExecutionResumed in {events:#?}"));
-        assert!(resumed["gap_seconds"].as_f64().unwrap() >= 0.0);
+        // From the last event before the kill to the resume: at least the
+        // time the process was down, at most the whole test so far.
+        let gap = resumed["gap_seconds"].as_f64().unwrap();
+        let most = first_started.elapsed().as_secs_f64();
+        assert!(
+            gap >= down.as_secs_f64() && gap <= most,
+            "{id}: gap {gap} s outside [{}, {most}]",
+            down.as_secs_f64()
+        );
         // Each task that completed did so once.
         let mut succeeded = std::collections::HashMap::new();
         for event in events

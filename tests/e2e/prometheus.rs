@@ -162,22 +162,44 @@ async fn prometheus_scrapes_service_graph_metrics_with_tempo_names() {
     // finds the series tracelake exposes.
     let dashboard: Value =
         serde_json::from_str(include_str!("../../examples/grafana/dashboards/red.json")).unwrap();
+    let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
-        let Some(expr) = panel["targets"][0]["expr"].as_str() else {
+        if panel["datasource"]["type"] != "prometheus" {
             continue; // the node graph reads the Tempo data source
-        };
-        let expr = expr.replace("$__rate_interval", "5m");
-        let body: Value = client
-            .get(format!("{}/api/v1/query", prometheus.url))
-            .query(&[("query", expr.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(body["status"], "success", "{expr}: {body}");
+        }
+        let title = &panel["title"];
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {title} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            assert!(!expr.is_empty(), "panel {title} has an empty query");
+            let expr = expr.replace("$__rate_interval", "5m");
+            // A rate needs two scrapes of a series: wait for them.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let body: Value = client
+                    .get(format!("{}/api/v1/query", prometheus.url))
+                    .query(&[("query", expr.as_str())])
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(body["status"], "success", "{expr}: {body}");
+                if !body["data"]["result"].as_array().unwrap().is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "panel {title} finds no series: {expr}: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            checked += 1;
+        }
     }
+    assert!(checked >= 6, "the dashboard's PromQL panels: {checked}");
 
     let other_tenant = reqwest::get(format!("{}/metrics?tenant=nobody", server.http_url()))
         .await

@@ -32,6 +32,8 @@ pub(crate) struct TestServer {
     pub(crate) xray_api: SocketAddr,
     /// Other stdout lines printed before the listening lines.
     pub(crate) early_lines: Vec<String>,
+    /// Stdout after the listening lines, as it comes.
+    later_lines: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 pub(crate) struct TestServerBuilder {
@@ -189,11 +191,23 @@ impl TestServerBuilder {
             xray_udp: address("xray-udp"),
             xray_api: address("xray-api"),
             early_lines,
+            later_lines: std::sync::Mutex::new(receiver),
         }
     }
 }
 
 impl TestServer {
+    /// The stdout lines printed after the listening lines, until none has
+    /// come for `quiet`.
+    pub(crate) fn later_lines(&self, quiet: Duration) -> Vec<String> {
+        let receiver = self.later_lines.lock().expect("stdout lines");
+        let mut lines = Vec::new();
+        while let Ok(line) = receiver.recv_timeout(quiet) {
+            lines.push(line);
+        }
+        lines
+    }
+
     pub(crate) fn http_url(&self) -> String {
         format!("http://{}", self.http)
     }

@@ -558,3 +558,156 @@ async fn a_tenant_sees_only_its_own_traces_through_every_api_and_keys_are_enforc
     assert_eq!(b_reader.get(&format!("/api/traces/{bx_hex}")).await.0, 200);
     assert_eq!(b_reader.get(&format!("/api/traces/{a_hex}")).await.0, 404);
 }
+
+/// Walks every route the server declares on each HTTP listener (`serve
+/// --print-routes`) with no key and with a key of each permission: each is
+/// refused or let through exactly as it declared, the declarations that
+/// guard changes and open pages are the expected ones, and a path no route
+/// declared is refused even to an admin key.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_declared_route_is_enforced_and_undeclared_paths_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = String::new();
+    let keys = [
+        (
+            "ingest",
+            new_key(dir.path(), &mut config, "i", "walk", "ingest", false),
+        ),
+        (
+            "query",
+            new_key(dir.path(), &mut config, "q", "walk", "query", false),
+        ),
+        (
+            "admin",
+            new_key(dir.path(), &mut config, "a", "walk", "admin", false),
+        ),
+    ];
+    let server = TestServerBuilder::new(&dir.path().join("data"))
+        .config(&config)
+        .arg("--print-routes")
+        .spawn();
+    let mut routes: Vec<(String, String, String)> = Vec::new();
+    for line in server.later_lines(Duration::from_secs(2)) {
+        let mut parts = line.split_whitespace();
+        if parts.next() != Some("route") {
+            continue;
+        }
+        let (Some(listener), Some(access), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            panic!("malformed route line {line:?}");
+        };
+        routes.push((listener.into(), access.into(), path.into()));
+    }
+    let with = |listener: &str, access: &str| -> std::collections::BTreeSet<String> {
+        routes
+            .iter()
+            .filter(|route| route.0 == listener && route.1 == access)
+            .map(|route| route.2.clone())
+            .collect()
+    };
+    let set = |paths: &[&str]| paths.iter().map(|path| path.to_string()).collect();
+    // What is open, what SDKs may poll without a key, and what changes
+    // shared settings are fixed lists: a new route joins none of them
+    // without this test changing.
+    assert_eq!(
+        with("http", "open"),
+        set(&[
+            "/",
+            "/api/echo",
+            "/index.html",
+            "/ready",
+            "/ui",
+            "/ui/",
+            "/ui/{*path}"
+        ])
+    );
+    assert_eq!(
+        with("xray-api", "daemon|ingest|query|admin"),
+        set(&["/GetSamplingRules", "/SamplingTargets"])
+    );
+    assert_eq!(
+        with("xray-api", "admin"),
+        set(&[
+            "/CreateGroup",
+            "/CreateSamplingRule",
+            "/DeleteGroup",
+            "/DeleteSamplingRule",
+            "/UpdateGroup",
+            "/UpdateSamplingRule",
+        ])
+    );
+    assert_eq!(
+        with("xray-api", "ingest"),
+        set(&["/TelemetryRecords", "/TraceSegments"])
+    );
+    assert_eq!(
+        with("otlp-http", "ingest"),
+        set(&["/v1/metrics", "/v1/traces"])
+    );
+    assert!(with("http", "query").len() >= 20, "{routes:?}");
+    assert!(
+        routes.iter().all(|(listener, access, _)| {
+            ["http", "xray-api", "otlp-http"].contains(&listener.as_str()) && !access.is_empty()
+        }),
+        "{routes:?}"
+    );
+
+    let client = reqwest::Client::new();
+    let send = |listener: &str, path: &str, token: Option<&str>| {
+        let (base, post) = match listener {
+            "xray-api" => (server.xray_api_url(), true),
+            "otlp-http" => (server.otlp_http_url(), true),
+            _ => (server.http_url(), false),
+        };
+        let url = format!("{base}{path}");
+        let mut request = if post {
+            client.post(url).body("{}")
+        } else {
+            client.get(url)
+        };
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for (listener, access, pattern) in &routes {
+        let path = pattern
+            .replace("{*path}", "assets/x.js")
+            .replace("{trace_id}", "0af7651916cd43dd8448eb211c80319c")
+            .replace("{service}", "s")
+            .replace("{tag}", "name");
+        let allowed: Vec<&str> = access.split('|').collect();
+        let anonymous = send(listener, &path, None).await;
+        if allowed.contains(&"open") || allowed.contains(&"daemon") {
+            assert!(
+                ![401, 403].contains(&anonymous),
+                "{listener} {path}: {anonymous}"
+            );
+        } else {
+            assert_eq!(anonymous, 401, "{listener} {path} without a key");
+        }
+        for (permission, key) in &keys {
+            let status = send(listener, &path, Some(&key.token)).await;
+            let may = allowed.contains(&"open") || allowed.contains(permission);
+            if may {
+                assert!(
+                    ![401, 403].contains(&status),
+                    "{listener} {path} with a {permission} key: {status}"
+                );
+            } else {
+                assert_eq!(status, 403, "{listener} {path} with a {permission} key");
+            }
+        }
+    }
+    // Deny by default: paths no route declared.
+    let admin = &keys[2].1.token;
+    let query = &keys[1].1.token;
+    let ingest = &keys[0].1.token;
+    assert_eq!(
+        send("xray-api", "/DeleteEverything", Some(admin)).await,
+        404
+    );
+    assert_eq!(send("http", "/v1/undeclared", Some(query)).await, 404);
+    assert_eq!(send("http", "/v1/undeclared", Some(admin)).await, 404);
+    assert_eq!(send("otlp-http", "/v1/logs", Some(ingest)).await, 404);
+}

@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
+use tracelake_routes::{Access, Routes};
 
 use super::XrayIngest;
 use crate::IngestError;
@@ -37,9 +38,18 @@ struct ApiState {
 
 /// The `/TraceSegments` and `/TelemetryRecords` routes.
 pub fn router(ingest: XrayIngest) -> Router {
-    Router::new()
-        .route("/TraceSegments", post(put_trace_segments))
-        .route("/TelemetryRecords", post(put_telemetry_records))
+    routes(ingest).into_router()
+}
+
+/// The `/TraceSegments` and `/TelemetryRecords` routes, for `ingest` keys.
+pub fn routes(ingest: XrayIngest) -> Routes {
+    Routes::new()
+        .route("/TraceSegments", post(put_trace_segments), Access::INGEST)
+        .route(
+            "/TelemetryRecords",
+            post(put_telemetry_records),
+            Access::INGEST,
+        )
         // Bodies are read with an explicit limit so the error is AWS-shaped.
         .layer(DefaultBodyLimit::disable())
         .with_state(ApiState { ingest })
@@ -58,7 +68,7 @@ fn ingest_error(error: IngestError) -> AwsError {
             error_type: "ThrottledException",
             message: error.to_string(),
         },
-        IngestError::Internal(_) => AwsError::internal(error.to_string()),
+        IngestError::Internal(detail) => AwsError::internal(detail),
     }
 }
 

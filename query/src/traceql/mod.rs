@@ -7,8 +7,8 @@
 //!
 //! - [`parse`]: the grammar, errors with positions;
 //! - [`check`]: types of comparisons, regexes, attribute slots;
-//! - [`Checked::span_predicate`]/[`Checked::trace_predicate`]: the SQL
-//!   DataFusion decides (pushdown);
+//! - [`Checked::span_predicate`]/[`Checked::trace_predicate`]: the
+//!   expressions DataFusion decides (pushdown);
 //! - [`Checked::evaluate`]: exact semantics per trace;
 //! - [`search`]: the two together over a window.
 
@@ -24,11 +24,9 @@ pub use parse::{
     Aggregate, Condition, Field, Intrinsic, MAX_QUERY_CHARS, Operator, Query, Scope, Spansets,
     Stage, TraceqlError, Value, parse, parse_field,
 };
-pub(crate) use pushdown::quoted;
 pub(crate) use search::attr_value;
 pub use search::{
-    Cursor, Found, MAX_CANDIDATES, SearchOutcome, SearchWindow, candidates_sql, search,
-    search_after,
+    Cursor, Found, MAX_CANDIDATES, SearchOutcome, SearchWindow, candidates, search, search_after,
 };
 
 /// The resource attribute stored in the dedicated `service_name` column.

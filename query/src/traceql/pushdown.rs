@@ -1,4 +1,5 @@
-//! What DataFusion can decide of a TraceQL query, as SQL over `spans`.
+//! What DataFusion can decide of a TraceQL query, as expressions over
+//! `spans` (built with `Expr`, never as SQL text: see [`crate::exprs`]).
 //!
 //! Search runs in two steps: DataFusion picks the candidate traces of the
 //! window with
@@ -24,64 +25,76 @@
 //! `{ a } && { b }` becomes `bool_or(a) AND bool_or(b)` per trace, `||`
 //! an `OR`, structural operators need both sides like `&&`.
 
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::{Operator as SqlOperator, binary_expr, cast};
+use datafusion::prelude::{Expr, col, lit};
+use tracelake_storage::schema::{any_value, col as span_col};
+
 use super::check::{Checked, anchored};
 use super::parse::{Condition, Field, Intrinsic, Operator, Scope, Spansets, Value};
+use crate::exprs::{any_value_child, map_value, or_else};
 
-/// A SQL string literal.
-pub(crate) fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-fn sql_operator(op: Operator) -> &'static str {
+fn sql_operator(op: Operator) -> SqlOperator {
     match op {
-        Operator::Eq => "=",
-        Operator::Ne => "<>",
-        Operator::Gt => ">",
-        Operator::Ge => ">=",
-        Operator::Lt => "<",
-        Operator::Le => "<=",
-        Operator::Regex => "~",
-        Operator::NotRegex => "!~",
+        Operator::Eq => SqlOperator::Eq,
+        Operator::Ne => SqlOperator::NotEq,
+        Operator::Gt => SqlOperator::Gt,
+        Operator::Ge => SqlOperator::GtEq,
+        Operator::Lt => SqlOperator::Lt,
+        Operator::Le => SqlOperator::LtEq,
+        Operator::Regex => SqlOperator::RegexMatch,
+        Operator::NotRegex => SqlOperator::RegexNotMatch,
     }
 }
 
-fn either(left: Option<String>, right: Option<String>, joiner: &str) -> Option<String> {
-    Some(format!("({} {joiner} {})", left?, right?))
+fn either(left: Option<Expr>, right: Option<Expr>, op: SqlOperator) -> Option<Expr> {
+    Some(binary_expr(left?, op, right?))
 }
 
-fn both(left: Option<String>, right: Option<String>) -> Option<String> {
+fn both(left: Option<Expr>, right: Option<Expr>) -> Option<Expr> {
     match (left, right) {
-        (Some(left), Some(right)) => Some(format!("({left} AND {right})")),
+        (Some(left), Some(right)) => Some(left.and(right)),
         (one, None) | (None, one) => one,
     }
 }
 
+/// `value`, with NULL read as false.
+fn never_null(value: Expr) -> Expr {
+    or_else(value, lit(false))
+}
+
 impl Checked {
-    /// The SQL value of attribute slot `slot`: the `AnyValue` struct, NULL
+    /// The value of attribute slot `slot`: the `AnyValue` struct, NULL
     /// when the span lacks it (`.x` reads the span's, then the resource's).
-    pub fn slot_sql(&self, slot: usize) -> String {
+    pub fn slot_expr(&self, slot: usize) -> Expr {
         let (scope, name) = &self.slots[slot];
-        let key = quoted(name);
         match scope {
-            Scope::Span => format!("attributes[{key}]"),
-            Scope::Resource => format!("resource_attributes[{key}]"),
-            Scope::Any => format!("coalesce(attributes[{key}], resource_attributes[{key}])"),
+            Scope::Span => map_value(span_col::ATTRIBUTES, name),
+            Scope::Resource => map_value(span_col::RESOURCE_ATTRIBUTES, name),
+            Scope::Any => or_else(
+                map_value(span_col::ATTRIBUTES, name),
+                map_value(span_col::RESOURCE_ATTRIBUTES, name),
+            ),
         }
     }
 
     /// A condition every span of interest meets (their union); `None`
     /// when any span may be.
-    pub fn span_predicate(&self) -> Option<String> {
+    pub fn span_predicate(&self) -> Option<Expr> {
         self.span_level(&self.query.spansets)
     }
 
     /// A condition over a trace's candidate spans that every matching
     /// trace meets, for `HAVING`; `None` when any trace may match.
-    pub fn trace_predicate(&self) -> Option<String> {
-        self.trace_level(&self.query.spansets)
+    ///
+    /// Its per-trace aggregates are pushed onto `aggregates` (each aliased
+    /// `having_<n>`) and the condition reads them as columns, so it applies
+    /// as a filter after grouping by trace.
+    pub fn trace_predicate(&self, aggregates: &mut Vec<Expr>) -> Option<Expr> {
+        self.trace_level(&self.query.spansets, aggregates)
     }
 
-    fn span_level(&self, spansets: &Spansets) -> Option<String> {
+    fn span_level(&self, spansets: &Spansets) -> Option<Expr> {
         match spansets {
             Spansets::Filter(None) => None,
             Spansets::Filter(Some(condition)) => self.necessary(condition),
@@ -89,126 +102,146 @@ impl Checked {
             | Spansets::Or(left, right)
             | Spansets::Descendant(left, right)
             | Spansets::Child(left, right)
-            | Spansets::Sibling(left, right) => {
-                either(self.span_level(left), self.span_level(right), "OR")
-            }
+            | Spansets::Sibling(left, right) => either(
+                self.span_level(left),
+                self.span_level(right),
+                SqlOperator::Or,
+            ),
         }
     }
 
-    fn trace_level(&self, spansets: &Spansets) -> Option<String> {
+    fn trace_level(&self, spansets: &Spansets, aggregates: &mut Vec<Expr>) -> Option<Expr> {
         match spansets {
             Spansets::Filter(None) => None,
-            Spansets::Filter(Some(condition)) => self
-                .necessary(condition)
-                .map(|predicate| format!("bool_or({predicate})")),
-            Spansets::Or(left, right) => {
-                either(self.trace_level(left), self.trace_level(right), "OR")
+            Spansets::Filter(Some(condition)) => {
+                let predicate = self.necessary(condition)?;
+                let name = format!("having_{}", aggregates.len());
+                aggregates.push(
+                    datafusion::functions_aggregate::expr_fn::bool_or(predicate).alias(&name),
+                );
+                Some(col(name))
             }
+            Spansets::Or(left, right) => either(
+                self.trace_level(left, aggregates),
+                self.trace_level(right, aggregates),
+                SqlOperator::Or,
+            ),
             Spansets::And(left, right)
             | Spansets::Descendant(left, right)
             | Spansets::Child(left, right)
-            | Spansets::Sibling(left, right) => {
-                both(self.trace_level(left), self.trace_level(right))
-            }
+            | Spansets::Sibling(left, right) => both(
+                self.trace_level(left, aggregates),
+                self.trace_level(right, aggregates),
+            ),
         }
     }
 
-    /// A SQL condition implied by `condition`; `None` when nothing is.
-    fn necessary(&self, condition: &Condition) -> Option<String> {
+    /// A condition implied by `condition`; `None` when nothing is.
+    fn necessary(&self, condition: &Condition) -> Option<Expr> {
         match condition {
             Condition::And(left, right) => both(self.necessary(left), self.necessary(right)),
-            Condition::Or(left, right) => either(self.necessary(left), self.necessary(right), "OR"),
+            Condition::Or(left, right) => {
+                either(self.necessary(left), self.necessary(right), SqlOperator::Or)
+            }
             Condition::Not(_) | Condition::Compare { .. } | Condition::Truthy(_) => {
                 self.exact(condition)
             }
         }
     }
 
-    /// `condition` in SQL with exactly evaluation's answer, never NULL;
-    /// `None` when it reads trace-level fields.
-    fn exact(&self, condition: &Condition) -> Option<String> {
+    /// `condition` with exactly evaluation's answer, never NULL; `None`
+    /// when it reads trace-level fields.
+    fn exact(&self, condition: &Condition) -> Option<Expr> {
         match condition {
-            Condition::And(left, right) => either(self.exact(left), self.exact(right), "AND"),
-            Condition::Or(left, right) => either(self.exact(left), self.exact(right), "OR"),
-            Condition::Not(inner) => Some(format!("(NOT {})", self.exact(inner)?)),
+            Condition::And(left, right) => {
+                either(self.exact(left), self.exact(right), SqlOperator::And)
+            }
+            Condition::Or(left, right) => {
+                either(self.exact(left), self.exact(right), SqlOperator::Or)
+            }
+            Condition::Not(inner) => Some(!self.exact(inner)?),
             Condition::Truthy(field) => {
-                let value = self.attribute_sql(field)?;
-                Some(format!("coalesce({value}['bool'], false)"))
+                let value = self.attribute_expr(field)?;
+                Some(never_null(any_value_child(value, any_value::BOOL)))
             }
             Condition::Compare { field, op, value } => self.leaf(field, *op, value),
         }
     }
 
-    fn attribute_sql(&self, field: &Field) -> Option<String> {
+    fn attribute_expr(&self, field: &Field) -> Option<Expr> {
         let Field::Attribute { scope, name } = field else {
             return None;
         };
-        self.slot(*scope, name).map(|slot| self.slot_sql(slot))
+        self.slot(*scope, name).map(|slot| self.slot_expr(slot))
     }
 
-    fn leaf(&self, field: &Field, op: Operator, value: &Value) -> Option<String> {
+    fn leaf(&self, field: &Field, op: Operator, value: &Value) -> Option<Expr> {
         let operator = sql_operator(op);
-        let text = |column: &str| -> Option<String> {
+        let compare = |left: Expr, right: Expr| binary_expr(left, operator, right);
+        let text = |column: Expr| -> Option<Expr> {
             match value {
-                Value::Nil => Some(if op == Operator::Eq { "false" } else { "true" }.into()),
+                Value::Nil => Some(lit(op != Operator::Eq)),
                 Value::Text(literal) => {
                     let literal = match op {
-                        Operator::Regex | Operator::NotRegex => quoted(&anchored(literal)),
-                        _ => quoted(literal),
+                        Operator::Regex | Operator::NotRegex => anchored(literal),
+                        _ => literal.clone(),
                     };
-                    Some(format!("coalesce({column} {operator} {literal}, false)"))
+                    Some(never_null(compare(column, lit(literal))))
                 }
-                _ => Some("false".into()),
+                _ => Some(lit(false)),
             }
         };
         match field {
             Field::Intrinsic(intrinsic) => match intrinsic {
-                Intrinsic::Name => text("name"),
-                Intrinsic::StatusMessage => text("coalesce(status_message, '')"),
+                Intrinsic::Name => text(col(span_col::NAME)),
+                Intrinsic::StatusMessage => text(or_else(col(span_col::STATUS_MESSAGE), lit(""))),
                 Intrinsic::Status | Intrinsic::Kind => {
-                    let column = if *intrinsic == Intrinsic::Status {
-                        "status_code"
+                    let column = col(if *intrinsic == Intrinsic::Status {
+                        span_col::STATUS_CODE
                     } else {
-                        "kind"
-                    };
+                        span_col::KIND
+                    });
                     match value {
                         Value::Status(literal) | Value::Kind(literal) => {
-                            Some(format!("({column} {operator} {})", quoted(literal)))
+                            Some(compare(column, lit(literal.clone())))
                         }
                         Value::Nil => text(column),
-                        _ => Some("false".into()),
+                        _ => Some(lit(false)),
                     }
                 }
                 Intrinsic::Duration => match value {
-                    Value::Duration(nanos) => Some(format!("(duration_ns {operator} {nanos})")),
-                    Value::Nil => text("duration_ns"),
-                    _ => Some("false".into()),
+                    Value::Duration(nanos) => {
+                        Some(compare(col(span_col::DURATION_NS), lit(*nanos)))
+                    }
+                    Value::Nil => text(col(span_col::DURATION_NS)),
+                    _ => Some(lit(false)),
                 },
                 Intrinsic::RootName | Intrinsic::RootServiceName | Intrinsic::TraceDuration => None,
             },
             Field::Attribute { scope, name }
                 if *scope == Scope::Resource && name == super::SERVICE_NAME =>
             {
-                text("service_name")
+                text(col(span_col::SERVICE_NAME))
             }
             Field::Attribute { .. } => {
-                let attribute = self.attribute_sql(field)?;
+                let attribute = self.attribute_expr(field)?;
+                let child = |name: &str| any_value_child(attribute.clone(), name);
                 Some(match value {
-                    Value::Nil if op == Operator::Eq => format!("({attribute} IS NULL)"),
-                    Value::Nil => format!("({attribute} IS NOT NULL)"),
-                    Value::Text(_) => text(&format!("{attribute}['str']"))?,
-                    Value::Int(int) => format!(
-                        "coalesce({attribute}['int'] {operator} {int}, \
-                         {attribute}['double'] {operator} CAST({int} AS DOUBLE), false)"
-                    ),
-                    Value::Float(float) => format!(
-                        "coalesce(CAST({attribute}['int'] AS DOUBLE) {operator} {float:?}, \
-                         {attribute}['double'] {operator} {float:?}, false)"
-                    ),
-                    Value::Bool(flag) => {
-                        format!("coalesce({attribute}['bool'] {operator} {flag}, false)")
-                    }
-                    _ => "false".into(),
+                    Value::Nil if op == Operator::Eq => attribute.is_null(),
+                    Value::Nil => attribute.is_not_null(),
+                    Value::Text(_) => text(child(any_value::STR))?,
+                    Value::Int(int) => datafusion::functions::expr_fn::coalesce(vec![
+                        compare(child(any_value::INT), lit(*int)),
+                        compare(child(any_value::DOUBLE), cast(lit(*int), DataType::Float64)),
+                        lit(false),
+                    ]),
+                    Value::Float(float) => datafusion::functions::expr_fn::coalesce(vec![
+                        compare(cast(child(any_value::INT), DataType::Float64), lit(*float)),
+                        compare(child(any_value::DOUBLE), lit(*float)),
+                        lit(false),
+                    ]),
+                    Value::Bool(flag) => never_null(compare(child(any_value::BOOL), lit(*flag))),
+                    _ => lit(false),
                 })
             }
         }
@@ -219,47 +252,61 @@ impl Checked {
 mod tests {
     use crate::traceql::prepare;
 
+    /// The expressions as DataFusion prints them: request text appears
+    /// only inside literals (`Utf8("...")`) and map keys.
     #[test]
     fn pushes_span_conditions_and_leaves_trace_level_ones() {
         let cases = [
             (
                 r#"{ resource.service.name = "X" && duration > 500ms }"#,
                 Some(
-                    "(coalesce(service_name = 'X', false) AND (duration_ns > 500000000))"
-                        .to_string(),
+                    r#"coalesce(service_name = Utf8("X"), Boolean(false)) AND duration_ns > Int64(500000000)"#,
                 ),
             ),
             (r#"{ rootName = "x" }"#, None),
             (
                 r#"{ rootName = "x" && kind = server }"#,
-                Some("(kind = 'server')".into()),
+                Some(r#"kind = Utf8("server")"#),
             ),
             (r#"{ rootName = "x" || kind = server }"#, None),
             (
                 r#"{ !(span.a = "it's") }"#,
-                Some("(NOT coalesce(attributes['a']['str'] = 'it''s', false))".into()),
+                Some(
+                    r#"NOT coalesce(get_field(get_field(attributes, Utf8("a")), Utf8("str")) = Utf8("it's"), Boolean(false))"#,
+                ),
             ),
             (r#"{ !(rootName = "x") }"#, None),
             (
                 r#"{ .a = nil }"#,
-                Some("(coalesce(attributes['a'], resource_attributes['a']) IS NULL)".into()),
+                Some(
+                    r#"coalesce(get_field(attributes, Utf8("a")), get_field(resource_attributes, Utf8("a"))) IS NULL"#,
+                ),
             ),
             (
                 r#"{ name =~ "GET.*" }"#,
-                Some("coalesce(name ~ '^(?:GET.*)$', false)".into()),
+                Some(r#"coalesce(name ~ Utf8("^(?:GET.*)$"), Boolean(false))"#),
             ),
             ("{ } >> { kind = client }", None),
         ];
         for (query, expected) in cases {
             let checked = prepare(query).unwrap();
-            assert_eq!(checked.span_predicate(), expected, "{query}");
+            let predicate = checked.span_predicate().map(|expr| expr.to_string());
+            assert_eq!(predicate.as_deref(), expected, "{query}");
         }
         let checked = prepare(r#"{ kind = client } && { name = "a" } || { }"#).unwrap();
-        assert_eq!(checked.trace_predicate(), None);
+        let mut aggregates = Vec::new();
+        assert_eq!(checked.trace_predicate(&mut aggregates), None);
         let checked = prepare(r#"{ kind = client } > { name = "a" }"#).unwrap();
+        let mut aggregates = Vec::new();
+        let predicate = checked.trace_predicate(&mut aggregates).unwrap();
+        assert_eq!(predicate.to_string(), "having_0 AND having_1");
+        let aggregates: Vec<String> = aggregates.iter().map(ToString::to_string).collect();
         assert_eq!(
-            checked.trace_predicate().as_deref(),
-            Some("(bool_or((kind = 'client')) AND bool_or(coalesce(name = 'a', false)))")
+            aggregates,
+            [
+                r#"bool_or(kind = Utf8("client")) AS having_0"#,
+                r#"bool_or(coalesce(name = Utf8("a"), Boolean(false))) AS having_1"#,
+            ]
         );
     }
 }

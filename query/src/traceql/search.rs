@@ -17,13 +17,14 @@ use datafusion::arrow::array::{
     Array, AsArray, FixedSizeBinaryArray, RecordBatch, StringArray, StructArray,
 };
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
-use datafusion::common::ScalarValue;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
 use tracelake_storage::schema::{any_value, col as span_col};
 use tracelake_storage::{SpanReader, TraceId};
 
 use super::check::Checked;
 use super::eval::{AttrValue, SpanRow, SpansetMatch, TraceRows};
+use crate::exprs::{or_else, starts_within, timestamp_ns};
 use crate::xray_filter::TRACE_REACH_NS;
 use crate::{QueryError, Result, session_for_tenant};
 
@@ -81,50 +82,63 @@ pub struct SearchOutcome {
     pub inspected_bytes: u64,
 }
 
-fn timestamp(nanos: i64) -> datafusion::prelude::Expr {
-    lit(ScalarValue::TimestampNanosecond(
-        Some(nanos),
-        Some("UTC".into()),
-    ))
+/// The candidate traces (module docs) as a plan over `spans`: `trace_id`
+/// and `latest`, newest first.
+pub async fn candidates(
+    context: &SessionContext,
+    checked: &Checked,
+    window: &SearchWindow,
+) -> Result<DataFrame> {
+    candidates_after(context, checked, window, None).await
 }
 
-/// The SQL choosing candidate traces (module docs).
-pub fn candidates_sql(checked: &Checked, window: &SearchWindow) -> String {
-    candidates_sql_after(checked, window, None)
-}
-
-/// [`candidates_sql`] of the candidates no later than `after` (ties on the
-/// latest start are settled by trace id after the query).
-fn candidates_sql_after(
+/// [`candidates`] no later than `after` (ties on the latest start are
+/// settled by trace id after the query).
+async fn candidates_after(
+    context: &SessionContext,
     checked: &Checked,
     window: &SearchWindow,
     after: Option<&Cursor>,
-) -> String {
+) -> Result<DataFrame> {
     let (from, to) = window.range_ns;
-    let mut sql = format!(
-        "SELECT trace_id, max(start_time) AS latest FROM spans \
-         WHERE start_time >= to_timestamp_nanos({from}) AND start_time <= to_timestamp_nanos({to})"
-    );
-    let predicate = |predicate: Option<String>| predicate.filter(|_| window.pushdown);
-    if let Some(predicate) = predicate(checked.span_predicate()) {
-        sql.push_str(&format!(" AND {predicate}"));
+    let mut condition = starts_within(from, to);
+    if window.pushdown
+        && let Some(predicate) = checked.span_predicate()
+    {
+        condition = condition.and(predicate);
     }
-    sql.push_str(" GROUP BY trace_id");
-    let mut having: Vec<String> = predicate(checked.trace_predicate()).into_iter().collect();
+    let mut aggregates = vec![max(col(span_col::START_TIME)).alias(LATEST)];
+    let mut having = if window.pushdown {
+        checked.trace_predicate(&mut aggregates)
+    } else {
+        None
+    };
     if let Some(after) = after {
-        having.push(format!(
-            "max(start_time) <= to_timestamp_nanos({})",
-            after.latest_ns
-        ));
+        let bound = col(LATEST).lt_eq(timestamp_ns(after.latest_ns));
+        having = Some(match having {
+            Some(having) => having.and(bound),
+            None => bound,
+        });
     }
-    if !having.is_empty() {
-        sql.push_str(&format!(" HAVING {}", having.join(" AND ")));
+    let mut frame = context
+        .table("spans")
+        .await?
+        .filter(condition)?
+        .aggregate(vec![col(span_col::TRACE_ID)], aggregates)?;
+    if let Some(having) = having {
+        frame = frame.filter(having)?;
     }
-    sql.push_str(&format!(
-        " ORDER BY latest DESC, trace_id LIMIT {MAX_CANDIDATES}"
-    ));
-    sql
+    Ok(frame
+        .sort(vec![
+            col(LATEST).sort(false, true),
+            col(span_col::TRACE_ID).sort(true, true),
+        ])?
+        .limit(0, Some(MAX_CANDIDATES))?
+        .select(vec![col(span_col::TRACE_ID), col(LATEST)])?)
 }
+
+/// The candidates' latest span start.
+const LATEST: &str = "latest";
 
 /// Runs `checked` over `tenant`'s spans in `window`; the matches come
 /// newest trace start first.
@@ -152,8 +166,7 @@ pub async fn search_after(
     after: Option<Cursor>,
 ) -> Result<SearchOutcome> {
     let context = session_for_tenant(reader, tenant)?;
-    let batches = context
-        .sql(&candidates_sql_after(&checked, &window, after.as_ref()))
+    let batches = candidates_after(&context, &checked, &window, after.as_ref())
         .await?
         .collect()
         .await?;
@@ -237,37 +250,27 @@ async fn load_page(
     trace_ids: &[TraceId],
     (from, to): (i64, i64),
 ) -> Result<Vec<RecordBatch>> {
-    let mut columns: Vec<String> = [
-        span_col::TRACE_ID,
-        span_col::SPAN_ID,
-        span_col::PARENT_SPAN_ID,
-        span_col::NAME,
-        span_col::SERVICE_NAME,
-        span_col::KIND,
-        span_col::STATUS_CODE,
-        "coalesce(status_message, '')",
-        span_col::START_TIME,
-        span_col::DURATION_NS,
-    ]
-    .iter()
-    .map(|column| column.to_string())
-    .collect();
-    columns.extend((0..checked.slots.len()).map(|slot| checked.slot_sql(slot)));
-    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut columns: Vec<Expr> = vec![
+        col(span_col::TRACE_ID),
+        col(span_col::SPAN_ID),
+        col(span_col::PARENT_SPAN_ID),
+        col(span_col::NAME),
+        col(span_col::SERVICE_NAME),
+        col(span_col::KIND),
+        col(span_col::STATUS_CODE),
+        or_else(col(span_col::STATUS_MESSAGE), lit("")),
+        col(span_col::START_TIME),
+        col(span_col::DURATION_NS),
+    ];
+    columns.extend((0..checked.slots.len()).map(|slot| checked.slot_expr(slot)));
     let frame = context
         .table("spans")
         .await?
-        .filter(
-            crate::trace::trace_id_in(trace_ids).and(
-                col(span_col::START_TIME)
-                    .gt_eq(timestamp(from.saturating_sub(TRACE_REACH_NS)))
-                    .and(
-                        col(span_col::START_TIME)
-                            .lt_eq(timestamp(to.saturating_add(TRACE_REACH_NS))),
-                    ),
-            ),
-        )?
-        .select_exprs(&columns)?;
+        .filter(crate::trace::trace_id_in(trace_ids).and(starts_within(
+            from.saturating_sub(TRACE_REACH_NS),
+            to.saturating_add(TRACE_REACH_NS),
+        )))?
+        .select(columns)?;
     Ok(frame.collect().await?)
 }
 

@@ -14,6 +14,7 @@
 //! (`InvalidRequestException` with a message naming the field).
 
 pub mod groups;
+mod root_causes;
 mod service_graph;
 mod statistics;
 mod trace_summaries;
@@ -23,6 +24,7 @@ pub use traces::xray_trace_json;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracelake_routes::{Access, Permission, Routes};
 
 use axum::Router;
 use axum::routing::post;
@@ -42,23 +44,38 @@ struct XrayQueryState {
 /// The query routes of the X-Ray API port; groups changed through other
 /// nodes are seen within `settings_refresh` (`cluster.refresh_interval`).
 pub fn router(reader: Arc<dyn SpanReader>, settings_refresh: Duration) -> Router {
-    Router::new()
-        .route("/ServiceGraph", post(service_graph::get_service_graph))
+    routes(reader, settings_refresh).into_router()
+}
+
+/// Reads X-Ray's data: a key with `query` or `admin` (the console's).
+const READ: Access = Access::AnyOf(&[Permission::Query, Permission::Admin]);
+
+/// The query routes of the X-Ray API port with the access each needs:
+/// reads for `query` or `admin` keys, group changes for `admin` only.
+pub fn routes(reader: Arc<dyn SpanReader>, settings_refresh: Duration) -> Routes {
+    Routes::new()
+        .route(
+            "/ServiceGraph",
+            post(service_graph::get_service_graph),
+            READ,
+        )
         .route(
             "/TraceSummaries",
             post(trace_summaries::get_trace_summaries),
+            READ,
         )
-        .route("/Traces", post(traces::batch_get_traces))
-        .route("/TraceGraph", post(traces::get_trace_graph))
+        .route("/Traces", post(traces::batch_get_traces), READ)
+        .route("/TraceGraph", post(traces::get_trace_graph), READ)
         .route(
             "/TimeSeriesServiceStatistics",
             post(statistics::get_time_series_service_statistics),
+            READ,
         )
-        .route("/CreateGroup", post(groups::create_group))
-        .route("/GetGroup", post(groups::get_group))
-        .route("/Groups", post(groups::get_groups))
-        .route("/UpdateGroup", post(groups::update_group))
-        .route("/DeleteGroup", post(groups::delete_group))
+        .route("/CreateGroup", post(groups::create_group), Access::ADMIN)
+        .route("/GetGroup", post(groups::get_group), READ)
+        .route("/Groups", post(groups::get_groups), READ)
+        .route("/UpdateGroup", post(groups::update_group), Access::ADMIN)
+        .route("/DeleteGroup", post(groups::delete_group), Access::ADMIN)
         .with_state(XrayQueryState {
             groups: Arc::new(groups::GroupStore::new(
                 reader.object_store(),
@@ -70,8 +87,7 @@ pub fn router(reader: Arc<dyn SpanReader>, settings_refresh: Duration) -> Router
 
 impl From<QueryError> for AwsError {
     fn from(error: QueryError) -> Self {
-        tracing::error!(%error, "x-ray query failed");
-        AwsError::internal(format!("query failed: {error}"))
+        AwsError::internal(format_args!("query failed: {error}"))
     }
 }
 

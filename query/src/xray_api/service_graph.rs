@@ -6,6 +6,11 @@
 //! received calls, none for the `client` node; an edge's statistics and
 //! `ResponseTimeHistogram` come from the caller's side. An edge found
 //! through a span link has `EdgeType` `link`.
+//!
+//! Every list of the model's `Service` and `Edge` is written, empty when
+//! there is nothing to put in it (the `client` node's histograms; the
+//! `ReceivedEventAgeHistogram` of an edge, as no event age is tracked), as
+//! X-Ray sends them.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -92,6 +97,7 @@ pub(super) fn service(map: &ServiceMap, index: usize, start: f64, end: f64) -> V
                 ),
                 "ResponseTimeHistogram": histogram(&edge.stats.client_latency),
                 "Aliases": [],
+                "ReceivedEventAgeHistogram": [],
             });
             if edge.link {
                 value["EdgeType"] = json!("link");
@@ -108,6 +114,8 @@ pub(super) fn service(map: &ServiceMap, index: usize, start: f64, end: f64) -> V
         "StartTime": start,
         "EndTime": end,
         "Edges": edges,
+        "DurationHistogram": [],
+        "ResponseTimeHistogram": [],
     });
     if !node.node.node_type.is_empty() {
         value["Type"] = json!(node.node.node_type);

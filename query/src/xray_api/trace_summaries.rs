@@ -6,6 +6,11 @@
 //! the X-Ray id's embedded epoch cannot be relied on. A `GroupName`/
 //! `GroupARN` adds the group's filter expression (AND). Windows are
 //! limited to 24 hours: the traces are loaded whole.
+//!
+//! Each summary carries every list of the model's `TraceSummary`, empty or
+//! not, as X-Ray sends them: root causes from [`super::root_causes`];
+//! `ResourceARNs`, `InstanceIds`, `AvailabilityZones` and
+//! `ResponseTimeRootCauses` are not derived and stay empty.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +24,7 @@ use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
 use tracelake_storage::TraceId;
 use tracelake_storage::xray::{format_xray_trace_id, nanos_to_seconds};
 
+use super::root_causes::{Failure, root_causes};
 use super::{XrayQueryState, check_trace_window, next_token, page_offset, window};
 use crate::xray_filter::{Filter, Literal, SpanView, TraceView, parse, traces_in_window};
 
@@ -197,7 +203,13 @@ fn summary(trace: &TraceView) -> Value {
             .map(|(name, ids)| json!({"UserName": name, "ServiceIds": ids}))
             .collect::<Vec<_>>(),
         "ServiceIds": services.into_values().collect::<Vec<_>>(),
+        "ResourceARNs": [],
+        "InstanceIds": [],
+        "AvailabilityZones": [],
         "EntryPoint": service_id(root),
+        "FaultRootCauses": root_causes(trace, Failure::Fault),
+        "ErrorRootCauses": root_causes(trace, Failure::Error),
+        "ResponseTimeRootCauses": [],
         "MatchedEventTime": seconds(root.facts.start_ns),
         "Revision": 1,
     })

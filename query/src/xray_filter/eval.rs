@@ -37,6 +37,9 @@ pub struct SpanView {
     /// X-Ray annotations (the keys `aws.xray.annotations` lists), or every
     /// scalar attribute of a span that did not come from X-Ray.
     pub annotations: Vec<(String, Literal)>,
+    /// `(exception.type, exception.message)` of each `exception` event:
+    /// the exceptions a trace summary's root causes name.
+    pub exceptions: Vec<(String, String)>,
 }
 
 /// The spans of one trace, each span id once (a complete span wins over

@@ -11,10 +11,10 @@ mod parse;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Int32Type, TimestampNanosecondType};
-use datafusion::common::ScalarValue;
-use datafusion::prelude::{col, lit};
+use datafusion::logical_expr::JoinType;
+use datafusion::prelude::col;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use tracelake_storage::derived::span_facts;
 use tracelake_storage::otlp::attributes_at;
@@ -27,6 +27,7 @@ pub use parse::{
     TextOp, parse,
 };
 
+use crate::exprs::starts_within;
 use crate::{QueryError, Result, session_for_tenant};
 
 /// How far outside the window a trace's other spans are looked for.
@@ -39,30 +40,27 @@ pub async fn traces_in_window(
     (from_ns, to_ns): (i64, i64),
 ) -> Result<Vec<TraceView>> {
     let context = session_for_tenant(reader, tenant)?;
-    let timestamp = |nanos: i64| {
-        lit(ScalarValue::TimestampNanosecond(
-            Some(nanos),
-            Some("UTC".into()),
-        ))
-    };
-    let in_window = context.table("spans").await?.filter(
-        col(span_col::START_TIME)
-            .gt_eq(timestamp(from_ns))
-            .and(col(span_col::START_TIME).lt_eq(timestamp(to_ns))),
-    )?;
-    context.register_table("window_spans", in_window.into_view())?;
-    let reach = context.table("spans").await?.filter(
-        col(span_col::START_TIME)
-            .gt_eq(timestamp(from_ns.saturating_sub(TRACE_REACH_NS)))
-            .and(col(span_col::START_TIME).lt_eq(timestamp(to_ns.saturating_add(TRACE_REACH_NS)))),
-    )?;
-    context.register_table("reach_spans", reach.into_view())?;
-    let batches = context
-        .sql(
-            "SELECT * FROM reach_spans \
-             WHERE trace_id IN (SELECT DISTINCT trace_id FROM window_spans)",
-        )
+    const WINDOW_TRACE: &str = "window_trace_id";
+    let in_window = context
+        .table("spans")
         .await?
+        .filter(starts_within(from_ns, to_ns))?
+        .select(vec![col(span_col::TRACE_ID).alias(WINDOW_TRACE)])?
+        .distinct()?;
+    let batches = context
+        .table("spans")
+        .await?
+        .filter(starts_within(
+            from_ns.saturating_sub(TRACE_REACH_NS),
+            to_ns.saturating_add(TRACE_REACH_NS),
+        ))?
+        .join(
+            in_window,
+            JoinType::LeftSemi,
+            &[span_col::TRACE_ID],
+            &[WINDOW_TRACE],
+            None,
+        )?
         .collect()
         .await?;
     crate::off_reactor(move || {
@@ -111,6 +109,10 @@ fn span_views(batch: &RecordBatch) -> Result<Vec<SpanView>> {
         .column_by_name(span_col::ATTRIBUTES)
         .and_then(|array| array.as_any().downcast_ref::<MapArray>())
         .ok_or_else(|| corrupt(span_col::ATTRIBUTES))?;
+    let events = batch
+        .column_by_name(span_col::EVENTS)
+        .and_then(|array| array.as_any().downcast_ref::<ListArray>())
+        .ok_or_else(|| corrupt(span_col::EVENTS))?;
     let optional = |array: &StringArray, row: usize| {
         (array.is_valid(row) && !array.value(row).is_empty()).then(|| array.value(row).to_string())
     };
@@ -139,10 +141,53 @@ fn span_views(batch: &RecordBatch) -> Result<Vec<SpanView>> {
             user_agent: find_text(&["user_agent.original", "http.user_agent"]),
             client_ip: find_text(&["client.address", "http.client_ip"]),
             annotations: annotations(&span_attributes),
+            exceptions: exceptions(events, row),
             facts,
         });
     }
     Ok(views)
+}
+
+/// `(exception.type, exception.message)` of each `exception` event of row
+/// `row` (OpenTelemetry's convention, which X-Ray causes are stored as).
+fn exceptions(events: &ListArray, row: usize) -> Vec<(String, String)> {
+    if events.is_null(row) {
+        return Vec::new();
+    }
+    let items = events.value(row);
+    let Some(items) = items.as_struct_opt() else {
+        return Vec::new();
+    };
+    let names = items
+        .column_by_name("name")
+        .and_then(|array| array.as_string_opt::<i32>());
+    let attributes = items
+        .column_by_name("attributes")
+        .and_then(|array| array.as_any().downcast_ref::<MapArray>());
+    let (Some(names), Some(attributes)) = (names, attributes) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for index in 0..items.len() {
+        if names.value(index) != "exception" {
+            continue;
+        }
+        let event_attributes = attributes_at(attributes, index);
+        let text = |key: &str| {
+            event_attributes
+                .iter()
+                .find(|attribute| attribute.key == key)
+                .and_then(
+                    |attribute| match attribute.value.as_ref()?.value.as_ref()? {
+                        Value::StringValue(text) => Some(text.clone()),
+                        _ => None,
+                    },
+                )
+                .unwrap_or_default()
+        };
+        found.push((text("exception.type"), text("exception.message")));
+    }
+    found
 }
 
 /// The X-Ray annotations of a span: the keys `aws.xray.annotations` lists
