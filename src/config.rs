@@ -92,7 +92,9 @@ pub(crate) struct ClusterConfig {
     /// id generated once and kept in `{data_dir}/node-id`.
     pub(crate) node_id: String,
     /// How often queriers and compactors catch up with the store: the
-    /// change log's new records (a querier), the whole listing (a compactor).
+    /// change log's new records (a querier), the whole listing (a compactor);
+    /// and how far behind the store every node's sampling rules and X-Ray
+    /// groups may be (changes made through other nodes).
     #[serde(with = "humantime_serde")]
     pub(crate) refresh_interval: Duration,
     /// How often a querier lists the whole store instead of the change log

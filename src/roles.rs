@@ -152,6 +152,7 @@ pub(crate) async fn serve_query(
     let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
     let sampling = Arc::new(SamplingService::new(RulesStore::new(
         storage.object_store(),
+        config.cluster.refresh_interval,
     )));
     let xray_api_listener = bind("xray-api", &config.listen.xray_api).await?;
     let http_listener = bind("http", &config.listen.http).await?;
@@ -160,7 +161,7 @@ pub(crate) async fn serve_query(
 
     let stop = StopSignal::new();
     let xray_routes = tracelake_query::http::limit_concurrency(
-        tracelake_query::xray_api::routes(Arc::clone(&reader)),
+        tracelake_query::xray_api::routes(Arc::clone(&reader), config.cluster.refresh_interval),
         config.query.limits(),
     )
     .merge(tracelake_sampler::api::routes(sampling))

@@ -125,7 +125,12 @@ async fn serve_node(
     let (keys, tls) = keys_and_tls(&config)?;
     let tls_for = |name: &str| tls.clone().filter(|_| config.tls.covers(name));
     let store = crate::roles::block_store(&config, !collector)?;
-    let sampling = Arc::new(SamplingService::new(RulesStore::new(Arc::clone(&store))));
+    // Rules (and the query side's groups) changed through other nodes on a
+    // shared store are seen within `cluster.refresh_interval`.
+    let sampling = Arc::new(SamplingService::new(RulesStore::new(
+        Arc::clone(&store),
+        config.cluster.refresh_interval,
+    )));
     load_rules_file(&config, &sampling).await?;
     let (storage, _open_stats) =
         Storage::open(crate::roles::writer_config(&config, collector)?, store)
@@ -235,7 +240,7 @@ async fn serve_node(
         xray_api::routes(xray_ingest.clone()).merge(tracelake_sampler::api::routes(sampling));
     if !collector {
         xray_api_routes = xray_api_routes.merge(tracelake_query::http::limit_concurrency(
-            tracelake_query::xray_api::routes(Arc::clone(&reader)),
+            tracelake_query::xray_api::routes(Arc::clone(&reader), config.cluster.refresh_interval),
             config.query.limits(),
         ));
     }

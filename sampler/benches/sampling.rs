@@ -98,9 +98,10 @@ fn targets(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let service = Arc::new(SamplingService::new(RulesStore::new(Arc::new(
-        InMemory::new(),
-    ))));
+    let service = Arc::new(SamplingService::new(RulesStore::new(
+        Arc::new(InMemory::new()),
+        std::time::Duration::from_secs(10),
+    )));
     let app = router(Arc::clone(&service));
     let mut rule = SamplingRule::default_rule("single-tenant");
     rule.rule_name = Some("shared".into());

@@ -27,6 +27,7 @@ use crate::aws_error::{AwsError, json_body, json_body_or_default, json_response,
 use crate::quota::{INTERVAL_SECONDS, Report, RuleQuotas};
 use crate::rules::{SamplingRule, SamplingRuleUpdate};
 use crate::store::{RuleRecord, RulesError, RulesStore, now_seconds};
+use tracelake_settings::SettingsError;
 
 /// Rules per `GetSamplingRules` page.
 const RULES_PAGE: usize = 100;
@@ -112,7 +113,15 @@ impl From<RulesError> for AwsError {
                 error_type: "RuleLimitExceededException",
                 message: error.to_string(),
             },
-            RulesError::Store(_) | RulesError::Corrupt(_) => AwsError::internal(error.to_string()),
+            // Another node changed the rules at the same moment, every
+            // try: botocore's X-Ray model lists `ThrottledException` for
+            // each rules operation, and the SDKs retry it.
+            RulesError::Settings(SettingsError::Contended { .. }) => AwsError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                error_type: "ThrottledException",
+                message: error.to_string(),
+            },
+            RulesError::Settings(_) => AwsError::internal(error.to_string()),
             RulesError::Invalid(_)
             | RulesError::NotFound(_)
             | RulesError::Duplicate(_)
@@ -445,7 +454,10 @@ mod tests {
 
     #[tokio::test]
     async fn targets_report_unknown_rules_and_bad_clients() {
-        let service = SamplingService::new(RulesStore::new(Arc::new(InMemory::new())));
+        let service = SamplingService::new(RulesStore::new(
+            Arc::new(InMemory::new()),
+            std::time::Duration::from_secs(10),
+        ));
         let rules = service.store.rules("t").await.unwrap();
         let mut bad_client = statistics("Default", 1, 10);
         bad_client.client_id = "short".into();
@@ -488,7 +500,10 @@ mod tests {
     /// must come out close to reservoir + FixedRate x the rest.
     #[tokio::test]
     async fn fleet_samples_the_reservoir_plus_the_fixed_rate() {
-        let service = SamplingService::new(RulesStore::new(Arc::new(InMemory::new())));
+        let service = SamplingService::new(RulesStore::new(
+            Arc::new(InMemory::new()),
+            std::time::Duration::from_secs(10),
+        ));
         let mut rule = SamplingRule::default_rule("t");
         rule.rule_name = Some("fleet".into());
         rule.priority = 1;

@@ -5,10 +5,11 @@
 //!
 //! Depends only on tracelake's leaf crates (`tracelake-aws-json` for the
 //! X-Ray error shape, `tracelake-routes` for the access each route
-//! declares), never on storage, the collector or the query side; its routes
+//! declares, `tracelake-settings` where rules persist, through
+//! `object_store`, next to the span data, shared by every node on the
+//! store), never on storage, the collector or the query side; its routes
 //! are served on the X-Ray API port and the gateway plugin uses it as a
-//! client. Rules persist
-//! through `object_store`, next to the span data.
+//! client.
 //!
 //! ```text
 //!  SDKs --GetSamplingRules / SamplingTargets--> api --> store (rules, per tenant, persistent)

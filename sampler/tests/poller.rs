@@ -34,9 +34,10 @@ async fn eventually(mut check: impl FnMut() -> bool, what: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sampler_follows_the_collector() {
-    let service = Arc::new(SamplingService::new(RulesStore::new(Arc::new(
-        InMemory::new(),
-    ))));
+    let service = Arc::new(SamplingService::new(RulesStore::new(
+        Arc::new(InMemory::new()),
+        std::time::Duration::from_secs(10),
+    )));
     let mut orders = SamplingRule::default_rule("single-tenant");
     orders.rule_name = Some("orders".into());
     orders.priority = 1;

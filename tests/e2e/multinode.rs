@@ -418,3 +418,256 @@ async fn garage_ignores_conditional_writes_so_leases_are_refused_for_the_static_
         );
     }
 }
+
+/// POSTs the X-Ray API operation at `route` to `node`: status and body.
+async fn xray_call(node: &TestServer, route: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/{route}", node.xray_api_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// The node's rules as `name rate reservoir`, in the order they are tried.
+async fn rules_of(node: &TestServer) -> Vec<String> {
+    let (status, body) = xray_call(node, "GetSamplingRules", serde_json::json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    body["SamplingRuleRecords"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|record| {
+            let rule = &record["SamplingRule"];
+            format!(
+                "{} {} {}",
+                rule["RuleName"].as_str().unwrap_or_default(),
+                rule["FixedRate"],
+                rule["ReservoirSize"]
+            )
+        })
+        .collect()
+}
+
+/// The node's groups as `name filter insights`, by name.
+async fn groups_of(node: &TestServer) -> Vec<String> {
+    let (status, body) = xray_call(node, "Groups", serde_json::json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let mut groups: Vec<String> = body["Groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|group| {
+            format!(
+                "{} {} {}",
+                group["GroupName"].as_str().unwrap_or_default(),
+                group["FilterExpression"].as_str().unwrap_or("-"),
+                group["InsightsConfiguration"]["InsightsEnabled"]
+            )
+        })
+        .collect();
+    groups.sort();
+    groups
+}
+
+fn sampling_rule(name: &str, priority: i64, path: &str) -> Value {
+    serde_json::json!({"SamplingRule": {
+        "RuleName": name, "ResourceARN": "*", "Priority": priority, "FixedRate": 0.1,
+        "ReservoirSize": 1, "ServiceName": "*", "ServiceType": "*", "Host": "*",
+        "HTTPMethod": "*", "URLPath": path, "Version": 1,
+    }})
+}
+
+/// GetSamplingTargets on `node` reporting on `rule`: the target document
+/// and LastRuleModification.
+async fn target_for(node: &TestServer, rule: &str) -> (Value, f64) {
+    let now = now_ns() as f64 / 1e9;
+    let (status, body) = xray_call(
+        node,
+        "SamplingTargets",
+        serde_json::json!({"SamplingStatisticsDocuments": [{
+            "RuleName": rule, "ClientID": "0123456789abcdef01234567", "Timestamp": now,
+            "RequestCount": 10, "SampledCount": 1, "BorrowCount": 0,
+        }]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let modified = body["LastRuleModification"].as_f64().unwrap_or_default();
+    let target = body["SamplingTargetDocuments"]
+        .as_array()
+        .and_then(|documents| documents.first().cloned())
+        .unwrap_or(Value::Null);
+    (target, modified)
+}
+
+/// Polls `check` until it holds, at most `limit` after `since`.
+async fn within<F: std::future::Future<Output = bool>>(
+    what: &str,
+    since: Instant,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    while !check().await {
+        assert!(
+            since.elapsed() < limit,
+            "{what}: not seen within {limit:?} of the change"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Rules and groups changed through one node are served by the others
+/// within `cluster.refresh_interval`, and changes made through two nodes at
+/// once all land, on Garage, which ignores conditional writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_and_groups_changed_through_one_node_reach_the_others_and_none_is_lost() {
+    let s3 = S3Server::garage();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "settings";
+    let refresh = Duration::from_secs(1);
+    // The interval, a listing and a poll.
+    let limit = refresh + Duration::from_millis(1500);
+    let cluster = "[cluster]\nrefresh_interval = \"1s\"\n";
+    let spawn = |role: &str, name: &str| node(&s3, prefix, role, &dir.path().join(name), cluster);
+    let collector_a = spawn("collector", "collector-a").spawn();
+    let collector_b = spawn("collector", "collector-b").spawn();
+    let querier_a = spawn("query", "query-a").spawn();
+    let querier_b = spawn("query", "query-b").spawn();
+    let sampling_nodes = [&collector_a, &collector_b, &querier_a, &querier_b];
+
+    // Every node has read the rules and groups before they change.
+    for node in sampling_nodes {
+        assert_eq!(rules_of(node).await, ["Default 0.05 1"]);
+    }
+    for querier in [&querier_a, &querier_b] {
+        assert_eq!(groups_of(querier).await, ["Default - false"]);
+    }
+    let (_, modified_before) = target_for(&collector_b, "Default").await;
+
+    // A rule created through collector A is served and applied by the others.
+    let (status, body) = xray_call(
+        &collector_a,
+        "CreateSamplingRule",
+        sampling_rule("orders", 10, "/orders"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let created = Instant::now();
+    for node in [&collector_b, &querier_a, &querier_b] {
+        within("the new rule on another node", created, limit, || async {
+            rules_of(node).await == ["orders 0.1 1", "Default 0.05 1"]
+        })
+        .await;
+    }
+    let (target, modified_after) = target_for(&collector_b, "orders").await;
+    assert_eq!(target["RuleName"], "orders", "{target}");
+    assert_eq!(target["FixedRate"], 0.1, "{target}");
+    assert!(
+        modified_after > modified_before,
+        "SDKs polling collector B learn that the rules changed"
+    );
+
+    // A group created through querier A is known to querier B, and usable.
+    let (status, body) = xray_call(
+        &querier_a,
+        "CreateGroup",
+        serde_json::json!({"GroupName": "slow", "FilterExpression": "responsetime > 1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let created = Instant::now();
+    within("the new group on querier B", created, limit, || async {
+        groups_of(&querier_b).await == ["Default - false", "slow responsetime > 1 false"]
+    })
+    .await;
+    let now = now_ns() as f64 / 1e9;
+    let (status, body) = xray_call(
+        &querier_b,
+        "ServiceGraph",
+        serde_json::json!({"StartTime": now - 60.0, "EndTime": now, "GroupName": "slow"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // At once through both collectors: creates of different rules, and two
+    // updates of one rule (one sets the rate, the other the reservoir).
+    let mut calls = Vec::new();
+    for index in 0..6 {
+        let through = if index % 2 == 0 {
+            &collector_a
+        } else {
+            &collector_b
+        };
+        calls.push(xray_call(
+            through,
+            "CreateSamplingRule",
+            sampling_rule(&format!("race-{index}"), 20 + index, "/race"),
+        ));
+    }
+    let rate = serde_json::json!({"SamplingRuleUpdate": {"RuleName": "orders", "FixedRate": 0.5}});
+    let reservoir =
+        serde_json::json!({"SamplingRuleUpdate": {"RuleName": "orders", "ReservoirSize": 9}});
+    let (created, rate, reservoir) = tokio::join!(
+        futures::future::join_all(calls),
+        xray_call(&collector_a, "UpdateSamplingRule", rate),
+        xray_call(&collector_b, "UpdateSamplingRule", reservoir),
+    );
+    for (status, body) in created.iter().chain([&rate, &reservoir]) {
+        assert_eq!(*status, 200, "{body}");
+    }
+    let changed = Instant::now();
+    let mut expected = vec!["orders 0.5 9".to_string()];
+    expected.extend((0..6).map(|index| format!("race-{index} 0.1 1")));
+    expected.push("Default 0.05 1".into());
+    for node in sampling_nodes {
+        within("every concurrent rule change", changed, limit, || async {
+            rules_of(node).await == expected
+        })
+        .await;
+    }
+
+    // The same for groups, through both queriers.
+    let (first, second, filter, insights) = tokio::join!(
+        xray_call(
+            &querier_a,
+            "CreateGroup",
+            serde_json::json!({"GroupName": "errors", "FilterExpression": "error"}),
+        ),
+        xray_call(
+            &querier_b,
+            "CreateGroup",
+            serde_json::json!({"GroupName": "faults", "FilterExpression": "fault"}),
+        ),
+        xray_call(
+            &querier_a,
+            "UpdateGroup",
+            serde_json::json!({"GroupName": "slow", "FilterExpression": "responsetime > 2"}),
+        ),
+        xray_call(
+            &querier_b,
+            "UpdateGroup",
+            serde_json::json!({"GroupName": "slow", "InsightsConfiguration": {"InsightsEnabled": true}}),
+        ),
+    );
+    for (status, body) in [&first, &second, &filter, &insights] {
+        assert_eq!(*status, 200, "{body}");
+    }
+    let changed = Instant::now();
+    for querier in [&querier_a, &querier_b] {
+        within("every concurrent group change", changed, limit, || async {
+            groups_of(querier).await
+                == [
+                    "Default - false",
+                    "errors error false",
+                    "faults fault false",
+                    "slow responsetime > 2 true",
+                ]
+        })
+        .await;
+    }
+    drop((collector_a, collector_b, querier_a, querier_b));
+}

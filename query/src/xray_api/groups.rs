@@ -2,26 +2,32 @@
 //! GetTraceSummaries and GetTimeSeriesServiceStatistics accept as
 //! `GroupName`/`GroupARN`.
 //!
-//! Per tenant, persisted in the object store at
-//! `tenants/{tenant}/xray/groups.json` (a versioned document rewritten
-//! whole on every change: groups are few), loaded on the tenant's first use.
+//! Per tenant, one document of every group kept through
+//! `tracelake-settings` (`tenants/{tenant}/settings/xray-groups/`, a
+//! revision per change: groups are few) and shared by every node on the
+//! store: a group created through one node is known to every querier within
+//! the refresh interval (`cluster.refresh_interval`), and changes made at
+//! the same time through several nodes are applied one after the other,
+//! none lost (see that crate's docs). Groups written by releases before
+//! revisions (`tenants/{tenant}/xray/groups.json`) are read until the
+//! first change.
 //! The `Default` group (no filter: everything) always exists and cannot be
 //! changed or deleted. Names are 1-32 of `[A-Za-z0-9_-]`; at most
 //! [`MAX_GROUPS`] per tenant; the filter must parse.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 use tracelake_aws_json::{AwsError, json_body, json_body_or_default, json_response, tenant_of};
+use tracelake_settings::{Document, SettingsError, SettingsStore};
 
 use super::trace_summaries::parse_filter;
 use super::{XrayQueryState, next_token, page_offset};
@@ -41,6 +47,8 @@ struct Group {
     notifications_enabled: bool,
 }
 
+/// What is persisted per tenant (also the whole of the file releases
+/// before revisions wrote).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "version")]
 enum PersistedGroups {
@@ -48,15 +56,70 @@ enum PersistedGroups {
     V1 { groups: Vec<Group> },
 }
 
-/// The groups of every tenant seen, cached over the object store.
-#[derive(Debug)]
-pub struct GroupStore {
-    store: Arc<dyn ObjectStore>,
-    tenants: Mutex<HashMap<String, Vec<Group>>>,
+/// A tenant's groups besides `Default`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PersistedGroups", into = "PersistedGroups")]
+struct TenantGroups {
+    groups: Vec<Group>,
 }
 
-fn groups_path(tenant: &str) -> Path {
-    Path::from(format!("tenants/{tenant}/xray/groups.json"))
+impl From<PersistedGroups> for TenantGroups {
+    fn from(persisted: PersistedGroups) -> Self {
+        let PersistedGroups::V1 { groups } = persisted;
+        Self { groups }
+    }
+}
+
+impl From<TenantGroups> for PersistedGroups {
+    fn from(groups: TenantGroups) -> Self {
+        PersistedGroups::V1 {
+            groups: groups.groups,
+        }
+    }
+}
+
+impl Document for TenantGroups {
+    const KIND: &'static str = "xray-groups";
+
+    fn initial(_tenant: &str) -> Self {
+        Self { groups: Vec::new() }
+    }
+
+    fn legacy_path(tenant: &str) -> Option<Path> {
+        Some(Path::from(format!("tenants/{tenant}/xray/groups.json")))
+    }
+}
+
+/// Why a change of groups failed: refused, or the store.
+enum ChangeFailure {
+    Refused(AwsError),
+    Settings(SettingsError),
+}
+
+impl From<SettingsError> for ChangeFailure {
+    fn from(error: SettingsError) -> Self {
+        Self::Settings(error)
+    }
+}
+
+fn settings_error(error: SettingsError) -> AwsError {
+    match error {
+        // Another node changed the groups at the same moment, every try:
+        // botocore's X-Ray model lists `ThrottledException` for each group
+        // operation, and the SDKs retry it.
+        SettingsError::Contended { .. } => AwsError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error_type: "ThrottledException",
+            message: error.to_string(),
+        },
+        _ => AwsError::internal(format!("groups: {error}")),
+    }
+}
+
+/// The groups of every tenant, shared through the object store.
+#[derive(Debug)]
+pub struct GroupStore {
+    settings: SettingsStore<TenantGroups>,
 }
 
 fn arn(tenant: &str, group: &Group) -> String {
@@ -77,67 +140,37 @@ fn default_group() -> Group {
 }
 
 impl GroupStore {
-    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+    /// Groups read are at most `refresh_interval` behind changes made
+    /// through other nodes; this node's own changes show at once.
+    pub fn new(store: Arc<dyn ObjectStore>, refresh_interval: Duration) -> Self {
         Self {
-            store,
-            tenants: Mutex::new(HashMap::new()),
+            settings: SettingsStore::new(store, refresh_interval),
         }
     }
 
-    async fn load(&self, tenant: &str) -> Result<Vec<Group>, AwsError> {
-        match self.store.get(&groups_path(tenant)).await {
-            Ok(found) => {
-                let bytes = found
-                    .bytes()
-                    .await
-                    .map_err(|error| AwsError::internal(format!("reading groups: {error}")))?;
-                match serde_json::from_slice::<PersistedGroups>(&bytes) {
-                    Ok(PersistedGroups::V1 { groups }) => Ok(groups),
-                    Err(error) => Err(AwsError::internal(format!("groups file: {error}"))),
-                }
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
-            Err(error) => Err(AwsError::internal(format!("reading groups: {error}"))),
-        }
-    }
-
-    async fn save(&self, tenant: &str, groups: &[Group]) -> Result<(), AwsError> {
-        let bytes = serde_json::to_vec(&PersistedGroups::V1 {
-            groups: groups.to_vec(),
-        })
-        .map_err(|error| AwsError::internal(format!("encoding groups: {error}")))?;
-        self.store
-            .put(&groups_path(tenant), PutPayload::from(bytes))
-            .await
-            .map_err(|error| AwsError::internal(format!("writing groups: {error}")))?;
-        Ok(())
-    }
-
-    /// Runs `change` on the tenant's groups (without `Default`) under the
-    /// lock and persists the result when it succeeds.
+    /// Runs `change` on the tenant's groups (without `Default`) as they
+    /// are in the store, perhaps more than once (see `tracelake-settings`),
+    /// and stores the result when it succeeds and changed something.
     async fn change<T>(
         &self,
         tenant: &str,
-        change: impl FnOnce(&mut Vec<Group>) -> Result<T, AwsError>,
+        change: impl Fn(&mut Vec<Group>) -> Result<T, AwsError>,
     ) -> Result<T, AwsError> {
-        let mut tenants = self.tenants.lock().await;
-        if !tenants.contains_key(tenant) {
-            let loaded = self.load(tenant).await?;
-            tenants.insert(tenant.to_string(), loaded);
-        }
-        let groups = tenants.get_mut(tenant).expect("loaded above");
-        let mut changed = groups.clone();
-        let result = change(&mut changed)?;
-        if changed != *groups {
-            self.save(tenant, &changed).await?;
-            *groups = changed;
-        }
-        Ok(result)
+        self.settings
+            .modify(tenant, |groups| {
+                change(&mut groups.groups).map_err(ChangeFailure::Refused)
+            })
+            .await
+            .map_err(|failure| match failure {
+                ChangeFailure::Refused(error) => error,
+                ChangeFailure::Settings(error) => settings_error(error),
+            })
     }
 
     async fn all(&self, tenant: &str) -> Result<Vec<Group>, AwsError> {
+        let stored = self.settings.read(tenant).await.map_err(settings_error)?;
         let mut groups = vec![default_group()];
-        groups.extend(self.change(tenant, |groups| Ok(groups.clone())).await?);
+        groups.extend(stored.groups.iter().cloned());
         Ok(groups)
     }
 
@@ -304,7 +337,7 @@ pub(super) async fn create_group(
     let created = group.clone();
     state
         .groups
-        .change(&tenant, move |groups| {
+        .change(&tenant, |groups| {
             if group.name == DEFAULT_GROUP || groups.iter().any(|g| g.name == group.name) {
                 return Err(AwsError::invalid_request(format!(
                     "a group named {:?} already exists",
@@ -316,7 +349,7 @@ pub(super) async fn create_group(
                     "at most {MAX_GROUPS} groups per account"
                 )));
             }
-            groups.push(group);
+            groups.push(group.clone());
             Ok(())
         })
         .await?;
@@ -412,10 +445,11 @@ pub(super) async fn update_group(
                 .iter_mut()
                 .find(|group| group.name == name)
                 .ok_or_else(|| AwsError::invalid_request(format!("group {name:?} not found")))?;
-            if let Some(filter) = request.filter_expression {
-                group.filter_expression = Some(filter).filter(|text| !text.trim().is_empty());
+            if let Some(filter) = &request.filter_expression {
+                group.filter_expression =
+                    Some(filter.clone()).filter(|text| !text.trim().is_empty());
             }
-            if let Some(insights) = request.insights_configuration {
+            if let Some(insights) = &request.insights_configuration {
                 if let Some(enabled) = insights.insights_enabled {
                     group.insights_enabled = enabled;
                 }
@@ -458,4 +492,71 @@ pub(super) async fn delete_group(
         })
         .await?;
     Ok(json_response(&json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    fn group(name: &str, filter: &str) -> Group {
+        Group {
+            name: name.into(),
+            id: format!("id-{name}"),
+            filter_expression: Some(filter.into()),
+            insights_enabled: false,
+            notifications_enabled: false,
+        }
+    }
+
+    async fn names(store: &GroupStore) -> Vec<String> {
+        let groups = store.all("t").await.unwrap();
+        let mut names: Vec<String> = groups.into_iter().map(|group| group.name).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn groups_written_before_revisions_load_and_changes_reach_other_nodes() {
+        let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        // As the release before revisions wrote it.
+        let legacy = br#"{"version":"1","groups":[{"name":"slow","id":"01JX0000000000000000000000","filter_expression":"responsetime > 1","insights_enabled":false,"notifications_enabled":true}]}"#;
+        memory
+            .put(
+                &Path::from("tenants/t/xray/groups.json"),
+                PutPayload::from_static(legacy),
+            )
+            .await
+            .unwrap();
+        let refresh = Duration::from_millis(200);
+        let a = GroupStore::new(Arc::clone(&memory), refresh);
+        let b = GroupStore::new(Arc::clone(&memory), refresh);
+        assert_eq!(names(&b).await, ["Default", "slow"]);
+        let slow = a.find("t", Some("slow"), None).await.unwrap();
+        assert!(slow.notifications_enabled);
+        assert_eq!(
+            arn("t", &slow),
+            "arn:aws:xray:tracelake:t:group/slow/01JX0000000000000000000000"
+        );
+        // Through both nodes at once: both land.
+        let (first, second) = tokio::join!(
+            a.change("t", |groups| {
+                groups.push(group("errors", "error"));
+                Ok(())
+            }),
+            b.change("t", |groups| {
+                groups.push(group("faults", "fault"));
+                Ok(())
+            }),
+        );
+        first.unwrap();
+        second.unwrap();
+        tokio::time::sleep(refresh + Duration::from_millis(20)).await;
+        for node in [&a, &b] {
+            assert_eq!(names(node).await, ["Default", "errors", "faults", "slow"]);
+        }
+        let filter = a.filter_of("t", Some("faults"), None).await.unwrap();
+        assert!(filter.is_some());
+    }
 }

@@ -23,6 +23,7 @@ mod traces;
 pub use traces::xray_trace_json;
 
 use std::sync::Arc;
+use std::time::Duration;
 use tracelake_routes::{Access, Permission, Routes};
 
 use axum::Router;
@@ -40,9 +41,10 @@ struct XrayQueryState {
     groups: Arc<groups::GroupStore>,
 }
 
-/// The query routes of the X-Ray API port.
-pub fn router(reader: Arc<dyn SpanReader>) -> Router {
-    routes(reader).into_router()
+/// The query routes of the X-Ray API port; groups changed through other
+/// nodes are seen within `settings_refresh` (`cluster.refresh_interval`).
+pub fn router(reader: Arc<dyn SpanReader>, settings_refresh: Duration) -> Router {
+    routes(reader, settings_refresh).into_router()
 }
 
 /// Reads X-Ray's data: a key with `query` or `admin` (the console's).
@@ -50,7 +52,7 @@ const READ: Access = Access::AnyOf(&[Permission::Query, Permission::Admin]);
 
 /// The query routes of the X-Ray API port with the access each needs:
 /// reads for `query` or `admin` keys, group changes for `admin` only.
-pub fn routes(reader: Arc<dyn SpanReader>) -> Routes {
+pub fn routes(reader: Arc<dyn SpanReader>, settings_refresh: Duration) -> Routes {
     Routes::new()
         .route(
             "/ServiceGraph",
@@ -75,7 +77,10 @@ pub fn routes(reader: Arc<dyn SpanReader>) -> Routes {
         .route("/UpdateGroup", post(groups::update_group), Access::ADMIN)
         .route("/DeleteGroup", post(groups::delete_group), Access::ADMIN)
         .with_state(XrayQueryState {
-            groups: Arc::new(groups::GroupStore::new(reader.object_store())),
+            groups: Arc::new(groups::GroupStore::new(
+                reader.object_store(),
+                settings_refresh,
+            )),
             reader,
         })
 }
