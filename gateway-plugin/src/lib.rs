@@ -28,6 +28,7 @@
 //! Depends on `tracelake-sampler` (as a client) and nothing else of
 //! tracelake.
 
+pub mod admin;
 pub mod client;
 pub mod demo;
 pub mod document;
