@@ -55,7 +55,7 @@ pub fn router(runtime: Runtime, admin: AdminKey) -> Router {
 
 /// The calling principal: named by the header, vouched for by the admin
 /// key; anonymous without either.
-fn principal(headers: &HeaderMap, admin: &AdminKey) -> Result<String, Response> {
+fn principal(headers: &HeaderMap, admin: &AdminKey) -> Result<String, AwsError> {
     let named = headers.get(PRINCIPAL_HEADER);
     let offers_key = headers.contains_key(ADMIN_KEY_HEADER);
     if named.is_none() && !offers_key {
@@ -68,8 +68,7 @@ fn principal(headers: &HeaderMap, admin: &AdminKey) -> Result<String, Response> 
             message: format!(
                 "{PRINCIPAL_HEADER} is honoured only with the runtime's admin key ({ADMIN_KEY_HEADER}); the key is missing or wrong"
             ),
-        }
-        .into_response());
+        });
     }
     match named.map(|value| value.to_str()) {
         None => Ok(String::new()),
@@ -78,8 +77,7 @@ fn principal(headers: &HeaderMap, admin: &AdminKey) -> Result<String, Response> 
             status: StatusCode::BAD_REQUEST,
             error_type: "InvalidParameterValueException",
             message: format!("{PRINCIPAL_HEADER} is not visible ASCII"),
-        }
-        .into_response()),
+        }),
     }
 }
 
@@ -117,7 +115,7 @@ async fn invoke(
     };
     let principal = match principal(&headers, &admin) {
         Ok(principal) => principal,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let caller = Caller {
         principal,
