@@ -54,8 +54,10 @@ fn pointers(bound: &Bound, stack: &Stack) -> String {
          \x20 SQL              curl --data 'SELECT service_name, count(*) FROM spans GROUP BY 1' {http}/v1/sql\n\
          \x20 Prometheus       scrape {http}/metrics\n\
          \x20 Grafana          Tempo data source URL {http}, Jaeger data source URL {http}/jaeger\n\
-         \x20 X-Ray API        aws xray get-service-graph --endpoint-url http://{xray_api} --start-time $(date -d '-10 min' +%s) --end-time $(date +%s)\n",
+         \x20 X-Ray API        aws xray get-service-graph --endpoint-url http://{xray_api} --start-time $(date -d '-10 min' +%s) --end-time $(date +%s)\n\
+         \x20 gateway cache    curl -X DELETE -H 'x-tracelake-admin-key: {admin}' {gateway}/_gateway/stages/prod/cache\n",
         gateway = stack.gateway_url,
+        admin = stack.admin_key.value(),
         key = app::API_KEY,
         xray_api = browsable(bound.xray_api),
     )

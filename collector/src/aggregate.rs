@@ -110,7 +110,8 @@ struct TenantState {
     callees: HashMap<SpanKey, Vec<SpanFacts>>,
     /// Consumers by the span they link to.
     links: HashMap<SpanKey, Vec<SpanFacts>>,
-    /// Recent producers, so a consumer linking to one finds its service.
+    /// Recent producers, so a consumer linking to one finds the node it
+    /// hangs off (`SpanFacts::link_source`).
     producers: HashMap<SpanKey, Node>,
 }
 
@@ -255,16 +256,17 @@ impl Aggregator {
         }
         if span.is_caller() {
             if span.kind == "producer" {
-                tenant_state.producers.insert(own_key, span.service.clone());
+                let source = span.link_source();
                 waiting.push((own_key, Waiting::Producer));
                 if let Some(consumers) = tenant_state.links.remove(&own_key) {
                     state.pending = state.pending.saturating_sub(consumers.len());
                     for consumer in &consumers {
-                        tenant_state.edges.add_link(&span.service, consumer);
-                        totals.edges.add_link(&span.service, consumer);
+                        tenant_state.edges.add_link(&source, consumer);
+                        totals.edges.add_link(&source, consumer);
                         stats.links.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                tenant_state.producers.insert(own_key, source);
             }
             if let Some(callees) = tenant_state.callees.remove(&own_key) {
                 state.pending = state.pending.saturating_sub(callees.len());

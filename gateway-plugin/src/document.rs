@@ -82,6 +82,16 @@ pub struct Exception {
     pub remote: bool,
 }
 
+/// A link to a (sub)segment of another trace: an SQS consumer's segment
+/// links to the producers' `SendMessage` subsegments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// X-Ray form, `1-xxxxxxxx-yyyyyyyyyyyyyyyyyyyyyyyy`.
+    pub trace_id: String,
+    /// The linked (sub)segment's id.
+    pub id: String,
+}
+
 /// A segment or subsegment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Document {
@@ -105,6 +115,8 @@ pub struct Document {
     /// Metadata in the `default` namespace.
     pub metadata: Map<String, Value>,
     pub user: Option<String>,
+    /// Sent as `links: [{"trace_id", "id"}]`.
+    pub links: Vec<Link>,
     pub subsegments: Vec<Document>,
 }
 
@@ -241,6 +253,14 @@ impl Document {
         }
         if let Some(user) = &self.user {
             out.insert("user".into(), json!(user));
+        }
+        if !self.links.is_empty() {
+            let links: Vec<Value> = self
+                .links
+                .iter()
+                .map(|link| json!({"trace_id": link.trace_id, "id": link.id}))
+                .collect();
+            out.insert("links".into(), Value::Array(links));
         }
         if !self.subsegments.is_empty() {
             let children: Vec<Value> = self.subsegments.iter().map(|s| s.to_json(None)).collect();

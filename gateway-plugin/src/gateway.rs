@@ -17,12 +17,16 @@
 //!    method's cache-key parameters (`path.id`, `query.q`, `header.x-h`);
 //!    `Cache-Control: max-age=0` refreshes the entry when the caller's key
 //!    may invalidate, and is ignored otherwise (API Gateway's default);
-//!    `DELETE /_gateway/stages/{stage}/cache` flushes the stage;
+//!    `DELETE /_gateway/stages/{stage}/cache` flushes the stage, for a
+//!    caller with the admin key only ([`crate::admin`]; AWS puts
+//!    `FlushStageCache` behind IAM): 403 otherwise;
 //! 6. the integration: a function through Lambda's Invoke API (the proxy
 //!    event; the result's `statusCode`/`headers`/`body` become the
 //!    response; a function error is 502 `{"message":"Internal server
 //!    error"}`, a function throttle 429, no answer within the integration
 //!    timeout 504), or an HTTP backend (URL template with `{param}`s).
+//!    The gateway invokes as `apigateway.amazonaws.com`, vouched for by
+//!    the admin key, so functions may allow only the gateway.
 //!
 //! Each request is a segment named `{api}/{stage}` with origin
 //! `AWS::ApiGateway::Stage`, continuing the caller's trace; the
@@ -42,6 +46,7 @@ use axum::routing::delete;
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 
+use crate::admin::{ADMIN_KEY_HEADER, AdminKey};
 use crate::client::{Call, TracedClient};
 use crate::layer::{incoming_header, request_info};
 use crate::runtime::http::PRINCIPAL_HEADER;
@@ -127,6 +132,9 @@ pub struct GatewayConfig {
     /// The workflow engine's API base URL, for workflow integrations.
     pub workflow_url: Option<String>,
     pub integration_timeout: Duration,
+    /// Vouches for the gateway's principal to the runtime and guards the
+    /// cache flush.
+    pub admin_key: AdminKey,
 }
 
 struct Route {
@@ -309,7 +317,17 @@ impl Gateway {
     }
 }
 
-async fn flush_cache(State(gateway): State<Gateway>, Path(stage): Path<String>) -> Response {
+async fn flush_cache(
+    State(gateway): State<Gateway>,
+    Path(stage): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !gateway.inner.config.admin_key.admits(&headers) {
+        return message(
+            StatusCode::FORBIDDEN,
+            &format!("flushing a stage cache needs the admin key ({ADMIN_KEY_HEADER})"),
+        );
+    }
     match gateway.inner.stages.get(&stage) {
         Some(stage) => {
             let flushed = std::mem::take(&mut *stage.cache.lock()).len();
@@ -643,6 +661,7 @@ async fn invoke_function(
         .inner()
         .post(url)
         .header(PRINCIPAL_HEADER, PRINCIPAL)
+        .header(ADMIN_KEY_HEADER, gateway.inner.config.admin_key.value())
         .timeout(gateway.inner.config.integration_timeout)
         .body(event.to_string())
         .build()

@@ -28,6 +28,7 @@
 //! Depends on `tracelake-sampler` (as a client) and the leaf crate
 //! `tracelake-aws-json` (AWS-shaped errors), nothing else of tracelake.
 
+pub mod admin;
 pub mod client;
 pub mod demo;
 pub mod document;

@@ -161,6 +161,18 @@ fn collect_spans(
             ..Event::default()
         })
         .collect();
+    let links = document["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|link| {
+            Some(opentelemetry_proto::tonic::trace::v1::span::Link {
+                trace_id: trace_bytes(link["trace_id"].as_str()?)?,
+                span_id: hex_bytes(link["id"].as_str()?)?,
+                ..Default::default()
+            })
+        })
+        .collect();
     let fault = document["fault"] == true;
     let end = if document["in_progress"] == true {
         nanos(&document["start_time"])
@@ -178,6 +190,7 @@ fn collect_spans(
         end_time_unix_nano: end,
         attributes,
         events,
+        links,
         status: Some(Status {
             code: if fault {
                 StatusCode::Error

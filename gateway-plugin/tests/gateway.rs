@@ -11,6 +11,7 @@ use axum::extract::Path;
 use axum::http::Method;
 use axum::routing::get;
 use serde_json::{Value, json};
+use tracelake_gateway_plugin::admin::AdminKey;
 use tracelake_gateway_plugin::gateway::{
     ApiKey, Gateway, GatewayConfig, Integration, MethodCache, RouteConfig, StageConfig, UsagePlan,
 };
@@ -44,6 +45,8 @@ struct Setup {
     backend_calls: Arc<AtomicUsize>,
 }
 
+const ADMIN_KEY: &str = "gateway-admin-key-0123456789";
+
 async fn setup() -> Setup {
     let sink = Arc::new(MemorySink::default());
     let rules = parse_local_rules(
@@ -53,7 +56,7 @@ async fn setup() -> Setup {
     let sampler = Sampler::new(&rules);
     let tracer_sink = Arc::clone(&sink);
     let tracer_sampler = sampler.clone();
-    let orders = FunctionConfig::new(
+    let mut orders = FunctionConfig::new(
         "orders-fn",
         handler(|event: Value, _context| async move {
             if event["queryStringParameters"]["fail"] == "1" {
@@ -74,6 +77,9 @@ async fn setup() -> Setup {
             }))
         }),
     );
+    // Only the gateway may invoke: its principal reaches the runtime
+    // vouched for by the admin key.
+    orders.invoke_policy = vec![tracelake_gateway_plugin::gateway::PRINCIPAL.into()];
     let runtime = Runtime::new(
         vec![orders],
         move |name| {
@@ -87,7 +93,8 @@ async fn setup() -> Setup {
         None,
         Downstream::default(),
     );
-    let runtime_url = serve(runtime_http::router(runtime)).await;
+    let admin = AdminKey::new(ADMIN_KEY).unwrap();
+    let runtime_url = serve(runtime_http::router(runtime, admin.clone())).await;
 
     let backend_calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&backend_calls);
@@ -161,6 +168,7 @@ async fn setup() -> Setup {
         runtime_url,
         workflow_url: None,
         integration_timeout: Duration::from_secs(5),
+        admin_key: admin,
     };
     let tracer = Tracer::new(
         "shop-api",
@@ -307,14 +315,36 @@ async fn cache_hit_miss_expiry_refresh_and_flush() {
         ("miss".into(), 4),
         "the TTL ran out"
     );
-    let flushed: Value = client
-        .delete(format!("{}/_gateway/stages/prod/cache", setup.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The flush is on the admin side: refused without the key or with a
+    // wrong one (an API key is not enough), done with it.
+    let flush = |key: Option<&'static str>, header: &'static str| {
+        let mut request = client.delete(format!("{}/_gateway/stages/prod/cache", setup.url));
+        if let Some(key) = key {
+            request = request.header(header, key);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    for (key, header) in [
+        (None, "x-tracelake-admin-key"),
+        (
+            Some("gateway-admin-key-0123456780"),
+            "x-tracelake-admin-key",
+        ),
+        (Some("key-admin"), "x-api-key"),
+    ] {
+        let (status, body) = flush(key, header).await;
+        assert_eq!(status, 403, "{key:?}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("admin key"));
+    }
+    assert_eq!(fetch("1", vec![]).await, ("hit".into(), 4), "not flushed");
+    let (status, flushed) = flush(Some(ADMIN_KEY), "x-tracelake-admin-key").await;
+    assert_eq!(status, 202);
     assert_eq!(flushed["flushed"], 2);
     assert_eq!(fetch("1", vec![]).await, ("miss".into(), 5));
     assert_eq!(setup.backend_calls.load(Ordering::SeqCst), 5);

@@ -368,11 +368,17 @@ async fn poller_invokes_with_batches_and_reports_iterator_age() {
         "deleted after success"
     );
     assert!(stack.runtime.metrics("consumer").unwrap().iterator_age_ms >= 150);
-    // The first batch continues the producer's trace.
+    // The first batch runs in a trace of its own, linked to the
+    // producer's call (as Lambda links SQS consumers), sampled as the
+    // producer was.
     let documents = stack.sink.documents();
     let first = segments(&documents, "consumer")[0];
-    assert_eq!(first["trace_id"], "1-5759e988-bd862e3fe1be46a994272793");
-    assert_eq!(first["parent_id"], "53995c3f42cd8ad8");
+    assert_ne!(first["trace_id"], "1-5759e988-bd862e3fe1be46a994272793");
+    assert!(first.get("parent_id").is_none(), "{first}");
+    assert_eq!(
+        first["links"],
+        json!([{"trace_id": "1-5759e988-bd862e3fe1be46a994272793", "id": "53995c3f42cd8ad8"}])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -481,8 +487,10 @@ async fn invoke_api_answers_as_lambda_does() {
     let mut private = echo("private");
     private.invoke_policy = vec!["gateway".into()];
     let stack = stack(vec![slow, private]).await;
+    let admin = tracelake_gateway_plugin::admin::AdminKey::new("runtime-admin-key-0123").unwrap();
     let url = serve(tracelake_gateway_plugin::runtime::http::router(
         stack.runtime.clone(),
+        admin,
     ))
     .await;
     let client = reqwest::Client::new();
@@ -530,7 +538,36 @@ async fn invoke_api_answers_as_lambda_does() {
         (status, kind.as_deref()),
         (403, Some("AccessDeniedException"))
     );
-    let (status, ..) = invoke("private", "{}", vec![("x-tracelake-principal", "gateway")]).await;
+    // A principal is honoured only with the admin key.
+    let (status, kind, ..) =
+        invoke("private", "{}", vec![("x-tracelake-principal", "gateway")]).await;
+    assert_eq!(
+        (status, kind.as_deref()),
+        (403, Some("AccessDeniedException")),
+        "a client cannot claim an identity"
+    );
+    let (status, kind, ..) = invoke(
+        "private",
+        "{}",
+        vec![
+            ("x-tracelake-principal", "gateway"),
+            ("x-tracelake-admin-key", "runtime-admin-key-0124"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, kind.as_deref()),
+        (403, Some("AccessDeniedException"))
+    );
+    let (status, ..) = invoke(
+        "private",
+        "{}",
+        vec![
+            ("x-tracelake-principal", "gateway"),
+            ("x-tracelake-admin-key", "runtime-admin-key-0123"),
+        ],
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, kind, ..) =
         invoke("echo", "{}", vec![("x-amz-invocation-type", "Sometimes")]).await;

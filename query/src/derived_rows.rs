@@ -146,6 +146,9 @@ struct Fetched {
     spans: Vec<RecordBatch>,
     /// Unanswered calls, still to be named by `infer_peer`.
     unanswered: Vec<RecordBatch>,
+    /// Link edges in the edges layout plus the producer's peer columns,
+    /// their client still to be named by `link_source`.
+    links: Vec<RecordBatch>,
 }
 
 impl Fetched {
@@ -160,6 +163,9 @@ impl Fetched {
             }
             for batch in &self.unanswered {
                 merge_unanswered(&mut rows.edges, batch)?;
+            }
+            for batch in &self.links {
+                rows.edges.merge_batch(&with_link_sources(batch)?)?;
             }
             Ok(rows)
         })
@@ -272,6 +278,8 @@ async fn recompute(context: &SessionContext, from_ns: i64, to_ns: i64) -> Result
         FROM w WHERE parent_span_id IS NULL GROUP BY 1, 4, 5";
     fetched.edges.extend(run(context, roots).await?);
 
+    // The producer's peer columns name the node the link hangs off
+    // (`link_source`, in Rust like every inferred node).
     let links = format!(
         "WITH l AS (
             SELECT start_time, service_name, service_type, duration_ns,
@@ -283,12 +291,15 @@ async fn recompute(context: &SessionContext, from_ns: i64, to_ns: i64) -> Result
             'messaging_system' AS connection_type, 'link' AS edge_type, {EDGE_SUMS}
             sum(c.is_failed) AS failed,
             sum(c.duration_ns) AS client_duration_sum_ns, sum(c.duration_ns) AS server_duration_sum_ns,
-            tracelake_latency(c.duration_ns) AS client_latency, tracelake_latency(c.duration_ns) AS server_latency
+            tracelake_latency(c.duration_ns) AS client_latency, tracelake_latency(c.duration_ns) AS server_latency,
+            p.name AS {PRODUCER_NAME}, p.remote_namespace AS {PRODUCER_NAMESPACE},
+            p.rpc_service AS {PRODUCER_RPC_SERVICE}, p.aws_table_name AS {PRODUCER_TABLE},
+            p.aws_queue_url AS {PRODUCER_QUEUE}
         FROM l c JOIN wide p ON p.trace_id = c.link['trace_id'] AND p.span_id = c.link['span_id']
         WHERE p.kind = 'producer'
-        GROUP BY 1, 2, 3, 4, 5"
+        GROUP BY 1, 2, 3, 4, 5, 18, 19, 20, 21, 22"
     );
-    fetched.edges.extend(run(context, &links).await?);
+    fetched.links.extend(run(context, &links).await?);
 
     let unanswered = "
         SELECT date_trunc('minute', c.start_time) AS minute, c.service_name, c.service_type,
@@ -304,6 +315,81 @@ async fn recompute(context: &SessionContext, from_ns: i64, to_ns: i64) -> Result
         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14";
     fetched.unanswered.extend(run(context, unanswered).await?);
     fetched.into_rows().await
+}
+
+/// The link query's producer columns.
+const PRODUCER_NAME: &str = "producer_name";
+const PRODUCER_NAMESPACE: &str = "producer_namespace";
+const PRODUCER_RPC_SERVICE: &str = "producer_rpc_service";
+const PRODUCER_TABLE: &str = "producer_table";
+const PRODUCER_QUEUE: &str = "producer_queue";
+
+/// A link query batch with `client`/`client_type` replaced by the node
+/// each link hangs off ([`link_source`]).
+///
+/// [`link_source`]: tracelake_storage::derived::link_source
+fn with_link_sources(batch: &RecordBatch) -> Result<RecordBatch> {
+    let text = |name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|column| column.as_string_opt::<i32>())
+            .ok_or_else(|| {
+                QueryError::DataFusion(datafusion::error::DataFusionError::Internal(format!(
+                    "link query: column {name}"
+                )))
+            })
+    };
+    let optional = |array: &datafusion::arrow::array::StringArray, row: usize| {
+        array.is_valid(row).then(|| array.value(row).to_string())
+    };
+    let (client, client_type) = (text(derived_col::CLIENT)?, text(derived_col::CLIENT_TYPE)?);
+    let (name, namespace) = (text(PRODUCER_NAME)?, text(PRODUCER_NAMESPACE)?);
+    let (rpc_service, table, queue) = (
+        text(PRODUCER_RPC_SERVICE)?,
+        text(PRODUCER_TABLE)?,
+        text(PRODUCER_QUEUE)?,
+    );
+    let mut clients = datafusion::arrow::array::StringBuilder::new();
+    let mut client_types = datafusion::arrow::array::StringBuilder::new();
+    for row in 0..batch.num_rows() {
+        let producer = Node {
+            name: client.value(row).to_string(),
+            node_type: client_type.value(row).to_string(),
+        };
+        let peer = PeerInputs {
+            kind: "producer".into(),
+            span_name: name.value(row).to_string(),
+            remote_namespace: optional(namespace, row),
+            rpc_service: optional(rpc_service, row),
+            aws_table_name: optional(table, row),
+            aws_queue_url: optional(queue, row),
+            ..PeerInputs::default()
+        };
+        let source = tracelake_storage::derived::link_source(&producer, Some(&peer));
+        clients.append_value(source.name);
+        client_types.append_value(source.node_type);
+    }
+    let (clients, client_types) = (clients.finish(), client_types.finish());
+    let schema = batch.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| match field.name().as_str() {
+            derived_col::CLIENT => Arc::new(clients.clone()) as datafusion::arrow::array::ArrayRef,
+            derived_col::CLIENT_TYPE => Arc::new(client_types.clone()),
+            _ => Arc::clone(column),
+        })
+        .collect();
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|field| field.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    RecordBatch::try_new(schema, columns)
+        .map_err(|error| QueryError::DataFusion(datafusion::error::DataFusionError::from(error)))
 }
 
 async fn run(context: &SessionContext, query: &str) -> Result<Vec<RecordBatch>> {
@@ -406,14 +492,14 @@ fn merge_unanswered(edges: &mut EdgeSet, batch: &RecordBatch) -> Result<()> {
 /// path's rules; a link counts when the producer it names is among them.
 pub fn rows_of_traces(traces: &[TraceView]) -> DerivedRows {
     let mut rows = DerivedRows::default();
-    let mut producers: std::collections::HashMap<([u8; 16], [u8; 8]), &Node> =
+    let mut producers: std::collections::HashMap<([u8; 16], [u8; 8]), Node> =
         std::collections::HashMap::new();
     for trace in traces {
         for span in &trace.spans {
             if span.facts.kind == "producer" && !span.facts.in_progress {
                 producers.insert(
                     (span.facts.trace_id, span.facts.span_id),
-                    &span.facts.service,
+                    span.facts.link_source(),
                 );
             }
         }

@@ -1,7 +1,9 @@
 //! `tracelake demo` runs briefly; tracelake's own APIs then show the order
-//! API's service map (client -> gateway -> functions -> table / queue),
-//! throttles and faults, cold starts, and whole traces in which the trace
-//! header linked every hop, from the gateway to the queue's consumer.
+//! API's service map (client -> gateway -> functions -> table / queue ->
+//! consumer), throttles and faults, cold starts, a call the execution
+//! policy denied as a traced error, and whole traces in which the trace
+//! header linked every hop from the gateway to the queue, and the
+//! consumer's trace linked to the producer's.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use crate::server::TestServerBuilder;
 pub(crate) const DEMO_LISTENERS: usize = 8;
 
 /// The demo's nodes on the service map: `(name, type)`.
-pub(crate) const EXPECTED_NODES: [(&str, &str); 11] = [
+pub(crate) const EXPECTED_NODES: [(&str, &str); 12] = [
     ("client", "client"),
     ("orders-api/prod", "AWS::ApiGateway::Stage"),
     ("create-order", "AWS::Lambda::Function"),
@@ -25,19 +27,23 @@ pub(crate) const EXPECTED_NODES: [(&str, &str); 11] = [
     ("send-receipt", "AWS::Lambda::Function"),
     ("inventory", "AWS::EC2::Instance"),
     ("DynamoDB", "AWS::DynamoDB::Table"),
+    ("SQS", "AWS::SQS::Queue"),
     ("order-fulfilment", "AWS::StepFunctions::StateMachine"),
     ("charge-card", "AWS::Lambda::Function"),
 ];
 
 /// The demo's edges: `(client, server, connection_type)`.
-pub(crate) const EXPECTED_EDGES: [(&str, &str, &str); 14] = [
+/// The queue sits between producer and consumer, as X-Ray draws it: the
+/// producer's call ends at the queue, the consumer's trace links to it.
+pub(crate) const EXPECTED_EDGES: [(&str, &str, &str); 15] = [
     ("client", "orders-api/prod", "virtual_node"),
     ("orders-api/prod", "create-order", ""),
     ("orders-api/prod", "get-order", ""),
     ("orders-api/prod", "inventory", ""),
     ("create-order", "charge-payment", ""),
     ("create-order", "DynamoDB", "virtual_node"),
-    ("create-order", "fulfil-order", "messaging_system"),
+    ("create-order", "SQS", "messaging_system"),
+    ("SQS", "fulfil-order", "messaging_system"),
     ("create-order", "send-receipt", ""),
     ("get-order", "DynamoDB", "virtual_node"),
     ("fulfil-order", "DynamoDB", "virtual_node"),
@@ -182,51 +188,77 @@ async fn demo_traffic_builds_the_expected_service_map_and_traces() {
     let cold = search(r#"{ name = "Initialization" }"#).await;
     assert!(!cold.is_empty(), "no cold start traced");
 
-    // One trace from the gateway through create-order and the queue to
-    // the consumer: the header carried every hop.
-    let whole = search(
-        r#"{ resource.service.name = "orders-api/prod" } >> { resource.service.name = "fulfil-order" }"#,
-    )
-    .await;
-    let trace_id = whole
-        .first()
-        .and_then(|trace| trace["traceID"].as_str())
-        .expect("a trace from the gateway to the consumer")
-        .to_string();
-    let trace: Value = get_json(&client, format!("{base}/api/v2/traces/{trace_id}")).await;
-    let mut services = BTreeSet::new();
-    let mut names = BTreeSet::new();
-    for resource in trace["trace"]["resourceSpans"].as_array().unwrap() {
-        let service = resource["resource"]["attributes"]
-            .as_array()
-            .unwrap()
+    // The consumer runs in a trace of its own that links to the
+    // producer's SendMessage call; the producer's trace runs from the
+    // gateway through create-order to that call: the header carried
+    // every hop.
+    let consumers = search(r#"{ resource.service.name = "fulfil-order" }"#).await;
+    let mut linked = None;
+    for found in &consumers {
+        let id = found["traceID"].as_str().unwrap();
+        let trace: Value = get_json(&client, format!("{base}/api/v2/traces/{id}")).await;
+        let (_, spans) = trace_spans(&trace);
+        if let Some(link) = spans
             .iter()
-            .find(|attribute| attribute["key"] == "service.name")
-            .and_then(|attribute| attribute["value"]["stringValue"].as_str())
-            .unwrap_or_default()
-            .to_string();
-        for scope in resource["scopeSpans"].as_array().unwrap() {
-            for span in scope["spans"].as_array().unwrap() {
-                assert_eq!(span["traceId"], trace_id);
-                names.insert(span["name"].as_str().unwrap().to_string());
-            }
+            .find_map(|(_, span)| span["links"].as_array()?.first().cloned())
+        {
+            linked = Some(link);
+            break;
         }
-        services.insert(service);
     }
-    for service in [
-        "orders-api/prod",
-        "create-order",
-        "charge-payment",
-        "fulfil-order",
-    ] {
+    let link = linked.expect("a consumer trace linked to its producer");
+    let producer_id = link["traceId"].as_str().unwrap().to_string();
+    let trace: Value = get_json(&client, format!("{base}/api/v2/traces/{producer_id}")).await;
+    let (services, spans) = trace_spans(&trace);
+    for service in ["orders-api/prod", "create-order", "charge-payment"] {
         assert!(
             services.contains(service),
             "{service} missing from {services:?}"
         );
     }
+    let names: BTreeSet<&str> = spans
+        .iter()
+        .map(|(_, span)| span["name"].as_str().unwrap())
+        .collect();
     for name in ["Lambda", "DynamoDB", "SQS"] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }
+    let send = spans
+        .iter()
+        .find(|(_, span)| span["spanId"] == link["spanId"])
+        .map(|(_, span)| span)
+        .expect("the linked span is in the producer's trace");
+    assert_eq!(
+        send["name"], "SQS",
+        "the link points at the SendMessage call"
+    );
+
+    // A call its execution policy denies (get-order's payment lookup) is
+    // a traced error: an aws call with the AccessDeniedException.
+    let denied =
+        search(r#"{ resource.service.name = "get-order" && span.aws.table_name = "payments" }"#)
+            .await;
+    let denied_trace = denied
+        .first()
+        .and_then(|trace| trace["traceID"].as_str())
+        .expect("a traced call to the payments table")
+        .to_string();
+    let trace: Value = get_json(&client, format!("{base}/api/v2/traces/{denied_trace}")).await;
+    let (_, spans) = trace_spans(&trace);
+    let refused = spans.iter().map(|(_, span)| span).find(|span| {
+        span["name"] == "DynamoDB"
+            && span["events"].as_array().is_some_and(|events| {
+                events.iter().any(|event| {
+                    event["attributes"].as_array().is_some_and(|attributes| {
+                        attributes.iter().any(|attribute| {
+                            attribute["key"] == "exception.type"
+                                && attribute["value"]["stringValue"] == "AccessDeniedException"
+                        })
+                    })
+                })
+            })
+    });
+    assert!(refused.is_some(), "no AccessDeniedException in {trace}");
     // The function metrics reached tracelake over OTLP.
     let metrics = client
         .get(format!("{base}/metrics"))
@@ -238,6 +270,29 @@ async fn demo_traffic_builds_the_expected_service_map_and_traces() {
         .unwrap();
     assert!(metrics.contains("faas_invocations"), "no function metrics");
     assert!(demo.stop().success());
+}
+
+/// A Tempo trace's services and its spans with their service.
+fn trace_spans(trace: &Value) -> (BTreeSet<String>, Vec<(String, Value)>) {
+    let mut services = BTreeSet::new();
+    let mut spans = Vec::new();
+    for resource in trace["trace"]["resourceSpans"].as_array().unwrap() {
+        let service = resource["resource"]["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|attribute| attribute["key"] == "service.name")
+            .and_then(|attribute| attribute["value"]["stringValue"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        for scope in resource["scopeSpans"].as_array().unwrap() {
+            for span in scope["spans"].as_array().unwrap() {
+                spans.push((service.clone(), span.clone()));
+            }
+        }
+        services.insert(service);
+    }
+    (services, spans)
 }
 
 /// The demo's workflow executions: `(id, status)`.

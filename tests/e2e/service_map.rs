@@ -1056,3 +1056,129 @@ async fn boto3_get_trace_summaries_filters_pages_and_batch_get_traces() {
     assert_eq!(orders["origin"], "AWS::EC2::Instance");
     assert_eq!(orders["subsegments"].as_array().unwrap().len(), 2);
 }
+
+/// X-Ray's SQS shape: a producer's `SendMessage` subsegment, and the
+/// consumer's segment in a trace of its own linked to it (as Lambda runs
+/// SQS consumers). The map reads producer -> `AWS::SQS::Queue` ->
+/// consumer, the last edge through the link, from raw spans, from the
+/// streaming rows and in GetTraceGraph.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sqs_consumer_in_a_linked_trace_hangs_off_the_queue_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServerBuilder::new(&dir.path().join("data"))
+        .config("[service_graph]\nwait = \"1s\"\n")
+        .spawn();
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let minute = 60_000_000_000;
+    let base_ns = (now_ns - 10 * minute) / minute * minute + 5_000_000_000;
+    let epoch = (base_ns / 1_000_000_000) as u32;
+    let producer_trace = TraceIds::new(epoch, 7, base_ns);
+    let consumer_trace = TraceIds::new(epoch, 8, base_ns + 100 * MILLI);
+    let send_id = hex::encode(producer_trace.span_id(PUBLISH));
+    let producer = json!({
+        "trace_id": producer_trace.xray_trace_id(),
+        "id": hex::encode(producer_trace.span_id(ROOT)),
+        "name": "create-order",
+        "origin": "AWS::Lambda::Function",
+        "start_time": producer_trace.seconds(0),
+        "end_time": producer_trace.seconds(50),
+        "subsegments": [{
+            "id": send_id,
+            "name": "SQS",
+            "namespace": "aws",
+            "start_time": producer_trace.seconds(10),
+            "end_time": producer_trace.seconds(15),
+            "aws": {"operation": "SendMessage", "queue_url": "http://127.0.0.1:9324/queue/order-events"},
+            "http": {"response": {"status": 200}},
+        }],
+    });
+    let consumer = json!({
+        "trace_id": consumer_trace.xray_trace_id(),
+        "id": hex::encode(consumer_trace.span_id(ROOT)),
+        "name": "fulfil-order",
+        "origin": "AWS::Lambda::Function",
+        "start_time": consumer_trace.seconds(0),
+        "end_time": consumer_trace.seconds(30),
+        "links": [{"trace_id": producer_trace.xray_trace_id(), "id": send_id}],
+    });
+    let workload = Workload {
+        otlp: Vec::new(),
+        xray: vec![producer.to_string(), consumer.to_string()],
+        start_ns: base_ns,
+    };
+    send(&server, &workload).await;
+
+    let raw = service_map(&server, &workload, "raw").await;
+    let (nodes, edges) = summary(&raw);
+    assert_eq!(
+        nodes,
+        vec![
+            "SQS [AWS::SQS::Queue] total=1 ok=1 errors=0 throttles=0 faults=0",
+            "client [client] -",
+            "create-order [AWS::Lambda::Function] root total=1 ok=1 errors=0 throttles=0 faults=0",
+            "fulfil-order [AWS::Lambda::Function] root total=1 ok=1 errors=0 throttles=0 faults=0",
+        ]
+    );
+    assert_eq!(
+        edges,
+        vec![
+            "SQS -> fulfil-order (messaging_system, link) total=1 ok=1 errors=0 throttles=0 faults=0 failed=0",
+            "client -> create-order (virtual_node, standard) total=1 ok=1 errors=0 throttles=0 faults=0 failed=0",
+            "client -> fulfil-order (virtual_node, standard) total=1 ok=1 errors=0 throttles=0 faults=0 failed=0",
+            "create-order -> SQS (messaging_system, standard) total=1 ok=1 errors=0 throttles=0 faults=0 failed=0",
+        ]
+    );
+    // The streaming path names the link's source the same way.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let precomputed = loop {
+        let precomputed = service_map(&server, &workload, "precomputed").await;
+        if summary(&precomputed) == summary(&raw) || Instant::now() > deadline {
+            break precomputed;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(summary(&precomputed), summary(&raw));
+
+    // GetTraceGraph of both traces draws the same path.
+    let results = boto3(
+        &server,
+        &json!([{"call": "get_trace_graph", "args": {"TraceIds": [
+            producer_trace.xray_trace_id(), consumer_trace.xray_trace_id(),
+        ]}}]),
+    );
+    let services = results[0]["Services"].as_array().unwrap();
+    let name_of = |id: &Value| {
+        services
+            .iter()
+            .find(|service| service["ReferenceId"] == *id)
+            .map(|service| service["Name"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let mut graph_edges: Vec<String> = services
+        .iter()
+        .flat_map(|service| {
+            service["Edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|edge| {
+                    format!(
+                        "{} -> {}",
+                        service["Name"].as_str().unwrap(),
+                        name_of(&edge["ReferenceId"])
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    graph_edges.sort();
+    assert!(
+        graph_edges.contains(&"create-order -> SQS".to_string())
+            && graph_edges.contains(&"SQS -> fulfil-order".to_string())
+            && !graph_edges.contains(&"create-order -> fulfil-order".to_string()),
+        "{graph_edges:?}"
+    );
+}

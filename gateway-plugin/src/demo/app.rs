@@ -7,6 +7,8 @@
 //!                                               --> SQS order-events --> fulfil-order (poll-based, batches)
 //!                                               --> send-receipt (async; retries, receipts-dlq)
 //!              GET /orders/{id}  -> get-order --> DynamoDB orders (GetItem)   [cached 10 s]
+//!                                            (1 in 5: DynamoDB payments, which its
+//!                                             execution policy denies: a traced error)
 //!              GET /stock/{sku}  -> inventory (an HTTP service traced by the plugin)
 //!              POST /fulfilments -> order-fulfilment workflow: charge-card (retried)
 //!                                   -> wait -> ship-order || notify-customer; failure -> refund-payment
@@ -16,8 +18,11 @@
 //! spans: the table's capacity throttles bursts, the gateway's method
 //! throttle refuses them, charge-payment's small concurrency throttles its
 //! callers and its 128 MB makes its CPU work slow, cold starts happen when
-//! load rises, a declined card or a timeout is a function error, and
-//! failing events end in dead-letter queues.
+//! load rises, a declined card or a timeout is a function error, a call
+//! the execution policy does not grant is an `AccessDeniedException`, and
+//! failing events end in dead-letter queues. The queue's consumer runs in
+//! a trace of its own linked to the producer's, so the map shows
+//! create-order -> SQS -> fulfil-order.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +39,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracelake_sampler::client::{Sampler, parse_local_rules, run_poller};
 
+use crate::admin::AdminKey;
 use crate::downstream::{QueueService, QueueSpec, TableService, TableSpec};
 use crate::emitter::{SegmentSink, UdpEmitter};
 use crate::gateway::{
@@ -76,6 +82,10 @@ pub const FULFILMENT: &str = r#"{
   }
 }"#;
 
+/// The table get-order looks payments up in, which its execution policy
+/// does not grant.
+pub const PAYMENTS_TABLE: &str = "payments";
+
 /// The workflow's name.
 pub const WORKFLOW: &str = "order-fulfilment";
 
@@ -114,6 +124,8 @@ pub struct Stack {
     pub engine: Engine,
     pub runtime: Runtime,
     pub queues: QueueService,
+    /// Flushes the gateway's cache; vouches for the gateway to the runtime.
+    pub admin_key: AdminKey,
     sink: Arc<dyn SegmentSink>,
     mapping: MappingHandle,
     stop: watch::Sender<bool>,
@@ -276,27 +288,52 @@ fn functions() -> Vec<FunctionConfig> {
         EnvValue::Secret("payment-api-key".into()),
     );
 
+    let with_payment = Arc::new(failing(5));
     let mut get_order = FunctionConfig::new(
         "get-order",
-        handler(|event: Value, context| async move {
-            let id = event["pathParameters"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let answer = context
-                .table("GetItem", "orders", json!({"Key": {"id": {"S": id}}}))
-                .await;
-            match answer {
-                Ok(found) if found.get("Item").is_some() => Ok(result(200, found["Item"].clone())),
-                Ok(_) => Ok(result(404, json!({"message": "no such order"}))),
-                Err(error) if error.is_throttle() => {
-                    Ok(result(503, json!({"message": "try again"})))
+        handler(move |event: Value, context| {
+            let with_payment = Arc::clone(&with_payment);
+            async move {
+                let id = event["pathParameters"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if with_payment() {
+                    // The payment's status lives in a table this function's
+                    // execution policy does not grant: the call is refused
+                    // before it leaves (an AccessDeniedException subsegment)
+                    // and the order is answered without it.
+                    let payment = context
+                        .table(
+                            "GetItem",
+                            PAYMENTS_TABLE,
+                            json!({"Key": {"order_id": {"S": id.clone()}}}),
+                        )
+                        .await;
+                    if let Err(error) = payment {
+                        context
+                            .trace()
+                            .annotate("payment_lookup", error.to_string());
+                    }
                 }
-                Err(error) => Err(HandlerError::new("TableError", error.to_string())),
+                let answer = context
+                    .table("GetItem", "orders", json!({"Key": {"id": {"S": id}}}))
+                    .await;
+                match answer {
+                    Ok(found) if found.get("Item").is_some() => {
+                        Ok(result(200, found["Item"].clone()))
+                    }
+                    Ok(_) => Ok(result(404, json!({"message": "no such order"}))),
+                    Err(error) if error.is_throttle() => {
+                        Ok(result(503, json!({"message": "try again"})))
+                    }
+                    Err(error) => Err(HandlerError::new("TableError", error.to_string())),
+                }
             }
         }),
     );
     get_order.invoke_policy = vec![crate::gateway::PRINCIPAL.into()];
+    // Not `table:payments`: get-order's payment lookups are denied.
     get_order.execution_policy = vec!["table:orders".into()];
 
     let fulfil_fails = Arc::new(failing(40));
@@ -351,10 +388,8 @@ fn functions() -> Vec<FunctionConfig> {
             }
         }),
     );
-    receipt.invoke_policy = vec![
-        "function:create-order".into(),
-        crate::runtime::SERVICE_PRINCIPAL.into(),
-    ];
+    // Only create-order: queued events are not checked again on delivery.
+    receipt.invoke_policy = vec!["function:create-order".into()];
     receipt.retry = RetryPolicy {
         backoff: vec![Duration::from_millis(200), Duration::from_millis(400)],
         max_event_age: Duration::from_secs(60),
@@ -550,6 +585,7 @@ impl Stack {
         .map_err(io)?;
         tasks.push(task);
 
+        let admin_key = AdminKey::generate();
         let runtime = Runtime::new(
             functions(),
             |name| tracer(name, "AWS::Lambda::Function"),
@@ -561,7 +597,7 @@ impl Stack {
             },
         );
         let (runtime_url, task) = serve(
-            crate::runtime::http::router(runtime.clone()),
+            crate::runtime::http::router(runtime.clone(), admin_key.clone()),
             stop_receiver.clone(),
         )
         .await
@@ -658,6 +694,7 @@ impl Stack {
                 runtime_url: runtime_url.clone(),
                 workflow_url: Some(workflow_url.clone()),
                 integration_timeout: Duration::from_secs(29),
+                admin_key: admin_key.clone(),
             },
             tracer("orders-api", "AWS::ApiGateway::Stage"),
             TracedClient::default(),
@@ -676,6 +713,7 @@ impl Stack {
             engine,
             runtime,
             queues,
+            admin_key,
             sink,
             mapping,
             stop,

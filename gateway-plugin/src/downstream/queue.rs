@@ -4,6 +4,13 @@
 //! up to 20 s), `DeleteMessage`, `GetQueueAttributes`. Callers record it as
 //! an `aws` call (an inferred `AWS::SQS::Queue` node).
 //!
+//! Messages keep their `MessageAttributes` (`String`, `Number` and
+//! `Binary` types, custom suffixes such as `String.json` included, at most
+//! 10). `ReceiveMessage` returns those named in `MessageAttributeNames`
+//! (`All`, `.*`, a `prefix.*` or a name) with `MD5OfMessageAttributes`
+//! over the returned ones, as SQS computes it ([`md5_of_message_attributes`]);
+//! bodies carry `MD5OfBody` / `MD5OfMessageBody`.
+//!
 //! A message keeps the sender's trace header as the `AWSTraceHeader`
 //! system attribute, as SQS does, so the consumer continues the trace. A
 //! queue with a redrive policy moves a message received
@@ -13,7 +20,7 @@
 //! in-process ([`QueueService::send`], [`QueueService::receive`],
 //! [`QueueService::delete`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +59,167 @@ pub struct QueueSpec {
     pub redrive: Option<(String, u32)>,
 }
 
+/// Most message attributes of one message, as SQS.
+pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
+/// Longest attribute name, as SQS.
+pub const MAX_ATTRIBUTE_NAME_CHARS: usize = 256;
+
+/// A message attribute's value: text for the `String` and `Number` types,
+/// bytes for `Binary`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeValue {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// A message attribute (`MessageAttributeValue`): its data type as sent
+/// (`String`, `Number`, `Binary`, optionally with a `.custom` suffix) and
+/// its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAttribute {
+    pub data_type: String,
+    pub value: AttributeValue,
+}
+
+/// A message's attributes by name (sorted, as SQS digests them).
+pub type MessageAttributes = BTreeMap<String, MessageAttribute>;
+
+impl MessageAttribute {
+    pub fn string(value: impl Into<String>) -> Self {
+        Self {
+            data_type: "String".into(),
+            value: AttributeValue::Text(value.into()),
+        }
+    }
+
+    pub fn number(value: impl std::fmt::Display) -> Self {
+        Self {
+            data_type: "Number".into(),
+            value: AttributeValue::Text(value.to_string()),
+        }
+    }
+
+    /// Reads `{"DataType", "StringValue" | "BinaryValue"}` (binary in
+    /// base64, as the JSON protocol sends it), checked as SQS checks it.
+    pub fn from_json(name: &str, value: &Value) -> Result<Self, AwsError> {
+        let invalid = |why: String| {
+            error(
+                "InvalidParameterValue",
+                format!("message attribute {name:?}: {why}"),
+            )
+        };
+        let data_type = value["DataType"]
+            .as_str()
+            .ok_or_else(|| invalid("DataType is required".into()))?;
+        let base = data_type.split('.').next().unwrap_or_default();
+        let text = value["StringValue"].as_str();
+        let binary = value["BinaryValue"].as_str();
+        let attribute_value = match base {
+            "String" | "Number" => {
+                let text = text.ok_or_else(|| {
+                    invalid(format!("a {data_type} attribute needs a StringValue"))
+                })?;
+                if base == "Number" && !is_sqs_number(text) {
+                    return Err(invalid(format!("{text:?} is not a number")));
+                }
+                AttributeValue::Text(text.to_string())
+            }
+            "Binary" => {
+                let encoded = binary.ok_or_else(|| {
+                    invalid(format!("a {data_type} attribute needs a BinaryValue"))
+                })?;
+                let bytes =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
+                        .map_err(|_| invalid("BinaryValue is not base64".into()))?;
+                AttributeValue::Binary(bytes)
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "DataType {data_type:?} is not String, Number or Binary (with an optional .suffix)"
+                )));
+            }
+        };
+        Ok(Self {
+            data_type: data_type.to_string(),
+            value: attribute_value,
+        })
+    }
+
+    /// The `MessageAttributeValue` of the JSON protocol.
+    pub fn to_json(&self) -> Value {
+        match &self.value {
+            AttributeValue::Text(text) => json!({"DataType": self.data_type, "StringValue": text}),
+            AttributeValue::Binary(bytes) => json!({
+                "DataType": self.data_type,
+                "BinaryValue": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
+            }),
+        }
+    }
+
+    /// The attribute in Lambda's SQS event record shape.
+    pub fn to_event_json(&self) -> Value {
+        let mut out = json!({
+            "stringListValues": [],
+            "binaryListValues": [],
+            "dataType": self.data_type,
+        });
+        match &self.value {
+            AttributeValue::Text(text) => out["stringValue"] = json!(text),
+            AttributeValue::Binary(bytes) => {
+                out["binaryValue"] = json!(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    bytes
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A `Number` attribute's text: digits with an optional sign, point and
+/// exponent (SQS accepts up to 38 significant digits).
+fn is_sqs_number(text: &str) -> bool {
+    let digits = text.chars().filter(char::is_ascii_digit).count();
+    !text.is_empty() && digits > 0 && digits <= 38 && text.parse::<f64>().is_ok_and(f64::is_finite)
+}
+
+/// The hex MD5 of a body (`MD5OfBody`).
+pub fn md5_of_body(body: &str) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(body.as_bytes()))
+}
+
+/// `MD5OfMessageAttributes` as SQS computes it: over the attributes sorted
+/// by name, each encoded as the name, the data type (each a 4-byte
+/// big-endian length and UTF-8 bytes), a transport byte (1 for text, 2 for
+/// binary) and the value (length and bytes). `None` without attributes.
+pub fn md5_of_message_attributes(attributes: &MessageAttributes) -> Option<String> {
+    use md5::Digest;
+    if attributes.is_empty() {
+        return None;
+    }
+    fn field(digest: &mut md5::Md5, bytes: &[u8]) {
+        digest.update((bytes.len() as u32).to_be_bytes());
+        digest.update(bytes);
+    }
+    let mut digest = md5::Md5::new();
+    for (name, attribute) in attributes {
+        field(&mut digest, name.as_bytes());
+        field(&mut digest, attribute.data_type.as_bytes());
+        match &attribute.value {
+            AttributeValue::Text(text) => {
+                digest.update([1_u8]);
+                field(&mut digest, text.as_bytes());
+            }
+            AttributeValue::Binary(bytes) => {
+                digest.update([2_u8]);
+                field(&mut digest, bytes);
+            }
+        }
+    }
+    Some(hex::encode(digest.finalize()))
+}
+
 /// A received message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
@@ -62,6 +230,7 @@ pub struct Message {
     pub sent_ms: u64,
     pub receive_count: u32,
     pub trace_header: Option<String>,
+    pub message_attributes: MessageAttributes,
 }
 
 impl Message {
@@ -151,12 +320,23 @@ impl QueueService {
         })
     }
 
-    /// Sends a message; its id.
+    /// Sends a message without message attributes; its id.
     pub fn send(
         &self,
         queue: &str,
         body: String,
         trace_header: Option<String>,
+    ) -> Result<String, AwsError> {
+        self.send_with_attributes(queue, body, trace_header, MessageAttributes::new())
+    }
+
+    /// Sends a message with its message attributes; its id.
+    pub fn send_with_attributes(
+        &self,
+        queue: &str,
+        body: String,
+        trace_header: Option<String>,
+        message_attributes: MessageAttributes,
     ) -> Result<String, AwsError> {
         if body.is_empty() || body.len() > MAX_BODY_BYTES {
             return Err(error(
@@ -188,6 +368,7 @@ impl QueueService {
                 sent_ms: now_ms(),
                 receive_count: 0,
                 trace_header,
+                message_attributes,
             },
             visible_at: Instant::now(),
         });
@@ -217,7 +398,12 @@ impl QueueService {
             if let Some((dead_letter, messages)) = dead {
                 for message in messages {
                     // The dead-letter queue exists (checked at redrive).
-                    let _ = self.send(&dead_letter, message.body, message.trace_header);
+                    let _ = self.send_with_attributes(
+                        &dead_letter,
+                        message.body,
+                        message.trace_header,
+                        message.message_attributes,
+                    );
                 }
             }
             if !batch.is_empty() || Instant::now() >= deadline {
@@ -323,8 +509,14 @@ impl QueueService {
                 let header = request["MessageSystemAttributes"]["AWSTraceHeader"]["StringValue"]
                     .as_str()
                     .map(str::to_string);
-                let id = self.send(url, body.to_string(), header)?;
-                Ok(json!({"MessageId": id}))
+                let attributes = parse_message_attributes(&request["MessageAttributes"])?;
+                let md5_of_attributes = md5_of_message_attributes(&attributes);
+                let id = self.send_with_attributes(url, body.to_string(), header, attributes)?;
+                let mut answer = json!({"MessageId": id, "MD5OfMessageBody": md5_of_body(body)});
+                if let Some(md5) = md5_of_attributes {
+                    answer["MD5OfMessageAttributes"] = json!(md5);
+                }
+                Ok(answer)
             }
             "ReceiveMessage" => {
                 let max = request["MaxNumberOfMessages"].as_u64().unwrap_or(1) as usize;
@@ -332,17 +524,33 @@ impl QueueService {
                     .as_u64()
                     .map_or(DEFAULT_VISIBILITY, Duration::from_secs);
                 let wait = Duration::from_secs(request["WaitTimeSeconds"].as_u64().unwrap_or(0));
+                let wanted = AttributeSelection::parse(&request["MessageAttributeNames"])?;
                 let messages = self.receive(url, max, visibility, wait).await?;
                 let messages: Vec<Value> = messages
                     .into_iter()
                     .map(|message| {
                         let attributes = message.attributes();
-                        json!({
+                        let mut out = json!({
                             "MessageId": message.id,
                             "ReceiptHandle": message.receipt_handle,
+                            "MD5OfBody": md5_of_body(&message.body),
                             "Body": message.body,
                             "Attributes": attributes,
-                        })
+                        });
+                        let selected: MessageAttributes = message
+                            .message_attributes
+                            .into_iter()
+                            .filter(|(name, _)| wanted.includes(name))
+                            .collect();
+                        if let Some(md5) = md5_of_message_attributes(&selected) {
+                            out["MD5OfMessageAttributes"] = json!(md5);
+                            out["MessageAttributes"] = selected
+                                .iter()
+                                .map(|(name, attribute)| (name.clone(), attribute.to_json()))
+                                .collect::<serde_json::Map<String, Value>>()
+                                .into();
+                        }
+                        out
                     })
                     .collect();
                 Ok(json!({"Messages": messages}))
@@ -366,6 +574,106 @@ impl QueueService {
                 format!("operation {other:?} is not supported"),
             )),
         }
+    }
+}
+
+/// Reads `MessageAttributes` of a `SendMessage` (absent: none), checked
+/// as SQS checks names, types and the count.
+fn parse_message_attributes(value: &Value) -> Result<MessageAttributes, AwsError> {
+    if value.is_null() {
+        return Ok(MessageAttributes::new());
+    }
+    let Some(entries) = value.as_object() else {
+        return Err(error(
+            "InvalidParameterValue",
+            "MessageAttributes must be a map of name to MessageAttributeValue",
+        ));
+    };
+    if entries.len() > MAX_MESSAGE_ATTRIBUTES {
+        return Err(error(
+            "InvalidParameterValue",
+            format!(
+                "{} message attributes; a message has at most {MAX_MESSAGE_ATTRIBUTES}",
+                entries.len()
+            ),
+        ));
+    }
+    let mut attributes = MessageAttributes::new();
+    for (name, attribute) in entries {
+        check_attribute_name(name)?;
+        attributes.insert(name.clone(), MessageAttribute::from_json(name, attribute)?);
+    }
+    Ok(attributes)
+}
+
+/// SQS's rules for attribute names: 1 to 256 of `A-Za-z0-9_-.`, no
+/// leading, trailing or doubled period, no `AWS.` or `Amazon.` prefix.
+fn check_attribute_name(name: &str) -> Result<(), AwsError> {
+    let lowercase = name.to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.chars().count() <= MAX_ATTRIBUTE_NAME_CHARS
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !lowercase.starts_with("aws.")
+        && !lowercase.starts_with("amazon.");
+    if valid {
+        Ok(())
+    } else {
+        Err(error(
+            "InvalidParameterValue",
+            format!(
+                "message attribute name {name:?} is invalid: 1 to {MAX_ATTRIBUTE_NAME_CHARS} of A-Z, a-z, 0-9, _, -, ., no leading, trailing or doubled period, no AWS. or Amazon. prefix"
+            ),
+        ))
+    }
+}
+
+/// Which message attributes a `ReceiveMessage` asked for.
+#[derive(Debug, Default)]
+struct AttributeSelection {
+    all: bool,
+    names: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl AttributeSelection {
+    fn parse(value: &Value) -> Result<Self, AwsError> {
+        let mut selection = Self::default();
+        if value.is_null() {
+            return Ok(selection);
+        }
+        let Some(names) = value.as_array() else {
+            return Err(error(
+                "InvalidParameterValue",
+                "MessageAttributeNames must be a list of names",
+            ));
+        };
+        for name in names {
+            let Some(name) = name.as_str() else {
+                return Err(error(
+                    "InvalidParameterValue",
+                    "MessageAttributeNames must be a list of names",
+                ));
+            };
+            if name == "All" || name == ".*" {
+                selection.all = true;
+            } else if let Some(prefix) = name.strip_suffix(".*") {
+                selection.prefixes.push(format!("{prefix}."));
+            } else {
+                selection.names.push(name.to_string());
+            }
+        }
+        Ok(selection)
+    }
+
+    fn includes(&self, name: &str) -> bool {
+        self.all
+            || self.names.iter().any(|wanted| wanted == name)
+            || self.prefixes.iter().any(|prefix| name.starts_with(prefix))
     }
 }
 

@@ -1,11 +1,18 @@
-//! Asynchronous invocation (`Event`): the caller gets 202 at once; the
-//! event waits in the function's queue; a worker invokes it. A function
+//! Asynchronous invocation (`Event`): the function policy is checked once,
+//! when the event is queued, as Lambda checks it at `Invoke`; the caller
+//! gets 202 and the request id at once; the event waits in the function's
+//! queue; a worker invokes it with that request id (every retry keeps it)
+//! and no second policy check. A function
 //! error is retried after each backoff of the [`RetryPolicy`] (Lambda: two
 //! retries); an invocation throttled by the concurrency limit waits and
 //! tries again until the event is older than `max_event_age`. An event
-//! that runs out of retries or age goes to the dead-letter queue (an SQS
-//! message with the event as body, the error in its attributes and the
-//! trace header kept); when even that fails, `faas.dlq_errors` counts it.
+//! that runs out of retries or age goes to the dead-letter queue: an SQS
+//! message with the event as body, the trace header kept, and the message
+//! attributes Lambda documents for its dead-letter queues — `RequestID`
+//! (String), `ErrorCode` (Number: the 3-digit HTTP status of the last
+//! attempt, 200 for a function error as `Invoke` answers one, 429 for a
+//! throttle) and `ErrorMessage` (String, at most 1 KB); when even that
+//! fails, `faas.dlq_errors` counts it.
 
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -14,12 +21,14 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracelake_sampler::TraceHeader;
 
-use super::{Caller, InvokeError, Runtime};
+use super::{Caller, InvokeError, Runtime, Start};
 
 /// Events waiting per function before `Event` invocations are refused.
 pub const EVENT_QUEUE_CAPACITY: usize = 10_000;
-/// Principal the runtime's own retries invoke as.
+/// Principal the runtime's pollers invoke as.
 pub const SERVICE_PRINCIPAL: &str = "lambda.amazonaws.com";
+/// Longest `ErrorMessage` of a dead-letter message, as Lambda truncates it.
+pub const MAX_DLQ_ERROR_MESSAGE_BYTES: usize = 1024;
 
 /// Retries of asynchronous invocations.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +53,7 @@ impl Default for RetryPolicy {
 
 #[derive(Debug)]
 pub(super) struct AsyncEvent {
+    request_id: String,
     event: Value,
     trace: Option<TraceHeader>,
     queued_at: Instant,
@@ -71,7 +81,9 @@ impl Runtime {
     ) -> Result<String, InvokeError> {
         let function = self.function(name)?;
         self.check_invoke_policy(function, caller)?;
+        let request_id = super::request_id();
         let queued = AsyncEvent {
+            request_id: request_id.clone(),
             event,
             trace: caller.trace.clone(),
             queued_at: Instant::now(),
@@ -81,7 +93,7 @@ impl Runtime {
             .sender
             .try_send(queued)
             .map_err(|_| InvokeError::QueueFull(format!("the event queue of {name} is full")))?;
-        Ok(super::request_id())
+        Ok(request_id)
     }
 
     async fn deliver(&self, name: &str, queued: AsyncEvent) {
@@ -89,27 +101,33 @@ impl Runtime {
             return;
         };
         let policy = function.config.retry.clone();
-        let caller = Caller {
-            principal: SERVICE_PRINCIPAL.into(),
+        let start = Start {
+            request_id: queued.request_id.clone(),
             trace: queued.trace.clone(),
+            links: Vec::new(),
         };
         let mut retries = policy.backoff.iter();
+        // `(status, message)` of the last attempt: a function error is
+        // answered 200 by `Invoke`, a refusal with its own status.
         let failure = loop {
-            match self.invoke(name, queued.event.clone(), &caller).await {
+            let attempt = self
+                .invoke_authorized(&function, queued.event.clone(), start.clone())
+                .await;
+            match attempt {
                 Ok(invocation) => match invocation.result {
                     Ok(_) => return,
                     Err(error) => match retries.next() {
                         Some(wait) => tokio::time::sleep(*wait).await,
-                        None => break (error.kind, error.message),
+                        None => break (200, format!("{}: {}", error.kind, error.message)),
                     },
                 },
                 Err(InvokeError::Throttled(message)) => {
                     if queued.queued_at.elapsed() >= policy.max_event_age {
-                        break ("TooManyRequestsException".to_string(), message);
+                        break (429, message);
                     }
                     tokio::time::sleep(Duration::from_millis(50 + fastrand::u64(..100))).await;
                 }
-                Err(other) => break (other.kind().0.to_string(), other.message().to_string()),
+                Err(other) => break (other.kind().1, other.message().to_string()),
             }
         };
         self.dead_letter(&function, name, &queued, failure).await;
@@ -120,13 +138,13 @@ impl Runtime {
         function: &super::Function,
         name: &str,
         queued: &AsyncEvent,
-        (kind, message): (String, String),
+        (status, message): (u16, String),
     ) {
         let (Some(queue), Some(endpoint)) = (
             function.config.retry.dead_letter_queue.as_ref(),
             self.downstream().queue_url.as_ref(),
         ) else {
-            tracing::warn!(function = name, %kind, %message, "asynchronous event dropped: no dead-letter queue");
+            tracing::warn!(function = name, status, %message, request_id = %queued.request_id, "asynchronous event dropped: no dead-letter queue");
             function.metrics.dead_letter_failed();
             return;
         };
@@ -134,9 +152,9 @@ impl Runtime {
             "QueueUrl": format!("{endpoint}/queue/{queue}"),
             "MessageBody": queued.event.to_string(),
             "MessageAttributes": {
-                "ErrorCode": {"DataType": "String", "StringValue": kind},
-                "ErrorMessage": {"DataType": "String", "StringValue": message},
-                "RequestID": {"DataType": "String", "StringValue": super::request_id()},
+                "ErrorCode": {"DataType": "Number", "StringValue": status.to_string()},
+                "ErrorMessage": {"DataType": "String", "StringValue": truncate(&message, MAX_DLQ_ERROR_MESSAGE_BYTES)},
+                "RequestID": {"DataType": "String", "StringValue": queued.request_id},
             },
         });
         if let Some(header) = &queued.trace {
@@ -158,6 +176,19 @@ impl Runtime {
             function.metrics.dead_letter_failed();
         }
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes ending on a
+/// character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Runs `name`'s asynchronous events, each in its own task (the

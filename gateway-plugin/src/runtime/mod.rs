@@ -44,10 +44,12 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tracelake_sampler::TraceHeader;
 
-pub use asynchronous::{EVENT_QUEUE_CAPACITY, RetryPolicy, SERVICE_PRINCIPAL};
+pub use asynchronous::{
+    EVENT_QUEUE_CAPACITY, MAX_DLQ_ERROR_MESSAGE_BYTES, RetryPolicy, SERVICE_PRINCIPAL,
+};
 pub use context::{CallError, Context, Downstream};
 pub use metrics::{DURATION_BOUNDS, FunctionMetrics, MetricsSnapshot, export_loop, export_request};
-pub use poller::{EventSourceMapping, MappingHandle};
+pub use poller::{EventSourceMapping, MAX_LINKS, MappingHandle};
 
 use crate::secrets::SecretStore;
 use crate::tracer::{RequestInfo, Tracer};
@@ -221,6 +223,16 @@ impl Report {
 pub struct Invocation {
     pub result: Result<Value, HandlerError>,
     pub report: Report,
+}
+
+/// How one invocation starts: its request id (kept across the retries of
+/// a queued event), the trace it continues, and the traces it links to (a
+/// polled batch's messages).
+#[derive(Debug, Clone)]
+struct Start {
+    request_id: String,
+    trace: Option<TraceHeader>,
+    links: Vec<crate::document::Link>,
 }
 
 /// Who invokes, and in which trace.
@@ -425,16 +437,31 @@ impl Runtime {
     ) -> Result<Invocation, InvokeError> {
         let function = Arc::clone(self.function(name)?);
         self.check_invoke_policy(&function, caller)?;
-        let acquired = match self.acquire(&function) {
+        let start = Start {
+            request_id: request_id(),
+            trace: caller.trace.clone(),
+            links: Vec::new(),
+        };
+        self.invoke_authorized(&function, event, start).await
+    }
+
+    /// Runs an invocation whose caller was already authorized: the
+    /// service's own deliveries (queued events, polled batches) are not
+    /// checked against the function policy a second time.
+    async fn invoke_authorized(
+        &self,
+        function: &Arc<Function>,
+        event: Value,
+        start: Start,
+    ) -> Result<Invocation, InvokeError> {
+        let acquired = match self.acquire(function) {
             Ok(acquired) => acquired,
             Err(error) => {
                 function.metrics.throttled();
                 return Err(error);
             }
         };
-        Ok(self
-            .run(&function, acquired, event, caller.trace.clone())
-            .await)
+        Ok(self.run(function, acquired, event, start).await)
     }
 
     async fn run(
@@ -442,15 +469,20 @@ impl Runtime {
         function: &Arc<Function>,
         acquired: Acquired,
         event: Value,
-        trace: Option<TraceHeader>,
+        start: Start,
     ) -> Invocation {
         let config = &function.config;
         let started = Instant::now();
-        let request_id = request_id();
+        let Start {
+            request_id,
+            trace,
+            links,
+        } = start;
         let trace = function
             .tracer
             .start_named(&config.name, trace, &RequestInfo::default());
         trace.with_segment(|segment| {
+            segment.links = links;
             segment
                 .aws
                 .insert("request_id".into(), json!(request_id.clone()));

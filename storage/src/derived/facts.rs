@@ -187,6 +187,21 @@ pub fn infer_peer(inputs: &PeerInputs) -> (Node, ConnectionType) {
     )
 }
 
+/// The node a consumer linking to a producer span hangs off.
+///
+/// A producer calling an AWS service (namespace `aws`: a queue, topic or
+/// stream) handed its message to that service, which is a node of the map
+/// ([`infer_peer`] names it, e.g. `SQS` of type `AWS::SQS::Queue`): its
+/// consumers are reached from there, so the map reads producer -> queue ->
+/// consumer as X-Ray draws linked SQS traces. Any other producer's
+/// consumers link to the producer's own service.
+pub fn link_source(producer_service: &Node, producer_peer: Option<&PeerInputs>) -> Node {
+    match producer_peer {
+        Some(peer) if peer.remote_namespace.as_deref() == Some("aws") => infer_peer(peer).0,
+        _ => producer_service.clone(),
+    }
+}
+
 /// One span as the service map sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpanFacts {
@@ -225,6 +240,11 @@ impl SpanFacts {
     /// server or consumer span, or a root of any kind.
     pub fn is_entry(&self) -> bool {
         self.parent_span_id.is_none() || self.is_callee()
+    }
+
+    /// The node consumers linking to this span hang off ([`link_source`]).
+    pub fn link_source(&self) -> Node {
+        link_source(&self.service, self.peer.as_ref())
     }
 
     /// Failed as Tempo counts a request: error status.
@@ -574,6 +594,32 @@ mod tests {
         for (input, node, connection) in cases {
             assert_eq!(infer_peer(&input), (node, connection), "{input:?}");
         }
+    }
+
+    #[test]
+    fn consumers_of_an_aws_queue_hang_off_the_queue() {
+        let producer = Node {
+            name: "create-order".into(),
+            node_type: "AWS::Lambda::Function".into(),
+        };
+        let send = PeerInputs {
+            remote_namespace: Some("aws".into()),
+            aws_queue_url: Some("http://127.0.0.1:9324/queue/orders".into()),
+            ..inputs("producer", "SQS")
+        };
+        assert_eq!(
+            link_source(&producer, Some(&send)),
+            Node {
+                name: "SQS".into(),
+                node_type: "AWS::SQS::Queue".into(),
+            }
+        );
+        let kafka = PeerInputs {
+            messaging_system: Some("kafka".into()),
+            ..inputs("producer", "orders publish")
+        };
+        assert_eq!(link_source(&producer, Some(&kafka)), producer);
+        assert_eq!(link_source(&producer, None), producer);
     }
 
     #[test]

@@ -18,7 +18,10 @@
 //! instrumented service answered calls an inferred node ([`infer_peer`]).
 //! Every root span gets an edge from the `client` node. A server or consumer
 //! span that links to a producer span adds an asynchronous (`link`) edge
-//! from the producer's service.
+//! from the producer's service, or, when the producer called an AWS
+//! service (namespace `aws`, e.g. `SendMessage` to a queue), from that
+//! service's inferred node ([`link_source`]): producer -> `AWS::SQS::Queue`
+//! -> consumer, as X-Ray draws linked SQS traces.
 //!
 //! Edge counts and client latency come from the caller's span; server
 //! latency from the callee's. A node's own statistics come from its entry
@@ -39,8 +42,8 @@ mod rows;
 
 pub use facts::{
     CLIENT_NODE_NAME, CLIENT_NODE_TYPE, ConnectionType, Node, Outcome, PeerInputs,
-    REMOTE_NODE_TYPE, SpanFacts, infer_peer, is_callee_kind, is_caller_kind, kind_name, span_facts,
-    status_name,
+    REMOTE_NODE_TYPE, SpanFacts, infer_peer, is_callee_kind, is_caller_kind, kind_name,
+    link_source, span_facts, status_name,
 };
 pub use files::{DerivedCatalog, DerivedTable};
 pub use histogram::{
