@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod remote;
 pub mod schema;
+pub mod signal;
 pub mod take;
 #[doc(hidden)]
 pub mod testing;
@@ -57,10 +58,13 @@ pub mod wal;
 pub mod workload;
 pub mod xray;
 
-pub use api::{BlockRef, DerivedWriter, SpanFilter, SpanReader, SpanSnapshot, SpanWriter};
+pub use api::{
+    BlockRef, DerivedWriter, MetricWriter, SpanFilter, SpanReader, SpanSnapshot, SpanWriter,
+};
 pub use config::{FsyncPolicy, Retention, StorageConfig};
 pub use engine::{FlushStats, OpenStats, Storage, StorageStats, local_store};
 pub use ids::{IdError, SpanId, TraceId};
+pub use signal::Signal;
 
 /// The tenant used when a request names none (Tempo's convention).
 pub const DEFAULT_TENANT: &str = "single-tenant";

@@ -110,6 +110,9 @@ static METRICS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// The column holding a point's time, which files it into an hour.
+pub const TIME: &str = "time";
+
 /// The schema of the `metrics` table.
 pub fn metrics_schema() -> SchemaRef {
     Arc::clone(&METRICS_SCHEMA)

@@ -8,6 +8,7 @@ mod demo;
 mod durability;
 mod jaeger;
 mod loadgen;
+mod metrics_storage;
 mod multinode;
 mod native_api;
 mod otlp;
