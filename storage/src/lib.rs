@@ -1,4 +1,5 @@
-//! tracelake storage: the span model and everything that keeps spans.
+//! tracelake storage: the span model and everything that keeps spans (and
+//! OTLP metric points, which take the spans' path).
 //!
 //! ```text
 //!  append(tenant, batch)
@@ -23,6 +24,10 @@
 //!        v
 //!   SpanReader (the query side's narrow view)
 //! ```
+//!
+//! OTLP metric points take the same path as a second [`Signal`]: WAL
+//! records of their own kind, a head of their own, blocks under
+//! `tenants/{t}/metric_blocks/` (see [`engine`] for the diagram).
 //!
 //! The compactor merges an hour's small blocks and applies per-tenant
 //! retention ([`Storage::compact`]).
