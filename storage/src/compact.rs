@@ -73,10 +73,12 @@ pub struct CompactionStats {
     pub expired_blocks: usize,
 }
 
+/// What a merge never crosses: tenant, signal and hour.
+type Window<'a> = (&'a str, Option<Signal>, i64);
+
 /// Groups of blocks to merge, each group of one tenant, signal and hour.
 pub fn plan(blocks: &[Arc<BlockMeta>], max_block_spans: u64) -> Vec<Vec<Arc<BlockMeta>>> {
-    let mut by_window: BTreeMap<(&str, Option<Signal>, i64), Vec<&Arc<BlockMeta>>> =
-        BTreeMap::new();
+    let mut by_window: BTreeMap<Window<'_>, Vec<&Arc<BlockMeta>>> = BTreeMap::new();
     for block in blocks {
         if block.span_count < max_block_spans / 2 {
             by_window
