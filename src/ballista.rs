@@ -72,7 +72,17 @@ pub(crate) async fn run(
         &blocks,
         tracelake_storage::schema::span_schema(),
     )?;
-    for table in DerivedTable::ALL {
+    // Metric blocks, and the files of points written before they took the
+    // WAL path.
+    let metric_files = storage.metrics_snapshot(tenant, None).blocks;
+    register(
+        &context,
+        &root,
+        "metrics",
+        &metric_files,
+        tracelake_storage::metrics::metrics_schema(),
+    )?;
+    for table in [DerivedTable::Edges, DerivedTable::SpanMetrics] {
         let files = storage.derived_files(tenant, table, None);
         register(&context, &root, table.name(), &files, table.schema())?;
     }

@@ -3,13 +3,20 @@
 //!
 //! ```text
 //!  ExportMetricsServiceRequest --metrics_to_batch (blocking pool)--> `metrics` rows
-//!        |                                                           |  DerivedWriter: one Parquet
-//!        |                                                           v  file per request and hour
+//!        |                                                           |  MetricWriter::append_metrics
+//!        |                                                           v
+//!        |                                      WAL -> head -> blocks per tenant and hour
+//!        |                                      (storage's span path; compacted, expired)
 //!        +--> latest value per series --> /metrics (Prometheus text)
 //! ```
 //!
-//! A request is acknowledged once its rows are written (one `put`, visible
-//! to SQL at once); refused points are reported in `partial_success`.
+//! A request is acknowledged once its rows are in the WAL per the fsync
+//! policy (they survive `kill -9`) and in the head (visible to SQL at
+//! once); a flush writes every request's points of a tenant and hour as one
+//! block, and compaction merges those blocks, so the number of files does
+//! not grow with the number of requests. Refused points are reported in
+//! `partial_success`; a head over its limit refuses the request before
+//! conversion (`Overloaded`, retry later), as for spans.
 //!
 //! On `/metrics` each series shows its latest point, named as the
 //! OpenTelemetry-to-Prometheus convention does: the name with characters
@@ -28,9 +35,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ResourceMetrics, metric::Data, number_data_point,
 };
 use parking_lot::Mutex;
-use tracelake_storage::derived::DerivedTable;
 use tracelake_storage::metrics::metrics_to_batch;
-use tracelake_storage::{DerivedWriter, validate_tenant};
+use tracelake_storage::{MetricWriter, validate_tenant};
 
 use crate::IngestError;
 use crate::prometheus::labels;
@@ -60,14 +66,14 @@ impl MetricsOutcome {
 
 #[derive(Debug, Clone)]
 pub struct MetricsIngest {
-    writer: Arc<dyn DerivedWriter>,
+    writer: Arc<dyn MetricWriter>,
     exposition: Arc<MetricsExposition>,
     receiver_stats: Arc<ReceiverStats>,
 }
 
 impl MetricsIngest {
     /// Counts into `receiver_stats` (share the trace pipeline's).
-    pub fn new(writer: Arc<dyn DerivedWriter>, receiver_stats: Arc<ReceiverStats>) -> Self {
+    pub fn new(writer: Arc<dyn MetricWriter>, receiver_stats: Arc<ReceiverStats>) -> Self {
         Self {
             writer,
             exposition: Arc::new(MetricsExposition::default()),
@@ -84,13 +90,16 @@ impl MetricsIngest {
     }
 
     /// Validates and stores `tenant`'s metric points; returns once the
-    /// accepted points are written.
+    /// accepted points are durable (in the WAL per the fsync policy).
     pub async fn ingest(
         &self,
         tenant: &str,
         resource_metrics: Vec<ResourceMetrics>,
     ) -> Result<MetricsOutcome, IngestError> {
         validate_tenant(tenant).map_err(IngestError::InvalidTenant)?;
+        self.writer
+            .check_metrics_capacity()
+            .map_err(IngestError::from_append)?;
         let tenant_owned = tenant.to_string();
         let (converted, resource_metrics) = tokio::task::spawn_blocking(move || {
             let converted = metrics_to_batch(&tenant_owned, &resource_metrics);
@@ -101,9 +110,9 @@ impl MetricsIngest {
         let converted = converted.map_err(IngestError::Unavailable)?;
         if let Some(batch) = converted.batch {
             self.writer
-                .write_derived(tenant, DerivedTable::Metrics, batch)
+                .append_metrics(tenant, batch)
                 .await
-                .map_err(IngestError::Unavailable)?;
+                .map_err(IngestError::from_append)?;
             // Stored: now shown on /metrics (CPU work, off the reactor).
             let exposition = Arc::clone(&self.exposition);
             let tenant_owned = tenant.to_string();

@@ -1,7 +1,8 @@
-//! The `edges`, `span_metrics` and `metrics` tables: Parquet files of one
-//! tenant written beside the spans ([`tracelake_storage::derived`]),
-//! pruned by hour from predicates on the time column (`minute`, `time`)
-//! before any file is opened.
+//! The `edges` and `span_metrics` tables: Parquet files of one tenant
+//! written beside the spans ([`tracelake_storage::derived`]), pruned by
+//! hour from predicates on the time column (`minute`) before any file is
+//! opened. (The `metrics` table reads blocks and head like `spans`, see
+//! [`crate::spans_table`].)
 //!
 //! ```text
 //! DataSourceExec (Parquet: the files whose hour overlaps the minute range)

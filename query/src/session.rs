@@ -30,7 +30,7 @@ static FOOTERS: LazyLock<Arc<FileMetadataCache>> = LazyLock::new(|| {
     Arc::new(DefaultCache::new(FOOTER_CACHE_BYTES).with_name("tracelake block footers"))
 });
 
-/// A session whose tables (`spans`, `edges`, `span_metrics`) show
+/// A session whose tables (`spans`, `metrics`, `edges`, `span_metrics`) show
 /// `tenant`'s rows only, with the latency functions of [`crate::latency_udf`].
 pub fn session_for_tenant(reader: Arc<dyn SpanReader>, tenant: &str) -> Result<SessionContext> {
     let config = SessionConfig::new()
@@ -49,7 +49,11 @@ pub fn session_for_tenant(reader: Arc<dyn SpanReader>, tenant: &str) -> Result<S
         "spans",
         Arc::new(SpansTable::new(Arc::clone(&reader), tenant)),
     )?;
-    for table in DerivedTable::ALL {
+    context.register_table(
+        "metrics",
+        Arc::new(SpansTable::metrics(Arc::clone(&reader), tenant)),
+    )?;
+    for table in [DerivedTable::Edges, DerivedTable::SpanMetrics] {
         context.register_table(
             table.name(),
             Arc::new(DerivedTableProvider::new(

@@ -1,4 +1,6 @@
-//! The `spans` table: Parquet blocks plus the head buffer of one tenant.
+//! The `spans` and `metrics` tables: Parquet blocks plus the head buffer
+//! of one tenant (spans and OTLP metric points take the same storage path,
+//! see `tracelake_storage::signal`).
 //!
 //! `scan` turns the pushed-down predicates into a [`SpanFilter`], asks
 //! storage for a snapshot pruned by time range and trace id (blocks are
@@ -15,6 +17,10 @@
 //! Pushdown is declared `Inexact`: DataFusion still filters every row, so
 //! pruning can only skip data, never change an answer. `SpansScanExec` is a
 //! pass-through whose only job is to show the pruning in `EXPLAIN`.
+//!
+//! The `metrics` table is planned the same way (`MetricsScanExec`), pruned
+//! by a range on `time`; its files are metric blocks and, from before metric
+//! points took the WAL path, one file per export request.
 
 use std::fmt;
 use std::sync::Arc;
@@ -39,17 +45,17 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
-use tracelake_storage::schema::span_schema;
-use tracelake_storage::{BlockRef, SpanFilter, SpanReader, SpanSnapshot};
+use tracelake_storage::{BlockRef, Signal, SpanFilter, SpanReader, SpanSnapshot};
 
-use crate::filters::span_filter;
+use crate::filters::{span_filter, time_range};
 use crate::session::STORE_URL;
 
-/// One tenant's spans, blocks and head together.
+/// One tenant's spans (or metric points), blocks and head together.
 #[derive(Debug)]
 pub struct SpansTable {
     reader: Arc<dyn SpanReader>,
     tenant: String,
+    signal: Signal,
 }
 
 impl SpansTable {
@@ -57,6 +63,15 @@ impl SpansTable {
         Self {
             reader,
             tenant: tenant.to_string(),
+            signal: Signal::Spans,
+        }
+    }
+
+    /// The `metrics` table: one tenant's OTLP metric points.
+    pub fn metrics(reader: Arc<dyn SpanReader>, tenant: &str) -> Self {
+        Self {
+            signal: Signal::Metrics,
+            ..Self::new(reader, tenant)
         }
     }
 }
@@ -64,7 +79,7 @@ impl SpansTable {
 #[async_trait]
 impl TableProvider for SpansTable {
     fn schema(&self) -> SchemaRef {
-        span_schema()
+        self.signal.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -85,9 +100,24 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = span_schema();
-        let filter = span_filter(filters);
-        let snapshot = self.reader.snapshot(&self.tenant, &filter);
+        let schema = self.signal.schema();
+        let (filter, snapshot) = match self.signal {
+            Signal::Spans => {
+                let filter = span_filter(filters);
+                let snapshot = self.reader.snapshot(&self.tenant, &filter);
+                (filter, snapshot)
+            }
+            Signal::Metrics => {
+                let filter = SpanFilter {
+                    time_range_ns: time_range(filters, &[tracelake_storage::metrics::TIME]),
+                    trace_ids: None,
+                };
+                let snapshot = self
+                    .reader
+                    .metrics_snapshot(&self.tenant, filter.time_range_ns);
+                (filter, snapshot)
+            }
+        };
         let predicate = match conjunction(filters.to_vec()) {
             Some(expr) => {
                 let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
@@ -99,7 +129,12 @@ impl TableProvider for SpansTable {
         if !snapshot.blocks.is_empty() {
             let partitions = state.config().target_partitions().max(1);
             inputs.push(parquet_scan(
-                &snapshot, predicate, projection, limit, partitions,
+                Arc::clone(&schema),
+                &snapshot,
+                predicate,
+                projection,
+                limit,
+                partitions,
             )?);
         }
         if !snapshot.head.is_empty() {
@@ -122,14 +157,19 @@ impl TableProvider for SpansTable {
         } else {
             UnionExec::try_new(inputs)?
         };
+        let name = match self.signal {
+            Signal::Spans => "SpansScanExec",
+            Signal::Metrics => "MetricsScanExec",
+        };
         Ok(Arc::new(SpansScanExec {
             input,
-            summary: Arc::new(ScanSummary::new(&self.tenant, &filter, &snapshot)),
+            summary: Arc::new(ScanSummary::new(name, &self.tenant, &filter, &snapshot)),
         }))
     }
 }
 
 fn parquet_scan(
+    schema: SchemaRef,
     snapshot: &SpanSnapshot,
     predicate: Option<Arc<dyn PhysicalExpr>>,
     projection: Option<&Vec<usize>>,
@@ -139,7 +179,7 @@ fn parquet_scan(
     // Filters are evaluated while decoding (late materialization): columns
     // a query only projects, like the 16-byte trace id, are decoded for
     // the rows that pass, not for every row.
-    let mut source = ParquetSource::new(span_schema())
+    let mut source = ParquetSource::new(schema)
         .with_enable_page_index(true)
         .with_bloom_filter_on_read(true)
         .with_pushdown_filters(true)
@@ -177,11 +217,12 @@ pub(crate) fn parquet_files_exec(
 /// What pruning chose, as `EXPLAIN` shows it.
 #[derive(Debug)]
 struct ScanSummary {
+    name: &'static str,
     text: String,
 }
 
 impl ScanSummary {
-    fn new(tenant: &str, filter: &SpanFilter, snapshot: &SpanSnapshot) -> Self {
+    fn new(name: &'static str, tenant: &str, filter: &SpanFilter, snapshot: &SpanSnapshot) -> Self {
         let mut text = format!(
             "tenant={tenant}, blocks={}/{}, head_batches={}/{}",
             snapshot.blocks.len(),
@@ -197,7 +238,7 @@ impl ScanSummary {
         if let Some((from, to)) = filter.time_range_ns {
             text.push_str(&format!(", time_range_ns=[{from}, {to}]"));
         }
-        Self { text }
+        Self { name, text }
     }
 }
 
@@ -212,7 +253,7 @@ impl DisplayAs for SpansScanExec {
     fn fmt_as(&self, format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         match format {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
-                write!(f, "SpansScanExec: {}", self.summary.text)
+                write!(f, "{}: {}", self.summary.name, self.summary.text)
             }
             DisplayFormatType::TreeRender => write!(f, "{}", self.summary.text),
         }
@@ -221,7 +262,7 @@ impl DisplayAs for SpansScanExec {
 
 impl ExecutionPlan for SpansScanExec {
     fn name(&self) -> &'static str {
-        "SpansScanExec"
+        self.summary.name
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {

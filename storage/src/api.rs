@@ -31,6 +31,27 @@ pub trait SpanWriter: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The write side of OTLP metric points, used by the collector's metrics
+/// ingest. Points take the spans' path (WAL, head, blocks, compaction,
+/// retention; see [`crate::signal`]).
+///
+/// Contract: as [`SpanWriter::append`]'s. [`MetricWriter::append_metrics`]
+/// returns `Ok` only once the batch is in the WAL per the fsync policy, and
+/// then its points are already visible to [`SpanReader::metrics_snapshot`].
+/// The batch must have [`crate::metrics::metrics_schema`] and every row
+/// must belong to `tenant`.
+#[async_trait]
+pub trait MetricWriter: Send + Sync + std::fmt::Debug {
+    async fn append_metrics(&self, tenant: &str, batch: RecordBatch) -> Result<()>;
+
+    /// Whether an append now would be refused as
+    /// [`crate::StorageError::Overloaded`] (asked before converting a
+    /// request).
+    fn check_metrics_capacity(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// The write side of the derived tables ([`crate::derived`]), used by the
 /// collector's streaming aggregation.
 ///
@@ -115,6 +136,14 @@ pub trait SpanReader: Send + Sync + std::fmt::Debug {
 
     /// The blocks and head batches that may hold matching spans.
     fn snapshot(&self, tenant: &str, filter: &SpanFilter) -> SpanSnapshot;
+
+    /// The files and head batches that may hold `tenant`'s metric points
+    /// (the `metrics` table) whose time is in the inclusive nanosecond
+    /// range (all without one), with the same guarantee as
+    /// [`SpanReader::snapshot`]: every matching point once. The files are
+    /// metric blocks and the files metric points were written to, one per
+    /// request, before they took the WAL path.
+    fn metrics_snapshot(&self, tenant: &str, time_range_ns: Option<(i64, i64)>) -> SpanSnapshot;
 
     /// Files of a derived table ([`crate::derived`]) that may hold rows of
     /// minutes in the inclusive nanosecond range (all files without one).

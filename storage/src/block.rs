@@ -1,19 +1,25 @@
 //! Immutable Parquet blocks and their meta files.
 //!
 //! ```text
-//! tenants/{tenant}/spans/{yyyy-mm-dd}/{hh}/{ulid}.parquet    written first
-//! tenants/{tenant}/spans/{yyyy-mm-dd}/{hh}/{ulid}.meta.json  written last
+//! tenants/{tenant}/{signal}/{yyyy-mm-dd}/{hh}/{ulid}.parquet    written first
+//! tenants/{tenant}/{signal}/{yyyy-mm-dd}/{hh}/{ulid}.meta.json  written last
+//!                  signal = spans | metric_blocks   (see [`Signal`])
 //! ```
 //!
 //! A block is visible only once its meta file exists, so a crash between the
 //! two writes leaves an orphan Parquet file that the catalog removes at the
 //! next start, never a half-visible block. The hour is that of the spans'
-//! start times: one flush writes one block per tenant and hour.
+//! start times (of the metric points' `time`): one flush writes one block per
+//! tenant, signal and hour.
 //!
-//! Inside a block rows are sorted by trace id, then start time; columns are
-//! zstd-compressed and dictionary-encoded (except the high-cardinality ids),
-//! with page-level statistics (so the page index prunes), and a Parquet
-//! bloom filter on `trace_id` for readers that open the file anyway.
+//! Inside a span block rows are sorted by trace id, then start time; columns
+//! are zstd-compressed and dictionary-encoded (except the high-cardinality
+//! ids), with page-level statistics (so the page index prunes), and a
+//! Parquet bloom filter on `trace_id` for readers that open the file anyway.
+//! A metric block holds the `metrics` table's rows sorted by `time`, with
+//! the same compression and statistics; its meta's `span_count` counts
+//! points, its time range is that of the points, its trace-id filter is
+//! empty.
 
 use std::sync::Arc;
 
@@ -31,8 +37,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::bloom::TraceIdFilter;
 use crate::head::HeadRows;
-use crate::schema::{col, span_schema};
-use crate::{Result, StorageError, TraceId};
+use crate::schema::col;
+use crate::{Result, Signal, StorageError, TraceId};
 
 const META_SUFFIX: &str = ".meta.json";
 const PARQUET_SUFFIX: &str = ".parquet";
@@ -95,6 +101,11 @@ impl BlockMeta {
         }
     }
 
+    /// What the block holds, from its path.
+    pub fn signal(&self) -> Option<Signal> {
+        Signal::of_path(&self.path)
+    }
+
     /// Whether spans of this block may overlap `[from, to]` (ns, inclusive).
     pub fn overlaps(&self, from: i64, to: i64) -> bool {
         self.min_start_ns <= to && self.max_end_ns >= from
@@ -105,18 +116,15 @@ impl BlockMeta {
     }
 }
 
-/// Whether a store path is a span block's meta file / a span block
-/// (`tenants/{tenant}/spans/...`; derived tables live beside them).
+/// Whether a store path is a block's meta file / a block, of any signal
+/// (`tenants/{tenant}/{spans|metric_blocks}/...`; derived tables live
+/// beside them).
 pub fn is_meta_path(path: &str) -> bool {
-    is_spans_path(path) && path.ends_with(META_SUFFIX)
+    Signal::of_path(path).is_some() && path.ends_with(META_SUFFIX)
 }
 
 pub fn is_block_path(path: &str) -> bool {
-    is_spans_path(path) && path.ends_with(PARQUET_SUFFIX)
-}
-
-fn is_spans_path(path: &str) -> bool {
-    path.split('/').nth(2) == Some("spans")
+    Signal::of_path(path).is_some() && path.ends_with(PARQUET_SUFFIX)
 }
 
 /// Rows gathered into the writer at a time by [`encode_head`].
@@ -144,11 +152,23 @@ pub fn encode_head(
     sources: &[HeadRows],
     row_group_rows: usize,
 ) -> Result<Vec<(Vec<u8>, BlockMeta)>> {
-    let rows = HeadRows::concat(sources)?;
-    let keys = sort_keys(&rows, true)?;
+    encode_head_of(Signal::Spans, tenant, sources, row_group_rows)
+}
+
+/// [`encode_head`] for rows of `signal`: metric points are sorted by hour
+/// and `time`.
+pub fn encode_head_of(
+    signal: Signal,
+    tenant: &str,
+    sources: &[HeadRows],
+    row_group_rows: usize,
+) -> Result<Vec<(Vec<u8>, BlockMeta)>> {
+    let rows = HeadRows::concat(&signal.schema(), sources)?;
+    let keys = sort_keys(signal, &rows, true)?;
     let mut blocks = Vec::new();
     for hour_keys in keys.chunk_by(|a, b| a.hour == b.hour) {
         blocks.push(write_sorted(
+            signal,
             tenant,
             hour_keys[0].hour,
             &rows,
@@ -171,26 +191,42 @@ pub fn encode_block(
     row_group_rows: usize,
 ) -> Result<(Vec<u8>, BlockMeta)> {
     let rows = HeadRows::new(batch.clone());
-    let keys = sort_keys(&rows, false)?;
-    write_sorted(tenant, hour, &rows, &keys, row_group_rows)
+    let keys = sort_keys(Signal::Spans, &rows, false)?;
+    write_sorted(Signal::Spans, tenant, hour, &rows, &keys, row_group_rows)
 }
 
-fn sort_keys(rows: &HeadRows, by_hour: bool) -> Result<Vec<SortKey>> {
-    let corrupt = |name: &str| StorageError::Corrupt(format!("span rows without {name}"));
-    let trace_ids = rows
-        .plain_column(col::TRACE_ID)
-        .and_then(|array| array.as_fixed_size_binary_opt())
-        .ok_or_else(|| corrupt(col::TRACE_ID))?;
+/// The column whose value files a row into its hour (and orders it after
+/// the trace id, for spans).
+pub(crate) fn time_column(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Spans => col::START_TIME,
+        Signal::Metrics => crate::metrics::TIME,
+    }
+}
+
+fn sort_keys(signal: Signal, rows: &HeadRows, by_hour: bool) -> Result<Vec<SortKey>> {
+    let corrupt = |name: &str| StorageError::Corrupt(format!("{signal:?} rows without {name}"));
+    // Metric points have no trace id: they sort by time alone.
+    let trace_ids = match signal {
+        Signal::Spans => Some(
+            rows.plain_column(col::TRACE_ID)
+                .and_then(|array| array.as_fixed_size_binary_opt())
+                .ok_or_else(|| corrupt(col::TRACE_ID))?,
+        ),
+        Signal::Metrics => None,
+    };
     let starts = rows
-        .plain_column(col::START_TIME)
+        .plain_column(time_column(signal))
         .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
-        .ok_or_else(|| corrupt(col::START_TIME))?;
+        .ok_or_else(|| corrupt(time_column(signal)))?;
     let mut keys = Vec::with_capacity(rows.num_rows());
     for row in 0..rows.num_rows() {
         let mut trace_id = [0u8; 16];
-        let value = trace_ids.value(row);
-        let len = value.len().min(16);
-        trace_id[..len].copy_from_slice(&value[..len]);
+        if let Some(trace_ids) = trace_ids {
+            let value = trace_ids.value(row);
+            let len = value.len().min(16);
+            trace_id[..len].copy_from_slice(&value[..len]);
+        }
         let start_ns = starts.value(row);
         keys.push(SortKey {
             hour: if by_hour {
@@ -209,14 +245,18 @@ fn sort_keys(rows: &HeadRows, by_hour: bool) -> Result<Vec<SortKey>> {
 
 /// Writes the rows of `keys` (sorted) as one block.
 fn write_sorted(
+    signal: Signal,
     tenant: &str,
     hour: i64,
     rows: &HeadRows,
     keys: &[SortKey],
     row_group_rows: usize,
 ) -> Result<(Vec<u8>, BlockMeta)> {
-    let traces = keys.chunk_by(|a, b| a.trace_id == b.trace_id).count();
-    let mut writer = BlockWriter::new(traces as u64, row_group_rows)?;
+    let traces = match signal {
+        Signal::Spans => keys.chunk_by(|a, b| a.trace_id == b.trace_id).count(),
+        Signal::Metrics => 0,
+    };
+    let mut writer = BlockWriter::of(signal, traces as u64, row_group_rows)?;
     for chunk in keys.chunks(GATHER_ROWS) {
         let indices: UInt32Array = chunk.iter().map(|key| key.row).collect();
         writer.write(&rows.take(&indices)?)?;
@@ -232,9 +272,11 @@ fn trace_ids(batch: &RecordBatch) -> Result<&FixedSizeBinaryArray> {
 }
 
 /// Encodes one block from batches already in block order (trace id, then
-/// start time, across batches too), gathering its meta on the way, so a
-/// merge of sorted blocks ([`crate::compact`]) never holds all its rows.
+/// start time, across batches too; `time` for metric points), gathering its
+/// meta on the way, so a merge of sorted blocks ([`crate::compact`]) never
+/// holds all its rows.
 pub struct BlockWriter {
+    signal: Signal,
     writer: ArrowWriter<Vec<u8>>,
     trace_filter: TraceIdFilter,
     last_trace: Option<TraceId>,
@@ -247,9 +289,18 @@ pub struct BlockWriter {
 impl BlockWriter {
     /// `expected_traces` (an upper bound is fine) sizes the trace-id filters.
     pub fn new(expected_traces: u64, row_group_rows: usize) -> Result<Self> {
-        let properties = writer_properties(expected_traces, row_group_rows)?;
+        Self::of(Signal::Spans, expected_traces, row_group_rows)
+    }
+
+    /// A writer of a `signal` block (`expected_traces` is 0 for metrics).
+    pub fn of(signal: Signal, expected_traces: u64, row_group_rows: usize) -> Result<Self> {
+        let properties = match signal {
+            Signal::Spans => writer_properties(expected_traces, row_group_rows)?,
+            Signal::Metrics => metrics_writer_properties(row_group_rows)?,
+        };
         Ok(Self {
-            writer: ArrowWriter::try_new(Vec::new(), span_schema(), Some(properties))?,
+            signal,
+            writer: ArrowWriter::try_new(Vec::new(), signal.schema(), Some(properties))?,
             trace_filter: TraceIdFilter::with_capacity(expected_traces as usize),
             last_trace: None,
             trace_count: 0,
@@ -260,17 +311,23 @@ impl BlockWriter {
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let trace_ids = trace_ids(batch)?;
-        for row in 0..trace_ids.len() {
-            let Ok(trace_id) = TraceId::try_from(trace_ids.value(row)) else {
-                continue;
-            };
-            if self.last_trace != Some(trace_id) {
-                self.trace_count += 1;
-                self.trace_filter.insert(&trace_id);
-                self.last_trace = Some(trace_id);
+        if self.signal == Signal::Spans {
+            let trace_ids = trace_ids(batch)?;
+            for row in 0..trace_ids.len() {
+                let Ok(trace_id) = TraceId::try_from(trace_ids.value(row)) else {
+                    continue;
+                };
+                if self.last_trace != Some(trace_id) {
+                    self.trace_count += 1;
+                    self.trace_filter.insert(&trace_id);
+                    self.last_trace = Some(trace_id);
+                }
             }
         }
+        let (first, last) = match self.signal {
+            Signal::Spans => (col::START_TIME, col::END_TIME),
+            Signal::Metrics => (crate::metrics::TIME, crate::metrics::TIME),
+        };
         let time_bound = |name: &str, pick_max: bool| {
             batch
                 .column_by_name(name)
@@ -283,10 +340,10 @@ impl BlockWriter {
                     }
                 })
         };
-        if let Some(start) = time_bound(col::START_TIME, false) {
+        if let Some(start) = time_bound(first, false) {
             self.min_start_ns = Some(self.min_start_ns.map_or(start, |min| min.min(start)));
         }
-        if let Some(end) = time_bound(col::END_TIME, true) {
+        if let Some(end) = time_bound(last, true) {
             self.max_end_ns = Some(self.max_end_ns.map_or(end, |max| max.max(end)));
         }
         self.span_count += batch.num_rows() as u64;
@@ -303,7 +360,8 @@ impl BlockWriter {
         let id = ulid::Ulid::new().to_string();
         let hour_start = DateTime::<Utc>::from_timestamp_nanos(hour * NANOS_PER_HOUR);
         let path = format!(
-            "tenants/{tenant}/spans/{}/{}{PARQUET_SUFFIX}",
+            "tenants/{tenant}/{}/{}/{}{PARQUET_SUFFIX}",
+            self.signal.directory(),
             hour_start.format("%Y-%m-%d/%H"),
             id
         );
@@ -326,8 +384,27 @@ impl BlockWriter {
     }
 }
 
+/// A metric block: sorted by `time`, delta-encoded times, page statistics.
+fn metrics_writer_properties(row_group_rows: usize) -> Result<WriterProperties> {
+    let schema = Signal::Metrics.schema();
+    let time = ColumnPath::from(crate::metrics::TIME);
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_data_page_row_count_limit(8 * 1024)
+        .set_column_dictionary_enabled(time.clone(), false)
+        .set_column_encoding(time, Encoding::DELTA_BINARY_PACKED)
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: schema.index_of(crate::metrics::TIME)? as i32,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .build())
+}
+
 fn writer_properties(trace_count: u64, row_group_rows: usize) -> Result<WriterProperties> {
-    let schema = span_schema();
+    let schema = Signal::Spans.schema();
     let index_of = |name: &str| {
         schema
             .index_of(name)

@@ -1,4 +1,5 @@
-//! The block catalog: every visible block's meta, in memory.
+//! The block catalog: every visible block's meta, in memory, span and
+//! metric blocks alike (a meta's path says its [`Signal`]).
 //!
 //! Loaded at start-up by listing `tenants/` in the store. A Parquet file
 //! without its meta file is the leftover of a flush that crashed between
@@ -20,7 +21,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parking_lot::RwLock;
 
 use crate::block::{BlockMeta, is_block_path, is_meta_path};
-use crate::{BlockRef, Result, SpanFilter};
+use crate::{BlockRef, Result, Signal, SpanFilter};
 
 /// What loading found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -282,15 +283,25 @@ impl Catalog {
         blocks.push(Arc::new(merged));
     }
 
-    /// Blocks of `tenant` that may hold spans matching `filter`, and how
-    /// many blocks the tenant has in all.
-    pub fn find(&self, tenant: &str, filter: &SpanFilter) -> (Vec<BlockRef>, usize) {
+    /// Blocks of `tenant` and `signal` that may hold rows matching
+    /// `filter`, and how many blocks of `signal` the tenant has in all.
+    pub fn find(
+        &self,
+        tenant: &str,
+        signal: Signal,
+        filter: &SpanFilter,
+    ) -> (Vec<BlockRef>, usize) {
         let by_tenant = self.by_tenant.read();
         let Some(blocks) = by_tenant.get(tenant) else {
             return (Vec::new(), 0);
         };
-        let matching = blocks
+        let of_signal: Vec<&Arc<BlockMeta>> = blocks
             .iter()
+            .filter(|meta| meta.signal() == Some(signal))
+            .collect();
+        let total = of_signal.len();
+        let matching = of_signal
+            .into_iter()
             .filter(|meta| match filter.time_range_ns {
                 Some((from, to)) => meta.overlaps(from, to),
                 None => true,
@@ -302,7 +313,7 @@ impl Catalog {
                 span_count: meta.span_count,
             })
             .collect();
-        (matching, blocks.len())
+        (matching, total)
     }
 
     /// Every block's meta, for stats and maintenance.

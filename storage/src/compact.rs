@@ -1,5 +1,16 @@
-//! Compaction: merges the small blocks of one tenant and hour into larger
-//! ones.
+//! Compaction: merges the small blocks of one tenant, signal and hour into
+//! larger ones.
+//!
+//! ```text
+//!  tenants/t/{spans|metric_blocks}/2026-01-01/05/  A.parquet B.parquet C.parquet  (one per flush)
+//!        | plan: small blocks of one window, oldest first, up to max_block_spans
+//!        v
+//!  k-way merge (trace id, start time | time) --> BlockWriter --> D.parquet + D.meta.json {replaces: A B C}
+//! ```
+//!
+//! Span and metric blocks take the same path; a metric block's rows are
+//! ordered by `time` (its merge key is an all-zero trace id and the time),
+//! and `max_block_spans` bounds its points.
 //!
 //! Flushes write one block per tenant and hour each time the head is
 //! flushed, so a busy hour ends up as many small blocks. Small blocks cost
@@ -43,9 +54,10 @@ use datafusion::parquet::arrow::arrow_reader::{
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::block::time_column;
 use crate::block::{BlockMeta, BlockWriter, NANOS_PER_HOUR, put_block};
-use crate::schema::{col, span_schema};
-use crate::{Result, StorageError};
+use crate::schema::col;
+use crate::{Result, Signal, StorageError};
 
 /// What one compaction pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,13 +73,16 @@ pub struct CompactionStats {
     pub expired_blocks: usize,
 }
 
-/// Groups of blocks to merge, each group of one tenant and hour.
+/// What a merge never crosses: tenant, signal and hour.
+type Window<'a> = (&'a str, Option<Signal>, i64);
+
+/// Groups of blocks to merge, each group of one tenant, signal and hour.
 pub fn plan(blocks: &[Arc<BlockMeta>], max_block_spans: u64) -> Vec<Vec<Arc<BlockMeta>>> {
-    let mut by_window: BTreeMap<(&str, i64), Vec<&Arc<BlockMeta>>> = BTreeMap::new();
+    let mut by_window: BTreeMap<Window<'_>, Vec<&Arc<BlockMeta>>> = BTreeMap::new();
     for block in blocks {
         if block.span_count < max_block_spans / 2 {
             by_window
-                .entry((&block.tenant, block.hour()))
+                .entry((&block.tenant, block.signal(), block.hour()))
                 .or_default()
                 .push(block);
         }
@@ -108,9 +123,12 @@ pub async fn merge(
         .first()
         .ok_or_else(|| StorageError::Corrupt("compaction of no blocks".into()))?;
     let (tenant, hour) = (first.tenant.clone(), first.hour());
+    let signal = first.signal().ok_or_else(|| {
+        StorageError::Corrupt(format!("compaction of {}: not a block path", first.path))
+    })?;
     let mut files = Vec::with_capacity(group.len());
     for block in group {
-        if block.tenant != tenant || block.hour() != hour {
+        if block.tenant != tenant || block.hour() != hour || block.signal() != Some(signal) {
             return Err(StorageError::Corrupt(format!(
                 "compaction group mixes windows: {} and {}",
                 first.path, block.path
@@ -126,8 +144,8 @@ pub async fn merge(
     let replaces = group.iter().map(|block| block.path.clone()).collect();
     let expected_traces = group.iter().map(|block| block.trace_count).sum();
     let (bytes, mut meta) = tokio::task::spawn_blocking(move || {
-        let mut writer = BlockWriter::new(expected_traces, row_group_rows)?;
-        merge_sorted(files, |chunk| writer.write(&chunk))?;
+        let mut writer = BlockWriter::of(signal, expected_traces, row_group_rows)?;
+        merge_sorted(signal, files, |chunk| writer.write(&chunk))?;
         writer.finish(&tenant, hour)
     })
     .await
@@ -140,11 +158,13 @@ pub async fn merge(
 /// Rows per decoded source batch and per merged chunk.
 const MERGE_BATCH_ROWS: usize = 8 * 1024;
 
-/// The merge key of a row: trace id, then start time.
+/// The merge key of a row: trace id, then start time (metric points: a
+/// zero trace id, then time).
 type Key = ([u8; 16], i64);
 
 /// One source block in a merge: its reader and the batch under its cursor.
 struct Cursor {
+    signal: Signal,
     reader: ParquetRecordBatchReader,
     batch: RecordBatch,
     row: usize,
@@ -153,11 +173,12 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn open(bytes: Bytes) -> Result<Option<Self>> {
+    fn open(signal: Signal, bytes: Bytes) -> Result<Option<Self>> {
         let mut reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
             .with_batch_size(MERGE_BATCH_ROWS)
             .build()?;
-        Ok(next_batch(&mut reader)?.map(|batch| Self {
+        Ok(next_batch(signal, &mut reader)?.map(|batch| Self {
+            signal,
             reader,
             batch,
             row: 0,
@@ -166,22 +187,24 @@ impl Cursor {
     }
 
     fn key(&self) -> Result<Key> {
-        let corrupt = || StorageError::Corrupt("block without trace_id or start_time".into());
-        let trace_id = self
-            .batch
-            .column_by_name(col::TRACE_ID)
-            .and_then(|array| array.as_fixed_size_binary_opt())
-            .ok_or_else(corrupt)?
-            .value(self.row);
+        let corrupt = || StorageError::Corrupt("block without its sort columns".into());
+        let mut id = [0u8; 16];
+        if self.signal == Signal::Spans {
+            let trace_id = self
+                .batch
+                .column_by_name(col::TRACE_ID)
+                .and_then(|array| array.as_fixed_size_binary_opt())
+                .ok_or_else(corrupt)?
+                .value(self.row);
+            let len = trace_id.len().min(16);
+            id[..len].copy_from_slice(&trace_id[..len]);
+        }
         let start = self
             .batch
-            .column_by_name(col::START_TIME)
+            .column_by_name(time_column(self.signal))
             .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
             .ok_or_else(corrupt)?
             .value(self.row);
-        let mut id = [0u8; 16];
-        let len = trace_id.len().min(16);
-        id[..len].copy_from_slice(&trace_id[..len]);
         Ok((id, start))
     }
 
@@ -191,7 +214,7 @@ impl Cursor {
         if self.row < self.batch.num_rows() {
             return Ok(true);
         }
-        match next_batch(&mut self.reader)? {
+        match next_batch(self.signal, &mut self.reader)? {
             Some(batch) => {
                 self.batch = batch;
                 self.row = 0;
@@ -204,14 +227,17 @@ impl Cursor {
     }
 }
 
-/// The next non-empty decoded batch, with the span schema (same columns and
-/// types as written; the schema's metadata is the current one).
-fn next_batch(reader: &mut ParquetRecordBatchReader) -> Result<Option<RecordBatch>> {
+/// The next non-empty decoded batch, with `signal`'s schema (same columns
+/// and types as written; the schema's metadata is the current one).
+fn next_batch(
+    signal: Signal,
+    reader: &mut ParquetRecordBatchReader,
+) -> Result<Option<RecordBatch>> {
     for batch in reader.by_ref() {
         let batch = batch?;
         if batch.num_rows() > 0 {
             return Ok(Some(RecordBatch::try_new(
-                span_schema(),
+                signal.schema(),
                 batch.columns().to_vec(),
             )?));
         }
@@ -219,12 +245,16 @@ fn next_batch(reader: &mut ParquetRecordBatchReader) -> Result<Option<RecordBatc
     Ok(None)
 }
 
-/// Merges blocks, each sorted by (trace id, start time), into chunks in
-/// that order, handed to `emit` one at a time.
-fn merge_sorted(files: Vec<Bytes>, mut emit: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+/// Merges blocks of `signal`, each sorted by its key ([`Key`]), into
+/// chunks in that order, handed to `emit` one at a time.
+fn merge_sorted(
+    signal: Signal,
+    files: Vec<Bytes>,
+    mut emit: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
     let mut cursors = Vec::with_capacity(files.len());
     for bytes in files {
-        cursors.extend(Cursor::open(bytes)?);
+        cursors.extend(Cursor::open(signal, bytes)?);
     }
     // The batches the current chunk's rows point into, and the rows.
     let mut slots: Vec<RecordBatch> = Vec::new();
@@ -380,6 +410,7 @@ mod tests {
         expected.sort();
         let mut chunks = Vec::new();
         merge_sorted(
+            Signal::Spans,
             blocks.iter().map(|(bytes, _)| bytes.clone()).collect(),
             |chunk| {
                 assert!(chunk.num_rows() <= MERGE_BATCH_ROWS);
@@ -395,9 +426,9 @@ mod tests {
         assert_eq!(sorted, expected);
         assert!(chunks.len() >= 3);
         // An empty input, and a single block, come through too.
-        merge_sorted(Vec::new(), |_| panic!("nothing to emit")).unwrap();
+        merge_sorted(Signal::Spans, Vec::new(), |_| panic!("nothing to emit")).unwrap();
         let mut single = 0;
-        merge_sorted(vec![blocks[0].0.clone()], |chunk| {
+        merge_sorted(Signal::Spans, vec![blocks[0].0.clone()], |chunk| {
             single += chunk.num_rows();
             Ok(())
         })

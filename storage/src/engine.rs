@@ -1,5 +1,27 @@
 //! The storage engine: WAL + head + blocks + catalog behind the
-//! [`SpanWriter`] and [`SpanReader`] traits.
+//! [`SpanWriter`], [`MetricWriter`] and [`SpanReader`] traits.
+//!
+//! Spans and OTLP metric points take one path, told apart by their
+//! [`Signal`]:
+//!
+//! ```text
+//!  SpanWriter::append          MetricWriter::append_metrics
+//!        |  span batch               |  metric batch
+//!        +-----------+   +-----------+
+//!                    v   v
+//!   WAL  one log, record kind 1 (spans) or 2 (metric points)   --> acked
+//!                    |   |
+//!        +-----------+   +-----------+
+//!        v                           v
+//!   head (spans)                head (metric points)        queryable at once
+//!        |  one flush seals both heads and rotates the WAL once
+//!        v                           v
+//!   tenants/{t}/spans/{date}/{hh}/   tenants/{t}/metric_blocks/{date}/{hh}/
+//!        |  catalog (one, metas of both)                     |
+//!        +---> compaction per tenant, signal and hour; retention per tenant
+//!        v
+//!   SpanReader::snapshot (spans)   SpanReader::metrics_snapshot (`metrics`)
+//! ```
 //!
 //! Ordering rules that make "acked" mean "durable" and keep snapshots exact:
 //!
@@ -30,18 +52,17 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::api::SpanSnapshot;
-use crate::block::{encode_head, put_block};
+use crate::block::{encode_head_of, put_block};
 use crate::catalog::{Catalog, CatalogLoadStats, Cleanup};
 use crate::cluster::{Coordination, Sharing};
 use crate::compact::{self, CompactionStats};
 use crate::derived::{DerivedCatalog, DerivedTable, LatencyHistogram};
 use crate::head::{Head, HeadBatch, HeadRows, HeadStats};
 use crate::memory::MemoryLimiter;
-use crate::schema::span_schema;
-use crate::wal::{ReplayStats, Wal, encode_payload};
+use crate::wal::{ReplayStats, Wal, encode_signal_payload};
 use crate::{
-    BlockRef, DerivedWriter, Result, SpanFilter, SpanReader, SpanWriter, StorageConfig,
-    StorageError, validate_tenant,
+    BlockRef, DerivedWriter, MetricWriter, Result, Signal, SpanFilter, SpanReader, SpanWriter,
+    StorageConfig, StorageError, validate_tenant,
 };
 
 /// What start-up found, for the log and for tests.
@@ -54,8 +75,11 @@ pub struct OpenStats {
 /// What one flush did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlushStats {
+    /// Blocks written, span and metric blocks.
     pub blocks: usize,
     pub spans: u64,
+    /// Metric points written.
+    pub points: u64,
     pub bytes: u64,
 }
 
@@ -118,6 +142,8 @@ pub struct StorageStats {
     pub memory_limit_bytes: u64,
     pub blocks: usize,
     pub head: HeadStats,
+    /// The head of metric points.
+    pub metrics_head: HeadStats,
     pub wal_latency: LatencyHistogram,
     pub flush_latency: LatencyHistogram,
 }
@@ -135,6 +161,8 @@ struct Inner {
     /// `None` when opened read-only ([`Storage::open_reader`]).
     wal: Option<Wal>,
     head: Head,
+    /// Metric points in the WAL, not yet in a block.
+    metrics_head: Head,
     catalog: Catalog,
     derived: DerivedCatalog,
     append_gate: RwLock<()>,
@@ -276,11 +304,20 @@ impl Storage {
         })
         .await
         .map_err(|error| StorageError::Corrupt(format!("wal replay task: {error}")))??;
-        let head = Head::default();
+        let heads = [Head::default(), Head::default()];
         for record in records {
-            head.insert(HeadBatch::new(&record.tenant, record.batch));
+            let head = &heads[usize::from(record.signal == Signal::Metrics)];
+            head.insert(HeadBatch::of(record.signal, &record.tenant, record.batch));
         }
-        let storage = Self::assemble(config, store, Some(wal), head, catalog, derived, Some(lock));
+        let storage = Self::assemble(
+            config,
+            store,
+            Some(wal),
+            heads,
+            catalog,
+            derived,
+            Some(lock),
+        );
         let stats = OpenStats {
             replay,
             catalog: catalog_stats,
@@ -299,7 +336,8 @@ impl Storage {
         let objects = Catalog::list_tenants(&store).await?;
         let (catalog, stats) = Catalog::load(&store, &objects, Cleanup::None).await?;
         let derived = DerivedCatalog::load(&store, &objects).await?;
-        let storage = Self::assemble(config, store, None, Head::default(), catalog, derived, None);
+        let heads = [Head::default(), Head::default()];
+        let storage = Self::assemble(config, store, None, heads, catalog, derived, None);
         tracing::info!(?stats, "storage opened read-only");
         Ok((storage, stats))
     }
@@ -308,7 +346,7 @@ impl Storage {
         config: StorageConfig,
         store: Arc<dyn ObjectStore>,
         wal: Option<Wal>,
-        head: Head,
+        [head, metrics_head]: [Head; 2],
         catalog: Catalog,
         derived: DerivedCatalog,
         lock: Option<std::fs::File>,
@@ -320,6 +358,7 @@ impl Storage {
                 store,
                 wal,
                 head,
+                metrics_head,
                 catalog,
                 derived,
                 append_gate: RwLock::new(()),
@@ -338,6 +377,24 @@ impl Storage {
 
     fn wal(&self) -> Result<&Wal> {
         self.inner.wal.as_ref().ok_or(StorageError::ReadOnly)
+    }
+
+    fn head(&self, signal: Signal) -> &Head {
+        match signal {
+            Signal::Spans => &self.inner.head,
+            Signal::Metrics => &self.inner.metrics_head,
+        }
+    }
+
+    /// Bytes of both heads, active and being flushed.
+    fn head_bytes(&self) -> u64 {
+        Signal::ALL
+            .iter()
+            .map(|signal| {
+                let stats = self.head(*signal).stats();
+                (stats.active_bytes + stats.sealed_bytes) as u64
+            })
+            .sum()
     }
 
     /// Re-reads the block and derived catalogs from the store (a reader on
@@ -442,20 +499,31 @@ impl Storage {
         let Some(wal) = &inner.wal else {
             return Ok(FlushStats::default());
         };
-        let (sealed_segment, sealed) = {
+        let (sealed_segment, sealed, sealed_metrics) = {
             let _exclusive = inner.append_gate.write().await;
             let segment = wal.rotate().await?;
-            (segment, inner.head.seal())
+            (segment, inner.head.seal(), inner.metrics_head.seal())
         };
-        if sealed.is_empty() {
+        if sealed.is_empty() && sealed_metrics.is_empty() {
             wal.remove_through(sealed_segment).await?;
             return Ok(FlushStats::default());
         }
         let mut written = Vec::new();
         let outcome = async {
-            let stats = self
-                .write_blocks(&sealed, sealed_segment, &mut written)
+            let mut stats = self
+                .write_blocks(Signal::Spans, &sealed, sealed_segment, &mut written)
                 .await?;
+            let metric_stats = self
+                .write_blocks(
+                    Signal::Metrics,
+                    &sealed_metrics,
+                    sealed_segment,
+                    &mut written,
+                )
+                .await?;
+            stats.blocks += metric_stats.blocks;
+            stats.points += metric_stats.points;
+            stats.bytes += metric_stats.bytes;
             // The commit: once the WAL records the sealed segments as
             // flushed, a restart keeps these blocks and skips those
             // segments; before, it drops the blocks and replays.
@@ -501,6 +569,7 @@ impl Storage {
                 }
             }
             inner.head.remove_sealed(sealed.len());
+            inner.metrics_head.remove_sealed(sealed_metrics.len());
         }
         // Recorded before the mark is published, so no compactor merges
         // these blocks before readers can learn of them.
@@ -535,12 +604,13 @@ impl Storage {
         Ok(stats)
     }
 
-    /// Writes the sealed batches as blocks covering WAL segments through
-    /// `wal_through`, not yet committed (see [`Storage::flush`]).
-    /// Each block is pushed to `written` once stored, so a failure can
-    /// remove what was written.
+    /// Writes the sealed batches (of `signal`) as blocks covering WAL
+    /// segments through `wal_through`, not yet committed (see
+    /// [`Storage::flush`]). Each block is pushed to `written` once stored,
+    /// so a failure can remove what was written.
     async fn write_blocks(
         &self,
+        signal: Signal,
         sealed: &[HeadBatch],
         wal_through: u64,
         written: &mut Vec<crate::block::BlockMeta>,
@@ -558,7 +628,7 @@ impl Storage {
             let row_group_rows = self.inner.config.row_group_rows;
             let tenant_for_encode = tenant.clone();
             let encoded = tokio::task::spawn_blocking(move || {
-                encode_head(&tenant_for_encode, &batches, row_group_rows)
+                encode_head_of(signal, &tenant_for_encode, &batches, row_group_rows)
             })
             .await
             .map_err(|error| StorageError::Corrupt(format!("block encode task: {error}")))??;
@@ -578,7 +648,10 @@ impl Storage {
                 }
                 put_block(&self.inner.store, bytes, &meta).await?;
                 stats.blocks += 1;
-                stats.spans += meta.span_count;
+                match signal {
+                    Signal::Spans => stats.spans += meta.span_count,
+                    Signal::Metrics => stats.points += meta.span_count,
+                }
                 stats.bytes += meta.size_bytes;
                 written.push(meta);
             }
@@ -588,16 +661,21 @@ impl Storage {
 
     /// Whether the head is due for a flush by size or age, or early because
     /// the process is over its memory limit's soft limit.
+    /// Both heads count: one flush writes both.
     pub fn flush_due(&self) -> bool {
-        let head = self.inner.head.stats();
+        let (spans, metrics) = (self.inner.head.stats(), self.inner.metrics_head.stats());
         let config = &self.inner.config;
-        head.sealed_batches > 0
-            || head.active_bytes as u64 >= config.flush_max_bytes
-            || head
-                .oldest_active
-                .is_some_and(|oldest| oldest.elapsed() >= config.flush_max_age)
+        let active_bytes = (spans.active_bytes + metrics.active_bytes) as u64;
+        let oldest = spans
+            .oldest_active
+            .into_iter()
+            .chain(metrics.oldest_active)
+            .min();
+        spans.sealed_batches + metrics.sealed_batches > 0
+            || active_bytes >= config.flush_max_bytes
+            || oldest.is_some_and(|oldest| oldest.elapsed() >= config.flush_max_age)
             || (self.inner.memory.over_soft_limit().is_some()
-                && head.active_bytes as u64 >= config.flush_max_bytes / MEMORY_FLUSH_FRACTION)
+                && active_bytes >= config.flush_max_bytes / MEMORY_FLUSH_FRACTION)
     }
 
     /// Flushes whenever due, checking every `tick`, until `shutdown` resolves.
@@ -1002,6 +1080,7 @@ impl Storage {
             memory_limit_bytes: self.inner.memory.limit(),
             blocks: self.inner.catalog.all().len(),
             head: self.inner.head.stats(),
+            metrics_head: self.inner.metrics_head.stats(),
             wal_latency: counters.wal_latency.lock().clone(),
             flush_latency: counters.flush_latency.lock().clone(),
         }
@@ -1057,8 +1136,7 @@ impl DerivedWriter for Storage {
 impl SpanWriter for Storage {
     fn check_capacity(&self) -> Result<()> {
         let inner = &self.inner;
-        let head = inner.head.stats();
-        let head_bytes = (head.active_bytes + head.sealed_bytes) as u64;
+        let head_bytes = self.head_bytes();
         let refusal = if head_bytes >= inner.config.max_head_bytes {
             Some(StorageError::Overloaded {
                 what: "spans waiting for a flush (flush.max_head_bytes)",
@@ -1088,24 +1166,49 @@ impl SpanWriter for Storage {
     }
 
     async fn append(&self, tenant: &str, batch: RecordBatch) -> Result<()> {
+        self.append_signal(Signal::Spans, tenant, batch).await
+    }
+}
+
+#[async_trait]
+impl MetricWriter for Storage {
+    async fn append_metrics(&self, tenant: &str, batch: RecordBatch) -> Result<()> {
+        self.append_signal(Signal::Metrics, tenant, batch).await
+    }
+
+    fn check_metrics_capacity(&self) -> Result<()> {
+        SpanWriter::check_capacity(self)
+    }
+}
+
+impl Storage {
+    /// Appends a batch of `signal` rows: WAL (durable per the policy),
+    /// then that signal's head, under the append gate (see the module
+    /// docs). Spans and metric points share the gate, the WAL and the
+    /// capacity limit.
+    async fn append_signal(&self, signal: Signal, tenant: &str, batch: RecordBatch) -> Result<()> {
         validate_tenant(tenant)?;
-        self.check_capacity()?;
-        if batch.schema() != span_schema() {
-            return Err(StorageError::Corrupt(
-                "append of a batch without the span schema".into(),
-            ));
+        SpanWriter::check_capacity(self)?;
+        if batch.schema() != signal.schema() {
+            return Err(StorageError::Corrupt(format!(
+                "append of a batch without the {signal:?} schema"
+            )));
         }
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let inner = &self.inner;
-        let spans = batch.num_rows() as u64;
+        let rows = batch.num_rows() as u64;
         let head_batch_input = batch.clone();
         let tenant_owned = tenant.to_string();
         // IPC encoding and the head's summaries are CPU work: off the reactor.
         let (payload, head_batch) = tokio::task::spawn_blocking(move || {
-            encode_payload(&tenant_owned, &batch)
-                .map(|payload| (payload, HeadBatch::new(&tenant_owned, head_batch_input)))
+            encode_signal_payload(signal, &tenant_owned, &batch).map(|payload| {
+                (
+                    payload,
+                    HeadBatch::of(signal, &tenant_owned, head_batch_input),
+                )
+            })
         })
         .await
         .map_err(|error| StorageError::Corrupt(format!("wal encode task: {error}")))??;
@@ -1120,11 +1223,13 @@ impl SpanWriter for Storage {
             .wal_latency
             .lock()
             .record_ns(elapsed_ns(started));
-        inner.head.insert(head_batch);
-        inner
-            .counters
-            .appended_spans
-            .fetch_add(spans, Ordering::Relaxed);
+        self.head(signal).insert(head_batch);
+        if signal == Signal::Spans {
+            inner
+                .counters
+                .appended_spans
+                .fetch_add(rows, Ordering::Relaxed);
+        }
         inner
             .counters
             .appended_batches
@@ -1140,8 +1245,37 @@ impl SpanReader for Storage {
 
     fn snapshot(&self, tenant: &str, filter: &SpanFilter) -> SpanSnapshot {
         let _view = self.inner.view.read();
-        let (blocks, total_blocks) = self.inner.catalog.find(tenant, filter);
+        let (blocks, total_blocks) = self.inner.catalog.find(tenant, Signal::Spans, filter);
         let (head, total_head_batches) = self.inner.head.snapshot(tenant, filter);
+        SpanSnapshot {
+            blocks,
+            head,
+            total_blocks,
+            total_head_batches,
+        }
+    }
+
+    fn metrics_snapshot(&self, tenant: &str, time_range_ns: Option<(i64, i64)>) -> SpanSnapshot {
+        let filter = SpanFilter {
+            time_range_ns,
+            trace_ids: None,
+        };
+        let _view = self.inner.view.read();
+        let (mut blocks, mut total_blocks) =
+            self.inner.catalog.find(tenant, Signal::Metrics, &filter);
+        // Files of points written one per request before points took the
+        // WAL path: read as they are until retention drops them.
+        let older = self
+            .inner
+            .derived
+            .find(tenant, DerivedTable::Metrics, time_range_ns);
+        total_blocks += self
+            .inner
+            .derived
+            .find(tenant, DerivedTable::Metrics, None)
+            .len();
+        blocks.extend(older);
+        let (head, total_head_batches) = self.inner.metrics_head.snapshot(tenant, &filter);
         SpanSnapshot {
             blocks,
             head,

@@ -1,5 +1,7 @@
-//! The head buffer: spans in the WAL but not yet in a block, queryable as
-//! soon as their append is acked.
+//! The head buffer: rows in the WAL but not yet in a block, queryable as
+//! soon as their append is acked. The engine keeps one head per
+//! [`Signal`] (spans, metric points); a batch knows its signal, which says
+//! which column is its time.
 //!
 //! Batches move `active -> sealed` when a flush starts and leave the head
 //! only when the blocks holding them are visible (the engine does both under
@@ -13,14 +15,14 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{concat, concat_batches, max, min, take};
-use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType, UInt32Type};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType, UInt32Type};
 use datafusion::arrow::error::ArrowError;
 use parking_lot::RwLock;
 
 use crate::bloom::TraceIdFilter;
 use crate::otlp::attributes::MapRowComparator;
 use crate::schema::col;
-use crate::{SpanFilter, TraceId};
+use crate::{Signal, SpanFilter, TraceId};
 
 /// Span rows as the head holds them: each distinct `resource_attributes`
 /// map is stored once.
@@ -110,11 +112,11 @@ impl HeadRows {
         }
     }
 
-    /// All `sources` (span schema) as one: the rows concatenated, the
-    /// resource maps still stored once each. A flush gathers from this in
-    /// block order: one copy of the head, not per-source gathers.
-    pub(crate) fn concat(sources: &[HeadRows]) -> Result<HeadRows, ArrowError> {
-        let schema = crate::schema::span_schema();
+    /// All `sources` (of `schema`, which has a resource map column) as
+    /// one: the rows concatenated, the resource maps still stored once
+    /// each. A flush gathers from this in block order: one copy of the
+    /// head, not per-source gathers.
+    pub(crate) fn concat(schema: &SchemaRef, sources: &[HeadRows]) -> Result<HeadRows, ArrowError> {
         let column = schema.index_of(col::RESOURCE_ATTRIBUTES)?;
         let mut rows = Vec::with_capacity(sources.len());
         let mut distinct: Vec<ArrayRef> = Vec::with_capacity(sources.len());
@@ -145,7 +147,7 @@ impl HeadRows {
         }
         let distinct: Vec<&dyn Array> = distinct.iter().map(AsRef::as_ref).collect();
         Ok(HeadRows {
-            rows: concat_batches(&schema, &rows)?,
+            rows: concat_batches(schema, &rows)?,
             resources: Some(SharedResources {
                 column,
                 distinct: concat(&distinct)?,
@@ -225,6 +227,7 @@ fn share_runs(batch: &RecordBatch, column: usize) -> Option<(RecordBatch, Shared
 /// One appended batch with what pruning needs to know of it.
 #[derive(Debug, Clone)]
 pub struct HeadBatch {
+    pub signal: Signal,
     pub tenant: Arc<str>,
     pub rows: HeadRows,
     pub min_start_ns: i64,
@@ -237,15 +240,25 @@ pub struct HeadBatch {
 impl HeadBatch {
     /// Summarises `batch` (span schema) for pruning.
     pub fn new(tenant: &str, batch: RecordBatch) -> Self {
+        Self::of(Signal::Spans, tenant, batch)
+    }
+
+    /// Summarises `batch` (`signal`'s schema) for pruning: spans by their
+    /// start and end times and trace ids, metric points by their `time`.
+    pub fn of(signal: Signal, tenant: &str, batch: RecordBatch) -> Self {
         let times = |name: &str| {
             batch
                 .column_by_name(name)
                 .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>().cloned())
         };
-        let min_start_ns = times(col::START_TIME)
+        let (first, last) = match signal {
+            Signal::Spans => (col::START_TIME, col::END_TIME),
+            Signal::Metrics => (crate::metrics::TIME, crate::metrics::TIME),
+        };
+        let min_start_ns = times(first)
             .and_then(|array| min(&array))
             .unwrap_or(i64::MIN);
-        let max_end_ns = times(col::END_TIME)
+        let max_end_ns = times(last)
             .and_then(|array| max(&array))
             .unwrap_or(i64::MAX);
         let mut trace_filter = TraceIdFilter::with_capacity(batch.num_rows());
@@ -261,6 +274,7 @@ impl HeadBatch {
         }
         let rows = HeadRows::new(batch);
         Self {
+            signal,
             tenant: Arc::from(tenant),
             bytes: rows.memory_size(),
             rows,
@@ -304,11 +318,12 @@ impl HeadState {
             return;
         };
         let tail = &self.active[first..];
-        let tenant = Arc::clone(&tail[0].tenant);
-        if !tail
-            .iter()
-            .all(|batch| batch.rows.num_rows() < SMALL_BATCH_ROWS && batch.tenant == tenant)
-        {
+        let (signal, tenant) = (tail[0].signal, Arc::clone(&tail[0].tenant));
+        if !tail.iter().all(|batch| {
+            batch.rows.num_rows() < SMALL_BATCH_ROWS
+                && batch.tenant == tenant
+                && batch.signal == signal
+        }) {
             return;
         }
         let sources: Vec<HeadRows> = tail.iter().map(|batch| batch.rows.clone()).collect();
@@ -316,10 +331,12 @@ impl HeadState {
         // concatenation: adjacent datagrams of one service carry equal
         // resource maps, which only a new pass over the rows stores once.
         // A batch that will not concatenate stays as it is.
-        let Ok(rows) = HeadRows::concat(&sources).and_then(|rows| rows.to_batch()) else {
+        let Ok(rows) =
+            HeadRows::concat(&signal.schema(), &sources).and_then(|rows| rows.to_batch())
+        else {
             return;
         };
-        let merged = HeadBatch::new(&tenant, rows);
+        let merged = HeadBatch::of(signal, &tenant, rows);
         let replaced: usize = tail.iter().map(|batch| batch.bytes).sum();
         self.active.truncate(first);
         self.active_bytes = self.active_bytes.saturating_sub(replaced) + merged.bytes;

@@ -1,4 +1,5 @@
-//! tracelake storage: the span model and everything that keeps spans.
+//! tracelake storage: the span model and everything that keeps spans (and
+//! OTLP metric points, which take the spans' path).
 //!
 //! ```text
 //!  append(tenant, batch)
@@ -23,6 +24,10 @@
 //!        v
 //!   SpanReader (the query side's narrow view)
 //! ```
+//!
+//! OTLP metric points take the same path as a second [`Signal`]: WAL
+//! records of their own kind, a head of their own, blocks under
+//! `tenants/{t}/metric_blocks/` (see [`engine`] for the diagram).
 //!
 //! The compactor merges an hour's small blocks and applies per-tenant
 //! retention ([`Storage::compact`]).
@@ -50,6 +55,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod remote;
 pub mod schema;
+pub mod signal;
 pub mod take;
 #[doc(hidden)]
 pub mod testing;
@@ -57,10 +63,13 @@ pub mod wal;
 pub mod workload;
 pub mod xray;
 
-pub use api::{BlockRef, DerivedWriter, SpanFilter, SpanReader, SpanSnapshot, SpanWriter};
+pub use api::{
+    BlockRef, DerivedWriter, MetricWriter, SpanFilter, SpanReader, SpanSnapshot, SpanWriter,
+};
 pub use config::{FsyncPolicy, Retention, StorageConfig};
 pub use engine::{FlushStats, OpenStats, Storage, StorageStats, local_store};
 pub use ids::{IdError, SpanId, TraceId};
+pub use signal::Signal;
 
 /// The tenant used when a request names none (Tempo's convention).
 pub const DEFAULT_TENANT: &str = "single-tenant";

@@ -1,6 +1,15 @@
-//! The `metrics` table: OTLP metric data points, one row per point, written
-//! beside the spans (`tenants/{t}/metrics/{date}/{hh}/{ulid}.parquet`, one
-//! file per export request and hour, see [`crate::derived`]).
+//! The `metrics` table: OTLP metric data points, one row per point.
+//!
+//! ```text
+//!  export request --metrics_to_batch--> rows --MetricWriter::append_metrics-->
+//!    WAL (record kind 2) --> metrics head --flush--> metric block per tenant and hour
+//!    tenants/{t}/metric_blocks/{date}/{hh}/{ulid}.parquet + .meta.json --compaction--> one per hour
+//! ```
+//!
+//! Points take the spans' path ([`crate::signal`], [`crate::engine`]).
+//! Releases before that wrote one file per export request and hour to
+//! `tenants/{t}/metrics/{date}/{hh}/{ulid}.parquet` ([`crate::derived`]);
+//! those files are still read by the table and expired by retention.
 //!
 //! | column | type | meaning |
 //! |---|---|---|
@@ -109,6 +118,9 @@ static METRICS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("flags", DataType::UInt32, false),
     ]))
 });
+
+/// The column holding a point's time, which files it into an hour.
+pub const TIME: &str = "time";
 
 /// The schema of the `metrics` table.
 pub fn metrics_schema() -> SchemaRef {

@@ -155,3 +155,45 @@ pub fn sample_resource_spans(seed: u64, spans: u64, start_ns: u64) -> ResourceSp
         schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
     }
 }
+
+/// One resource's gauge `fixture.gauge` with `points` points at `time_ns`,
+/// point `i` valued `seed * 1_000_000 + i` (as an integer), so every point
+/// of a test is told apart by its value.
+pub fn sample_resource_metrics(
+    seed: u64,
+    points: u64,
+    time_ns: u64,
+) -> opentelemetry_proto::tonic::metrics::v1::ResourceMetrics {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data,
+        number_data_point,
+    };
+    let data_points = (0..points)
+        .map(|index| NumberDataPoint {
+            attributes: vec![attribute("point", Value::IntValue(index as i64))],
+            time_unix_nano: time_ns,
+            value: Some(number_data_point::Value::AsInt(
+                (seed * 1_000_000 + index) as i64,
+            )),
+            ..Default::default()
+        })
+        .collect();
+    ResourceMetrics {
+        resource: Some(Resource {
+            attributes: vec![attribute(
+                "service.name",
+                Value::StringValue(format!("svc-{}", seed % 3)),
+            )],
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            metrics: vec![Metric {
+                name: "fixture.gauge".into(),
+                data: Some(Data::Gauge(Gauge { data_points })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

@@ -4,9 +4,17 @@
 //! segment  {seq:020}.wal = header record*
 //! header   "TLWAL\0" + version u16 LE                       (8 bytes)
 //! record   payload_len u32 LE + crc32(payload) u32 LE + payload
-//! payload  v1: kind u8 (1 = span batch) + tenant_len u16 LE + tenant
+//! payload  v1: kind u8 + tenant_len u16 LE + tenant
 //!              + one Arrow IPC stream holding the batch
+//! kind     1 = span batch (span schema)
+//!          2 = metric batch (metrics schema), since metric points take
+//!              the WAL path; segments holding only kind 1 (every segment
+//!              written before) read as they always did
 //! ```
+//!
+//! A kind is added without a new segment version: a reader checks each
+//! record's kind and schema, so old segments stay readable. A reader that
+//! predates a kind skips those records as undecodable (counted, logged).
 //!
 //! One writer thread owns the files. Appends that arrive while it is busy
 //! are written together and share one fsync (group commit), so `always`
@@ -38,7 +46,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::FsyncPolicy;
-use crate::schema::span_schema;
+use crate::signal::Signal;
 use crate::{Result, StorageError};
 
 const MAGIC: &[u8; 6] = b"TLWAL\0";
@@ -48,6 +56,7 @@ const RECORD_HEADER_LEN: usize = 8;
 /// A length beyond this is a torn or corrupt record, not an allocation.
 const MAX_RECORD_BYTES: usize = 512 * 1024 * 1024;
 const KIND_SPAN_BATCH: u8 = 1;
+const KIND_METRIC_BATCH: u8 = 2;
 /// Appends waiting for the writer; senders wait (backpressure) beyond it.
 const QUEUE_DEPTH: usize = 1024;
 
@@ -55,6 +64,8 @@ const QUEUE_DEPTH: usize = 1024;
 #[derive(Debug)]
 pub struct WalRecord {
     pub segment: u64,
+    /// Which head the batch goes back to.
+    pub signal: Signal,
     pub tenant: String,
     pub batch: RecordBatch,
 }
@@ -206,10 +217,22 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Encodes one span batch of `tenant` as a record payload.
 pub fn encode_payload(tenant: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
+    encode_signal_payload(Signal::Spans, tenant, batch)
+}
+
+fn kind_of(signal: Signal) -> u8 {
+    match signal {
+        Signal::Spans => KIND_SPAN_BATCH,
+        Signal::Metrics => KIND_METRIC_BATCH,
+    }
+}
+
+/// Encodes one batch of `signal` rows of `tenant` as a record payload.
+pub fn encode_signal_payload(signal: Signal, tenant: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
     let tenant_len = u16::try_from(tenant.len())
         .map_err(|_| StorageError::InvalidTenant(tenant.chars().take(140).collect()))?;
     let mut payload = Vec::with_capacity(batch.get_array_memory_size() / 2 + 64);
-    payload.push(KIND_SPAN_BATCH);
+    payload.push(kind_of(signal));
     payload.extend_from_slice(&tenant_len.to_le_bytes());
     payload.extend_from_slice(tenant.as_bytes());
     let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
@@ -219,12 +242,14 @@ pub fn encode_payload(tenant: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(payload)
 }
 
-fn decode_payload(payload: &[u8]) -> Result<(String, Vec<RecordBatch>)> {
+fn decode_payload(payload: &[u8]) -> Result<(Signal, String, Vec<RecordBatch>)> {
     let corrupt = |what: &str| StorageError::Corrupt(format!("wal payload: {what}"));
     let (&kind, rest) = payload.split_first().ok_or_else(|| corrupt("empty"))?;
-    if kind != KIND_SPAN_BATCH {
-        return Err(corrupt(&format!("unknown record kind {kind}")));
-    }
+    let signal = match kind {
+        KIND_SPAN_BATCH => Signal::Spans,
+        KIND_METRIC_BATCH => Signal::Metrics,
+        _ => return Err(corrupt(&format!("unknown record kind {kind}"))),
+    };
     let len_bytes: [u8; 2] = rest
         .get(..2)
         .and_then(|bytes| bytes.try_into().ok())
@@ -238,11 +263,13 @@ fn decode_payload(payload: &[u8]) -> Result<(String, Vec<RecordBatch>)> {
         .to_string();
     let ipc = &rest[2 + tenant_len..];
     let reader = StreamReader::try_new(Cursor::new(ipc), None)?;
-    if reader.schema() != span_schema() {
-        return Err(corrupt("batch schema is not the span schema"));
+    if reader.schema() != signal.schema() {
+        return Err(corrupt(&format!(
+            "record kind {kind} holds a batch without its schema"
+        )));
     }
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok((tenant, batches))
+    Ok((signal, tenant, batches))
 }
 
 /// Reads one segment, truncating it at the first torn record.
@@ -286,11 +313,12 @@ fn replay_segment(
         };
         offset += RECORD_HEADER_LEN + record.len();
         match decode_payload(record) {
-            Ok((tenant, batches)) => {
+            Ok((signal, tenant, batches)) => {
                 stats.records += 1;
                 for batch in batches {
                     records.push(WalRecord {
                         segment,
+                        signal,
                         tenant: tenant.clone(),
                         batch,
                     });

@@ -9,6 +9,7 @@ mod durability;
 mod injection;
 mod jaeger;
 mod loadgen;
+mod metrics_storage;
 mod multinode;
 mod native_api;
 mod node_sdk;

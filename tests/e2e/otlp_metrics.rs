@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::python_sdk::python;
 use crate::server::{TestServer, TestServerBuilder};
 
-fn export(protocol: &str, endpoint: &str, service: &str) {
+pub(crate) fn export(protocol: &str, endpoint: &str, service: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otlp_metrics.py");
     let output = Command::new(python())
         .args([script, protocol, endpoint, service])

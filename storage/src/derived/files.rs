@@ -1,7 +1,7 @@
 //! Derived tables on the store, beside the span blocks:
 //!
 //! ```text
-//! tenants/{tenant}/{table}/{yyyy-mm-dd}/{hh}/{ulid}.parquet   table = edges | span_metrics | metrics
+//! tenants/{tenant}/{table}/{yyyy-mm-dd}/{hh}/{ulid}.parquet   table = edges | span_metrics | metrics (older releases)
 //! derived/watermark.json   {"version":"1","complete_before_ns":...}
 //! ```
 //!
@@ -39,7 +39,9 @@ const WATERMARK_PATH: &str = "derived/watermark.json";
 pub enum DerivedTable {
     Edges,
     SpanMetrics,
-    /// OTLP metric points ([`crate::metrics`]).
+    /// OTLP metric points as older releases wrote them, one file per export
+    /// request and hour: read and expired, no longer written (points are in
+    /// metric blocks now, [`crate::signal`]).
     Metrics,
 }
 
