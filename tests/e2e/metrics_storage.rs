@@ -87,17 +87,43 @@ fn metric_files(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// How many times each stored point value occurs.
 async fn stored_values(server: &TestServer) -> std::collections::HashMap<i64, u64> {
-    let answer = sql(
-        &server.http_url(),
-        "SELECT value_int AS v, count(*) AS n FROM metrics WHERE name = 'fixture.gauge' GROUP BY 1",
-    )
-    .await;
-    answer["rows"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{answer}"))
-        .iter()
-        .map(|row| (row["v"].as_i64().unwrap(), row["n"].as_u64().unwrap()))
-        .collect()
+    // In slices of values, each well under `/v1/sql`'s row limit: a run
+    // that acks many requests must not be read truncated.
+    const SLICE: i64 = 1_000 * 1_000_000;
+    let mut values = std::collections::HashMap::new();
+    let mut from = 0i64;
+    loop {
+        let answer = sql(
+            &server.http_url(),
+            &format!(
+                "SELECT value_int AS v, count(*) AS n FROM metrics \
+                 WHERE name = 'fixture.gauge' AND value_int >= {from} AND value_int < {} \
+                 GROUP BY 1",
+                from + SLICE
+            ),
+        )
+        .await;
+        assert_ne!(answer["truncated"], true, "{answer}");
+        let rows = answer["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"));
+        values.extend(
+            rows.iter()
+                .map(|row| (row["v"].as_i64().unwrap(), row["n"].as_u64().unwrap())),
+        );
+        let beyond = sql(
+            &server.http_url(),
+            &format!(
+                "SELECT count(*) AS n FROM metrics WHERE name = 'fixture.gauge' AND value_int >= {}",
+                from + SLICE
+            ),
+        )
+        .await;
+        if beyond["rows"][0]["n"].as_u64() == Some(0) {
+            return values;
+        }
+        from += SLICE;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -112,9 +112,10 @@ async fn the_web_ui_shows_the_demo_in_a_real_browser() {
     let client = reqwest::Client::new();
     complete_map(&client, &base).await;
 
-    // A known trace, found through the Tempo API: from the gateway through
-    // the queue to its consumer.
-    let service = "fulfil-order";
+    // A known trace, found through the Tempo API: from the gateway to the
+    // function that queues the order (its consumer runs in a trace of its
+    // own, linked to this one, as X-Ray draws SQS).
+    let service = "create-order";
     let query = format!(
         r#"{{ resource.service.name = "orders-api/prod" }} >> {{ resource.service.name = "{service}" }}"#
     );
@@ -125,7 +126,7 @@ async fn the_web_ui_shows_the_demo_in_a_real_browser() {
     .await;
     let trace_id = found["traces"][0]["traceID"]
         .as_str()
-        .expect("a trace from the gateway to the consumer")
+        .expect("a trace from the gateway to the queueing function")
         .to_string();
     let trace = get_json(&client, format!("{base}/v1/traces/{trace_id}")).await;
     let start_ns: i64 = trace["start_unix_nano"].as_str().unwrap().parse().unwrap();
