@@ -587,7 +587,13 @@ async fn every_declared_route_is_enforced_and_undeclared_paths_are_refused() {
         .arg("--print-routes")
         .spawn();
     let mut routes: Vec<(String, String, String)> = Vec::new();
-    for line in server.later_lines(Duration::from_secs(2)) {
+    // Printed right after the listening lines; either side of them is read.
+    let printed = server
+        .early_lines
+        .iter()
+        .cloned()
+        .chain(server.later_lines(Duration::from_secs(3)));
+    for line in printed {
         let mut parts = line.split_whitespace();
         if parts.next() != Some("route") {
             continue;
