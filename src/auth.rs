@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracelake_storage::TENANT_HEADER;
 
-use tracelake_routes::{Access, Declared};
+use tracelake_routes::{Access, Matcher};
 
 use crate::sigv4;
 
@@ -365,7 +365,7 @@ fn check_tenant_parameter(uri: &axum::http::Uri, principal: &Principal) -> Resul
 /// extension.
 pub(crate) async fn check(
     keys: Arc<Keys>,
-    declared: Arc<Declared>,
+    declared: Arc<Matcher>,
     listener: Listener,
     request: Request,
     next: Next,

@@ -398,7 +398,7 @@ pub(crate) fn authenticated(
         return router;
     };
     let keys = Arc::clone(keys);
-    let declared = Arc::new(declared);
+    let declared = Arc::new(declared.matcher());
     router.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             crate::auth::check(

@@ -39,11 +39,11 @@ use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER, TraceId};
 
 use tracelake_routes::{Access, Routes};
 
+use crate::QueryError;
 use crate::derived_rows::{Source, derived_rows};
 use crate::exprs::{any_value_child, map_value, starts_within};
 use crate::service_map::ServiceMap;
 use crate::trace::{trace_by_id, traces_by_ids};
-use crate::{QueryError, session_for_tenant};
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1_500;
@@ -142,12 +142,7 @@ async fn rows<F>(
 where
     F: FnOnce(DataFrame) -> datafusion::error::Result<DataFrame>,
 {
-    let context = session_for_tenant(reader, tenant)?;
-    let run = async {
-        let spans = context.table("spans").await?;
-        plan(spans)?.collect().await
-    };
-    Ok(run.await.map_err(QueryError::from)?)
+    Ok(crate::session::spans_rows(reader, tenant, plan).await?)
 }
 
 /// The distinct values of `columns` among the spans meeting `condition`,

@@ -66,3 +66,21 @@ pub fn session_for_tenant(reader: Arc<dyn SpanReader>, tenant: &str) -> Result<S
     crate::latency_udf::register(&context);
     Ok(context)
 }
+
+/// Runs `plan`, built on `tenant`'s `spans`, and collects its rows: the
+/// shape of the internal queries (tag lists, Jaeger's lookups) that are
+/// plans over spans alone.
+pub(crate) async fn spans_rows<F>(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    plan: F,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>>
+where
+    F: FnOnce(
+        datafusion::prelude::DataFrame,
+    ) -> datafusion::error::Result<datafusion::prelude::DataFrame>,
+{
+    let context = session_for_tenant(reader, tenant)?;
+    let spans = context.table("spans").await?;
+    Ok(plan(spans)?.collect().await?)
+}

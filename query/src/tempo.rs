@@ -41,14 +41,13 @@ use tracelake_storage::{SpanReader, TraceId};
 
 use tracelake_routes::{Access, Routes};
 
-use crate::exprs::{map_value, or_else, starts_within};
+use crate::exprs::starts_within;
 use crate::http::{ApiError, tenant, time_range, wants_protobuf};
 use crate::trace::trace_by_id;
 use crate::traceql::{
     self, AttrValue, Checked, Condition, Field, Intrinsic, Operator, Query as TraceqlQuery, Scope,
     SearchWindow, Spansets, Value,
 };
-use crate::{QueryError, session_for_tenant};
 
 /// The Tempo version `/api/status/buildinfo` reports. Grafana turns on
 /// streaming search over gRPC for Tempo 2.2.0 and later; tracelake serves
@@ -529,14 +528,10 @@ async fn tag_rows<F>(
 where
     F: FnOnce(DataFrame) -> datafusion::error::Result<DataFrame>,
 {
-    let context = session_for_tenant(Arc::clone(&state.reader), tenant)?;
-    let run = async {
-        let spans = context.table("spans").await?;
-        plan(spans)?.collect().await
-    };
+    let run = crate::session::spans_rows(Arc::clone(&state.reader), tenant, plan);
     crate::http::within_query_timeout(run)
         .await?
-        .map_err(|error| ApiError::Internal(QueryError::from(error)))
+        .map_err(ApiError::Internal)
 }
 
 fn first_column_strings(batches: &[RecordBatch]) -> Vec<String> {
@@ -687,17 +682,7 @@ async fn values_of(
         {
             (col(span_col::SERVICE_NAME), None)
         }
-        Field::Attribute { scope, name } => {
-            let value = match scope {
-                Scope::Span => map_value(span_col::ATTRIBUTES, name),
-                Scope::Resource => map_value(span_col::RESOURCE_ATTRIBUTES, name),
-                Scope::Any => or_else(
-                    map_value(span_col::ATTRIBUTES, name),
-                    map_value(span_col::RESOURCE_ATTRIBUTES, name),
-                ),
-            };
-            (value, None)
-        }
+        Field::Attribute { scope, name } => (traceql::attribute_value(*scope, name), None),
     };
     let mut spans = tag_spans(params)?.and(value.clone().is_not_null());
     if let Some(only) = only {

@@ -4,7 +4,7 @@
 //! - [`Routes`]: a router whose every route is added together with the
 //!   [`Access`] it needs. The crate that defines a route declares its
 //!   permission on the same line; there is no way to add a route without
-//!   one. The server's key check ([`Declared::access`]) looks the request's
+//!   one. The server's key check ([`Matcher::access`]) looks the request's
 //!   path up in the declarations of its listener and refuses what is not
 //!   declared, so a route added tomorrow is closed until its author says
 //!   who may call it.
@@ -70,17 +70,15 @@ pub struct Declared {
 }
 
 impl Declared {
-    /// The access the route at `path` declared; `None` when no route
-    /// declared one (the request is then refused).
-    pub fn access(&self, path: &str) -> Option<Access> {
-        // Built per call: tables are a few dozen entries and matchit's
-        // router is not `Clone`; a lookup costs microseconds.
+    /// The declarations compiled for lookups by path, built once per
+    /// listener.
+    pub fn matcher(&self) -> Matcher {
         let mut router = matchit::Router::new();
         for (pattern, access) in &self.table {
             // A pattern matchit refuses was refused by axum first.
             let _ = router.insert(pattern.as_str(), *access);
         }
-        router.at(path).ok().map(|found| *found.value)
+        Matcher(router)
     }
 
     /// Every declared route pattern with its access, in declaration order.
@@ -92,6 +90,18 @@ impl Declared {
     pub fn merge(mut self, other: Declared) -> Declared {
         self.table.extend(other.table);
         self
+    }
+}
+
+/// A listener's declarations, matched as axum matches its routes.
+#[derive(Debug)]
+pub struct Matcher(matchit::Router<Access>);
+
+impl Matcher {
+    /// The access the route at `path` declared; `None` when no route
+    /// declared one (the request is then refused).
+    pub fn access(&self, path: &str) -> Option<Access> {
+        self.0.at(path).ok().map(|found| *found.value)
     }
 }
 
@@ -202,14 +212,14 @@ mod tests {
                 axum::routing::post(|| async { "" }),
                 Access::ADMIN,
             );
-        let declared = routes.declared();
+        let declared = routes.declared().matcher();
         assert_eq!(declared.access("/ready"), Some(Access::Open));
         assert_eq!(declared.access("/v1/traces/abc"), Some(Access::QUERY));
         assert_eq!(declared.access("/ui/assets/x.js"), Some(Access::Open));
         assert_eq!(declared.access("/CreateGroup"), Some(Access::ADMIN));
         assert_eq!(declared.access("/v1/traces"), None);
         assert_eq!(declared.access("/DeleteEverything"), None);
-        assert_eq!(declared.routes().len(), 4);
+        assert_eq!(routes.declared().routes().len(), 4);
     }
 
     #[test]

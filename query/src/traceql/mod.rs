@@ -24,6 +24,7 @@ pub use parse::{
     Aggregate, Condition, Field, Intrinsic, MAX_QUERY_CHARS, Operator, Query, Scope, Spansets,
     Stage, TraceqlError, Value, parse, parse_field,
 };
+pub(crate) use pushdown::attribute_value;
 pub(crate) use search::attr_value;
 pub use search::{
     Cursor, Found, MAX_CANDIDATES, SearchOutcome, SearchWindow, candidates, search, search_after,

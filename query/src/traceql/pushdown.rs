@@ -58,6 +58,19 @@ fn both(left: Option<Expr>, right: Option<Expr>) -> Option<Expr> {
     }
 }
 
+/// The `AnyValue` of attribute `name` in `scope`, NULL when the span lacks
+/// it (`.x` reads the span's, then the resource's).
+pub(crate) fn attribute_value(scope: Scope, name: &str) -> Expr {
+    match scope {
+        Scope::Span => map_value(span_col::ATTRIBUTES, name),
+        Scope::Resource => map_value(span_col::RESOURCE_ATTRIBUTES, name),
+        Scope::Any => or_else(
+            map_value(span_col::ATTRIBUTES, name),
+            map_value(span_col::RESOURCE_ATTRIBUTES, name),
+        ),
+    }
+}
+
 /// `value`, with NULL read as false.
 fn never_null(value: Expr) -> Expr {
     or_else(value, lit(false))
@@ -68,14 +81,7 @@ impl Checked {
     /// when the span lacks it (`.x` reads the span's, then the resource's).
     pub fn slot_expr(&self, slot: usize) -> Expr {
         let (scope, name) = &self.slots[slot];
-        match scope {
-            Scope::Span => map_value(span_col::ATTRIBUTES, name),
-            Scope::Resource => map_value(span_col::RESOURCE_ATTRIBUTES, name),
-            Scope::Any => or_else(
-                map_value(span_col::ATTRIBUTES, name),
-                map_value(span_col::RESOURCE_ATTRIBUTES, name),
-            ),
-        }
+        attribute_value(*scope, name)
     }
 
     /// A condition every span of interest meets (their union); `None`
