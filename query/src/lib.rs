@@ -30,6 +30,7 @@ pub mod spans_table;
 pub mod sql;
 pub mod syntax;
 pub mod tempo;
+mod tempo_metrics;
 pub mod trace;
 pub mod trace_view;
 pub mod traceql;
@@ -50,6 +51,10 @@ pub enum QueryError {
     Storage(#[from] tracelake_storage::StorageError),
     #[error("query timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// The query would read more than the server allows; the message says
+    /// how to narrow it.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;

@@ -131,6 +131,11 @@ async fn search_traceql(
     };
     let checked =
         traceql::prepare(text).map_err(|error| SearchError::Invalid(error.to_string()))?;
+    if checked.metrics().is_some() {
+        return Err(SearchError::Invalid(
+            "a metrics query: run it with /api/metrics/query_range or /api/metrics/query".into(),
+        ));
+    }
     let window = SearchWindow {
         range_ns: request.range_ns,
         limit: request.limit + 1,

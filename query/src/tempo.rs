@@ -6,10 +6,12 @@
 //! | `GET /api/v2/traces/{id}` | v2: `{"trace": {"resourceSpans": [...]}, "status": "COMPLETE"}`; protobuf `TraceByIDResponse` |
 //! | `GET /api/search?q=&start=&end=&limit=&spss=` | TraceQL search ([`crate::traceql`]); without `q`, the legacy `tags=` (logfmt), `minDuration=`, `maxDuration=` |
 //! | `GET /api/search/tags` | `{"tagNames": [...]}`: span and resource attribute names |
-//! | `GET /api/v2/search/tags?scope=&q=` | `{"scopes": [{"name", "tags"}]}` for `span`, `resource`, `intrinsic` (`scope` one of them, or `all`/absent for every one) |
+//! | `GET /api/v2/search/tags?scope=&q=` | `{"scopes": [{"name", "tags"}]}` for `resource`, `span`, `event`, `link`, `instrumentation`, `intrinsic` (`scope` one of them, or `none`/absent for every one; `trace` none; anything else a 400) |
 //! | `GET /api/search/tag/{tag}/values` | `{"tagValues": ["..."]}` of an unscoped attribute |
 //! | `GET /api/v2/search/tag/{scope.tag}/values?q=` | `{"tagValues": [{"type", "value"}]}`; types `string`, `int`, `float`, `bool`, `keyword` (status, kind) |
-//! | `GET /api/status/buildinfo` | `{"version": "2.1.1", ...}` (see [`TEMPO_VERSION`]) |
+//! | `GET /api/metrics/query_range?q=&start=&end=&since=&step=&exemplars=` | TraceQL metrics ([`crate::traceql_metrics`]) |
+//! | `GET /api/metrics/query?q=&start=&end=&since=` | the same, one value per series |
+//! | `GET /api/status/buildinfo` | `{"version": "3.0.3", ...}` (see [`TEMPO_VERSION`]) |
 //!
 //! Times: `start`/`end` are unix seconds (both or neither); searches and
 //! tag lookups without them cover the last hour, trace by id covers all
@@ -30,6 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_nested::expr_fn::map_keys;
 use datafusion::prelude::{DataFrame, Expr, col, lit};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
@@ -45,14 +48,15 @@ use crate::exprs::starts_within;
 use crate::http::{ApiError, tenant, time_range, wants_protobuf};
 use crate::trace::trace_by_id;
 use crate::traceql::{
-    self, AttrValue, Checked, Condition, Field, Intrinsic, Operator, Query as TraceqlQuery, Scope,
-    SearchWindow, Spansets, Value,
+    self, AttrValue, BinaryOp, Body, Checked, Field, FieldExpr, Hints, Intrinsic, Pipeline,
+    Query as TraceqlQuery, Scope, SearchWindow, Spansets, Stage, Value,
 };
 
-/// The Tempo version `/api/status/buildinfo` reports. Grafana turns on
-/// streaming search over gRPC for Tempo 2.2.0 and later; tracelake serves
-/// search over plain HTTP only, so it reports the last version before that.
-pub const TEMPO_VERSION: &str = "2.1.1";
+/// The Tempo version `/api/status/buildinfo` reports: the release whose
+/// TraceQL and metrics API tracelake serves. Current Grafana decides on
+/// streaming by the data source's own toggles, not by this version (see
+/// the README: leave streaming off, every feature is served over HTTP).
+pub const TEMPO_VERSION: &str = "3.0.3";
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1_000;
@@ -65,10 +69,10 @@ const HOUR_NS: i64 = 3_600_000_000_000;
 const NO_ROOT: &str = "<root span not yet received>";
 
 #[derive(Debug, Clone)]
-struct TempoState {
-    reader: Arc<dyn SpanReader>,
+pub(crate) struct TempoState {
+    pub(crate) reader: Arc<dyn SpanReader>,
     /// Longest `end - start` a search may ask for; zero: any.
-    max_search_duration: std::time::Duration,
+    pub(crate) max_search_duration: std::time::Duration,
 }
 
 /// The Tempo routes, to merge into the query router.
@@ -97,6 +101,16 @@ pub fn routes_with_max_search(
         .route(
             "/api/v2/search/tag/{tag}/values",
             get(tag_values_v2),
+            Access::QUERY,
+        )
+        .route(
+            "/api/metrics/query_range",
+            get(crate::tempo_metrics::query_range),
+            Access::QUERY,
+        )
+        .route(
+            "/api/metrics/query",
+            get(crate::tempo_metrics::query_instant),
             Access::QUERY,
         )
         .route("/api/status/buildinfo", get(buildinfo), Access::QUERY)
@@ -223,7 +237,7 @@ async fn trace_v2(
 
 // ---------------------------------------------------------------- search
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos() as i64)
@@ -304,9 +318,9 @@ fn logfmt(text: &str) -> Result<Vec<(String, String)>, ApiError> {
     }
 }
 
-fn and(left: Option<Condition>, right: Condition) -> Option<Condition> {
+fn and(left: Option<FieldExpr>, right: FieldExpr) -> Option<FieldExpr> {
     Some(match left {
-        Some(left) => Condition::And(Box::new(left), Box::new(right)),
+        Some(left) => FieldExpr::Binary(BinaryOp::And, Box::new(left), Box::new(right)),
         None => right,
     })
 }
@@ -319,10 +333,12 @@ fn legacy_query(params: &HashMap<String, String>) -> Result<TraceqlQuery, ApiErr
     let mut condition = None;
     if let Some(tags) = params.get("tags") {
         for (key, text) in logfmt(tags)? {
-            let compare = |field: Field, value: Value| Condition::Compare {
-                field,
-                op: Operator::Eq,
-                value,
+            let compare = |field: Field, value: Value| {
+                FieldExpr::Binary(
+                    BinaryOp::Eq,
+                    Box::new(FieldExpr::Field(field)),
+                    Box::new(FieldExpr::Value(value)),
+                )
             };
             let tag = if key == "name" {
                 compare(Field::Intrinsic(Intrinsic::Name), Value::Text(text))
@@ -343,14 +359,18 @@ fn legacy_query(params: &HashMap<String, String>) -> Result<TraceqlQuery, ApiErr
                         .map(Value::Float)
                 };
                 if let Some(value) = spelled {
-                    tag = Condition::Or(Box::new(tag), Box::new(compare(field, value)));
+                    tag = FieldExpr::Binary(
+                        BinaryOp::Or,
+                        Box::new(tag),
+                        Box::new(compare(field, value)),
+                    );
                 }
                 tag
             };
             condition = and(condition, tag);
         }
     }
-    for (name, op) in [("minDuration", Operator::Ge), ("maxDuration", Operator::Le)] {
+    for (name, op) in [("minDuration", BinaryOp::Ge), ("maxDuration", BinaryOp::Le)] {
         if let Some(text) = params.get(name).filter(|text| !text.is_empty()) {
             let nanos = crate::units::parse_duration_nanos(text)
                 .filter(|nanos| *nanos >= 0)
@@ -361,28 +381,31 @@ fn legacy_query(params: &HashMap<String, String>) -> Result<TraceqlQuery, ApiErr
                 })?;
             condition = and(
                 condition,
-                Condition::Compare {
-                    field: Field::Intrinsic(Intrinsic::Duration),
+                FieldExpr::Binary(
                     op,
-                    value: Value::Duration(nanos),
-                },
+                    Box::new(FieldExpr::Field(Field::Intrinsic(Intrinsic::Duration))),
+                    Box::new(FieldExpr::Value(Value::Duration(nanos))),
+                ),
             );
         }
     }
     Ok(TraceqlQuery {
-        spansets: Spansets::Filter(condition),
-        stages: Vec::new(),
+        body: Body::Search(Pipeline {
+            stages: vec![Stage::Spansets(Spansets::Filter(condition))],
+        }),
+        hints: Hints::default(),
     })
 }
 
 /// An attribute in OTLP JSON (`intValue` as a string, as protobuf JSON
 /// writes int64).
-fn attribute_json(key: &str, value: &AttrValue) -> Json {
+pub(crate) fn attribute_json(key: &str, value: &AttrValue) -> Json {
     let value = match value {
         AttrValue::Text(text) => json!({"stringValue": text}),
         AttrValue::Int(int) => json!({"intValue": int.to_string()}),
         AttrValue::Float(float) => json!({"doubleValue": float}),
         AttrValue::Bool(flag) => json!({"boolValue": flag}),
+        AttrValue::Duration(_) => json!({"stringValue": value.render()}),
     };
     json!({"key": key, "value": value})
 }
@@ -414,9 +437,9 @@ fn trace_json(checked: &Checked, found: &traceql::Found, spans_per_spanset: usiz
                 })
                 .collect();
             let mut set_json = json!({"spans": spans, "matched": set.spans.len()});
-            if !set.group.is_empty() {
+            if !set.attributes.is_empty() {
                 set_json["attributes"] = set
-                    .group
+                    .attributes
                     .iter()
                     .map(|(key, value)| attribute_json(key, value))
                     .collect();
@@ -460,6 +483,11 @@ async fn search(
         Some(text) => traceql::prepare(text).map_err(bad_query)?,
         None => traceql::check(legacy_query(&params)?).map_err(bad_query)?,
     };
+    if checked.metrics().is_some() {
+        return Err(ApiError::BadRequest(
+            "a metrics query: run it with /api/metrics/query_range or /api/metrics/query".into(),
+        ));
+    }
     let checked = Arc::new(checked);
     let run = traceql::search(
         state.reader,
@@ -492,17 +520,99 @@ async fn search(
 
 // ---------------------------------------------------------------- tags
 
-/// The intrinsics `/api/v2/search/tags` lists.
-const INTRINSICS: [&str; 8] = [
+/// The intrinsics `/api/v2/search/tags` lists, as Tempo lists them
+/// (nested-set numbers and `span:childCount` left out).
+const INTRINSICS: [&str; 25] = [
     "duration",
+    "event:name",
+    "event:timeSinceStart",
+    "instrumentation:name",
+    "instrumentation:version",
     "kind",
+    "link:spanID",
+    "link:traceID",
     "name",
     "rootName",
     "rootServiceName",
+    "span:duration",
+    "span:id",
+    "span:kind",
+    "span:name",
+    "span:parentID",
+    "span:status",
+    "span:statusMessage",
     "status",
     "statusMessage",
+    "trace:duration",
+    "trace:id",
+    "trace:rootName",
+    "trace:rootService",
     "traceDuration",
 ];
+
+/// Where attribute names and values are read from.
+#[derive(Debug, Clone, Copy)]
+enum AttributeSource {
+    Span,
+    Resource,
+    Instrumentation,
+    /// The `attributes` of each item of the `events` list.
+    Event,
+    Link,
+}
+
+impl AttributeSource {
+    fn of(scope: Scope) -> Self {
+        match scope {
+            Scope::Span | Scope::Any => Self::Span,
+            Scope::Resource => Self::Resource,
+            Scope::Instrumentation => Self::Instrumentation,
+            Scope::Event => Self::Event,
+            Scope::Link => Self::Link,
+        }
+    }
+
+    /// The list column whose items hold the attributes, for events and
+    /// links.
+    fn list(self) -> Option<&'static str> {
+        match self {
+            Self::Event => Some(span_col::EVENTS),
+            Self::Link => Some(span_col::LINKS),
+            _ => None,
+        }
+    }
+
+    fn map(self) -> &'static str {
+        match self {
+            Self::Span => span_col::ATTRIBUTES,
+            Self::Resource => span_col::RESOURCE_ATTRIBUTES,
+            Self::Instrumentation => span_col::SCOPE_ATTRIBUTES,
+            Self::Event | Self::Link => "attributes",
+        }
+    }
+}
+
+/// The column list items are unnested into.
+const ITEM: &str = "item";
+
+/// `frame` with one row per event (link) as column [`ITEM`] when the
+/// source is a list, else as it is.
+fn items(frame: DataFrame, source: AttributeSource) -> datafusion::error::Result<DataFrame> {
+    match source.list() {
+        Some(list) => frame
+            .select(vec![col(list).alias(ITEM)])?
+            .unnest_columns(&[ITEM]),
+        None => Ok(frame),
+    }
+}
+
+/// The attribute map of `source` in a frame from [`items`].
+fn attribute_map(source: AttributeSource) -> Expr {
+    match source.list() {
+        Some(_) => get_field(col(ITEM), source.map()),
+        None => col(source.map()),
+    }
+}
 
 /// The spans whose tags and values a tag request lists: those starting in
 /// the window, narrowed by `q` when it parses and checks.
@@ -548,20 +658,17 @@ fn first_column_strings(batches: &[RecordBatch]) -> Vec<String> {
     out
 }
 
-/// Attribute names of the spans (`attributes`) or resources
-/// (`resource_attributes`) in the window.
+/// Attribute names of `source` on the window's spans.
 async fn attribute_names(
     state: &TempoState,
     tenant: &str,
-    map: &str,
+    source: AttributeSource,
     params: &HashMap<String, String>,
 ) -> Result<Vec<String>, ApiError> {
     let spans = tag_spans(params)?;
-    let map = map.to_string();
     let batches = tag_rows(state, tenant, move |frame| {
-        frame
-            .filter(spans)?
-            .select(vec![map_keys(col(map)).alias(TAG)])?
+        items(frame.filter(spans)?, source)?
+            .select(vec![map_keys(attribute_map(source)).alias(TAG)])?
             .unnest_columns(&[TAG])?
             .aggregate(vec![col(TAG)], vec![])?
             .sort(vec![col(TAG).sort(true, false)])?
@@ -581,8 +688,8 @@ async fn tags_v1(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&headers)?;
     let mut names: BTreeSet<String> = BTreeSet::new();
-    for map in ["attributes", "resource_attributes"] {
-        names.extend(attribute_names(&state, &tenant, map, &params).await?);
+    for source in [AttributeSource::Span, AttributeSource::Resource] {
+        names.extend(attribute_names(&state, &tenant, source, &params).await?);
     }
     Ok(axum::Json(json!({"tagNames": names})).into_response())
 }
@@ -593,23 +700,39 @@ async fn tags_v2(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&headers)?;
+    const ALL: [&str; 6] = [
+        "resource",
+        "span",
+        "event",
+        "link",
+        "instrumentation",
+        "intrinsic",
+    ];
     let wanted: &[&str] = match params.get("scope").map(String::as_str) {
-        None | Some("") | Some("all") => &["span", "resource", "intrinsic"],
-        Some("span") => &["span"],
-        Some("resource") => &["resource"],
-        Some("intrinsic") => &["intrinsic"],
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "scope must be span, resource, intrinsic or all, got {other:?}"
-            )));
-        }
+        None | Some("" | "all" | "none") => &ALL,
+        Some("trace") => &[],
+        Some(scope) => match ALL.iter().find(|known| **known == scope) {
+            Some(known) => std::slice::from_ref(known),
+            None => {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid scope: {scope} (use resource, span, event, link, instrumentation, intrinsic or none)"
+                )));
+            }
+        },
     };
     let mut scopes = Vec::new();
     for scope in wanted {
-        let tags = match *scope {
-            "span" => attribute_names(&state, &tenant, "attributes", &params).await?,
-            "resource" => attribute_names(&state, &tenant, "resource_attributes", &params).await?,
-            _ => INTRINSICS.iter().map(|name| name.to_string()).collect(),
+        let source = match *scope {
+            "span" => Some(AttributeSource::Span),
+            "resource" => Some(AttributeSource::Resource),
+            "event" => Some(AttributeSource::Event),
+            "link" => Some(AttributeSource::Link),
+            "instrumentation" => Some(AttributeSource::Instrumentation),
+            _ => None,
+        };
+        let tags = match source {
+            Some(source) => attribute_names(&state, &tenant, source, &params).await?,
+            None => INTRINSICS.iter().map(|name| name.to_string()).collect(),
         };
         scopes.push(json!({"name": scope, "tags": tags}));
     }
@@ -629,6 +752,7 @@ fn typed(value: &AttrValue) -> TagValue {
         AttrValue::Int(_) => "int",
         AttrValue::Float(_) => "float",
         AttrValue::Bool(_) => "bool",
+        AttrValue::Duration(_) => "duration",
     };
     TagValue {
         kind,
@@ -665,8 +789,17 @@ async fn values_of(
                 "unspecified",
             ]));
         }
-        Field::Intrinsic(Intrinsic::Duration | Intrinsic::TraceDuration) => {
-            return Ok(Vec::new());
+        Field::Intrinsic(Intrinsic::InstrumentationName) => (col(span_col::SCOPE_NAME), None),
+        Field::Intrinsic(Intrinsic::InstrumentationVersion) => (col(span_col::SCOPE_VERSION), None),
+        Field::Intrinsic(Intrinsic::EventName) => {
+            return list_values(state, tenant, AttributeSource::Event, "name", params).await;
+        }
+        Field::Attribute {
+            scope: scope @ (Scope::Event | Scope::Link),
+            name,
+        } => {
+            let source = AttributeSource::of(*scope);
+            return list_values(state, tenant, source, name, params).await;
         }
         Field::Intrinsic(Intrinsic::Name) => (col(span_col::NAME), None),
         Field::Intrinsic(Intrinsic::StatusMessage) => (
@@ -683,20 +816,56 @@ async fn values_of(
             (col(span_col::SERVICE_NAME), None)
         }
         Field::Attribute { scope, name } => (traceql::attribute_value(*scope, name), None),
+        // Durations, ids and numbering: too many values to list, as in
+        // Tempo.
+        Field::Intrinsic(_) => return Ok(Vec::new()),
     };
-    let mut spans = tag_spans(params)?.and(value.clone().is_not_null());
-    if let Some(only) = only {
-        spans = spans.and(only);
-    }
+    let batches = {
+        let mut spans = tag_spans(params)?.and(value.clone().is_not_null());
+        if let Some(only) = only {
+            spans = spans.and(only);
+        }
+        tag_rows(state, tenant, move |frame| {
+            frame
+                .filter(spans)?
+                .aggregate(vec![value.alias(TAG)], vec![])?
+                .limit(0, Some(MAX_TAG_VALUES))
+        })
+        .await?
+    };
+    Ok(tag_values(&batches))
+}
+
+/// Distinct values of an event's (link's) `name`: the event name, or an
+/// attribute of the events (links).
+async fn list_values(
+    state: &TempoState,
+    tenant: &str,
+    source: AttributeSource,
+    name: &str,
+    params: &HashMap<String, String>,
+) -> Result<Vec<TagValue>, ApiError> {
+    let spans = tag_spans(params)?;
+    let value = if matches!(source, AttributeSource::Event) && name == "name" {
+        get_field(col(ITEM), "name")
+    } else {
+        get_field(attribute_map(source), name)
+    };
     let batches = tag_rows(state, tenant, move |frame| {
-        frame
-            .filter(spans)?
-            .aggregate(vec![value.alias(TAG)], vec![])?
+        items(frame.filter(spans)?, source)?
+            .select(vec![value.alias(TAG)])?
+            .filter(col(TAG).is_not_null())?
+            .aggregate(vec![col(TAG)], vec![])?
             .limit(0, Some(MAX_TAG_VALUES))
     })
     .await?;
+    Ok(tag_values(&batches))
+}
+
+/// Typed, distinct tag values from the first column of `batches`.
+fn tag_values(batches: &[RecordBatch]) -> Vec<TagValue> {
     let mut values = BTreeSet::new();
-    for batch in &batches {
+    for batch in batches {
         let column = batch.column(0);
         if let Some(strings) = column.as_string_opt::<i32>() {
             values.extend(
@@ -714,7 +883,7 @@ async fn values_of(
                 }));
         }
     }
-    Ok(values.into_iter().take(MAX_TAG_VALUES).collect())
+    values.into_iter().take(MAX_TAG_VALUES).collect()
 }
 
 fn tag_field(tag: &str) -> Result<Field, ApiError> {

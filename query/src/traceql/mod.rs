@@ -12,22 +12,31 @@
 //! - [`Checked::evaluate`]: exact semantics per trace;
 //! - [`search`]: the two together over a window.
 
+mod ast;
 mod check;
+mod compiled;
 mod eval;
+mod lex;
+mod metrics;
 mod parse;
 mod pushdown;
 mod search;
 
+pub use ast::*;
 pub use check::{CheckError, Checked, check};
-pub use eval::{AttrValue, SpanRow, SpansetMatch, TraceRows, field_text, intrinsic_name};
-pub use parse::{
-    Aggregate, Condition, Field, Intrinsic, MAX_QUERY_CHARS, Operator, Query, Scope, Spansets,
-    Stage, TraceqlError, Value, parse, parse_field,
+pub use eval::{
+    AttrValue, EventRow, LinkRow, NestedSet, SpanRow, SpansetMatch, TraceRows, go_duration,
 };
+pub use metrics::{
+    DEFAULT_EXEMPLARS, Exemplar, Label, MAX_INTERVALS, MetricsOutcome, MetricsRequest, Series,
+    default_step_ns, query_range,
+};
+pub use parse::{MAX_QUERY_CHARS, TraceqlError, parse};
 pub(crate) use pushdown::attribute_value;
 pub(crate) use search::attr_value;
 pub use search::{
-    Cursor, Found, MAX_CANDIDATES, SearchOutcome, SearchWindow, candidates, search, search_after,
+    Cursor, Found, MAX_CANDIDATES, MAX_SCANNED_TRACES, ScanStats, SearchOutcome, SearchWindow,
+    candidates, scan_traces, search, search_after,
 };
 
 /// The resource attribute stored in the dedicated `service_name` column.
@@ -40,6 +49,20 @@ pub enum QueryProblem {
     Syntax(#[from] TraceqlError),
     #[error(transparent)]
     Check(#[from] CheckError),
+}
+
+/// A field as TraceQL writes it outside quotes (`span.x`, `resource.x`,
+/// `.x`, `event.x`, `span:id`, an intrinsic), as the tag endpoints name
+/// them.
+pub fn parse_field(word: &str) -> Option<Field> {
+    let query = parse(&format!("{{}} | select({word})")).ok()?;
+    let Body::Search(pipeline) = query.body else {
+        return None;
+    };
+    match pipeline.stages.last()? {
+        Stage::Select(fields) if fields.len() == 1 => fields.first().cloned(),
+        _ => None,
+    }
 }
 
 /// Parses and checks `text`.

@@ -30,21 +30,36 @@ use datafusion::logical_expr::{Operator as SqlOperator, binary_expr, cast};
 use datafusion::prelude::{Expr, col, lit};
 use tracelake_storage::schema::{any_value, col as span_col};
 
+use super::ast::{
+    BinaryOp, Field, FieldExpr, Intrinsic, Pipeline, Scope, SpansetOp, Spansets, Stage, Value,
+};
 use super::check::{Checked, anchored};
-use super::parse::{Condition, Field, Intrinsic, Operator, Scope, Spansets, Value};
 use crate::exprs::{any_value_child, map_value, or_else};
 
-fn sql_operator(op: Operator) -> SqlOperator {
-    match op {
-        Operator::Eq => SqlOperator::Eq,
-        Operator::Ne => SqlOperator::NotEq,
-        Operator::Gt => SqlOperator::Gt,
-        Operator::Ge => SqlOperator::GtEq,
-        Operator::Lt => SqlOperator::Lt,
-        Operator::Le => SqlOperator::LtEq,
-        Operator::Regex => SqlOperator::RegexMatch,
-        Operator::NotRegex => SqlOperator::RegexNotMatch,
-    }
+fn sql_operator(op: BinaryOp) -> Option<SqlOperator> {
+    Some(match op {
+        BinaryOp::Eq => SqlOperator::Eq,
+        BinaryOp::Ne => SqlOperator::NotEq,
+        BinaryOp::Gt => SqlOperator::Gt,
+        BinaryOp::Ge => SqlOperator::GtEq,
+        BinaryOp::Lt => SqlOperator::Lt,
+        BinaryOp::Le => SqlOperator::LtEq,
+        BinaryOp::Regex => SqlOperator::RegexMatch,
+        BinaryOp::NotRegex => SqlOperator::RegexNotMatch,
+        _ => return None,
+    })
+}
+
+/// `op` with its operands swapped (`1 < x` is `x > 1`).
+fn flipped(op: BinaryOp) -> Option<BinaryOp> {
+    Some(match op {
+        BinaryOp::Lt => BinaryOp::Gt,
+        BinaryOp::Le => BinaryOp::Ge,
+        BinaryOp::Gt => BinaryOp::Lt,
+        BinaryOp::Ge => BinaryOp::Le,
+        BinaryOp::Eq | BinaryOp::Ne => op,
+        _ => return None,
+    })
 }
 
 fn either(left: Option<Expr>, right: Option<Expr>, op: SqlOperator) -> Option<Expr> {
@@ -59,12 +74,14 @@ fn both(left: Option<Expr>, right: Option<Expr>) -> Option<Expr> {
 }
 
 /// The `AnyValue` of attribute `name` in `scope`, NULL when the span lacks
-/// it (`.x` reads the span's, then the resource's).
+/// it (`.x` reads the span's, then the resource's); `None` for event and
+/// link attributes, which are many per span.
 pub(crate) fn attribute_value(scope: Scope, name: &str) -> Expr {
     match scope {
         Scope::Span => map_value(span_col::ATTRIBUTES, name),
         Scope::Resource => map_value(span_col::RESOURCE_ATTRIBUTES, name),
-        Scope::Any => or_else(
+        Scope::Instrumentation => map_value(span_col::SCOPE_ATTRIBUTES, name),
+        Scope::Any | Scope::Event | Scope::Link => or_else(
             map_value(span_col::ATTRIBUTES, name),
             map_value(span_col::RESOURCE_ATTRIBUTES, name),
         ),
@@ -76,6 +93,15 @@ fn never_null(value: Expr) -> Expr {
     or_else(value, lit(false))
 }
 
+/// The first spanset stage of a pipeline: every span a pipeline answers
+/// passed it.
+fn first_spansets(pipeline: &Pipeline) -> Option<&Spansets> {
+    pipeline.stages.iter().find_map(|stage| match stage {
+        Stage::Spansets(spansets) => Some(spansets),
+        _ => None,
+    })
+}
+
 impl Checked {
     /// The value of attribute slot `slot`: the `AnyValue` struct, NULL
     /// when the span lacks it (`.x` reads the span's, then the resource's).
@@ -84,10 +110,24 @@ impl Checked {
         attribute_value(*scope, name)
     }
 
+    /// The spanset expression whose spans every answer comes from: the
+    /// search pipeline's first, or the single metrics query's.
+    fn leading_spansets(&self) -> Option<&Spansets> {
+        match &self.query.body {
+            super::ast::Body::Search(pipeline) => first_spansets(pipeline),
+            super::ast::Body::Metrics(metrics) => {
+                match super::check::metrics_queries(metrics).as_slice() {
+                    [only] => first_spansets(&only.pipeline),
+                    _ => None,
+                }
+            }
+        }
+    }
+
     /// A condition every span of interest meets (their union); `None`
     /// when any span may be.
     pub fn span_predicate(&self) -> Option<Expr> {
-        self.span_level(&self.query.spansets)
+        self.span_level(self.leading_spansets()?)
     }
 
     /// A condition over a trace's candidate spans that every matching
@@ -97,18 +137,16 @@ impl Checked {
     /// `having_<n>`) and the condition reads them as columns, so it applies
     /// as a filter after grouping by trace.
     pub fn trace_predicate(&self, aggregates: &mut Vec<Expr>) -> Option<Expr> {
-        self.trace_level(&self.query.spansets, aggregates)
+        self.trace_level(self.leading_spansets()?, aggregates)
     }
 
     fn span_level(&self, spansets: &Spansets) -> Option<Expr> {
         match spansets {
             Spansets::Filter(None) => None,
             Spansets::Filter(Some(condition)) => self.necessary(condition),
-            Spansets::And(left, right)
-            | Spansets::Or(left, right)
-            | Spansets::Descendant(left, right)
-            | Spansets::Child(left, right)
-            | Spansets::Sibling(left, right) => either(
+            Spansets::Pipeline(pipeline) => self.span_level(first_spansets(pipeline)?),
+            Spansets::Op(op, left, right) if is_negated(*op) => self.span_level(right),
+            Spansets::Op(_, left, right) => either(
                 self.span_level(left),
                 self.span_level(right),
                 SqlOperator::Or,
@@ -127,15 +165,14 @@ impl Checked {
                 );
                 Some(col(name))
             }
-            Spansets::Or(left, right) => either(
+            Spansets::Pipeline(pipeline) => self.trace_level(first_spansets(pipeline)?, aggregates),
+            Spansets::Op(SpansetOp::Union, left, right) => either(
                 self.trace_level(left, aggregates),
                 self.trace_level(right, aggregates),
                 SqlOperator::Or,
             ),
-            Spansets::And(left, right)
-            | Spansets::Descendant(left, right)
-            | Spansets::Child(left, right)
-            | Spansets::Sibling(left, right) => both(
+            Spansets::Op(op, _, right) if is_negated(*op) => self.trace_level(right, aggregates),
+            Spansets::Op(_, left, right) => both(
                 self.trace_level(left, aggregates),
                 self.trace_level(right, aggregates),
             ),
@@ -143,34 +180,74 @@ impl Checked {
     }
 
     /// A condition implied by `condition`; `None` when nothing is.
-    fn necessary(&self, condition: &Condition) -> Option<Expr> {
+    fn necessary(&self, condition: &FieldExpr) -> Option<Expr> {
         match condition {
-            Condition::And(left, right) => both(self.necessary(left), self.necessary(right)),
-            Condition::Or(left, right) => {
+            FieldExpr::Binary(BinaryOp::And, left, right) => {
+                both(self.necessary(left), self.necessary(right))
+            }
+            FieldExpr::Binary(BinaryOp::Or, left, right) => {
                 either(self.necessary(left), self.necessary(right), SqlOperator::Or)
             }
-            Condition::Not(_) | Condition::Compare { .. } | Condition::Truthy(_) => {
-                self.exact(condition)
-            }
+            other => self.exact(other),
         }
     }
 
     /// `condition` with exactly evaluation's answer, never NULL; `None`
-    /// when it reads trace-level fields.
-    fn exact(&self, condition: &Condition) -> Option<Expr> {
+    /// when it reads what DataFusion does not decide here (trace-level
+    /// intrinsics, events, links, arithmetic).
+    pub(super) fn exact(&self, condition: &FieldExpr) -> Option<Expr> {
         match condition {
-            Condition::And(left, right) => {
+            FieldExpr::Binary(BinaryOp::And, left, right) => {
                 either(self.exact(left), self.exact(right), SqlOperator::And)
             }
-            Condition::Or(left, right) => {
+            FieldExpr::Binary(BinaryOp::Or, left, right) => {
                 either(self.exact(left), self.exact(right), SqlOperator::Or)
             }
-            Condition::Not(inner) => Some(!self.exact(inner)?),
-            Condition::Truthy(field) => {
+            FieldExpr::Not(inner) => Some(!self.exact(inner)?),
+            FieldExpr::Value(Value::Bool(flag)) => Some(lit(*flag)),
+            FieldExpr::Field(field) => {
                 let value = self.attribute_expr(field)?;
                 Some(never_null(any_value_child(value, any_value::BOOL)))
             }
-            Condition::Compare { field, op, value } => self.leaf(field, *op, value),
+            FieldExpr::Exists(inner) | FieldExpr::NotExists(inner) => {
+                let present = match inner.as_ref() {
+                    FieldExpr::Field(Field::Intrinsic(
+                        Intrinsic::Name
+                        | Intrinsic::Status
+                        | Intrinsic::Kind
+                        | Intrinsic::Duration
+                        | Intrinsic::StatusMessage
+                        | Intrinsic::SpanId
+                        | Intrinsic::TraceId,
+                    )) => lit(true),
+                    FieldExpr::Field(Field::Intrinsic(Intrinsic::ParentId)) => {
+                        col(span_col::PARENT_SPAN_ID).is_not_null()
+                    }
+                    FieldExpr::Field(
+                        field @ Field::Attribute {
+                            scope: Scope::Span | Scope::Resource | Scope::Any,
+                            ..
+                        },
+                    ) => self.attribute_expr(field)?.is_not_null(),
+                    _ => return None,
+                };
+                let exists = matches!(condition, FieldExpr::Exists(_));
+                Some(match present {
+                    Expr::IsNotNull(value) if !exists => value.is_null(),
+                    present if exists => present,
+                    present => !present,
+                })
+            }
+            FieldExpr::Binary(op, left, right) => match (left.as_ref(), right.as_ref()) {
+                (FieldExpr::Field(field), FieldExpr::Value(value)) => self.leaf(field, *op, value),
+                (FieldExpr::Value(value), FieldExpr::Field(field))
+                    if !matches!(op, BinaryOp::Regex | BinaryOp::NotRegex) =>
+                {
+                    self.leaf(field, flipped(*op)?, value)
+                }
+                _ => None,
+            },
+            _ => None,
         }
     }
 
@@ -178,18 +255,22 @@ impl Checked {
         let Field::Attribute { scope, name } = field else {
             return None;
         };
+        if matches!(scope, Scope::Event | Scope::Link)
+            || (*scope == Scope::Any && name == super::SERVICE_NAME)
+        {
+            return None;
+        }
         self.slot(*scope, name).map(|slot| self.slot_expr(slot))
     }
 
-    fn leaf(&self, field: &Field, op: Operator, value: &Value) -> Option<Expr> {
-        let operator = sql_operator(op);
+    fn leaf(&self, field: &Field, op: BinaryOp, value: &Value) -> Option<Expr> {
+        let operator = sql_operator(op)?;
         let compare = |left: Expr, right: Expr| binary_expr(left, operator, right);
         let text = |column: Expr| -> Option<Expr> {
             match value {
-                Value::Nil => Some(lit(op != Operator::Eq)),
                 Value::Text(literal) => {
                     let literal = match op {
-                        Operator::Regex | Operator::NotRegex => anchored(literal),
+                        BinaryOp::Regex | BinaryOp::NotRegex => anchored(literal),
                         _ => literal.clone(),
                     };
                     Some(never_null(compare(column, lit(literal))))
@@ -197,6 +278,7 @@ impl Checked {
                 _ => Some(lit(false)),
             }
         };
+        let ordered = !matches!(op, BinaryOp::Eq | BinaryOp::Ne);
         match field {
             Field::Intrinsic(intrinsic) => match intrinsic {
                 Intrinsic::Name => text(col(span_col::NAME)),
@@ -208,21 +290,26 @@ impl Checked {
                         span_col::KIND
                     });
                     match value {
-                        Value::Status(literal) | Value::Kind(literal) => {
+                        Value::Status(literal) | Value::Kind(literal) if !ordered => {
                             Some(compare(column, lit(literal.clone())))
                         }
-                        Value::Nil => text(column),
                         _ => Some(lit(false)),
                     }
                 }
-                Intrinsic::Duration => match value {
-                    Value::Duration(nanos) => {
-                        Some(compare(col(span_col::DURATION_NS), lit(*nanos)))
-                    }
-                    Value::Nil => text(col(span_col::DURATION_NS)),
-                    _ => Some(lit(false)),
-                },
-                Intrinsic::RootName | Intrinsic::RootServiceName | Intrinsic::TraceDuration => None,
+                Intrinsic::Duration => {
+                    let nanos = match value {
+                        Value::Duration(nanos) | Value::Int(nanos) => lit(*nanos),
+                        Value::Float(float) => {
+                            return Some(never_null(compare(
+                                cast(col(span_col::DURATION_NS), DataType::Float64),
+                                lit(*float),
+                            )));
+                        }
+                        _ => return Some(lit(false)),
+                    };
+                    Some(compare(col(span_col::DURATION_NS), nanos))
+                }
+                _ => None,
             },
             Field::Attribute { scope, name }
                 if *scope == Scope::Resource && name == super::SERVICE_NAME =>
@@ -231,10 +318,13 @@ impl Checked {
             }
             Field::Attribute { .. } => {
                 let attribute = self.attribute_expr(field)?;
+                if matches!(op, BinaryOp::Regex | BinaryOp::NotRegex)
+                    && !matches!(value, Value::Text(_))
+                {
+                    return None;
+                }
                 let child = |name: &str| any_value_child(attribute.clone(), name);
                 Some(match value {
-                    Value::Nil if op == Operator::Eq => attribute.is_null(),
-                    Value::Nil => attribute.is_not_null(),
                     Value::Text(_) => text(child(any_value::STR))?,
                     Value::Int(int) => datafusion::functions::expr_fn::coalesce(vec![
                         compare(child(any_value::INT), lit(*int)),
@@ -246,12 +336,27 @@ impl Checked {
                         compare(child(any_value::DOUBLE), lit(*float)),
                         lit(false),
                     ]),
-                    Value::Bool(flag) => never_null(compare(child(any_value::BOOL), lit(*flag))),
-                    _ => lit(false),
+                    Value::Bool(flag) if !ordered => {
+                        never_null(compare(child(any_value::BOOL), lit(*flag)))
+                    }
+                    _ => return None,
                 })
             }
         }
     }
+}
+
+/// The negated relations answer right spans *without* a relation, so only
+/// the right side is needed.
+fn is_negated(op: SpansetOp) -> bool {
+    matches!(
+        op,
+        SpansetOp::NotChild
+            | SpansetOp::NotParent
+            | SpansetOp::NotDescendant
+            | SpansetOp::NotAncestor
+            | SpansetOp::NotSibling
+    )
 }
 
 #[cfg(test)]

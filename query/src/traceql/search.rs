@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, AsArray, FixedSizeBinaryArray, RecordBatch, StringArray, StructArray,
+    Array, AsArray, FixedSizeBinaryArray, MapArray, RecordBatch, StringArray, StructArray,
 };
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
 use datafusion::functions_aggregate::expr_fn::max;
@@ -23,7 +23,7 @@ use tracelake_storage::schema::{any_value, col as span_col};
 use tracelake_storage::{SpanReader, TraceId};
 
 use super::check::Checked;
-use super::eval::{AttrValue, SpanRow, SpansetMatch, TraceRows};
+use super::eval::{AttrValue, EventRow, LinkRow, SpanRow, SpansetMatch, TraceRows};
 use crate::exprs::{or_else, starts_within, timestamp_ns};
 use crate::xray_filter::TRACE_REACH_NS;
 use crate::{QueryError, Result, session_for_tenant};
@@ -200,7 +200,7 @@ pub async fn search_after(
             let mut by_trace: HashMap<TraceId, Vec<SpanRow>> = HashMap::new();
             let mut spans = 0u64;
             for batch in &batches {
-                for (trace_id, row) in span_rows(batch, page_checked.slots.len())? {
+                for (trace_id, row) in span_rows(batch, &page_checked)? {
                     by_trace.entry(trace_id).or_default().push(row);
                     spans += 1;
                 }
@@ -242,6 +242,106 @@ pub async fn search_after(
     Ok(outcome)
 }
 
+/// What a whole-window scan read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScanStats {
+    pub inspected_traces: u64,
+    pub inspected_spans: u64,
+    pub inspected_bytes: u64,
+}
+
+/// Most traces one metrics query scans span by span; past it the query is
+/// refused with a message to narrow it (the compiled path has no limit).
+pub const MAX_SCANNED_TRACES: usize = 2_000_000;
+
+/// Calls `visit` on every candidate trace of `range_ns` (all of them, in
+/// pages, off the reactor), threading `state` through.
+pub async fn scan_traces<T, F>(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    checked: Arc<Checked>,
+    range_ns: (i64, i64),
+    mut state: T,
+    visit: F,
+) -> Result<(T, ScanStats)>
+where
+    T: Send + 'static,
+    F: Fn(&mut T, &TraceRows) + Send + Sync + 'static,
+{
+    let context = session_for_tenant(reader, tenant)?;
+    let (from, to) = range_ns;
+    let mut condition = starts_within(from, to);
+    if let Some(predicate) = checked.span_predicate() {
+        condition = condition.and(predicate);
+    }
+    let mut aggregates = vec![max(col(span_col::START_TIME)).alias(LATEST)];
+    let having = checked.trace_predicate(&mut aggregates);
+    let mut frame = context
+        .table("spans")
+        .await?
+        .filter(condition)?
+        .aggregate(vec![col(span_col::TRACE_ID)], aggregates)?;
+    if let Some(having) = having {
+        frame = frame.filter(having)?;
+    }
+    let batches = frame
+        .sort(vec![col(span_col::TRACE_ID).sort(true, true)])?
+        .limit(0, Some(MAX_SCANNED_TRACES + 1))?
+        .select(vec![col(span_col::TRACE_ID)])?
+        .collect()
+        .await?;
+    let mut trace_ids = Vec::new();
+    for batch in &batches {
+        let ids = fixed_binary(batch, 0)?;
+        for row in 0..ids.len() {
+            trace_ids.push(TraceId::try_from(ids.value(row)).map_err(|_| corrupt("trace_id"))?);
+        }
+    }
+    if trace_ids.len() > MAX_SCANNED_TRACES {
+        return Err(QueryError::TooLarge(format!(
+            "the query matches more than {MAX_SCANNED_TRACES} traces; narrow the time range or the filter"
+        )));
+    }
+    let visit = Arc::new(visit);
+    let mut stats = ScanStats::default();
+    for page in trace_ids.chunks(PAGE) {
+        let batches = load_page(&context, &checked, page, range_ns).await?;
+        stats.inspected_bytes += batches
+            .iter()
+            .map(|batch| batch.get_array_memory_size() as u64)
+            .sum::<u64>();
+        let page_checked = Arc::clone(&checked);
+        let page_visit = Arc::clone(&visit);
+        let (returned, traces, spans) = crate::off_reactor(move || {
+            let mut by_trace: HashMap<TraceId, Vec<SpanRow>> = HashMap::new();
+            let mut spans = 0u64;
+            for batch in &batches {
+                for (trace_id, row) in span_rows(batch, &page_checked)? {
+                    by_trace.entry(trace_id).or_default().push(row);
+                    spans += 1;
+                }
+            }
+            let mut traces = 0u64;
+            let mut ordered: Vec<(TraceId, Vec<SpanRow>)> = by_trace.into_iter().collect();
+            ordered.sort_by_key(|(trace_id, _)| *trace_id.as_bytes());
+            for (trace_id, rows) in ordered {
+                let mut bytes = [0u8; 16];
+                bytes.copy_from_slice(trace_id.as_bytes());
+                if let Some(trace) = TraceRows::new(bytes, rows) {
+                    traces += 1;
+                    page_visit(&mut state, &trace);
+                }
+            }
+            Ok((state, traces, spans))
+        })
+        .await?;
+        state = returned;
+        stats.inspected_traces += traces;
+        stats.inspected_spans += spans;
+    }
+    Ok((state, stats))
+}
+
 /// The spans of `trace_ids` (within reach of the window), with the columns
 /// evaluation reads and one column per attribute slot.
 async fn load_page(
@@ -263,6 +363,21 @@ async fn load_page(
         col(span_col::DURATION_NS),
     ];
     columns.extend((0..checked.slots.len()).map(|slot| checked.slot_expr(slot)));
+    // Read only when the query does (in this order, after the slots).
+    if checked.needs_scope {
+        columns.push(col(span_col::SCOPE_NAME));
+        columns.push(col(span_col::SCOPE_VERSION));
+    }
+    if checked.needs_events {
+        columns.push(col(span_col::EVENTS));
+    }
+    if checked.needs_links {
+        columns.push(col(span_col::LINKS));
+    }
+    if checked.needs_all_attributes {
+        columns.push(col(span_col::ATTRIBUTES));
+        columns.push(col(span_col::RESOURCE_ATTRIBUTES));
+    }
     let frame = context
         .table("spans")
         .await?
@@ -324,7 +439,119 @@ pub(crate) fn attr_value(value: &StructArray, row: usize) -> Option<AttrValue> {
     None
 }
 
-fn span_rows(batch: &RecordBatch, slots: usize) -> Result<Vec<(TraceId, SpanRow)>> {
+/// The values of `names` in an attribute map cell.
+fn map_values(map: &MapArray, row: usize, names: &[String]) -> Vec<Option<AttrValue>> {
+    let mut out = vec![None; names.len()];
+    if names.is_empty() || map.is_null(row) {
+        return out;
+    }
+    let entries = map.value(row);
+    let (Some(keys), Some(values)) = (
+        entries.column(0).as_string_opt::<i32>(),
+        entries.column(1).as_struct_opt(),
+    ) else {
+        return out;
+    };
+    for entry in 0..keys.len() {
+        if let Some(slot) = names.iter().position(|name| name == keys.value(entry)) {
+            out[slot] = attr_value(values, entry);
+        }
+    }
+    out
+}
+
+/// Every entry of an attribute map cell, names prefixed.
+fn map_entries(column: &dyn Array, row: usize, prefix: &str) -> Vec<(String, AttrValue)> {
+    let Some(map) = column.as_map_opt() else {
+        return Vec::new();
+    };
+    if map.is_null(row) {
+        return Vec::new();
+    }
+    let entries = map.value(row);
+    let (Some(keys), Some(values)) = (
+        entries.column(0).as_string_opt::<i32>(),
+        entries.column(1).as_struct_opt(),
+    ) else {
+        return Vec::new();
+    };
+    (0..keys.len())
+        .filter_map(|entry| {
+            let value = attr_value(values, entry)?;
+            Some((format!("{prefix}{}", keys.value(entry)), value))
+        })
+        .collect()
+}
+
+/// A list-of-struct cell (`events`, `links`) as its struct rows.
+fn list_items(column: &dyn Array, row: usize) -> Option<StructArray> {
+    let list = column.as_list_opt::<i32>()?;
+    if list.is_null(row) {
+        return None;
+    }
+    list.value(row).as_struct_opt().cloned()
+}
+
+fn events_of(column: &dyn Array, row: usize, names: &[String]) -> Vec<EventRow> {
+    let Some(items) = list_items(column, row) else {
+        return Vec::new();
+    };
+    let times = items
+        .column_by_name("time")
+        .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>().cloned());
+    let event_names = items
+        .column_by_name("name")
+        .and_then(|array| array.as_string_opt::<i32>().cloned());
+    let maps = items
+        .column_by_name("attributes")
+        .and_then(|array| array.as_map_opt().cloned());
+    (0..items.len())
+        .map(|item| EventRow {
+            name: event_names
+                .as_ref()
+                .map_or_else(String::new, |names| names.value(item).to_string()),
+            time_ns: times.as_ref().map_or(0, |times| times.value(item)),
+            values: maps.as_ref().map_or_else(
+                || vec![None; names.len()],
+                |maps| map_values(maps, item, names),
+            ),
+        })
+        .collect()
+}
+
+fn links_of(column: &dyn Array, row: usize, names: &[String]) -> Vec<LinkRow> {
+    let Some(items) = list_items(column, row) else {
+        return Vec::new();
+    };
+    let ids = |name: &str| {
+        items
+            .column_by_name(name)
+            .and_then(|array| array.as_fixed_size_binary_opt().cloned())
+    };
+    let (trace_ids, span_ids) = (ids("trace_id"), ids("span_id"));
+    let maps = items
+        .column_by_name("attributes")
+        .and_then(|array| array.as_map_opt().cloned());
+    (0..items.len())
+        .map(|item| LinkRow {
+            trace_id: trace_ids
+                .as_ref()
+                .and_then(|ids| ids.value(item).try_into().ok())
+                .unwrap_or_default(),
+            span_id: span_ids
+                .as_ref()
+                .and_then(|ids| ids.value(item).try_into().ok())
+                .unwrap_or_default(),
+            values: maps.as_ref().map_or_else(
+                || vec![None; names.len()],
+                |maps| map_values(maps, item, names),
+            ),
+        })
+        .collect()
+}
+
+fn span_rows(batch: &RecordBatch, checked: &Checked) -> Result<Vec<(TraceId, SpanRow)>> {
+    let slots = checked.slots.len();
     let (trace_ids, span_ids, parents) = (
         fixed_binary(batch, 0)?,
         fixed_binary(batch, 1)?,
@@ -353,6 +580,31 @@ fn span_rows(batch: &RecordBatch, slots: usize) -> Result<Vec<(TraceId, SpanRow)
                 .ok_or_else(|| corrupt("attribute"))
         })
         .collect::<Result<_>>()?;
+    let mut extra = 10 + slots;
+    let mut next_column = || {
+        let column = batch.columns().get(extra).cloned();
+        extra += 1;
+        column.ok_or_else(|| corrupt("extra column"))
+    };
+    let scope = if checked.needs_scope {
+        let (names, versions) = (next_column()?, next_column()?);
+        Some((names, versions))
+    } else {
+        None
+    };
+    let events = checked.needs_events.then(&mut next_column).transpose()?;
+    let links = checked.needs_links.then(&mut next_column).transpose()?;
+    let all_attributes = if checked.needs_all_attributes {
+        Some((next_column()?, next_column()?))
+    } else {
+        None
+    };
+    let optional_text = |array: &dyn Array, row: usize| {
+        array
+            .as_string_opt::<i32>()
+            .filter(|strings| strings.is_valid(row))
+            .map(|strings| strings.value(row).to_string())
+    };
     let id8 = |array: &FixedSizeBinaryArray, row: usize| -> Option<[u8; 8]> {
         array
             .is_valid(row)
@@ -378,6 +630,26 @@ fn span_rows(batch: &RecordBatch, slots: usize) -> Result<Vec<(TraceId, SpanRow)
                 start_ns: starts.value(row),
                 duration_ns: durations.value(row),
                 values: values.iter().map(|value| attr_value(value, row)).collect(),
+                scope_name: scope
+                    .as_ref()
+                    .and_then(|(names, _)| optional_text(names.as_ref(), row)),
+                scope_version: scope
+                    .as_ref()
+                    .and_then(|(_, versions)| optional_text(versions.as_ref(), row)),
+                events: events.as_ref().map_or_else(Vec::new, |column| {
+                    events_of(column.as_ref(), row, &checked.event_slots)
+                }),
+                links: links.as_ref().map_or_else(Vec::new, |column| {
+                    links_of(column.as_ref(), row, &checked.link_slots)
+                }),
+                attributes: all_attributes.as_ref().map_or_else(
+                    Vec::new,
+                    |(span_map, resource_map)| {
+                        let mut all = map_entries(span_map.as_ref(), row, "span.");
+                        all.extend(map_entries(resource_map.as_ref(), row, "resource."));
+                        all
+                    },
+                ),
             },
         ));
     }

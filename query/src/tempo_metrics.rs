@@ -1,0 +1,339 @@
+//! Tempo's TraceQL metrics endpoints, `GET /api/metrics/query_range` and
+//! `GET /api/metrics/query`, answered as Tempo answers them (parameters,
+//! errors and JSON from Tempo's `pkg/api/http.go` and the frontend's
+//! metrics handlers):
+//!
+//! | parameter | meaning |
+//! |---|---|
+//! | `q` (or `query`) | a TraceQL metrics query |
+//! | `start`, `end` | unix seconds (`1700000000`, `1700000000.5`), nanoseconds (more than 10 digits) or RFC 3339; `end` defaults to now, `start` to `end - since` |
+//! | `since` | a duration (`15m`, `1h`, `2d`); default `1h` |
+//! | `step` | seconds (`15`, `0.5`) or a duration (`30s`); default about 240 intervals ([`default_step_ns`]); range only |
+//! | `exemplars` | most exemplars answered; 0 or absent: 100 ([`DEFAULT_EXEMPLARS`]); range only |
+//!
+//! The JSON is protobuf JSON as Tempo's marshaller writes it: int64 as
+//! strings (`timestampMs`), zero values left out (a sample of 0 has no
+//! `value`), labels as OTLP `KeyValue`s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value as Json, json};
+
+use crate::QueryError;
+use crate::http::{ApiError, tenant};
+use crate::tempo::{TempoState, attribute_json, now_ns};
+use crate::traceql::{
+    self, DEFAULT_EXEMPLARS, MAX_INTERVALS, MetricsOutcome, MetricsRequest, Series, default_step_ns,
+};
+
+const SECOND_NS: i64 = 1_000_000_000;
+const DEFAULT_SINCE_NS: i64 = 3600 * SECOND_NS;
+
+fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|value| !value.is_empty())
+}
+
+/// A time as Tempo reads it (module docs), in nanoseconds.
+fn timestamp(name: &str, text: &str) -> Result<i64, ApiError> {
+    let refuse = || {
+        ApiError::BadRequest(format!(
+            "could not parse '{name}' parameter: {text:?} is not unix seconds, nanoseconds or RFC 3339"
+        ))
+    };
+    if text.contains('.') && !text.contains('T') {
+        let seconds: f64 = text.parse().map_err(|_| refuse())?;
+        let millis = (seconds * 1000.0).round();
+        if !millis.is_finite() || millis.abs() > 9.2e15 {
+            return Err(refuse());
+        }
+        return Ok(millis as i64 * 1_000_000);
+    }
+    if let Ok(number) = text.parse::<i64>() {
+        return if text.trim_start_matches('-').len() <= 10 {
+            number.checked_mul(SECOND_NS).ok_or_else(refuse)
+        } else {
+            Ok(number)
+        };
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|time| time.timestamp_nanos_opt())
+        .ok_or_else(refuse)
+}
+
+/// A duration as seconds (`15`, `0.5`) or with units (`30s`, `1m30s`).
+fn seconds_or_duration(name: &str, text: &str) -> Result<i64, ApiError> {
+    let nanos = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() => Some((seconds * 1e9).round() as i64),
+        _ => duration_units(text),
+    };
+    let nanos = nanos.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "could not parse '{name}' parameter: {text:?} is not seconds or a duration like 30s"
+        ))
+    })?;
+    if nanos < 0 {
+        return Err(ApiError::BadRequest(format!(
+            "cannot parse {text:?}: {name} must be positive"
+        )));
+    }
+    Ok(nanos)
+}
+
+/// `1h30m`, `2d`: what TraceQL duration literals accept.
+fn duration_units(text: &str) -> Option<i64> {
+    let query = crate::traceql::parse(&format!("{{ duration > {text} }}")).ok()?;
+    let crate::traceql::Body::Search(pipeline) = query.body else {
+        return None;
+    };
+    match pipeline.stages.first()? {
+        crate::traceql::Stage::Spansets(crate::traceql::Spansets::Filter(Some(
+            crate::traceql::FieldExpr::Binary(_, _, right),
+        ))) => match right.as_ref() {
+            crate::traceql::FieldExpr::Value(crate::traceql::Value::Duration(nanos)) => {
+                Some(*nanos)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn go_duration(nanos: i64) -> String {
+    crate::traceql::go_duration(nanos)
+}
+
+/// `start`/`end` (Tempo's `determineBounds`), validated.
+fn bounds(params: &HashMap<String, String>, state: &TempoState) -> Result<(i64, i64), ApiError> {
+    let end = match param(params, "end") {
+        Some(text) => timestamp("end", text)?,
+        None => now_ns(),
+    };
+    let start = match param(params, "start") {
+        Some(text) => timestamp("start", text)?,
+        None => {
+            let since = match param(params, "since") {
+                Some(text) => duration_units(text)
+                    .or_else(|| crate::units::parse_duration_nanos(text))
+                    .filter(|nanos| *nanos >= 0)
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "could not parse 'since' parameter: {text:?} is not a duration like 15m"
+                        ))
+                    })?,
+                None => DEFAULT_SINCE_NS,
+            };
+            end.min(now_ns()).saturating_sub(since)
+        }
+    };
+    if start >= end {
+        return Err(ApiError::BadRequest(
+            "end must be greater than start".into(),
+        ));
+    }
+    let max = state.max_search_duration;
+    let range = u128::try_from(end - start).unwrap_or(0);
+    if !max.is_zero() && range > max.as_nanos() {
+        return Err(ApiError::BadRequest(format!(
+            "metrics query time range exceeds the maximum allowed duration of {} (query.max_search_duration)",
+            go_duration(i64::try_from(max.as_nanos()).unwrap_or(i64::MAX))
+        )));
+    }
+    Ok((start, end))
+}
+
+/// The query text, parsed and checked, which must be a metrics query.
+fn metrics_query(params: &HashMap<String, String>) -> Result<traceql::Checked, ApiError> {
+    let text = param(params, "q")
+        .or_else(|| param(params, "query"))
+        .ok_or_else(|| ApiError::BadRequest("missing query: give q".into()))?;
+    let checked =
+        traceql::prepare(text).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    if checked.metrics().is_none() {
+        return Err(ApiError::BadRequest(
+            "not a metrics query: add a metrics function, as in {} | rate()".into(),
+        ));
+    }
+    Ok(checked)
+}
+
+async fn run(
+    state: TempoState,
+    headers: &HeaderMap,
+    checked: traceql::Checked,
+    request: MetricsRequest,
+) -> Result<MetricsOutcome, ApiError> {
+    let tenant = tenant(headers)?;
+    let run = traceql::query_range(state.reader, &tenant, Arc::new(checked), request);
+    crate::http::within_query_timeout(run)
+        .await?
+        .map_err(|error| match error {
+            QueryError::TooLarge(message) => ApiError::BadRequest(message),
+            other => ApiError::Internal(other),
+        })
+}
+
+/// A number as protobuf JSON writes a double (NaN and infinities as
+/// strings).
+fn double(value: f64) -> Json {
+    if value.is_nan() {
+        json!("NaN")
+    } else if value == f64::INFINITY {
+        json!("Infinity")
+    } else if value == f64::NEG_INFINITY {
+        json!("-Infinity")
+    } else {
+        json!(value)
+    }
+}
+
+fn labels_json(series: &Series) -> Vec<Json> {
+    series
+        .labels
+        .iter()
+        .map(|(key, value)| attribute_json(key, value))
+        .collect()
+}
+
+fn metrics_json(outcome: &MetricsOutcome) -> Json {
+    let mut metrics = serde_json::Map::new();
+    if outcome.inspected_traces > 0 {
+        metrics.insert("inspectedTraces".into(), json!(outcome.inspected_traces));
+    }
+    if outcome.inspected_bytes > 0 {
+        metrics.insert(
+            "inspectedBytes".into(),
+            json!(outcome.inspected_bytes.to_string()),
+        );
+    }
+    if outcome.inspected_spans > 0 {
+        metrics.insert(
+            "inspectedSpans".into(),
+            json!(outcome.inspected_spans.to_string()),
+        );
+    }
+    metrics.insert("completedJobs".into(), json!(1));
+    metrics.insert("totalJobs".into(), json!(1));
+    Json::Object(metrics)
+}
+
+/// `GET /api/metrics/query_range`.
+pub(crate) async fn query_range(
+    State(state): State<TempoState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let checked = metrics_query(&params)?;
+    let (start_ns, end_ns) = bounds(&params, &state)?;
+    let step_ns = match param(&params, "step") {
+        Some(text) => seconds_or_duration("step", text)?,
+        None => default_step_ns(start_ns, end_ns),
+    };
+    let minimum_step = (end_ns - start_ns) / MAX_INTERVALS;
+    if step_ns <= 0 || (end_ns - start_ns) / step_ns > MAX_INTERVALS {
+        return Err(ApiError::BadRequest(format!(
+            "step of {} is too small, minimum step for given range is {}",
+            go_duration(step_ns),
+            go_duration(minimum_step.max(1))
+        )));
+    }
+    let exemplars = match param(&params, "exemplars").map(str::parse::<usize>) {
+        Some(Ok(count)) if count > 0 => count.min(DEFAULT_EXEMPLARS),
+        _ => DEFAULT_EXEMPLARS,
+    };
+    let exemplars = match checked.query.hints.get("exemplars") {
+        Some(traceql::Value::Bool(false)) => 0,
+        Some(traceql::Value::Int(count)) => usize::try_from(*count).unwrap_or(0).min(exemplars),
+        _ => exemplars,
+    };
+    let request = MetricsRequest {
+        start_ns,
+        end_ns,
+        step_ns,
+        exemplars,
+        instant: false,
+    };
+    let outcome = run(state, &headers, checked, request).await?;
+    let series: Vec<Json> = outcome
+        .series
+        .iter()
+        .map(|series| {
+            let samples: Vec<Json> = series
+                .samples
+                .iter()
+                .map(|(timestamp_ms, value)| {
+                    let mut sample = json!({"timestampMs": timestamp_ms.to_string()});
+                    if *value != 0.0 {
+                        sample["value"] = double(*value);
+                    }
+                    sample
+                })
+                .collect();
+            let mut out = json!({"labels": labels_json(series), "samples": samples});
+            if !series.exemplars.is_empty() {
+                out["exemplars"] = series
+                    .exemplars
+                    .iter()
+                    .map(|exemplar| {
+                        let labels: Vec<Json> = exemplar
+                            .labels
+                            .iter()
+                            .map(|(key, value)| attribute_json(key, value))
+                            .collect();
+                        let mut out = json!({"labels": labels});
+                        if exemplar.value != 0.0 {
+                            out["value"] = double(exemplar.value);
+                        }
+                        out["timestampMs"] = json!(exemplar.timestamp_ms.to_string());
+                        out
+                    })
+                    .collect();
+            }
+            out
+        })
+        .collect();
+    Ok(axum::Json(json!({"series": series, "metrics": metrics_json(&outcome)})).into_response())
+}
+
+/// `GET /api/metrics/query`: the range as one interval, one value per
+/// series.
+pub(crate) async fn query_instant(
+    State(state): State<TempoState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let checked = metrics_query(&params)?;
+    let (start_ns, end_ns) = bounds(&params, &state)?;
+    let request = MetricsRequest {
+        start_ns,
+        end_ns,
+        step_ns: end_ns - start_ns,
+        exemplars: 0,
+        instant: true,
+    };
+    let outcome = run(state, &headers, checked, request).await?;
+    let series: Vec<Json> = outcome
+        .series
+        .iter()
+        .filter_map(|series| {
+            let (_, value) = series.samples.first()?;
+            let mut out = json!({"labels": labels_json(series)});
+            if *value != 0.0 {
+                out["value"] = double(*value);
+            }
+            Some(out)
+        })
+        .collect();
+    let mut body = json!({"metrics": metrics_json(&outcome)});
+    if !series.is_empty() {
+        body["series"] = Json::Array(series);
+    }
+    Ok(axum::Json(body).into_response())
+}

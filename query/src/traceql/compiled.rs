@@ -1,0 +1,279 @@
+//! Metrics queries DataFusion answers in one aggregate plan over `spans`:
+//!
+//! ```sql
+//! SELECT (start_ns - start - 1) / step AS interval, <by...>, [bucket,]
+//!        count(*), sum(v), min(v), max(v)
+//! FROM spans WHERE start_time IN (start, end] AND <filter, exact>
+//! GROUP BY interval, <by...>[, bucket]
+//! ```
+//!
+//! built with `Expr` (no query text). It applies when the query's pipeline
+//! is one filter that DataFusion decides exactly
+//! ([`Checked::exact`]), its `by()` fields and the function's input are
+//! columns or span/resource attributes, and the function is not
+//! `compare()`; [`super::metrics`] falls back to trace-by-trace
+//! evaluation otherwise. `bucket` is the next power of two of the value
+//! (Tempo's `Log2Bucketize`), computed in the plan.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::functions::math::expr_fn::{ceil, log2, power};
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::logical_expr::cast;
+use datafusion::prelude::{Expr, col, lit};
+use tracelake_storage::SpanReader;
+use tracelake_storage::schema::{any_value, col as span_col};
+
+use super::ast::*;
+use super::check::Checked;
+use super::eval::AttrValue;
+use super::metrics::{Accumulated, MetricsRequest, series_labels};
+use super::search::{ScanStats, attr_value};
+use crate::exprs::{any_value_child, or_else, starts_within};
+use crate::{QueryError, Result, session_for_tenant};
+
+/// How a `by()` label is read from its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LabelColumn {
+    /// A text column (`name`, `service_name`, `status_code`, `kind`).
+    Text,
+    /// An `AnyValue` struct (an attribute).
+    Any,
+}
+
+/// A metrics query as one aggregate plan.
+#[derive(Debug, Clone)]
+pub(super) struct Plan {
+    predicate: Option<Expr>,
+    by: Vec<(Field, Expr, LabelColumn)>,
+    /// The function's input (nanoseconds for durations), as Float64.
+    value: Option<Expr>,
+    bucketed: bool,
+    query: MetricsQuery,
+}
+
+fn label_column(checked: &Checked, field: &Field) -> Option<(Expr, LabelColumn)> {
+    Some(match field {
+        Field::Intrinsic(Intrinsic::Name) => (col(span_col::NAME), LabelColumn::Text),
+        Field::Intrinsic(Intrinsic::Status) => (col(span_col::STATUS_CODE), LabelColumn::Text),
+        Field::Intrinsic(Intrinsic::Kind) => (col(span_col::KIND), LabelColumn::Text),
+        Field::Attribute {
+            scope: Scope::Resource,
+            name,
+        } if name == super::SERVICE_NAME => (col(span_col::SERVICE_NAME), LabelColumn::Text),
+        Field::Attribute { scope, name }
+            if matches!(
+                scope,
+                Scope::Span | Scope::Resource | Scope::Instrumentation
+            ) || (*scope == Scope::Any && name != super::SERVICE_NAME) =>
+        {
+            let slot = checked.slot(*scope, name)?;
+            (checked.slot_expr(slot), LabelColumn::Any)
+        }
+        _ => return None,
+    })
+}
+
+fn input_value(checked: &Checked, field: &Field) -> Option<Expr> {
+    match field {
+        Field::Intrinsic(Intrinsic::Duration) => {
+            Some(cast(col(span_col::DURATION_NS), DataType::Float64))
+        }
+        Field::Attribute { .. } => {
+            let (value, LabelColumn::Any) = label_column(checked, field)? else {
+                return None;
+            };
+            Some(or_else(
+                cast(
+                    any_value_child(value.clone(), any_value::INT),
+                    DataType::Float64,
+                ),
+                any_value_child(value, any_value::DOUBLE),
+            ))
+        }
+        _ => None,
+    }
+}
+
+impl Plan {
+    /// The plan of `query`, when one aggregate answers it exactly.
+    pub(super) fn of(checked: &Checked, query: &MetricsQuery) -> Option<Self> {
+        let predicate = match query.pipeline.stages.as_slice() {
+            [Stage::Spansets(Spansets::Filter(None))] => None,
+            [Stage::Spansets(Spansets::Filter(Some(expr)))] => Some(checked.exact(expr)?),
+            _ => return None,
+        };
+        let by = query
+            .by
+            .iter()
+            .map(|field| {
+                let (expr, kind) = label_column(checked, field)?;
+                Some((field.clone(), expr, kind))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let (value, bucketed) = match &query.function {
+            MetricsFunction::Rate | MetricsFunction::CountOverTime => (None, false),
+            MetricsFunction::MinOverTime(field)
+            | MetricsFunction::MaxOverTime(field)
+            | MetricsFunction::SumOverTime(field)
+            | MetricsFunction::AvgOverTime(field) => (Some(input_value(checked, field)?), false),
+            MetricsFunction::QuantileOverTime(field, _)
+            | MetricsFunction::HistogramOverTime(field) => {
+                if !matches!(field, Field::Intrinsic(Intrinsic::Duration)) {
+                    return None;
+                }
+                (Some(input_value(checked, field)?), true)
+            }
+            MetricsFunction::Compare { .. } => return None,
+        };
+        Some(Self {
+            predicate,
+            by,
+            value,
+            bucketed,
+            query: query.clone(),
+        })
+    }
+}
+
+const INTERVAL: &str = "interval";
+const BUCKET: &str = "bucket";
+const COUNT: &str = "n";
+const SUM: &str = "total";
+const MIN: &str = "smallest";
+const MAX: &str = "largest";
+
+/// Runs `plan` for `request` (aligned) and returns its cells.
+pub(super) async fn run(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    plan: Plan,
+    request: MetricsRequest,
+) -> Result<(Accumulated, ScanStats)> {
+    let context = session_for_tenant(reader, tenant)?;
+    let mut condition = starts_within(request.start_ns.saturating_add(1), request.end_ns);
+    if let Some(predicate) = &plan.predicate {
+        condition = condition.and(predicate.clone());
+    }
+    let start_ns = cast(col(span_col::START_TIME), DataType::Int64);
+    let interval = (start_ns - lit(request.start_ns) - lit(1i64)) / lit(request.step_ns.max(1));
+    let mut groups = vec![interval.alias(INTERVAL)];
+    for (index, (_, expr, _)) in plan.by.iter().enumerate() {
+        groups.push(expr.clone().alias(format!("by_{index}")));
+    }
+    let mut aggregates = vec![count(lit(1i64)).alias(COUNT)];
+    if let Some(value) = &plan.value {
+        if plan.bucketed {
+            // Values under 2 are not bucketed (Tempo drops them).
+            condition = condition.and(value.clone().gt_eq(lit(2.0)));
+            let bucket = cast(power(lit(2.0), ceil(log2(value.clone()))), DataType::Int64);
+            groups.push(bucket.alias(BUCKET));
+        } else {
+            condition = condition.and(value.clone().is_not_null());
+            aggregates.push(sum(value.clone()).alias(SUM));
+            aggregates.push(min(value.clone()).alias(MIN));
+            aggregates.push(max(value.clone()).alias(MAX));
+        }
+    }
+    let batches = context
+        .table("spans")
+        .await?
+        .filter(condition)?
+        .aggregate(groups, aggregates)?
+        .collect()
+        .await?;
+    let query = plan.query.clone();
+    crate::off_reactor(move || cells_of(&batches, &plan, &query, &request)).await
+}
+
+fn corrupt(what: &str) -> QueryError {
+    QueryError::DataFusion(datafusion::error::DataFusionError::Internal(format!(
+        "metrics column {what} missing or mistyped"
+    )))
+}
+
+fn cells_of(
+    batches: &[RecordBatch],
+    plan: &Plan,
+    query: &MetricsQuery,
+    request: &MetricsRequest,
+) -> Result<(Accumulated, ScanStats)> {
+    let intervals = request.intervals();
+    let mut accumulated = Accumulated::default();
+    let mut stats = ScanStats::default();
+    for batch in batches {
+        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| corrupt(name));
+        let interval = column(INTERVAL)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| corrupt(INTERVAL))?;
+        let counts = column(COUNT)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| corrupt(COUNT))?;
+        let floats = |name: &str| -> Result<Option<datafusion::arrow::array::Float64Array>> {
+            match batch.column_by_name(name) {
+                None => Ok(None),
+                Some(array) => Ok(Some(
+                    array
+                        .as_primitive_opt::<Float64Type>()
+                        .ok_or_else(|| corrupt(name))?
+                        .clone(),
+                )),
+            }
+        };
+        let (sums, mins, maxes) = (floats(SUM)?, floats(MIN)?, floats(MAX)?);
+        let buckets = match batch.column_by_name(BUCKET) {
+            None => None,
+            Some(array) => Some(
+                array
+                    .as_primitive_opt::<Int64Type>()
+                    .ok_or_else(|| corrupt(BUCKET))?
+                    .clone(),
+            ),
+        };
+        let by_columns: Vec<&Arc<dyn Array>> = (0..plan.by.len())
+            .map(|index| column(&format!("by_{index}")))
+            .collect::<Result<_>>()?;
+        for row in 0..batch.num_rows() {
+            let Some(index) = usize::try_from(interval.value(row))
+                .ok()
+                .filter(|index| *index < intervals)
+            else {
+                continue;
+            };
+            let values: Vec<Option<AttrValue>> = plan
+                .by
+                .iter()
+                .zip(&by_columns)
+                .map(|((_, _, kind), array)| match kind {
+                    LabelColumn::Text => array
+                        .as_string_opt::<i32>()
+                        .filter(|strings| strings.is_valid(row))
+                        .map(|strings| AttrValue::Text(strings.value(row).to_string())),
+                    LabelColumn::Any => array
+                        .as_struct_opt()
+                        .and_then(|structs| attr_value(structs, row)),
+                })
+                .collect();
+            let labels = series_labels(&query.by, values, &query.function);
+            let count = counts.value(row) as f64;
+            stats.inspected_spans += count as u64;
+            let cell = &mut accumulated.cells(labels, intervals)[index];
+            match &buckets {
+                Some(buckets) => {
+                    let bucket = u64::try_from(buckets.value(row)).unwrap_or(0);
+                    *cell.buckets.entry(bucket).or_default() += count;
+                }
+                None => {
+                    let value = |array: &Option<datafusion::arrow::array::Float64Array>| {
+                        array.as_ref().map_or(0.0, |array| array.value(row))
+                    };
+                    cell.merge(count, value(&sums), value(&mins), value(&maxes));
+                }
+            }
+        }
+        stats.inspected_bytes += batch.get_array_memory_size() as u64;
+    }
+    Ok((accumulated, stats))
+}
