@@ -1,0 +1,330 @@
+//! TraceQL metrics over spans at known times and durations, with the
+//! expected series computed by hand.
+//!
+//! The request is `start = T0, end = T0 + 120s, step = 60s`; Tempo's
+//! alignment moves the start one step back, so there are three intervals
+//! `(T0-60s, T0]`, `(T0, T0+60s]`, `(T0+60s, T0+120s]`, stamped at their
+//! right edges.
+//!
+//! | span | service | starts | duration | power-of-two bucket |
+//! |---|---|---|---|---|
+//! | old | api | T0-30s | 5ms | 2^23 ns |
+//! | a | api | T0+10s | 1ms | 2^20 |
+//! | a (error) | api | T0+20s | 2ms | 2^21 |
+//! | q, q2 (child of q) | db | T0+30s | 4ms, 1ms | 2^22, 2^20 |
+//! | b | api | T0+70s | 3ms | 2^22 |
+
+mod fixture;
+
+use std::sync::Arc;
+
+use fixture::{MS, Parent, SECOND, T, T0, span, store};
+use tracelake_query::traceql::{self, AttrValue, MetricsRequest, Series};
+use tracelake_storage::SpanReader;
+
+fn traces() -> Vec<T> {
+    let one = |id: u8, at: u64, name: &'static str, service: &'static str, ms: u64| T {
+        id,
+        start_ns: at,
+        spans: vec![span(name, service, Parent::Root).at_ms(0, ms)],
+    };
+    let mut failing = one(2, T0 + 20 * SECOND, "a", "api", 2);
+    failing.spans[0] = failing.spans[0].clone().error();
+    vec![
+        one(5, T0 - 30 * SECOND, "old", "api", 5),
+        one(1, T0 + 10 * SECOND, "a", "api", 1),
+        failing,
+        T {
+            id: 4,
+            start_ns: T0 + 30 * SECOND,
+            spans: vec![
+                span("q", "db", Parent::Root).at_ms(0, 4),
+                span("q2", "db", Parent::Of("q")).at_ms(1, 1),
+            ],
+        },
+        one(3, T0 + 70 * SECOND, "b", "api", 3),
+    ]
+}
+
+const STEP: i64 = 60 * SECOND as i64;
+
+fn request() -> MetricsRequest {
+    MetricsRequest {
+        start_ns: T0 as i64,
+        end_ns: (T0 + 120 * SECOND) as i64,
+        step_ns: STEP,
+        exemplars: 100,
+        instant: false,
+    }
+}
+
+/// The three timestamps (ms).
+fn stamps() -> [i64; 3] {
+    let t0 = (T0 / MS) as i64;
+    [t0, t0 + 60_000, t0 + 120_000]
+}
+
+async fn series_of(reader: &Arc<dyn SpanReader>, query: &str, request: MetricsRequest) -> Vec<Series> {
+    let checked = traceql::prepare(query).unwrap_or_else(|error| panic!("{query}: {error}"));
+    traceql::query_range(Arc::clone(reader), "t1", Arc::new(checked), request)
+        .await
+        .unwrap_or_else(|error| panic!("{query}: {error}"))
+        .series
+}
+
+fn label(name: &str, value: &str) -> (String, AttrValue) {
+    (name.into(), AttrValue::Text(value.into()))
+}
+
+/// Values of a series at the three stamps (`None`: no sample).
+fn values(series: &Series) -> Vec<Option<f64>> {
+    stamps()
+        .iter()
+        .map(|stamp| {
+            series
+                .samples
+                .iter()
+                .find(|(ts, _)| ts == stamp)
+                .map(|(_, value)| *value)
+        })
+        .collect()
+}
+
+fn close(actual: &[Option<f64>], expected: &[Option<f64>]) -> bool {
+    actual.len() == expected.len()
+        && actual.iter().zip(expected).all(|(a, b)| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+            (None, None) => true,
+            _ => false,
+        })
+}
+
+fn assert_series(series: &[Series], expected: &[(Vec<(String, AttrValue)>, Vec<Option<f64>>)], query: &str) {
+    let actual: Vec<(Vec<(String, AttrValue)>, Vec<Option<f64>>)> = series
+        .iter()
+        .map(|one| (one.labels.clone(), values(one)))
+        .collect();
+    assert_eq!(actual.len(), expected.len(), "{query}: {actual:?}");
+    for ((labels, values), (want_labels, want_values)) in actual.iter().zip(expected) {
+        assert_eq!(labels, want_labels, "{query}: {actual:?}");
+        assert!(close(values, want_values), "{query} {labels:?}: {values:?} != {want_values:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn series_match_the_hand_computed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = store(dir.path(), &traces(), 2).await;
+    let s = |value: f64| Some(value);
+    let service = |name: &str| vec![label("resource.service.name", name)];
+    let with_p = |name: &str, p: f64| {
+        vec![
+            label("resource.service.name", name),
+            ("p".to_string(), AttrValue::Float(p)),
+        ]
+    };
+    let cases: Vec<(&str, Vec<(Vec<(String, AttrValue)>, Vec<Option<f64>>)>)> = vec![
+        (
+            "{} | count_over_time() by (resource.service.name)",
+            vec![
+                (service("api"), vec![s(1.0), s(2.0), s(1.0)]),
+                (service("db"), vec![s(0.0), s(2.0), s(0.0)]),
+            ],
+        ),
+        (
+            "{} | rate()",
+            vec![(
+                vec![label("__name__", "rate")],
+                vec![s(1.0 / 60.0), s(4.0 / 60.0), s(1.0 / 60.0)],
+            )],
+        ),
+        (
+            "{ status = error } | count_over_time()",
+            vec![(
+                vec![label("__name__", "count_over_time")],
+                vec![s(0.0), s(1.0), s(0.0)],
+            )],
+        ),
+        (
+            "{} | max_over_time(duration) by (resource.service.name)",
+            vec![
+                (service("api"), vec![s(0.005), s(0.002), s(0.003)]),
+                (service("db"), vec![None, s(0.004), None]),
+            ],
+        ),
+        (
+            "{} | avg_over_time(duration)",
+            vec![(
+                vec![label("__name__", "avg_over_time")],
+                vec![s(0.005), s(0.002), s(0.003)],
+            )],
+        ),
+        (
+            "{} | sum_over_time(duration) by (resource.service.name)",
+            vec![
+                (service("api"), vec![s(0.005), s(0.003), s(0.003)]),
+                (service("db"), vec![None, s(0.005), None]),
+            ],
+        ),
+        (
+            "{} | quantile_over_time(duration, .5, .9) by (resource.service.name)",
+            vec![
+                (with_p("api", 0.5), vec![s(0.008388608), s(0.001048576), s(0.004194304)]),
+                (with_p("api", 0.9), vec![s(0.008388608), s(0.002097152), s(0.004194304)]),
+                (with_p("db", 0.5), vec![s(0.0), s(0.001048576), s(0.0)]),
+                (with_p("db", 0.9), vec![s(0.0), s(0.004194304), s(0.0)]),
+            ],
+        ),
+        (
+            "{} | histogram_over_time(duration)",
+            vec![
+                (
+                    vec![("__bucket".to_string(), AttrValue::Float(0.001048576))],
+                    vec![s(0.0), s(2.0), s(0.0)],
+                ),
+                (
+                    vec![("__bucket".to_string(), AttrValue::Float(0.002097152))],
+                    vec![s(0.0), s(1.0), s(0.0)],
+                ),
+                (
+                    vec![("__bucket".to_string(), AttrValue::Float(0.004194304))],
+                    vec![s(0.0), s(1.0), s(1.0)],
+                ),
+                (
+                    vec![("__bucket".to_string(), AttrValue::Float(0.008388608))],
+                    vec![s(1.0), s(0.0), s(0.0)],
+                ),
+            ],
+        ),
+        // A structural relation: evaluated trace by trace.
+        (
+            r#"{ name = "q" } > { } | count_over_time()"#,
+            vec![(
+                vec![label("__name__", "count_over_time")],
+                vec![s(0.0), s(1.0), s(0.0)],
+            )],
+        ),
+        // Second stages.
+        (
+            "{} | count_over_time() by (resource.service.name) | topk(1)",
+            vec![(service("api"), vec![s(1.0), s(2.0), s(1.0)])],
+        ),
+        (
+            "{} | count_over_time() by (resource.service.name) > 1",
+            vec![
+                (service("api"), vec![None, s(2.0), None]),
+                (service("db"), vec![None, s(2.0), None]),
+            ],
+        ),
+        (
+            "{} | count_over_time() by (resource.service.name) | bottomk(1) < 1",
+            vec![(service("db"), vec![s(0.0), None, s(0.0)])],
+        ),
+        // Arithmetic between queries and with numbers.
+        (
+            "({ status = error } | count_over_time()) / ({} | count_over_time())",
+            vec![(
+                vec![label("__name__", "(count_over_time / count_over_time)")],
+                vec![s(0.0), s(0.25), s(0.0)],
+            )],
+        ),
+        (
+            "({} | count_over_time()) * 2",
+            vec![(
+                vec![label("__name__", "count_over_time")],
+                vec![s(2.0), s(8.0), s(2.0)],
+            )],
+        ),
+    ];
+    for (query, expected) in &cases {
+        let series = series_of(&reader, query, request()).await;
+        assert_series(&series, expected, query);
+    }
+}
+
+/// The compiled plan and trace-by-trace evaluation give the same series.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_evaluations_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = store(dir.path(), &traces(), 2).await;
+    for (compiled, evaluated) in [
+        (
+            "{} | quantile_over_time(duration, .5, .9, .99) by (resource.service.name)",
+            "{} | {} | quantile_over_time(duration, .5, .9, .99) by (resource.service.name)",
+        ),
+        (
+            "{ kind != server } | rate() by (name, resource.service.name)",
+            "{ kind != server } | { } | rate() by (name, resource.service.name)",
+        ),
+        (
+            "{ duration > 1ms } | min_over_time(duration) by (status)",
+            "{ duration > 1ms } | { } | min_over_time(duration) by (status)",
+        ),
+    ] {
+        let one = series_of(&reader, compiled, request()).await;
+        let other = series_of(&reader, evaluated, request()).await;
+        let strip = |series: Vec<Series>| -> Vec<(Vec<(String, AttrValue)>, Vec<(i64, f64)>)> {
+            series.into_iter().map(|one| (one.labels, one.samples)).collect()
+        };
+        assert!(!one.is_empty(), "{compiled}");
+        assert_eq!(strip(one), strip(other), "{compiled} vs {evaluated}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instant_queries_answer_one_value_over_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = store(dir.path(), &traces(), 2).await;
+    let instant = MetricsRequest {
+        step_ns: 120 * SECOND as i64,
+        instant: true,
+        ..request()
+    };
+    let series = series_of(&reader, "{} | count_over_time()", instant).await;
+    assert_eq!(series.len(), 1);
+    // (T0, T0+120s]: a, a, q, q2, b.
+    assert_eq!(series[0].samples.len(), 1);
+    assert_eq!(series[0].samples[0].1, 5.0);
+    let series = series_of(&reader, "{} | rate() by (resource.service.name)", instant).await;
+    let rates: Vec<f64> = series.iter().map(|one| one.samples[0].1).collect();
+    assert_eq!(rates, [3.0 / 120.0, 2.0 / 120.0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exemplars_and_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = store(dir.path(), &traces(), 2).await;
+    // Exemplars carry the trace id and the series' labels.
+    let series = series_of(&reader, "{} | { } | count_over_time() by (resource.service.name)", request()).await;
+    let db = series
+        .iter()
+        .find(|one| one.labels == vec![label("resource.service.name", "db")])
+        .unwrap();
+    assert_eq!(db.exemplars.len(), 1, "one per trace: {:?}", db.exemplars);
+    let exemplar = &db.exemplars[0];
+    assert_eq!(
+        exemplar.labels[0],
+        label("trace:id", &hex::encode(fixture::trace_id(4)))
+    );
+    assert_eq!(exemplar.value, 2.0, "the interval's value");
+    assert_eq!(exemplar.timestamp_ms, ((T0 + 30 * SECOND) / MS) as i64);
+
+    // compare(): error spans (selection) against the rest (baseline).
+    let series = series_of(&reader, "{} | compare({ status = error })", request()).await;
+    let find = |kind: &str, name: &str, value: &str| {
+        series
+            .iter()
+            .find(|one| one.labels == vec![label("__meta_type", kind), label(name, value)])
+            .map(values)
+            .unwrap_or_else(|| panic!("{kind} {name}={value} in {series:?}"))
+    };
+    assert_eq!(find("selection", "status", "error"), [Some(0.0), Some(1.0), Some(0.0)]);
+    assert_eq!(
+        find("baseline", "resource.service.name", "api"),
+        [Some(1.0), Some(1.0), Some(1.0)]
+    );
+    assert_eq!(
+        find("baseline_total", "resource.service.name", "nil"),
+        [Some(1.0), Some(3.0), Some(1.0)]
+    );
+}
