@@ -64,7 +64,11 @@ fn stamps() -> [i64; 3] {
     [t0, t0 + 60_000, t0 + 120_000]
 }
 
-async fn series_of(reader: &Arc<dyn SpanReader>, query: &str, request: MetricsRequest) -> Vec<Series> {
+async fn series_of(
+    reader: &Arc<dyn SpanReader>,
+    query: &str,
+    request: MetricsRequest,
+) -> Vec<Series> {
     let checked = traceql::prepare(query).unwrap_or_else(|error| panic!("{query}: {error}"));
     traceql::query_range(Arc::clone(reader), "t1", Arc::new(checked), request)
         .await
@@ -99,7 +103,11 @@ fn close(actual: &[Option<f64>], expected: &[Option<f64>]) -> bool {
         })
 }
 
-fn assert_series(series: &[Series], expected: &[(Vec<(String, AttrValue)>, Vec<Option<f64>>)], query: &str) {
+fn assert_series(
+    series: &[Series],
+    expected: &[(Vec<(String, AttrValue)>, Vec<Option<f64>>)],
+    query: &str,
+) {
     let actual: Vec<(Vec<(String, AttrValue)>, Vec<Option<f64>>)> = series
         .iter()
         .map(|one| (one.labels.clone(), values(one)))
@@ -107,7 +115,10 @@ fn assert_series(series: &[Series], expected: &[(Vec<(String, AttrValue)>, Vec<O
     assert_eq!(actual.len(), expected.len(), "{query}: {actual:?}");
     for ((labels, values), (want_labels, want_values)) in actual.iter().zip(expected) {
         assert_eq!(labels, want_labels, "{query}: {actual:?}");
-        assert!(close(values, want_values), "{query} {labels:?}: {values:?} != {want_values:?}");
+        assert!(
+            close(values, want_values),
+            "{query} {labels:?}: {values:?} != {want_values:?}"
+        );
     }
 }
 
@@ -169,8 +180,14 @@ async fn series_match_the_hand_computed_values() {
         (
             "{} | quantile_over_time(duration, .5, .9) by (resource.service.name)",
             vec![
-                (with_p("api", 0.5), vec![s(0.008388608), s(0.001048576), s(0.004194304)]),
-                (with_p("api", 0.9), vec![s(0.008388608), s(0.002097152), s(0.004194304)]),
+                (
+                    with_p("api", 0.5),
+                    vec![s(0.008388608), s(0.001048576), s(0.004194304)],
+                ),
+                (
+                    with_p("api", 0.9),
+                    vec![s(0.008388608), s(0.002097152), s(0.004194304)],
+                ),
                 (with_p("db", 0.5), vec![s(0.0), s(0.001048576), s(0.0)]),
                 (with_p("db", 0.9), vec![s(0.0), s(0.004194304), s(0.0)]),
             ],
@@ -264,7 +281,10 @@ async fn both_evaluations_agree() {
         let one = series_of(&reader, compiled, request()).await;
         let other = series_of(&reader, evaluated, request()).await;
         let strip = |series: Vec<Series>| -> Vec<(Vec<(String, AttrValue)>, Vec<(i64, f64)>)> {
-            series.into_iter().map(|one| (one.labels, one.samples)).collect()
+            series
+                .into_iter()
+                .map(|one| (one.labels, one.samples))
+                .collect()
         };
         assert!(!one.is_empty(), "{compiled}");
         assert_eq!(strip(one), strip(other), "{compiled} vs {evaluated}");
@@ -294,20 +314,40 @@ async fn instant_queries_answer_one_value_over_the_range() {
 async fn exemplars_and_compare() {
     let dir = tempfile::tempdir().unwrap();
     let reader = store(dir.path(), &traces(), 2).await;
-    // Exemplars carry the trace id and the series' labels.
-    let series = series_of(&reader, "{} | { } | count_over_time() by (resource.service.name)", request()).await;
-    let db = series
-        .iter()
-        .find(|one| one.labels == vec![label("resource.service.name", "db")])
-        .unwrap();
-    assert_eq!(db.exemplars.len(), 1, "one per trace: {:?}", db.exemplars);
-    let exemplar = &db.exemplars[0];
-    assert_eq!(
-        exemplar.labels[0],
-        label("trace:id", &hex::encode(fixture::trace_id(4)))
-    );
-    assert_eq!(exemplar.value, 2.0, "the interval's value");
-    assert_eq!(exemplar.timestamp_ms, ((T0 + 30 * SECOND) / MS) as i64);
+    // Exemplars carry the trace id and the series' labels; the compiled
+    // plan and trace-by-trace evaluation both answer them.
+    for query in [
+        "{} | { } | count_over_time() by (resource.service.name)",
+        "{} | count_over_time() by (resource.service.name)",
+    ] {
+        let series = series_of(&reader, query, request()).await;
+        let db = series
+            .iter()
+            .find(|one| one.labels == vec![label("resource.service.name", "db")])
+            .unwrap();
+        assert_eq!(
+            db.exemplars.len(),
+            1,
+            "{query}: one per trace: {:?}",
+            db.exemplars
+        );
+        let exemplar = &db.exemplars[0];
+        assert_eq!(
+            exemplar.labels,
+            vec![
+                label("trace:id", &hex::encode(fixture::trace_id(4))),
+                label("resource.service.name", "db")
+            ],
+            "{query}"
+        );
+        assert_eq!(exemplar.value, 2.0, "{query}: the interval's value");
+        let start_ms = ((T0 + 30 * SECOND) / MS) as i64;
+        assert!(
+            (start_ms..=start_ms + 1).contains(&exemplar.timestamp_ms),
+            "{query}: {}",
+            exemplar.timestamp_ms
+        );
+    }
 
     // compare(): error spans (selection) against the rest (baseline).
     let series = series_of(&reader, "{} | compare({ status = error })", request()).await;
@@ -318,7 +358,10 @@ async fn exemplars_and_compare() {
             .map(values)
             .unwrap_or_else(|| panic!("{kind} {name}={value} in {series:?}"))
     };
-    assert_eq!(find("selection", "status", "error"), [Some(0.0), Some(1.0), Some(0.0)]);
+    assert_eq!(
+        find("selection", "status", "error"),
+        [Some(0.0), Some(1.0), Some(0.0)]
+    );
     assert_eq!(
         find("baseline", "resource.service.name", "api"),
         [Some(1.0), Some(1.0), Some(1.0)]

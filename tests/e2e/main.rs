@@ -25,6 +25,7 @@ mod server;
 mod service_map;
 mod sql;
 mod tempo;
+mod tempo_metrics;
 mod tenancy;
 mod tls;
 mod ui;

@@ -88,10 +88,7 @@ async fn grafana_tempo_data_source_requests() {
     let (status, echo) = get("/api/echo".into()).await;
     assert_eq!((status, echo), (200, Value::String("echo".into())));
     let (_, buildinfo) = get("/api/status/buildinfo".into()).await;
-    assert_eq!(
-        buildinfo["version"], "2.1.1",
-        "no streaming gRPC: below 2.2"
-    );
+    assert_eq!(buildinfo["version"], "3.0.3");
 
     // Search, as the query builder writes it.
     let query = r#"{resource.service.name="frontend" && duration>150ms}"#;
@@ -231,14 +228,26 @@ async fn grafana_tempo_data_source_requests() {
         .iter()
         .map(|scope| scope["name"].as_str().unwrap())
         .collect();
-    assert_eq!(scope_names, ["span", "resource", "intrinsic"]);
+    assert_eq!(
+        scope_names,
+        [
+            "resource",
+            "span",
+            "event",
+            "link",
+            "instrumentation",
+            "intrinsic"
+        ]
+    );
     assert!(
-        all_scopes["scopes"][2]["tags"]
+        all_scopes["scopes"][5]["tags"]
             .as_array()
             .unwrap()
             .contains(&json!("rootServiceName"))
     );
     let (status, _) = get("/api/v2/search/tags?scope=event".into()).await;
+    assert_eq!(status, 200);
+    let (status, _) = get("/api/v2/search/tags?scope=bogus".into()).await;
     assert_eq!(status, 400);
 
     let (_, services) = get(format!(

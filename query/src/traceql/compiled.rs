@@ -20,7 +20,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::functions::math::expr_fn::{ceil, log2, power};
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{count, first_value, max, min, sum};
 use datafusion::logical_expr::cast;
 use datafusion::prelude::{Expr, col, lit};
 use tracelake_storage::SpanReader;
@@ -144,6 +144,9 @@ const COUNT: &str = "n";
 const SUM: &str = "total";
 const MIN: &str = "smallest";
 const MAX: &str = "largest";
+const EXEMPLAR_TRACE: &str = "exemplar_trace";
+const EXEMPLAR_START: &str = "exemplar_start";
+const EXEMPLAR_VALUE: &str = "exemplar_value";
 
 /// Runs `plan` for `request` (aligned) and returns its cells.
 pub(super) async fn run(
@@ -158,7 +161,8 @@ pub(super) async fn run(
         condition = condition.and(predicate.clone());
     }
     let start_ns = cast(col(span_col::START_TIME), DataType::Int64);
-    let interval = (start_ns - lit(request.start_ns) - lit(1i64)) / lit(request.step_ns.max(1));
+    let interval =
+        (start_ns.clone() - lit(request.start_ns) - lit(1i64)) / lit(request.step_ns.max(1));
     let mut groups = vec![interval.alias(INTERVAL)];
     for (index, (_, expr, _)) in plan.by.iter().enumerate() {
         groups.push(expr.clone().alias(format!("by_{index}")));
@@ -175,6 +179,14 @@ pub(super) async fn run(
             aggregates.push(sum(value.clone()).alias(SUM));
             aggregates.push(min(value.clone()).alias(MIN));
             aggregates.push(max(value.clone()).alias(MAX));
+        }
+    }
+    if request.exemplars > 0 {
+        // One span of each group stands for it as an exemplar.
+        aggregates.push(first_value(col(span_col::TRACE_ID), vec![]).alias(EXEMPLAR_TRACE));
+        aggregates.push(first_value(start_ns, vec![]).alias(EXEMPLAR_START));
+        if let Some(value) = &plan.value {
+            aggregates.push(first_value(value.clone(), vec![]).alias(EXEMPLAR_VALUE));
         }
     }
     let batches = context
@@ -232,6 +244,13 @@ fn cells_of(
                     .clone(),
             ),
         };
+        let exemplar_traces = batch
+            .column_by_name(EXEMPLAR_TRACE)
+            .and_then(|array| array.as_fixed_size_binary_opt().cloned());
+        let exemplar_starts = batch
+            .column_by_name(EXEMPLAR_START)
+            .and_then(|array| array.as_primitive_opt::<Int64Type>().cloned());
+        let exemplar_values = floats(EXEMPLAR_VALUE)?;
         let by_columns: Vec<&Arc<dyn Array>> = (0..plan.by.len())
             .map(|index| column(&format!("by_{index}")))
             .collect::<Result<_>>()?;
@@ -258,6 +277,21 @@ fn cells_of(
                 .collect();
             let labels = series_labels(&query.by, values, &query.function);
             let count = counts.value(row) as f64;
+            if let (Some(traces), Some(starts)) = (&exemplar_traces, &exemplar_starts)
+                && traces.is_valid(row)
+            {
+                let value = exemplar_values
+                    .as_ref()
+                    .map_or(1.0, |values| values.value(row));
+                accumulated.offer_exemplar(
+                    &labels,
+                    index,
+                    value,
+                    starts.value(row) / 1_000_000,
+                    hex::encode(traces.value(row)),
+                    request.exemplars,
+                );
+            }
             stats.inspected_spans += count as u64;
             let cell = &mut accumulated.cells(labels, intervals)[index];
             match &buckets {

@@ -206,6 +206,48 @@ fn label_key(labels: &[Label]) -> LabelKey {
 }
 
 impl Accumulated {
+    /// Keeps an exemplar for the series of `labels` when the limits allow:
+    /// `limit` in all, two per interval and series (Tempo's limiter).
+    pub(super) fn offer_exemplar(
+        &mut self,
+        labels: &[Label],
+        interval: usize,
+        value: f64,
+        timestamp_ms: i64,
+        trace_id: String,
+        limit: usize,
+    ) -> bool {
+        self.offer_exemplar_keyed(
+            label_key(labels),
+            interval,
+            value,
+            timestamp_ms,
+            trace_id,
+            limit,
+        )
+    }
+
+    fn offer_exemplar_keyed(
+        &mut self,
+        key: LabelKey,
+        interval: usize,
+        value: f64,
+        timestamp_ms: i64,
+        trace_id: String,
+        limit: usize,
+    ) -> bool {
+        if self.exemplar_count >= limit {
+            return false;
+        }
+        let list = self.exemplars.entry(key).or_default();
+        if list.iter().filter(|(at, ..)| *at == interval).count() >= 2 {
+            return false;
+        }
+        list.push((interval, value, timestamp_ms, trace_id));
+        self.exemplar_count += 1;
+        true
+    }
+
     pub(super) fn cells(&mut self, labels: Vec<Label>, intervals: usize) -> &mut Vec<Cell> {
         let key = label_key(&labels);
         &mut self
