@@ -91,6 +91,7 @@ pub fn routes_with_limits(reader: Arc<dyn SpanReader>, limits: QueryLimits) -> R
         .route("/v1/histogram", get(get_histogram), Access::QUERY)
         .route("/v1/services", get(get_services), Access::QUERY)
         .route("/v1/search", get(get_search), Access::QUERY)
+        .route("/v1/search/explain", get(get_search_explain), Access::QUERY)
         .route("/v1/traces/{trace_id}", get(get_trace), Access::QUERY)
         .route(
             "/v1/traces/{trace_id}/xray",
@@ -480,6 +481,33 @@ async fn get_services(
 /// Most traces one search page answers.
 const MAX_SEARCH_LIMIT: usize = 100;
 const DEFAULT_SEARCH_LIMIT: usize = 20;
+
+/// `GET /v1/search/explain?q=&start=&end=`: how a TraceQL query (search
+/// or metrics) runs, with DataFusion's analyzed plan (what was pruned).
+async fn get_search_explain(
+    State(state): State<QueryState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = native_tenant(&headers, &params)?;
+    let range_ns = native_window(&params)?;
+    check_search_range(range_ns, state.limits.max_search_duration)?;
+    let text = params
+        .get("q")
+        .map(String::as_str)
+        .filter(|text| !text.trim().is_empty())
+        .unwrap_or("{}");
+    let checked =
+        crate::traceql::prepare(text).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let run = crate::traceql::explain(state.reader, &tenant, &checked, range_ns);
+    let plan = within_query_timeout(run).await??;
+    let mut response = plan.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(response)
+}
 
 async fn get_search(
     State(state): State<QueryState>,

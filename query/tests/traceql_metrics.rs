@@ -371,3 +371,36 @@ async fn exemplars_and_compare() {
         [Some(1.0), Some(3.0), Some(1.0)]
     );
 }
+
+/// A label of unbounded cardinality is refused past the series limit,
+/// not answered with as many series as spans.
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_series_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spans = (0..=traceql::MAX_SERIES)
+        .map(|index| {
+            let name: &'static str = Box::leak(format!("{index:07}").into_boxed_str());
+            span(name, "api", Parent::Root).at_ms(index as u64 % 1000, 1)
+        })
+        .collect();
+    let reader = store(
+        dir.path(),
+        &[T {
+            id: 9,
+            start_ns: T0 + 10 * SECOND,
+            spans,
+        }],
+        0,
+    )
+    .await;
+    for query in [
+        "{} | count_over_time() by (span:id)",
+        "{} | count_over_time() by (name)",
+    ] {
+        let checked = Arc::new(traceql::prepare(query).unwrap());
+        let error = traceql::query_range(Arc::clone(&reader), "t1", checked, request())
+            .await
+            .expect_err(query);
+        assert!(error.to_string().contains("series"), "{query}: {error}");
+    }
+}

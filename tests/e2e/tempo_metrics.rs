@@ -495,6 +495,31 @@ async fn traces_drilldown_and_grafana_metrics_requests() {
         json!([{"type": "string", "value": "exception"}])
     );
 
+    // EXPLAIN on the native API: the evaluation chosen and the analyzed
+    // plan, the filter pushed into the scan.
+    for (query, how) in [
+        (
+            r#"{ resource.service.name = "orders" } >> { status = error }"#,
+            "search: candidate traces",
+        ),
+        (
+            "{} | rate() by (resource.service.name)",
+            "one aggregate plan",
+        ),
+        ("{ kind = server } > { } | rate()", "each trace evaluated"),
+    ] {
+        let (status, plan) = client
+            .get(&format!("/v1/search/explain?q={}&{window}", encode(query)))
+            .await;
+        let plan = plan.as_str().unwrap_or_default().to_string();
+        assert_eq!(status, 200, "{plan}");
+        assert!(plan.contains(how), "{query}: {plan}");
+        assert!(
+            plan.contains("start_time"),
+            "the window reaches the scan: {plan}"
+        );
+    }
+
     // Bad input: 400 with the reason.
     for (path, needle) in [
         (range("{ .a = }", ""), "position"),

@@ -148,14 +148,13 @@ const EXEMPLAR_TRACE: &str = "exemplar_trace";
 const EXEMPLAR_START: &str = "exemplar_start";
 const EXEMPLAR_VALUE: &str = "exemplar_value";
 
-/// Runs `plan` for `request` (aligned) and returns its cells.
-pub(super) async fn run(
-    reader: Arc<dyn SpanReader>,
-    tenant: &str,
-    plan: Plan,
-    request: MetricsRequest,
-) -> Result<(Accumulated, ScanStats)> {
-    let context = session_for_tenant(reader, tenant)?;
+/// The aggregate plan of `plan` for `request` (aligned), over `context`'s
+/// `spans`.
+pub(super) async fn frame(
+    context: &datafusion::prelude::SessionContext,
+    plan: &Plan,
+    request: &MetricsRequest,
+) -> Result<datafusion::prelude::DataFrame> {
     let mut condition = starts_within(request.start_ns.saturating_add(1), request.end_ns);
     if let Some(predicate) = &plan.predicate {
         condition = condition.and(predicate.clone());
@@ -189,13 +188,22 @@ pub(super) async fn run(
             aggregates.push(first_value(value.clone(), vec![]).alias(EXEMPLAR_VALUE));
         }
     }
-    let batches = context
+    Ok(context
         .table("spans")
         .await?
         .filter(condition)?
-        .aggregate(groups, aggregates)?
-        .collect()
-        .await?;
+        .aggregate(groups, aggregates)?)
+}
+
+/// Runs `plan` for `request` (aligned) and returns its cells.
+pub(super) async fn run(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    plan: Plan,
+    request: MetricsRequest,
+) -> Result<(Accumulated, ScanStats)> {
+    let context = session_for_tenant(reader, tenant)?;
+    let batches = frame(&context, &plan, &request).await?.collect().await?;
     let query = plan.query.clone();
     crate::off_reactor(move || cells_of(&batches, &plan, &query, &request)).await
 }
@@ -293,7 +301,10 @@ fn cells_of(
                 );
             }
             stats.inspected_spans += count as u64;
-            let cell = &mut accumulated.cells(labels, intervals)[index];
+            let Some(series) = accumulated.cells(labels, intervals) else {
+                continue;
+            };
+            let cell = &mut series[index];
             match &buckets {
                 Some(buckets) => {
                     let bucket = u64::try_from(buckets.value(row)).unwrap_or(0);

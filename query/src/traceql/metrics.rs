@@ -44,6 +44,10 @@ use crate::Result;
 
 /// Most intervals a range request may have (Tempo's `max_intervals`).
 pub const MAX_INTERVALS: i64 = 10_000;
+/// Most series one metrics query may form; past it the query is refused
+/// (narrow `by()`), so a label of unbounded cardinality (`by(span:id)`)
+/// cannot exhaust memory.
+pub const MAX_SERIES: usize = 10_000;
 /// Exemplars answered when the request does not say (Tempo's default).
 pub const DEFAULT_EXEMPLARS: usize = 100;
 
@@ -193,6 +197,8 @@ pub(super) struct Accumulated {
     /// Per series key, exemplar candidates: (interval, value, ts, trace id).
     pub exemplars: HashMap<LabelKey, Vec<(usize, f64, i64, String)>>,
     pub exemplar_count: usize,
+    /// A series past [`MAX_SERIES`] was asked for.
+    pub overflowed: bool,
 }
 
 /// A series' labels as a sortable, hashable key.
@@ -248,13 +254,21 @@ impl Accumulated {
         true
     }
 
-    pub(super) fn cells(&mut self, labels: Vec<Label>, intervals: usize) -> &mut Vec<Cell> {
+    /// The cells of the series of `labels`; `None` (and `overflowed`)
+    /// when it would be one series too many.
+    pub(super) fn cells(&mut self, labels: Vec<Label>, intervals: usize) -> Option<&mut Vec<Cell>> {
         let key = label_key(&labels);
-        &mut self
-            .series
-            .entry(key)
-            .or_insert_with(|| (labels, vec![Cell::default(); intervals]))
-            .1
+        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
+            self.overflowed = true;
+            return None;
+        }
+        Some(
+            &mut self
+                .series
+                .entry(key)
+                .or_insert_with(|| (labels, vec![Cell::default(); intervals]))
+                .1,
+        )
     }
 }
 
@@ -357,6 +371,11 @@ pub async fn query_range(
         outcome.inspected_spans = stats.inspected_spans;
         outcome.inspected_bytes = stats.inspected_bytes;
     }
+    if accumulated.iter().any(|cells| cells.overflowed) {
+        return Err(crate::QueryError::TooLarge(format!(
+            "the query forms more than {MAX_SERIES} series; narrow by() or the filter"
+        )));
+    }
     let mut finished = queries
         .iter()
         .zip(accumulated)
@@ -409,7 +428,9 @@ fn observe(
                     ("__meta_type".to_string(), AttrValue::Text(kind.into())),
                     (name.clone(), value),
                 ];
-                cells.cells(labels, intervals)[interval].add(1.0);
+                if let Some(series) = cells.cells(labels, intervals) {
+                    series[interval].add(1.0);
+                }
                 let totals = vec![
                     (
                         "__meta_type".to_string(),
@@ -417,7 +438,9 @@ fn observe(
                     ),
                     (name, AttrValue::Text("nil".into())),
                 ];
-                cells.cells(totals, intervals)[interval].add(1.0);
+                if let Some(series) = cells.cells(totals, intervals) {
+                    series[interval].add(1.0);
+                }
             }
             continue;
         }
@@ -445,7 +468,10 @@ fn observe(
             continue;
         };
         let key = label_key(&labels);
-        let cell = &mut cells.cells(labels, intervals)[interval];
+        let Some(series) = cells.cells(labels, intervals) else {
+            continue;
+        };
+        let cell = &mut series[interval];
         if bucketed {
             if value < 2.0 || value.fract() != 0.0 {
                 continue;

@@ -28,15 +28,15 @@ pub use eval::{
     AttrValue, EventRow, LinkRow, NestedSet, SpanRow, SpansetMatch, TraceRows, go_duration,
 };
 pub use metrics::{
-    DEFAULT_EXEMPLARS, Exemplar, Label, MAX_INTERVALS, MetricsOutcome, MetricsRequest, Series,
-    default_step_ns, query_range,
+    DEFAULT_EXEMPLARS, Exemplar, Label, MAX_INTERVALS, MAX_SERIES, MetricsOutcome, MetricsRequest,
+    Series, default_step_ns, query_range,
 };
 pub use parse::{MAX_QUERY_CHARS, TraceqlError, parse};
 pub(crate) use pushdown::attribute_value;
 pub(crate) use search::attr_value;
 pub use search::{
     Cursor, Found, MAX_CANDIDATES, MAX_SCANNED_TRACES, ScanStats, SearchOutcome, SearchWindow,
-    candidates, scan_traces, search, search_after,
+    candidates, explain, scan_traces, search, search_after,
 };
 
 /// The resource attribute stored in the dedicated `service_name` column.

@@ -137,6 +137,69 @@ async fn candidates_after(
         .select(vec![col(span_col::TRACE_ID), col(LATEST)])?)
 }
 
+/// How a query runs over `range_ns`, for people: which evaluation, then
+/// DataFusion's plan with what each scan read and pruned (`EXPLAIN
+/// ANALYZE`; the plan runs once).
+pub async fn explain(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    checked: &Checked,
+    range_ns: (i64, i64),
+) -> Result<String> {
+    let context = session_for_tenant(reader, tenant)?;
+    let compiled =
+        checked.metrics().and_then(
+            |expr| match super::check::metrics_queries(expr).as_slice() {
+                [only] => super::compiled::Plan::of(checked, only),
+                _ => None,
+            },
+        );
+    let (how, frame) = match (checked.metrics(), compiled) {
+        (_, Some(plan)) => {
+            let request = super::MetricsRequest {
+                start_ns: range_ns.0,
+                end_ns: range_ns.1,
+                step_ns: super::default_step_ns(range_ns.0, range_ns.1),
+                exemplars: 0,
+                instant: false,
+            }
+            .aligned();
+            (
+                "metrics: one aggregate plan over spans (the filter decided by DataFusion)",
+                super::compiled::frame(&context, &plan, &request).await?,
+            )
+        }
+        (Some(_), None) => (
+            "metrics: candidate traces from the plan below, then each trace evaluated in memory",
+            candidates_after(&context, checked, &window_of(range_ns), None).await?,
+        ),
+        (None, _) => (
+            "search: candidate traces from the plan below (newest first), then each evaluated in memory until the limit",
+            candidates_after(&context, checked, &window_of(range_ns), None).await?,
+        ),
+    };
+    let batches = frame.explain(false, true)?.collect().await?;
+    let mut out = format!("{how}\n");
+    for batch in &batches {
+        let Some(plans) = batch.column(1).as_string_opt::<i32>() else {
+            continue;
+        };
+        for row in 0..plans.len() {
+            out.push_str(plans.value(row));
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+fn window_of(range_ns: (i64, i64)) -> SearchWindow {
+    SearchWindow {
+        range_ns,
+        limit: MAX_CANDIDATES,
+        pushdown: true,
+    }
+}
+
 /// The candidates' latest span start.
 const LATEST: &str = "latest";
 
