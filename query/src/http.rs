@@ -92,6 +92,11 @@ pub fn routes_with_limits(reader: Arc<dyn SpanReader>, limits: QueryLimits) -> R
         .route("/v1/services", get(get_services), Access::QUERY)
         .route("/v1/search", get(get_search), Access::QUERY)
         .route("/v1/search/explain", get(get_search_explain), Access::QUERY)
+        .route(
+            "/v1/traceql/query_range",
+            get(get_query_range),
+            Access::QUERY,
+        )
         .route("/v1/traces/{trace_id}", get(get_trace), Access::QUERY)
         .route(
             "/v1/traces/{trace_id}/xray",
@@ -481,6 +486,25 @@ async fn get_services(
 /// Most traces one search page answers.
 const MAX_SEARCH_LIMIT: usize = 100;
 const DEFAULT_SEARCH_LIMIT: usize = 20;
+
+/// `GET /v1/traceql/query_range`: TraceQL metrics with the parameters and
+/// answer of Tempo's `/api/metrics/query_range` ([`crate::tempo_metrics`]),
+/// for the web UI's metrics view.
+async fn get_query_range(
+    State(state): State<QueryState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = native_tenant(&headers, &params)?;
+    let body = crate::tempo_metrics::range_body(
+        state.reader,
+        state.limits.max_search_duration,
+        &tenant,
+        &params,
+    )
+    .await?;
+    Ok(axum::Json(body).into_response())
+}
 
 /// `GET /v1/search/explain?q=&start=&end=`: how a TraceQL query (search
 /// or metrics) runs, with DataFusion's analyzed plan (what was pruned).

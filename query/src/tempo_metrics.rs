@@ -23,6 +23,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 
+use tracelake_storage::SpanReader;
+
 use crate::QueryError;
 use crate::http::{ApiError, tenant};
 use crate::tempo::{TempoState, attribute_json, now_ns};
@@ -111,7 +113,10 @@ fn go_duration(nanos: i64) -> String {
 }
 
 /// `start`/`end` (Tempo's `determineBounds`), validated.
-fn bounds(params: &HashMap<String, String>, state: &TempoState) -> Result<(i64, i64), ApiError> {
+fn bounds(
+    params: &HashMap<String, String>,
+    max: std::time::Duration,
+) -> Result<(i64, i64), ApiError> {
     let end = match param(params, "end") {
         Some(text) => timestamp("end", text)?,
         None => now_ns(),
@@ -138,7 +143,6 @@ fn bounds(params: &HashMap<String, String>, state: &TempoState) -> Result<(i64, 
             "end must be greater than start".into(),
         ));
     }
-    let max = state.max_search_duration;
     let range = u128::try_from(end - start).unwrap_or(0);
     if !max.is_zero() && range > max.as_nanos() {
         return Err(ApiError::BadRequest(format!(
@@ -165,13 +169,12 @@ fn metrics_query(params: &HashMap<String, String>) -> Result<traceql::Checked, A
 }
 
 async fn run(
-    state: TempoState,
-    headers: &HeaderMap,
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
     checked: traceql::Checked,
     request: MetricsRequest,
 ) -> Result<MetricsOutcome, ApiError> {
-    let tenant = tenant(headers)?;
-    let run = traceql::query_range(state.reader, &tenant, Arc::new(checked), request);
+    let run = traceql::query_range(reader, tenant, Arc::new(checked), request);
     crate::http::within_query_timeout(run)
         .await?
         .map_err(|error| match error {
@@ -230,8 +233,22 @@ pub(crate) async fn query_range(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let body = range_body(state.reader, state.max_search_duration, &tenant, &params).await?;
+    Ok(axum::Json(body).into_response())
+}
+
+/// The answer of a range request (module docs), for Tempo's path and the
+/// native one the web UI reads.
+pub(crate) async fn range_body(
+    reader: Arc<dyn SpanReader>,
+    max_duration: std::time::Duration,
+    tenant: &str,
+    params: &HashMap<String, String>,
+) -> Result<Json, ApiError> {
+    let params = params.clone();
     let checked = metrics_query(&params)?;
-    let (start_ns, end_ns) = bounds(&params, &state)?;
+    let (start_ns, end_ns) = bounds(&params, max_duration)?;
     let step_ns = match param(&params, "step") {
         Some(text) => seconds_or_duration("step", text)?,
         None => default_step_ns(start_ns, end_ns),
@@ -260,7 +277,7 @@ pub(crate) async fn query_range(
         exemplars,
         instant: false,
     };
-    let outcome = run(state, &headers, checked, request).await?;
+    let outcome = run(reader, tenant, checked, request).await?;
     let series: Vec<Json> = outcome
         .series
         .iter()
@@ -299,7 +316,7 @@ pub(crate) async fn query_range(
             out
         })
         .collect();
-    Ok(axum::Json(json!({"series": series, "metrics": metrics_json(&outcome)})).into_response())
+    Ok(json!({"series": series, "metrics": metrics_json(&outcome)}))
 }
 
 /// `GET /api/metrics/query`: the range as one interval, one value per
@@ -309,8 +326,9 @@ pub(crate) async fn query_instant(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
     let checked = metrics_query(&params)?;
-    let (start_ns, end_ns) = bounds(&params, &state)?;
+    let (start_ns, end_ns) = bounds(&params, state.max_search_duration)?;
     let request = MetricsRequest {
         start_ns,
         end_ns,
@@ -318,7 +336,7 @@ pub(crate) async fn query_instant(
         exemplars: 0,
         instant: true,
     };
-    let outcome = run(state, &headers, checked, request).await?;
+    let outcome = run(state.reader, &tenant, checked, request).await?;
     let series: Vec<Json> = outcome
         .series
         .iter()

@@ -8,6 +8,8 @@ export const PATHS = {
   histogram: '/v1/histogram',
   services: '/v1/services',
   search: '/v1/search',
+  explain: '/v1/search/explain',
+  queryRange: '/v1/traceql/query_range',
   trace: '/v1/traces/{trace_id}',
   traceXray: '/v1/traces/{trace_id}/xray',
 };
@@ -73,6 +75,14 @@ export async function getJson(path, params = {}, query = {}, signal) {
     throw new ApiError(response.status, `${response.status}: ${text || response.statusText}${hint}`);
   }
   return response.json();
+}
+
+/** GETs a documented path answered as text (plans). */
+export async function getText(path, params = {}, query = {}, signal) {
+  const response = await fetch(apiUrl(path, params, query), { headers: { ...headers(), Accept: 'text/plain' }, signal });
+  const text = await response.text();
+  if (!response.ok) throw new ApiError(response.status, `${response.status}: ${text.trim() || response.statusText}`);
+  return text;
 }
 
 /** Opens a documented JSON path in a new tab: a plain link without an API

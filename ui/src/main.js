@@ -5,6 +5,7 @@
 //   #/search?q=...&lang=traceql|xray     trace search, page= for later pages
 //   #/trace/{trace id}                   waterfall of one trace
 //   #/histogram?service=&operation=      latency histogram (client=&server= for an edge)
+//   #/metrics?q=...&step=                TraceQL metrics chart
 
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
@@ -16,6 +17,7 @@ import { MapView } from './map.js';
 import { SearchView } from './search.js';
 import { TraceView } from './trace.js';
 import { HistogramView } from './histogram.js';
+import { MetricsView } from './metrics.js';
 import './style.css';
 
 /** `datetime-local` text for unix seconds, in local time. */
@@ -104,6 +106,7 @@ const KEYS = [
   ['m', 'service map'],
   ['s', 'trace search'],
   ['h', 'latency histogram'],
+  ['t', 'TraceQL metrics'],
   ['/', 'focus the search box'],
   ['j / k', 'next / previous row (results, spans)'],
   ['Enter', 'open the selected row'],
@@ -145,6 +148,7 @@ function App() {
         m: () => navigate('map', window_),
         s: () => navigate('search', window_),
         h: () => navigate('histogram', window_),
+        t: () => navigate('metrics', window_),
         r: () => setReload((n) => n + 1),
         '?': () => setDialog('help'),
         '/': () => document.querySelector('#query')?.focus(),
@@ -160,13 +164,13 @@ function App() {
     return () => window.removeEventListener('keydown', onKey);
   }, []);
   useEffect(() => {
-    if (route.view === 'search' && document.activeElement === document.body) {
+    if ((route.view === 'search' || route.view === 'metrics') && document.activeElement === document.body) {
       // `/` from another view lands in the search box.
       setTimeout(() => document.querySelector('#query')?.focus(), 0);
     }
   }, [route.view]);
 
-  const views = { map: MapView, search: SearchView, trace: TraceView, histogram: HistogramView };
+  const views = { map: MapView, search: SearchView, trace: TraceView, histogram: HistogramView, metrics: MetricsView };
   const View = views[route.view];
   const window_ = windowParams(route.params);
   const tab = (view, label, key) =>
@@ -174,7 +178,7 @@ function App() {
       aria-current=${route.view === view ? 'page' : undefined} title=${`${label} (${key})`}>${label}</a>`;
   return html`<header>
       <a class="brand" href="#/map">tracelake</a>
-      <nav>${tab('map', 'Service map', 'm')}${tab('search', 'Traces', 's')}${tab('histogram', 'Latency', 'h')}</nav>
+      <nav>${tab('map', 'Service map', 'm')}${tab('search', 'Traces', 's')}${tab('histogram', 'Latency', 'h')}${tab('metrics', 'Metrics', 't')}</nav>
       ${route.view !== 'trace' && html`<${WindowPicker} route=${route} />`}
       <button class="icon" title="refresh (r)" aria-label="refresh" onClick=${() => setReload((n) => n + 1)}>⟳</button>
       <button class="icon" title="keyboard (?)" aria-label="keyboard shortcuts" onClick=${() => setDialog('help')}>?</button>

@@ -5,7 +5,8 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { html } from './html.js';
-import { PATHS, getJson } from './api.js';
+import { PATHS, getJson, getText } from './api.js';
+import { isMetricsQuery } from './metrics.js';
 import { formatInstant, formatNanos, parseDuration, serviceColor, windowOf } from './format.js';
 import { link, navigate, windowParams } from './route.js';
 
@@ -107,6 +108,7 @@ export function SearchView({ route }) {
   const [answer, setAnswer] = useState(null);
   const [error, setError] = useState(null);
   const [selected, setSelected] = useState(-1);
+  const [plan, setPlan] = useState(null);
   const page = Number(params.get('n') || 1);
 
   useEffect(() => {
@@ -156,6 +158,11 @@ export function SearchView({ route }) {
   const pinned = () => (span.pinned ? { start: params.get('start'), end: params.get('end') } : { start: span.start, end: span.end });
   const submit = (event) => {
     event.preventDefault();
+    // A metrics query (`{...} | rate()`) is drawn, not listed.
+    if (form.lang === 'traceql' && isMetricsQuery(form.query)) {
+      navigate('metrics', { ...windowParams(params), q: form.query });
+      return;
+    }
     navigate('search', { ...windowParams(params), limit: params.get('limit'), lang: form.lang, q: form.query, ...form.fields });
   };
   const older = () => {
@@ -208,8 +215,15 @@ export function SearchView({ route }) {
           placeholder=${form.lang === 'xray' ? 'service("orders") AND fault' : '{ resource.service.name = "orders" && status = error }'}
           onInput=${(event) => setForm({ ...form, query: event.target.value })} />
         <button type="submit" class="primary">Search</button>
+        ${form.lang === 'traceql' &&
+        html`<button type="button" data-testid="explain-button" title="how the query runs: the plan DataFusion prunes with"
+          onClick=${() =>
+            getText(PATHS.explain, {}, { q: form.query, start: span.start, end: span.end })
+              .then(setPlan)
+              .catch((failure) => setPlan(failure.message))}>Explain</button>`}
       </div>
     </form>
+    ${plan && html`<pre class="plan mono" data-testid="explain">${plan}</pre>`}
     ${error && html`<p class="error" data-testid="search-error">${error}</p>`}
     ${!error && !answer && html`<p class="loading">Searching…</p>`}
     ${answer &&

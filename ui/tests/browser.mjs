@@ -270,7 +270,38 @@ try {
   await page.waitForSelector('[data-testid=histogram] [data-testid=histogram-bar]', { timeout: 20000 });
   check(!page.url().includes('range='), 'a custom window pins start and end in the URL');
 
+  // --- TraceQL metrics --------------------------------------------------
+  // A metrics query typed in the search box is drawn, one line per series
+  // as the Tempo API answers it; an exemplar opens its trace.
+  await page.goto(`${base}/#/search?${window_}`);
+  const rate = '{} | rate() by (resource.service.name)';
+  await page.fill('#query', rate);
+  await page.click('[data-testid=explain-button]');
+  await page.waitForSelector('[data-testid=explain]');
+  check((await page.textContent('[data-testid=explain]')).includes('one aggregate plan'), 'Explain shows how the query runs');
+  since = performance.now();
+  await page.click('button[type=submit].primary');
+  await page.waitForSelector('[data-testid=metrics-series]', { timeout: 20000 });
+  timing('metrics query to chart', since);
+  check(page.url().includes('#/metrics'), 'a metrics query opens the metrics view');
+  const lines = await page.$$eval('[data-testid=metrics-series]', (all) => all.map((one) => one.dataset.name));
+  const answered = await page.evaluate(async ([q, params]) => {
+    const search = new URLSearchParams(params);
+    const response = await fetch(`/api/metrics/query_range?q=${encodeURIComponent(q)}&start=${search.get('start')}&end=${search.get('end')}`);
+    return (await response.json()).series.length;
+  }, [rate, window_]);
+  check(lines.length === answered && lines.length > 1, `the chart draws the ${answered} series Tempo's API answers (${lines.join('; ')})`);
+  await shot('metrics');
+  await page.click('[data-testid=exemplar] >> nth=-1', { force: true });
+  await page.waitForSelector('[data-testid=span-row]');
+  check(page.url().includes('#/trace/'), 'an exemplar opens its trace');
+
   check(pageErrors.length === 0, `no errors in the page${pageErrors.length ? `: ${pageErrors.join('; ')}` : ''}`);
+  // Last: the browser logs the 400 as an error.
+  await page.goto(`${base}/#/metrics?${window_}&q=${encodeURIComponent('{ } | rate( by')}`);
+  await page.waitForSelector('[data-testid=metrics-error]');
+  check((await page.textContent('[data-testid=metrics-error]')).includes('400'), 'a malformed metrics query shows the server\'s 400');
+
 } catch (error) {
   await shot('failure').catch(() => {});
   console.error(String(error.stack || error));
