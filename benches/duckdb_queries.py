@@ -8,6 +8,10 @@ usage: duckdb_queries.py QUERY PARQUET_GLOB START_NS END_NS RUNS
                       root calls and unanswered calls, each with latency quantiles
          search       Tempo's {resource.service.name="service-07" && duration > 500ms}
                       limit 20: the 20 newest matching traces and their spans
+         rate         {} | rate() by (resource.service.name): spans per service per
+                      15 s step (Tempo's alignment), divided by the step
+         quantiles    {} | quantile_over_time(duration, .5, .9, .99) by
+                      (resource.service.name): exact quantiles per service per step
 
 Each prints one line: `<label>, DuckDB <version>: median <ms>ms of <runs> (<rows> rows)`.
 
@@ -82,6 +86,17 @@ QUERIES = {
             FROM {spans} s JOIN matched USING (trace_id)""",
     ]),
 }
+
+STEP_NS = 15 * 1_000_000_000
+ALIGNED = start_ns - start_ns % STEP_NS - STEP_NS
+STEPS = f"(epoch_ns(start_time) - {ALIGNED} - 1) // {STEP_NS}"
+IN_RANGE = f"(SELECT * FROM {spans} WHERE epoch_ns(start_time) > {ALIGNED} AND epoch_ns(start_time) <= {end_ns})"
+QUERIES["rate"] = ("metrics {} | rate() by (resource.service.name)", [
+    f"SELECT service_name, {STEPS} AS step, count(*) / 15.0 FROM {IN_RANGE} GROUP BY ALL",
+])
+QUERIES["quantiles"] = ("metrics {} | quantile_over_time(duration, .5, .9, .99) by (resource.service.name)", [
+    f"SELECT service_name, {STEPS} AS step, quantile_cont(duration_ns, [0.5, 0.9, 0.99]) FROM {IN_RANGE} GROUP BY ALL",
+])
 
 label, statements = QUERIES[query]
 connection = duckdb.connect()

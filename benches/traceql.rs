@@ -4,10 +4,15 @@
 //! - TraceQL search `{resource.service.name="service-07" && duration > 500ms}`
 //!   (limit 20, as Grafana asks), and the same search evaluated without
 //!   pushing its conditions into DataFusion, for the ratio;
+//! - a structural search `{kind=server} >> {status=error}` (limit 20);
+//! - TraceQL metrics over the hour: `{} | rate() by (resource.service.name)`
+//!   and `{} | quantile_over_time(duration, .5, .9, .99) by
+//!   (resource.service.name)` (Grafana's default step, 15 s);
 //! - tag values of `resource.service.name` (a dedicated column) and of
 //!   `span.db.system.name` (an attribute map lookup);
-//! - with `TRACELAKE_BENCH_DUCKDB_PYTHON` set, the search's equivalent SQL
-//!   in DuckDB over the same Parquet files (`benches/duckdb_queries.py`).
+//! - with `TRACELAKE_BENCH_DUCKDB_PYTHON` set, the equivalent SQL of the
+//!   search, the rate and the quantiles in DuckDB over the same Parquet
+//!   files (`benches/duckdb_queries.py`).
 //!
 //! ```text
 //! cargo bench --bench traceql          # 10M spans (TRACELAKE_BENCH_SPANS)
@@ -29,6 +34,9 @@ use tracelake_query::traceql::{self, SearchWindow};
 use tracelake_storage::SpanReader;
 
 const SEARCH: &str = r#"{resource.service.name="service-07" && duration > 500ms}"#;
+const STRUCTURAL: &str = "{kind=server} >> {status=error}";
+const RATE: &str = "{} | rate() by (resource.service.name)";
+const QUANTILES: &str = "{} | quantile_over_time(duration, .5, .9, .99) by (resource.service.name)";
 
 /// Percent-encodes a query value.
 fn encode(text: &str) -> String {
@@ -61,6 +69,21 @@ async fn main() {
             "search {resource.service.name=\"service-07\" && duration > 500ms}",
             format!("/api/search?q={}&limit=20&spss=3&{window}", encode(SEARCH)),
             "traces",
+        ),
+        (
+            "search {kind=server} >> {status=error}",
+            format!("/api/search?q={}&limit=20&spss=3&{window}", encode(STRUCTURAL)),
+            "traces",
+        ),
+        (
+            "metrics {} | rate() by (resource.service.name)",
+            format!("/api/metrics/query_range?q={}&{window}", encode(RATE)),
+            "series",
+        ),
+        (
+            "metrics {} | quantile_over_time(duration, .5, .9, .99) by (resource.service.name)",
+            format!("/api/metrics/query_range?q={}&{window}", encode(QUANTILES)),
+            "series",
         ),
         (
             "tag values resource.service.name",
@@ -134,10 +157,12 @@ async fn main() {
         found[0],
         found[1]
     );
-    common::duckdb(
-        dir.path(),
-        "search",
-        (BASE_NS as i64, (BASE_NS + HOUR_NS) as i64),
-        runs,
-    );
+    for query in ["search", "rate", "quantiles"] {
+        common::duckdb(
+            dir.path(),
+            query,
+            (BASE_NS as i64, (BASE_NS + HOUR_NS) as i64),
+            runs,
+        );
+    }
 }
