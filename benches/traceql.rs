@@ -72,7 +72,10 @@ async fn main() {
         ),
         (
             "search {kind=server} >> {status=error}",
-            format!("/api/search?q={}&limit=20&spss=3&{window}", encode(STRUCTURAL)),
+            format!(
+                "/api/search?q={}&limit=20&spss=3&{window}",
+                encode(STRUCTURAL)
+            ),
             "traces",
         ),
         (

@@ -76,6 +76,10 @@ async fn series_of(
         .series
 }
 
+type Labels = Vec<(String, AttrValue)>;
+/// Labels and the values at the three stamps.
+type Expected = (Labels, Vec<Option<f64>>);
+
 fn label(name: &str, value: &str) -> (String, AttrValue) {
     (name.into(), AttrValue::Text(value.into()))
 }
@@ -103,12 +107,8 @@ fn close(actual: &[Option<f64>], expected: &[Option<f64>]) -> bool {
         })
 }
 
-fn assert_series(
-    series: &[Series],
-    expected: &[(Vec<(String, AttrValue)>, Vec<Option<f64>>)],
-    query: &str,
-) {
-    let actual: Vec<(Vec<(String, AttrValue)>, Vec<Option<f64>>)> = series
+fn assert_series(series: &[Series], expected: &[Expected], query: &str) {
+    let actual: Vec<Expected> = series
         .iter()
         .map(|one| (one.labels.clone(), values(one)))
         .collect();
@@ -134,7 +134,7 @@ async fn series_match_the_hand_computed_values() {
             ("p".to_string(), AttrValue::Float(p)),
         ]
     };
-    let cases: Vec<(&str, Vec<(Vec<(String, AttrValue)>, Vec<Option<f64>>)>)> = vec![
+    let cases: Vec<(&str, Vec<Expected>)> = vec![
         (
             "{} | count_over_time() by (resource.service.name)",
             vec![
@@ -280,7 +280,7 @@ async fn both_evaluations_agree() {
     ] {
         let one = series_of(&reader, compiled, request()).await;
         let other = series_of(&reader, evaluated, request()).await;
-        let strip = |series: Vec<Series>| -> Vec<(Vec<(String, AttrValue)>, Vec<(i64, f64)>)> {
+        let strip = |series: Vec<Series>| -> Vec<(Labels, Vec<(i64, f64)>)> {
             series
                 .into_iter()
                 .map(|one| (one.labels, one.samples))

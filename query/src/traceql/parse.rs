@@ -1009,11 +1009,11 @@ fn metrics(tree: Spanned, root: bool) -> Result<MetricsExpr, TraceqlError> {
                 }
                 let threshold = metrics_scalar(&right)?;
                 let expr = metrics(*left, false)?;
-                return Ok(staged(
+                return staged(
                     expr,
                     vec![SecondStage::Filter(comparison, threshold)],
                     position,
-                )?);
+                );
             }
             let op = math_op(symbol).ok_or_else(|| {
                 error(
