@@ -372,6 +372,35 @@ async fn exemplars_and_compare() {
     );
 }
 
+/// An X-Ray segment stored in progress and again complete counts once,
+/// in the compiled plan and trace by trace alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_in_progress_segment_and_its_completion_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_progress = span("seg", "api", Parent::Root)
+        .at_ms(0, 0)
+        .with(vec![fixture::boolean("aws.xray.inprogress", true)]);
+    let complete = span("seg", "api", Parent::Root).at_ms(0, 40);
+    let traces = [
+        T {
+            id: 7,
+            start_ns: T0 + 10 * SECOND,
+            spans: vec![in_progress],
+        },
+        T {
+            id: 7,
+            start_ns: T0 + 10 * SECOND,
+            spans: vec![complete],
+        },
+    ];
+    let reader = store(dir.path(), &traces, 1).await;
+    for query in ["{} | count_over_time()", "{} | {} | count_over_time()"] {
+        let series = series_of(&reader, query, request()).await;
+        let total: f64 = series[0].samples.iter().map(|(_, value)| value).sum();
+        assert_eq!(total, 1.0, "{query}");
+    }
+}
+
 /// A label of unbounded cardinality is refused past the series limit,
 /// not answered with as many series as spans.
 #[tokio::test(flavor = "multi_thread")]

@@ -159,6 +159,20 @@ pub(super) async fn frame(
     if let Some(predicate) = &plan.predicate {
         condition = condition.and(predicate.clone());
     }
+    // An X-Ray segment sent in progress is stored again when it completes;
+    // the in-progress copy (no end yet: duration 0) is not counted, as
+    // trace-by-trace evaluation keeps only the later copy.
+    let in_progress = col(span_col::DURATION_NS).eq(lit(0i64)).and(or_else(
+        any_value_child(
+            crate::exprs::map_value(
+                span_col::ATTRIBUTES,
+                tracelake_storage::xray::attr::IN_PROGRESS,
+            ),
+            any_value::BOOL,
+        ),
+        lit(false),
+    ));
+    condition = condition.and(!in_progress);
     let start_ns = cast(col(span_col::START_TIME), DataType::Int64);
     let interval =
         (start_ns.clone() - lit(request.start_ns) - lit(1i64)) / lit(request.step_ns.max(1));

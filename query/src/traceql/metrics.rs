@@ -48,6 +48,11 @@ pub const MAX_INTERVALS: i64 = 10_000;
 /// (narrow `by()`), so a label of unbounded cardinality (`by(span:id)`)
 /// cannot exhaust memory.
 pub const MAX_SERIES: usize = 10_000;
+/// Most cells (series times intervals) one metrics query holds, so a
+/// long range at a fine step with many series stays within memory: the
+/// series limit is the smaller of [`MAX_SERIES`] and this over the
+/// intervals.
+pub const MAX_CELLS: usize = 4_000_000;
 /// Exemplars answered when the request does not say (Tempo's default).
 pub const DEFAULT_EXEMPLARS: usize = 100;
 
@@ -258,7 +263,8 @@ impl Accumulated {
     /// when it would be one series too many.
     pub(super) fn cells(&mut self, labels: Vec<Label>, intervals: usize) -> Option<&mut Vec<Cell>> {
         let key = label_key(&labels);
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
+        let limit = MAX_SERIES.min(MAX_CELLS / intervals.max(1));
+        if !self.series.contains_key(&key) && self.series.len() >= limit {
             self.overflowed = true;
             return None;
         }
@@ -373,7 +379,7 @@ pub async fn query_range(
     }
     if accumulated.iter().any(|cells| cells.overflowed) {
         return Err(crate::QueryError::TooLarge(format!(
-            "the query forms more than {MAX_SERIES} series; narrow by() or the filter"
+            "the query forms more series than the server holds ({MAX_SERIES}, or {MAX_CELLS} series times intervals); narrow by() or the filter, or take a larger step"
         )));
     }
     let mut finished = queries

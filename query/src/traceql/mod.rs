@@ -28,8 +28,8 @@ pub use eval::{
     AttrValue, EventRow, LinkRow, NestedSet, SpanRow, SpansetMatch, TraceRows, go_duration,
 };
 pub use metrics::{
-    DEFAULT_EXEMPLARS, Exemplar, Label, MAX_INTERVALS, MAX_SERIES, MetricsOutcome, MetricsRequest,
-    Series, default_step_ns, query_range,
+    DEFAULT_EXEMPLARS, Exemplar, Label, MAX_CELLS, MAX_INTERVALS, MAX_SERIES, MetricsOutcome,
+    MetricsRequest, Series, default_step_ns, query_range,
 };
 pub use parse::{MAX_QUERY_CHARS, TraceqlError, parse};
 pub(crate) use pushdown::attribute_value;
