@@ -524,6 +524,7 @@ async fn traces_drilldown_and_grafana_metrics_requests() {
     for (path, needle) in [
         (range("{ .a = }", ""), "position"),
         (range("{}", ""), "not a metrics query"),
+        (range("{} | rates()", ""), "unknown function"),
         (range("{} | rate() | topk(0)", ""), "positive"),
         (range("{} | rate()", "&step=0"), "too small"),
         (range("{} | rate()", "&step=-5"), "positive"),

@@ -347,6 +347,14 @@ impl Parser {
             return Ok(Node::Parent);
         }
         if !is_function(&word) {
+            if let Some((_, Token::LeftParen)) = self.cursor.peek() {
+                return Err(error(
+                    position,
+                    format!(
+                        "unknown function {word}(): TraceQL has count avg min max sum by coalesce select, and the metrics functions rate count_over_time min_over_time max_over_time sum_over_time avg_over_time quantile_over_time histogram_over_time compare topk bottomk"
+                    ),
+                ));
+            }
             return Ok(Node::Word(word));
         }
         match self.cursor.peek() {

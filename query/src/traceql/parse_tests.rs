@@ -389,6 +389,7 @@ fn errors_point_at_the_position() {
         ("{ .a = 1 } }", 12, "unexpected"),
         ("{ .a # 1 }", 6, "unexpected character"),
         ("duration > 1s", 1, "braces"),
+        ("{} | rates()", 6, "unknown function rates()"),
     ];
     for (text, position, needle) in cases {
         let error = parse(text).expect_err(text);
