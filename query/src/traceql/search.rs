@@ -30,8 +30,11 @@ use crate::{QueryError, Result, session_for_tenant};
 
 /// Most candidate traces one search inspects.
 pub const MAX_CANDIDATES: usize = 20_000;
-/// Candidate traces loaded per query.
+/// Most candidate traces loaded per query.
 const PAGE: usize = 500;
+/// The first page of a search: pages start near the limit (most
+/// candidates of a selective filter match) and double up to [`PAGE`].
+const FIRST_PAGE: usize = 16;
 
 /// What to search.
 #[derive(Debug, Clone, Copy)]
@@ -249,7 +252,12 @@ pub async fn search_after(
         }
     }
     let mut outcome = SearchOutcome::default();
-    for page in candidates.chunks(PAGE) {
+    let mut remaining: &[(TraceId, i64)] = &candidates;
+    let mut page_size = window.limit.clamp(FIRST_PAGE, PAGE);
+    while !remaining.is_empty() {
+        let (page, rest) = remaining.split_at(page_size.min(remaining.len()));
+        remaining = rest;
+        page_size = (page_size * 2).min(PAGE);
         let ids: Vec<TraceId> = page.iter().map(|(trace_id, _)| *trace_id).collect();
         let batches = load_page(&context, &checked, &ids, window.range_ns).await?;
         outcome.inspected_bytes += batches
