@@ -38,6 +38,22 @@ pub(crate) fn any_value_child(value: Expr, child: &str) -> Expr {
     get_field(value, child)
 }
 
+/// Whether a span is an X-Ray segment stored while still in progress
+/// (stored again when it completes): its `aws.xray.inprogress` flag,
+/// false when absent.
+pub(crate) fn xray_in_progress() -> Expr {
+    or_else(
+        any_value_child(
+            map_value(
+                span_col::ATTRIBUTES,
+                tracelake_storage::xray::attr::IN_PROGRESS,
+            ),
+            tracelake_storage::schema::any_value::BOOL,
+        ),
+        lit(false),
+    )
+}
+
 /// `value` when not NULL, else `fallback`.
 pub(crate) fn or_else(value: Expr, fallback: Expr) -> Expr {
     datafusion::functions::expr_fn::coalesce(vec![value, fallback])

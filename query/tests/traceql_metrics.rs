@@ -381,7 +381,7 @@ async fn an_in_progress_segment_and_its_completion_count_once() {
         .at_ms(0, 0)
         .with(vec![fixture::boolean("aws.xray.inprogress", true)]);
     let complete = span("seg", "api", Parent::Root).at_ms(0, 40);
-    let traces = [
+    let traces = vec![
         T {
             id: 7,
             start_ns: T0 + 10 * SECOND,
@@ -393,11 +393,31 @@ async fn an_in_progress_segment_and_its_completion_count_once() {
             spans: vec![complete],
         },
     ];
+    // A segment still in progress counts once it completes.
+    let pending = T {
+        id: 8,
+        start_ns: T0 + 20 * SECOND,
+        spans: vec![
+            span("open", "api", Parent::Root)
+                .at_ms(0, 0)
+                .with(vec![fixture::boolean("aws.xray.inprogress", true)]),
+        ],
+    };
+    let mut traces = traces;
+    traces.push(pending);
     let reader = store(dir.path(), &traces, 1).await;
     for query in ["{} | count_over_time()", "{} | {} | count_over_time()"] {
         let series = series_of(&reader, query, request()).await;
         let total: f64 = series[0].samples.iter().map(|(_, value)| value).sum();
         assert_eq!(total, 1.0, "{query}");
+    }
+    for query in [
+        "{} | min_over_time(duration)",
+        "{} | {} | min_over_time(duration)",
+    ] {
+        let series = series_of(&reader, query, request()).await;
+        let values: Vec<f64> = series[0].samples.iter().map(|(_, value)| *value).collect();
+        assert_eq!(values, [0.04], "{query}");
     }
 }
 

@@ -148,39 +148,83 @@ const EXEMPLAR_TRACE: &str = "exemplar_trace";
 const EXEMPLAR_START: &str = "exemplar_start";
 const EXEMPLAR_VALUE: &str = "exemplar_value";
 
-/// The aggregate plan of `plan` for `request` (aligned), over `context`'s
-/// `spans`.
+/// What one aggregate over `spans` computes for a [`Plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// The cells: counts (and sums, minimums, maximums) per group.
+    Cells,
+    /// Counts of X-Ray segments stored in progress (and stored again when
+    /// they complete), taken off the counts of `rate`/`count_over_time`.
+    InProgress,
+    /// One span per group as its exemplar; `sampled` reads about one span
+    /// in 61 (by start time), for windows of many spans.
+    Exemplars { sampled: bool },
+}
+
+/// Whether an X-Ray segment is stored in progress: no end yet (duration
+/// 0) and flagged. Conjuncts, so a scan tests the duration first and
+/// decodes attributes only for the few spans of duration 0.
+fn in_progress() -> [Expr; 2] {
+    [
+        col(span_col::DURATION_NS).eq(lit(0i64)),
+        crate::exprs::xray_in_progress(),
+    ]
+}
+
+impl Plan {
+    /// Whether in-progress segments are taken off afterwards (counts)
+    /// rather than filtered out span by span (which reads every span's
+    /// attributes).
+    fn corrects_counts(&self) -> bool {
+        matches!(
+            self.query.function,
+            MetricsFunction::Rate | MetricsFunction::CountOverTime
+        )
+    }
+}
+
+/// The aggregate of `pass` for `plan` and `request` (aligned), over
+/// `context`'s `spans`.
+///
+/// An X-Ray segment sent in progress is stored again when it completes;
+/// the in-progress copy is not counted, as trace-by-trace evaluation keeps
+/// only the later copy: counts subtract them ([`Pass::InProgress`]),
+/// duration buckets never hold them (duration 0), other functions filter
+/// them out.
 pub(super) async fn frame(
     context: &datafusion::prelude::SessionContext,
     plan: &Plan,
     request: &MetricsRequest,
+    pass: Pass,
 ) -> Result<datafusion::prelude::DataFrame> {
     let mut condition = starts_within(request.start_ns.saturating_add(1), request.end_ns);
     if let Some(predicate) = &plan.predicate {
         condition = condition.and(predicate.clone());
     }
-    // An X-Ray segment sent in progress is stored again when it completes;
-    // the in-progress copy (no end yet: duration 0) is not counted, as
-    // trace-by-trace evaluation keeps only the later copy.
-    let in_progress = col(span_col::DURATION_NS).eq(lit(0i64)).and(or_else(
-        any_value_child(
-            crate::exprs::map_value(
-                span_col::ATTRIBUTES,
-                tracelake_storage::xray::attr::IN_PROGRESS,
-            ),
-            any_value::BOOL,
-        ),
-        lit(false),
-    ));
-    condition = condition.and(!in_progress);
     let start_ns = cast(col(span_col::START_TIME), DataType::Int64);
+    match pass {
+        Pass::Cells if !plan.corrects_counts() && !plan.bucketed => {
+            let [zero, flagged] = in_progress();
+            condition = condition.and(!(zero.and(flagged)));
+        }
+        Pass::InProgress => {
+            for conjunct in in_progress() {
+                condition = condition.and(conjunct);
+            }
+        }
+        Pass::Exemplars { sampled: true } => {
+            condition =
+                condition.and(((start_ns.clone() / lit(1_000i64)) % lit(61i64)).eq(lit(0i64)));
+        }
+        _ => {}
+    }
     let interval =
         (start_ns.clone() - lit(request.start_ns) - lit(1i64)) / lit(request.step_ns.max(1));
     let mut groups = vec![interval.alias(INTERVAL)];
     for (index, (_, expr, _)) in plan.by.iter().enumerate() {
         groups.push(expr.clone().alias(format!("by_{index}")));
     }
-    let mut aggregates = vec![count(lit(1i64)).alias(COUNT)];
+    let mut aggregates = Vec::new();
     if let Some(value) = &plan.value {
         if plan.bucketed {
             // Values under 2 are not bucketed (Tempo drops them).
@@ -189,17 +233,21 @@ pub(super) async fn frame(
             groups.push(bucket.alias(BUCKET));
         } else {
             condition = condition.and(value.clone().is_not_null());
-            aggregates.push(sum(value.clone()).alias(SUM));
-            aggregates.push(min(value.clone()).alias(MIN));
-            aggregates.push(max(value.clone()).alias(MAX));
+            if pass == Pass::Cells {
+                aggregates.push(sum(value.clone()).alias(SUM));
+                aggregates.push(min(value.clone()).alias(MIN));
+                aggregates.push(max(value.clone()).alias(MAX));
+            }
         }
     }
-    if request.exemplars > 0 {
-        // One span of each group stands for it as an exemplar.
-        aggregates.push(first_value(col(span_col::TRACE_ID), vec![]).alias(EXEMPLAR_TRACE));
-        aggregates.push(first_value(start_ns, vec![]).alias(EXEMPLAR_START));
-        if let Some(value) = &plan.value {
-            aggregates.push(first_value(value.clone(), vec![]).alias(EXEMPLAR_VALUE));
+    match pass {
+        Pass::Cells | Pass::InProgress => aggregates.push(count(lit(1i64)).alias(COUNT)),
+        Pass::Exemplars { .. } => {
+            aggregates.push(first_value(col(span_col::TRACE_ID), vec![]).alias(EXEMPLAR_TRACE));
+            aggregates.push(first_value(start_ns, vec![]).alias(EXEMPLAR_START));
+            if let Some(value) = &plan.value {
+                aggregates.push(first_value(value.clone(), vec![]).alias(EXEMPLAR_VALUE));
+            }
         }
     }
     Ok(context
@@ -209,6 +257,9 @@ pub(super) async fn frame(
         .aggregate(groups, aggregates)?)
 }
 
+/// Spans past which exemplars are read from a sample ([`Pass::Exemplars`]).
+const EXEMPLARS_FROM_ALL_UP_TO: f64 = 200_000.0;
+
 /// Runs `plan` for `request` (aligned) and returns its cells.
 pub(super) async fn run(
     reader: Arc<dyn SpanReader>,
@@ -217,9 +268,63 @@ pub(super) async fn run(
     request: MetricsRequest,
 ) -> Result<(Accumulated, ScanStats)> {
     let context = session_for_tenant(reader, tenant)?;
-    let batches = frame(&context, &plan, &request).await?.collect().await?;
-    let query = plan.query.clone();
-    crate::off_reactor(move || cells_of(&batches, &plan, &query, &request)).await
+    let plan = Arc::new(plan);
+    let mut passes = vec![Pass::Cells];
+    if plan.corrects_counts() {
+        passes.push(Pass::InProgress);
+    }
+    let mut accumulated = Accumulated::default();
+    let mut stats = ScanStats::default();
+    for pass in passes {
+        let batches = frame(&context, &plan, &request, pass)
+            .await?
+            .collect()
+            .await?;
+        let pass_plan = Arc::clone(&plan);
+        (accumulated, stats) = crate::off_reactor(move || {
+            let mut accumulated = accumulated;
+            let mut stats = stats;
+            cells_of(
+                &batches,
+                &pass_plan,
+                &request,
+                pass,
+                &mut accumulated,
+                &mut stats,
+            )?;
+            Ok((accumulated, stats))
+        })
+        .await?;
+    }
+    if request.exemplars > 0 {
+        let spans: f64 = accumulated
+            .series
+            .values()
+            .flat_map(|(_, cells)| cells.iter().map(|cell| cell.count))
+            .sum();
+        let sampled = spans > EXEMPLARS_FROM_ALL_UP_TO;
+        let pass = Pass::Exemplars { sampled };
+        let batches = frame(&context, &plan, &request, pass)
+            .await?
+            .collect()
+            .await?;
+        let pass_plan = Arc::clone(&plan);
+        (accumulated, stats) = crate::off_reactor(move || {
+            let mut accumulated = accumulated;
+            let mut stats = stats;
+            cells_of(
+                &batches,
+                &pass_plan,
+                &request,
+                pass,
+                &mut accumulated,
+                &mut stats,
+            )?;
+            Ok((accumulated, stats))
+        })
+        .await?;
+    }
+    Ok((accumulated, stats))
 }
 
 fn corrupt(what: &str) -> QueryError {
@@ -231,20 +336,27 @@ fn corrupt(what: &str) -> QueryError {
 fn cells_of(
     batches: &[RecordBatch],
     plan: &Plan,
-    query: &MetricsQuery,
     request: &MetricsRequest,
-) -> Result<(Accumulated, ScanStats)> {
+    pass: Pass,
+    accumulated: &mut Accumulated,
+    stats: &mut ScanStats,
+) -> Result<()> {
+    let query = &plan.query;
     let intervals = request.intervals();
-    let mut accumulated = Accumulated::default();
-    let mut stats = ScanStats::default();
     for batch in batches {
         let column = |name: &str| batch.column_by_name(name).ok_or_else(|| corrupt(name));
         let interval = column(INTERVAL)?
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| corrupt(INTERVAL))?;
-        let counts = column(COUNT)?
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| corrupt(COUNT))?;
+        let counts = match batch.column_by_name(COUNT) {
+            None => None,
+            Some(array) => Some(
+                array
+                    .as_primitive_opt::<Int64Type>()
+                    .ok_or_else(|| corrupt(COUNT))?
+                    .clone(),
+            ),
+        };
         let floats = |name: &str| -> Result<Option<datafusion::arrow::array::Float64Array>> {
             match batch.column_by_name(name) {
                 None => Ok(None),
@@ -298,27 +410,37 @@ fn cells_of(
                 })
                 .collect();
             let labels = series_labels(&query.by, values, &query.function);
-            let count = counts.value(row) as f64;
-            if let (Some(traces), Some(starts)) = (&exemplar_traces, &exemplar_starts)
-                && traces.is_valid(row)
-            {
-                let value = exemplar_values
-                    .as_ref()
-                    .map_or(1.0, |values| values.value(row));
-                accumulated.offer_exemplar(
-                    &labels,
-                    index,
-                    value,
-                    starts.value(row) / 1_000_000,
-                    hex::encode(traces.value(row)),
-                    request.exemplars,
-                );
+            if let Pass::Exemplars { .. } = pass {
+                if let (Some(traces), Some(starts)) = (&exemplar_traces, &exemplar_starts)
+                    && traces.is_valid(row)
+                {
+                    let value = exemplar_values
+                        .as_ref()
+                        .map_or(1.0, |values| values.value(row));
+                    accumulated.offer_exemplar(
+                        &labels,
+                        index,
+                        value,
+                        starts.value(row) / 1_000_000,
+                        hex::encode(traces.value(row)),
+                        request.exemplars,
+                    );
+                }
+                continue;
             }
-            stats.inspected_spans += count as u64;
+            let count = counts
+                .as_ref()
+                .map_or(0.0, |counts| counts.value(row) as f64);
             let Some(series) = accumulated.cells(labels, intervals) else {
                 continue;
             };
             let cell = &mut series[index];
+            if pass == Pass::InProgress {
+                cell.count -= count;
+                stats.inspected_spans = stats.inspected_spans.saturating_sub(count as u64);
+                continue;
+            }
+            stats.inspected_spans += count as u64;
             match &buckets {
                 Some(buckets) => {
                     let bucket = u64::try_from(buckets.value(row)).unwrap_or(0);
@@ -334,5 +456,5 @@ fn cells_of(
         }
         stats.inspected_bytes += batch.get_array_memory_size() as u64;
     }
-    Ok((accumulated, stats))
+    Ok(())
 }

@@ -126,6 +126,9 @@ pub struct SpanRow {
     pub start_ns: i64,
     pub duration_ns: i64,
     pub values: Vec<Option<AttrValue>>,
+    /// An X-Ray segment stored while in progress (stored again when it
+    /// completes); metrics count a segment once it completes.
+    pub in_progress: bool,
     pub scope_name: Option<String>,
     pub scope_version: Option<String>,
     pub events: Vec<EventRow>,

@@ -411,6 +411,9 @@ fn observe(
     let trace_id = hex::encode(trace.trace_id);
     let mut exemplar_taken = false;
     for span in spans {
+        if trace.spans[span].in_progress {
+            continue;
+        }
         let start = trace.spans[span].start_ns;
         let Some(interval) = request.interval_of(start) else {
             continue;
@@ -524,6 +527,13 @@ pub(super) fn finish(
     } = accumulated;
     let mut exemplars = exemplars;
     for (key, (labels, cells)) in series {
+        // A series whose only spans were taken off (in progress) has none.
+        if cells
+            .iter()
+            .all(|cell| cell.count <= 0.0 && cell.buckets.is_empty())
+        {
+            continue;
+        }
         let candidates = exemplars.remove(&key).unwrap_or_default();
         let exemplar = |labels: &[Label], interval: usize, value: f64, ts: i64, trace: &str| {
             let mut with_trace = vec![("trace:id".to_string(), AttrValue::Text(trace.into()))];

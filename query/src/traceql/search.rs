@@ -169,7 +169,8 @@ pub async fn explain(
             .aligned();
             (
                 "metrics: one aggregate plan over spans (the filter decided by DataFusion)",
-                super::compiled::frame(&context, &plan, &request).await?,
+                super::compiled::frame(&context, &plan, &request, super::compiled::Pass::Cells)
+                    .await?,
             )
         }
         (Some(_), None) => (
@@ -432,6 +433,7 @@ async fn load_page(
         or_else(col(span_col::STATUS_MESSAGE), lit("")),
         col(span_col::START_TIME),
         col(span_col::DURATION_NS),
+        crate::exprs::xray_in_progress(),
     ];
     columns.extend((0..checked.slots.len()).map(|slot| checked.slot_expr(slot)));
     // Read only when the query does (in this order, after the slots).
@@ -643,15 +645,19 @@ fn span_rows(batch: &RecordBatch, checked: &Checked) -> Result<Vec<(TraceId, Spa
         .column(9)
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| corrupt("duration_ns"))?;
+    let in_progress = batch
+        .column(10)
+        .as_boolean_opt()
+        .ok_or_else(|| corrupt("in progress"))?;
     let values: Vec<&StructArray> = (0..slots)
         .map(|slot| {
             batch
-                .column(10 + slot)
+                .column(11 + slot)
                 .as_struct_opt()
                 .ok_or_else(|| corrupt("attribute"))
         })
         .collect::<Result<_>>()?;
-    let mut extra = 10 + slots;
+    let mut extra = 11 + slots;
     let mut next_column = || {
         let column = batch.columns().get(extra).cloned();
         extra += 1;
@@ -701,6 +707,7 @@ fn span_rows(batch: &RecordBatch, checked: &Checked) -> Result<Vec<(TraceId, Spa
                 start_ns: starts.value(row),
                 duration_ns: durations.value(row),
                 values: values.iter().map(|value| attr_value(value, row)).collect(),
+                in_progress: in_progress.is_valid(row) && in_progress.value(row),
                 scope_name: scope
                     .as_ref()
                     .and_then(|(names, _)| optional_text(names.as_ref(), row)),
