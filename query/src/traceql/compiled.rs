@@ -20,7 +20,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::functions::math::expr_fn::{ceil, log2, power};
-use datafusion::functions_aggregate::expr_fn::{count, first_value, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::cast;
 use datafusion::prelude::{Expr, col, lit};
 use tracelake_storage::SpanReader;
@@ -156,9 +156,9 @@ pub(super) enum Pass {
     /// Counts of X-Ray segments stored in progress (and stored again when
     /// they complete), taken off the counts of `rate`/`count_over_time`.
     InProgress,
-    /// One span per group as its exemplar; `sampled` reads about one span
-    /// in 61 (by start time), for windows of many spans.
-    Exemplars { sampled: bool },
+    /// Spans of one interval (`index`) as exemplar candidates: the first
+    /// [`EXEMPLAR_ROWS`] found, so the scan stops early.
+    Exemplars { index: usize },
 }
 
 /// Whether an X-Ray segment is stored in progress: no end yet (duration
@@ -197,7 +197,14 @@ pub(super) async fn frame(
     request: &MetricsRequest,
     pass: Pass,
 ) -> Result<datafusion::prelude::DataFrame> {
-    let mut condition = starts_within(request.start_ns.saturating_add(1), request.end_ns);
+    let (from_ns, to_ns) = match pass {
+        Pass::Exemplars { index } => {
+            let from = request.start_ns + index as i64 * request.step_ns;
+            (from, from + request.step_ns)
+        }
+        _ => (request.start_ns, request.end_ns),
+    };
+    let mut condition = starts_within(from_ns.saturating_add(1), to_ns);
     if let Some(predicate) = &plan.predicate {
         condition = condition.and(predicate.clone());
     }
@@ -211,10 +218,6 @@ pub(super) async fn frame(
             for conjunct in in_progress() {
                 condition = condition.and(conjunct);
             }
-        }
-        Pass::Exemplars { sampled: true } => {
-            condition =
-                condition.and(((start_ns.clone() / lit(1_000i64)) % lit(61i64)).eq(lit(0i64)));
         }
         _ => {}
     }
@@ -240,25 +243,24 @@ pub(super) async fn frame(
             }
         }
     }
-    match pass {
-        Pass::Cells | Pass::InProgress => aggregates.push(count(lit(1i64)).alias(COUNT)),
-        Pass::Exemplars { .. } => {
-            aggregates.push(first_value(col(span_col::TRACE_ID), vec![]).alias(EXEMPLAR_TRACE));
-            aggregates.push(first_value(start_ns, vec![]).alias(EXEMPLAR_START));
-            if let Some(value) = &plan.value {
-                aggregates.push(first_value(value.clone(), vec![]).alias(EXEMPLAR_VALUE));
-            }
+    let frame = context.table("spans").await?.filter(condition)?;
+    if let Pass::Exemplars { .. } = pass {
+        let mut columns = groups;
+        columns.push(col(span_col::TRACE_ID).alias(EXEMPLAR_TRACE));
+        columns.push(start_ns.alias(EXEMPLAR_START));
+        if let Some(value) = &plan.value {
+            columns.push(value.clone().alias(EXEMPLAR_VALUE));
         }
+        return Ok(frame.select(columns)?.limit(0, Some(EXEMPLAR_ROWS))?);
     }
-    Ok(context
-        .table("spans")
-        .await?
-        .filter(condition)?
-        .aggregate(groups, aggregates)?)
+    aggregates.push(count(lit(1i64)).alias(COUNT));
+    Ok(frame.aggregate(groups, aggregates)?)
 }
 
-/// Spans past which exemplars are read from a sample ([`Pass::Exemplars`]).
-const EXEMPLARS_FROM_ALL_UP_TO: f64 = 200_000.0;
+/// Exemplar candidates read per interval sampled.
+const EXEMPLAR_ROWS: usize = 64;
+/// Most intervals exemplars are read from, spread over the range.
+const EXEMPLAR_INTERVALS: usize = 12;
 
 /// Runs `plan` for `request` (aligned) and returns its cells.
 pub(super) async fn run(
@@ -296,14 +298,16 @@ pub(super) async fn run(
         })
         .await?;
     }
-    if request.exemplars > 0 {
-        let spans: f64 = accumulated
-            .series
-            .values()
-            .flat_map(|(_, cells)| cells.iter().map(|cell| cell.count))
-            .sum();
-        let sampled = spans > EXEMPLARS_FROM_ALL_UP_TO;
-        let pass = Pass::Exemplars { sampled };
+    // Exemplars: a few spans from intervals spread over the range, each
+    // read with a limit (the scan stops early), up to two per interval
+    // and series, `request.exemplars` in all.
+    let intervals = request.intervals();
+    let sampled = intervals
+        .min(EXEMPLAR_INTERVALS)
+        .min(request.exemplars.div_ceil(2));
+    for slice in 0..sampled {
+        let index = (2 * slice + 1) * intervals / (2 * sampled);
+        let pass = Pass::Exemplars { index };
         let batches = frame(&context, &plan, &request, pass)
             .await?
             .collect()

@@ -218,7 +218,8 @@ fn label_key(labels: &[Label]) -> LabelKey {
 
 impl Accumulated {
     /// Keeps an exemplar for the series of `labels` when the limits allow:
-    /// `limit` in all, two per interval and series (Tempo's limiter).
+    /// `limit` in all, two per interval and series (Tempo's limiter), one
+    /// per trace.
     pub(super) fn offer_exemplar(
         &mut self,
         labels: &[Label],
@@ -251,7 +252,10 @@ impl Accumulated {
             return false;
         }
         let list = self.exemplars.entry(key).or_default();
-        if list.iter().filter(|(at, ..)| *at == interval).count() >= 2 {
+        // One exemplar per trace, two per interval.
+        if list.iter().any(|(.., trace)| *trace == trace_id)
+            || list.iter().filter(|(at, ..)| *at == interval).count() >= 2
+        {
             return false;
         }
         list.push((interval, value, timestamp_ms, trace_id));
