@@ -298,15 +298,25 @@ pub(super) async fn run(
         })
         .await?;
     }
-    // Exemplars: a few spans from intervals spread over the range, each
-    // read with a limit (the scan stops early), up to two per interval
-    // and series, `request.exemplars` in all.
-    let intervals = request.intervals();
-    let sampled = intervals
+    // Exemplars: a few spans from intervals spread over those that hold
+    // spans, each read with a limit (the scan stops early), up to two per
+    // interval and series, `request.exemplars` in all.
+    let with_spans: Vec<usize> = (0..request.intervals())
+        .filter(|index| {
+            accumulated.series.values().any(|(_, cells)| {
+                cells
+                    .get(*index)
+                    .is_some_and(|cell| cell.count > 0.0 || !cell.buckets.is_empty())
+            })
+        })
+        .collect();
+    let sampled = with_spans
+        .len()
         .min(EXEMPLAR_INTERVALS)
         .min(request.exemplars.div_ceil(2));
     for slice in 0..sampled {
-        let index = (2 * slice + 1) * intervals / (2 * sampled);
+        // Spread over the intervals that hold spans.
+        let index = with_spans[(2 * slice + 1) * with_spans.len() / (2 * sampled)];
         let pass = Pass::Exemplars { index };
         let batches = frame(&context, &plan, &request, pass)
             .await?

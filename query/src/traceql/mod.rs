@@ -51,18 +51,38 @@ pub enum QueryProblem {
     Check(#[from] CheckError),
 }
 
-/// A field as TraceQL writes it outside quotes (`span.x`, `resource.x`,
-/// `.x`, `event.x`, `span:id`, an intrinsic), as the tag endpoints name
-/// them.
+/// A field as the tag endpoints name it: an intrinsic (`status`,
+/// `span:id`), or a scope and the attribute's name as it is (`span.x`,
+/// `resource.x`, `.x`, `event.x`, `link.x`, `instrumentation.x`; the name
+/// may hold any character, or be double-quoted).
 pub fn parse_field(word: &str) -> Option<Field> {
-    let query = parse(&format!("{{}} | select({word})")).ok()?;
-    let Body::Search(pipeline) = query.body else {
-        return None;
-    };
-    match pipeline.stages.last()? {
-        Stage::Select(fields) if fields.len() == 1 => fields.first().cloned(),
-        _ => None,
+    if let Some(intrinsic) = lex::bare_intrinsic(word) {
+        return Some(Field::Intrinsic(intrinsic));
     }
+    if let Some((scope, name)) = word.split_once(':')
+        && let Some(intrinsic) = lex::scoped_intrinsic(scope, name)
+    {
+        return Some(Field::Intrinsic(intrinsic));
+    }
+    let scopes = [
+        ("span.", Scope::Span),
+        ("resource.", Scope::Resource),
+        ("event.", Scope::Event),
+        ("link.", Scope::Link),
+        ("instrumentation.", Scope::Instrumentation),
+        (".", Scope::Any),
+    ];
+    let (scope, name) = scopes
+        .iter()
+        .find_map(|(prefix, scope)| Some((*scope, word.strip_prefix(prefix)?)))?;
+    let name = match name
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        Some(quoted) => quoted.replace("\\\"", "\"").replace("\\\\", "\\"),
+        None => name.to_string(),
+    };
+    (!name.is_empty()).then_some(Field::Attribute { scope, name })
 }
 
 /// Parses and checks `text`.

@@ -423,3 +423,39 @@ proptest::proptest! {
         let _ = parse(&parts.join(" "));
     }
 }
+
+#[test]
+fn tag_names_read_as_fields() {
+    use crate::traceql::parse_field;
+    let attribute = |scope, name: &str| {
+        Some(Field::Attribute {
+            scope,
+            name: name.into(),
+        })
+    };
+    assert_eq!(
+        parse_field("status"),
+        Some(Field::Intrinsic(Intrinsic::Status))
+    );
+    assert_eq!(
+        parse_field("span:id"),
+        Some(Field::Intrinsic(Intrinsic::SpanId))
+    );
+    assert_eq!(
+        parse_field("event:name"),
+        Some(Field::Intrinsic(Intrinsic::EventName))
+    );
+    assert_eq!(
+        parse_field("span.say \"hi\""),
+        attribute(Scope::Span, "say \"hi\"")
+    );
+    assert_eq!(parse_field("span.\"a b\""), attribute(Scope::Span, "a b"));
+    assert_eq!(parse_field(".x"), attribute(Scope::Any, "x"));
+    assert_eq!(
+        parse_field("event.exception.type"),
+        attribute(Scope::Event, "exception.type")
+    );
+    assert_eq!(parse_field("span."), None);
+    assert_eq!(parse_field("bogus"), None);
+    assert_eq!(parse_field("trace:status"), None);
+}
