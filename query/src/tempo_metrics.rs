@@ -55,7 +55,7 @@ fn timestamp(name: &str, text: &str) -> Result<i64, ApiError> {
         if !millis.is_finite() || millis.abs() > 9.2e15 {
             return Err(refuse());
         }
-        return Ok(millis as i64 * 1_000_000);
+        return (millis as i64).checked_mul(1_000_000).ok_or_else(refuse);
     }
     if let Ok(number) = text.parse::<i64>() {
         return if text.trim_start_matches('-').len() <= 10 {

@@ -548,6 +548,13 @@ async fn traces_drilldown_and_grafana_metrics_requests() {
             format!("/api/metrics/query?q={}&start=soon", encode("{} | rate()")),
             "start",
         ),
+        (
+            format!(
+                "/api/metrics/query_range?q={}&start=9000000000000.5&end=1000000000",
+                encode("{} | rate()")
+            ),
+            "start",
+        ),
         ("/api/metrics/query_range".to_string(), "missing query"),
         (
             format!("/api/v2/search/tags?scope=bogus&{window}"),
