@@ -4,6 +4,57 @@
 
 use std::fmt;
 
+/// A comparison of `=`, `!=`, `<`, `<=`, `>`, `>=` (TraceQL and X-Ray
+/// filter expressions alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Comparison {
+    pub fn holds(self, ordering: Option<std::cmp::Ordering>) -> bool {
+        use std::cmp::Ordering::*;
+        let Some(ordering) = ordering else {
+            return false;
+        };
+        match self {
+            Self::Eq => ordering == Equal,
+            Self::Ne => ordering != Equal,
+            Self::Lt => ordering == Less,
+            Self::Le => ordering != Greater,
+            Self::Gt => ordering == Greater,
+            Self::Ge => ordering != Less,
+        }
+    }
+
+    /// The comparison with its operands swapped (`1 < x` is `x > 1`).
+    pub fn flipped(self) -> Self {
+        match self {
+            Self::Lt => Self::Gt,
+            Self::Le => Self::Ge,
+            Self::Gt => Self::Lt,
+            Self::Ge => Self::Le,
+            other => other,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Eq => "=",
+            Self::Ne => "!=",
+            Self::Lt => "<",
+            Self::Le => "<=",
+            Self::Gt => ">",
+            Self::Ge => ">=",
+        }
+    }
+}
+
 /// Why a query did not parse, and where (1-based character).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {

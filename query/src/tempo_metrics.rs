@@ -29,7 +29,8 @@ use crate::QueryError;
 use crate::http::{ApiError, tenant};
 use crate::tempo::{TempoState, attribute_json, now_ns};
 use crate::traceql::{
-    self, DEFAULT_EXEMPLARS, MAX_INTERVALS, MetricsOutcome, MetricsRequest, Series, default_step_ns,
+    self, DEFAULT_EXEMPLARS, MAX_INTERVALS, MetricsOutcome, MetricsRequest, Series,
+    default_step_ns, go_duration,
 };
 
 const SECOND_NS: i64 = 1_000_000_000;
@@ -74,7 +75,7 @@ fn timestamp(name: &str, text: &str) -> Result<i64, ApiError> {
 fn seconds_or_duration(name: &str, text: &str) -> Result<i64, ApiError> {
     let nanos = match text.parse::<f64>() {
         Ok(seconds) if seconds.is_finite() => Some((seconds * 1e9).round() as i64),
-        _ => duration_units(text),
+        _ => traceql::duration_nanos(text),
     };
     let nanos = nanos.ok_or_else(|| {
         ApiError::BadRequest(format!(
@@ -87,29 +88,6 @@ fn seconds_or_duration(name: &str, text: &str) -> Result<i64, ApiError> {
         )));
     }
     Ok(nanos)
-}
-
-/// `1h30m`, `2d`: what TraceQL duration literals accept.
-fn duration_units(text: &str) -> Option<i64> {
-    let query = crate::traceql::parse(&format!("{{ duration > {text} }}")).ok()?;
-    let crate::traceql::Body::Search(pipeline) = query.body else {
-        return None;
-    };
-    match pipeline.stages.first()? {
-        crate::traceql::Stage::Spansets(crate::traceql::Spansets::Filter(Some(
-            crate::traceql::FieldExpr::Binary(_, _, right),
-        ))) => match right.as_ref() {
-            crate::traceql::FieldExpr::Value(crate::traceql::Value::Duration(nanos)) => {
-                Some(*nanos)
-            }
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn go_duration(nanos: i64) -> String {
-    crate::traceql::go_duration(nanos)
 }
 
 /// `start`/`end` (Tempo's `determineBounds`), validated.
@@ -125,8 +103,7 @@ fn bounds(
         Some(text) => timestamp("start", text)?,
         None => {
             let since = match param(params, "since") {
-                Some(text) => duration_units(text)
-                    .or_else(|| crate::units::parse_duration_nanos(text))
+                Some(text) => traceql::duration_nanos(text)
                     .filter(|nanos| *nanos >= 0)
                     .ok_or_else(|| {
                         ApiError::BadRequest(format!(

@@ -278,25 +278,7 @@ pub(super) async fn run(
     let mut accumulated = Accumulated::default();
     let mut stats = ScanStats::default();
     for pass in passes {
-        let batches = frame(&context, &plan, &request, pass)
-            .await?
-            .collect()
-            .await?;
-        let pass_plan = Arc::clone(&plan);
-        (accumulated, stats) = crate::off_reactor(move || {
-            let mut accumulated = accumulated;
-            let mut stats = stats;
-            cells_of(
-                &batches,
-                &pass_plan,
-                &request,
-                pass,
-                &mut accumulated,
-                &mut stats,
-            )?;
-            Ok((accumulated, stats))
-        })
-        .await?;
+        (accumulated, stats) = run_pass(&context, &plan, request, pass, accumulated, stats).await?;
     }
     // Exemplars: a few spans from intervals spread over those that hold
     // spans, each read with a limit (the scan stops early), up to two per
@@ -318,27 +300,38 @@ pub(super) async fn run(
         // Spread over the intervals that hold spans.
         let index = with_spans[(2 * slice + 1) * with_spans.len() / (2 * sampled)];
         let pass = Pass::Exemplars { index };
-        let batches = frame(&context, &plan, &request, pass)
-            .await?
-            .collect()
-            .await?;
-        let pass_plan = Arc::clone(&plan);
-        (accumulated, stats) = crate::off_reactor(move || {
-            let mut accumulated = accumulated;
-            let mut stats = stats;
-            cells_of(
-                &batches,
-                &pass_plan,
-                &request,
-                pass,
-                &mut accumulated,
-                &mut stats,
-            )?;
-            Ok((accumulated, stats))
-        })
-        .await?;
+        (accumulated, stats) = run_pass(&context, &plan, request, pass, accumulated, stats).await?;
     }
     Ok((accumulated, stats))
+}
+
+/// Runs one pass of `plan` and adds what it read to `accumulated`, the
+/// rows read off the reactor.
+async fn run_pass(
+    context: &datafusion::prelude::SessionContext,
+    plan: &Arc<Plan>,
+    request: MetricsRequest,
+    pass: Pass,
+    mut accumulated: Accumulated,
+    mut stats: ScanStats,
+) -> Result<(Accumulated, ScanStats)> {
+    let batches = frame(context, plan, &request, pass)
+        .await?
+        .collect()
+        .await?;
+    let plan = Arc::clone(plan);
+    crate::off_reactor(move || {
+        cells_of(
+            &batches,
+            &plan,
+            &request,
+            pass,
+            &mut accumulated,
+            &mut stats,
+        )?;
+        Ok((accumulated, stats))
+    })
+    .await
 }
 
 fn corrupt(what: &str) -> QueryError {

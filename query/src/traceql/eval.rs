@@ -571,7 +571,7 @@ impl Checked {
 
     /// Whether the filter holds for `span` (for some event and link, when
     /// it reads them).
-    fn matches(&self, expr: &FieldExpr, trace: &TraceRows, span: usize) -> bool {
+    pub(super) fn matches(&self, expr: &FieldExpr, trace: &TraceRows, span: usize) -> bool {
         let row = &trace.spans[span];
         let events: Vec<Option<usize>> = if self.needs_events && !row.events.is_empty() {
             (0..row.events.len()).map(Some).collect()
@@ -742,11 +742,6 @@ impl Checked {
                 Intrinsic::NestedSetParent => Val::Int(trace.nested[at.span].parent),
             },
         }
-    }
-
-    /// Whether the filter `expr` holds for `span`.
-    pub fn holds(&self, expr: &FieldExpr, trace: &TraceRows, span: usize) -> bool {
-        self.matches(expr, trace, span)
     }
 
     /// `field` of `span` (of its first event or link that has it, for

@@ -200,7 +200,7 @@ fn attribute_scope(word: &str) -> Option<Scope> {
 
 /// Nanoseconds of a duration literal: number-unit pairs, Go's units and
 /// Prometheus' (`ns us µs ms s m h d w y`), `1h30m` included.
-pub(super) fn duration_nanos(text: &str) -> Option<i64> {
+pub fn duration_nanos(text: &str) -> Option<i64> {
     let mut total = 0f64;
     let mut rest = text;
     if rest.is_empty() {

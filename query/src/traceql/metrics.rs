@@ -267,18 +267,27 @@ impl Accumulated {
     /// when it would be one series too many.
     pub(super) fn cells(&mut self, labels: Vec<Label>, intervals: usize) -> Option<&mut Vec<Cell>> {
         let key = label_key(&labels);
-        let limit = MAX_SERIES.min(MAX_CELLS / intervals.max(1));
-        if !self.series.contains_key(&key) && self.series.len() >= limit {
-            self.overflowed = true;
-            return None;
+        self.cells_keyed(&key, labels, intervals)
+    }
+
+    /// [`Accumulated::cells`] with the key already made.
+    /// The key is copied only for a new series.
+    fn cells_keyed(
+        &mut self,
+        key: &LabelKey,
+        labels: Vec<Label>,
+        intervals: usize,
+    ) -> Option<&mut Vec<Cell>> {
+        if !self.series.contains_key(key) {
+            let limit = MAX_SERIES.min(MAX_CELLS / intervals.max(1));
+            if self.series.len() >= limit {
+                self.overflowed = true;
+                return None;
+            }
+            self.series
+                .insert(key.clone(), (labels, vec![Cell::default(); intervals]));
         }
-        Some(
-            &mut self
-                .series
-                .entry(key)
-                .or_insert_with(|| (labels, vec![Cell::default(); intervals]))
-                .1,
-        )
+        self.series.get_mut(key).map(|(_, cells)| cells)
     }
 }
 
@@ -434,7 +443,7 @@ fn observe(
             let selected = in_window
                 && selection
                     .as_ref()
-                    .is_none_or(|selection| checked.holds(selection, trace, span));
+                    .is_none_or(|selection| checked.matches(selection, trace, span));
             let kind = if selected { "selection" } else { "baseline" };
             for (name, value) in checked.comparable_attributes(span, trace) {
                 let labels = vec![
@@ -481,7 +490,7 @@ fn observe(
             continue;
         };
         let key = label_key(&labels);
-        let Some(series) = cells.cells(labels, intervals) else {
+        let Some(series) = cells.cells_keyed(&key, labels, intervals) else {
             continue;
         };
         let cell = &mut series[interval];
@@ -539,7 +548,7 @@ pub(super) fn finish(
             continue;
         }
         let candidates = exemplars.remove(&key).unwrap_or_default();
-        let exemplar = |labels: &[Label], interval: usize, value: f64, ts: i64, trace: &str| {
+        let exemplar = |labels: &[Label], value: f64, ts: i64, trace: &str| {
             let mut with_trace = vec![("trace:id".to_string(), AttrValue::Text(trace.into()))];
             with_trace.extend(
                 labels
@@ -547,7 +556,6 @@ pub(super) fn finish(
                     .filter(|(name, _)| name != "__name__")
                     .cloned(),
             );
-            let _ = interval;
             Exemplar {
                 labels: with_trace,
                 value,
@@ -570,7 +578,7 @@ pub(super) fn finish(
                 let exemplars = candidates
                     .iter()
                     .map(|(interval, _, ts, trace)| {
-                        exemplar(&labels, *interval, per(&cells[*interval]), *ts, trace)
+                        exemplar(&labels, per(&cells[*interval]), *ts, trace)
                     })
                     .collect();
                 out.push(Series {
@@ -599,8 +607,8 @@ pub(super) fn finish(
                     .collect();
                 let exemplars = candidates
                     .iter()
-                    .map(|(interval, value, ts, trace)| {
-                        exemplar(&labels, *interval, in_seconds(field, *value), *ts, trace)
+                    .map(|(_, value, ts, trace)| {
+                        exemplar(&labels, in_seconds(field, *value), *ts, trace)
                     })
                     .collect();
                 out.push(Series {
@@ -637,14 +645,8 @@ pub(super) fn finish(
                     let exemplars = candidates
                         .iter()
                         .filter(|(_, value, ..)| log2_bucket(*value as u64) == bucket)
-                        .map(|(interval, value, ts, trace)| {
-                            exemplar(
-                                &bucket_labels,
-                                *interval,
-                                in_seconds(field, *value),
-                                *ts,
-                                trace,
-                            )
+                        .map(|(_, value, ts, trace)| {
+                            exemplar(&bucket_labels, in_seconds(field, *value), *ts, trace)
                         })
                         .collect();
                     out.push(Series {
@@ -692,14 +694,8 @@ pub(super) fn finish(
                                 .map(|(index, _)| index);
                             nearest == Some(position)
                         })
-                        .map(|(interval, value, ts, trace)| {
-                            exemplar(
-                                &quantile_labels,
-                                *interval,
-                                in_seconds(field, *value),
-                                *ts,
-                                trace,
-                            )
+                        .map(|(_, value, ts, trace)| {
+                            exemplar(&quantile_labels, in_seconds(field, *value), *ts, trace)
                         })
                         .collect();
                     out.push(Series {

@@ -27,6 +27,7 @@ pub use check::{CheckError, Checked, check};
 pub use eval::{
     AttrValue, EventRow, LinkRow, NestedSet, SpanRow, SpansetMatch, TraceRows, go_duration,
 };
+pub use lex::duration_nanos;
 pub use metrics::{
     DEFAULT_EXEMPLARS, Exemplar, Label, MAX_CELLS, MAX_INTERVALS, MAX_SERIES, MetricsOutcome,
     MetricsRequest, Series, default_step_ns, query_range,

@@ -103,34 +103,8 @@ async fn candidates_after(
     window: &SearchWindow,
     after: Option<&Cursor>,
 ) -> Result<DataFrame> {
-    let (from, to) = window.range_ns;
-    let mut condition = starts_within(from, to);
-    if window.pushdown
-        && let Some(predicate) = checked.span_predicate()
-    {
-        condition = condition.and(predicate);
-    }
-    let mut aggregates = vec![max(col(span_col::START_TIME)).alias(LATEST)];
-    let mut having = if window.pushdown {
-        checked.trace_predicate(&mut aggregates)
-    } else {
-        None
-    };
-    if let Some(after) = after {
-        let bound = col(LATEST).lt_eq(timestamp_ns(after.latest_ns));
-        having = Some(match having {
-            Some(having) => having.and(bound),
-            None => bound,
-        });
-    }
-    let mut frame = context
-        .table("spans")
-        .await?
-        .filter(condition)?
-        .aggregate(vec![col(span_col::TRACE_ID)], aggregates)?;
-    if let Some(having) = having {
-        frame = frame.filter(having)?;
-    }
+    let bound = after.map(|after| col(LATEST).lt_eq(timestamp_ns(after.latest_ns)));
+    let frame = candidate_traces(context, checked, window.range_ns, window.pushdown, bound).await?;
     Ok(frame
         .sort(vec![
             col(LATEST).sort(false, true),
@@ -204,6 +178,64 @@ fn window_of(range_ns: (i64, i64)) -> SearchWindow {
     }
 }
 
+/// The traces with spans in `range_ns` that may match (with pushdown:
+/// the span predicate in the scan, the trace predicate and `bound` after
+/// grouping): `trace_id` and [`LATEST`], unordered.
+async fn candidate_traces(
+    context: &SessionContext,
+    checked: &Checked,
+    (from, to): (i64, i64),
+    pushdown: bool,
+    bound: Option<Expr>,
+) -> Result<DataFrame> {
+    let mut condition = starts_within(from, to);
+    let mut aggregates = vec![max(col(span_col::START_TIME)).alias(LATEST)];
+    let mut having = None;
+    if pushdown {
+        if let Some(predicate) = checked.span_predicate() {
+            condition = condition.and(predicate);
+        }
+        having = checked.trace_predicate(&mut aggregates);
+    }
+    if let Some(bound) = bound {
+        having = Some(match having {
+            Some(having) => having.and(bound),
+            None => bound,
+        });
+    }
+    let frame = context
+        .table("spans")
+        .await?
+        .filter(condition)?
+        .aggregate(vec![col(span_col::TRACE_ID)], aggregates)?;
+    Ok(match having {
+        Some(having) => frame.filter(having)?,
+        None => frame,
+    })
+}
+
+/// The spans of loaded pages by trace, and how many there were.
+fn spans_by_trace(
+    batches: &[RecordBatch],
+    checked: &Checked,
+) -> Result<(HashMap<TraceId, Vec<SpanRow>>, u64)> {
+    let mut by_trace: HashMap<TraceId, Vec<SpanRow>> = HashMap::new();
+    let mut spans = 0u64;
+    for batch in batches {
+        for (trace_id, row) in span_rows(batch, checked)? {
+            by_trace.entry(trace_id).or_default().push(row);
+            spans += 1;
+        }
+    }
+    Ok((by_trace, spans))
+}
+
+fn trace_of(trace_id: &TraceId, rows: Vec<SpanRow>) -> Option<TraceRows> {
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(trace_id.as_bytes());
+    TraceRows::new(bytes, rows)
+}
+
 /// The candidates' latest span start.
 const LATEST: &str = "latest";
 
@@ -269,14 +301,7 @@ pub async fn search_after(
         let page_checked = Arc::clone(&checked);
         let wanted = window.limit.saturating_sub(outcome.traces.len());
         let (found, traces, spans) = crate::off_reactor(move || {
-            let mut by_trace: HashMap<TraceId, Vec<SpanRow>> = HashMap::new();
-            let mut spans = 0u64;
-            for batch in &batches {
-                for (trace_id, row) in span_rows(batch, &page_checked)? {
-                    by_trace.entry(trace_id).or_default().push(row);
-                    spans += 1;
-                }
-            }
+            let (mut by_trace, spans) = spans_by_trace(&batches, &page_checked)?;
             let mut found = Vec::new();
             let mut inspected = 0u64;
             for (trace_id, latest_ns) in order {
@@ -286,9 +311,7 @@ pub async fn search_after(
                 let Some(rows) = by_trace.remove(&trace_id) else {
                     continue;
                 };
-                let mut bytes = [0u8; 16];
-                bytes.copy_from_slice(trace_id.as_bytes());
-                let Some(trace) = TraceRows::new(bytes, rows) else {
+                let Some(trace) = trace_of(&trace_id, rows) else {
                     continue;
                 };
                 inspected += 1;
@@ -341,21 +364,7 @@ where
     F: Fn(&mut T, &TraceRows) + Send + Sync + 'static,
 {
     let context = session_for_tenant(reader, tenant)?;
-    let (from, to) = range_ns;
-    let mut condition = starts_within(from, to);
-    if let Some(predicate) = checked.span_predicate() {
-        condition = condition.and(predicate);
-    }
-    let mut aggregates = vec![max(col(span_col::START_TIME)).alias(LATEST)];
-    let having = checked.trace_predicate(&mut aggregates);
-    let mut frame = context
-        .table("spans")
-        .await?
-        .filter(condition)?
-        .aggregate(vec![col(span_col::TRACE_ID)], aggregates)?;
-    if let Some(having) = having {
-        frame = frame.filter(having)?;
-    }
+    let frame = candidate_traces(&context, &checked, range_ns, true, None).await?;
     let batches = frame
         .sort(vec![col(span_col::TRACE_ID).sort(true, true)])?
         .limit(0, Some(MAX_SCANNED_TRACES + 1))?
@@ -385,21 +394,12 @@ where
         let page_checked = Arc::clone(&checked);
         let page_visit = Arc::clone(&visit);
         let (returned, traces, spans) = crate::off_reactor(move || {
-            let mut by_trace: HashMap<TraceId, Vec<SpanRow>> = HashMap::new();
-            let mut spans = 0u64;
-            for batch in &batches {
-                for (trace_id, row) in span_rows(batch, &page_checked)? {
-                    by_trace.entry(trace_id).or_default().push(row);
-                    spans += 1;
-                }
-            }
+            let (by_trace, spans) = spans_by_trace(&batches, &page_checked)?;
             let mut traces = 0u64;
             let mut ordered: Vec<(TraceId, Vec<SpanRow>)> = by_trace.into_iter().collect();
             ordered.sort_by_key(|(trace_id, _)| *trace_id.as_bytes());
             for (trace_id, rows) in ordered {
-                let mut bytes = [0u8; 16];
-                bytes.copy_from_slice(trace_id.as_bytes());
-                if let Some(trace) = TraceRows::new(bytes, rows) {
+                if let Some(trace) = trace_of(&trace_id, rows) {
                     traces += 1;
                     page_visit(&mut state, &trace);
                 }

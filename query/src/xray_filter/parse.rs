@@ -147,16 +147,7 @@ pub enum TextField {
     Name,
 }
 
-/// `=`, `!=`, `<`, `<=`, `>`, `>=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
+pub use crate::syntax::Comparison;
 
 /// A comparison or one of the string operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
