@@ -16,6 +16,7 @@
 //!
 //! ```text
 //! cargo bench --bench traceql          # 10M spans (TRACELAKE_BENCH_SPANS)
+//! TRACELAKE_BENCH_ONLY=rate cargo bench --bench traceql   # requests whose label holds "rate"
 //! ```
 //!
 //! Spans: see `common/mod.rs`. Under `cargo test --benches` it runs once on
@@ -54,7 +55,10 @@ fn encode(text: &str) -> String {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let (spans, runs) = common::scale();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("traceql-bench")
+        .tempdir()
+        .unwrap();
     let (storage, loaded) = common::load(dir.path(), spans, |_| {}).await;
     println!(
         "traceql bench: {spans} spans in {} blocks, loaded in {loaded:.1?}",
@@ -99,7 +103,11 @@ async fn main() {
             "tagValues",
         ),
     ];
+    let only = std::env::var("TRACELAKE_BENCH_ONLY").ok();
     for (label, uri, field) in requests {
+        if only.as_deref().is_some_and(|only| !label.contains(only)) {
+            continue;
+        }
         let mut samples = Vec::new();
         let mut answered = 0;
         for _ in 0..runs {
@@ -129,6 +137,9 @@ async fn main() {
         );
     }
 
+    if only.is_some() {
+        return;
+    }
     // The same search without pushdown: every trace of the window is a
     // candidate (up to the inspection cap) and is evaluated in memory.
     let checked = Arc::new(traceql::prepare(SEARCH).unwrap());

@@ -26,7 +26,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, project_schema};
@@ -56,6 +57,11 @@ pub struct SpansTable {
     reader: Arc<dyn SpanReader>,
     tenant: String,
     signal: Signal,
+    /// Top-level text columns read as `Utf8View` (see [`Self::with_views`]).
+    views: bool,
+    /// Blocks and head batches outside this inclusive range are never read
+    /// (see [`Self::within`]).
+    window_ns: Option<(i64, i64)>,
 }
 
 impl SpansTable {
@@ -64,7 +70,53 @@ impl SpansTable {
             reader,
             tenant: tenant.to_string(),
             signal: Signal::Spans,
+            views: false,
+            window_ns: None,
         }
+    }
+
+    /// The same rows with every top-level `Utf8` column read as `Utf8View`.
+    ///
+    /// Parquet's reader then decodes dictionary pages into views that point
+    /// into the dictionary (a string of up to 12 bytes is held in the view
+    /// itself) instead of copying each row's bytes, and equal dictionary
+    /// entries give equal views within a batch. Internal plans that group
+    /// by a text column over many spans (TraceQL metrics) read this; the
+    /// `spans` table users query keeps `Utf8`.
+    pub fn with_views(mut self) -> Self {
+        self.views = true;
+        self
+    }
+
+    /// The same rows, pruned to blocks and head batches that may hold
+    /// spans within `[from_ns, to_ns]` whatever the query's filters say.
+    ///
+    /// A plan that checks start times itself (TraceQL metrics drop rows
+    /// outside their intervals) then needs no time condition, which
+    /// DataFusion would evaluate on every row of a block the window covers
+    /// whole; rows of blocks that straddle the window's ends are read and
+    /// must be dropped by the plan.
+    pub fn within(mut self, from_ns: i64, to_ns: i64) -> Self {
+        self.window_ns = Some((from_ns, to_ns));
+        self
+    }
+
+    fn table_schema(&self) -> SchemaRef {
+        let schema = self.signal.schema();
+        if !self.views {
+            return schema;
+        }
+        let fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|field| match field.data_type() {
+                DataType::Utf8 => {
+                    Arc::new(field.as_ref().clone().with_data_type(DataType::Utf8View))
+                }
+                _ => Arc::clone(field),
+            })
+            .collect();
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
     }
 
     /// The `metrics` table: one tenant's OTLP metric points.
@@ -79,7 +131,7 @@ impl SpansTable {
 #[async_trait]
 impl TableProvider for SpansTable {
     fn schema(&self) -> SchemaRef {
-        self.signal.schema()
+        self.table_schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -100,10 +152,16 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = self.signal.schema();
+        let schema = self.table_schema();
         let (filter, snapshot) = match self.signal {
             Signal::Spans => {
-                let filter = span_filter(filters);
+                let mut filter = span_filter(filters);
+                if let Some((from, to)) = self.window_ns {
+                    filter.time_range_ns = Some(match filter.time_range_ns {
+                        Some((low, high)) => (low.max(from), high.min(to)),
+                        None => (from, to),
+                    });
+                }
                 let snapshot = self.reader.snapshot(&self.tenant, &filter);
                 (filter, snapshot)
             }
@@ -141,14 +199,22 @@ impl TableProvider for SpansTable {
             // Head rows come out already projected: a column the query does
             // not read (shared resource attributes) is never materialized.
             let projection_slice = projection.map(Vec::as_slice);
+            let projected = project_schema(&schema, projection)?;
             let batches = snapshot
                 .head
                 .iter()
-                .map(|rows| rows.project(projection_slice))
+                .map(|rows| {
+                    let batch = rows.project(projection_slice)?;
+                    if self.views {
+                        as_views(&batch, &projected)
+                    } else {
+                        Ok(batch)
+                    }
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             inputs.push(MemorySourceConfig::try_new_exec(
                 &[batches],
-                project_schema(&schema, projection)?,
+                projected,
                 None,
             )?);
         }
@@ -166,6 +232,20 @@ impl TableProvider for SpansTable {
             summary: Arc::new(ScanSummary::new(name, &self.tenant, &filter, &snapshot)),
         }))
     }
+}
+
+/// `batch` cast to `schema` (its text columns to `Utf8View`).
+fn as_views(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| datafusion::arrow::compute::cast(column, field.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns)
 }
 
 fn parquet_scan(

@@ -504,7 +504,7 @@ async fn traces_drilldown_and_grafana_metrics_requests() {
         ),
         (
             "{} | rate() by (resource.service.name)",
-            "one aggregate plan",
+            "one scan of spans",
         ),
         ("{ kind = server } > { } | rate()", "each trace evaluated"),
     ] {

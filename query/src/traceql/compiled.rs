@@ -1,42 +1,43 @@
-//! Metrics queries DataFusion answers in one aggregate plan over `spans`:
+//! Metrics queries answered in one pass over `spans`: DataFusion scans and
+//! filters,
 //!
 //! ```sql
-//! SELECT (start_ns - start - 1) / step AS interval, <by...>, [bucket,]
-//!        count(*), sum(v), min(v), max(v)
-//! FROM spans WHERE start_time IN (start, end] AND <filter, exact>
-//! GROUP BY interval, <by...>[, bucket]
+//! SELECT start_time AS start_ns, <by...>, [v]
+//! FROM spans_views WHERE start_time IN (start, end] AND <filter, exact>
 //! ```
 //!
-//! built with `Expr` (no query text). It applies when the query's pipeline
-//! is one filter that DataFusion decides exactly
-//! ([`Checked::exact`]), its `by()` fields and the function's input are
-//! columns or span/resource attributes, and the function is not
-//! `compare()`; [`super::metrics`] falls back to trace-by-trace
-//! evaluation otherwise. `bucket` is the next power of two of the value
-//! (Tempo's `Log2Bucketize`), computed in the plan.
+//! built with `Expr` (no query text), and each partition's rows are
+//! folded into cells per interval and series as they stream
+//! ([`super::fold`]: the interval is arithmetic, a label is looked up once
+//! per distinct value and batch, a duration's bucket is its next power of
+//! two, Tempo's `Log2Bucketize`). It applies when the query's pipeline is
+//! one filter that DataFusion decides exactly ([`Checked::exact`]), its
+//! `by()` fields and the function's input are columns or span/resource
+//! attributes, and the function is not `compare()`; [`super::metrics`]
+//! falls back to trace-by-trace evaluation otherwise.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::functions::math::expr_fn::{ceil, log2, power};
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::cast;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::prelude::{Expr, col, lit};
+use futures::StreamExt;
 use tracelake_storage::SpanReader;
 use tracelake_storage::schema::{any_value, col as span_col};
 
 use super::ast::*;
 use super::check::Checked;
-use super::eval::AttrValue;
-use super::metrics::{Accumulated, MetricsRequest, series_labels};
-use super::search::{ScanStats, attr_value};
+use super::fold::Partial;
+use super::metrics::{Accumulated, MetricsRequest};
+use super::search::ScanStats;
 use crate::exprs::{any_value_child, or_else, starts_within};
+use crate::spans_table::SpansTable;
 use crate::{QueryError, Result, session_for_tenant};
 
 /// How a `by()` label is read from its column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LabelColumn {
+pub(super) enum LabelColumn {
     /// A text column (`name`, `service_name`, `status_code`, `kind`).
     Text,
     /// An `AnyValue` struct (an attribute).
@@ -48,7 +49,8 @@ enum LabelColumn {
 pub(super) struct Plan {
     predicate: Option<Expr>,
     by: Vec<(Field, Expr, LabelColumn)>,
-    /// The function's input (nanoseconds for durations), as Float64.
+    /// The function's input: nanoseconds (Int64) for durations, Float64
+    /// for attributes.
     value: Option<Expr>,
     bucketed: bool,
     query: MetricsQuery,
@@ -78,9 +80,8 @@ fn label_column(checked: &Checked, field: &Field) -> Option<(Expr, LabelColumn)>
 
 fn input_value(checked: &Checked, field: &Field) -> Option<Expr> {
     match field {
-        Field::Intrinsic(Intrinsic::Duration) => {
-            Some(cast(col(span_col::DURATION_NS), DataType::Float64))
-        }
+        // Int64, read as is: [`super::fold`] takes Int64 or Float64.
+        Field::Intrinsic(Intrinsic::Duration) => Some(col(span_col::DURATION_NS)),
         Field::Attribute { .. } => {
             let (value, LabelColumn::Any) = label_column(checked, field)? else {
                 return None;
@@ -136,19 +137,34 @@ impl Plan {
             query: query.clone(),
         })
     }
+
+    /// How each `by()` label is read, in order.
+    pub(super) fn label_columns(&self) -> Vec<LabelColumn> {
+        self.by.iter().map(|(_, _, kind)| *kind).collect()
+    }
+
+    /// Whether values are counted in power-of-two buckets.
+    pub(super) fn bucketed(&self) -> bool {
+        self.bucketed
+    }
+
+    pub(super) fn query(&self) -> &MetricsQuery {
+        &self.query
+    }
 }
 
-const INTERVAL: &str = "interval";
-const BUCKET: &str = "bucket";
-const COUNT: &str = "n";
-const SUM: &str = "total";
-const MIN: &str = "smallest";
-const MAX: &str = "largest";
-const EXEMPLAR_TRACE: &str = "exemplar_trace";
-const EXEMPLAR_START: &str = "exemplar_start";
-const EXEMPLAR_VALUE: &str = "exemplar_value";
+/// Columns of a pass's rows (see [`frame`]).
+pub(super) const START: &str = "start_ns";
+pub(super) const VALUE: &str = "value";
+pub(super) const DURATION: &str = "duration";
+pub(super) const EXEMPLAR_TRACE: &str = "exemplar_trace";
 
-/// What one aggregate over `spans` computes for a [`Plan`].
+/// The column of the `index`th `by()` label.
+pub(super) fn by_column(index: usize) -> String {
+    format!("by_{index}")
+}
+
+/// What one pass over `spans` reads for a [`Plan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Pass {
     /// The cells: counts (and sums, minimums, maximums) per group.
@@ -183,8 +199,8 @@ impl Plan {
     }
 }
 
-/// The aggregate of `pass` for `plan` and `request` (aligned), over
-/// `context`'s `spans`.
+/// The rows `pass` reads for `plan` and `request` (aligned), from
+/// `context`'s `spans_views`: start time, labels, value.
 ///
 /// An X-Ray segment sent in progress is stored again when it completes;
 /// the in-progress copy is not counted, as trace-by-trace evaluation keeps
@@ -197,64 +213,80 @@ pub(super) async fn frame(
     request: &MetricsRequest,
     pass: Pass,
 ) -> Result<datafusion::prelude::DataFrame> {
-    let (from_ns, to_ns) = match pass {
-        Pass::Exemplars { index } => {
-            let from = request.start_ns + index as i64 * request.step_ns;
-            (from, from + request.step_ns)
-        }
-        _ => (request.start_ns, request.end_ns),
-    };
-    let mut condition = starts_within(from_ns.saturating_add(1), to_ns);
-    if let Some(predicate) = &plan.predicate {
-        condition = condition.and(predicate.clone());
+    let mut conditions = Vec::new();
+    // The cells passes read blocks of the request's range only (see
+    // [`session`]) and drop rows outside its intervals themselves; an
+    // exemplar pass reads one interval, and stops after a few rows.
+    if let Pass::Exemplars { index } = pass {
+        let from = request.start_ns + index as i64 * request.step_ns;
+        conditions.push(starts_within(
+            from.saturating_add(1),
+            from + request.step_ns,
+        ));
     }
-    let start_ns = cast(col(span_col::START_TIME), DataType::Int64);
+    if let Some(predicate) = &plan.predicate {
+        conditions.push(predicate.clone());
+    }
     match pass {
         Pass::Cells if !plan.corrects_counts() && !plan.bucketed => {
             let [zero, flagged] = in_progress();
-            condition = condition.and(!(zero.and(flagged)));
+            conditions.push(!(zero.and(flagged)));
         }
-        Pass::InProgress => {
-            for conjunct in in_progress() {
-                condition = condition.and(conjunct);
-            }
+        Pass::InProgress => conditions.extend(in_progress()),
+        _ => {}
+    }
+    let mut columns = vec![cast(col(span_col::START_TIME), DataType::Int64).alias(START)];
+    for (index, (_, expr, _)) in plan.by.iter().enumerate() {
+        columns.push(expr.clone().alias(by_column(index)));
+    }
+    if let Some(value) = &plan.value {
+        if !plan.bucketed {
+            conditions.push(value.clone().is_not_null());
+        } else if let Pass::Exemplars { .. } = pass {
+            // Values under 2 are not bucketed (Tempo drops them); the
+            // cells passes skip them as they fold.
+            conditions.push(value.clone().gt_eq(lit(2i64)));
+        }
+        columns.push(value.clone().alias(VALUE));
+    }
+    let mut frame = context.table(SPANS_VIEWS).await?;
+    if let Some(condition) = conjunction(conditions) {
+        frame = frame.filter(condition)?;
+    }
+    match pass {
+        Pass::Exemplars { .. } => {
+            columns.push(col(span_col::TRACE_ID).alias(EXEMPLAR_TRACE));
+            return Ok(frame.select(columns)?.limit(0, Some(EXEMPLAR_ROWS))?);
+        }
+        // Spans of duration 0 are counted, so the in-progress pass runs
+        // only when there may be some to take off.
+        Pass::Cells if plan.corrects_counts() => {
+            columns.push(col(span_col::DURATION_NS).alias(DURATION));
         }
         _ => {}
     }
-    let interval =
-        (start_ns.clone() - lit(request.start_ns) - lit(1i64)) / lit(request.step_ns.max(1));
-    let mut groups = vec![interval.alias(INTERVAL)];
-    for (index, (_, expr, _)) in plan.by.iter().enumerate() {
-        groups.push(expr.clone().alias(format!("by_{index}")));
-    }
-    let mut aggregates = Vec::new();
-    if let Some(value) = &plan.value {
-        if plan.bucketed {
-            // Values under 2 are not bucketed (Tempo drops them).
-            condition = condition.and(value.clone().gt_eq(lit(2.0)));
-            let bucket = cast(power(lit(2.0), ceil(log2(value.clone()))), DataType::Int64);
-            groups.push(bucket.alias(BUCKET));
-        } else {
-            condition = condition.and(value.clone().is_not_null());
-            if pass == Pass::Cells {
-                aggregates.push(sum(value.clone()).alias(SUM));
-                aggregates.push(min(value.clone()).alias(MIN));
-                aggregates.push(max(value.clone()).alias(MAX));
-            }
-        }
-    }
-    let frame = context.table("spans").await?.filter(condition)?;
-    if let Pass::Exemplars { .. } = pass {
-        let mut columns = groups;
-        columns.push(col(span_col::TRACE_ID).alias(EXEMPLAR_TRACE));
-        columns.push(start_ns.alias(EXEMPLAR_START));
-        if let Some(value) = &plan.value {
-            columns.push(value.clone().alias(EXEMPLAR_VALUE));
-        }
-        return Ok(frame.select(columns)?.limit(0, Some(EXEMPLAR_ROWS))?);
-    }
-    aggregates.push(count(lit(1i64)).alias(COUNT));
-    Ok(frame.aggregate(groups, aggregates)?)
+    Ok(frame.select(columns)?)
+}
+
+/// The table compiled plans read: `spans` with text columns as views
+/// ([`SpansTable::with_views`]), registered by [`session`] only.
+const SPANS_VIEWS: &str = "spans_views";
+
+/// A session for `tenant` where compiled plans of `request` can run: its
+/// `spans_views` reads only blocks that may hold spans of the request's
+/// range ([`SpansTable::within`]), so the cells passes need no time
+/// condition ([`super::fold`] drops rows outside the intervals).
+pub(super) fn session(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    request: &MetricsRequest,
+) -> Result<datafusion::prelude::SessionContext> {
+    let context = session_for_tenant(Arc::clone(&reader), tenant)?;
+    let table = SpansTable::new(reader, tenant)
+        .with_views()
+        .within(request.start_ns.saturating_add(1), request.end_ns);
+    context.register_table(SPANS_VIEWS, Arc::new(table))?;
+    Ok(context)
 }
 
 /// Exemplar candidates read per interval sampled.
@@ -269,16 +301,29 @@ pub(super) async fn run(
     plan: Plan,
     request: MetricsRequest,
 ) -> Result<(Accumulated, ScanStats)> {
-    let context = session_for_tenant(reader, tenant)?;
+    let context = session(reader, tenant, &request)?;
     let plan = Arc::new(plan);
-    let mut passes = vec![Pass::Cells];
-    if plan.corrects_counts() {
-        passes.push(Pass::InProgress);
-    }
     let mut accumulated = Accumulated::default();
     let mut stats = ScanStats::default();
-    for pass in passes {
-        (accumulated, stats) = run_pass(&context, &plan, request, pass, accumulated, stats).await?;
+    let zero_durations = run_pass(
+        &context,
+        &plan,
+        request,
+        Pass::Cells,
+        &mut accumulated,
+        &mut stats,
+    )
+    .await?;
+    if plan.corrects_counts() && zero_durations > 0 {
+        run_pass(
+            &context,
+            &plan,
+            request,
+            Pass::InProgress,
+            &mut accumulated,
+            &mut stats,
+        )
+        .await?;
     }
     // Exemplars: a few spans from intervals spread over those that hold
     // spans, each read with a limit (the scan stops early), up to two per
@@ -296,172 +341,76 @@ pub(super) async fn run(
         .len()
         .min(EXEMPLAR_INTERVALS)
         .min(request.exemplars.div_ceil(2));
-    for slice in 0..sampled {
+    // The exemplar passes are small (one interval each, a few rows) and
+    // wait more than they compute: run together, added in interval order.
+    let passes = (0..sampled).map(|slice| {
         // Spread over the intervals that hold spans.
         let index = with_spans[(2 * slice + 1) * with_spans.len() / (2 * sampled)];
-        let pass = Pass::Exemplars { index };
-        (accumulated, stats) = run_pass(&context, &plan, request, pass, accumulated, stats).await?;
+        pass_partials(&context, &plan, request, Pass::Exemplars { index })
+    });
+    for (pass, partials) in futures::future::try_join_all(passes).await? {
+        for partial in partials {
+            partial.add_to(&plan, &request, pass, &mut accumulated, &mut stats);
+        }
     }
     Ok((accumulated, stats))
 }
 
-/// Runs one pass of `plan` and adds what it read to `accumulated`, the
-/// rows read off the reactor.
+/// Runs one pass of `plan` and adds what it read to `accumulated`.
+/// Returns how many spans of duration 0 the pass saw.
 async fn run_pass(
     context: &datafusion::prelude::SessionContext,
     plan: &Arc<Plan>,
     request: MetricsRequest,
     pass: Pass,
-    mut accumulated: Accumulated,
-    mut stats: ScanStats,
-) -> Result<(Accumulated, ScanStats)> {
-    let batches = frame(context, plan, &request, pass)
-        .await?
-        .collect()
-        .await?;
-    let plan = Arc::clone(plan);
-    crate::off_reactor(move || {
-        cells_of(
-            &batches,
-            &plan,
-            &request,
-            pass,
-            &mut accumulated,
-            &mut stats,
-        )?;
-        Ok((accumulated, stats))
-    })
-    .await
-}
-
-fn corrupt(what: &str) -> QueryError {
-    QueryError::DataFusion(datafusion::error::DataFusionError::Internal(format!(
-        "metrics column {what} missing or mistyped"
-    )))
-}
-
-fn cells_of(
-    batches: &[RecordBatch],
-    plan: &Plan,
-    request: &MetricsRequest,
-    pass: Pass,
     accumulated: &mut Accumulated,
     stats: &mut ScanStats,
-) -> Result<()> {
-    let query = &plan.query;
-    let intervals = request.intervals();
-    for batch in batches {
-        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| corrupt(name));
-        let interval = column(INTERVAL)?
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| corrupt(INTERVAL))?;
-        let counts = match batch.column_by_name(COUNT) {
-            None => None,
-            Some(array) => Some(
-                array
-                    .as_primitive_opt::<Int64Type>()
-                    .ok_or_else(|| corrupt(COUNT))?
-                    .clone(),
-            ),
-        };
-        let floats = |name: &str| -> Result<Option<datafusion::arrow::array::Float64Array>> {
-            match batch.column_by_name(name) {
-                None => Ok(None),
-                Some(array) => Ok(Some(
-                    array
-                        .as_primitive_opt::<Float64Type>()
-                        .ok_or_else(|| corrupt(name))?
-                        .clone(),
-                )),
-            }
-        };
-        let (sums, mins, maxes) = (floats(SUM)?, floats(MIN)?, floats(MAX)?);
-        let buckets = match batch.column_by_name(BUCKET) {
-            None => None,
-            Some(array) => Some(
-                array
-                    .as_primitive_opt::<Int64Type>()
-                    .ok_or_else(|| corrupt(BUCKET))?
-                    .clone(),
-            ),
-        };
-        let exemplar_traces = batch
-            .column_by_name(EXEMPLAR_TRACE)
-            .and_then(|array| array.as_fixed_size_binary_opt().cloned());
-        let exemplar_starts = batch
-            .column_by_name(EXEMPLAR_START)
-            .and_then(|array| array.as_primitive_opt::<Int64Type>().cloned());
-        let exemplar_values = floats(EXEMPLAR_VALUE)?;
-        let by_columns: Vec<&Arc<dyn Array>> = (0..plan.by.len())
-            .map(|index| column(&format!("by_{index}")))
-            .collect::<Result<_>>()?;
-        for row in 0..batch.num_rows() {
-            let Some(index) = usize::try_from(interval.value(row))
-                .ok()
-                .filter(|index| *index < intervals)
-            else {
-                continue;
-            };
-            let values: Vec<Option<AttrValue>> = plan
-                .by
-                .iter()
-                .zip(&by_columns)
-                .map(|((_, _, kind), array)| match kind {
-                    LabelColumn::Text => array
-                        .as_string_opt::<i32>()
-                        .filter(|strings| strings.is_valid(row))
-                        .map(|strings| AttrValue::Text(strings.value(row).to_string())),
-                    LabelColumn::Any => array
-                        .as_struct_opt()
-                        .and_then(|structs| attr_value(structs, row)),
-                })
-                .collect();
-            let labels = series_labels(&query.by, values, &query.function);
-            if let Pass::Exemplars { .. } = pass {
-                if let (Some(traces), Some(starts)) = (&exemplar_traces, &exemplar_starts)
-                    && traces.is_valid(row)
-                {
-                    let value = exemplar_values
-                        .as_ref()
-                        .map_or(1.0, |values| values.value(row));
-                    accumulated.offer_exemplar(
-                        &labels,
-                        index,
-                        value,
-                        starts.value(row) / 1_000_000,
-                        hex::encode(traces.value(row)),
-                        request.exemplars,
-                    );
-                }
-                continue;
-            }
-            let count = counts
-                .as_ref()
-                .map_or(0.0, |counts| counts.value(row) as f64);
-            let Some(series) = accumulated.cells(labels, intervals) else {
-                continue;
-            };
-            let cell = &mut series[index];
-            if pass == Pass::InProgress {
-                cell.count -= count;
-                stats.inspected_spans = stats.inspected_spans.saturating_sub(count as u64);
-                continue;
-            }
-            stats.inspected_spans += count as u64;
-            match &buckets {
-                Some(buckets) => {
-                    let bucket = u64::try_from(buckets.value(row)).unwrap_or(0);
-                    *cell.buckets.entry(bucket).or_default() += count;
-                }
-                None => {
-                    let value = |array: &Option<datafusion::arrow::array::Float64Array>| {
-                        array.as_ref().map_or(0.0, |array| array.value(row))
-                    };
-                    cell.merge(count, value(&sums), value(&mins), value(&maxes));
-                }
-            }
-        }
-        stats.inspected_bytes += batch.get_array_memory_size() as u64;
+) -> Result<u64> {
+    let (_, partials) = pass_partials(context, plan, request, pass).await?;
+    let mut zero_durations = 0;
+    for partial in partials {
+        zero_durations += partial.zero_durations;
+        partial.add_to(plan, &request, pass, accumulated, stats);
     }
-    Ok(())
+    Ok(zero_durations)
+}
+
+/// Runs one pass of `plan`, each partition of the scan folded as its
+/// batches stream ([`Partial`]); the partials in partition order, so
+/// exemplars are chosen the same way every time.
+async fn pass_partials(
+    context: &datafusion::prelude::SessionContext,
+    plan: &Arc<Plan>,
+    request: MetricsRequest,
+    pass: Pass,
+) -> Result<(Pass, Vec<Partial>)> {
+    let streams = frame(context, plan, &request, pass)
+        .await?
+        .execute_stream_partitioned()
+        .await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (order, mut stream) in streams.into_iter().enumerate() {
+        let plan = Arc::clone(plan);
+        tasks.spawn(async move {
+            let mut partial = Partial::default();
+            while let Some(batch) = stream.next().await {
+                partial.fold(&batch?, &plan, &request, pass)?;
+            }
+            Ok::<_, QueryError>((order, partial))
+        });
+    }
+    let mut partials = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let joined = joined.map_err(|error| {
+            QueryError::DataFusion(datafusion::error::DataFusionError::External(Box::new(
+                error,
+            )))
+        })?;
+        partials.push(joined?);
+    }
+    partials.sort_by_key(|(order, _)| *order);
+    Ok((
+        pass,
+        partials.into_iter().map(|(_, partial)| partial).collect(),
+    ))
 }

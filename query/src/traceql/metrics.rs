@@ -28,7 +28,8 @@
 //!
 //! Evaluation: a query whose pipeline is one filter DataFusion decides
 //! exactly ([`super::Checked::exact`]) and whose labels are columns runs as
-//! one aggregate plan over `spans` ([`compiled`]); anything else (structural
+//! one scan of `spans` folded into cells as it streams ([`compiled`]);
+//! anything else (structural
 //! relations, pipelines, trace-level fields, events) is evaluated trace by
 //! trace ([`super::scan_traces`]), in one pass over the window.
 

@@ -16,6 +16,7 @@ mod ast;
 mod check;
 mod compiled;
 mod eval;
+mod fold;
 mod lex;
 mod metrics;
 mod parse;

@@ -123,7 +123,15 @@ pub async fn explain(
     checked: &Checked,
     range_ns: (i64, i64),
 ) -> Result<String> {
-    let context = session_for_tenant(reader, tenant)?;
+    let request = super::MetricsRequest {
+        start_ns: range_ns.0,
+        end_ns: range_ns.1,
+        step_ns: super::default_step_ns(range_ns.0, range_ns.1),
+        exemplars: 0,
+        instant: false,
+    }
+    .aligned();
+    let context = super::compiled::session(reader, tenant, &request)?;
     let compiled =
         checked.metrics().and_then(
             |expr| match super::check::metrics_queries(expr).as_slice() {
@@ -132,21 +140,10 @@ pub async fn explain(
             },
         );
     let (how, frame) = match (checked.metrics(), compiled) {
-        (_, Some(plan)) => {
-            let request = super::MetricsRequest {
-                start_ns: range_ns.0,
-                end_ns: range_ns.1,
-                step_ns: super::default_step_ns(range_ns.0, range_ns.1),
-                exemplars: 0,
-                instant: false,
-            }
-            .aligned();
-            (
-                "metrics: one aggregate plan over spans (the filter decided by DataFusion)",
-                super::compiled::frame(&context, &plan, &request, super::compiled::Pass::Cells)
-                    .await?,
-            )
-        }
+        (_, Some(plan)) => (
+            "metrics: one scan of spans (the filter decided by DataFusion), its rows folded into cells per interval and series as they stream",
+            super::compiled::frame(&context, &plan, &request, super::compiled::Pass::Cells).await?,
+        ),
         (Some(_), None) => (
             "metrics: candidate traces from the plan below, then each trace evaluated in memory",
             candidates_after(&context, checked, &window_of(range_ns), None).await?,

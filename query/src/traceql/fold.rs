@@ -1,0 +1,504 @@
+//! The cells of a compiled metrics pass, folded from the filtered spans as
+//! their batches stream out of each partition of the scan.
+//!
+//! DataFusion's own `GROUP BY` hashes every row's key (the interval and each
+//! label's bytes). Here a row's interval is arithmetic, and a label is
+//! looked up once per distinct value in a batch: text labels are read as
+//! `Utf8View` ([`crate::spans_table::SpansTable::with_views`]), and within
+//! a batch decoded from a Parquet dictionary the rows of one dictionary
+//! entry share one 16-byte view, so a row costs a comparison with the
+//! previous row's view and, rarely, one small hash lookup. Equal strings
+//! under different views only cost an extra lookup: series are always
+//! resolved by their label values.
+//!
+//! Each partition folds into its own [`Partial`]; the partials are added
+//! into [`Accumulated`] at the end, in partition order.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+
+use super::compiled::{DURATION, EXEMPLAR_TRACE, LabelColumn, Pass, Plan, START, VALUE, by_column};
+use super::eval::AttrValue;
+use super::metrics::{
+    Accumulated, Cell, MAX_CELLS, MAX_SERIES, MetricsRequest, log2_bucket, series_labels,
+};
+use super::search::{ScanStats, attr_value};
+use crate::{QueryError, Result};
+
+/// What one interval of one series holds besides its count, as a
+/// partition adds it up (functions with an input value only).
+#[derive(Debug, Clone, Default)]
+struct PartialCell {
+    sum: f64,
+    min: f64,
+    max: f64,
+    /// Counts per power-of-two bucket, by exponent (few per cell).
+    buckets: Vec<(u8, u64)>,
+}
+
+impl PartialCell {
+    /// Adds `value`, the cell holding `count` values before it.
+    fn add(&mut self, count: u64, value: f64) {
+        if count == 0 {
+            self.min = value;
+            self.max = value;
+        } else {
+            self.min = self.min.min(value);
+            self.max = self.max.max(value);
+        }
+        self.sum += value;
+    }
+
+    fn add_bucket(&mut self, exponent: u8) {
+        match self.buckets.iter_mut().find(|(at, _)| *at == exponent) {
+            Some((_, count)) => *count += 1,
+            None => self.buckets.push((exponent, 1)),
+        }
+    }
+}
+
+/// An exemplar candidate: series, interval, value, start (ms), trace id.
+type Candidate = (usize, usize, f64, i64, String);
+
+/// What one partition of a pass found.
+#[derive(Debug, Default)]
+pub(super) struct Partial {
+    /// Label values of each series (`None`: the span has no such value).
+    labels: Vec<Vec<Option<AttrValue>>>,
+    /// Intervals of the request: cells of series `s` are at
+    /// `s * intervals ..`.
+    intervals: usize,
+    /// Spans per cell, series after series.
+    counts: Vec<u64>,
+    /// Sums, extremes and buckets per cell, when the function has an
+    /// input value (else empty).
+    cells: Vec<PartialCell>,
+    /// Series by the `Debug` text of their label values.
+    index: HashMap<String, usize>,
+    exemplars: Vec<Candidate>,
+    /// Spans of duration 0 seen (candidates for in-progress segments).
+    pub(super) zero_durations: u64,
+    overflowed: bool,
+    /// Bytes of the batches folded.
+    bytes: u64,
+}
+
+fn corrupt(what: &str) -> QueryError {
+    QueryError::DataFusion(datafusion::error::DataFusionError::Internal(format!(
+        "metrics column {what} missing or mistyped"
+    )))
+}
+
+/// The interval `start_ns` falls in, `(start + i*step, start + (i+1)*step]`.
+#[derive(Debug, Clone, Copy)]
+struct Intervals {
+    start_ns: i64,
+    step_ns: u64,
+    count: usize,
+    /// `1 / step`, for a quotient corrected by one step at most.
+    inverse: f64,
+}
+
+impl Intervals {
+    fn new(request: &MetricsRequest) -> Self {
+        let step_ns = request.step_ns.max(1) as u64;
+        Self {
+            start_ns: request.start_ns,
+            step_ns,
+            count: request.intervals(),
+            inverse: 1.0 / step_ns as f64,
+        }
+    }
+
+    fn of(&self, start_ns: i64) -> Option<usize> {
+        // Start times at or before the range's start wrap to huge offsets.
+        let offset = start_ns.wrapping_sub(self.start_ns).wrapping_sub(1) as u64;
+        if start_ns <= self.start_ns {
+            return None;
+        }
+        // A float quotient is off by at most one step: corrected exactly.
+        let mut index = (offset as f64 * self.inverse) as u64;
+        if index.wrapping_mul(self.step_ns) > offset {
+            index -= 1;
+        } else if (index + 1).wrapping_mul(self.step_ns) <= offset {
+            index += 1;
+        }
+        let index = index as usize;
+        (index < self.count).then_some(index)
+    }
+}
+
+/// A function's input column: durations as stored, attributes as Float64.
+enum Values<'a> {
+    Int(&'a datafusion::arrow::array::Int64Array),
+    Float(&'a datafusion::arrow::array::Float64Array),
+}
+
+impl<'a> Values<'a> {
+    fn of(array: &'a dyn Array) -> Result<Self> {
+        if let Some(ints) = array.as_primitive_opt::<Int64Type>() {
+            return Ok(Self::Int(ints));
+        }
+        array
+            .as_primitive_opt::<Float64Type>()
+            .map(Self::Float)
+            .ok_or_else(|| corrupt(VALUE))
+    }
+
+    fn value(&self, row: usize) -> f64 {
+        match self {
+            Self::Int(ints) => ints.value(row) as f64,
+            Self::Float(floats) => floats.value(row),
+        }
+    }
+
+    /// The power-of-two bucket (its exponent) of the value of `row`, if
+    /// the value is bucketed: whole and at least 2.
+    fn bucket(&self, row: usize) -> Option<u8> {
+        let whole = match self {
+            Self::Int(ints) => u64::try_from(ints.value(row)).ok()?,
+            Self::Float(floats) => {
+                let value = floats.value(row);
+                if value.fract() != 0.0 || value < 0.0 {
+                    return None;
+                }
+                value as u64
+            }
+        };
+        (whole >= 2).then(|| log2_bucket(whole).trailing_zeros() as u8)
+    }
+}
+
+/// A column's per-row codes within one batch: 0 for no value, otherwise
+/// one plus the index of the value in `values`.
+struct Codes {
+    rows: Vec<u32>,
+    values: Vec<AttrValue>,
+}
+
+/// Hashes a 16-byte view with one multiply: views of a batch are few and
+/// not chosen by an adversary (a long string's view holds its length,
+/// prefix and offset; a short one holds the string).
+#[derive(Default)]
+struct ViewHasher(u64);
+
+impl std::hash::Hasher for ViewHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*byte)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        let folded = (value as u64) ^ ((value >> 64) as u64).rotate_left(29);
+        self.0 = (folded ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 ^= self.0 >> 32;
+    }
+}
+
+type ViewMap = HashMap<u128, u32, std::hash::BuildHasherDefault<ViewHasher>>;
+
+fn text_codes(array: &dyn Array) -> Result<Codes> {
+    let strings = array
+        .as_string_view_opt()
+        .ok_or_else(|| corrupt("label (text)"))?;
+    let views = strings.views();
+    let mut codes = Codes {
+        rows: Vec::with_capacity(strings.len()),
+        values: Vec::new(),
+    };
+    let mut seen = ViewMap::default();
+    let mut last: Option<(u128, u32)> = None;
+    for row in 0..strings.len() {
+        if strings.is_null(row) {
+            codes.rows.push(0);
+            continue;
+        }
+        let view = views[row];
+        let code = match last {
+            Some((previous, code)) if previous == view => code,
+            _ => {
+                let code = *seen.entry(view).or_insert_with(|| {
+                    codes
+                        .values
+                        .push(AttrValue::Text(strings.value(row).to_string()));
+                    codes.values.len() as u32
+                });
+                last = Some((view, code));
+                code
+            }
+        };
+        codes.rows.push(code);
+    }
+    Ok(codes)
+}
+
+fn attribute_codes(array: &dyn Array) -> Result<Codes> {
+    let structs = array
+        .as_struct_opt()
+        .ok_or_else(|| corrupt("label (attribute)"))?;
+    let mut codes = Codes {
+        rows: Vec::with_capacity(structs.len()),
+        values: Vec::new(),
+    };
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for row in 0..structs.len() {
+        let code = match attr_value(structs, row) {
+            None => 0,
+            Some(value) => *seen.entry(format!("{value:?}")).or_insert_with(|| {
+                codes.values.push(value);
+                codes.values.len() as u32
+            }),
+        };
+        codes.rows.push(code);
+    }
+    Ok(codes)
+}
+
+impl Partial {
+    /// The series of `values`, made when new; `None` past the series limit.
+    fn series(&mut self, values: Vec<Option<AttrValue>>, limit: usize) -> Option<usize> {
+        let key = format!("{values:?}");
+        if let Some(series) = self.index.get(&key) {
+            return Some(*series);
+        }
+        if self.labels.len() >= limit {
+            self.overflowed = true;
+            return None;
+        }
+        self.labels.push(values);
+        self.counts.resize(self.labels.len() * self.intervals, 0);
+        self.index.insert(key, self.labels.len() - 1);
+        Some(self.labels.len() - 1)
+    }
+
+    /// Each row's series in `batch` (`u32::MAX`: none, past the limit).
+    fn rows_series(&mut self, batch: &RecordBatch, plan: &Plan, limit: usize) -> Result<Vec<u32>> {
+        let rows = batch.num_rows();
+        let kinds = plan.label_columns();
+        if kinds.is_empty() {
+            let series = self
+                .series(Vec::new(), limit)
+                .map_or(u32::MAX, |s| s as u32);
+            return Ok(vec![series; rows]);
+        }
+        let columns = kinds
+            .iter()
+            .enumerate()
+            .map(|(index, kind)| {
+                let name = by_column(index);
+                let array = batch.column_by_name(&name).ok_or_else(|| corrupt(&name))?;
+                match kind {
+                    LabelColumn::Text => text_codes(array),
+                    LabelColumn::Any => attribute_codes(array),
+                }
+            })
+            .collect::<Result<Vec<Codes>>>()?;
+        // The codes of a row, combined into one number per distinct tuple.
+        let mut combined: HashMap<Vec<u32>, u32> = HashMap::new();
+        let mut out = Vec::with_capacity(rows);
+        if let [only] = columns.as_slice() {
+            let mut resolved: Vec<Option<u32>> = vec![None; only.values.len() + 1];
+            for &code in &only.rows {
+                let series = match resolved[code as usize] {
+                    Some(series) => series,
+                    None => {
+                        let value = code
+                            .checked_sub(1)
+                            .map(|at| only.values[at as usize].clone());
+                        let series = self
+                            .series(vec![value], limit)
+                            .map_or(u32::MAX, |s| s as u32);
+                        resolved[code as usize] = Some(series);
+                        series
+                    }
+                };
+                out.push(series);
+            }
+            return Ok(out);
+        }
+        for row in 0..rows {
+            let key: Vec<u32> = columns.iter().map(|codes| codes.rows[row]).collect();
+            let series = match combined.get(&key) {
+                Some(series) => *series,
+                None => {
+                    let values = columns
+                        .iter()
+                        .map(|codes| {
+                            codes.rows[row]
+                                .checked_sub(1)
+                                .map(|at| codes.values[at as usize].clone())
+                        })
+                        .collect();
+                    let series = self.series(values, limit).map_or(u32::MAX, |s| s as u32);
+                    combined.insert(key, series);
+                    series
+                }
+            };
+            out.push(series);
+        }
+        Ok(out)
+    }
+
+    /// Adds the rows of `batch` (the columns of [`super::compiled::frame`]).
+    pub(super) fn fold(
+        &mut self,
+        batch: &RecordBatch,
+        plan: &Plan,
+        request: &MetricsRequest,
+        pass: Pass,
+    ) -> Result<()> {
+        let intervals = Intervals::new(request);
+        self.intervals = intervals.count;
+        let limit = MAX_SERIES.min(MAX_CELLS / intervals.count.max(1));
+        let starts = batch
+            .column_by_name(START)
+            .and_then(|array| array.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| corrupt(START))?;
+        let values = batch
+            .column_by_name(VALUE)
+            .map(|array| Values::of(array.as_ref()))
+            .transpose()?;
+        if let Some(durations) = batch
+            .column_by_name(DURATION)
+            .and_then(|array| array.as_primitive_opt::<Int64Type>())
+        {
+            self.zero_durations += durations.values().iter().filter(|d| **d == 0).count() as u64;
+        }
+        let series_of = self.rows_series(batch, plan, limit)?;
+        self.bytes += batch.get_array_memory_size() as u64;
+        if let Pass::Exemplars { .. } = pass {
+            let traces = batch
+                .column_by_name(EXEMPLAR_TRACE)
+                .and_then(|array| array.as_fixed_size_binary_opt())
+                .ok_or_else(|| corrupt(EXEMPLAR_TRACE))?;
+            for (row, series) in series_of.iter().enumerate() {
+                let Some(interval) = intervals.of(starts.value(row)) else {
+                    continue;
+                };
+                if *series == u32::MAX || traces.is_null(row) {
+                    continue;
+                }
+                let value = values.as_ref().map_or(1.0, |values| values.value(row));
+                self.exemplars.push((
+                    *series as usize,
+                    interval,
+                    value,
+                    starts.value(row) / 1_000_000,
+                    hex::encode(traces.value(row)),
+                ));
+            }
+            return Ok(());
+        }
+        let width = intervals.count;
+        let Some(values) = values else {
+            for (row, series) in series_of.iter().enumerate() {
+                if *series == u32::MAX {
+                    continue;
+                }
+                if let Some(interval) = intervals.of(starts.value(row)) {
+                    self.counts[*series as usize * width + interval] += 1;
+                }
+            }
+            return Ok(());
+        };
+        self.cells.resize(self.counts.len(), PartialCell::default());
+        let bucketed = plan.bucketed();
+        for (row, series) in series_of.iter().enumerate() {
+            if *series == u32::MAX {
+                continue;
+            }
+            let Some(interval) = intervals.of(starts.value(row)) else {
+                continue;
+            };
+            let at = *series as usize * width + interval;
+            if !bucketed {
+                self.cells[at].add(self.counts[at], values.value(row));
+            } else if let Some(exponent) = values.bucket(row) {
+                self.cells[at].add_bucket(exponent);
+            } else {
+                continue;
+            }
+            self.counts[at] += 1;
+        }
+        Ok(())
+    }
+
+    /// Adds this partition's cells (or, for [`Pass::InProgress`], takes
+    /// its counts off) and offers its exemplars.
+    pub(super) fn add_to(
+        self,
+        plan: &Plan,
+        request: &MetricsRequest,
+        pass: Pass,
+        accumulated: &mut Accumulated,
+        stats: &mut ScanStats,
+    ) {
+        let query = plan.query();
+        let intervals = request.intervals();
+        accumulated.overflowed |= self.overflowed;
+        stats.inspected_bytes += self.bytes;
+        let mut labels_of = Vec::with_capacity(self.labels.len());
+        for values in self.labels {
+            labels_of.push(series_labels(&query.by, values, &query.function));
+        }
+        let width = self.intervals;
+        let mut details = self.cells.into_iter();
+        for (series, counts) in self.counts.chunks(width.max(1)).enumerate() {
+            let cells: Vec<PartialCell> = details.by_ref().take(width).collect();
+            if counts.iter().all(|count| *count == 0) {
+                continue;
+            }
+            let Some(target) = accumulated.cells(labels_of[series].clone(), intervals) else {
+                continue;
+            };
+            for (index, (cell, count)) in target.iter_mut().zip(counts).enumerate() {
+                let partial = cells.get(index).cloned().unwrap_or_default();
+                add_cell(cell, *count, partial, plan.bucketed(), pass, stats);
+            }
+        }
+        for (series, interval, value, timestamp_ms, trace) in self.exemplars {
+            accumulated.offer_exemplar(
+                &labels_of[series],
+                interval,
+                value,
+                timestamp_ms,
+                trace,
+                request.exemplars,
+            );
+        }
+    }
+}
+
+fn add_cell(
+    cell: &mut Cell,
+    count: u64,
+    partial: PartialCell,
+    bucketed: bool,
+    pass: Pass,
+    stats: &mut ScanStats,
+) {
+    if count == 0 {
+        return;
+    }
+    if pass == Pass::InProgress {
+        cell.count -= count as f64;
+        stats.inspected_spans = stats.inspected_spans.saturating_sub(count);
+        return;
+    }
+    stats.inspected_spans += count;
+    if !bucketed {
+        cell.merge(count as f64, partial.sum, partial.min, partial.max);
+        return;
+    }
+    for (exponent, count) in partial.buckets {
+        *cell.buckets.entry(1u64 << exponent).or_default() += count as f64;
+    }
+}
