@@ -502,3 +502,131 @@ fn add_cell(
         *cell.buckets.entry(1u64 << exponent).or_default() += count as f64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{StringViewArray, StringViewBuilder};
+
+    use super::*;
+
+    fn intervals(start_ns: i64, step_ns: i64, count: usize) -> Intervals {
+        Intervals::new(&MetricsRequest {
+            start_ns,
+            end_ns: start_ns + step_ns * count as i64,
+            step_ns,
+            exemplars: 0,
+            instant: false,
+        })
+    }
+
+    #[test]
+    fn intervals_are_open_at_the_start_and_closed_at_the_end() {
+        let base = 1_795_960_800_000_000_000;
+        let step = 15_000_000_000;
+        let of = intervals(base, step, 240);
+        assert_eq!(of.count, 240);
+        assert_eq!(of.of(base), None);
+        assert_eq!(of.of(base - 1), None);
+        assert_eq!(of.of(i64::MIN), None);
+        assert_eq!(of.of(base + 1), Some(0));
+        assert_eq!(of.of(base + step), Some(0));
+        assert_eq!(of.of(base + step + 1), Some(1));
+        assert_eq!(of.of(base + 240 * step), Some(239));
+        assert_eq!(of.of(base + 240 * step + 1), None);
+        assert_eq!(of.of(i64::MAX), None);
+        // Every offset against integer division, steps that floats do not
+        // divide exactly.
+        for step in [1, 3, 7, 999_999_937, 60_000_000_000] {
+            let of = intervals(base, step, 1000);
+            for offset in (1..2000i64)
+                .chain((0..2000).map(|k| k * step))
+                .chain((1..2000).map(|k| k * step + 1))
+            {
+                let expected = (offset >= 1)
+                    .then(|| (offset - 1) / step)
+                    .and_then(|at| usize::try_from(at).ok())
+                    .filter(|at| *at < 1000);
+                assert_eq!(
+                    of.of(base + offset),
+                    expected,
+                    "step {step}, offset {offset}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn equal_texts_under_different_views_share_a_code() {
+        // Long strings (past the 12 bytes a view holds) from two arrays
+        // concatenated: equal texts, different buffers, so different views.
+        let long = "a-service-name-longer-than-twelve-bytes";
+        let mut first = StringViewBuilder::new();
+        first.append_value(long);
+        first.append_null();
+        first.append_value("short");
+        let first = first.finish();
+        let mut second = StringViewBuilder::new();
+        second.append_value(long);
+        second.append_value("short");
+        let second = second.finish();
+        let joined = datafusion::arrow::compute::concat(&[&first, &second]).unwrap();
+        let strings: &StringViewArray = joined.as_string_view();
+        let codes = text_codes(strings).unwrap();
+        assert_eq!(codes.rows[1], 0, "null has no value");
+        assert_eq!(
+            codes.values[codes.rows[2] as usize - 1],
+            AttrValue::Text("short".into())
+        );
+        assert_eq!(
+            codes.values[codes.rows[4] as usize - 1],
+            AttrValue::Text("short".into())
+        );
+        // However the views compare, the series of both long rows is one.
+        let mut partial = Partial {
+            intervals: 1,
+            ..Partial::default()
+        };
+        let mut series = Vec::new();
+        for row in [0, 3] {
+            let value = codes.values[codes.rows[row] as usize - 1].clone();
+            series.push(partial.series(vec![Some(value)], 10));
+        }
+        assert_eq!(series[0], series[1]);
+        assert_eq!(partial.labels.len(), 1);
+    }
+
+    #[test]
+    fn buckets_are_the_next_power_of_two_of_whole_values_from_two() {
+        let ints = datafusion::arrow::array::Int64Array::from(vec![
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+            1 << 40,
+            (1 << 40) + 1,
+            -4,
+        ]);
+        let values = Values::Int(&ints);
+        let buckets: Vec<Option<u8>> = (0..ints.len()).map(|row| values.bucket(row)).collect();
+        assert_eq!(
+            buckets,
+            vec![
+                None,
+                None,
+                Some(1),
+                Some(2),
+                Some(2),
+                Some(3),
+                Some(40),
+                Some(41),
+                None
+            ]
+        );
+        let floats = datafusion::arrow::array::Float64Array::from(vec![2.5, 8.0, 1.0, -8.0]);
+        let values = Values::Float(&floats);
+        let buckets: Vec<Option<u8>> = (0..floats.len()).map(|row| values.bucket(row)).collect();
+        assert_eq!(buckets, vec![None, Some(3), None, None]);
+    }
+}
