@@ -20,6 +20,7 @@ are grouped by the dedicated peer columns only (tracelake also reads six
 attributes from the map to name inferred nodes) and links between traces are
 left out, so the ratio favours DuckDB.
 """
+import os
 import sys
 import time
 
@@ -28,6 +29,9 @@ import duckdb
 query, glob, start_ns, end_ns, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 SLACK_NS = 5 * 60 * 1_000_000_000
 spans = f"read_parquet('{glob}')"
+# The bench's service names may carry a prefix (TRACELAKE_BENCH_SERVICE_PREFIX).
+SERVICE_07 = os.environ.get("TRACELAKE_BENCH_SERVICE_PREFIX", "") + "service-07"
+assert SERVICE_07.replace("-", "").replace("_", "").isalnum(), "plain service names only"
 
 
 def window(from_ns, to_ns):
@@ -80,7 +84,7 @@ QUERIES = {
     "search": ("search {resource.service.name=\"service-07\" && duration > 500ms} limit 20", [
         f"""WITH matched AS (
                SELECT trace_id, max(start_time) AS newest FROM {window(start_ns, end_ns)}
-               WHERE service_name = 'service-07' AND duration_ns > 500000000
+               WHERE service_name = '{SERVICE_07}' AND duration_ns > 500000000
                GROUP BY trace_id ORDER BY newest DESC LIMIT 20)
             SELECT s.trace_id, s.span_id, s.parent_span_id, s.name, s.service_name, s.start_time, s.duration_ns
             FROM {spans} s JOIN matched USING (trace_id)""",

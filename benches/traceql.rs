@@ -34,7 +34,14 @@ use tower::ServiceExt;
 use tracelake_query::traceql::{self, SearchWindow};
 use tracelake_storage::SpanReader;
 
-const SEARCH: &str = r#"{resource.service.name="service-07" && duration > 500ms}"#;
+/// `{resource.service.name="service-07" && duration > 500ms}` (the name
+/// as [`common::service_name`] makes it).
+fn search_query() -> String {
+    format!(
+        r#"{{resource.service.name="{}" && duration > 500ms}}"#,
+        common::service_name(7)
+    )
+}
 const STRUCTURAL: &str = "{kind=server} >> {status=error}";
 const RATE: &str = "{} | rate() by (resource.service.name)";
 const QUANTILES: &str = "{} | quantile_over_time(duration, .5, .9, .99) by (resource.service.name)";
@@ -71,7 +78,10 @@ async fn main() {
     let requests = [
         (
             "search {resource.service.name=\"service-07\" && duration > 500ms}",
-            format!("/api/search?q={}&limit=20&spss=3&{window}", encode(SEARCH)),
+            format!(
+                "/api/search?q={}&limit=20&spss=3&{window}",
+                encode(&search_query())
+            ),
             "traces",
         ),
         (
@@ -142,7 +152,7 @@ async fn main() {
     }
     // The same search without pushdown: every trace of the window is a
     // candidate (up to the inspection cap) and is evaluated in memory.
-    let checked = Arc::new(traceql::prepare(SEARCH).unwrap());
+    let checked = Arc::new(traceql::prepare(&search_query()).unwrap());
     let mut found = [0usize; 2];
     let mut medians = Vec::new();
     for (slot, pushdown) in [(0, true), (1, false)] {

@@ -1,9 +1,11 @@
 //! The spans both query benchmarks read: traces of five spans (a root
 //! SERVER span, a CLIENT call to a second service, its SERVER span, an
-//! INTERNAL span and an unanswered database call) across 20 services,
-//! start times spread over one hour, written as Parquet blocks the way a
-//! flush writes them. One trace in a hundred (all rooted in `service-07`)
-//! is slow: its root takes 600 ms more.
+//! INTERNAL span and an unanswered database call) across 20 services
+//! (`TRACELAKE_BENCH_SERVICES`, names prefixed with
+//! `TRACELAKE_BENCH_SERVICE_PREFIX`), start times spread over one hour,
+//! written as Parquet blocks the way a flush writes them. One trace in a
+//! hundred (rooted in `service-07` among others past 20 services) is slow:
+//! its root takes 600 ms more.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +18,22 @@ use tracelake_storage::block::{encode_head, put_block};
 use tracelake_storage::otlp::resource_spans_to_batch;
 use tracelake_storage::{Storage, StorageConfig, local_store};
 
-pub(crate) const SERVICES: u64 = 20;
+/// Services the traces cross: `TRACELAKE_BENCH_SERVICES` (default 20).
+pub(crate) fn services() -> u64 {
+    std::env::var("TRACELAKE_BENCH_SERVICES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|count| *count > 7)
+        .unwrap_or(20)
+}
+
+/// The name of service `index`: `service-07`, or with
+/// `TRACELAKE_BENCH_SERVICE_PREFIX` before it (names longer than the 12
+/// bytes a string view holds inline, as real names often are).
+pub(crate) fn service_name(index: u64) -> String {
+    let prefix = std::env::var("TRACELAKE_BENCH_SERVICE_PREFIX").unwrap_or_default();
+    format!("{prefix}service-{index:02}")
+}
 pub(crate) const SPANS_PER_TRACE: u64 = 5;
 pub(crate) const HOUR_NS: u64 = 3_600_000_000_000;
 pub(crate) const TENANT: &str = "bench";
@@ -40,8 +57,9 @@ pub(crate) fn trace(index: u64, base_ns: u64, traces: u64) -> Vec<ResourceSpans>
     let start = base_ns + index * (HOUR_NS / traces.max(1));
     // Durations vary per trace so quantiles have something to find.
     let root_ms = 5 + (index * 7919) % 400 + if index % 100 == 7 { 600 } else { 0 };
-    let caller = index % SERVICES;
-    let callee = (index / SERVICES + caller + 1) % SERVICES;
+    let services = services();
+    let caller = index % services;
+    let callee = (index / services + caller + 1) % services;
     let span =
         |role: u64, parent: Option<u64>, kind: i32, name: &str, offset_ms: u64, ms: u64| Span {
             trace_id: trace_id.to_vec(),
@@ -64,7 +82,7 @@ pub(crate) fn trace(index: u64, base_ns: u64, traces: u64) -> Vec<ResourceSpans>
     ];
     let resource = |service: u64, spans: Vec<Span>| ResourceSpans {
         resource: Some(Resource {
-            attributes: vec![text("service.name", &format!("service-{service:02}"))],
+            attributes: vec![text("service.name", &service_name(service))],
             ..Default::default()
         }),
         scope_spans: vec![ScopeSpans {

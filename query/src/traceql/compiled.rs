@@ -32,8 +32,7 @@ use super::fold::Partial;
 use super::metrics::{Accumulated, MetricsRequest};
 use super::search::ScanStats;
 use crate::exprs::{any_value_child, or_else, starts_within};
-use crate::spans_table::SpansTable;
-use crate::{QueryError, Result, session_for_tenant};
+use crate::{QueryError, Result};
 
 /// How a `by()` label is read from its column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,7 +248,7 @@ pub(super) async fn frame(
         }
         columns.push(value.clone().alias(VALUE));
     }
-    let mut frame = context.table(SPANS_VIEWS).await?;
+    let mut frame = context.table(super::search::SPANS_VIEWS).await?;
     if let Some(condition) = conjunction(conditions) {
         frame = frame.filter(condition)?;
     }
@@ -268,10 +267,6 @@ pub(super) async fn frame(
     Ok(frame.select(columns)?)
 }
 
-/// The table compiled plans read: `spans` with text columns as views
-/// ([`SpansTable::with_views`]), registered by [`session`] only.
-const SPANS_VIEWS: &str = "spans_views";
-
 /// A session for `tenant` where compiled plans of `request` can run: its
 /// `spans_views` reads only blocks that may hold spans of the request's
 /// range ([`SpansTable::within`]), so the cells passes need no time
@@ -281,12 +276,11 @@ pub(super) fn session(
     tenant: &str,
     request: &MetricsRequest,
 ) -> Result<datafusion::prelude::SessionContext> {
-    let context = session_for_tenant(Arc::clone(&reader), tenant)?;
-    let table = SpansTable::new(reader, tenant)
-        .with_views()
-        .within(request.start_ns.saturating_add(1), request.end_ns);
-    context.register_table(SPANS_VIEWS, Arc::new(table))?;
-    Ok(context)
+    super::search::views_session(
+        reader,
+        tenant,
+        Some((request.start_ns.saturating_add(1), request.end_ns)),
+    )
 }
 
 /// Exemplar candidates read per interval sampled.

@@ -25,6 +25,7 @@ use tracelake_storage::{SpanReader, TraceId};
 use super::check::Checked;
 use super::eval::{AttrValue, EventRow, LinkRow, SpanRow, SpansetMatch, TraceRows};
 use crate::exprs::{or_else, starts_within, timestamp_ns};
+use crate::spans_table::SpansTable;
 use crate::xray_filter::TRACE_REACH_NS;
 use crate::{QueryError, Result, session_for_tenant};
 
@@ -201,7 +202,7 @@ async fn candidate_traces(
         });
     }
     let frame = context
-        .table("spans")
+        .table(SPANS_VIEWS)
         .await?
         .filter(condition)?
         .aggregate(vec![col(span_col::TRACE_ID)], aggregates)?;
@@ -233,6 +234,27 @@ fn trace_of(trace_id: &TraceId, rows: Vec<SpanRow>) -> Option<TraceRows> {
     TraceRows::new(bytes, rows)
 }
 
+/// The table candidate plans (and compiled metrics) read: `spans` with
+/// text columns as views ([`SpansTable::with_views`]), registered by
+/// [`views_session`] only.
+pub(super) const SPANS_VIEWS: &str = "spans_views";
+
+/// A session for `tenant` with `spans_views` beside the usual tables,
+/// pruned to `window_ns` when given ([`SpansTable::within`]).
+pub(super) fn views_session(
+    reader: Arc<dyn SpanReader>,
+    tenant: &str,
+    window_ns: Option<(i64, i64)>,
+) -> Result<SessionContext> {
+    let context = session_for_tenant(Arc::clone(&reader), tenant)?;
+    let mut table = SpansTable::new(reader, tenant).with_views();
+    if let Some((from, to)) = window_ns {
+        table = table.within(from, to);
+    }
+    context.register_table(SPANS_VIEWS, Arc::new(table))?;
+    Ok(context)
+}
+
 /// The candidates' latest span start.
 const LATEST: &str = "latest";
 
@@ -261,11 +283,12 @@ pub async fn search_after(
     window: SearchWindow,
     after: Option<Cursor>,
 ) -> Result<SearchOutcome> {
-    let context = session_for_tenant(reader, tenant)?;
+    let context = views_session(reader, tenant, None)?;
     let batches = candidates_after(&context, &checked, &window, after.as_ref())
         .await?
         .collect()
         .await?;
+
     let mut candidates = Vec::new();
     for batch in &batches {
         let ids = fixed_binary(batch, 0)?;
@@ -290,6 +313,7 @@ pub async fn search_after(
         page_size = (page_size * 2).min(PAGE);
         let ids: Vec<TraceId> = page.iter().map(|(trace_id, _)| *trace_id).collect();
         let batches = load_page(&context, &checked, &ids, window.range_ns).await?;
+
         outcome.inspected_bytes += batches
             .iter()
             .map(|batch| batch.get_array_memory_size() as u64)
@@ -360,7 +384,7 @@ where
     T: Send + 'static,
     F: Fn(&mut T, &TraceRows) + Send + Sync + 'static,
 {
-    let context = session_for_tenant(reader, tenant)?;
+    let context = views_session(reader, tenant, None)?;
     let frame = candidate_traces(&context, &checked, range_ns, true, None).await?;
     let batches = frame
         .sort(vec![col(span_col::TRACE_ID).sort(true, true)])?
