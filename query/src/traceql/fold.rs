@@ -77,6 +77,9 @@ pub(super) struct Partial {
     cells: Vec<PartialCell>,
     /// Series by the `Debug` text of their label values.
     index: HashMap<String, usize>,
+    /// Series by label text, when the only label is a text column: found
+    /// without formatting a key (see [`Partial::text_series`]).
+    by_text: HashMap<String, u32>,
     exemplars: Vec<Candidate>,
     /// Spans of duration 0 seen (candidates for in-progress segments).
     pub(super) zero_durations: u64,
@@ -289,6 +292,11 @@ impl Partial {
                 .map_or(u32::MAX, |s| s as u32);
             return Ok(vec![series; rows]);
         }
+        if kinds == [LabelColumn::Text] {
+            let name = by_column(0);
+            let array = batch.column_by_name(&name).ok_or_else(|| corrupt(&name))?;
+            return self.text_series(array.as_ref(), limit);
+        }
         let columns = kinds
             .iter()
             .enumerate()
@@ -339,6 +347,66 @@ impl Partial {
                         .collect();
                     let series = self.series(values, limit).map_or(u32::MAX, |s| s as u32);
                     combined.insert(key, series);
+                    series
+                }
+            };
+            out.push(series);
+        }
+        Ok(out)
+    }
+
+    /// Each row's series when the only label is the text column `array`:
+    /// a row whose view repeats one seen in the batch costs a comparison
+    /// or a lookup of 16 bytes; a new view, one lookup of its text.
+    fn text_series(&mut self, array: &dyn Array, limit: usize) -> Result<Vec<u32>> {
+        let strings = array
+            .as_string_view_opt()
+            .ok_or_else(|| corrupt("label (text)"))?;
+        let views = strings.views();
+        let mut seen = ViewMap::default();
+        let mut last: Option<(u128, u32)> = None;
+        let mut nil: Option<u32> = None;
+        let mut out = Vec::with_capacity(strings.len());
+        for row in 0..strings.len() {
+            if strings.is_null(row) {
+                let series = match nil {
+                    Some(series) => series,
+                    None => {
+                        let series = self
+                            .series(vec![None], limit)
+                            .map_or(u32::MAX, |s| s as u32);
+                        *nil.insert(series)
+                    }
+                };
+                out.push(series);
+                continue;
+            }
+            let view = views[row];
+            let series = match last {
+                Some((previous, series)) if previous == view => series,
+                _ => {
+                    let series = match seen.get(&view) {
+                        Some(series) => *series,
+                        None => {
+                            let text = strings.value(row);
+                            let series = match self.by_text.get(text) {
+                                Some(series) => *series,
+                                None => {
+                                    let value = Some(AttrValue::Text(text.to_string()));
+                                    let series = self
+                                        .series(vec![value], limit)
+                                        .map_or(u32::MAX, |s| s as u32);
+                                    if series != u32::MAX {
+                                        self.by_text.insert(text.to_string(), series);
+                                    }
+                                    series
+                                }
+                            };
+                            seen.insert(view, series);
+                            series
+                        }
+                    };
+                    last = Some((view, series));
                     series
                 }
             };
@@ -593,6 +661,27 @@ mod tests {
         }
         assert_eq!(series[0], series[1]);
         assert_eq!(partial.labels.len(), 1);
+
+        // The single-label path: one series per text, one for null.
+        let mut partial = Partial {
+            intervals: 1,
+            ..Partial::default()
+        };
+        let series = partial.text_series(strings, 10).unwrap();
+        assert_eq!(series[0], series[3]);
+        assert_eq!(series[2], series[4]);
+        assert_ne!(series[0], series[2]);
+        assert_ne!(series[1], series[0]);
+        assert_eq!(partial.labels[series[1] as usize], vec![None]);
+        assert_eq!(partial.labels.len(), 3);
+        // Past the series limit, new texts have no series.
+        let mut partial = Partial {
+            intervals: 1,
+            ..Partial::default()
+        };
+        let series = partial.text_series(strings, 1).unwrap();
+        assert_eq!(series.iter().filter(|s| **s == u32::MAX).count(), 3);
+        assert!(partial.overflowed);
     }
 
     #[test]
