@@ -278,7 +278,7 @@ try {
   await page.fill('#query', rate);
   await page.click('[data-testid=explain-button]');
   await page.waitForSelector('[data-testid=explain]');
-  check((await page.textContent('[data-testid=explain]')).includes('one aggregate plan'), 'Explain shows how the query runs');
+  check((await page.textContent('[data-testid=explain]')).includes('one scan of spans'), 'Explain shows how the query runs');
   since = performance.now();
   await page.click('button[type=submit].primary');
   await page.waitForSelector('[data-testid=metrics-series]', { timeout: 20000 });

@@ -43,7 +43,7 @@ pub(super) enum LabelColumn {
     Any,
 }
 
-/// A metrics query as one aggregate plan.
+/// A metrics query as one scan of `spans` folded into cells.
 #[derive(Debug, Clone)]
 pub(super) struct Plan {
     predicate: Option<Expr>,
