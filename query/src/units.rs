@@ -1,16 +1,23 @@
 //! Durations as query languages write them: a number and a unit, Go style
-//! (`1.5s`, `100ms`, `250us`/`250µs`, `10ns`, `2m`, `1h`). TraceQL
-//! literals and the Jaeger API's `minDuration`/`maxDuration` both read
-//! them.
+//! (`1.5s`, `100ms`, `250us`/`250µs`, `10ns`, `2m`, `1h`), as the Jaeger
+//! API's and Tempo's `minDuration`/`maxDuration` read them. TraceQL's
+//! literals (`1h30m`, Prometheus' `d w y`) build on [`unit_nanos`].
 
 /// Nanoseconds of a duration like `1.5s`; `None` for anything else or a
-/// value outside an i64 of nanoseconds. Negative amounts are kept (TraceQL
-/// may compare with them); callers that need a bound check the sign.
+/// value outside an i64 of nanoseconds. Negative amounts are kept;
+/// callers that need a bound check the sign.
 pub fn parse_duration_nanos(text: &str) -> Option<i64> {
     let split = text.find(|c: char| c.is_ascii_alphabetic() || c == 'µ')?;
     let (number, unit) = text.split_at(split);
     let amount: f64 = number.parse().ok()?;
-    let scale = match unit {
+    let scale = unit_nanos(unit)?;
+    let nanos = amount * scale;
+    (nanos.is_finite() && nanos.abs() < 9.2e18).then_some(nanos as i64)
+}
+
+/// Nanoseconds in one `unit` of Go's durations (`ns us µs ms s m h`).
+pub fn unit_nanos(unit: &str) -> Option<f64> {
+    Some(match unit {
         "ns" => 1.0,
         "us" | "µs" => 1e3,
         "ms" => 1e6,
@@ -18,9 +25,7 @@ pub fn parse_duration_nanos(text: &str) -> Option<i64> {
         "m" => 60e9,
         "h" => 3600e9,
         _ => return None,
-    };
-    let nanos = amount * scale;
-    (nanos.is_finite() && nanos.abs() < 9.2e18).then_some(nanos as i64)
+    })
 }
 
 #[cfg(test)]

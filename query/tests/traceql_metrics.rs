@@ -263,8 +263,26 @@ async fn series_match_the_hand_computed_values() {
 #[tokio::test(flavor = "multi_thread")]
 async fn both_evaluations_agree() {
     let dir = tempfile::tempdir().unwrap();
-    let reader = store(dir.path(), &traces(), 2).await;
+    // Span attributes to group by: text and int, one span without them.
+    let mut traces = traces();
+    for (index, trace) in traces.iter_mut().enumerate() {
+        for span in trace.spans.iter_mut().skip(usize::from(index == 3)) {
+            *span = span.clone().with(vec![
+                fixture::text("tier", if index % 2 == 0 { "gold" } else { "free" }),
+                fixture::int("shard", index as i64 % 3),
+            ]);
+        }
+    }
+    let reader = store(dir.path(), &traces, 2).await;
     for (compiled, evaluated) in [
+        (
+            "{} | count_over_time() by (span.tier, span.shard)",
+            "{} | {} | count_over_time() by (span.tier, span.shard)",
+        ),
+        (
+            "{} | avg_over_time(span.shard) by (span.tier)",
+            "{} | {} | avg_over_time(span.shard) by (span.tier)",
+        ),
         (
             "{} | quantile_over_time(duration, .5, .9, .99) by (resource.service.name)",
             "{} | {} | quantile_over_time(duration, .5, .9, .99) by (resource.service.name)",

@@ -3,8 +3,11 @@
 //!
 //! ```sql
 //! SELECT start_time AS start_ns, <by...>, [v]
-//! FROM spans_views WHERE start_time IN (start, end] AND <filter, exact>
+//! FROM spans_views WHERE <filter, exact>
 //! ```
+//!
+//! over the blocks of the request's range only (no per-row time
+//! condition: the fold drops rows outside the intervals),
 //!
 //! built with `Expr` (no query text), and each partition's rows are
 //! folded into cells per interval and series as they stream
@@ -382,6 +385,9 @@ async fn pass_partials(
         .await?
         .execute_stream_partitioned()
         .await?;
+    // Folding a batch is a loop over its rows, shorter than decoding it:
+    // it runs beside DataFusion's own operators on the runtime, one task
+    // per partition.
     let mut tasks = tokio::task::JoinSet::new();
     for (order, mut stream) in streams.into_iter().enumerate() {
         let plan = Arc::clone(plan);

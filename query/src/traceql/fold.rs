@@ -24,7 +24,7 @@ use super::eval::AttrValue;
 use super::metrics::{
     Accumulated, Cell, MAX_CELLS, MAX_SERIES, MetricsRequest, log2_bucket, series_labels,
 };
-use super::search::{ScanStats, attr_value};
+use super::search::{AttrRef, ScanStats, attr_ref};
 use crate::{QueryError, Result};
 
 /// What one interval of one series holds besides its count, as a
@@ -251,12 +251,13 @@ fn attribute_codes(array: &dyn Array) -> Result<Codes> {
         rows: Vec::with_capacity(structs.len()),
         values: Vec::new(),
     };
-    let mut seen: HashMap<String, u32> = HashMap::new();
+    // Keyed by the borrowed value: nothing is copied for a value seen.
+    let mut seen: HashMap<AttrRef<'_>, u32> = HashMap::new();
     for row in 0..structs.len() {
-        let code = match attr_value(structs, row) {
+        let code = match attr_ref(structs, row) {
             None => 0,
-            Some(value) => *seen.entry(format!("{value:?}")).or_insert_with(|| {
-                codes.values.push(value);
+            Some(value) => *seen.entry(value).or_insert_with(|| {
+                codes.values.push(value.to_value());
                 codes.values.len() as u32
             }),
         };

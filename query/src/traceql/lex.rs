@@ -219,16 +219,10 @@ pub fn duration_nanos(text: &str) -> Option<i64> {
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
             "d" => 86_400e9,
             "w" => 7.0 * 86_400e9,
             "y" => 365.0 * 86_400e9,
-            _ => return None,
+            unit => crate::units::unit_nanos(unit)?,
         };
         rest = &rest[unit_end..];
         total += amount * scale;

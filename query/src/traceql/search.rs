@@ -503,9 +503,31 @@ fn text(batch: &RecordBatch, index: usize) -> Result<&StringArray> {
         .ok_or_else(|| corrupt("text"))
 }
 
-/// An `AnyValue` struct cell as a value: the first child set among
-/// `str`, `int`, `double`, `bool`, `json` (arrays and maps, as JSON text).
-pub(crate) fn attr_value(value: &StructArray, row: usize) -> Option<AttrValue> {
+/// An `AnyValue` struct cell borrowed from its arrays (no copy of its
+/// text): what [`attr_value`] owns. A float is held by its bits, so the
+/// reference can key a map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum AttrRef<'a> {
+    Text(&'a str),
+    Int(i64),
+    Float(u64),
+    Bool(bool),
+}
+
+impl AttrRef<'_> {
+    pub(crate) fn to_value(self) -> AttrValue {
+        match self {
+            Self::Text(text) => AttrValue::Text(text.to_string()),
+            Self::Int(int) => AttrValue::Int(int),
+            Self::Float(bits) => AttrValue::Float(f64::from_bits(bits)),
+            Self::Bool(bool) => AttrValue::Bool(bool),
+        }
+    }
+}
+
+/// An `AnyValue` struct cell: the first child set among `str`, `int`,
+/// `double`, `bool`, `json` (arrays and maps, as JSON text).
+pub(crate) fn attr_ref(value: &StructArray, row: usize) -> Option<AttrRef<'_>> {
     if value.is_null(row) {
         return None;
     }
@@ -515,22 +537,27 @@ pub(crate) fn attr_value(value: &StructArray, row: usize) -> Option<AttrValue> {
             .filter(|array| array.is_valid(row))
     };
     if let Some(array) = child(any_value::STR).and_then(|a| a.as_string_opt::<i32>()) {
-        return Some(AttrValue::Text(array.value(row).to_string()));
+        return Some(AttrRef::Text(array.value(row)));
     }
     if let Some(array) = child(any_value::INT).and_then(|a| a.as_primitive_opt::<Int64Type>()) {
-        return Some(AttrValue::Int(array.value(row)));
+        return Some(AttrRef::Int(array.value(row)));
     }
     if let Some(array) = child(any_value::DOUBLE).and_then(|a| a.as_primitive_opt::<Float64Type>())
     {
-        return Some(AttrValue::Float(array.value(row)));
+        return Some(AttrRef::Float(array.value(row).to_bits()));
     }
     if let Some(array) = child(any_value::BOOL).and_then(|a| a.as_boolean_opt()) {
-        return Some(AttrValue::Bool(array.value(row)));
+        return Some(AttrRef::Bool(array.value(row)));
     }
     if let Some(array) = child(any_value::JSON).and_then(|a| a.as_string_opt::<i32>()) {
-        return Some(AttrValue::Text(array.value(row).to_string()));
+        return Some(AttrRef::Text(array.value(row)));
     }
     None
+}
+
+/// [`attr_ref`], owned.
+pub(crate) fn attr_value(value: &StructArray, row: usize) -> Option<AttrValue> {
+    attr_ref(value, row).map(AttrRef::to_value)
 }
 
 /// The values of `names` in an attribute map cell.
