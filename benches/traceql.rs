@@ -7,7 +7,9 @@
 //! - a structural search `{kind=server} >> {status=error}` (limit 20);
 //! - TraceQL metrics over the hour: `{} | rate() by (resource.service.name)`
 //!   and `{} | quantile_over_time(duration, .5, .9, .99) by
-//!   (resource.service.name)` (Grafana's default step, 15 s);
+//!   (resource.service.name)` (Grafana's default step, 15 s), and the
+//!   rate with 1 min steps, answered from the `span_metrics` rows the
+//!   aggregation wrote while the spans loaded;
 //! - tag values of `resource.service.name` (a dedicated column) and of
 //!   `span.db.system.name` (an attribute map lookup);
 //! - with `TRACELAKE_BENCH_DUCKDB_PYTHON` set, the equivalent SQL of the
@@ -31,6 +33,7 @@ use axum::body::Body;
 use axum::http::Request;
 use common::{BASE_NS, HOUR_NS, TENANT, median};
 use tower::ServiceExt;
+use tracelake_collector::aggregate::{AggregateConfig, Aggregator};
 use tracelake_query::traceql::{self, SearchWindow};
 use tracelake_storage::SpanReader;
 
@@ -66,7 +69,17 @@ async fn main() {
         .prefix("traceql-bench")
         .tempdir()
         .unwrap();
-    let (storage, loaded) = common::load(dir.path(), spans, |_| {}).await;
+    // The service map's aggregation counts the spans into `span_metrics`
+    // as a server does, so a metrics query with whole-minute steps reads
+    // those rows.
+    let aggregator = Aggregator::new(AggregateConfig::default());
+    let (storage, loaded) = common::load(dir.path(), spans, |batch| {
+        aggregator.observe_batch(TENANT, batch, Instant::now())
+    })
+    .await;
+    aggregator
+        .flush_all(&storage, (BASE_NS + 2 * HOUR_NS) as i64)
+        .await;
     println!(
         "traceql bench: {spans} spans in {} blocks, loaded in {loaded:.1?}",
         storage.blocks().len()
@@ -95,6 +108,14 @@ async fn main() {
         (
             "metrics {} | rate() by (resource.service.name)",
             format!("/api/metrics/query_range?q={}&{window}", encode(RATE)),
+            "series",
+        ),
+        (
+            "metrics {} | rate() by (resource.service.name), 1 min steps (span_metrics rows)",
+            format!(
+                "/api/metrics/query_range?q={}&{window}&step=60s",
+                encode(RATE)
+            ),
             "series",
         ),
         (

@@ -19,6 +19,7 @@ mod fixture;
 use std::sync::Arc;
 
 use fixture::{MS, Parent, SECOND, T, T0, span, store};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tracelake_query::traceql::{self, AttrValue, MetricsRequest, Series};
 use tracelake_storage::SpanReader;
 
@@ -469,5 +470,177 @@ async fn too_many_series_are_refused() {
             .await
             .expect_err(query);
         assert!(error.to_string().contains("series"), "{query}: {error}");
+    }
+}
+
+/// Spans on and around the interval boundaries of [`request`] (aligned:
+/// `(T0-60s, T0]`, `(T0, T0+60s]`, `(T0+60s, T0+120s]`), for the
+/// precomputed rows' test.
+///
+/// | trace | service, span | starts | interval |
+/// |---|---|---|---|
+/// | 1 | api a | T0-60s exactly | none (the range's start) |
+/// | 2 | api a | T0 exactly | 0 |
+/// | 3 | api a (error) | T0+1ns | 1 |
+/// | 4 | db q, q2 (client) | T0+60s exactly, +1ms | 1, 2 |
+/// | 5 | api b | T0+120s exactly | 2 |
+/// | 6 | api b | T0+120s+1ns | none (past the end) |
+/// | 7 | api open (in progress) | T0+30s | never counted |
+/// | 8 | api c (server) | T0+90s | 2 |
+fn on_boundaries() -> Vec<T> {
+    let at = |id: u8, start_ns: u64, spans: Vec<fixture::S>| T {
+        id,
+        start_ns,
+        spans,
+    };
+    let root =
+        |name: &'static str, service: &'static str| span(name, service, Parent::Root).at_ms(0, 5);
+    vec![
+        at(1, T0 - 60 * SECOND, vec![root("a", "api")]),
+        at(2, T0, vec![root("a", "api")]),
+        at(3, T0 + 1, vec![root("a", "api").error()]),
+        at(
+            4,
+            T0 + 60 * SECOND,
+            vec![
+                root("q", "db"),
+                span("q2", "db", Parent::Of("q"))
+                    .at_ms(1, 1)
+                    .kind(SpanKind::Client),
+            ],
+        ),
+        at(5, T0 + 120 * SECOND, vec![root("b", "api")]),
+        at(6, T0 + 120 * SECOND + 1, vec![root("b", "api")]),
+        at(
+            7,
+            T0 + 30 * SECOND,
+            vec![
+                span("open", "api", Parent::Root)
+                    .at_ms(0, 0)
+                    .with(vec![fixture::boolean("aws.xray.inprogress", true)]),
+            ],
+        ),
+        at(
+            8,
+            T0 + 90 * SECOND,
+            vec![root("c", "api").kind(SpanKind::Server)],
+        ),
+    ]
+}
+
+/// `rate()` and `count_over_time()` filtered and grouped by service, span
+/// name, kind and status are answered from the precomputed `span_metrics`
+/// rows for the whole minutes before the aggregation's watermark, and from
+/// the spans elsewhere, with exactly the spans' answer: spans starting on
+/// a boundary, on the range's start and end, and in-progress segments
+/// included.
+#[tokio::test(flavor = "multi_thread")]
+async fn precomputed_rows_answer_as_the_spans_do() {
+    let by_service = "{} | count_over_time() by (resource.service.name)";
+    let queries = [
+        by_service,
+        "{} | rate()",
+        "{ status = error || kind = client } | count_over_time() by (name, status)",
+        r#"{ resource.service.name = "api" && name != "b" } | rate() by (kind)"#,
+        "{ name =~ \"[ac]\" && kind != client } | count_over_time() by (resource.service.name, name, kind, status)",
+    ];
+    let minute = 60 * SECOND as i64;
+    let t0 = T0 as i64;
+    // Every minute precomputed, the first two, none.
+    for watermark in [t0 + 10 * minute, t0 + minute, t0 - minute] {
+        let dir = tempfile::tempdir().unwrap();
+        let reader =
+            fixture::store_aggregated(dir.path(), &on_boundaries(), 3, &[], watermark).await;
+        let at = format!("watermark T0{:+}s", (watermark - t0) / SECOND as i64);
+        assert_series(
+            &series_of(&reader, by_service, request()).await,
+            &[
+                (
+                    vec![label("resource.service.name", "api")],
+                    vec![Some(1.0), Some(1.0), Some(2.0)],
+                ),
+                (
+                    vec![label("resource.service.name", "db")],
+                    vec![Some(0.0), Some(1.0), Some(1.0)],
+                ),
+            ],
+            &format!("{by_service} ({at})"),
+        );
+        for query in queries {
+            let from_rows = series_of(&reader, query, request()).await;
+            let evaluated = query.replacen(" | ", " | {} | ", 1);
+            let from_spans = series_of(&reader, &evaluated, request()).await;
+            let strip = |series: Vec<Series>| -> Vec<(Labels, Vec<(i64, f64)>)> {
+                series
+                    .into_iter()
+                    .map(|one| (one.labels, one.samples))
+                    .collect()
+            };
+            assert!(!from_spans.is_empty(), "{query}");
+            assert_eq!(strip(from_rows), strip(from_spans), "{query} ({at})");
+        }
+    }
+}
+
+/// The rows answer only where they may: a span the aggregation counted
+/// but that is not stored (as if retention had dropped it) shows which
+/// source answered each request.
+#[tokio::test(flavor = "multi_thread")]
+async fn precomputed_rows_answer_whole_minutes_before_the_watermark() {
+    let ghost = T {
+        id: 9,
+        start_ns: T0 + 30 * SECOND,
+        spans: vec![span("ghost", "api", Parent::Root).at_ms(0, 5)],
+    };
+    let minute = 60 * SECOND as i64;
+    let t0 = T0 as i64;
+    let query = "{} | count_over_time()";
+    // Each case: the watermark, the request, the stored spans in its
+    // range (see [`on_boundaries`]) and whether the ghost is counted.
+    for (watermark, request, stored, ghost_counted) in [
+        (t0 + 10 * minute, request(), 6.0, 1.0),
+        // The ghost's minute is after the watermark.
+        (t0, request(), 6.0, 0.0),
+        // 15 s steps: boundaries inside minutes.
+        (
+            t0 + 10 * minute,
+            MetricsRequest {
+                step_ns: 15 * SECOND as i64,
+                ..request()
+            },
+            6.0,
+            0.0,
+        ),
+        // One interval over whole minutes, its edges off the minute.
+        (
+            t0 + 10 * minute,
+            MetricsRequest {
+                start_ns: t0 - minute + 1,
+                end_ns: t0 + 2 * minute + 1,
+                step_ns: 3 * minute,
+                instant: true,
+                ..request()
+            },
+            7.0,
+            1.0,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = fixture::store_aggregated(
+            dir.path(),
+            &on_boundaries(),
+            3,
+            std::slice::from_ref(&ghost),
+            watermark,
+        )
+        .await;
+        let series = series_of(&reader, query, request).await;
+        let total: f64 = series[0].samples.iter().map(|(_, value)| value).sum();
+        assert_eq!(
+            total - stored,
+            ghost_counted,
+            "watermark T0{:+}s, {request:?}",
+            (watermark - t0) / SECOND as i64
+        );
     }
 }

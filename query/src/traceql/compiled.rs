@@ -34,7 +34,7 @@ use super::check::Checked;
 use super::fold::Partial;
 use super::metrics::{Accumulated, MetricsRequest};
 use super::search::ScanStats;
-use crate::exprs::{any_value_child, or_else, starts_within};
+use crate::exprs::{any_value_child, or_else, starts_within, timestamp_ns};
 use crate::{QueryError, Result};
 
 /// How a `by()` label is read from its column.
@@ -153,6 +153,16 @@ impl Plan {
     pub(super) fn query(&self) -> &MetricsQuery {
         &self.query
     }
+
+    /// The filter, as DataFusion decides it on `spans`.
+    pub(super) fn predicate(&self) -> Option<&Expr> {
+        self.predicate.as_ref()
+    }
+
+    /// How each `by()` label is read from `spans`, in order.
+    pub(super) fn label_exprs(&self) -> impl Iterator<Item = &Expr> {
+        self.by.iter().map(|(_, expr, _)| expr)
+    }
 }
 
 /// Columns of a pass's rows (see [`frame`]).
@@ -174,6 +184,12 @@ pub(super) enum Pass {
     /// Counts of X-Ray segments stored in progress (and stored again when
     /// they complete), taken off the counts of `rate`/`count_over_time`.
     InProgress,
+    /// With the minutes `[from, to)` answered by precomputed rows
+    /// ([`super::precomputed`]): the spans outside them, and those inside
+    /// starting exactly on an interval boundary, which their minute's row
+    /// counts one interval late; folded in their own interval and taken
+    /// off the next. In-progress segments are filtered out.
+    Edges { from: i64, to: i64 },
     /// Spans of one interval (`index`) as exemplar candidates: the first
     /// [`EXEMPLAR_ROWS`] found, so the scan stops early.
     Exemplars { index: usize },
@@ -231,6 +247,18 @@ pub(super) async fn frame(
     }
     match pass {
         Pass::Cells if !plan.corrects_counts() && !plan.bucketed => {
+            let [zero, flagged] = in_progress();
+            conditions.push(!(zero.and(flagged)));
+        }
+        Pass::Edges { from, to } => {
+            let mut edges = starts_within(request.start_ns.saturating_add(1), from - 1)
+                .or(starts_within(to, request.end_ns));
+            let boundaries = super::precomputed::boundaries(request, (from, to));
+            if !boundaries.is_empty() {
+                let list = boundaries.into_iter().map(timestamp_ns).collect();
+                edges = edges.or(col(span_col::START_TIME).in_list(list, false));
+            }
+            conditions.push(edges);
             let [zero, flagged] = in_progress();
             conditions.push(!(zero.and(flagged)));
         }
@@ -298,29 +326,48 @@ pub(super) async fn run(
     plan: Plan,
     request: MetricsRequest,
 ) -> Result<(Accumulated, ScanStats)> {
+    let watermark = reader.derived_complete_before_ns();
     let context = session(reader, tenant, &request)?;
     let plan = Arc::new(plan);
     let mut accumulated = Accumulated::default();
     let mut stats = ScanStats::default();
-    let zero_durations = run_pass(
-        &context,
-        &plan,
-        request,
-        Pass::Cells,
-        &mut accumulated,
-        &mut stats,
-    )
-    .await?;
-    if plan.corrects_counts() && zero_durations > 0 {
-        run_pass(
+    let precomputed =
+        super::precomputed::Rows::of(&plan).zip(super::precomputed::minutes(&request, watermark));
+    if let Some((rows, (from, to))) = precomputed {
+        rows.add(
             &context,
             &plan,
-            request,
-            Pass::InProgress,
+            &request,
+            (from, to),
             &mut accumulated,
             &mut stats,
         )
         .await?;
+        let pass = Pass::Edges { from, to };
+        run_pass(&context, &plan, request, pass, &mut accumulated, &mut stats).await?;
+        // A series whose only spans started on the range's start.
+        accumulated.drop_uncounted();
+    } else {
+        let zero_durations = run_pass(
+            &context,
+            &plan,
+            request,
+            Pass::Cells,
+            &mut accumulated,
+            &mut stats,
+        )
+        .await?;
+        if plan.corrects_counts() && zero_durations > 0 {
+            run_pass(
+                &context,
+                &plan,
+                request,
+                Pass::InProgress,
+                &mut accumulated,
+                &mut stats,
+            )
+            .await?;
+        }
     }
     // Exemplars: a few spans from intervals spread over those that hold
     // spans, each read with a limit (the scan stops early), up to two per

@@ -72,6 +72,9 @@ pub(super) struct Partial {
     intervals: usize,
     /// Spans per cell, series after series.
     counts: Vec<u64>,
+    /// For [`Pass::Edges`]: spans per cell to take off, counted there by
+    /// a precomputed row (laid out as `counts`).
+    moved: Vec<u64>,
     /// Sums, extremes and buckets per cell, when the function has an
     /// input value (else empty).
     cells: Vec<PartialCell>,
@@ -468,12 +471,28 @@ impl Partial {
         }
         let width = intervals.count;
         let Some(values) = values else {
+            // Spans inside precomputed minutes (on a boundary `b`): the
+            // row of `b`'s minute counted them in the interval after `b`.
+            let precomputed = match pass {
+                Pass::Edges { from, to } => {
+                    self.moved.resize(self.counts.len(), 0);
+                    from..to
+                }
+                _ => 0..0,
+            };
             for (row, series) in series_of.iter().enumerate() {
                 if *series == u32::MAX {
                     continue;
                 }
-                if let Some(interval) = intervals.of(starts.value(row)) {
-                    self.counts[*series as usize * width + interval] += 1;
+                let start = starts.value(row);
+                let at = *series as usize * width;
+                if let Some(interval) = intervals.of(start) {
+                    self.counts[at + interval] += 1;
+                }
+                if precomputed.contains(&start)
+                    && let Some(later) = intervals.of(start + 1)
+                {
+                    self.moved[at + later] += 1;
                 }
             }
             return Ok(());
@@ -520,9 +539,11 @@ impl Partial {
         }
         let width = self.intervals;
         let mut details = self.cells.into_iter();
+        let mut moved = self.moved.chunks(width.max(1));
         for (series, counts) in self.counts.chunks(width.max(1)).enumerate() {
             let cells: Vec<PartialCell> = details.by_ref().take(width).collect();
-            if counts.iter().all(|count| *count == 0) {
+            let moved = moved.next().unwrap_or_default();
+            if counts.iter().chain(moved).all(|count| *count == 0) {
                 continue;
             }
             let Some(target) = accumulated.cells(labels_of[series].clone(), intervals) else {
@@ -531,6 +552,10 @@ impl Partial {
             for (index, (cell, count)) in target.iter_mut().zip(counts).enumerate() {
                 let partial = cells.get(index).cloned().unwrap_or_default();
                 add_cell(cell, *count, partial, plan.bucketed(), pass, stats);
+            }
+            for (cell, count) in target.iter_mut().zip(moved) {
+                cell.count -= *count as f64;
+                stats.inspected_spans = stats.inspected_spans.saturating_sub(*count);
             }
         }
         for (series, interval, value, timestamp_ms, trace) in self.exemplars {

@@ -271,6 +271,15 @@ impl Accumulated {
         self.cells_keyed(&key, labels, intervals)
     }
 
+    /// Drops the series that hold no span in any interval.
+    pub(super) fn drop_uncounted(&mut self) {
+        self.series.retain(|_, (_, cells)| {
+            cells
+                .iter()
+                .any(|cell| cell.count != 0.0 || !cell.buckets.is_empty())
+        });
+    }
+
     /// [`Accumulated::cells`] with the key already made.
     /// The key is copied only for a new series.
     fn cells_keyed(

@@ -20,6 +20,7 @@ mod fold;
 mod lex;
 mod metrics;
 mod parse;
+mod precomputed;
 mod pushdown;
 mod search;
 

@@ -132,6 +132,7 @@ pub async fn explain(
         instant: false,
     }
     .aligned();
+    let watermark = reader.derived_complete_before_ns();
     let context = super::compiled::session(reader, tenant, &request)?;
     let compiled =
         checked.metrics().and_then(
@@ -140,11 +141,28 @@ pub async fn explain(
                 _ => None,
             },
         );
+    let precomputed = compiled.as_ref().and_then(|plan| {
+        super::precomputed::Rows::of(plan)?;
+        super::precomputed::minutes(&request, watermark)
+    });
     let (how, frame) = match (checked.metrics(), compiled) {
-        (_, Some(plan)) => (
-            "metrics: one scan of spans (the filter decided by DataFusion), its rows folded into cells per interval and series as they stream",
-            super::compiled::frame(&context, &plan, &request, super::compiled::Pass::Cells).await?,
-        ),
+        (_, Some(plan)) => match precomputed {
+            Some((from, to)) => (
+                "metrics: the precomputed span_metrics rows of the whole minutes before the aggregation's watermark, then one scan of spans (the filter decided by DataFusion) for the rest of the range and the spans starting on interval boundaries, folded into cells per interval and series as they stream",
+                super::compiled::frame(
+                    &context,
+                    &plan,
+                    &request,
+                    super::compiled::Pass::Edges { from, to },
+                )
+                .await?,
+            ),
+            None => (
+                "metrics: one scan of spans (the filter decided by DataFusion), its rows folded into cells per interval and series as they stream",
+                super::compiled::frame(&context, &plan, &request, super::compiled::Pass::Cells)
+                    .await?,
+            ),
+        },
         (Some(_), None) => (
             "metrics: candidate traces from the plan below, then each trace evaluated in memory",
             candidates_after(&context, checked, &window_of(range_ns), None).await?,
