@@ -636,6 +636,20 @@ async fn precomputed_rows_answer_whole_minutes_before_the_watermark() {
         .await;
         let series = series_of(&reader, query, request).await;
         let total: f64 = series[0].samples.iter().map(|(_, value)| value).sum();
+        // EXPLAIN's default step over 8 h is 2 min: rows before the
+        // watermark, none for a range after it.
+        let checked = traceql::prepare(query).unwrap();
+        for (from, rows) in [(t0 - 360 * minute, true), (watermark + 2 * minute, false)] {
+            let range = (from, from + 480 * minute);
+            let plan = traceql::explain(Arc::clone(&reader), "t1", &checked, range)
+                .await
+                .unwrap();
+            assert_eq!(
+                plan.contains("precomputed span_metrics rows"),
+                rows,
+                "{plan}"
+            );
+        }
         assert_eq!(
             total - stored,
             ghost_counted,
