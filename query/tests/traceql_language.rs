@@ -316,3 +316,84 @@ async fn by_keeps_the_type_of_values_and_reports_aggregates() {
     assert_eq!(outcome.traces[0].spansets[0].spans.len(), 3);
     assert!(outcome.traces[0].spansets[0].attributes.is_empty());
 }
+
+/// A search reads its window newest slice first and stops once it has its
+/// limit; the answer is the window's: the traces whose latest matching
+/// span is newest, each once, whichever slices their spans are in.
+///
+/// Window `[T0, T0+64min]`; slices from the newest: `[T0+63min, ..]`,
+/// `[T0+60min, ..)`, `[T0+48min, ..)`, the rest. Matching spans are the
+/// `api` service's:
+///
+/// | trace | starts | api spans at | latest match |
+/// |---|---|---|---|
+/// | 1 | T0+10min | +10min, +63.5min | 63.5 |
+/// | 2 | T0+63.2min | +63.2min | 63.2 |
+/// | 3 | T0+50min | +50min | 50 |
+/// | 4 | T0+5min | +5min (a `web` span at +63.9min) | 5 |
+/// | 5 | T0+30min | +30min | 30 |
+#[tokio::test(flavor = "multi_thread")]
+async fn search_answers_the_newest_latest_matches_across_slices() {
+    const MINUTE_MS: u64 = 60_000;
+    let at = |id: u8, start_ms: u64, spans: Vec<S>| T {
+        id,
+        start_ns: T0 + start_ms * fixture::MS,
+        spans,
+    };
+    let traces = vec![
+        at(
+            1,
+            10 * MINUTE_MS,
+            vec![
+                span("a", "api", Parent::Root).at_ms(0, 5),
+                span("b", "api", Parent::Of("a")).at_ms(53 * MINUTE_MS + 30_000, 5),
+            ],
+        ),
+        at(
+            2,
+            63 * MINUTE_MS + 12_000,
+            vec![span("a", "api", Parent::Root).at_ms(0, 5)],
+        ),
+        at(
+            3,
+            50 * MINUTE_MS,
+            vec![span("a", "api", Parent::Root).at_ms(0, 5)],
+        ),
+        at(
+            4,
+            5 * MINUTE_MS,
+            vec![
+                span("a", "api", Parent::Root).at_ms(0, 5),
+                span("b", "web", Parent::Of("a")).at_ms(58 * MINUTE_MS + 54_000, 5),
+            ],
+        ),
+        at(
+            5,
+            30 * MINUTE_MS,
+            vec![span("a", "api", Parent::Root).at_ms(0, 5)],
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let reader = store(dir.path(), &traces, 3).await;
+    let checked = Arc::new(traceql::prepare(r#"{ resource.service.name = "api" }"#).unwrap());
+    for (limit, expected) in [
+        (2, vec![2u8, 1]),
+        (4, vec![2, 3, 5, 1]),
+        (10, vec![2, 3, 5, 1, 4]),
+    ] {
+        let window = SearchWindow {
+            range_ns: (T0 as i64, (T0 + 64 * 60 * SECOND) as i64),
+            limit,
+            pushdown: true,
+        };
+        let found = traceql::search(Arc::clone(&reader), "t1", Arc::clone(&checked), window)
+            .await
+            .unwrap();
+        let ids: Vec<u8> = found
+            .traces
+            .iter()
+            .map(|found| found.trace.trace_id[15])
+            .collect();
+        assert_eq!(ids, expected, "limit {limit}");
+    }
+}

@@ -124,6 +124,20 @@ impl Checked {
         }
     }
 
+    /// Whether a trace meets [`Checked::trace_predicate`] as soon as one
+    /// of its spans meets [`Checked::span_predicate`] (one filter leads):
+    /// then any part of the window holding such a span finds the trace.
+    pub fn needs_one_span(&self) -> bool {
+        fn one(spansets: &Spansets) -> bool {
+            match spansets {
+                Spansets::Filter(_) => true,
+                Spansets::Pipeline(pipeline) => first_spansets(pipeline).is_none_or(one),
+                Spansets::Op(..) => false,
+            }
+        }
+        self.leading_spansets().is_none_or(one)
+    }
+
     /// A condition every span of interest meets (their union); `None`
     /// when any span may be.
     pub fn span_predicate(&self) -> Option<Expr> {

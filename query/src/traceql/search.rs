@@ -10,7 +10,7 @@
 //! order, each page going on after the last match of the one before
 //! ([`Cursor`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -294,6 +294,14 @@ pub async fn search(
 /// Runs `checked` over the candidates after `after` (all without it); the
 /// matches come in candidate order, so the last one answered is the cursor
 /// of the next page.
+///
+/// Without a cursor, and when one span makes a trace a candidate
+/// ([`Checked::needs_one_span`]), the window is read newest slice first
+/// ([`newest_first`]): a trace's latest candidate span is in the newest
+/// slice holding any of its candidate spans, so the slices' candidates,
+/// each slice newest first and without the traces of newer slices, come
+/// in exactly the window's candidate order, and a search that finds its
+/// `limit` in the newest minutes reads only those.
 pub async fn search_after(
     reader: Arc<dyn SpanReader>,
     tenant: &str,
@@ -302,42 +310,93 @@ pub async fn search_after(
     after: Option<Cursor>,
 ) -> Result<SearchOutcome> {
     let context = views_session(reader, tenant, None)?;
-    let batches = candidates_after(&context, &checked, &window, after.as_ref())
-        .await?
-        .collect()
-        .await?;
-
-    let mut candidates = Vec::new();
-    for batch in &batches {
-        let ids = fixed_binary(batch, 0)?;
-        let latest = batch
-            .column(1)
-            .as_primitive_opt::<TimestampNanosecondType>()
-            .ok_or_else(|| corrupt("latest"))?;
-        for row in 0..ids.len() {
-            let trace_id = TraceId::try_from(ids.value(row)).map_err(|_| corrupt("trace_id"))?;
-            let latest_ns = latest.value(row);
-            if after.is_none_or(|after| after.admits(latest_ns, &trace_id)) {
-                candidates.push((trace_id, latest_ns));
+    let slices = if after.is_none() && (checked.needs_one_span() || !window.pushdown) {
+        newest_first(window.range_ns)
+    } else {
+        vec![window.range_ns]
+    };
+    let mut outcome = SearchOutcome::default();
+    let mut seen: HashSet<TraceId> = HashSet::new();
+    for range_ns in slices {
+        let slice = SearchWindow { range_ns, ..window };
+        let batches = candidates_after(&context, &checked, &slice, after.as_ref())
+            .await?
+            .collect()
+            .await?;
+        let mut candidates = Vec::new();
+        for batch in &batches {
+            let ids = fixed_binary(batch, 0)?;
+            let latest = batch
+                .column(1)
+                .as_primitive_opt::<TimestampNanosecondType>()
+                .ok_or_else(|| corrupt("latest"))?;
+            for row in 0..ids.len() {
+                let trace_id =
+                    TraceId::try_from(ids.value(row)).map_err(|_| corrupt("trace_id"))?;
+                let latest_ns = latest.value(row);
+                if after.is_none_or(|after| after.admits(latest_ns, &trace_id))
+                    && seen.len() < MAX_CANDIDATES
+                    && seen.insert(trace_id)
+                {
+                    candidates.push((trace_id, latest_ns));
+                }
             }
         }
+        inspect(&context, &checked, &window, &candidates, &mut outcome).await?;
+        if outcome.traces.len() >= window.limit || seen.len() >= MAX_CANDIDATES {
+            break;
+        }
     }
-    let mut outcome = SearchOutcome::default();
-    let mut remaining: &[(TraceId, i64)] = &candidates;
+    Ok(outcome)
+}
+
+/// Slices of the inclusive `range_ns`, newest first: the newest 1/64,
+/// then 3/64, 12/64 and the rest (each four times what was read before
+/// it, so a search that reads everything reads each block once more at
+/// most per slice edge).
+fn newest_first((from, to): (i64, i64)) -> Vec<(i64, i64)> {
+    let span = i128::from(to) - i128::from(from) + 1;
+    let mut slices = Vec::new();
+    let mut hi = to;
+    for sixty_fourths in [1i128, 4, 16] {
+        let lo = i128::from(to) - span * sixty_fourths / 64 + 1;
+        let Ok(lo) = i64::try_from(lo) else {
+            break;
+        };
+        if lo <= from || lo > hi {
+            continue;
+        }
+        slices.push((lo, hi));
+        hi = lo - 1;
+    }
+    slices.push((from, hi));
+    slices
+}
+
+/// Loads `candidates` page by page and evaluates them in order, adding the
+/// matches to `outcome` until it holds `window.limit`.
+async fn inspect(
+    context: &SessionContext,
+    checked: &Arc<Checked>,
+    window: &SearchWindow,
+    candidates: &[(TraceId, i64)],
+    outcome: &mut SearchOutcome,
+) -> Result<()> {
+    let mut remaining = candidates;
     let mut page_size = window.limit.clamp(FIRST_PAGE, PAGE);
-    while !remaining.is_empty() {
+    while !remaining.is_empty() && outcome.traces.len() < window.limit {
         let (page, rest) = remaining.split_at(page_size.min(remaining.len()));
         remaining = rest;
         page_size = (page_size * 2).min(PAGE);
         let ids: Vec<TraceId> = page.iter().map(|(trace_id, _)| *trace_id).collect();
-        let batches = load_page(&context, &checked, &ids, window.range_ns).await?;
+        let batches = load_page(context, checked, &ids, window.range_ns).await?;
 
         outcome.inspected_bytes += batches
             .iter()
             .map(|batch| batch.get_array_memory_size() as u64)
             .sum::<u64>();
         let order = page.to_vec();
-        let page_checked = Arc::clone(&checked);
+        let page_checked = Arc::clone(checked);
         let wanted = window.limit.saturating_sub(outcome.traces.len());
         let (found, traces, spans) = crate::off_reactor(move || {
             let (mut by_trace, spans) = spans_by_trace(&batches, &page_checked)?;
@@ -369,11 +428,8 @@ pub async fn search_after(
         outcome.inspected_traces += traces;
         outcome.inspected_spans += spans;
         outcome.traces.extend(found);
-        if outcome.traces.len() >= window.limit {
-            break;
-        }
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// What a whole-window scan read.
