@@ -251,8 +251,9 @@ pub(super) async fn frame(
             conditions.push(!(zero.and(flagged)));
         }
         Pass::Edges { from, to } => {
-            let mut edges = starts_within(request.start_ns.saturating_add(1), from - 1)
-                .or(starts_within(to, request.end_ns));
+            let mut edges =
+                starts_within(request.start_ns.saturating_add(1), from.saturating_sub(1))
+                    .or(starts_within(to, request.end_ns));
             let boundaries = super::precomputed::boundaries(request, (from, to));
             if !boundaries.is_empty() {
                 let list = boundaries.into_iter().map(timestamp_ns).collect();

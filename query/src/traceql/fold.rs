@@ -490,7 +490,7 @@ impl Partial {
                     self.counts[at + interval] += 1;
                 }
                 if precomputed.contains(&start)
-                    && let Some(later) = intervals.of(start + 1)
+                    && let Some(later) = intervals.of(start.saturating_add(1))
                 {
                     self.moved[at + later] += 1;
                 }
