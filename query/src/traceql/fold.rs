@@ -549,8 +549,9 @@ impl Partial {
             let Some(target) = accumulated.cells(labels_of[series].clone(), intervals) else {
                 continue;
             };
-            for (index, (cell, count)) in target.iter_mut().zip(counts).enumerate() {
-                let partial = cells.get(index).cloned().unwrap_or_default();
+            let mut cells = cells.into_iter();
+            for (cell, count) in target.iter_mut().zip(counts) {
+                let partial = cells.next().unwrap_or_default();
                 add_cell(cell, *count, partial, plan.bucketed(), pass, stats);
             }
             for (cell, count) in target.iter_mut().zip(moved) {
