@@ -32,13 +32,14 @@ use std::collections::HashMap;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::cast;
-use datafusion::prelude::{Expr, SessionContext, col};
+use datafusion::prelude::{Expr, SessionContext, col, lit};
 use tracelake_storage::derived::{DerivedTable, NANOS_PER_MINUTE, col as row_col, minute_of};
 use tracelake_storage::schema::col as span_col;
 
 use super::ast::MetricsFunction;
-use super::compiled::{Plan, START, by_column};
+use super::compiled::{Plan, by_column};
 use super::eval::AttrValue;
 use super::metrics::{Accumulated, MetricsRequest, series_labels};
 use super::search::ScanStats;
@@ -78,6 +79,9 @@ fn on_rows(condition: &Expr) -> Option<Expr> {
         .data;
     (!foreign).then_some(rewritten)
 }
+
+/// The column of a row's interval.
+const INTERVAL: &str = "interval";
 
 /// A compiled plan the rows answer.
 #[derive(Debug)]
@@ -166,12 +170,19 @@ impl Rows {
         if let Some(predicate) = &self.predicate {
             frame = frame.filter(predicate.clone())?;
         }
-        let mut columns = vec![cast(col(row_col::MINUTE), DataType::Int64).alias(START)];
+        // Summed per interval and series by DataFusion, so a long range
+        // answers as many rows as cells. A row's minute `m` is in the
+        // interval holding `m + 1ns`: `(m - start) / step`.
+        let interval = (cast(col(row_col::MINUTE), DataType::Int64) - lit(request.start_ns))
+            / lit(request.step_ns.max(1));
+        let mut group = vec![interval.alias(INTERVAL)];
         for (index, label) in self.labels.iter().enumerate() {
-            columns.push(col(*label).alias(by_column(index)));
+            group.push(col(*label).alias(by_column(index)));
         }
-        columns.push(col(row_col::CALLS));
-        let batches = frame.select(columns)?.collect().await?;
+        let batches = frame
+            .aggregate(group, vec![sum(col(row_col::CALLS)).alias(row_col::CALLS)])?
+            .collect()
+            .await?;
 
         let intervals = request.intervals();
         // Counts per series (label texts) and interval.
@@ -182,10 +193,10 @@ impl Rows {
                     "span_metrics column {what} missing or mistyped"
                 )))
             };
-            let minutes = batch
-                .column_by_name(START)
+            let indexes = batch
+                .column_by_name(INTERVAL)
                 .and_then(|array| array.as_primitive_opt::<Int64Type>())
-                .ok_or_else(|| corrupt(row_col::MINUTE))?;
+                .ok_or_else(|| corrupt(INTERVAL))?;
             let calls = batch
                 .column_by_name(row_col::CALLS)
                 .and_then(|array| array.as_primitive_opt::<Int64Type>())
@@ -199,7 +210,9 @@ impl Rows {
                 })
                 .collect::<Result<Vec<_>>>()?;
             for row in 0..batch.num_rows() {
-                let Some(interval) = request.interval_of(minutes.value(row).saturating_add(1))
+                let Some(interval) = usize::try_from(indexes.value(row))
+                    .ok()
+                    .filter(|index| *index < intervals)
                 else {
                     continue;
                 };
@@ -234,8 +247,6 @@ impl Rows {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::prelude::lit;
-
     use super::*;
 
     const MINUTE: i64 = NANOS_PER_MINUTE;
