@@ -85,6 +85,14 @@ fn label(name: &str, value: &str) -> (String, AttrValue) {
     (name.into(), AttrValue::Text(value.into()))
 }
 
+/// Each series' labels and samples, for comparing two evaluations.
+fn labels_and_samples(series: Vec<Series>) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    series
+        .into_iter()
+        .map(|one| (one.labels, one.samples))
+        .collect()
+}
+
 /// Values of a series at the three stamps (`None`: no sample).
 fn values(series: &Series) -> Vec<Option<f64>> {
     stamps()
@@ -299,14 +307,12 @@ async fn both_evaluations_agree() {
     ] {
         let one = series_of(&reader, compiled, request()).await;
         let other = series_of(&reader, evaluated, request()).await;
-        let strip = |series: Vec<Series>| -> Vec<(Labels, Vec<(i64, f64)>)> {
-            series
-                .into_iter()
-                .map(|one| (one.labels, one.samples))
-                .collect()
-        };
         assert!(!one.is_empty(), "{compiled}");
-        assert_eq!(strip(one), strip(other), "{compiled} vs {evaluated}");
+        assert_eq!(
+            labels_and_samples(one),
+            labels_and_samples(other),
+            "{compiled} vs {evaluated}"
+        );
     }
 }
 
@@ -570,14 +576,12 @@ async fn precomputed_rows_answer_as_the_spans_do() {
             let from_rows = series_of(&reader, query, request()).await;
             let evaluated = query.replacen(" | ", " | {} | ", 1);
             let from_spans = series_of(&reader, &evaluated, request()).await;
-            let strip = |series: Vec<Series>| -> Vec<(Labels, Vec<(i64, f64)>)> {
-                series
-                    .into_iter()
-                    .map(|one| (one.labels, one.samples))
-                    .collect()
-            };
             assert!(!from_spans.is_empty(), "{query}");
-            assert_eq!(strip(from_rows), strip(from_spans), "{query} ({at})");
+            assert_eq!(
+                labels_and_samples(from_rows),
+                labels_and_samples(from_spans),
+                "{query} ({at})"
+            );
         }
     }
 }
