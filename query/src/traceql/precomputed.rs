@@ -41,7 +41,7 @@ use tracelake_storage::schema::col as span_col;
 use super::ast::MetricsFunction;
 use super::compiled::{Plan, by_column};
 use super::eval::AttrValue;
-use super::metrics::{Accumulated, MetricsRequest, series_labels};
+use super::metrics::{Accumulated, MAX_CELLS, MAX_SERIES, MetricsRequest, series_labels};
 use super::search::ScanStats;
 use crate::exprs::timestamp_ns;
 use crate::{QueryError, Result};
@@ -185,6 +185,7 @@ impl Rows {
             .await?;
 
         let intervals = request.intervals();
+        let limit = MAX_SERIES.min(MAX_CELLS / intervals.max(1));
         // Counts per series (label texts) and interval.
         let mut counts: HashMap<Vec<String>, Vec<u64>> = HashMap::new();
         for batch in &batches {
@@ -223,6 +224,12 @@ impl Rows {
                     .iter()
                     .map(|texts| texts.value(row).to_string())
                     .collect();
+                // Bounded as the spans' cells are: past the limit the
+                // query is refused ([`Accumulated::overflowed`]).
+                if counts.len() >= limit && !counts.contains_key(&key) {
+                    accumulated.overflowed = true;
+                    continue;
+                }
                 counts.entry(key).or_insert_with(|| vec![0; intervals])[interval] += count;
             }
         }
