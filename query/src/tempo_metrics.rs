@@ -21,6 +21,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value as Json, json};
 
 use tracelake_storage::SpanReader;
@@ -29,7 +30,7 @@ use crate::QueryError;
 use crate::http::{ApiError, tenant};
 use crate::tempo::{TempoState, attribute_json, now_ns};
 use crate::traceql::{
-    self, DEFAULT_EXEMPLARS, MAX_INTERVALS, MetricsOutcome, MetricsRequest, Series,
+    self, DEFAULT_EXEMPLARS, Exemplar, MAX_INTERVALS, MetricsOutcome, MetricsRequest, Series,
     default_step_ns, go_duration,
 };
 
@@ -222,7 +223,7 @@ pub(crate) async fn range_body(
     max_duration: std::time::Duration,
     tenant: &str,
     params: &HashMap<String, String>,
-) -> Result<Json, ApiError> {
+) -> Result<RangeAnswer, ApiError> {
     let params = params.clone();
     let checked = metrics_query(&params)?;
     let (start_ns, end_ns) = bounds(&params, max_duration)?;
@@ -255,45 +256,103 @@ pub(crate) async fn range_body(
         instant: false,
     };
     let outcome = run(reader, tenant, checked, request).await?;
-    let series: Vec<Json> = outcome
-        .series
+    Ok(RangeAnswer(outcome))
+}
+
+/// A range request's answer, written straight from its series as Tempo's
+/// marshaller orders the fields (`series`, `metrics`; per series `labels`,
+/// `samples`, `exemplars`). A long range by a busy label holds hundreds of
+/// thousands of samples: no JSON tree is built for them.
+pub(crate) struct RangeAnswer(MetricsOutcome);
+
+impl Serialize for RangeAnswer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("series", &Many(&self.0.series, SeriesJson))?;
+        map.serialize_entry("metrics", &metrics_json(&self.0))?;
+        map.end()
+    }
+}
+
+/// Items written as a JSON array, each as `F` wraps it.
+struct Many<'a, T, F>(&'a [T], F);
+
+impl<'a, T, F, R> Serialize for Many<'a, T, F>
+where
+    F: Fn(&'a T) -> R,
+    R: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(&self.1))
+    }
+}
+
+/// One series: its labels, every sample, and its exemplars when it has any.
+struct SeriesJson<'a>(&'a Series);
+
+impl Serialize for SeriesJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let series = self.0;
+        let exemplars = !series.exemplars.is_empty();
+        let mut map = serializer.serialize_map(Some(2 + usize::from(exemplars)))?;
+        map.serialize_entry("labels", &labels_json(series))?;
+        map.serialize_entry(
+            "samples",
+            &Many(&series.samples, |(timestamp_ms, value): &(i64, f64)| {
+                Sample {
+                    timestamp_ms: *timestamp_ms,
+                    value: *value,
+                }
+            }),
+        )?;
+        if exemplars {
+            let exemplars: Vec<Json> = series.exemplars.iter().map(exemplar_json).collect();
+            map.serialize_entry("exemplars", &exemplars)?;
+        }
+        map.end()
+    }
+}
+
+/// A sample as protobuf JSON writes it: the timestamp as a string, no
+/// `value` when it is 0.
+struct Sample {
+    timestamp_ms: i64,
+    value: f64,
+}
+
+impl Serialize for Sample {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let valued = self.value != 0.0;
+        let mut map = serializer.serialize_map(Some(1 + usize::from(valued)))?;
+        map.serialize_entry("timestampMs", &Display(self.timestamp_ms))?;
+        if valued {
+            map.serialize_entry("value", &double(self.value))?;
+        }
+        map.end()
+    }
+}
+
+/// A value written as the string its `Display` makes.
+struct Display<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Display<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+fn exemplar_json(exemplar: &Exemplar) -> Json {
+    let labels: Vec<Json> = exemplar
+        .labels
         .iter()
-        .map(|series| {
-            let samples: Vec<Json> = series
-                .samples
-                .iter()
-                .map(|(timestamp_ms, value)| {
-                    let mut sample = json!({"timestampMs": timestamp_ms.to_string()});
-                    if *value != 0.0 {
-                        sample["value"] = double(*value);
-                    }
-                    sample
-                })
-                .collect();
-            let mut out = json!({"labels": labels_json(series), "samples": samples});
-            if !series.exemplars.is_empty() {
-                out["exemplars"] = series
-                    .exemplars
-                    .iter()
-                    .map(|exemplar| {
-                        let labels: Vec<Json> = exemplar
-                            .labels
-                            .iter()
-                            .map(|(key, value)| attribute_json(key, value))
-                            .collect();
-                        let mut out = json!({"labels": labels});
-                        if exemplar.value != 0.0 {
-                            out["value"] = double(exemplar.value);
-                        }
-                        out["timestampMs"] = json!(exemplar.timestamp_ms.to_string());
-                        out
-                    })
-                    .collect();
-            }
-            out
-        })
+        .map(|(key, value)| attribute_json(key, value))
         .collect();
-    Ok(json!({"series": series, "metrics": metrics_json(&outcome)}))
+    let mut out = json!({"labels": labels});
+    if exemplar.value != 0.0 {
+        out["value"] = double(exemplar.value);
+    }
+    out["timestampMs"] = json!(exemplar.timestamp_ms.to_string());
+    out
 }
 
 /// `GET /api/metrics/query`: the range as one interval, one value per
@@ -331,4 +390,89 @@ pub(crate) async fn query_instant(
         body["series"] = Json::Array(series);
     }
     Ok(axum::Json(body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traceql::AttrValue;
+
+    #[test]
+    fn range_answers_are_written_as_protobuf_json() {
+        let service = || {
+            (
+                "resource.service.name".to_string(),
+                AttrValue::Text("api".into()),
+            )
+        };
+        let outcome = MetricsOutcome {
+            series: vec![
+                Series {
+                    labels: vec![service()],
+                    samples: vec![(1000, 0.0), (2000, 1.5), (3000, f64::NAN), (4000, 2.0)],
+                    exemplars: vec![Exemplar {
+                        labels: vec![
+                            ("trace:id".into(), AttrValue::Text("0af7".into())),
+                            service(),
+                        ],
+                        value: 0.25,
+                        timestamp_ms: 1500,
+                    }],
+                },
+                Series {
+                    labels: vec![("p".into(), AttrValue::Float(0.9))],
+                    samples: vec![(1000, f64::INFINITY)],
+                    exemplars: Vec::new(),
+                },
+            ],
+            inspected_spans: 7,
+            ..MetricsOutcome::default()
+        };
+        let written = serde_json::to_value(RangeAnswer(outcome)).unwrap();
+        let api = json!({"key": "resource.service.name", "value": {"stringValue": "api"}});
+        assert_eq!(
+            written,
+            json!({
+                "series": [
+                    {
+                        "labels": [api],
+                        "samples": [
+                            {"timestampMs": "1000"},
+                            {"timestampMs": "2000", "value": 1.5},
+                            {"timestampMs": "3000", "value": "NaN"},
+                            {"timestampMs": "4000", "value": 2.0},
+                        ],
+                        "exemplars": [{
+                            "labels": [
+                                {"key": "trace:id", "value": {"stringValue": "0af7"}},
+                                api,
+                            ],
+                            "value": 0.25,
+                            "timestampMs": "1500",
+                        }],
+                    },
+                    {
+                        "labels": [{"key": "p", "value": {"doubleValue": 0.9}}],
+                        "samples": [{"timestampMs": "1000", "value": "Infinity"}],
+                    },
+                ],
+                "metrics": {"inspectedSpans": "7", "completedJobs": 1, "totalJobs": 1},
+            })
+        );
+        // Written as text, the fields come in Tempo's order.
+        let text = serde_json::to_string(&RangeAnswer(MetricsOutcome {
+            series: vec![Series {
+                labels: vec![service()],
+                samples: vec![(1000, 3.0)],
+                exemplars: Vec::new(),
+            }],
+            ..MetricsOutcome::default()
+        }))
+        .unwrap();
+        assert!(
+            text.starts_with(r#"{"series":[{"labels":[{"#)
+                && text.contains(r#""samples":[{"timestampMs":"1000","value":3.0}]}],"metrics":{"#),
+            "{text}"
+        );
+    }
 }

@@ -28,14 +28,13 @@ use super::search::{AttrRef, ScanStats, attr_ref};
 use crate::{QueryError, Result};
 
 /// What one interval of one series holds besides its count, as a
-/// partition adds it up (functions with an input value only).
+/// partition adds it up (functions of an input value but not of its
+/// distribution: sum, min, max, avg).
 #[derive(Debug, Clone, Default)]
 struct PartialCell {
     sum: f64,
     min: f64,
     max: f64,
-    /// Counts per power-of-two bucket, by exponent (few per cell).
-    buckets: Vec<(u8, u64)>,
 }
 
 impl PartialCell {
@@ -50,12 +49,52 @@ impl PartialCell {
         }
         self.sum += value;
     }
+}
 
-    fn add_bucket(&mut self, exponent: u8) {
-        match self.buckets.iter_mut().find(|(at, _)| *at == exponent) {
-            Some((_, count)) => *count += 1,
-            None => self.buckets.push((exponent, 1)),
+/// One interval of one series' counts per power-of-two bucket, as a
+/// partition adds them up (quantiles and histograms). Rows come in trace
+/// order, so each lands on a cell far from the last one: the first eight
+/// buckets a cell sees sit inline in one cache line, and a row costs one
+/// miss; more (or a count past `u32::MAX`) go beside them.
+#[derive(Debug, Clone, Default)]
+#[repr(align(64))]
+struct CellBuckets {
+    /// Bucket exponents (at least 1); 0 marks a free slot.
+    exponents: [u8; 8],
+    counts: [u32; 8],
+    more: Vec<(u8, u64)>,
+}
+
+impl CellBuckets {
+    fn add(&mut self, exponent: u8) {
+        for slot in 0..self.exponents.len() {
+            if self.exponents[slot] == 0 {
+                self.exponents[slot] = exponent;
+                self.counts[slot] = 1;
+                return;
+            }
+            if self.exponents[slot] == exponent {
+                if let Some(count) = self.counts[slot].checked_add(1) {
+                    self.counts[slot] = count;
+                    return;
+                }
+                break;
+            }
         }
+        match self.more.iter_mut().find(|(at, _)| *at == exponent) {
+            Some((_, count)) => *count += 1,
+            None => self.more.push((exponent, 1)),
+        }
+    }
+
+    /// `(exponent, count)` per bucket; an exponent may come twice.
+    fn counts(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
+        self.exponents
+            .iter()
+            .zip(self.counts)
+            .take_while(|(exponent, _)| **exponent != 0)
+            .map(|(exponent, count)| (*exponent, u64::from(count)))
+            .chain(self.more.iter().copied())
     }
 }
 
@@ -75,9 +114,11 @@ pub(super) struct Partial {
     /// For [`Pass::Edges`]: spans per cell to take off, counted there by
     /// a precomputed row (laid out as `counts`).
     moved: Vec<u64>,
-    /// Sums, extremes and buckets per cell, when the function has an
-    /// input value (else empty).
+    /// Sums and extremes per cell, when the function has an input value
+    /// and is not bucketed (else empty).
     cells: Vec<PartialCell>,
+    /// Buckets per cell, when the function is bucketed (else empty).
+    buckets: Vec<CellBuckets>,
     /// Series by the `Debug` text of their label values.
     index: HashMap<String, usize>,
     /// Series by label text, when the only label is a text column: found
@@ -497,8 +538,13 @@ impl Partial {
             }
             return Ok(());
         };
-        self.cells.resize(self.counts.len(), PartialCell::default());
         let bucketed = plan.bucketed();
+        if bucketed {
+            self.buckets
+                .resize(self.counts.len(), CellBuckets::default());
+        } else {
+            self.cells.resize(self.counts.len(), PartialCell::default());
+        }
         for (row, series) in series_of.iter().enumerate() {
             if *series == u32::MAX {
                 continue;
@@ -510,7 +556,7 @@ impl Partial {
             if !bucketed {
                 self.cells[at].add(self.counts[at], values.value(row));
             } else if let Some(exponent) = values.bucket(row) {
-                self.cells[at].add_bucket(exponent);
+                self.buckets[at].add(exponent);
             } else {
                 continue;
             }
@@ -537,11 +583,9 @@ impl Partial {
         for values in self.labels {
             labels_of.push(series_labels(&query.by, values, &query.function));
         }
-        let width = self.intervals;
-        let mut details = self.cells.into_iter();
-        let mut moved = self.moved.chunks(width.max(1));
-        for (series, counts) in self.counts.chunks(width.max(1)).enumerate() {
-            let cells: Vec<PartialCell> = details.by_ref().take(width).collect();
+        let width = self.intervals.max(1);
+        let mut moved = self.moved.chunks(width);
+        for (series, counts) in self.counts.chunks(width).enumerate() {
             let moved = moved.next().unwrap_or_default();
             if counts.iter().chain(moved).all(|count| *count == 0) {
                 continue;
@@ -549,10 +593,13 @@ impl Partial {
             let Some(target) = accumulated.cells(labels_of[series].clone(), intervals) else {
                 continue;
             };
-            let mut cells = cells.into_iter();
-            for (cell, count) in target.iter_mut().zip(counts) {
-                let partial = cells.next().unwrap_or_default();
-                add_cell(cell, *count, partial, plan.bucketed(), pass, stats);
+            for (interval, (cell, count)) in target.iter_mut().zip(counts).enumerate() {
+                let at = series * width + interval;
+                let details = Details {
+                    cell: self.cells.get(at),
+                    buckets: self.buckets.get(at),
+                };
+                add_cell(cell, *count, details, pass, stats);
             }
             for (cell, count) in target.iter_mut().zip(moved) {
                 cell.count -= *count as f64;
@@ -572,14 +619,13 @@ impl Partial {
     }
 }
 
-fn add_cell(
-    cell: &mut Cell,
-    count: u64,
-    partial: PartialCell,
-    bucketed: bool,
-    pass: Pass,
-    stats: &mut ScanStats,
-) {
+/// What a partition holds for one cell besides its count.
+struct Details<'a> {
+    cell: Option<&'a PartialCell>,
+    buckets: Option<&'a CellBuckets>,
+}
+
+fn add_cell(cell: &mut Cell, count: u64, details: Details<'_>, pass: Pass, stats: &mut ScanStats) {
     if count == 0 {
         return;
     }
@@ -589,12 +635,14 @@ fn add_cell(
         return;
     }
     stats.inspected_spans += count;
-    if !bucketed {
+    if let Some(buckets) = details.buckets {
+        for (exponent, count) in buckets.counts() {
+            cell.buckets.add(1u64 << exponent, count as f64);
+        }
+    } else if let Some(partial) = details.cell {
         cell.merge(count as f64, partial.sum, partial.min, partial.max);
-        return;
-    }
-    for (exponent, count) in partial.buckets {
-        *cell.buckets.entry(1u64 << exponent).or_default() += count as f64;
+    } else {
+        cell.count += count as f64;
     }
 }
 
@@ -709,6 +757,38 @@ mod tests {
         let series = partial.text_series(strings, 1).unwrap();
         assert_eq!(series.iter().filter(|s| **s == u32::MAX).count(), 3);
         assert!(partial.overflowed);
+    }
+
+    #[test]
+    fn cell_buckets_hold_any_number_of_buckets_and_counts() {
+        let totals = |buckets: &CellBuckets| {
+            let mut totals = std::collections::BTreeMap::new();
+            for (exponent, count) in buckets.counts() {
+                *totals.entry(exponent).or_insert(0u64) += count;
+            }
+            totals.into_iter().collect::<Vec<_>>()
+        };
+        let mut buckets = CellBuckets::default();
+        // Twelve buckets: eight inline, four beside them, out of order.
+        for round in 1..=3u64 {
+            for exponent in (1..=12u8).rev() {
+                if u64::from(exponent) % 3 < round {
+                    buckets.add(exponent);
+                }
+            }
+        }
+        let expected: Vec<(u8, u64)> = (1..=12u8)
+            .map(|exponent| (exponent, 3 - u64::from(exponent) % 3))
+            .collect();
+        assert_eq!(totals(&buckets), expected);
+        assert_eq!(buckets.more.len(), 4);
+        // A count past u32::MAX goes on beside the inline slot.
+        let mut full = CellBuckets::default();
+        full.add(5);
+        full.counts[0] = u32::MAX;
+        full.add(5);
+        full.add(5);
+        assert_eq!(totals(&full), vec![(5, u64::from(u32::MAX) + 2)]);
     }
 
     #[test]

@@ -163,7 +163,48 @@ pub(super) struct Cell {
     pub min: f64,
     pub max: f64,
     /// Counts per power-of-two bucket (quantiles and histograms).
-    pub buckets: BTreeMap<u64, f64>,
+    pub buckets: Buckets,
+}
+
+/// Counts per power-of-two bucket, by the bucket's upper bound, in
+/// ascending order. A cell holds a few (durations from 1 us to 1 min are
+/// 26 buckets): a sorted vector, one allocation, read in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Buckets(Vec<(u64, f64)>);
+
+impl Buckets {
+    pub(super) fn add(&mut self, bucket: u64, count: f64) {
+        match self.0.binary_search_by_key(&bucket, |(at, _)| *at) {
+            Ok(index) => self.0[index].1 += count,
+            Err(index) => self.0.insert(index, (bucket, count)),
+        }
+    }
+
+    /// The count of `bucket` (0 when it has none).
+    pub(super) fn get(&self, bucket: u64) -> f64 {
+        self.0
+            .binary_search_by_key(&bucket, |(at, _)| *at)
+            .map_or(0.0, |index| self.0[index].1)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `(upper bound, count)` in ascending order of bound.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, f64)> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl<const N: usize> From<[(u64, f64); N]> for Buckets {
+    fn from(counts: [(u64, f64); N]) -> Self {
+        let mut buckets = Self::default();
+        for (bucket, count) in counts {
+            buckets.add(bucket, count);
+        }
+        buckets
+    }
 }
 
 impl Cell {
@@ -508,7 +549,7 @@ fn observe(
             if value < 2.0 || value.fract() != 0.0 {
                 continue;
             }
-            *cell.buckets.entry(log2_bucket(value as u64)).or_default() += 1.0;
+            cell.buckets.add(log2_bucket(value as u64), 1.0);
         } else {
             cell.add(value);
         }
@@ -630,7 +671,7 @@ pub(super) fn finish(
             MetricsFunction::HistogramOverTime(field) => {
                 let buckets: std::collections::BTreeSet<u64> = cells
                     .iter()
-                    .flat_map(|cell| cell.buckets.keys().copied())
+                    .flat_map(|cell| cell.buckets.iter().map(|(bucket, _)| bucket))
                     .collect();
                 for bucket in buckets {
                     let mut bucket_labels: Vec<Label> = labels
@@ -646,10 +687,7 @@ pub(super) fn finish(
                         .iter()
                         .enumerate()
                         .map(|(index, cell)| {
-                            (
-                                request.timestamp_ms(index),
-                                cell.buckets.get(&bucket).copied().unwrap_or(0.0),
-                            )
+                            (request.timestamp_ms(index), cell.buckets.get(bucket))
                         })
                         .collect();
                     let exemplars = candidates
@@ -672,10 +710,10 @@ pub(super) fn finish(
                     .filter(|(name, _)| name != "__name__")
                     .cloned()
                     .collect();
-                let mut overall: BTreeMap<u64, f64> = BTreeMap::new();
+                let mut overall = Buckets::default();
                 for cell in &cells {
-                    for (bucket, count) in &cell.buckets {
-                        *overall.entry(*bucket).or_default() += count;
+                    for (bucket, count) in cell.buckets.iter() {
+                        overall.add(bucket, count);
                     }
                 }
                 let overall_values: Vec<f64> = quantiles
@@ -755,12 +793,12 @@ fn compare_top(series: Vec<Series>, top: usize) -> Vec<Series> {
 
 /// Tempo's `Log2Quantile`: the quantile of power-of-two buckets,
 /// interpolated exponentially inside the bucket it falls in.
-pub(super) fn log2_quantile(quantile: f64, buckets: &BTreeMap<u64, f64>) -> f64 {
-    let total: f64 = buckets.values().sum();
+pub(super) fn log2_quantile(quantile: f64, buckets: &Buckets) -> f64 {
+    let total: f64 = buckets.iter().map(|(_, count)| count).sum();
     if total <= 0.0 {
         return 0.0;
     }
-    let ordered: Vec<(u64, f64)> = buckets.iter().map(|(max, count)| (*max, *count)).collect();
+    let ordered = &buckets.0;
     let max_samples = (quantile * total).ceil().max(1.0);
     let mut run = 0.0;
     let mut bucket = 0;
@@ -1014,12 +1052,12 @@ mod tests {
     fn quantiles_interpolate_between_power_of_two_buckets() {
         // 10 values in bucket 1024, 10 in 2048: the median is the top of
         // the first bucket; p90 interpolates into the second.
-        let buckets: BTreeMap<u64, f64> = [(1024, 10.0), (2048, 10.0)].into();
+        let buckets: Buckets = [(1024, 10.0), (2048, 10.0)].into();
         assert_eq!(log2_quantile(0.5, &buckets), 1024.0);
         let p90 = log2_quantile(0.9, &buckets);
         // maxSamples = 18, run 10, 8/10 of the way from 2^10 to 2^11.
         assert!((p90 - 2f64.powf(10.8)).abs() < 1e-9, "{p90}");
-        assert_eq!(log2_quantile(0.5, &BTreeMap::new()), 0.0);
+        assert_eq!(log2_quantile(0.5, &Buckets::default()), 0.0);
         assert_eq!(log2_bucket(1000), 1024);
         assert_eq!(log2_bucket(1024), 1024);
         assert_eq!(log2_bucket(1025), 2048);
