@@ -10,7 +10,8 @@ use tokio::sync::{oneshot, watch};
 use tracelake_gateway_plugin::demo::{Export, Stack, StackSettings, TrafficStats, app, traffic};
 
 use crate::config::Config;
-use crate::serve::{Bound, serve_until, shutdown_signal};
+use crate::listen::shutdown_signal;
+use crate::serve::{Bound, serve_until};
 
 /// When progress (and a sample trace) is first printed, and how often after.
 const FIRST_PROGRESS: Duration = Duration::from_secs(10);

@@ -7,6 +7,7 @@ mod ballista;
 mod config;
 mod demo;
 mod import;
+mod listen;
 mod loadgen;
 mod materialize;
 mod metrics;
@@ -286,7 +287,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", toml::to_string(&config)?);
                 return Ok(());
             }
-            serve::PRINT_ROUTES.store(args.print_routes, std::sync::atomic::Ordering::Relaxed);
+            listen::PRINT_ROUTES.store(args.print_routes, std::sync::atomic::Ordering::Relaxed);
             init_logging();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -33,8 +33,8 @@ use tracelake_storage::{SpanReader, Storage};
 
 use crate::auth::Listener;
 use crate::config::{CompactorCoordination, Config, Role};
+use crate::listen::{StopSignal, announce, authenticated, bind, keys_and_tls, serve_http};
 use crate::metrics::MetricSources;
-use crate::serve::{StopSignal, announce, authenticated, bind, keys_and_tls, serve_http};
 
 /// The block store of `config`; reads of an S3 store go through the
 /// bounded block cache when `cached`.

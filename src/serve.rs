@@ -2,19 +2,12 @@
 //! for each, and runs until SIGINT/SIGTERM, then stops accepting, lets
 //! requests in flight finish and flushes the head to blocks.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use std::future::Future;
-use std::pin::Pin;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracelake_routes::Routes;
 
 use futures::TryFutureExt;
-use tokio_rustls::TlsAcceptor;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tracelake_collector::metrics_ingest::MetricsIngest;
@@ -28,8 +21,12 @@ use tracelake_storage::{SpanReader, Storage};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::aggregation::Aggregation;
-use crate::auth::{Keys, Listener};
+use crate::auth::Listener;
 use crate::config::{Config, Role};
+use crate::listen::{
+    ServerFuture, StopSignal, announce, authenticated, bind, keys_and_tls, serve_http,
+    shutdown_signal,
+};
 use crate::metrics::MetricSources;
 
 /// How often the flusher checks whether the head is due.
@@ -38,54 +35,6 @@ const INFLIGHT_SHARE_OF_MEMORY: u64 = 64;
 const FLUSH_CHECK: Duration = Duration::from_millis(250);
 /// How long a stop waits for requests in flight before flushing regardless.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub(crate) async fn bind(name: &str, address: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
-        .with_context(|| format!("binding {name} on {address}"))
-}
-
-pub(crate) fn announce(name: &str, address: std::net::SocketAddr) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening {name} {address}")?;
-    stdout.flush()?;
-    Ok(())
-}
-
-/// Tells every server and background task of a process to stop.
-pub(crate) struct StopSignal {
-    sender: watch::Sender<bool>,
-}
-
-impl StopSignal {
-    pub(crate) fn new() -> Self {
-        Self {
-            sender: watch::channel(false).0,
-        }
-    }
-
-    /// Resolves once [`StopSignal::stop`] is called.
-    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut receiver = self.sender.subscribe();
-        async move {
-            let _ = receiver.wait_for(|stop| *stop).await;
-        }
-    }
-
-    pub(crate) fn stop(&self) {
-        self.sender.send_replace(true);
-    }
-}
-
-/// `[auth]` keys and the `[tls]` acceptor, loaded at start-up.
-pub(crate) fn keys_and_tls(
-    config: &Config,
-) -> anyhow::Result<(Option<Arc<Keys>>, Option<TlsAcceptor>)> {
-    let keys = crate::auth::Keys::load(&config.auth, &config.xray.udp_tenant)
-        .context("loading [auth] keys")?;
-    let tls = config.tls.acceptor().context("loading [tls]")?;
-    Ok((keys, tls))
-}
 
 /// The addresses the listeners were bound to.
 #[derive(Debug, Clone, Copy)]
@@ -331,87 +280,6 @@ async fn serve_node(
     Ok(())
 }
 
-/// A server's run to its graceful end.
-pub(crate) type ServerFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-
-/// Serves `routes` on `listener`, over TLS when given an acceptor, until `stop`.
-pub(crate) fn serve_http(
-    listener: TcpListener,
-    routes: axum::Router,
-    tls: Option<TlsAcceptor>,
-    name: &'static str,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<ServerFuture> {
-    fn run<L>(
-        listener: L,
-        routes: axum::Router,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> ServerFuture
-    where
-        L: axum::serve::Listener,
-        L::Addr: std::fmt::Debug,
-    {
-        Box::pin(
-            axum::serve(listener, routes)
-                .with_graceful_shutdown(stop)
-                .into_future()
-                .map_err(anyhow::Error::from),
-        )
-    }
-    Ok(match tls {
-        None => run(listener, routes, stop),
-        Some(acceptor) => {
-            let local = listener.local_addr()?;
-            let connections = crate::tls::accept(listener, acceptor, name);
-            run(crate::tls::TlsListener { connections, local }, routes, stop)
-        }
-    })
-}
-
-/// Whether `serve --print-routes` asked for every listener's routes.
-pub(crate) static PRINT_ROUTES: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// `routes` behind the API-key check of `listener`, when keys are
-/// configured: each request is checked against the access its route
-/// declared, and a path no route declared is refused.
-pub(crate) fn authenticated(
-    routes: Routes,
-    keys: &Option<Arc<Keys>>,
-    listener: Listener,
-) -> axum::Router {
-    let (router, declared) = routes.into_parts();
-    if PRINT_ROUTES.load(std::sync::atomic::Ordering::Relaxed) {
-        let mut stdout = std::io::stdout().lock();
-        for (pattern, access) in declared.routes() {
-            // Best effort: a closed stdout does not stop the server.
-            let _ = writeln!(
-                stdout,
-                "route {} {} {pattern}",
-                listener.name(),
-                crate::auth::describe(*access)
-            );
-        }
-        let _ = stdout.flush();
-    }
-    let Some(keys) = keys else {
-        return router;
-    };
-    let keys = Arc::clone(keys);
-    let declared = Arc::new(declared.matcher());
-    router.layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
-            crate::auth::check(
-                Arc::clone(&keys),
-                Arc::clone(&declared),
-                listener,
-                request,
-                next,
-            )
-        },
-    ))
-}
-
 /// Loads `[sampling] rules_file`, if set, into the rules store.
 async fn load_rules_file(config: &Config, sampling: &SamplingService) -> anyhow::Result<()> {
     let Some(path) = &config.sampling.rules_file else {
@@ -436,30 +304,4 @@ async fn load_rules_file(config: &Config, sampling: &SamplingService) -> anyhow:
         .with_context(|| format!("loading sampling rules from {}", path.display()))?;
     tracing::info!(loaded, tenant, file = %path.display(), "sampling rules loaded");
     Ok(())
-}
-
-/// SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = interrupt.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
 }

@@ -16,6 +16,7 @@
 //!
 //! [`SpanReader`]: tracelake_storage::SpanReader
 
+mod api;
 pub mod derived_rows;
 pub mod derived_table;
 mod exprs;
@@ -30,7 +31,6 @@ pub mod spans_table;
 pub mod sql;
 pub mod syntax;
 pub mod tempo;
-mod tempo_metrics;
 pub mod trace;
 pub mod trace_view;
 pub mod traceql;

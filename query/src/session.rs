@@ -4,19 +4,14 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tracelake_storage::SpanReader;
 
 use crate::Result;
 use crate::derived_table::DerivedTableProvider;
-use crate::spans_table::SpansTable;
+use crate::spans_table::{STORE_URL, SpansTable};
 use tracelake_storage::derived::DerivedTable;
-
-/// The URL the block store is registered under in every session.
-pub static STORE_URL: LazyLock<ObjectStoreUrl> =
-    LazyLock::new(|| ObjectStoreUrl::parse("tracelake://store/").expect("static url parses"));
 
 /// Bytes of Parquet footers and page indexes kept between queries.
 const FOOTER_CACHE_BYTES: usize = 128 * 1024 * 1024;

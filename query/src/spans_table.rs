@@ -23,7 +23,7 @@
 //! points took the WAL path, one file per export request.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
@@ -38,6 +38,7 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
@@ -49,7 +50,11 @@ use datafusion::physical_plan::{
 use tracelake_storage::{BlockRef, Signal, SpanFilter, SpanReader, SpanSnapshot};
 
 use crate::filters::{span_filter, time_range};
-use crate::session::STORE_URL;
+
+/// The URL the block store is registered under in every session
+/// ([`crate::session`]): the scans of blocks name their files under it.
+pub static STORE_URL: LazyLock<ObjectStoreUrl> =
+    LazyLock::new(|| ObjectStoreUrl::parse("tracelake://store/").expect("static url parses"));
 
 /// One tenant's spans (or metric points), blocks and head together.
 #[derive(Debug)]

@@ -9,7 +9,7 @@
 //! | `GET /api/v2/search/tags?scope=&q=` | `{"scopes": [{"name", "tags"}]}` for `resource`, `span`, `event`, `link`, `instrumentation`, `intrinsic` (`scope` one of them, or `none`/absent for every one; `trace` none; anything else a 400) |
 //! | `GET /api/search/tag/{tag}/values` | `{"tagValues": ["..."]}` of an unscoped attribute |
 //! | `GET /api/v2/search/tag/{scope.tag}/values?q=` | `{"tagValues": [{"type", "value"}]}`; types `string`, `int`, `float`, `bool`, `keyword` (status, kind) |
-//! | `GET /api/metrics/query_range?q=&start=&end=&since=&step=&exemplars=` | TraceQL metrics ([`crate::traceql_metrics`]) |
+//! | `GET /api/metrics/query_range?q=&start=&end=&since=&step=&exemplars=` | TraceQL metrics (the child module `metrics`) |
 //! | `GET /api/metrics/query?q=&start=&end=&since=` | the same, one value per series |
 //! | `GET /api/status/buildinfo` | `{"version": "3.0.3", ...}` (see [`TEMPO_VERSION`]) |
 //!
@@ -22,6 +22,8 @@
 //! `q` on the tag endpoints narrows the spans whose tags and values are
 //! listed; Grafana sends the query being typed, so a `q` that does not
 //! parse is ignored rather than refused (as Tempo does).
+
+pub(crate) mod metrics;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -44,8 +46,8 @@ use tracelake_storage::{SpanReader, TraceId};
 
 use tracelake_routes::{Access, Routes};
 
+use crate::api::{ApiError, tenant, time_range, wants_protobuf};
 use crate::exprs::starts_within;
-use crate::http::{ApiError, tenant, time_range, wants_protobuf};
 use crate::trace::trace_by_id;
 use crate::traceql::{
     self, AttrValue, BinaryOp, Body, Checked, Field, FieldExpr, Hints, Intrinsic, Pipeline,
@@ -105,12 +107,12 @@ pub fn routes_with_max_search(
         )
         .route(
             "/api/metrics/query_range",
-            get(crate::tempo_metrics::query_range),
+            get(metrics::query_range),
             Access::QUERY,
         )
         .route(
             "/api/metrics/query",
-            get(crate::tempo_metrics::query_instant),
+            get(metrics::query_instant),
             Access::QUERY,
         )
         .route("/api/status/buildinfo", get(buildinfo), Access::QUERY)
@@ -471,7 +473,7 @@ async fn search(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&headers)?;
     let range_ns = window(&params)?;
-    crate::http::check_search_range(range_ns, state.max_search_duration)?;
+    crate::api::check_search_range(range_ns, state.max_search_duration)?;
     let limit = count_param(&params, "limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let spss = count_param(
         &params,
@@ -499,7 +501,7 @@ async fn search(
             pushdown: true,
         },
     );
-    let outcome = crate::http::within_query_timeout(run).await??;
+    let outcome = crate::api::within_query_timeout(run).await??;
     let traces: Vec<Json> = outcome
         .traces
         .iter()
@@ -639,7 +641,7 @@ where
     F: FnOnce(DataFrame) -> datafusion::error::Result<DataFrame>,
 {
     let run = crate::session::spans_rows(Arc::clone(&state.reader), tenant, plan);
-    crate::http::within_query_timeout(run)
+    crate::api::within_query_timeout(run)
         .await?
         .map_err(ApiError::Internal)
 }

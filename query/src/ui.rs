@@ -121,7 +121,7 @@ async fn serve(path: &str, headers: &HeaderMap) -> Response {
     } else {
         "no-cache"
     };
-    let compressed = if crate::http::header_lists(headers, header::ACCEPT_ENCODING, "gzip") {
+    let compressed = if crate::api::header_lists(headers, header::ACCEPT_ENCODING, "gzip") {
         gzipped().await.get(path)
     } else {
         None

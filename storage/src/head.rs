@@ -19,8 +19,8 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType,
 use datafusion::arrow::error::ArrowError;
 use parking_lot::RwLock;
 
+use crate::attributes::MapRowComparator;
 use crate::bloom::TraceIdFilter;
-use crate::otlp::attributes::MapRowComparator;
 use crate::schema::col;
 use crate::{Signal, SpanFilter, TraceId};
 

@@ -37,6 +37,7 @@
 //! wants, pruned by tenant, time range and trace id.
 
 pub mod api;
+mod attributes;
 pub mod blob_cache;
 pub mod block;
 pub mod bloom;

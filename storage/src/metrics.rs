@@ -49,7 +49,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     SummaryDataPoint, metric::Data, number_data_point,
 };
 
-use crate::otlp::attributes::AttributesBuilder;
+use crate::attributes::AttributesBuilder;
 use crate::schema::{attributes_type, timestamp_type};
 use crate::{Result, StorageError};
 

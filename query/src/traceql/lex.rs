@@ -14,7 +14,22 @@
 use std::fmt;
 
 use super::ast::{Intrinsic, Scope};
-use super::parse::{TraceqlError, error};
+use crate::syntax::SyntaxError;
+
+/// Why a query did not lex or parse, and where (1-based character).
+pub type TraceqlError = SyntaxError;
+
+/// The language errors name.
+pub(super) const LANGUAGE: &str = "TraceQL";
+
+/// A [`TraceqlError`] at `position` (1-based character).
+pub(super) fn error(position: usize, message: impl Into<String>) -> TraceqlError {
+    SyntaxError {
+        language: LANGUAGE,
+        position,
+        message: message.into(),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Token {

@@ -33,6 +33,8 @@
 //! relations, pipelines, trace-level fields, events) is evaluated trace by
 //! trace ([`super::scan_traces`]), in one pass over the window.
 
+pub(super) mod compiled;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -406,14 +408,13 @@ pub async fn query_range(
     let queries: Vec<MetricsQuery> = metrics_queries(&expr).into_iter().cloned().collect();
     let mut outcome = MetricsOutcome::default();
     let mut accumulated: Vec<Accumulated> = Vec::new();
-    let compiled_plans: Vec<Option<super::compiled::Plan>> = queries
+    let compiled_plans: Vec<Option<compiled::Plan>> = queries
         .iter()
-        .map(|query| super::compiled::Plan::of(&checked, query))
+        .map(|query| compiled::Plan::of(&checked, query))
         .collect();
     if compiled_plans.iter().all(Option::is_some) {
         for plan in compiled_plans.into_iter().flatten() {
-            let (cells, stats) =
-                super::compiled::run(Arc::clone(&reader), tenant, plan, request).await?;
+            let (cells, stats) = compiled::run(Arc::clone(&reader), tenant, plan, request).await?;
             outcome.inspected_spans += stats.inspected_spans;
             outcome.inspected_bytes += stats.inspected_bytes;
             accumulated.push(cells);

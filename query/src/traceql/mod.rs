@@ -14,13 +14,11 @@
 
 mod ast;
 mod check;
-mod compiled;
 mod eval;
-mod fold;
+mod explain;
 mod lex;
 mod metrics;
 mod parse;
-mod precomputed;
 mod pushdown;
 mod search;
 
@@ -29,17 +27,19 @@ pub use check::{CheckError, Checked, check};
 pub use eval::{
     AttrValue, EventRow, LinkRow, NestedSet, SpanRow, SpansetMatch, TraceRows, go_duration,
 };
+pub use explain::explain;
+pub use lex::TraceqlError;
 pub use lex::duration_nanos;
 pub use metrics::{
     DEFAULT_EXEMPLARS, Exemplar, Label, MAX_CELLS, MAX_INTERVALS, MAX_SERIES, MetricsOutcome,
     MetricsRequest, Series, default_step_ns, query_range,
 };
-pub use parse::{MAX_QUERY_CHARS, TraceqlError, parse};
+pub use parse::{MAX_QUERY_CHARS, parse};
 pub(crate) use pushdown::attribute_value;
 pub(crate) use search::attr_value;
 pub use search::{
     Cursor, Found, MAX_CANDIDATES, MAX_SCANNED_TRACES, ScanStats, SearchOutcome, SearchWindow,
-    candidates, explain, scan_traces, search, search_after,
+    candidates, scan_traces, search, search_after,
 };
 
 /// The resource attribute stored in the dedicated `service_name` column.

@@ -16,28 +16,14 @@
 //! "unsupported".
 
 use super::ast::*;
-use super::lex::{Symbol, Token, tokenize};
-use crate::syntax::{Cursor, SyntaxError};
-
-/// Why a query did not parse, and where (1-based character).
-pub type TraceqlError = SyntaxError;
-
-/// The language errors name.
-const LANGUAGE: &str = "TraceQL";
+use super::lex::{LANGUAGE, Symbol, Token, TraceqlError, error, tokenize};
+use crate::syntax::Cursor;
 
 /// Longest query accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 8_000;
 /// Deepest tree accepted: nesting and chained operators alike, so a
 /// hostile query cannot exhaust the stack of the code that walks it.
 const MAX_DEPTH: usize = 200;
-
-pub(super) fn error(position: usize, message: impl Into<String>) -> TraceqlError {
-    SyntaxError {
-        language: LANGUAGE,
-        position,
-        message: message.into(),
-    }
-}
 
 /// The untyped tree.
 #[derive(Debug, Clone)]

@@ -98,7 +98,7 @@ pub async fn candidates(
 
 /// [`candidates`] no later than `after` (ties on the latest start are
 /// settled by trace id after the query).
-async fn candidates_after(
+pub(super) async fn candidates_after(
     context: &SessionContext,
     checked: &Checked,
     window: &SearchWindow,
@@ -115,78 +115,7 @@ async fn candidates_after(
         .select(vec![col(span_col::TRACE_ID), col(LATEST)])?)
 }
 
-/// How a query runs over `range_ns`, for people: which evaluation, then
-/// DataFusion's plan with what each scan read and pruned (`EXPLAIN
-/// ANALYZE`; the plan runs once).
-pub async fn explain(
-    reader: Arc<dyn SpanReader>,
-    tenant: &str,
-    checked: &Checked,
-    range_ns: (i64, i64),
-) -> Result<String> {
-    let request = super::MetricsRequest {
-        start_ns: range_ns.0,
-        end_ns: range_ns.1,
-        step_ns: super::default_step_ns(range_ns.0, range_ns.1),
-        exemplars: 0,
-        instant: false,
-    }
-    .aligned();
-    let watermark = reader.derived_complete_before_ns();
-    let context = super::compiled::session(reader, tenant, &request)?;
-    let compiled =
-        checked.metrics().and_then(
-            |expr| match super::check::metrics_queries(expr).as_slice() {
-                [only] => super::compiled::Plan::of(checked, only),
-                _ => None,
-            },
-        );
-    let precomputed = compiled.as_ref().and_then(|plan| {
-        super::precomputed::Rows::of(plan)?;
-        super::precomputed::minutes(&request, watermark)
-    });
-    let (how, frame) = match (checked.metrics(), compiled) {
-        (_, Some(plan)) => match precomputed {
-            Some((from, to)) => (
-                "metrics: the precomputed span_metrics rows of the whole minutes before the aggregation's watermark, then one scan of spans (the filter decided by DataFusion) for the rest of the range and the spans starting on interval boundaries, folded into cells per interval and series as they stream",
-                super::compiled::frame(
-                    &context,
-                    &plan,
-                    &request,
-                    super::compiled::Pass::Edges { from, to },
-                )
-                .await?,
-            ),
-            None => (
-                "metrics: one scan of spans (the filter decided by DataFusion), its rows folded into cells per interval and series as they stream",
-                super::compiled::frame(&context, &plan, &request, super::compiled::Pass::Cells)
-                    .await?,
-            ),
-        },
-        (Some(_), None) => (
-            "metrics: candidate traces from the plan below, then each trace evaluated in memory",
-            candidates_after(&context, checked, &window_of(range_ns), None).await?,
-        ),
-        (None, _) => (
-            "search: candidate traces from the plan below (newest first), then each evaluated in memory until the limit",
-            candidates_after(&context, checked, &window_of(range_ns), None).await?,
-        ),
-    };
-    let batches = frame.explain(false, true)?.collect().await?;
-    let mut out = format!("{how}\n");
-    for batch in &batches {
-        let Some(plans) = batch.column(1).as_string_opt::<i32>() else {
-            continue;
-        };
-        for row in 0..plans.len() {
-            out.push_str(plans.value(row));
-            out.push('\n');
-        }
-    }
-    Ok(out)
-}
-
-fn window_of(range_ns: (i64, i64)) -> SearchWindow {
+pub(super) fn window_of(range_ns: (i64, i64)) -> SearchWindow {
     SearchWindow {
         range_ns,
         limit: MAX_CANDIDATES,
@@ -297,7 +226,7 @@ pub async fn search(
 ///
 /// Without a cursor, and when one span makes a trace a candidate
 /// ([`Checked::needs_one_span`]), the window is read newest slice first
-/// ([`newest_first`]): a trace's latest candidate span is in the newest
+/// (`newest_first`): a trace's latest candidate span is in the newest
 /// slice holding any of its candidate spans, so the slices' candidates,
 /// each slice newest first and without the traces of newer slices, come
 /// in exactly the window's candidate order, and a search that finds its

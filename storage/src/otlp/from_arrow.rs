@@ -9,8 +9,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, TracesData};
 
-use super::attributes::{child, read_attributes};
 use super::{kind_from_str, status_from_str};
+use crate::attributes::{child, read_attributes};
 use crate::schema::col;
 use crate::xray;
 use crate::{Result, StorageError};

@@ -11,11 +11,10 @@
 //! The read side regroups rows by resource and scope, so a trace read back
 //! has the same shape the SDK sent.
 
-pub(crate) mod attributes;
 mod from_arrow;
 mod to_arrow;
 
-pub use attributes::find_str;
+pub use crate::attributes::find_str;
 pub use from_arrow::batches_to_traces_data;
 
 /// Row `row` of an attribute map column (see [`crate::schema`]) as OTLP
@@ -24,7 +23,7 @@ pub fn attributes_at(
     map: &datafusion::arrow::array::MapArray,
     row: usize,
 ) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
-    attributes::read_attributes(map, row)
+    crate::attributes::read_attributes(map, row)
 }
 pub use to_arrow::{
     ConvertedSpans, SpanRejection, http_method, http_status, http_url, resource_spans_to_batch,

@@ -11,8 +11,8 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
-use super::attributes::{AttributesBuilder, find_bool, find_int, find_str};
 use super::{kind_to_str, status_to_str};
+use crate::attributes::{AttributesBuilder, find_bool, find_int, find_str};
 use crate::ids::{SpanId, TraceId};
 use crate::schema::{event_fields, event_item_field, link_fields, link_item_field, span_schema};
 use crate::xray;

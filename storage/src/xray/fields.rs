@@ -10,7 +10,7 @@
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
 use serde_json::{Map, Value};
 
-pub(crate) use crate::otlp::attributes::{find_bool, find_int, find_str, find_value as find};
+pub(crate) use crate::attributes::{find_bool, find_int, find_str, find_value as find};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FieldType {

@@ -19,12 +19,12 @@ use std::collections::HashMap;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 
-use super::compiled::{DURATION, EXEMPLAR_TRACE, LabelColumn, Pass, Plan, START, VALUE, by_column};
-use super::eval::AttrValue;
-use super::metrics::{
+use super::{DURATION, EXEMPLAR_TRACE, LabelColumn, Pass, Plan, START, VALUE, by_column};
+use crate::traceql::eval::AttrValue;
+use crate::traceql::metrics::{
     Accumulated, Cell, MAX_CELLS, MAX_SERIES, MetricsRequest, log2_bucket, series_labels,
 };
-use super::search::{AttrRef, ScanStats, attr_ref};
+use crate::traceql::search::{AttrRef, ScanStats, attr_ref};
 use crate::{QueryError, Result};
 
 /// What one interval of one series holds besides its count, as a
@@ -460,7 +460,7 @@ impl Partial {
         Ok(out)
     }
 
-    /// Adds the rows of `batch` (the columns of [`super::compiled::frame`]).
+    /// Adds the rows of `batch` (the columns of [`super::frame`]).
     pub(super) fn fold(
         &mut self,
         batch: &RecordBatch,

@@ -1,5 +1,6 @@
 //! Typed attribute maps: `Map(Utf8, AnyValue)` built from and read back into
-//! OTLP `KeyValue`s.
+//! OTLP `KeyValue`s. A leaf shared by the OTLP and X-Ray codecs, the head
+//! and the metrics table.
 
 use std::sync::Arc;
 

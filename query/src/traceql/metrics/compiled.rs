@@ -11,13 +11,16 @@
 //!
 //! built with `Expr` (no query text), and each partition's rows are
 //! folded into cells per interval and series as they stream
-//! ([`super::fold`]: the interval is arithmetic, a label is looked up once
+//! ([`fold`]: the interval is arithmetic, a label is looked up once
 //! per distinct value and batch, a duration's bucket is its next power of
 //! two, Tempo's `Log2Bucketize`). It applies when the query's pipeline is
 //! one filter that DataFusion decides exactly ([`Checked::exact`]), its
 //! `by()` fields and the function's input are columns or span/resource
-//! attributes, and the function is not `compare()`; [`super::metrics`]
+//! attributes, and the function is not `compare()`; [`super`]
 //! falls back to trace-by-trace evaluation otherwise.
+
+mod fold;
+pub(in crate::traceql) mod precomputed;
 
 use std::sync::Arc;
 
@@ -29,13 +32,13 @@ use futures::StreamExt;
 use tracelake_storage::SpanReader;
 use tracelake_storage::schema::{any_value, col as span_col};
 
-use super::ast::*;
-use super::check::Checked;
-use super::fold::Partial;
-use super::metrics::{Accumulated, MetricsRequest};
-use super::search::ScanStats;
+use super::{Accumulated, MetricsRequest};
 use crate::exprs::{any_value_child, or_else, starts_within, timestamp_ns};
+use crate::traceql::ast::*;
+use crate::traceql::check::Checked;
+use crate::traceql::search::ScanStats;
 use crate::{QueryError, Result};
+use fold::Partial;
 
 /// How a `by()` label is read from its column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +51,7 @@ pub(super) enum LabelColumn {
 
 /// A metrics query as one scan of `spans` folded into cells.
 #[derive(Debug, Clone)]
-pub(super) struct Plan {
+pub(in crate::traceql) struct Plan {
     predicate: Option<Expr>,
     by: Vec<(Field, Expr, LabelColumn)>,
     /// The function's input: nanoseconds (Int64) for durations, Float64
@@ -66,12 +69,14 @@ fn label_column(checked: &Checked, field: &Field) -> Option<(Expr, LabelColumn)>
         Field::Attribute {
             scope: Scope::Resource,
             name,
-        } if name == super::SERVICE_NAME => (col(span_col::SERVICE_NAME), LabelColumn::Text),
+        } if name == crate::traceql::SERVICE_NAME => {
+            (col(span_col::SERVICE_NAME), LabelColumn::Text)
+        }
         Field::Attribute { scope, name }
             if matches!(
                 scope,
                 Scope::Span | Scope::Resource | Scope::Instrumentation
-            ) || (*scope == Scope::Any && name != super::SERVICE_NAME) =>
+            ) || (*scope == Scope::Any && name != crate::traceql::SERVICE_NAME) =>
         {
             let slot = checked.slot(*scope, name)?;
             (checked.slot_expr(slot), LabelColumn::Any)
@@ -82,7 +87,7 @@ fn label_column(checked: &Checked, field: &Field) -> Option<(Expr, LabelColumn)>
 
 fn input_value(checked: &Checked, field: &Field) -> Option<Expr> {
     match field {
-        // Int64, read as is: [`super::fold`] takes Int64 or Float64.
+        // Int64, read as is: [`fold`] takes Int64 or Float64.
         Field::Intrinsic(Intrinsic::Duration) => Some(col(span_col::DURATION_NS)),
         Field::Attribute { .. } => {
             let (value, LabelColumn::Any) = label_column(checked, field)? else {
@@ -102,7 +107,7 @@ fn input_value(checked: &Checked, field: &Field) -> Option<Expr> {
 
 impl Plan {
     /// The plan of `query`, when one aggregate answers it exactly.
-    pub(super) fn of(checked: &Checked, query: &MetricsQuery) -> Option<Self> {
+    pub(in crate::traceql) fn of(checked: &Checked, query: &MetricsQuery) -> Option<Self> {
         let predicate = match query.pipeline.stages.as_slice() {
             [Stage::Spansets(Spansets::Filter(None))] => None,
             [Stage::Spansets(Spansets::Filter(Some(expr)))] => Some(checked.exact(expr)?),
@@ -178,14 +183,14 @@ pub(super) fn by_column(index: usize) -> String {
 
 /// What one pass over `spans` reads for a [`Plan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Pass {
+pub(in crate::traceql) enum Pass {
     /// The cells: counts (and sums, minimums, maximums) per group.
     Cells,
     /// Counts of X-Ray segments stored in progress (and stored again when
     /// they complete), taken off the counts of `rate`/`count_over_time`.
     InProgress,
     /// With the minutes `[from, to)` answered by precomputed rows
-    /// ([`super::precomputed`]): the spans outside them, and those inside
+    /// ([`precomputed`]): the spans outside them, and those inside
     /// starting exactly on an interval boundary, which their minute's row
     /// counts one interval late; folded in their own interval and taken
     /// off the next. In-progress segments are filtered out.
@@ -225,7 +230,7 @@ impl Plan {
 /// only the later copy: counts subtract them ([`Pass::InProgress`]),
 /// duration buckets never hold them (duration 0), other functions filter
 /// them out.
-pub(super) async fn frame(
+pub(in crate::traceql) async fn frame(
     context: &datafusion::prelude::SessionContext,
     plan: &Plan,
     request: &MetricsRequest,
@@ -254,7 +259,7 @@ pub(super) async fn frame(
             let mut edges =
                 starts_within(request.start_ns.saturating_add(1), from.saturating_sub(1))
                     .or(starts_within(to, request.end_ns));
-            let boundaries = super::precomputed::boundaries(request, (from, to));
+            let boundaries = precomputed::boundaries(request, (from, to));
             if !boundaries.is_empty() {
                 let list = boundaries.into_iter().map(timestamp_ns).collect();
                 edges = edges.or(col(span_col::START_TIME).in_list(list, false));
@@ -280,7 +285,7 @@ pub(super) async fn frame(
         }
         columns.push(value.clone().alias(VALUE));
     }
-    let mut frame = context.table(super::search::SPANS_VIEWS).await?;
+    let mut frame = context.table(crate::traceql::search::SPANS_VIEWS).await?;
     if let Some(condition) = conjunction(conditions) {
         frame = frame.filter(condition)?;
     }
@@ -302,13 +307,13 @@ pub(super) async fn frame(
 /// A session for `tenant` where compiled plans of `request` can run: its
 /// `spans_views` reads only blocks that may hold spans of the request's
 /// range ([`SpansTable::within`]), so the cells passes need no time
-/// condition ([`super::fold`] drops rows outside the intervals).
-pub(super) fn session(
+/// condition ([`fold`] drops rows outside the intervals).
+pub(in crate::traceql) fn session(
     reader: Arc<dyn SpanReader>,
     tenant: &str,
     request: &MetricsRequest,
 ) -> Result<datafusion::prelude::SessionContext> {
-    super::search::views_session(
+    crate::traceql::search::views_session(
         reader,
         tenant,
         Some((request.start_ns.saturating_add(1), request.end_ns)),
@@ -332,8 +337,7 @@ pub(super) async fn run(
     let plan = Arc::new(plan);
     let mut accumulated = Accumulated::default();
     let mut stats = ScanStats::default();
-    let precomputed =
-        super::precomputed::Rows::of(&plan).zip(super::precomputed::minutes(&request, watermark));
+    let precomputed = precomputed::Rows::of(&plan).zip(precomputed::minutes(&request, watermark));
     if let Some((rows, (from, to))) = precomputed {
         rows.add(
             &context,

@@ -23,9 +23,9 @@
 //! takes it off the next, where its row counted it. X-Ray segments stored
 //! in progress are neither in the rows nor counted by that pass. Minutes
 //! after the watermark, partial minutes and every other query read the
-//! spans ([`super::compiled`]).
+//! spans ([`super`]).
 //!
-//! [`Pass::Edges`]: super::compiled::Pass::Edges
+//! [`Pass::Edges`]: super::Pass::Edges
 
 use std::collections::HashMap;
 
@@ -38,12 +38,12 @@ use datafusion::prelude::{Expr, SessionContext, col, lit};
 use tracelake_storage::derived::{DerivedTable, NANOS_PER_MINUTE, col as row_col, minute_of};
 use tracelake_storage::schema::col as span_col;
 
-use super::ast::MetricsFunction;
-use super::compiled::{Plan, by_column};
-use super::eval::AttrValue;
-use super::metrics::{Accumulated, MAX_CELLS, MAX_SERIES, MetricsRequest, series_labels};
-use super::search::ScanStats;
+use super::{Plan, by_column};
 use crate::exprs::timestamp_ns;
+use crate::traceql::ast::MetricsFunction;
+use crate::traceql::eval::AttrValue;
+use crate::traceql::metrics::{Accumulated, MAX_CELLS, MAX_SERIES, MetricsRequest, series_labels};
+use crate::traceql::search::ScanStats;
 use crate::{QueryError, Result};
 
 /// The spans columns a `span_metrics` row keeps, and its column for each.
@@ -85,7 +85,7 @@ const INTERVAL: &str = "interval";
 
 /// A compiled plan the rows answer.
 #[derive(Debug)]
-pub(super) struct Rows {
+pub(in crate::traceql) struct Rows {
     /// The plan's filter on the rows' columns.
     predicate: Option<Expr>,
     /// The rows' column of each `by()` label, in order.
@@ -95,7 +95,7 @@ pub(super) struct Rows {
 impl Rows {
     /// How the rows answer `plan`; `None` when they do not count what it
     /// asks for.
-    pub(super) fn of(plan: &Plan) -> Option<Self> {
+    pub(in crate::traceql) fn of(plan: &Plan) -> Option<Self> {
         if !matches!(
             plan.query().function,
             MetricsFunction::Rate | MetricsFunction::CountOverTime
@@ -120,7 +120,10 @@ impl Rows {
 /// The minutes `[from, to)` of `request` the rows answer, given the
 /// aggregation's `watermark`; `None` when there are none or an interval
 /// boundary among them is not a minute's start.
-pub(super) fn minutes(request: &MetricsRequest, watermark_ns: i64) -> Option<(i64, i64)> {
+pub(in crate::traceql) fn minutes(
+    request: &MetricsRequest,
+    watermark_ns: i64,
+) -> Option<(i64, i64)> {
     let minute_steps = request.step_ns > 0
         && request.step_ns % NANOS_PER_MINUTE == 0
         && request.start_ns.rem_euclid(NANOS_PER_MINUTE) == 0;

@@ -26,9 +26,9 @@ use serde_json::{Value as Json, json};
 
 use tracelake_storage::SpanReader;
 
+use super::{TempoState, attribute_json, now_ns};
 use crate::QueryError;
-use crate::http::{ApiError, tenant};
-use crate::tempo::{TempoState, attribute_json, now_ns};
+use crate::api::{ApiError, tenant};
 use crate::traceql::{
     self, DEFAULT_EXEMPLARS, Exemplar, MAX_INTERVALS, MetricsOutcome, MetricsRequest, Series,
     default_step_ns, go_duration,
@@ -153,7 +153,7 @@ async fn run(
     request: MetricsRequest,
 ) -> Result<MetricsOutcome, ApiError> {
     let run = traceql::query_range(reader, tenant, Arc::new(checked), request);
-    crate::http::within_query_timeout(run)
+    crate::api::within_query_timeout(run)
         .await?
         .map_err(|error| match error {
             QueryError::TooLarge(message) => ApiError::BadRequest(message),
