@@ -6,11 +6,12 @@
 //! Queries read a block's footer, page index and column chunks in several
 //! ranged GETs; on an object store each is a round trip, so the first read
 //! of a block fetches it whole (up to `max_object_bytes`) and later reads
-//! of any range are served from memory. The cache holds at most
-//! `max_bytes`; the least recently used blocks go first. Other objects
-//! (metas, leases, marks, listings, writes) pass straight through.
+//! of any range are served from memory. The cache (`moka`) holds at most
+//! `max_bytes`, weighed by the bytes held; the least recently used blocks
+//! go first. Queries that miss the same block at once wait for one fetch.
+//! Other objects (metas, leases, marks, listings, writes) pass straight
+//! through.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -19,44 +20,52 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use moka::future::Cache;
+use moka::policy::EvictionPolicy;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
-use parking_lot::Mutex;
 
 /// Hits and misses since start, for `/metrics`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BlobCacheStats {
+    /// Reads served from memory, including those that waited for another
+    /// query's fetch of the same block.
     pub hits: u64,
+    /// Blocks fetched whole into the cache.
     pub misses: u64,
+    /// Bytes held (eviction runs in the background, so this may stand a
+    /// little over the bound between two maintenance runs).
     pub bytes: u64,
 }
 
+/// Why a block was not loaded into the cache: the caller reads the store
+/// directly instead, which words any error as the store does.
 #[derive(Debug)]
-struct Entry {
-    bytes: Bytes,
-    meta: ObjectMeta,
-    last_used: u64,
+enum NotLoaded {
+    TooLarge,
+    Store,
 }
 
-#[derive(Debug, Default)]
-struct Entries {
-    by_path: HashMap<Path, Entry>,
-    bytes: u64,
-    clock: u64,
-}
-
-#[derive(Debug)]
 pub struct BlobCache {
     inner: Arc<dyn ObjectStore>,
-    max_bytes: u64,
     max_object_bytes: u64,
-    entries: Mutex<Entries>,
+    entries: Cache<Path, (Bytes, ObjectMeta)>,
     hits: AtomicU64,
     misses: AtomicU64,
+}
+
+impl fmt::Debug for BlobCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobCache")
+            .field("inner", &self.inner)
+            .field("max_object_bytes", &self.max_object_bytes)
+            .field("bytes", &self.entries.weighted_size())
+            .finish()
+    }
 }
 
 /// Whether `location` names an immutable object: a Parquet file.
@@ -66,12 +75,19 @@ fn is_immutable(location: &Path) -> bool {
 
 impl BlobCache {
     pub fn new(inner: Arc<dyn ObjectStore>, max_bytes: u64) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &Path, (bytes, _): &(Bytes, ObjectMeta)| {
+                u32::try_from(bytes.len()).unwrap_or(u32::MAX)
+            })
+            .eviction_policy(EvictionPolicy::lru())
+            .build();
         Self {
             inner,
-            max_bytes,
-            // One block may take at most a quarter of the cache.
-            max_object_bytes: max_bytes / 4,
-            entries: Mutex::new(Entries::default()),
+            // One block may take at most a quarter of the cache (and no
+            // more than a weight can say).
+            max_object_bytes: (max_bytes / 4).min(u64::from(u32::MAX)),
+            entries,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -81,77 +97,69 @@ impl BlobCache {
         BlobCacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
-            bytes: self.entries.lock().bytes,
+            bytes: self.entries.weighted_size(),
         }
     }
 
-    fn lookup(&self, location: &Path) -> Option<(Bytes, ObjectMeta)> {
-        let mut entries = self.entries.lock();
-        entries.clock += 1;
-        let now = entries.clock;
-        let entry = entries.by_path.get_mut(location)?;
-        entry.last_used = now;
-        Some((entry.bytes.clone(), entry.meta.clone()))
+    /// Applies pending evictions now (they otherwise run as the cache is
+    /// used), so [`BlobCache::stats`] shows the bytes held exactly.
+    pub async fn settle(&self) {
+        self.entries.run_pending_tasks().await;
     }
 
-    fn insert(&self, location: &Path, bytes: Bytes, meta: ObjectMeta) {
-        let size = bytes.len() as u64;
-        if size > self.max_object_bytes {
-            return;
+    async fn forget(&self, location: &Path) {
+        self.entries.invalidate(location).await;
+    }
+
+    /// Fetches `location` whole; refused past `max_object_bytes`.
+    async fn load(&self, location: &Path) -> std::result::Result<(Bytes, ObjectMeta), NotLoaded> {
+        let head = self
+            .inner
+            .head(location)
+            .await
+            .map_err(|_| NotLoaded::Store)?;
+        if head.size > self.max_object_bytes {
+            return Err(NotLoaded::TooLarge);
         }
-        let mut entries = self.entries.lock();
-        entries.clock += 1;
-        let now = entries.clock;
-        if let Some(previous) = entries.by_path.insert(
-            location.clone(),
-            Entry {
-                bytes,
-                meta,
-                last_used: now,
-            },
-        ) {
-            entries.bytes -= previous.bytes.len() as u64;
+        let fetched = self
+            .inner
+            .get_opts(location, GetOptions::default())
+            .await
+            .map_err(|_| NotLoaded::Store)?;
+        let meta = fetched.meta.clone();
+        let bytes = fetched.bytes().await.map_err(|_| NotLoaded::Store)?;
+        if bytes.len() as u64 > self.max_object_bytes {
+            return Err(NotLoaded::TooLarge);
         }
-        entries.bytes += size;
-        while entries.bytes > self.max_bytes {
-            let Some(oldest) = entries
-                .by_path
-                .iter()
-                .min_by_key(|(_, entry)| entry.last_used)
-                .map(|(path, _)| path.clone())
-            else {
-                break;
-            };
-            if let Some(evicted) = entries.by_path.remove(&oldest) {
-                entries.bytes -= evicted.bytes.len() as u64;
+        Ok((bytes, meta))
+    }
+
+    /// The whole object, from the cache or fetched into it (one fetch
+    /// however many callers miss it at once); `None` when it is too large
+    /// to cache or the fetch failed, and the caller reads the store.
+    async fn whole(&self, location: &Path) -> Option<(Bytes, ObjectMeta)> {
+        let entry = self
+            .entries
+            .entry_by_ref(location)
+            .or_try_insert_with(self.load(location))
+            .await;
+        match entry {
+            Ok(entry) => {
+                let counter = if entry.is_fresh() {
+                    &self.misses
+                } else {
+                    &self.hits
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Some(entry.into_value())
+            }
+            Err(reason) => {
+                if matches!(*reason, NotLoaded::TooLarge) {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                }
+                None
             }
         }
-    }
-
-    fn forget(&self, location: &Path) {
-        let mut entries = self.entries.lock();
-        if let Some(removed) = entries.by_path.remove(location) {
-            entries.bytes -= removed.bytes.len() as u64;
-        }
-    }
-
-    /// The whole object, from the cache or fetched into it; `None` when it
-    /// is too large to cache.
-    async fn whole(&self, location: &Path) -> Result<Option<(Bytes, ObjectMeta)>> {
-        if let Some(found) = self.lookup(location) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(found));
-        }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let head = self.inner.head(location).await?;
-        if head.size > self.max_object_bytes {
-            return Ok(None);
-        }
-        let fetched = self.inner.get_opts(location, GetOptions::default()).await?;
-        let meta = fetched.meta.clone();
-        let bytes = fetched.bytes().await?;
-        self.insert(location, bytes.clone(), meta.clone());
-        Ok(Some((bytes, meta)))
     }
 }
 
@@ -177,7 +185,7 @@ impl ObjectStore for BlobCache {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.forget(location);
+        self.forget(location).await;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -186,7 +194,7 @@ impl ObjectStore for BlobCache {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.forget(location);
+        self.forget(location).await;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -194,7 +202,7 @@ impl ObjectStore for BlobCache {
         if !is_immutable(location) || !plain(&options) {
             return self.inner.get_opts(location, options).await;
         }
-        let Some((bytes, meta)) = self.whole(location).await? else {
+        let Some((bytes, meta)) = self.whole(location).await else {
             return self.inner.get_opts(location, options).await;
         };
         // Ranges are cut against the bytes held, so a store whose size
@@ -228,7 +236,7 @@ impl ObjectStore for BlobCache {
         if !is_immutable(location) {
             return self.inner.get_ranges(location, ranges).await;
         }
-        let Some((bytes, _)) = self.whole(location).await? else {
+        let Some((bytes, _)) = self.whole(location).await else {
             return self.inner.get_ranges(location, ranges).await;
         };
         let mut out = Vec::with_capacity(ranges.len());
@@ -269,7 +277,7 @@ impl ObjectStore for BlobCache {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.forget(to);
+        self.forget(to).await;
         self.inner.copy_opts(from, to, options).await
     }
 }
@@ -304,6 +312,7 @@ mod tests {
         assert!(counting.reads().is_empty(), "served from memory");
         for name in ["b", "c", "d", "a", "e"] {
             cache.get_range(&path(name), 0..1).await.unwrap();
+            cache.settle().await;
         }
         assert!(cache.stats().bytes <= 1000);
         counting.reset();
@@ -323,5 +332,44 @@ mod tests {
             40
         );
         assert!(cache.get_range(&path("a"), 300..400).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn queries_missing_one_block_at_once_fetch_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let counting = Arc::new(CountingStore::new(crate::local_store(dir.path()).unwrap()));
+        let cache = BlobCache::new(counting.clone(), 1 << 20);
+        let path = Path::from("block.parquet");
+        let body: Vec<u8> = (0..4096u32).map(|index| index as u8).collect();
+        cache.put(&path, body.into()).await.unwrap();
+        counting.reset();
+        // Eight readers of the cold block, polled together: each reaches
+        // the cache before any fetch has finished.
+        let reads = (0..8u64).map(|reader| {
+            let start = reader * 100;
+            let cache = &cache;
+            let path = &path;
+            async move { cache.get_range(path, start..start + 10).await.unwrap() }
+        });
+        let answers = futures::future::join_all(reads).await;
+        for (reader, answer) in answers.iter().enumerate() {
+            let start = reader * 100;
+            let expected: Vec<u8> = (start..start + 10).map(|index| index as u8).collect();
+            assert_eq!(answer.as_ref(), &expected[..]);
+        }
+        // One head and one get of the whole block, not eight of each.
+        assert_eq!(counting.reads().get(&path).copied(), Some(2));
+        let stats = cache.stats();
+        assert_eq!((stats.misses, stats.hits), (1, 7));
+        // A block larger than a quarter of the cache is read from the
+        // store each time, by range, and never held.
+        let small = BlobCache::new(counting.clone(), 4096);
+        counting.reset();
+        assert_eq!(
+            small.get_range(&path, 0..4).await.unwrap().as_ref(),
+            &[0, 1, 2, 3]
+        );
+        small.settle().await;
+        assert_eq!(small.stats().bytes, 0);
     }
 }
