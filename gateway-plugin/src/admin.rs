@@ -29,17 +29,24 @@ impl std::fmt::Debug for AdminKey {
     }
 }
 
+/// Why a chosen admin key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidAdminKey {
+    #[error("the admin key must have at least {MIN_KEY_CHARS} characters")]
+    TooShort,
+    #[error("the admin key must be printable ASCII without spaces")]
+    NotPrintable,
+}
+
 impl AdminKey {
     /// A key of the caller's choosing (at least [`MIN_KEY_CHARS`]
     /// characters, no whitespace, so it fits in a header as given).
-    pub fn new(value: &str) -> Result<Self, String> {
+    pub fn new(value: &str) -> Result<Self, InvalidAdminKey> {
         if value.chars().count() < MIN_KEY_CHARS {
-            return Err(format!(
-                "the admin key must have at least {MIN_KEY_CHARS} characters"
-            ));
+            return Err(InvalidAdminKey::TooShort);
         }
         if !value.chars().all(|c| c.is_ascii_graphic()) {
-            return Err("the admin key must be printable ASCII without spaces".into());
+            return Err(InvalidAdminKey::NotPrintable);
         }
         Ok(Self(Arc::from(value)))
     }
@@ -89,8 +96,14 @@ mod tests {
         assert!(!key.admits(&headers));
         headers.insert(ADMIN_KEY_HEADER, "0123456789abcdef".parse().unwrap());
         assert!(key.admits(&headers));
-        assert!(AdminKey::new("short").is_err());
-        assert!(AdminKey::new("has a space in it, long enough").is_err());
+        assert_eq!(
+            AdminKey::new("short").unwrap_err(),
+            InvalidAdminKey::TooShort
+        );
+        assert_eq!(
+            AdminKey::new("has a space in it, long enough").unwrap_err(),
+            InvalidAdminKey::NotPrintable
+        );
         let generated = AdminKey::generate();
         assert_eq!(generated.value().len(), 64);
         assert_ne!(generated, AdminKey::generate());

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 
 use crate::pattern::{Pattern, QuickFilter};
-use crate::rules::{RequestProperties, SamplingRule, rule_order};
+use crate::rules::{InvalidRule, RequestProperties, SamplingRule, rule_order};
 use crate::store::now_seconds;
 
 /// A rule ready for per-request decisions, with its counters and quota.
@@ -384,17 +384,39 @@ struct LocalDefault {
     rate: f64,
 }
 
+/// Why a rules file (or the X-Ray SDKs' local rules) was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesFileError {
+    #[error("local sampling rules: {0}")]
+    LocalJson(serde_json::Error),
+    #[error("local sampling rules version {0} is not 1 or 2")]
+    LocalVersion(i64),
+    #[error("local sampling rule {position}: {reason}")]
+    LocalRule {
+        position: usize,
+        reason: InvalidRule,
+    },
+    #[error("local default rule: {0}")]
+    LocalDefault(InvalidRule),
+    #[error("rules file: {0}")]
+    Toml(toml::de::Error),
+    #[error("rules file: {0}")]
+    Json(serde_json::Error),
+    #[error(
+        "rules file: expected a list, {{\"SamplingRules\": [...]}} or the X-Ray SDK local rules format"
+    )]
+    Shape,
+    #[error("rules file, rule {name:?}: {reason}")]
+    Rule { name: String, reason: InvalidRule },
+}
+
 /// Reads the X-Ray SDKs' local sampling rules (JSON, version 1 or 2) as
 /// sampling rules: each rule in file order (priority = position), then the
 /// default as `Default`.
-pub fn parse_local_rules(text: &str) -> Result<Vec<SamplingRule>, String> {
-    let file: LocalRulesFile =
-        serde_json::from_str(text).map_err(|error| format!("local sampling rules: {error}"))?;
+pub fn parse_local_rules(text: &str) -> Result<Vec<SamplingRule>, RulesFileError> {
+    let file: LocalRulesFile = serde_json::from_str(text).map_err(RulesFileError::LocalJson)?;
     if file.version != 1 && file.version != 2 {
-        return Err(format!(
-            "local sampling rules version {} is not 1 or 2",
-            file.version
-        ));
+        return Err(RulesFileError::LocalVersion(file.version));
     }
     let mut rules = Vec::with_capacity(file.rules.len() + 1);
     for (index, local) in file.rules.iter().enumerate() {
@@ -426,15 +448,16 @@ pub fn parse_local_rules(text: &str) -> Result<Vec<SamplingRule>, String> {
             ..SamplingRule::default_rule("local")
         };
         rule.validate()
-            .map_err(|error| format!("local sampling rule {}: {error}", index + 1))?;
+            .map_err(|reason| RulesFileError::LocalRule {
+                position: index + 1,
+                reason,
+            })?;
         rules.push(rule);
     }
     let mut default = SamplingRule::default_rule("local");
     default.reservoir_size = file.default.fixed_target;
     default.fixed_rate = file.default.rate;
-    default
-        .validate()
-        .map_err(|error| format!("local default rule: {error}"))?;
+    default.validate().map_err(RulesFileError::LocalDefault)?;
     rules.push(default);
     Ok(rules)
 }
@@ -443,32 +466,33 @@ pub fn parse_local_rules(text: &str) -> Result<Vec<SamplingRule>, String> {
 /// or 2), or rules in the X-Ray API's `SamplingRule` shape — a JSON list,
 /// `{"SamplingRules": [...]}`, or TOML `[[rules]]` tables with the same
 /// PascalCase keys. `is_toml` picks the syntax.
-pub fn parse_rules_file(text: &str, is_toml: bool) -> Result<Vec<SamplingRule>, String> {
+pub fn parse_rules_file(text: &str, is_toml: bool) -> Result<Vec<SamplingRule>, RulesFileError> {
     #[derive(Deserialize)]
     struct TomlRules {
         rules: Vec<SamplingRule>,
     }
     let rules: Vec<SamplingRule> = if is_toml {
         toml::from_str::<TomlRules>(text)
-            .map_err(|error| format!("rules file: {error}"))?
+            .map_err(RulesFileError::Toml)?
             .rules
     } else {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|error| format!("rules file: {error}"))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(RulesFileError::Json)?;
         if value.get("default").is_some() && value.get("version").is_some() {
             return parse_local_rules(text);
         }
         let list = match value {
             serde_json::Value::Object(mut object) => object
                 .remove("SamplingRules")
-                .ok_or("rules file: expected a list, {\"SamplingRules\": [...]} or the X-Ray SDK local rules format")?,
+                .ok_or(RulesFileError::Shape)?,
             list => list,
         };
-        serde_json::from_value(list).map_err(|error| format!("rules file: {error}"))?
+        serde_json::from_value(list).map_err(RulesFileError::Json)?
     };
     for rule in &rules {
-        rule.validate()
-            .map_err(|error| format!("rules file, rule {:?}: {error}", rule.name()))?;
+        rule.validate().map_err(|reason| RulesFileError::Rule {
+            name: rule.name().to_string(),
+            reason,
+        })?;
     }
     Ok(rules)
 }
@@ -731,18 +755,17 @@ Version = 1
         assert_eq!(parse_rules_file(json, false).unwrap()[0].name(), "orders");
         let local = r#"{"version": 2, "rules": [], "default": {"fixed_target": 3, "rate": 0.2}}"#;
         assert_eq!(parse_rules_file(local, false).unwrap()[0].reservoir_size, 3);
-        assert!(
-            parse_rules_file(r#"{"rules": 1}"#, false)
-                .unwrap_err()
-                .contains("expected a list")
-        );
+        let shape = parse_rules_file(r#"{"rules": 1}"#, false).unwrap_err();
+        assert!(matches!(shape, RulesFileError::Shape), "{shape:?}");
+        assert!(shape.to_string().contains("expected a list"));
         assert!(parse_rules_file("[[rules]]\nRuleName = 5", true).is_err());
         let bad_priority = json.replace("\"Priority\": 2", "\"Priority\": 0");
+        let refused = parse_rules_file(&bad_priority, false).unwrap_err();
         assert!(
-            parse_rules_file(&bad_priority, false)
-                .unwrap_err()
-                .contains("Priority 0")
+            matches!(&refused, RulesFileError::Rule { name, .. } if name == "orders"),
+            "{refused:?}"
         );
+        assert!(refused.to_string().contains("Priority 0"));
     }
 
     #[test]

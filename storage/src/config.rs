@@ -20,16 +20,19 @@ pub enum FsyncPolicy {
     Interval,
 }
 
-impl std::str::FromStr for FsyncPolicy {
-    type Err = String;
+/// A `wal_fsync` value that names no policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fsync policy {0:?}: use always or interval")]
+pub struct UnknownFsyncPolicy(pub String);
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for FsyncPolicy {
+    type Err = UnknownFsyncPolicy;
+
+    fn from_str(text: &str) -> Result<Self, UnknownFsyncPolicy> {
         match text {
             "always" => Ok(Self::Always),
             "interval" => Ok(Self::Interval),
-            other => Err(format!(
-                "unknown fsync policy {other:?}: use always or interval"
-            )),
+            other => Err(UnknownFsyncPolicy(other.to_string())),
         }
     }
 }

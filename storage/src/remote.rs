@@ -52,14 +52,12 @@ pub enum StoreLocation {
 
 impl StoreLocation {
     /// Parses the `storage` setting: `file` or `s3://bucket[/prefix]`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, InvalidStoreLocation> {
         if text == "file" {
             return Ok(Self::File);
         }
         let Some(rest) = text.strip_prefix("s3://") else {
-            return Err(format!(
-                "storage {text:?}: use \"file\" or \"s3://bucket/prefix\""
-            ));
+            return Err(InvalidStoreLocation::Scheme(text.to_string()));
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let valid_bucket = (3..=63).contains(&bucket.len())
@@ -67,19 +65,33 @@ impl StoreLocation {
                 byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'-' | b'.')
             });
         if !valid_bucket {
-            return Err(format!(
-                "storage {text:?}: bucket {bucket:?} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)"
-            ));
+            return Err(InvalidStoreLocation::Bucket {
+                text: text.to_string(),
+                bucket: bucket.to_string(),
+            });
         }
         let prefix = prefix.trim_matches('/');
         if prefix.split('/').any(|part| part == "." || part == "..") {
-            return Err(format!("storage {text:?}: the prefix may not hold . or .."));
+            return Err(InvalidStoreLocation::Prefix(text.to_string()));
         }
         Ok(Self::S3 {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
         })
     }
+}
+
+/// Why a `storage` setting names no store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidStoreLocation {
+    #[error("storage {0:?}: use \"file\" or \"s3://bucket/prefix\"")]
+    Scheme(String),
+    #[error(
+        "storage {text:?}: bucket {bucket:?} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)"
+    )]
+    Bucket { text: String, bucket: String },
+    #[error("storage {0:?}: the prefix may not hold . or ..")]
+    Prefix(String),
 }
 
 /// Opens the store at `location`: block paths are relative to it.

@@ -35,7 +35,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parking_lot::Mutex;
 use tracelake_storage::xray::{
-    MAX_DOCUMENT_BYTES, MappedDocument, SegmentDocument, document_to_spans, parse_documents,
+    InvalidDocument, MAX_DOCUMENT_BYTES, MappedDocument, SegmentDocument, document_to_spans,
+    parse_documents,
 };
 
 use crate::{IngestError, Pipeline};
@@ -232,7 +233,7 @@ fn prepare(tenant: &str, raw_documents: &[Bytes], resources: &Mutex<ResourceCach
         for document in documents {
             match validated_spans(&document) {
                 Ok(spans) => mapped.push((document.id.clone(), spans)),
-                Err(message) => unprocessed.push(Unprocessed {
+                Err(InvalidDocument(message)) => unprocessed.push(Unprocessed {
                     id: document.id.clone(),
                     error_code: RejectReason::InvalidDocument,
                     message,
@@ -262,9 +263,9 @@ fn prepare(tenant: &str, raw_documents: &[Bytes], resources: &Mutex<ResourceCach
     }
 }
 
-fn validated_spans(document: &SegmentDocument) -> Result<MappedDocument, String> {
-    document.validate().map_err(|error| error.0)?;
-    document_to_spans(document).map_err(|error| error.0)
+fn validated_spans(document: &SegmentDocument) -> Result<MappedDocument, InvalidDocument> {
+    document.validate()?;
+    document_to_spans(document)
 }
 
 /// Recently seen (sub)segment ids and the resource of the service that

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
 use super::{kind_to_str, status_to_str};
 use crate::attributes::{AttributesBuilder, find_bool, find_int, find_str};
-use crate::ids::{SpanId, TraceId};
+use crate::ids::{IdError, SpanId, TraceId};
 use crate::schema::{event_fields, event_item_field, link_fields, link_item_field, span_schema};
 use crate::xray;
 use crate::{Result, StorageError};
@@ -63,7 +63,7 @@ pub fn resource_spans_to_batch(
                     Err(reason) => {
                         rejections.push(SpanRejection {
                             span_id_hex: hex::encode(&span.span_id),
-                            reason,
+                            reason: reason.to_string(),
                         });
                         continue;
                     }
@@ -138,12 +138,29 @@ struct ValidSpan {
     end_ns: i64,
 }
 
-impl TryFrom<&Span> for ValidSpan {
-    type Error = String;
+/// Why a span is refused (its words go into OTLP `partial_success`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum InvalidSpan {
+    #[error("{0}")]
+    TraceId(IdError),
+    #[error("{0}")]
+    SpanId(IdError),
+    #[error("parent {0}")]
+    ParentSpanId(IdError),
+    #[error("start_time_unix_nano is zero")]
+    ZeroStart,
+    #[error("start_time_unix_nano is beyond year 2262")]
+    StartBeyond2262,
+    #[error("end_time_unix_nano is beyond year 2262")]
+    EndBeyond2262,
+}
 
-    fn try_from(span: &Span) -> Result<Self, String> {
-        let trace_id = TraceId::try_from(span.trace_id.as_slice()).map_err(|e| e.to_string())?;
-        let span_id = SpanId::try_from(span.span_id.as_slice()).map_err(|e| e.to_string())?;
+impl TryFrom<&Span> for ValidSpan {
+    type Error = InvalidSpan;
+
+    fn try_from(span: &Span) -> Result<Self, InvalidSpan> {
+        let trace_id = TraceId::try_from(span.trace_id.as_slice()).map_err(InvalidSpan::TraceId)?;
+        let span_id = SpanId::try_from(span.span_id.as_slice()).map_err(InvalidSpan::SpanId)?;
         // An all-zero parent is how some SDKs spell "no parent".
         let parent_span_id = if span.parent_span_id.iter().all(|byte| *byte == 0)
             && matches!(span.parent_span_id.len(), 0 | 8)
@@ -152,16 +169,16 @@ impl TryFrom<&Span> for ValidSpan {
         } else {
             Some(
                 SpanId::try_from(span.parent_span_id.as_slice())
-                    .map_err(|e| format!("parent {e}"))?,
+                    .map_err(InvalidSpan::ParentSpanId)?,
             )
         };
         if span.start_time_unix_nano == 0 {
-            return Err("start_time_unix_nano is zero".to_string());
+            return Err(InvalidSpan::ZeroStart);
         }
-        let start_ns = i64::try_from(span.start_time_unix_nano)
-            .map_err(|_| "start_time_unix_nano is beyond year 2262".to_string())?;
-        let end_ns = i64::try_from(span.end_time_unix_nano)
-            .map_err(|_| "end_time_unix_nano is beyond year 2262".to_string())?;
+        let start_ns =
+            i64::try_from(span.start_time_unix_nano).map_err(|_| InvalidSpan::StartBeyond2262)?;
+        let end_ns =
+            i64::try_from(span.end_time_unix_nano).map_err(|_| InvalidSpan::EndBeyond2262)?;
         Ok(Self {
             trace_id,
             span_id,
