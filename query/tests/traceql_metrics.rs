@@ -556,7 +556,7 @@ async fn precomputed_rows_answer_as_the_spans_do() {
     for watermark in [t0 + 10 * minute, t0 + minute, t0 - minute] {
         let dir = tempfile::tempdir().unwrap();
         let reader =
-            fixture::store_aggregated(dir.path(), &on_boundaries(), 3, &[], watermark).await;
+            fixture::store_aggregated(dir.path(), &on_boundaries(), 3, &[], &[], watermark).await;
         let at = format!("watermark T0{:+}s", (watermark - t0) / SECOND as i64);
         assert_series(
             &series_of(&reader, by_service, request()).await,
@@ -599,12 +599,35 @@ async fn precomputed_rows_answer_whole_minutes_before_the_watermark() {
     let minute = 60 * SECOND as i64;
     let t0 = T0 as i64;
     let query = "{} | count_over_time()";
-    // Each case: the watermark, the request, the stored spans in its
-    // range (see [`on_boundaries`]) and whether the ghost is counted.
-    for (watermark, request, stored, ghost_counted) in [
-        (t0 + 10 * minute, request(), 6.0, 1.0),
+    // A span that arrived after its minute closed, stored in the head but
+    // not yet counted by the rows: its minute and those after it are read
+    // from the spans, the minutes before it from the rows.
+    let late = T {
+        id: 10,
+        start_ns: T0 + 90 * SECOND,
+        spans: vec![span("late", "api", Parent::Root).at_ms(0, 5)],
+    };
+    // Each case: the watermark, the request, the late spans, the stored
+    // spans in its range (see [`on_boundaries`]) and whether the ghost is
+    // counted.
+    for (watermark, request, late_spans, stored, ghost_counted) in [
+        (t0 + 10 * minute, request(), vec![], 6.0, 1.0),
         // The ghost's minute is after the watermark.
-        (t0, request(), 6.0, 0.0),
+        (t0, request(), vec![], 6.0, 0.0),
+        // The late span is counted, and the ghost's minute, before it,
+        // still comes from the rows.
+        (t0 + 10 * minute, request(), vec![late.clone()], 7.0, 1.0),
+        // A late span in the ghost's minute: nothing from the rows.
+        (
+            t0 + 10 * minute,
+            request(),
+            vec![T {
+                start_ns: T0 + 40 * SECOND,
+                ..late.clone()
+            }],
+            7.0,
+            0.0,
+        ),
         // 15 s steps: boundaries inside minutes.
         (
             t0 + 10 * minute,
@@ -612,6 +635,7 @@ async fn precomputed_rows_answer_whole_minutes_before_the_watermark() {
                 step_ns: 15 * SECOND as i64,
                 ..request()
             },
+            vec![],
             6.0,
             0.0,
         ),
@@ -625,6 +649,7 @@ async fn precomputed_rows_answer_whole_minutes_before_the_watermark() {
                 instant: true,
                 ..request()
             },
+            vec![],
             7.0,
             1.0,
         ),
@@ -633,8 +658,9 @@ async fn precomputed_rows_answer_whole_minutes_before_the_watermark() {
         let reader = fixture::store_aggregated(
             dir.path(),
             &on_boundaries(),
-            3,
+            on_boundaries().len(),
             std::slice::from_ref(&ghost),
+            &late_spans,
             watermark,
         )
         .await;

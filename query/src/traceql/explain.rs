@@ -29,19 +29,20 @@ pub async fn explain(
         instant: false,
     }
     .aligned();
-    let watermark = reader.derived_complete_before_ns();
-    let context = compiled::session(reader, tenant, &request)?;
-    let compiled = checked
+    let single_plan = checked
         .metrics()
         .and_then(|expr| match metrics_queries(expr).as_slice() {
             [only] => compiled::Plan::of(checked, only),
             _ => None,
         });
-    let precomputed = compiled.as_ref().and_then(|plan| {
-        compiled::precomputed::Rows::of(plan)?;
-        compiled::precomputed::minutes(&request, watermark)
-    });
-    let (how, frame) = match (checked.metrics(), compiled) {
+    let precomputed = match &single_plan {
+        Some(plan) if compiled::precomputed::Rows::of(plan).is_some() => {
+            compiled::precomputed::answered_minutes(reader.as_ref(), tenant, &request)?
+        }
+        _ => None,
+    };
+    let context = compiled::session(reader, tenant, &request)?;
+    let (how, frame) = match (checked.metrics(), single_plan) {
         (_, Some(plan)) => match precomputed {
             Some((from, to)) => (
                 "metrics: the precomputed span_metrics rows of the whole minutes before the aggregation's watermark, then one scan of spans (the filter decided by DataFusion) for the rest of the range and the spans starting on interval boundaries, folded into cells per interval and series as they stream",

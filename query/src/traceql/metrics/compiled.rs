@@ -332,12 +332,15 @@ pub(super) async fn run(
     plan: Plan,
     request: MetricsRequest,
 ) -> Result<(Accumulated, ScanStats)> {
-    let watermark = reader.derived_complete_before_ns();
+    let precomputed = match precomputed::Rows::of(&plan) {
+        Some(rows) => precomputed::answered_minutes(reader.as_ref(), tenant, &request)?
+            .map(|minutes| (rows, minutes)),
+        None => None,
+    };
     let context = session(reader, tenant, &request)?;
     let plan = Arc::new(plan);
     let mut accumulated = Accumulated::default();
     let mut stats = ScanStats::default();
-    let precomputed = precomputed::Rows::of(&plan).zip(precomputed::minutes(&request, watermark));
     if let Some((rows, (from, to))) = precomputed {
         rows.add(
             &context,

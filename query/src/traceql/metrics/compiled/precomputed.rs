@@ -30,13 +30,14 @@
 use std::collections::HashMap;
 
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampNanosecondType};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::cast;
 use datafusion::prelude::{Expr, SessionContext, col, lit};
 use tracelake_storage::derived::{DerivedTable, NANOS_PER_MINUTE, col as row_col, minute_of};
-use tracelake_storage::schema::col as span_col;
+use tracelake_storage::schema::{col as span_col, span_schema};
+use tracelake_storage::{SpanFilter, SpanReader};
 
 use super::{Plan, by_column};
 use crate::exprs::timestamp_ns;
@@ -120,10 +121,7 @@ impl Rows {
 /// The minutes `[from, to)` of `request` the rows answer, given the
 /// aggregation's `watermark`; `None` when there are none or an interval
 /// boundary among them is not a minute's start.
-pub(in crate::traceql) fn minutes(
-    request: &MetricsRequest,
-    watermark_ns: i64,
-) -> Option<(i64, i64)> {
+fn minutes(request: &MetricsRequest, watermark_ns: i64) -> Option<(i64, i64)> {
     let minute_steps = request.step_ns > 0
         && request.step_ns % NANOS_PER_MINUTE == 0
         && request.start_ns.rem_euclid(NANOS_PER_MINUTE) == 0;
@@ -134,6 +132,63 @@ pub(in crate::traceql) fn minutes(
     // A minute is whole in the range when its last nanosecond is.
     let to = minute_of(request.end_ns.checked_add(1)?).min(minute_of(watermark_ns));
     (from < to).then_some((from, to))
+}
+
+/// The minutes whose rows answer `request` for `tenant`: [`minutes`]
+/// before the aggregation's watermark, then [`settled`].
+pub(in crate::traceql) fn answered_minutes(
+    reader: &dyn SpanReader,
+    tenant: &str,
+    request: &MetricsRequest,
+) -> Result<Option<(i64, i64)>> {
+    match minutes(request, reader.derived_complete_before_ns()) {
+        Some(minutes) => settled(reader, tenant, minutes),
+        None => Ok(None),
+    }
+}
+
+/// The minutes of `[from, to)` whose rows are settled: those before the
+/// minute of the earliest span of the range still in the head.
+///
+/// The aggregation counts a batch just after storage holds it and writes
+/// its rows at its next tick, so a span that arrives after its minute
+/// closed (an X-Ray segment completing late, a backlog) is queryable
+/// before its row is written, though its minute is before the watermark.
+/// Such a span sits in the head; the minutes from its own on are read
+/// from the spans. On-time spans in the head only hold back the minutes
+/// since the last flush, which are in memory and cheap to read.
+fn settled(
+    reader: &dyn SpanReader,
+    tenant: &str,
+    (from, to): (i64, i64),
+) -> Result<Option<(i64, i64)>> {
+    let filter = SpanFilter {
+        time_range_ns: Some((from, to.saturating_sub(1))),
+        trace_ids: None,
+    };
+    let arrow = |error: datafusion::arrow::error::ArrowError| QueryError::DataFusion(error.into());
+    let start_column = span_schema()
+        .index_of(span_col::START_TIME)
+        .map_err(arrow)?;
+    let mut earliest = to;
+    for rows in reader.snapshot(tenant, &filter).head {
+        let starts = rows.project(Some(&[start_column])).map_err(arrow)?;
+        let starts = starts
+            .column(0)
+            .as_primitive_opt::<TimestampNanosecondType>()
+            .ok_or_else(|| {
+                QueryError::DataFusion(datafusion::error::DataFusionError::Internal(
+                    "head start_time is not a nanosecond timestamp".into(),
+                ))
+            })?;
+        for start in starts.iter().flatten() {
+            if (from..earliest).contains(&start) {
+                earliest = start;
+            }
+        }
+    }
+    let to = minute_of(earliest);
+    Ok((from < to).then_some((from, to)))
 }
 
 /// The interval boundaries of `request` in `[from, to)` that start a
