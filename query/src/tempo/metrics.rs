@@ -175,6 +175,13 @@ fn double(value: f64) -> Json {
     }
 }
 
+/// Sets `value` on `out` unless it is 0, which protobuf JSON leaves out.
+fn set_value(out: &mut Json, value: f64) {
+    if value != 0.0 {
+        out["value"] = double(value);
+    }
+}
+
 fn labels_json(series: &Series) -> Vec<Json> {
     series
         .labels
@@ -224,10 +231,9 @@ pub(crate) async fn range_body(
     tenant: &str,
     params: &HashMap<String, String>,
 ) -> Result<RangeAnswer, ApiError> {
-    let params = params.clone();
-    let checked = metrics_query(&params)?;
-    let (start_ns, end_ns) = bounds(&params, max_duration)?;
-    let step_ns = match param(&params, "step") {
+    let checked = metrics_query(params)?;
+    let (start_ns, end_ns) = bounds(params, max_duration)?;
+    let step_ns = match param(params, "step") {
         Some(text) => seconds_or_duration("step", text)?,
         None => default_step_ns(start_ns, end_ns),
     };
@@ -239,7 +245,7 @@ pub(crate) async fn range_body(
             go_duration(minimum_step.max(1))
         )));
     }
-    let exemplars = match param(&params, "exemplars").map(str::parse::<usize>) {
+    let exemplars = match param(params, "exemplars").map(str::parse::<usize>) {
         Some(Ok(count)) if count > 0 => count.min(DEFAULT_EXEMPLARS),
         _ => DEFAULT_EXEMPLARS,
     };
@@ -324,7 +330,7 @@ impl Serialize for Sample {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         let valued = self.value != 0.0;
         let mut map = serializer.serialize_map(Some(1 + usize::from(valued)))?;
-        map.serialize_entry("timestampMs", &Display(self.timestamp_ms))?;
+        map.serialize_entry("timestampMs", &AsString(self.timestamp_ms))?;
         if valued {
             map.serialize_entry("value", &double(self.value))?;
         }
@@ -332,10 +338,11 @@ impl Serialize for Sample {
     }
 }
 
-/// A value written as the string its `Display` makes.
-struct Display<T>(T);
+/// A value written as the string its `Display` makes (int64 in protobuf
+/// JSON).
+struct AsString<T>(T);
 
-impl<T: std::fmt::Display> Serialize for Display<T> {
+impl<T: std::fmt::Display> Serialize for AsString<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         serializer.collect_str(&self.0)
     }
@@ -348,9 +355,7 @@ fn exemplar_json(exemplar: &Exemplar) -> Json {
         .map(|(key, value)| attribute_json(key, value))
         .collect();
     let mut out = json!({"labels": labels});
-    if exemplar.value != 0.0 {
-        out["value"] = double(exemplar.value);
-    }
+    set_value(&mut out, exemplar.value);
     out["timestampMs"] = json!(exemplar.timestamp_ms.to_string());
     out
 }
@@ -379,9 +384,7 @@ pub(crate) async fn query_instant(
         .filter_map(|series| {
             let (_, value) = series.samples.first()?;
             let mut out = json!({"labels": labels_json(series)});
-            if *value != 0.0 {
-                out["value"] = double(*value);
-            }
+            set_value(&mut out, *value);
             Some(out)
         })
         .collect();

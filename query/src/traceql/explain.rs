@@ -37,7 +37,7 @@ pub async fn explain(
         });
     let precomputed = match &single_plan {
         Some(plan) if compiled::precomputed::Rows::of(plan).is_some() => {
-            compiled::precomputed::answered_minutes(reader.as_ref(), tenant, &request)?
+            compiled::precomputed::answered_minutes(&reader, tenant, &request).await?
         }
         _ => None,
     };

@@ -333,7 +333,8 @@ pub(super) async fn run(
     request: MetricsRequest,
 ) -> Result<(Accumulated, ScanStats)> {
     let precomputed = match precomputed::Rows::of(&plan) {
-        Some(rows) => precomputed::answered_minutes(reader.as_ref(), tenant, &request)?
+        Some(rows) => precomputed::answered_minutes(&reader, tenant, &request)
+            .await?
             .map(|minutes| (rows, minutes)),
         None => None,
     };

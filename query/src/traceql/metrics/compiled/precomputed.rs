@@ -28,6 +28,7 @@
 //! [`Pass::Edges`]: super::Pass::Edges
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampNanosecondType};
@@ -135,16 +136,25 @@ fn minutes(request: &MetricsRequest, watermark_ns: i64) -> Option<(i64, i64)> {
 }
 
 /// The minutes whose rows answer `request` for `tenant`: [`minutes`]
-/// before the aggregation's watermark, then [`settled`].
-pub(in crate::traceql) fn answered_minutes(
-    reader: &dyn SpanReader,
+/// before the aggregation's watermark, then [`settled`] (a scan of the
+/// head's start times, off the reactor).
+pub(in crate::traceql) async fn answered_minutes(
+    reader: &Arc<dyn SpanReader>,
     tenant: &str,
     request: &MetricsRequest,
 ) -> Result<Option<(i64, i64)>> {
-    match minutes(request, reader.derived_complete_before_ns()) {
-        Some(minutes) => settled(reader, tenant, minutes),
-        None => Ok(None),
-    }
+    let Some(minutes) = minutes(request, reader.derived_complete_before_ns()) else {
+        return Ok(None);
+    };
+    let reader = Arc::clone(reader);
+    let tenant = tenant.to_string();
+    tokio::task::spawn_blocking(move || settled(reader.as_ref(), &tenant, minutes))
+        .await
+        .map_err(|error| {
+            QueryError::DataFusion(datafusion::error::DataFusionError::External(Box::new(
+                error,
+            )))
+        })?
 }
 
 /// The minutes of `[from, to)` whose rows are settled: those before the
