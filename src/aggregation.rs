@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracelake_collector::aggregate::{AggregateConfig, AggregatingWriter, Aggregator};
-use tracelake_storage::cluster::Sharing;
+use tracelake_storage::Sharing;
 use tracelake_storage::{DerivedWriter, SpanWriter, Storage};
 
 /// How often the aggregation expires waits and writes closed minutes.
@@ -74,7 +74,7 @@ impl DerivedWriter for MetricsOnly {
     async fn write_derived(
         &self,
         _tenant: &str,
-        _table: tracelake_storage::derived::DerivedTable,
+        _table: tracelake_storage::DerivedTable,
         _batch: datafusion::arrow::array::RecordBatch,
     ) -> tracelake_storage::Result<()> {
         Ok(())

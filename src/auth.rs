@@ -50,7 +50,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tracelake_storage::TENANT_HEADER;
+use tracelake_model::TENANT_HEADER;
 
 use tracelake_routes::{Access, Matcher};
 
@@ -124,7 +124,7 @@ impl Keys {
             if !names.insert(key.name.as_str()) {
                 bail!("{}: two keys have this name", context());
             }
-            tracelake_storage::validate_tenant(&key.tenant).with_context(context)?;
+            tracelake_model::validate_tenant(&key.tenant).with_context(context)?;
             if key.permissions.is_empty() {
                 bail!(
                     "{}: permissions is empty (any of ingest, query, admin)",

@@ -27,8 +27,8 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use tracelake_storage::derived::DerivedTable;
-use tracelake_storage::remote::open_bucket;
+use tracelake_storage::DerivedTable;
+use tracelake_storage::open_bucket;
 use tracelake_storage::{BlockRef, SpanFilter, SpanReader, Storage};
 
 use crate::config::Config;
@@ -70,7 +70,7 @@ pub(crate) async fn run(
         &root,
         "spans",
         &blocks,
-        tracelake_storage::schema::span_schema(),
+        tracelake_model::schema::span_schema(),
     )?;
     // Metric blocks, and the files of points written before they took the
     // WAL path.
@@ -80,7 +80,7 @@ pub(crate) async fn run(
         &root,
         "metrics",
         &metric_files,
-        tracelake_storage::metrics::metrics_schema(),
+        tracelake_model::otlp_metrics::metrics_schema(),
     )?;
     for table in [DerivedTable::Edges, DerivedTable::SpanMetrics] {
         let files = storage.derived_files(tenant, table, None);

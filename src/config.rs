@@ -23,7 +23,7 @@ pub(crate) struct Config {
     /// multi-node deployment on a shared `s3://` store.
     pub(crate) role: Role,
     /// S3 endpoint, region and credentials (unset: the AWS environment).
-    pub(crate) s3: tracelake_storage::remote::S3Settings,
+    pub(crate) s3: tracelake_storage::S3Settings,
     /// Several processes on one store.
     pub(crate) cluster: ClusterConfig,
     pub(crate) listen: ListenConfig,
@@ -232,7 +232,7 @@ impl RetentionConfig {
     fn to_retention(&self) -> anyhow::Result<tracelake_storage::Retention> {
         let mut tenants = std::collections::BTreeMap::new();
         for (tenant, period) in &self.tenants {
-            tracelake_storage::validate_tenant(tenant)
+            tracelake_model::validate_tenant(tenant)
                 .map_err(|error| anyhow::anyhow!("retention.tenants: {error}"))?;
             let period = humantime::parse_duration(period).with_context(|| {
                 format!("retention.tenants.{tenant}: {period:?} is not a duration (e.g. 72h)")
@@ -690,7 +690,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         let location = self.store_location()?;
-        if self.role != Role::All && location == tracelake_storage::remote::StoreLocation::File {
+        if self.role != Role::All && location == tracelake_storage::StoreLocation::File {
             bail!(
                 "role {} shares its store with other processes: set storage = \"s3://bucket/prefix\" (the file backend is one process's)",
                 self.role.name()
@@ -709,7 +709,7 @@ impl Config {
             bail!("cluster.refresh_interval and cluster.lease_ttl must be above 0s");
         }
         if !self.cluster.node_id.is_empty() {
-            tracelake_storage::validate_tenant(&self.cluster.node_id).map_err(|_| {
+            tracelake_model::validate_tenant(&self.cluster.node_id).map_err(|_| {
                 anyhow::anyhow!(
                     "cluster.node_id {:?}: use 1-128 characters of [A-Za-z0-9_.-]",
                     self.cluster.node_id
@@ -734,7 +734,7 @@ impl Config {
             );
         }
         for tenant in self.overrides.tenants.keys() {
-            tracelake_storage::validate_tenant(tenant)
+            tracelake_model::validate_tenant(tenant)
                 .map_err(|error| anyhow::anyhow!("overrides.tenants: {error}"))?;
         }
         let retention = self.retention.to_retention()?;
@@ -761,7 +761,7 @@ impl Config {
         if self.tail_sampling.max_pending_spans == 0 {
             bail!("tail_sampling.max_pending_spans must be positive");
         }
-        tracelake_storage::validate_tenant(&self.xray.udp_tenant)
+        tracelake_model::validate_tenant(&self.xray.udp_tenant)
             .map_err(|error| anyhow::anyhow!("xray.udp_tenant: {error}"))?;
         Ok(())
     }
@@ -774,10 +774,8 @@ impl Config {
         }
     }
 
-    pub(crate) fn store_location(
-        &self,
-    ) -> anyhow::Result<tracelake_storage::remote::StoreLocation> {
-        tracelake_storage::remote::StoreLocation::parse(&self.storage).map_err(anyhow::Error::msg)
+    pub(crate) fn store_location(&self) -> anyhow::Result<tracelake_storage::StoreLocation> {
+        tracelake_storage::StoreLocation::parse(&self.storage).map_err(anyhow::Error::msg)
     }
 
     pub(crate) fn storage_config(&self) -> StorageConfig {

@@ -56,12 +56,12 @@ enum Payload {
 }
 
 pub(crate) async fn import(config: Config, tenant: &str, files: &[PathBuf]) -> anyhow::Result<()> {
-    tracelake_storage::validate_tenant(tenant)?;
+    tracelake_model::validate_tenant(tenant)?;
     let store = crate::roles::block_store(&config, false)?;
     // On an S3 store, import as a collector does: other processes may
     // share the bucket, so nothing of theirs is cleaned up at open and the
     // service-map rows are left to the compactor.
-    let shared = config.store_location()? != tracelake_storage::remote::StoreLocation::File;
+    let shared = config.store_location()? != tracelake_storage::StoreLocation::File;
     let (storage, _) = Storage::open(crate::roles::writer_config(&config, shared)?, store)
         .await
         .context("opening storage")?;

@@ -1,5 +1,5 @@
 //! `tracelake loadgen`: sends the reference workload
-//! ([`tracelake_storage::workload`]) to a collector over OTLP gRPC, OTLP
+//! ([`tracelake_workload`]) to a collector over OTLP gRPC, OTLP
 //! HTTP or X-Ray UDP, at a target rate or as fast as it is accepted.
 //!
 //! Each of `--connections` workers generates its own share of the workload
@@ -41,8 +41,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use parking_lot::Mutex;
 use prost::Message;
-use tracelake_storage::workload::Workload;
-use tracelake_storage::xray::traces_to_documents;
+use tracelake_model::xray::traces_to_documents;
+use tracelake_workload::Workload;
 
 /// The wire protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -85,7 +85,7 @@ fn parse_permission(text: &str) -> Result<auth::Permission, String> {
 
 /// `tracelake new-key`: the token as a TOML comment, then the entry.
 fn new_key(args: NewKeyArgs) -> anyhow::Result<()> {
-    tracelake_storage::validate_tenant(&args.tenant)?;
+    tracelake_model::validate_tenant(&args.tenant)?;
     let token = auth::new_token()?;
     let mut entry = auth::KeyConfig {
         name: args.name,
@@ -141,7 +141,7 @@ struct SqlArgs {
     /// The query, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1".
     query: String,
     /// Tenant whose tables the query sees.
-    #[arg(long, env = "TRACELAKE_SQL_TENANT", default_value = tracelake_storage::DEFAULT_TENANT)]
+    #[arg(long, env = "TRACELAKE_SQL_TENANT", default_value = tracelake_model::DEFAULT_TENANT)]
     tenant: String,
     /// Print JSON rows instead of a table.
     #[arg(long)]
@@ -164,7 +164,7 @@ struct ImportArgs {
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Tenant to store the spans under.
-    #[arg(long, env = "TRACELAKE_IMPORT_TENANT", default_value = tracelake_storage::DEFAULT_TENANT)]
+    #[arg(long, env = "TRACELAKE_IMPORT_TENANT", default_value = tracelake_model::DEFAULT_TENANT)]
     tenant: String,
     /// Config file (TOML); every key optional, unknown keys refused.
     #[arg(long, env = "TRACELAKE_CONFIG")]

@@ -22,10 +22,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracelake_model::derived::{NANOS_PER_MINUTE, minute_of};
 use tracelake_query::derived_rows::{Source, derived_rows};
-use tracelake_storage::cluster::Coordination;
-use tracelake_storage::derived::{DerivedCatalog, DerivedTable, NANOS_PER_MINUTE, minute_of};
-use tracelake_storage::engine::run_every;
+use tracelake_storage::Coordination;
+use tracelake_storage::run_every;
+use tracelake_storage::{DerivedCatalog, DerivedTable};
 use tracelake_storage::{DerivedWriter, SpanReader, Storage};
 
 /// The most minutes one pass computes (a pass reads their spans).

@@ -105,12 +105,12 @@ fn scrape_tenant(params: &HashMap<String, String>, headers: &HeaderMap) -> Resul
         .cloned()
         .or_else(|| {
             headers
-                .get(tracelake_storage::TENANT_HEADER)
+                .get(tracelake_model::TENANT_HEADER)
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| tracelake_storage::DEFAULT_TENANT.to_string());
-    tracelake_storage::validate_tenant(&tenant).map_err(|error| error.to_string())?;
+        .unwrap_or_else(|| tracelake_model::DEFAULT_TENANT.to_string());
+    tracelake_model::validate_tenant(&tenant).map_err(|error| error.to_string())?;
     Ok(tenant)
 }
 

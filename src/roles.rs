@@ -26,10 +26,10 @@ use tracelake_collector::xray::{api as xray_api, udp as xray_udp};
 use tracelake_routes::{Access, Routes};
 use tracelake_sampler::api::SamplingService;
 use tracelake_sampler::store::RulesStore;
-use tracelake_storage::blob_cache::BlobCache;
-use tracelake_storage::cluster::{Coordination, LEASES_REFUSED, Leases, Sharing};
-use tracelake_storage::remote::{StoreLocation, open_store};
+use tracelake_storage::BlobCache;
+use tracelake_storage::{Coordination, LEASES_REFUSED, Leases, Sharing};
 use tracelake_storage::{SpanReader, Storage};
+use tracelake_storage::{StoreLocation, open_store};
 
 use crate::auth::Listener;
 use crate::config::{CompactorCoordination, Config, Role};
@@ -229,7 +229,7 @@ async fn coordination(
         ))?;
         return Ok(fixed);
     }
-    let honoured = tracelake_storage::cluster::conditional_writes_honoured(store)
+    let honoured = tracelake_storage::conditional_writes_honoured(store)
         .await
         .context("probing the object store for conditional writes")?;
     if honoured {

@@ -296,7 +296,7 @@ async fn load_rules_file(config: &Config, sampling: &SamplingService) -> anyhow:
         .sampling
         .rules_tenant
         .as_deref()
-        .unwrap_or(tracelake_storage::DEFAULT_TENANT);
+        .unwrap_or(tracelake_model::DEFAULT_TENANT);
     let loaded = sampling
         .store()
         .import(tenant, &rules)

@@ -17,9 +17,9 @@ pub(crate) async fn sql(
     query: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    tracelake_storage::validate_tenant(tenant)?;
+    tracelake_model::validate_tenant(tenant)?;
     let store = crate::roles::block_store(&config, true)?;
-    if config.store_location()? != tracelake_storage::remote::StoreLocation::File {
+    if config.store_location()? != tracelake_storage::StoreLocation::File {
         // A shared store: read it as a querier does, beside running nodes.
         let (storage, _) = Storage::open_reader(config.storage_config(), store)
             .await

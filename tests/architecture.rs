@@ -5,7 +5,7 @@
 //! under `a` names something under `b` (`crate::`, `super::` and `self::`
 //! paths, `use` trees included). A circle in any such graph fails the test:
 //! break it by moving what both sides share into a leaf module (as
-//! `query/src/api.rs`, `storage/src/attributes.rs`, `src/listen.rs` are),
+//! `query/src/api.rs`, `model/src/attributes.rs`, `src/listen.rs` are),
 //! or by making one side the other's child when it is a part of it.
 //!
 //! What is read: each crate's `src/**/*.rs` (not `src/bin`), code only.
@@ -365,5 +365,80 @@ fn the_reader_finds_circles_through_use_trees_super_and_paths() {
             vec!["a".to_string(), "b".to_string()],
             vec!["c".to_string(), "d".to_string()]
         ]
+    );
+}
+
+/// The crates of ours a crate's manifest names under `[dependencies]`
+/// (not dev- or build-dependencies).
+fn our_dependencies(manifest: &str) -> BTreeSet<String> {
+    let mut section = "";
+    let mut out = BTreeSet::new();
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[dependencies]"
+            && let Some(name) = line.strip_prefix("tracelake-")
+        {
+            let name = name.split(['.', ' ', '=']).next().unwrap_or_default();
+            out.insert(name.to_string());
+        }
+    }
+    out
+}
+
+/// The direction of the crates: which of ours each may depend on. A new
+/// arrow here is a decision for ARCHITECTURE.md, not a convenience.
+#[test]
+fn crates_depend_only_in_the_documented_direction() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let allowed: BTreeMap<&str, &[&str]> = BTreeMap::from([
+        ("routes", &[][..]),
+        ("settings", &[][..]),
+        ("model", &[][..]),
+        ("workload", &[][..]),
+        ("aws-json", &["routes", "model"][..]),
+        ("storage", &["model"][..]),
+        ("sampler", &["routes", "aws-json", "settings", "model"][..]),
+        ("collector", &["model", "routes", "storage", "sampler"][..]),
+        (
+            "query",
+            &["model", "routes", "aws-json", "settings", "storage"][..],
+        ),
+        ("gateway-plugin", &["sampler", "aws-json"][..]),
+    ]);
+    for (name, _) in crates() {
+        let Some(allowed) = allowed.get(name.as_str()) else {
+            continue; // the binary and the fuzz harness wire everything
+        };
+        let manifest = std::fs::read_to_string(root.join(&name).join("Cargo.toml")).unwrap();
+        for dependency in our_dependencies(&manifest) {
+            assert!(
+                allowed.contains(&dependency.as_str()),
+                "{name} depends on {dependency}: not in the documented direction"
+            );
+        }
+    }
+}
+
+/// Storage's write-path pieces (`tracelake_storage::internals`) are for
+/// benchmarks and tests; no crate's library code reaches them.
+#[test]
+fn only_benchmarks_and_tests_use_storage_internals() {
+    let mut found = Vec::new();
+    for (name, src) in crates() {
+        if name == "storage" {
+            continue;
+        }
+        for path in modules(&src).into_values() {
+            let code = code_of(&std::fs::read_to_string(&path).unwrap());
+            if code.contains("tracelake_storage::internals") {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "library code uses storage internals: {found:#?}"
     );
 }

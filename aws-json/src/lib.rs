@@ -7,6 +7,7 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tracelake_model::{TENANT_HEADER, TenantId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsError {
@@ -110,27 +111,13 @@ pub fn json_response<T: serde::Serialize>(value: &T) -> Response {
         .into_response()
 }
 
-/// The tenant a request names (`X-Scope-OrgID`), default `single-tenant`
-/// (the same default and character rules as the storage crate, which this
-/// crate does not depend on): 1-128 of `[A-Za-z0-9_.-]`, not `.` or `..`,
-/// since the tenant becomes part of object paths.
-pub fn tenant_of(headers: &axum::http::HeaderMap) -> Result<String, AwsError> {
-    let Some(value) = headers.get("x-scope-orgid") else {
-        return Ok("single-tenant".to_string());
-    };
-    let tenant = value.to_str().unwrap_or_default();
-    let valid = !tenant.is_empty()
-        && tenant.len() <= 128
-        && tenant != "."
-        && tenant != ".."
-        && tenant
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'));
-    if valid {
-        Ok(tenant.to_string())
-    } else {
-        Err(AwsError::invalid_request(
-            "X-Scope-OrgID must be 1-128 characters of [A-Za-z0-9_.-]",
-        ))
-    }
+/// The tenant a request names (`X-Scope-OrgID`), default `single-tenant`,
+/// by the model's rule ([`TenantId`]).
+pub fn tenant_of(headers: &axum::http::HeaderMap) -> Result<TenantId, AwsError> {
+    let value = headers
+        .get(TENANT_HEADER)
+        .map(|value| value.to_str().unwrap_or_default());
+    TenantId::from_header(value).map_err(|_| {
+        AwsError::invalid_request("X-Scope-OrgID must be 1-128 characters of [A-Za-z0-9_.-]")
+    })
 }

@@ -14,8 +14,8 @@ use datafusion::arrow::array::RecordBatch;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use tracelake_storage::block::{encode_head, put_block};
-use tracelake_storage::otlp::resource_spans_to_batch;
+use tracelake_model::otlp::resource_spans_to_batch;
+use tracelake_storage::internals::{encode_head, put_block};
 use tracelake_storage::{Storage, StorageConfig, local_store};
 
 /// Services the traces cross: `TRACELAKE_BENCH_SERVICES` (default 20).
@@ -154,7 +154,7 @@ pub(crate) async fn load(
             .batch
             .unwrap();
         observe(&batch);
-        let rows = [tracelake_storage::head::HeadRows::new(batch)];
+        let rows = [tracelake_storage::HeadRows::new(batch)];
         for (bytes, meta) in encode_head(TENANT, &rows, 1 << 17).unwrap() {
             put_block(&store, bytes, &meta).await.unwrap();
         }

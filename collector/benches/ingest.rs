@@ -12,8 +12,8 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tracelake_collector::Pipeline;
-use tracelake_storage::testing::sample_resource_spans;
 use tracelake_storage::{Storage, StorageConfig, local_store};
+use tracelake_workload::samples::sample_resource_spans;
 
 const T0: u64 = 1_767_225_600_000_000_000;
 

@@ -7,8 +7,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use tracelake_storage::otlp::resource_spans_to_batch;
-use tracelake_storage::xray::{SegmentDocument, document_to_spans};
+use tracelake_model::otlp::resource_spans_to_batch;
+use tracelake_model::xray::{SegmentDocument, document_to_spans};
 
 mod common;
 

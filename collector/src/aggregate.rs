@@ -16,7 +16,7 @@
 //! span) waits for its callee (a server/consumer span whose parent is the
 //! caller) and the other way round, each for at most `wait`. A caller
 //! nobody answered in time calls an inferred node
-//! ([`tracelake_storage::derived::infer_peer`]); a callee whose caller
+//! ([`tracelake_model::derived::infer_peer`]); a callee whose caller
 //! never came is counted as unpaired (Tempo's
 //! `traces_service_graph_unpaired_spans_total`) and adds no edge. At most
 //! `max_pending` spans wait; beyond that the oldest waiting span is expired
@@ -37,10 +37,11 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use tracelake_storage::derived::{
-    DerivedTable, EdgeSet, NANOS_PER_MINUTE, Node, SERVICE_GRAPH_BUCKETS, SPAN_METRICS_BUCKETS,
-    SpanFacts, SpanMetricSet, minute_of, span_facts,
+use tracelake_model::derived::{
+    EdgeSet, NANOS_PER_MINUTE, Node, SERVICE_GRAPH_BUCKETS, SPAN_METRICS_BUCKETS, SpanFacts,
+    SpanMetricSet, minute_of, span_facts,
 };
+use tracelake_storage::DerivedTable;
 use tracelake_storage::{DerivedWriter, SpanWriter};
 
 use crate::prometheus::{
@@ -446,11 +447,11 @@ impl Aggregator {
         let mut all_written = true;
         for (tenant, edges, spans) in closed {
             let edges_written = write_rows(writer, &tenant, DerivedTable::Edges, || {
-                edges.to_batch(&tenant)
+                Ok(edges.to_batch(&tenant)?)
             })
             .await;
             let spans_written = write_rows(writer, &tenant, DerivedTable::SpanMetrics, || {
-                spans.to_batch(&tenant)
+                Ok(spans.to_batch(&tenant)?)
             })
             .await;
             let mut returned = (EdgeSet::default(), SpanMetricSet::default());
@@ -547,7 +548,7 @@ impl Aggregator {
         // Link and direct edges with the same labels are one series.
         let mut edges: std::collections::BTreeMap<
             (String, String, &'static str),
-            tracelake_storage::derived::EdgeStats,
+            tracelake_model::derived::EdgeStats,
         > = std::collections::BTreeMap::new();
         for (key, stats) in &totals.edges.rows {
             edges
@@ -622,7 +623,7 @@ impl Aggregator {
         }
         let mut spans: std::collections::BTreeMap<
             (String, String, String, String),
-            tracelake_storage::derived::SpanMetricStats,
+            tracelake_model::derived::SpanMetricStats,
         > = std::collections::BTreeMap::new();
         for (key, stats) in &totals.spans.rows {
             spans
@@ -811,7 +812,7 @@ pub struct QueuedBatch {
 /// The earliest start minute of a span batch.
 fn earliest_minute(batch: &RecordBatch) -> Option<i64> {
     let starts = batch
-        .column_by_name(tracelake_storage::schema::col::START_TIME)?
+        .column_by_name(tracelake_model::schema::col::START_TIME)?
         .as_any()
         .downcast_ref::<datafusion::arrow::array::TimestampNanosecondArray>()?;
     datafusion::arrow::compute::min(starts).map(minute_of)
@@ -890,7 +891,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    use tracelake_storage::otlp::resource_spans_to_batch;
+    use tracelake_model::otlp::resource_spans_to_batch;
 
     use super::*;
 

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parking_lot::Mutex;
 use prost::Message;
+use tracelake_model::otlp::SpanRejection;
 use tracelake_storage::StorageError;
-use tracelake_storage::otlp::SpanRejection;
 
 use crate::IngestError;
 

@@ -35,8 +35,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ResourceMetrics, metric::Data, number_data_point,
 };
 use parking_lot::Mutex;
-use tracelake_storage::metrics::metrics_to_batch;
-use tracelake_storage::{MetricWriter, validate_tenant};
+use tracelake_model::otlp_metrics::metrics_to_batch;
+use tracelake_model::validate_tenant;
+use tracelake_storage::MetricWriter;
 
 use crate::IngestError;
 use crate::prometheus::labels;
@@ -107,7 +108,7 @@ impl MetricsIngest {
         })
         .await
         .map_err(|error| IngestError::Internal(format!("metrics convert task: {error}")))?;
-        let converted = converted.map_err(IngestError::Unavailable)?;
+        let converted = converted.map_err(|error| IngestError::Unavailable(error.into()))?;
         if let Some(batch) = converted.batch {
             self.writer
                 .append_metrics(tenant, batch)

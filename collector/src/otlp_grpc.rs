@@ -17,7 +17,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
-use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
+use tracelake_model::{DEFAULT_TENANT, TENANT_HEADER};
 
 use crate::metrics_ingest::MetricsIngest;
 use crate::receiver_stats::Receiver;

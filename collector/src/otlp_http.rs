@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
+use tracelake_model::{DEFAULT_TENANT, TENANT_HEADER};
 
 use crate::metrics_ingest::MetricsIngest;
 use crate::receiver_stats::Receiver;

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use tracelake_storage::otlp::{SpanRejection, resource_spans_to_batch};
-use tracelake_storage::{SpanWriter, StorageError, validate_tenant};
+use tracelake_model::otlp::{SpanRejection, resource_spans_to_batch};
+use tracelake_model::validate_tenant;
+use tracelake_storage::{SpanWriter, StorageError};
 
 use crate::limits::{IngestLimits, RateLimiter, TraceSizes};
 use crate::receiver_stats::ReceiverStats;
@@ -40,7 +41,7 @@ impl IngestOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("{0}")]
-    InvalidTenant(StorageError),
+    InvalidTenant(tracelake_model::InvalidTenant),
     /// Storage could not make the spans durable; the client should retry.
     #[error("storage unavailable: {0}")]
     Unavailable(StorageError),
@@ -246,7 +247,7 @@ impl Pipeline {
                 (refused, resource_spans_to_batch(tenant, &spans))
             })
             .await?;
-        let converted = converted.map_err(IngestError::Unavailable)?;
+        let converted = converted.map_err(|error| IngestError::Unavailable(error.into()))?;
         rejections.extend(refused);
         if let Some(batch) = converted.batch {
             self.writer

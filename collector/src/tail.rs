@@ -22,10 +22,11 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use parking_lot::Mutex;
+use tracelake_model::TraceId;
+use tracelake_model::otlp::resource_spans_to_batch;
 use tracelake_sampler::store::now_seconds;
 use tracelake_sampler::tail::{Decided, SpanSummary, TailPolicy, TailSampler, TailStats};
 use tracelake_storage::SpanWriter;
-use tracelake_storage::otlp::resource_spans_to_batch;
 
 /// W3C trace flags are present in the OTLP `flags` field.
 const FLAGS_PRESENT: u32 = 0x100;
@@ -135,14 +136,15 @@ impl TailStage {
                 let service = service_name(group.resource.as_ref()).to_string();
                 for scope_spans in group.scope_spans.iter_mut() {
                     let scope = Arc::new(scope_spans.scope.clone());
-                    let (unsampled, kept): (Vec<Span>, Vec<Span>) =
-                        std::mem::take(&mut scope_spans.spans)
-                            .into_iter()
-                            .partition(|span| is_unsampled(span) && span.trace_id.len() == 16);
-                    scope_spans.spans = kept;
-                    for span in unsampled {
-                        let mut trace_id = [0u8; 16];
-                        trace_id.copy_from_slice(&span.trace_id);
+                    let mut unsampled = Vec::new();
+                    for span in std::mem::take(&mut scope_spans.spans) {
+                        match TraceId::try_from(span.trace_id.as_slice()) {
+                            Ok(trace_id) if is_unsampled(&span) => unsampled.push((trace_id, span)),
+                            // Invalid ids go on to validation, which refuses them.
+                            _ => scope_spans.spans.push(span),
+                        }
+                    }
+                    for (trace_id, span) in unsampled {
                         let summary = SpanSummary {
                             trace_id,
                             service_name: &service,
@@ -264,8 +266,8 @@ mod tests {
     use super::*;
     use crate::Pipeline;
     use opentelemetry_proto::tonic::trace::v1::Status;
-    use tracelake_storage::testing::sample_resource_spans;
     use tracelake_storage::{Storage, StorageConfig, local_store};
+    use tracelake_workload::samples::sample_resource_spans;
 
     fn with_flags(mut group: ResourceSpans, flags: u32, failed: bool) -> ResourceSpans {
         for scope in &mut group.scope_spans {

@@ -32,9 +32,9 @@ pub const TARGETS: &[(&str, Harness)] = &[
 /// X-Ray segment documents (a segment, a subsegment, or an array of them),
 /// parsed and mapped to spans.
 pub fn xray_document(data: &[u8]) {
-    if let Ok(documents) = tracelake_storage::xray::parse_documents(data) {
+    if let Ok(documents) = tracelake_model::xray::parse_documents(data) {
         for document in &documents {
-            let _ = tracelake_storage::xray::document_to_spans(document);
+            let _ = tracelake_model::xray::document_to_spans(document);
         }
     }
 }
@@ -55,7 +55,7 @@ fn convert(request: &ExportTraceServiceRequest) {
         .map(|scope| scope.spans.len())
         .sum();
     if let Ok(converted) =
-        tracelake_storage::otlp::resource_spans_to_batch("fuzz", &request.resource_spans)
+        tracelake_model::otlp::resource_spans_to_batch("fuzz", &request.resource_spans)
     {
         assert_eq!(converted.accepted + converted.rejections.len(), spans);
         let rows = converted.batch.map_or(0, |batch| batch.num_rows());

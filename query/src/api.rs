@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tracelake_storage::{DEFAULT_TENANT, TENANT_HEADER};
+use tracelake_model::{DEFAULT_TENANT, TENANT_HEADER};
 
 use crate::QueryError;
 
@@ -50,7 +50,7 @@ pub(crate) fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
             let tenant = value
                 .to_str()
                 .map_err(|_| ApiError::BadRequest("X-Scope-OrgID is not ascii".into()))?;
-            tracelake_storage::validate_tenant(tenant)
+            tracelake_model::validate_tenant(tenant)
                 .map_err(|error| ApiError::BadRequest(error.to_string()))?;
             Ok(tenant.to_string())
         }

@@ -10,22 +10,23 @@
 //!
 //! The recompute joins spans with themselves on trace id + parent span id
 //! and aggregates with the same rules as the streaming path
-//! ([`tracelake_storage::derived`]): the inferred node of an unanswered
+//! ([`tracelake_model::derived`]): the inferred node of an unanswered
 //! call is named in Rust by [`infer_peer`] from the attributes SQL groups
 //! by, and histograms are built by the `tracelake_latency` aggregate, so
 //! both paths produce identical rows for the same spans.
 //!
-//! [`infer_peer`]: tracelake_storage::derived::infer_peer
+//! [`infer_peer`]: tracelake_model::derived::infer_peer
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::prelude::{SessionContext, col};
-use tracelake_storage::SpanReader;
-use tracelake_storage::derived::{
-    DerivedTable, EdgeKey, EdgeSet, EdgeStats, NANOS_PER_MINUTE, Node, OutcomeCounts, PeerInputs,
-    SpanMetricSet, col as derived_col, infer_peer, minute_of,
+use tracelake_model::derived::{
+    EdgeKey, EdgeSet, EdgeStats, NANOS_PER_MINUTE, Node, OutcomeCounts, PeerInputs, SpanMetricSet,
+    col as derived_col, infer_peer, minute_of,
 };
+use tracelake_storage::DerivedTable;
+use tracelake_storage::SpanReader;
 
 use crate::exprs::{starts_within, timestamp_ns};
 use crate::xray_filter::TraceView;
@@ -327,7 +328,7 @@ const PRODUCER_QUEUE: &str = "producer_queue";
 /// A link query batch with `client`/`client_type` replaced by the node
 /// each link hangs off ([`link_source`]).
 ///
-/// [`link_source`]: tracelake_storage::derived::link_source
+/// [`link_source`]: tracelake_model::derived::link_source
 fn with_link_sources(batch: &RecordBatch) -> Result<RecordBatch> {
     let text = |name: &str| {
         batch
@@ -365,7 +366,7 @@ fn with_link_sources(batch: &RecordBatch) -> Result<RecordBatch> {
             aws_queue_url: optional(queue, row),
             ..PeerInputs::default()
         };
-        let source = tracelake_storage::derived::link_source(&producer, Some(&peer));
+        let source = tracelake_model::derived::link_source(&producer, Some(&peer));
         clients.append_value(source.name);
         client_types.append_value(source.node_type);
     }
@@ -466,7 +467,7 @@ fn merge_unanswered(edges: &mut EdgeSet, batch: &RecordBatch) -> Result<()> {
         let client_latency = if latencies.is_null(row) {
             Default::default()
         } else {
-            tracelake_storage::derived::LatencyHistogram::decode(latencies.value(row))?
+            tracelake_model::derived::LatencyHistogram::decode(latencies.value(row))?
         };
         let stats = EdgeStats {
             counts: OutcomeCounts {

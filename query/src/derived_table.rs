@@ -1,5 +1,5 @@
 //! The `edges` and `span_metrics` tables: Parquet files of one tenant
-//! written beside the spans ([`tracelake_storage::derived`]), pruned by
+//! written beside the spans ([`tracelake_storage::DerivedTable`]), pruned by
 //! hour from predicates on the time column (`minute`) before any file is
 //! opened. (The `metrics` table reads blocks and head like `spans`, see
 //! [`crate::spans_table`].)
@@ -25,8 +25,8 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use tracelake_storage::DerivedTable;
 use tracelake_storage::SpanReader;
-use tracelake_storage::derived::DerivedTable;
 
 use crate::filters::time_range;
 use crate::spans_table::parquet_files_exec;

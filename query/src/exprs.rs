@@ -9,7 +9,7 @@
 use datafusion::common::ScalarValue;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::prelude::{Expr, col, lit};
-use tracelake_storage::schema::col as span_col;
+use tracelake_model::schema::col as span_col;
 
 /// A UTC nanosecond timestamp literal, the type of `start_time`.
 pub(crate) fn timestamp_ns(nanos: i64) -> Expr {
@@ -46,9 +46,9 @@ pub(crate) fn xray_in_progress() -> Expr {
         any_value_child(
             map_value(
                 span_col::ATTRIBUTES,
-                tracelake_storage::xray::attr::IN_PROGRESS,
+                tracelake_model::xray::attr::IN_PROGRESS,
             ),
-            tracelake_storage::schema::any_value::BOOL,
+            tracelake_model::schema::any_value::BOOL,
         ),
         lit(false),
     )

@@ -11,8 +11,9 @@
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
-use tracelake_storage::schema::col;
-use tracelake_storage::{SpanFilter, TraceId};
+use tracelake_model::TraceId;
+use tracelake_model::schema::col;
+use tracelake_storage::SpanFilter;
 
 /// The filter implied by the conjunction of `filters`.
 pub fn span_filter(filters: &[Expr]) -> SpanFilter {

@@ -35,7 +35,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tracelake_storage::{SpanReader, TraceId};
+use tracelake_model::TraceId;
+use tracelake_storage::SpanReader;
 
 use tracelake_routes::{Access, Routes};
 
@@ -44,7 +45,7 @@ pub use crate::api::ApiError;
 use crate::api::{check_search_range, tenant, time_range, within_query_timeout};
 use crate::derived_rows::{Source, derived_rows};
 use crate::service_map::{LatencyJson, ServiceMap, Stats};
-use tracelake_storage::derived::SPAN_METRICS_BUCKETS;
+use tracelake_model::derived::SPAN_METRICS_BUCKETS;
 
 #[derive(Debug, Clone)]
 struct QueryState {
@@ -172,7 +173,7 @@ fn native_tenant(
 ) -> Result<String, ApiError> {
     match params.get("tenant").filter(|tenant| !tenant.is_empty()) {
         Some(tenant) => {
-            tracelake_storage::validate_tenant(tenant)
+            tracelake_model::validate_tenant(tenant)
                 .map_err(|error| ApiError::BadRequest(error.to_string()))?;
             Ok(tenant.clone())
         }
@@ -496,7 +497,7 @@ async fn get_search(
 /// or X-Ray's `1-xxxxxxxx-yyyy...`.
 fn trace_id_param(text: &str) -> Result<TraceId, ApiError> {
     if text.starts_with("1-") {
-        return tracelake_storage::xray::parse_xray_trace_id(text)
+        return tracelake_model::xray::parse_xray_trace_id(text)
             .ok_or_else(|| ApiError::BadRequest(format!("{text:?} is not an X-Ray trace id")));
     }
     TraceId::parse_lenient(text)
@@ -537,7 +538,7 @@ async fn get_trace_xray(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (trace_id, trace) = stored_trace(state, &headers, &params, &text).await?;
-    let id = tracelake_storage::xray::format_xray_trace_id(&trace_id);
+    let id = tracelake_model::xray::format_xray_trace_id(&trace_id);
     let json =
         crate::off_reactor(move || Ok(crate::xray_api::xray_trace_json(&id, &trace))).await?;
     Ok(axum::Json(json).into_response())

@@ -33,9 +33,10 @@ use datafusion::prelude::{DataFrame, Expr, col, lit};
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use serde_json::{Value, json};
-use tracelake_storage::otlp::kind_to_str;
-use tracelake_storage::schema::{any_value as any_value_column, col as span_col};
-use tracelake_storage::{DEFAULT_TENANT, SpanReader, TENANT_HEADER, TraceId};
+use tracelake_model::otlp::kind_to_str;
+use tracelake_model::schema::{any_value as any_value_column, col as span_col};
+use tracelake_model::{DEFAULT_TENANT, TENANT_HEADER, TraceId};
+use tracelake_storage::SpanReader;
 
 use tracelake_routes::{Access, Routes};
 
@@ -121,7 +122,7 @@ fn tenant(headers: &HeaderMap) -> Result<String, JaegerError> {
     let tenant = value
         .to_str()
         .map_err(|_| JaegerError::bad_request("X-Scope-OrgID is not ascii"))?;
-    tracelake_storage::validate_tenant(tenant)
+    tracelake_model::validate_tenant(tenant)
         .map_err(|error| JaegerError::bad_request(error.to_string()))?;
     Ok(tenant.to_string())
 }
@@ -425,7 +426,7 @@ async fn dependencies(
     let mut calls: BTreeMap<(String, String), i64> = BTreeMap::new();
     for edge in &map.edges {
         let parent = &map.nodes[edge.client].node;
-        if parent.node_type == tracelake_storage::derived::CLIENT_NODE_TYPE {
+        if parent.node_type == tracelake_model::derived::CLIENT_NODE_TYPE {
             continue;
         }
         let child = &map.nodes[edge.server].node;

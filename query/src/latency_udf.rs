@@ -29,7 +29,7 @@ use datafusion::logical_expr::{
     ScalarUDF, Signature, Volatility, create_udf,
 };
 use datafusion::prelude::SessionContext;
-use tracelake_storage::derived::LatencyHistogram;
+use tracelake_model::derived::LatencyHistogram;
 
 pub const LATENCY: &str = "tracelake_latency";
 pub const LATENCY_MERGE: &str = "tracelake_latency_merge";

@@ -49,6 +49,10 @@ pub enum QueryError {
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("storage: {0}")]
     Storage(#[from] tracelake_storage::StorageError),
+    /// A stored row that does not convert (said as storage did before the
+    /// model had its own crate).
+    #[error("storage: {0}")]
+    Model(#[from] tracelake_model::ModelError),
     #[error("query timed out after {0:?}")]
     Timeout(std::time::Duration),
     /// The query would read more than the server allows; the message says

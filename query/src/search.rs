@@ -17,8 +17,9 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tracelake_storage::xray::format_xray_trace_id;
-use tracelake_storage::{SpanReader, TraceId};
+use tracelake_model::TraceId;
+use tracelake_model::xray::format_xray_trace_id;
+use tracelake_storage::SpanReader;
 
 use crate::QueryError;
 use crate::traceql::{self, Cursor, SearchWindow};

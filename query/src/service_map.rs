@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use tracelake_storage::derived::{
+use tracelake_model::derived::{
     CLIENT_NODE_TYPE, ConnectionType, EdgeStats, LatencyHistogram, Node, OutcomeCounts,
     SpanMetricStats,
 };

@@ -11,7 +11,7 @@ use tracelake_storage::SpanReader;
 use crate::Result;
 use crate::derived_table::DerivedTableProvider;
 use crate::spans_table::{STORE_URL, SpansTable};
-use tracelake_storage::derived::DerivedTable;
+use tracelake_storage::DerivedTable;
 
 /// Bytes of Parquet footers and page indexes kept between queries.
 const FOOTER_CACHE_BYTES: usize = 128 * 1024 * 1024;

@@ -1,6 +1,6 @@
 //! The `spans` and `metrics` tables: Parquet blocks plus the head buffer
 //! of one tenant (spans and OTLP metric points take the same storage path,
-//! see `tracelake_storage::signal`).
+//! see `tracelake_storage::Signal`).
 //!
 //! `scan` turns the pushed-down predicates into a [`SpanFilter`], asks
 //! storage for a snapshot pruned by time range and trace id (blocks are
@@ -172,7 +172,7 @@ impl TableProvider for SpansTable {
             }
             Signal::Metrics => {
                 let filter = SpanFilter {
-                    time_range_ns: time_range(filters, &[tracelake_storage::metrics::TIME]),
+                    time_range_ns: time_range(filters, &[tracelake_model::otlp_metrics::TIME]),
                     trace_ids: None,
                 };
                 let snapshot = self

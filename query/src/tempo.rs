@@ -39,7 +39,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
 use prost::Message;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
-use tracelake_storage::{SpanReader, TraceId};
+use tracelake_model::TraceId;
+use tracelake_storage::SpanReader;
 
 use tracelake_routes::{Access, Routes};
 

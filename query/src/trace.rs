@@ -19,9 +19,10 @@ use datafusion::prelude::{col, lit};
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, TracesData};
-use tracelake_storage::otlp::batches_to_traces_data;
-use tracelake_storage::schema::col as column;
-use tracelake_storage::{SpanReader, TraceId, xray};
+use tracelake_model::otlp::batches_to_traces_data;
+use tracelake_model::schema::col as column;
+use tracelake_model::{TraceId, xray};
+use tracelake_storage::SpanReader;
 
 use crate::{Result, session_for_tenant};
 

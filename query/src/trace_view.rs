@@ -29,12 +29,12 @@ use std::collections::BTreeMap;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{Span, TracesData};
 use serde_json::{Map, Value, json};
-use tracelake_storage::TraceId;
-use tracelake_storage::otlp::{
+use tracelake_model::TraceId;
+use tracelake_model::otlp::{
     find_str, http_method, http_status, http_url, kind_to_str, span_xray_flags, status_to_str,
     xray_origin,
 };
-use tracelake_storage::xray::{self, any_to_json, format_xray_trace_id};
+use tracelake_model::xray::{self, any_to_json, format_xray_trace_id};
 
 fn value_json(value: Option<&AnyValue>) -> Value {
     value

@@ -6,12 +6,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
+use tracelake_model::TraceId;
+use tracelake_model::otlp::resource_spans_to_batch;
 use tracelake_query::session_for_tenant;
 use tracelake_query::trace::trace_by_id;
-use tracelake_storage::counting_store::CountingStore;
-use tracelake_storage::otlp::resource_spans_to_batch;
-use tracelake_storage::testing::{sample_resource_spans, trace_id_bytes};
-use tracelake_storage::{SpanReader, SpanWriter, Storage, StorageConfig, TraceId, local_store};
+use tracelake_storage::internals::CountingStore;
+use tracelake_storage::{SpanReader, SpanWriter, Storage, StorageConfig, local_store};
+use tracelake_workload::samples::{sample_resource_spans, trace_id_bytes};
 
 const T0: u64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 const HOUR: u64 = 3_600_000_000_000;

@@ -10,8 +10,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use tracelake_model::otlp::resource_spans_to_batch;
 use tracelake_query::traceql::{self, SearchWindow};
-use tracelake_storage::otlp::resource_spans_to_batch;
 use tracelake_storage::{SpanReader, SpanWriter, Storage, StorageConfig, local_store};
 
 const T0: u64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z

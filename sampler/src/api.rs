@@ -417,7 +417,7 @@ async fn get_statistic_summaries(
         let summaries = service.summaries.lock();
         let mut rows: Vec<_> = summaries
             .iter()
-            .filter(|((owner, _), _)| owner == &tenant)
+            .filter(|((owner, _), _)| owner == tenant.as_str())
             .map(|((_, rule), summary)| {
                 serde_json::json!({
                     "RuleName": rule,

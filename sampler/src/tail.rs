@@ -23,6 +23,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use tracelake_model::TraceId;
+
 /// Tail-sampling policies. A trace is kept when any keep-policy says so,
 /// subject to the per-service cap.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +59,7 @@ impl Default for TailPolicy {
 /// What the tail sampler needs to know of one span.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpanSummary<'a> {
-    pub trace_id: [u8; 16],
+    pub trace_id: TraceId,
     pub service_name: &'a str,
     pub is_root: bool,
     pub failed: bool,
@@ -116,8 +118,8 @@ pub struct TailStats {
 #[derive(Debug)]
 pub struct TailSampler<T> {
     policy: TailPolicy,
-    pending: HashMap<[u8; 16], PendingTrace<T>>,
-    order: VecDeque<([u8; 16], f64)>,
+    pending: HashMap<TraceId, PendingTrace<T>>,
+    order: VecDeque<(TraceId, f64)>,
     pending_spans: usize,
     buckets: HashMap<String, Bucket>,
     stats: TailStats,
@@ -126,16 +128,16 @@ pub struct TailSampler<T> {
 /// A decided trace: its verdict and its items.
 #[derive(Debug)]
 pub struct Decided<T> {
-    pub trace_id: [u8; 16],
+    pub trace_id: TraceId,
     pub verdict: Verdict,
     pub items: Vec<T>,
 }
 
 /// Whether `trace_id` falls in the kept `share`: its low 8 bytes as a
 /// fraction of 2^64 (random for random trace ids, the same everywhere).
-pub fn in_share(trace_id: &[u8; 16], share: f64) -> bool {
+pub fn in_share(trace_id: &TraceId, share: f64) -> bool {
     let mut low = [0u8; 8];
-    low.copy_from_slice(&trace_id[8..]);
+    low.copy_from_slice(&trace_id.as_bytes()[8..]);
     (u64::from_be_bytes(low) as f64) < share.clamp(0.0, 1.0) * u64::MAX as f64
 }
 
@@ -221,7 +223,7 @@ impl<T> TailSampler<T> {
         decided
     }
 
-    fn decide(&mut self, trace_id: [u8; 16], trace: PendingTrace<T>, now: f64) -> Decided<T> {
+    fn decide(&mut self, trace_id: TraceId, trace: PendingTrace<T>, now: f64) -> Decided<T> {
         self.pending_spans = self.pending_spans.saturating_sub(trace.items.len());
         let duration =
             Duration::from_nanos(trace.end_ns.saturating_sub(trace.start_ns).max(0) as u64);
@@ -275,12 +277,13 @@ impl<T> TailSampler<T> {
 mod tests {
     use super::*;
 
-    fn trace_id(seed: u64) -> [u8; 16] {
+    fn trace_id(seed: u64) -> TraceId {
         let mut id = [0u8; 16];
         let mixed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (seed >> 7);
         id[..8].copy_from_slice(&seed.to_be_bytes());
         id[8..].copy_from_slice(&mixed.wrapping_mul(0xbf58_476d_1ce4_e5b9).to_be_bytes());
-        id
+        id[0] |= 0x80; // never all zero (the high bytes play no part in shares)
+        TraceId::try_from(&id[..]).unwrap()
     }
 
     fn span(seed: u64, failed: bool, duration_ms: i64, service: &str) -> SpanSummary<'_> {

@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use tracelake_model::otlp::resource_spans_to_batch;
 use tracelake_storage::FsyncPolicy;
-use tracelake_storage::block::{encode_block, encode_head};
-use tracelake_storage::head::HeadRows;
-use tracelake_storage::otlp::resource_spans_to_batch;
-use tracelake_storage::testing::sample_resource_spans;
-use tracelake_storage::wal::{Wal, encode_payload};
+use tracelake_storage::HeadRows;
+use tracelake_storage::internals::{Wal, encode_payload};
+use tracelake_storage::internals::{encode_block, encode_head};
+use tracelake_workload::samples::sample_resource_spans;
 
 const T0: u64 = 1_767_225_600_000_000_000;
 
@@ -94,14 +94,13 @@ fn block_write(c: &mut Criterion) {
     group.bench_function("10k_spans", |b| {
         b.iter(|| encode_block("t", 0, &batch, 64 * 1024).unwrap())
     });
-    // The reference workload (tracelake_storage::workload), as a flush sees
+    // The reference workload (tracelake_workload), as a flush sees
     // it: many request batches in the head, in arrival order.
-    let reference =
-        tracelake_storage::workload::Workload::new(1, 1_767_225_600_000_000_000, 100_000);
+    let reference = tracelake_workload::Workload::new(1, 1_767_225_600_000_000_000, 100_000);
     let mut generator = reference;
     let parts: Vec<_> = (0..20)
         .map(|_| {
-            tracelake_storage::otlp::resource_spans_to_batch("t", &generator.batch(1_000))
+            tracelake_model::otlp::resource_spans_to_batch("t", &generator.batch(1_000))
                 .unwrap()
                 .batch
                 .unwrap()

@@ -8,8 +8,9 @@ use datafusion::arrow::array::RecordBatch;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
+use crate::Result;
 use crate::derived::DerivedTable;
-use crate::{Result, TraceId};
+use tracelake_model::TraceId;
 
 /// The write side, used by the collector's pipeline.
 ///
@@ -17,7 +18,7 @@ use crate::{Result, TraceId};
 /// the WAL per the fsync policy (`always`: fsynced, so it survives `kill -9`
 /// and power loss; `interval`: written to the OS, fsynced within the
 /// interval). When it returns, the spans are already visible to
-/// [`SpanReader`]. The batch must have [`crate::schema::span_schema`] and
+/// [`SpanReader`]. The batch must have [`tracelake_model::schema::span_schema`] and
 /// every row must belong to `tenant`.
 #[async_trait]
 pub trait SpanWriter: Send + Sync + std::fmt::Debug {
@@ -38,7 +39,7 @@ pub trait SpanWriter: Send + Sync + std::fmt::Debug {
 /// Contract: as [`SpanWriter::append`]'s. [`MetricWriter::append_metrics`]
 /// returns `Ok` only once the batch is in the WAL per the fsync policy, and
 /// then its points are already visible to [`SpanReader::metrics_snapshot`].
-/// The batch must have [`crate::metrics::metrics_schema`] and every row
+/// The batch must have [`tracelake_model::otlp_metrics::metrics_schema`] and every row
 /// must belong to `tenant`.
 #[async_trait]
 pub trait MetricWriter: Send + Sync + std::fmt::Debug {

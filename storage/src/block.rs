@@ -37,8 +37,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bloom::TraceIdFilter;
 use crate::head::HeadRows;
-use crate::schema::col;
-use crate::{Result, Signal, StorageError, TraceId};
+use crate::{Result, Signal, StorageError};
+use tracelake_model::TraceId;
+use tracelake_model::schema::col;
 
 const META_SUFFIX: &str = ".meta.json";
 const PARQUET_SUFFIX: &str = ".parquet";
@@ -119,11 +120,11 @@ impl BlockMeta {
 /// Whether a store path is a block's meta file / a block, of any signal
 /// (`tenants/{tenant}/{spans|metric_blocks}/...`; derived tables live
 /// beside them).
-pub fn is_meta_path(path: &str) -> bool {
+pub(crate) fn is_meta_path(path: &str) -> bool {
     Signal::of_path(path).is_some() && path.ends_with(META_SUFFIX)
 }
 
-pub fn is_block_path(path: &str) -> bool {
+pub(crate) fn is_block_path(path: &str) -> bool {
     Signal::of_path(path).is_some() && path.ends_with(PARQUET_SUFFIX)
 }
 
@@ -157,7 +158,7 @@ pub fn encode_head(
 
 /// [`encode_head`] for rows of `signal`: metric points are sorted by hour
 /// and `time`.
-pub fn encode_head_of(
+pub(crate) fn encode_head_of(
     signal: Signal,
     tenant: &str,
     sources: &[HeadRows],
@@ -200,7 +201,7 @@ pub fn encode_block(
 pub(crate) fn time_column(signal: Signal) -> &'static str {
     match signal {
         Signal::Spans => col::START_TIME,
-        Signal::Metrics => crate::metrics::TIME,
+        Signal::Metrics => tracelake_model::otlp_metrics::TIME,
     }
 }
 
@@ -275,7 +276,7 @@ fn trace_ids(batch: &RecordBatch) -> Result<&FixedSizeBinaryArray> {
 /// start time, across batches too; `time` for metric points), gathering its
 /// meta on the way, so a merge of sorted blocks ([`crate::compact`]) never
 /// holds all its rows.
-pub struct BlockWriter {
+pub(crate) struct BlockWriter {
     signal: Signal,
     writer: ArrowWriter<Vec<u8>>,
     trace_filter: TraceIdFilter,
@@ -287,13 +288,9 @@ pub struct BlockWriter {
 }
 
 impl BlockWriter {
-    /// `expected_traces` (an upper bound is fine) sizes the trace-id filters.
-    pub fn new(expected_traces: u64, row_group_rows: usize) -> Result<Self> {
-        Self::of(Signal::Spans, expected_traces, row_group_rows)
-    }
-
-    /// A writer of a `signal` block (`expected_traces` is 0 for metrics).
-    pub fn of(signal: Signal, expected_traces: u64, row_group_rows: usize) -> Result<Self> {
+    /// A writer of a `signal` block; `expected_traces` (an upper bound is
+    /// fine; 0 for metrics) sizes the trace-id filters.
+    pub(crate) fn of(signal: Signal, expected_traces: u64, row_group_rows: usize) -> Result<Self> {
         let properties = match signal {
             Signal::Spans => writer_properties(expected_traces, row_group_rows)?,
             Signal::Metrics => metrics_writer_properties(row_group_rows)?,
@@ -310,7 +307,7 @@ impl BlockWriter {
         })
     }
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if self.signal == Signal::Spans {
             let trace_ids = trace_ids(batch)?;
             for row in 0..trace_ids.len() {
@@ -326,7 +323,10 @@ impl BlockWriter {
         }
         let (first, last) = match self.signal {
             Signal::Spans => (col::START_TIME, col::END_TIME),
-            Signal::Metrics => (crate::metrics::TIME, crate::metrics::TIME),
+            Signal::Metrics => (
+                tracelake_model::otlp_metrics::TIME,
+                tracelake_model::otlp_metrics::TIME,
+            ),
         };
         let time_bound = |name: &str, pick_max: bool| {
             batch
@@ -353,7 +353,7 @@ impl BlockWriter {
 
     /// The Parquet bytes and the meta of a new block of `tenant` and `hour`
     /// (a fresh ULID names it).
-    pub fn finish(self, tenant: &str, hour: i64) -> Result<(Vec<u8>, BlockMeta)> {
+    pub(crate) fn finish(self, tenant: &str, hour: i64) -> Result<(Vec<u8>, BlockMeta)> {
         let bytes = self.writer.into_inner()?;
         let min_start_ns = self.min_start_ns.unwrap_or(hour * NANOS_PER_HOUR);
         let max_end_ns = self.max_end_ns.unwrap_or(min_start_ns);
@@ -387,7 +387,7 @@ impl BlockWriter {
 /// A metric block: sorted by `time`, delta-encoded times, page statistics.
 fn metrics_writer_properties(row_group_rows: usize) -> Result<WriterProperties> {
     let schema = Signal::Metrics.schema();
-    let time = ColumnPath::from(crate::metrics::TIME);
+    let time = ColumnPath::from(tracelake_model::otlp_metrics::TIME);
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -396,7 +396,7 @@ fn metrics_writer_properties(row_group_rows: usize) -> Result<WriterProperties> 
         .set_column_dictionary_enabled(time.clone(), false)
         .set_column_encoding(time, Encoding::DELTA_BINARY_PACKED)
         .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: schema.index_of(crate::metrics::TIME)? as i32,
+            column_idx: schema.index_of(tracelake_model::otlp_metrics::TIME)? as i32,
             descending: false,
             nulls_first: false,
         }]))
@@ -526,8 +526,8 @@ mod encode_tests {
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     use super::*;
-    use crate::otlp::resource_spans_to_batch;
-    use crate::workload::Workload;
+    use tracelake_model::otlp::resource_spans_to_batch;
+    use tracelake_workload::Workload;
 
     /// (trace id, start, span id) of every row, in order.
     fn keys(batches: &[RecordBatch]) -> Vec<(Vec<u8>, i64, Vec<u8>)> {

@@ -9,7 +9,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::TraceId;
+use tracelake_model::TraceId;
 
 /// Bits per item for ~1% false positives with 7 probes.
 const BITS_PER_ITEM: usize = 10;

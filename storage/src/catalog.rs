@@ -37,7 +37,7 @@ pub struct CatalogLoadStats {
 
 /// What may be deleted while loading the catalog.
 #[derive(Debug, Clone, Copy)]
-pub enum Cleanup {
+pub(crate) enum Cleanup {
     /// The only process on the store: replaced blocks, orphans and blocks
     /// of uncommitted flushes (above the WAL's flushed mark) go.
     Exclusive { wal_flushed: u64 },
@@ -47,7 +47,7 @@ pub enum Cleanup {
 
 /// The blocks a listing holds, before anything is deleted.
 #[derive(Debug, Default)]
-pub struct Scan {
+pub(crate) struct Scan {
     /// Blocks no compacted block replaces.
     pub visible: Vec<Arc<BlockMeta>>,
     /// Blocks a compacted block replaces, with that block's creation time
@@ -59,14 +59,14 @@ pub struct Scan {
 }
 
 #[derive(Debug, Default)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     by_tenant: RwLock<HashMap<String, Vec<Arc<BlockMeta>>>>,
 }
 
 impl Catalog {
     /// Every object under `tenants/`, the listing [`Catalog::load`] and the
     /// derived catalog start from.
-    pub async fn list_tenants(store: &Arc<dyn ObjectStore>) -> Result<Vec<ObjectMeta>> {
+    pub(crate) async fn list_tenants(store: &Arc<dyn ObjectStore>) -> Result<Vec<ObjectMeta>> {
         Ok(store
             .list(Some(&Path::from("tenants")))
             .try_collect()
@@ -75,7 +75,7 @@ impl Catalog {
 
     /// Reads the metas among `objects` (a listing of `tenants/` or of one
     /// window's prefix), reusing those in `known` by path.
-    pub async fn scan(
+    pub(crate) async fn scan(
         store: &Arc<dyn ObjectStore>,
         objects: &[ObjectMeta],
         known: &HashMap<String, Arc<BlockMeta>>,
@@ -151,7 +151,7 @@ impl Catalog {
 
     /// Loads every meta file among `objects` (see [`Catalog::list_tenants`])
     /// and cleans up per `cleanup`.
-    pub async fn load(
+    pub(crate) async fn load(
         store: &Arc<dyn ObjectStore>,
         objects: &[ObjectMeta],
         cleanup: Cleanup,
@@ -197,7 +197,7 @@ impl Catalog {
     }
 
     /// Whether the block at `path` (Parquet) is visible.
-    pub fn contains(&self, path: &str) -> bool {
+    pub(crate) fn contains(&self, path: &str) -> bool {
         self.by_tenant
             .read()
             .values()
@@ -205,7 +205,7 @@ impl Catalog {
     }
 
     /// Every visible block by path, for [`Catalog::scan`]'s `known`.
-    pub fn by_path(&self) -> HashMap<String, Arc<BlockMeta>> {
+    pub(crate) fn by_path(&self) -> HashMap<String, Arc<BlockMeta>> {
         self.all()
             .into_iter()
             .map(|meta| (meta.path.clone(), meta))
@@ -214,7 +214,7 @@ impl Catalog {
 
     /// Makes `visible` the whole catalog (a refresh from the store). The
     /// caller holds the engine's view lock.
-    pub fn set_all(&self, visible: Vec<Arc<BlockMeta>>) {
+    pub(crate) fn set_all(&self, visible: Vec<Arc<BlockMeta>>) {
         let mut by_tenant: HashMap<String, Vec<Arc<BlockMeta>>> = HashMap::new();
         for meta in visible {
             by_tenant.entry(meta.tenant.clone()).or_default().push(meta);
@@ -224,7 +224,7 @@ impl Catalog {
 
     /// Adds blocks not yet present and drops `removed` ones (a reader's
     /// changes from the change log). The caller holds the view lock.
-    pub fn apply(&self, added: Vec<Arc<BlockMeta>>, removed: &HashSet<String>) {
+    pub(crate) fn apply(&self, added: Vec<Arc<BlockMeta>>, removed: &HashSet<String>) {
         let mut by_tenant = self.by_tenant.write();
         if !removed.is_empty() {
             for blocks in by_tenant.values_mut() {
@@ -241,7 +241,7 @@ impl Catalog {
 
     /// Makes `visible` the blocks whose path starts with `prefix` (one
     /// window's directory, rescanned). The caller holds the view lock.
-    pub fn set_prefix(&self, tenant: &str, prefix: &str, visible: Vec<Arc<BlockMeta>>) {
+    pub(crate) fn set_prefix(&self, tenant: &str, prefix: &str, visible: Vec<Arc<BlockMeta>>) {
         let mut by_tenant = self.by_tenant.write();
         let blocks = by_tenant.entry(tenant.to_string()).or_default();
         blocks.retain(|meta| !meta.path.starts_with(prefix));
@@ -256,7 +256,7 @@ impl Catalog {
             .push(meta);
     }
 
-    pub fn add(&self, meta: BlockMeta) {
+    pub(crate) fn add(&self, meta: BlockMeta) {
         self.by_tenant
             .write()
             .entry(meta.tenant.clone())
@@ -266,7 +266,7 @@ impl Catalog {
 
     /// Drops the blocks at `paths` (expired by retention). The caller holds
     /// the engine's view lock.
-    pub fn remove(&self, paths: &HashSet<String>) {
+    pub(crate) fn remove(&self, paths: &HashSet<String>) {
         for blocks in self.by_tenant.write().values_mut() {
             blocks.retain(|meta| !paths.contains(&meta.path));
         }
@@ -274,7 +274,7 @@ impl Catalog {
 
     /// Swaps compaction's output for its sources. The caller holds the
     /// engine's view lock, so no snapshot sees both or neither.
-    pub fn replace(&self, merged: BlockMeta) {
+    pub(crate) fn replace(&self, merged: BlockMeta) {
         let replaced: HashSet<&str> = merged.replaces.iter().map(String::as_str).collect();
         let mut by_tenant = self.by_tenant.write();
         let blocks = by_tenant.entry(merged.tenant.clone()).or_default();
@@ -285,7 +285,7 @@ impl Catalog {
 
     /// Blocks of `tenant` and `signal` that may hold rows matching
     /// `filter`, and how many blocks of `signal` the tenant has in all.
-    pub fn find(
+    pub(crate) fn find(
         &self,
         tenant: &str,
         signal: Signal,
@@ -317,7 +317,7 @@ impl Catalog {
     }
 
     /// Every block's meta, for stats and maintenance.
-    pub fn all(&self) -> Vec<Arc<BlockMeta>> {
+    pub(crate) fn all(&self) -> Vec<Arc<BlockMeta>> {
         self.by_tenant.read().values().flatten().cloned().collect()
     }
 }

@@ -33,14 +33,14 @@ use crate::{Result, StorageError};
 const PREFIX: &str = "catalog/changes";
 
 /// How far before now each incremental read starts.
-pub const OVERLAP: Duration = Duration::from_secs(60);
+pub(crate) const OVERLAP: Duration = Duration::from_secs(60);
 
 /// How long records are kept.
-pub const KEEP: Duration = Duration::from_secs(60 * 60);
+pub(crate) const KEEP: Duration = Duration::from_secs(60 * 60);
 
 /// One change to the visible files.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Change {
+pub(crate) struct Change {
     /// Meta files of new blocks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub added_blocks: Vec<String>,
@@ -55,7 +55,7 @@ pub struct Change {
 }
 
 impl Change {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.added_blocks.is_empty()
             && self.removed_blocks.is_empty()
             && self.added_derived.is_empty()
@@ -71,7 +71,11 @@ enum ChangeFile {
 }
 
 /// Writes `change` as a new record of `writer` (nothing when empty).
-pub async fn record(store: &Arc<dyn ObjectStore>, writer: &str, change: &Change) -> Result<()> {
+pub(crate) async fn record(
+    store: &Arc<dyn ObjectStore>,
+    writer: &str,
+    change: &Change,
+) -> Result<()> {
     if change.is_empty() {
         return Ok(());
     }
@@ -90,7 +94,7 @@ fn record_time_ms(key: &str) -> Option<u64> {
 }
 
 /// Records named after `since_unix_ms`, oldest first, skipping `seen` keys.
-pub async fn read_since(
+pub(crate) async fn read_since(
     store: &Arc<dyn ObjectStore>,
     since_unix_ms: u64,
     seen: &HashSet<String>,
@@ -126,7 +130,7 @@ pub async fn read_since(
 }
 
 /// Deletes records named before `before_unix_ms`; returns how many.
-pub async fn prune(store: &Arc<dyn ObjectStore>, before_unix_ms: u64) -> Result<usize> {
+pub(crate) async fn prune(store: &Arc<dyn ObjectStore>, before_unix_ms: u64) -> Result<usize> {
     let objects: Vec<_> = store.list(Some(&Path::from(PREFIX))).try_collect().await?;
     let mut pruned = 0;
     for object in objects {
@@ -142,7 +146,7 @@ pub async fn prune(store: &Arc<dyn ObjectStore>, before_unix_ms: u64) -> Result<
 
 /// Whether `key`'s record is older than `before_unix_ms` (for forgetting
 /// seen keys once they fall out of the overlap).
-pub fn older_than(key: &str, before_unix_ms: u64) -> bool {
+pub(crate) fn older_than(key: &str, before_unix_ms: u64) -> bool {
     record_time_ms(key).is_some_and(|time| time < before_unix_ms)
 }
 

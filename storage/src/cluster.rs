@@ -80,7 +80,7 @@ fn flushed_mark_path(node_id: &str) -> Path {
 }
 
 /// Publishes a collector's WAL flushed mark (see the module docs).
-pub async fn publish_flushed_mark(
+pub(crate) async fn publish_flushed_mark(
     store: &Arc<dyn ObjectStore>,
     node_id: &str,
     wal_flushed: u64,
@@ -94,7 +94,7 @@ pub async fn publish_flushed_mark(
 }
 
 /// Every collector's published flushed mark, by node id.
-pub async fn read_flushed_marks(
+pub(crate) async fn read_flushed_marks(
     store: &Arc<dyn ObjectStore>,
 ) -> Result<std::collections::HashMap<String, u64>> {
     let objects: Vec<_> = store.list(Some(&Path::from("nodes"))).try_collect().await?;

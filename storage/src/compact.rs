@@ -56,8 +56,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::block::time_column;
 use crate::block::{BlockMeta, BlockWriter, NANOS_PER_HOUR, put_block};
-use crate::schema::col;
 use crate::{Result, Signal, StorageError};
+use tracelake_model::schema::col;
 
 /// What one compaction pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub struct CompactionStats {
 type Window<'a> = (&'a str, Option<Signal>, i64);
 
 /// Groups of blocks to merge, each group of one tenant, signal and hour.
-pub fn plan(blocks: &[Arc<BlockMeta>], max_block_spans: u64) -> Vec<Vec<Arc<BlockMeta>>> {
+pub(crate) fn plan(blocks: &[Arc<BlockMeta>], max_block_spans: u64) -> Vec<Vec<Arc<BlockMeta>>> {
     let mut by_window: BTreeMap<Window<'_>, Vec<&Arc<BlockMeta>>> = BTreeMap::new();
     for block in blocks {
         if block.span_count < max_block_spans / 2 {
@@ -114,7 +114,7 @@ pub fn plan(blocks: &[Arc<BlockMeta>], max_block_spans: u64) -> Vec<Vec<Arc<Bloc
 /// Reads `group`, merges it into one block and writes it (Parquet, then the
 /// meta naming the sources it replaces). The caller swaps it into the
 /// catalog and deletes the sources later.
-pub async fn merge(
+pub(crate) async fn merge(
     store: &Arc<dyn ObjectStore>,
     group: &[Arc<BlockMeta>],
     row_group_rows: usize,
@@ -312,7 +312,7 @@ fn emit_chunk(
 
 /// Deletes a block: its meta first (so it stops being visible to a later
 /// start), then its Parquet file. Files already gone are not an error.
-pub async fn delete_block(store: &Arc<dyn ObjectStore>, parquet_path: &str) -> Result<()> {
+pub(crate) async fn delete_block(store: &Arc<dyn ObjectStore>, parquet_path: &str) -> Result<()> {
     let meta_path = BlockMeta::meta_path_for(parquet_path)
         .ok_or_else(|| StorageError::Corrupt(format!("block path {parquet_path} not .parquet")))?;
     for path in [meta_path.as_str(), parquet_path] {
@@ -363,8 +363,8 @@ mod tests {
 
     /// A block of `spans` reference-workload spans, as a flush writes it.
     fn block(seed: u64, spans: usize) -> (Bytes, Vec<(Key, [u8; 8])>) {
-        let mut workload = crate::workload::Workload::new(seed, 1_767_225_600_000_000_000, 1000);
-        let batch = crate::otlp::resource_spans_to_batch("t", &workload.batch(spans))
+        let mut workload = tracelake_workload::Workload::new(seed, 1_767_225_600_000_000_000, 1000);
+        let batch = tracelake_model::otlp::resource_spans_to_batch("t", &workload.batch(spans))
             .unwrap()
             .batch
             .unwrap();

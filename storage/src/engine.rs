@@ -56,7 +56,7 @@ use crate::block::{encode_head_of, put_block};
 use crate::catalog::{Catalog, CatalogLoadStats, Cleanup};
 use crate::cluster::{Coordination, Sharing};
 use crate::compact::{self, CompactionStats};
-use crate::derived::{DerivedCatalog, DerivedTable, LatencyHistogram};
+use crate::derived::{DerivedCatalog, DerivedTable};
 use crate::head::{Head, HeadBatch, HeadRows, HeadStats};
 use crate::memory::MemoryLimiter;
 use crate::wal::{ReplayStats, Wal, encode_signal_payload};
@@ -64,6 +64,7 @@ use crate::{
     BlockRef, DerivedWriter, MetricWriter, Result, Signal, SpanFilter, SpanReader, SpanWriter,
     StorageConfig, StorageError, validate_tenant,
 };
+use tracelake_model::derived::LatencyHistogram;
 
 /// What start-up found, for the log and for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

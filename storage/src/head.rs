@@ -19,10 +19,11 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType,
 use datafusion::arrow::error::ArrowError;
 use parking_lot::RwLock;
 
-use crate::attributes::MapRowComparator;
 use crate::bloom::TraceIdFilter;
-use crate::schema::col;
-use crate::{Signal, SpanFilter, TraceId};
+use crate::{Signal, SpanFilter};
+use tracelake_model::TraceId;
+use tracelake_model::attributes::MapRowComparator;
+use tracelake_model::schema::col;
 
 /// Span rows as the head holds them: each distinct `resource_attributes`
 /// map is stored once.
@@ -253,7 +254,10 @@ impl HeadBatch {
         };
         let (first, last) = match signal {
             Signal::Spans => (col::START_TIME, col::END_TIME),
-            Signal::Metrics => (crate::metrics::TIME, crate::metrics::TIME),
+            Signal::Metrics => (
+                tracelake_model::otlp_metrics::TIME,
+                tracelake_model::otlp_metrics::TIME,
+            ),
         };
         let min_start_ns = times(first)
             .and_then(|array| min(&array))
@@ -361,12 +365,12 @@ const SMALL_BATCH_ROWS: usize = 256;
 const MERGE_RUN: usize = 64;
 
 #[derive(Debug, Default)]
-pub struct Head {
+pub(crate) struct Head {
     state: RwLock<HeadState>,
 }
 
 impl Head {
-    pub fn insert(&self, batch: HeadBatch) {
+    pub(crate) fn insert(&self, batch: HeadBatch) {
         let mut state = self.state.write();
         state.active_bytes += batch.bytes;
         state.oldest_active.get_or_insert_with(Instant::now);
@@ -376,7 +380,7 @@ impl Head {
 
     /// Moves every active batch to the sealed list; returns all sealed
     /// batches (earlier failed flushes included), oldest first.
-    pub fn seal(&self) -> Vec<HeadBatch> {
+    pub(crate) fn seal(&self) -> Vec<HeadBatch> {
         let mut state = self.state.write();
         let active = std::mem::take(&mut state.active);
         state.sealed.extend(active);
@@ -387,7 +391,7 @@ impl Head {
     }
 
     /// Drops the first `count` sealed batches, now in blocks.
-    pub fn remove_sealed(&self, count: usize) {
+    pub(crate) fn remove_sealed(&self, count: usize) {
         let mut state = self.state.write();
         let count = count.min(state.sealed.len());
         let removed: usize = state.sealed.drain(..count).map(|batch| batch.bytes).sum();
@@ -396,7 +400,7 @@ impl Head {
 
     /// The batches of `tenant` that may match `filter`, and how many
     /// batches the tenant has in the head.
-    pub fn snapshot(&self, tenant: &str, filter: &SpanFilter) -> (Vec<HeadRows>, usize) {
+    pub(crate) fn snapshot(&self, tenant: &str, filter: &SpanFilter) -> (Vec<HeadRows>, usize) {
         let state = self.state.read();
         let mut total = 0;
         let mut matching = Vec::new();
@@ -412,7 +416,7 @@ impl Head {
         (matching, total)
     }
 
-    pub fn stats(&self) -> HeadStats {
+    pub(crate) fn stats(&self) -> HeadStats {
         let state = self.state.read();
         HeadStats {
             active_batches: state.active.len(),
@@ -427,8 +431,8 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::resource_spans_to_batch;
-    use crate::workload::Workload;
+    use tracelake_model::otlp::resource_spans_to_batch;
+    use tracelake_workload::Workload;
 
     fn workload_batch() -> RecordBatch {
         let resource_spans = Workload::new(5, 1_767_225_600_000_000_000, 1_000_000).batch(2_000);
@@ -496,7 +500,7 @@ mod tests {
     fn distinct_resources_are_kept_whole() {
         // One span per resource: nothing to share, the batch stays as is.
         let resource_spans: Vec<_> = (0..3)
-            .map(|seed| crate::testing::sample_resource_spans(seed, 1, 1_000 + seed))
+            .map(|seed| tracelake_workload::samples::sample_resource_spans(seed, 1, 1_000 + seed))
             .collect();
         let batch = resource_spans_to_batch("t", &resource_spans)
             .unwrap()

@@ -1,5 +1,6 @@
-//! tracelake storage: the span model and everything that keeps spans (and
-//! OTLP metric points, which take the spans' path).
+//! tracelake storage: everything that keeps spans (and OTLP metric points,
+//! which take the spans' path). What a span is, and how it converts to and
+//! from Arrow, is the model's (`tracelake_model`); storage keeps the rows.
 //!
 //! ```text
 //!  append(tenant, batch)
@@ -36,48 +37,53 @@
 //! [`SpanReader`] for the blocks and head batches that may hold the rows it
 //! wants, pruned by tenant, time range and trace id.
 
-pub mod api;
-mod attributes;
-pub mod blob_cache;
-pub mod block;
-pub mod bloom;
-pub mod catalog;
-pub mod changes;
-pub mod cluster;
-pub mod compact;
-pub mod config;
-pub mod counting_store;
-pub mod derived;
-pub mod engine;
-pub mod head;
-pub mod ids;
-pub mod memory;
-pub mod metrics;
-pub mod otlp;
-pub mod remote;
-pub mod schema;
-pub mod signal;
-pub mod take;
-#[doc(hidden)]
-pub mod testing;
-pub mod wal;
-pub mod workload;
-pub mod xray;
+mod api;
+mod blob_cache;
+mod block;
+mod bloom;
+mod catalog;
+mod changes;
+mod cluster;
+mod compact;
+mod config;
+mod counting_store;
+mod derived;
+mod engine;
+mod head;
+mod memory;
+mod remote;
+mod signal;
+mod take;
+mod wal;
 
+// Storage's surface: what keeps spans, how it is configured and shared,
+// and the two views the other crates see (writers, the reader).
 pub use api::{
     BlockRef, DerivedWriter, MetricWriter, SpanFilter, SpanReader, SpanSnapshot, SpanWriter,
 };
+pub use blob_cache::{BlobCache, BlobCacheStats};
+pub use cluster::{
+    Claim, Coordination, LEASES_REFUSED, Lease, Leases, Sharing, conditional_writes_honoured,
+};
 pub use config::{FsyncPolicy, Retention, StorageConfig};
-pub use engine::{FlushStats, OpenStats, Storage, StorageStats, local_store};
-pub use ids::{IdError, SpanId, TraceId};
+pub use derived::{DerivedCatalog, DerivedTable};
+pub use engine::{
+    FlushStats, OpenStats, RefreshStats, Storage, StorageStats, local_store, run_every,
+};
+pub use head::HeadRows;
+pub use remote::{S3Settings, StoreLocation, open_bucket, open_store};
 pub use signal::Signal;
 
-/// The tenant used when a request names none (Tempo's convention).
-pub const DEFAULT_TENANT: &str = "single-tenant";
-
-/// The header (HTTP) or metadata key (gRPC) naming the tenant, lowercase as
-/// HTTP/2 and tonic metadata require (Tempo's `X-Scope-OrgID`).
-pub const TENANT_HEADER: &str = "x-scope-orgid";
+/// Pieces of the write path for this crate's benchmarks and tests and the
+/// workspace's (they time or break one stage alone). Not an API: nothing
+/// outside a benchmark or a test may use them.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::block::{encode_block, encode_head, put_block};
+    pub use crate::counting_store::CountingStore;
+    pub use crate::head::HeadBatch;
+    pub use crate::wal::{ReplayStats, Wal, WalRecord, encode_payload, pending};
+}
 
 /// Errors of the storage engine.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +103,10 @@ pub enum StorageError {
     ObjectStore(#[from] object_store::Error),
     #[error("corrupt data: {0}")]
     Corrupt(String),
-    #[error("invalid tenant {0:?}: use 1-128 characters of [A-Za-z0-9_.-]")]
-    InvalidTenant(String),
+    #[error(transparent)]
+    InvalidTenant(#[from] tracelake_model::InvalidTenant),
+    #[error(transparent)]
+    Model(#[from] tracelake_model::ModelError),
     #[error("storage is shutting down")]
     ShuttingDown,
     /// The head holds `max_head_bytes` or more, waiting for flushes to
@@ -120,20 +128,8 @@ pub enum StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
-/// Checks a tenant id before it becomes part of an object path.
-pub fn validate_tenant(tenant: &str) -> Result<()> {
-    let valid = !tenant.is_empty()
-        && tenant.len() <= 128
-        && tenant != "."
-        && tenant != ".."
-        && tenant
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(StorageError::InvalidTenant(
-            tenant.chars().take(140).collect(),
-        ))
-    }
+/// Checks a tenant id before it becomes part of an object path (the
+/// model's rule, as a storage error).
+pub(crate) fn validate_tenant(tenant: &str) -> Result<()> {
+    Ok(tracelake_model::validate_tenant(tenant)?)
 }

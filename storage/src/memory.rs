@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// How old a resident-memory sample may be before a check reads a new one.
-pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+pub(crate) const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 #[derive(Debug)]
-pub struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     /// Bytes; 0 turns the limiter off.
     limit: u64,
     epoch: Instant,
@@ -35,7 +35,7 @@ pub struct MemoryLimiter {
 }
 
 impl MemoryLimiter {
-    pub fn new(limit: u64) -> Self {
+    pub(crate) fn new(limit: u64) -> Self {
         Self {
             limit,
             epoch: Instant::now(),
@@ -44,17 +44,17 @@ impl MemoryLimiter {
         }
     }
 
-    pub fn limit(&self) -> u64 {
+    pub(crate) fn limit(&self) -> u64 {
         self.limit
     }
 
     /// Where refusals start: the limit less the 20% spike allowance.
-    pub fn soft_limit(&self) -> u64 {
+    pub(crate) fn soft_limit(&self) -> u64 {
         self.limit - self.limit / 5
     }
 
     /// Resident bytes, from a sample at most [`SAMPLE_EVERY`] old.
-    pub fn resident(&self) -> u64 {
+    pub(crate) fn resident(&self) -> u64 {
         let now_ns = i64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(i64::MAX);
         let sampled_at = self.sampled_at_ns.load(Ordering::Relaxed);
         if sampled_at < 0 || now_ns - sampled_at >= SAMPLE_EVERY.as_nanos() as i64 {
@@ -67,7 +67,7 @@ impl MemoryLimiter {
     }
 
     /// `Some(resident bytes)` when at or over the soft limit.
-    pub fn over_soft_limit(&self) -> Option<u64> {
+    pub(crate) fn over_soft_limit(&self) -> Option<u64> {
         if self.limit == 0 {
             return None;
         }
@@ -77,7 +77,7 @@ impl MemoryLimiter {
 
     /// Returns freed heap memory to the system (glibc keeps it otherwise)
     /// and takes a fresh sample. Blocking: call it off the reactor.
-    pub fn release_free_memory(&self) {
+    pub(crate) fn release_free_memory(&self) {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only walks the allocator's own free lists.
         unsafe {

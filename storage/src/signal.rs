@@ -9,9 +9,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 /// The kinds of rows the engine keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Signal {
-    /// One row per span ([`crate::schema::span_schema`]).
+    /// One row per span ([`tracelake_model::schema::span_schema`]).
     Spans,
-    /// One row per OTLP metric data point ([`crate::metrics::metrics_schema`]).
+    /// One row per OTLP metric data point ([`tracelake_model::otlp_metrics::metrics_schema`]).
     Metrics,
 }
 
@@ -32,8 +32,8 @@ impl Signal {
 
     pub fn schema(self) -> SchemaRef {
         match self {
-            Self::Spans => crate::schema::span_schema(),
-            Self::Metrics => crate::metrics::metrics_schema(),
+            Self::Spans => tracelake_model::schema::span_schema(),
+            Self::Metrics => tracelake_model::otlp_metrics::metrics_schema(),
         }
     }
 

@@ -55,7 +55,7 @@ fn gather(
 }
 
 /// `take(array, indices)`, faster for lists, maps and structs.
-pub fn take_array(array: &ArrayRef, indices: &UInt32Array) -> Result<ArrayRef, ArrowError> {
+pub(crate) fn take_array(array: &ArrayRef, indices: &UInt32Array) -> Result<ArrayRef, ArrowError> {
     match array.data_type() {
         DataType::List(field) => {
             let list = array.as_list::<i32>();
@@ -102,7 +102,10 @@ pub fn take_array(array: &ArrayRef, indices: &UInt32Array) -> Result<ArrayRef, A
 }
 
 /// `take_record_batch` with [`take_array`] for every column.
-pub fn take_batch(batch: &RecordBatch, indices: &UInt32Array) -> Result<RecordBatch, ArrowError> {
+pub(crate) fn take_batch(
+    batch: &RecordBatch,
+    indices: &UInt32Array,
+) -> Result<RecordBatch, ArrowError> {
     let columns = batch
         .columns()
         .iter()
@@ -116,9 +119,9 @@ mod tests {
     use datafusion::arrow::compute::take_record_batch;
 
     use super::*;
-    use crate::otlp::resource_spans_to_batch;
-    use crate::testing::sample_resource_spans;
-    use crate::workload::Workload;
+    use tracelake_model::otlp::resource_spans_to_batch;
+    use tracelake_workload::Workload;
+    use tracelake_workload::samples::sample_resource_spans;
 
     #[test]
     fn takes_exactly_what_arrow_takes() {

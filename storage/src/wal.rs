@@ -111,7 +111,7 @@ pub struct Wal {
 const FLUSHED_FILE: &str = "FLUSHED";
 
 /// The highest segment of `dir` recorded as flushed to blocks; 0 when none.
-pub fn read_flushed(dir: &Path) -> Result<u64> {
+pub(crate) fn read_flushed(dir: &Path) -> Result<u64> {
     let path = dir.join(FLUSHED_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().parse().map_err(|_| {
@@ -228,9 +228,16 @@ fn kind_of(signal: Signal) -> u8 {
 }
 
 /// Encodes one batch of `signal` rows of `tenant` as a record payload.
-pub fn encode_signal_payload(signal: Signal, tenant: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
-    let tenant_len = u16::try_from(tenant.len())
-        .map_err(|_| StorageError::InvalidTenant(tenant.chars().take(140).collect()))?;
+pub(crate) fn encode_signal_payload(
+    signal: Signal,
+    tenant: &str,
+    batch: &RecordBatch,
+) -> Result<Vec<u8>> {
+    let tenant_len = u16::try_from(tenant.len()).map_err(|_| {
+        StorageError::InvalidTenant(tracelake_model::InvalidTenant(
+            tenant.chars().take(140).collect(),
+        ))
+    })?;
     let mut payload = Vec::with_capacity(batch.get_array_memory_size() / 2 + 64);
     payload.push(kind_of(signal));
     payload.extend_from_slice(&tenant_len.to_le_bytes());

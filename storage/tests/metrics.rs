@@ -8,13 +8,13 @@ use std::time::Duration;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tracelake_storage::derived::DerivedTable;
-use tracelake_storage::metrics::metrics_to_batch;
-use tracelake_storage::testing::{sample_resource_metrics, sample_resource_spans};
+use tracelake_model::otlp_metrics::metrics_to_batch;
+use tracelake_storage::DerivedTable;
 use tracelake_storage::{
     DerivedWriter, MetricWriter, Retention, SpanFilter, SpanReader, SpanSnapshot, SpanWriter,
     Storage, StorageConfig, local_store,
 };
+use tracelake_workload::samples::{sample_resource_metrics, sample_resource_spans};
 
 const T0: u64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 const HOUR: u64 = 3_600_000_000_000;
@@ -110,13 +110,10 @@ async fn points_are_in_the_head_at_once_replayed_after_a_crash_then_in_blocks() 
         .unwrap();
     storage
         .append("t1", {
-            tracelake_storage::otlp::resource_spans_to_batch(
-                "t1",
-                &[sample_resource_spans(9, 2, T0)],
-            )
-            .unwrap()
-            .batch
-            .unwrap()
+            tracelake_model::otlp::resource_spans_to_batch("t1", &[sample_resource_spans(9, 2, T0)])
+                .unwrap()
+                .batch
+                .unwrap()
         })
         .await
         .unwrap();
@@ -302,7 +299,7 @@ async fn a_data_dir_from_before_opens_with_its_wal_and_its_metric_files() {
         storage
             .append(
                 "t",
-                tracelake_storage::otlp::resource_spans_to_batch(
+                tracelake_model::otlp::resource_spans_to_batch(
                     "t",
                     &[sample_resource_spans(1, 3, T0)],
                 )

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use tracelake_storage::otlp::{batches_to_traces_data, resource_spans_to_batch};
-use tracelake_storage::testing::sample_resource_spans;
-use tracelake_storage::wal::{Wal, encode_payload};
+use tracelake_model::TraceId;
+use tracelake_model::otlp::{batches_to_traces_data, resource_spans_to_batch};
+use tracelake_storage::internals::{Wal, encode_payload};
 use tracelake_storage::{
-    FsyncPolicy, SpanFilter, SpanReader, SpanWriter, Storage, StorageConfig, TraceId, local_store,
+    FsyncPolicy, SpanFilter, SpanReader, SpanWriter, Storage, StorageConfig, local_store,
 };
+use tracelake_workload::samples::sample_resource_spans;
 
 const T0: u64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 
@@ -88,8 +89,8 @@ fn open_wal(
     dir: &std::path::Path,
 ) -> (
     Wal,
-    Vec<tracelake_storage::wal::WalRecord>,
-    tracelake_storage::wal::ReplayStats,
+    Vec<tracelake_storage::internals::WalRecord>,
+    tracelake_storage::internals::ReplayStats,
 ) {
     Wal::open(
         dir,
@@ -193,7 +194,7 @@ async fn appended_spans_are_queryable_then_flushed_then_replayed() {
         .unwrap();
     storage.append("t2", batch(3, 3, T0)).await.unwrap();
     let trace_one =
-        TraceId::try_from(tracelake_storage::testing::trace_id_bytes(1).as_slice()).unwrap();
+        TraceId::try_from(tracelake_workload::samples::trace_id_bytes(1).as_slice()).unwrap();
     let all = SpanFilter::default();
     let by_trace = SpanFilter {
         trace_ids: Some(vec![trace_one]),
@@ -277,7 +278,7 @@ fn block_spans(storage: &Storage, dir: &std::path::Path, tenant: &str) -> Vec<Sp
             let batch = batch.unwrap();
             batches.push(
                 RecordBatch::try_new(
-                    tracelake_storage::schema::span_schema(),
+                    tracelake_model::schema::span_schema(),
                     batch.columns().to_vec(),
                 )
                 .unwrap(),
@@ -341,7 +342,7 @@ async fn compaction_merges_an_hours_blocks_and_a_restart_finishes_it() {
     assert_eq!(block_spans(&storage, dir.path(), "t1"), before);
     // A trace is still found by id alone, in the merged block.
     let trace =
-        TraceId::try_from(tracelake_storage::testing::trace_id_bytes(3).as_slice()).unwrap();
+        TraceId::try_from(tracelake_workload::samples::trace_id_bytes(3).as_slice()).unwrap();
     let by_trace = SpanFilter {
         trace_ids: Some(vec![trace]),
         ..SpanFilter::default()
@@ -408,7 +409,9 @@ async fn appends_over_the_head_limit_are_refused_until_a_flush() {
     let config = StorageConfig {
         // Room for one batch, not two (as the head counts them: resources
         // shared).
-        max_head_bytes: tracelake_storage::head::HeadBatch::new("t1", one.clone()).bytes as u64 + 1,
+        max_head_bytes: tracelake_storage::internals::HeadBatch::new("t1", one.clone()).bytes
+            as u64
+            + 1,
         ..config(dir.path())
     };
     let (storage, _) = Storage::open(config, local_store(dir.path()).unwrap())
@@ -496,7 +499,8 @@ async fn a_crash_anywhere_in_a_flush_stores_each_span_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_drops_a_tenants_old_spans_and_derived_rows_and_keeps_the_rest() {
-    use tracelake_storage::derived::{DerivedTable, SpanMetricSet, span_facts};
+    use tracelake_model::derived::{SpanMetricSet, span_facts};
+    use tracelake_storage::DerivedTable;
     use tracelake_storage::{DerivedWriter, Retention};
 
     let dir = tempfile::tempdir().unwrap();
@@ -570,7 +574,7 @@ async fn retention_drops_a_tenants_old_spans_and_derived_rows_and_keeps_the_rest
 /// of flushes and merges from the change log, without listing the store.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reader_follows_flushes_and_merges_through_the_change_log() {
-    use tracelake_storage::cluster::{Coordination, Sharing};
+    use tracelake_storage::{Coordination, Sharing};
     let dir = tempfile::tempdir().unwrap();
     let store = local_store(&dir.path().join("bucket")).unwrap();
     let mut writer_config = config(&dir.path().join("collector"));
@@ -637,8 +641,8 @@ async fn a_reader_follows_flushes_and_merges_through_the_change_log() {
 /// a flush's blocks and committing it is undone from `wal/PENDING`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collector_removes_the_blocks_of_its_uncommitted_flush() {
-    use tracelake_storage::cluster::Sharing;
-    use tracelake_storage::wal::pending;
+    use tracelake_storage::Sharing;
+    use tracelake_storage::internals::pending;
     let dir = tempfile::tempdir().unwrap();
     let store = local_store(&dir.path().join("bucket")).unwrap();
     let collector_config = || {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use prost::Message;
-use tracelake_storage::testing::sample_resource_metrics;
+use tracelake_workload::samples::sample_resource_metrics;
 
 use crate::server::{TestServer, TestServerBuilder, sql};
 

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{Span, TracesData};
 use prost::Message;
 use serde_json::{Value, json};
-use tracelake_storage::xray::{SegmentDocument, traces_to_documents};
+use tracelake_model::xray::{SegmentDocument, traces_to_documents};
 
 use crate::otlp::{fetch_trace, request, span, span_id, spans_of, trace_id};
 use crate::python_sdk::python;

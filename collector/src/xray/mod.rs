@@ -9,7 +9,7 @@
 //!                                                 -> Pipeline (WAL, head) -> outcome per document
 //! ```
 //!
-//! Documents are mapped by `tracelake_storage::xray` (segment -> SERVER
+//! Documents are mapped by `tracelake_model::xray` (segment -> SERVER
 //! span of its service, subsegments -> child spans, ...). A document that
 //! breaks a rule is refused with the reason, alone: the other documents of
 //! the same datagram burst or request are kept.
@@ -34,7 +34,7 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parking_lot::Mutex;
-use tracelake_storage::xray::{
+use tracelake_model::xray::{
     InvalidDocument, MAX_DOCUMENT_BYTES, MappedDocument, SegmentDocument, document_to_spans,
     parse_documents,
 };

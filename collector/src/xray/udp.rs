@@ -94,7 +94,7 @@ pub struct UdpConfig {
 impl Default for UdpConfig {
     fn default() -> Self {
         Self {
-            tenant: tracelake_storage::DEFAULT_TENANT.to_string(),
+            tenant: tracelake_model::DEFAULT_TENANT.to_string(),
             queue_bytes: 64 * 1024 * 1024,
             socket_receive_buffer: 16 * 1024 * 1024,
         }

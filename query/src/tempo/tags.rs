@@ -14,7 +14,7 @@ use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_nested::expr_fn::map_keys;
 use datafusion::prelude::{DataFrame, Expr, col, lit};
 use serde_json::{Value as Json, json};
-use tracelake_storage::schema::col as span_col;
+use tracelake_model::schema::col as span_col;
 
 use super::{MAX_TAG_VALUES, TempoState, window};
 use crate::api::{ApiError, tenant};

@@ -28,7 +28,7 @@
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{Operator as SqlOperator, binary_expr, cast};
 use datafusion::prelude::{Expr, col, lit};
-use tracelake_storage::schema::{any_value, col as span_col};
+use tracelake_model::schema::{any_value, col as span_col};
 
 use super::ast::{
     BinaryOp, Field, FieldExpr, Intrinsic, Pipeline, Scope, SpansetOp, Spansets, Stage, Value,

@@ -19,8 +19,9 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
 use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
-use tracelake_storage::schema::{any_value, col as span_col};
-use tracelake_storage::{SpanReader, TraceId};
+use tracelake_model::TraceId;
+use tracelake_model::schema::{any_value, col as span_col};
+use tracelake_storage::SpanReader;
 
 use super::check::Checked;
 use super::eval::{AttrValue, EventRow, LinkRow, SpanRow, SpansetMatch, TraceRows};

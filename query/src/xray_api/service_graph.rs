@@ -19,7 +19,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
-use tracelake_storage::derived::{LatencyHistogram, OutcomeCounts};
+use tracelake_model::derived::{LatencyHistogram, OutcomeCounts};
 
 use super::{XrayQueryState, next_token, page_offset, window, window_rows};
 use crate::service_map::{MapNode, ServiceMap};

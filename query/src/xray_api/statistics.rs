@@ -20,8 +20,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
-use tracelake_storage::derived::{CLIENT_NODE_TYPE, Node};
-use tracelake_storage::xray::nanos_to_seconds;
+use tracelake_model::derived::{CLIENT_NODE_TYPE, Node};
+use tracelake_model::xray::nanos_to_seconds;
 
 use super::service_graph::{histogram, summary_statistics};
 use super::{XrayQueryState, no_next_token, window, window_rows};

@@ -21,8 +21,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
-use tracelake_storage::TraceId;
-use tracelake_storage::xray::{format_xray_trace_id, nanos_to_seconds};
+use tracelake_model::TraceId;
+use tracelake_model::xray::{format_xray_trace_id, nanos_to_seconds};
 
 use super::root_causes::{Failure, root_causes};
 use super::{XrayQueryState, check_trace_window, next_token, page_offset, window};

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::TracesData;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracelake_aws_json::{AwsError, json_body, json_response, tenant_of};
-use tracelake_storage::xray::{nanos_to_seconds, parse_xray_trace_id, traces_to_documents};
+use tracelake_model::xray::{nanos_to_seconds, parse_xray_trace_id, traces_to_documents};
 
 use super::service_graph::service;
 use super::{XrayQueryState, no_next_token};

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use tracelake_storage::derived::{SpanFacts, infer_peer};
+use tracelake_model::derived::{SpanFacts, infer_peer};
 
 use super::parse::{Comparison, Filter, Keyword, Literal, NumberField, TextField, TextOp};
 

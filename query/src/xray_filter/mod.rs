@@ -16,10 +16,11 @@ use datafusion::arrow::datatypes::{Int32Type, TimestampNanosecondType};
 use datafusion::logical_expr::JoinType;
 use datafusion::prelude::col;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
-use tracelake_storage::derived::span_facts;
-use tracelake_storage::otlp::attributes_at;
-use tracelake_storage::schema::col as span_col;
-use tracelake_storage::{SpanReader, xray};
+use tracelake_model::derived::span_facts;
+use tracelake_model::otlp::attributes_at;
+use tracelake_model::schema::col as span_col;
+use tracelake_model::xray;
+use tracelake_storage::SpanReader;
 
 pub use eval::{SpanView, TraceView};
 pub use parse::{
@@ -235,7 +236,7 @@ fn annotations(attributes: &[KeyValue]) -> Vec<(String, Literal)> {
 pub async fn traces_by_ids(
     reader: Arc<dyn SpanReader>,
     tenant: &str,
-    trace_ids: &[tracelake_storage::TraceId],
+    trace_ids: &[tracelake_model::TraceId],
 ) -> Result<Vec<TraceView>> {
     if trace_ids.is_empty() {
         return Ok(Vec::new());

@@ -27,8 +27,8 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use super::rows::{col, edges_schema, span_metrics_schema};
 use crate::{BlockRef, Result, StorageError};
+use tracelake_model::derived::{col, edges_schema, span_metrics_schema};
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 const WATERMARK_PATH: &str = "derived/watermark.json";
@@ -69,7 +69,7 @@ impl DerivedTable {
         match self {
             Self::Edges => edges_schema(),
             Self::SpanMetrics => span_metrics_schema(),
-            Self::Metrics => crate::metrics::metrics_schema(),
+            Self::Metrics => tracelake_model::otlp_metrics::metrics_schema(),
         }
     }
 

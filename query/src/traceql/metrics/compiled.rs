@@ -29,8 +29,8 @@ use datafusion::logical_expr::cast;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::prelude::{Expr, col, lit};
 use futures::StreamExt;
+use tracelake_model::schema::{any_value, col as span_col};
 use tracelake_storage::SpanReader;
-use tracelake_storage::schema::{any_value, col as span_col};
 
 use super::{Accumulated, MetricsRequest};
 use crate::exprs::{any_value_child, or_else, starts_within, timestamp_ns};

@@ -36,8 +36,9 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::cast;
 use datafusion::prelude::{Expr, SessionContext, col, lit};
-use tracelake_storage::derived::{DerivedTable, NANOS_PER_MINUTE, col as row_col, minute_of};
-use tracelake_storage::schema::{col as span_col, span_schema};
+use tracelake_model::derived::{NANOS_PER_MINUTE, col as row_col, minute_of};
+use tracelake_model::schema::{col as span_col, span_schema};
+use tracelake_storage::DerivedTable;
 use tracelake_storage::{SpanFilter, SpanReader};
 
 use super::{Plan, by_column};

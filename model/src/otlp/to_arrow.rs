@@ -16,7 +16,7 @@ use crate::attributes::{AttributesBuilder, find_bool, find_int, find_str};
 use crate::ids::{IdError, SpanId, TraceId};
 use crate::schema::{event_fields, event_item_field, link_fields, link_item_field, span_schema};
 use crate::xray;
-use crate::{Result, StorageError};
+use crate::{ModelError, Result};
 
 /// Why one span of a request was not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,7 +535,7 @@ impl SpanRowsBuilder {
         for column in &mut columns {
             datafusion::arrow::array::Array::shrink_to_fit(column);
         }
-        RecordBatch::try_new(span_schema(), columns).map_err(StorageError::from)
+        RecordBatch::try_new(span_schema(), columns).map_err(ModelError::from)
     }
 }
 

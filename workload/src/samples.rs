@@ -1,5 +1,5 @@
-//! Span fixtures shared by this crate's tests, the query crate's tests and
-//! the benchmarks. Deterministic: the same seed gives the same spans.
+//! Small span and metric fixtures shared by the crates' tests and the
+//! benchmarks. Deterministic: the same seed gives the same spans.
 
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,

@@ -11,7 +11,7 @@
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
-use crate::{Result, StorageError};
+use crate::{ModelError, Result};
 
 /// Tempo's default service-graph histogram buckets, seconds.
 pub const SERVICE_GRAPH_BUCKETS: [f64; 8] = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8];
@@ -130,7 +130,7 @@ impl LatencyHistogram {
         let mut reader = bytes;
         let mut micros: Histogram<u64> = Deserializer::new()
             .deserialize(&mut reader)
-            .map_err(|error| StorageError::Corrupt(format!("latency histogram: {error:?}")))?;
+            .map_err(|error| ModelError::Corrupt(format!("latency histogram: {error:?}")))?;
         micros.auto(true);
         Ok(Self { micros })
     }

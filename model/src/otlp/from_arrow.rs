@@ -13,7 +13,7 @@ use super::{kind_from_str, status_from_str};
 use crate::attributes::{child, read_attributes};
 use crate::schema::col;
 use crate::xray;
-use crate::{Result, StorageError};
+use crate::{ModelError, Result};
 
 /// Rebuilds OTLP `TracesData` from span table batches (all columns, in
 /// [`crate::schema::span_schema`] order or any order: columns are found by name).
@@ -97,7 +97,7 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
     batch
         .column_by_name(name)
         .and_then(|array| array.as_any().downcast_ref::<T>())
-        .ok_or_else(|| StorageError::Corrupt(format!("span column {name} missing or mistyped")))
+        .ok_or_else(|| ModelError::Corrupt(format!("span column {name} missing or mistyped")))
 }
 
 fn text(array: &StringArray, row: usize) -> String {

@@ -9,8 +9,8 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use tracelake_storage::otlp::{batches_to_traces_data, resource_spans_to_batch};
-use tracelake_storage::xray::{
+use tracelake_model::otlp::{batches_to_traces_data, resource_spans_to_batch};
+use tracelake_model::xray::{
     MappedDocument, SegmentDocument, SpanWithResource, XRAY_SCOPE_NAME, document_to_spans,
     spans_to_documents, traces_to_documents,
 };

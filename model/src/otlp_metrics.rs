@@ -6,9 +6,9 @@
 //!    tenants/{t}/metric_blocks/{date}/{hh}/{ulid}.parquet + .meta.json --compaction--> one per hour
 //! ```
 //!
-//! Points take the spans' path ([`crate::signal`], [`crate::engine`]).
+//! Points take the spans' path through storage (its `signal` and `engine`).
 //! Releases before that wrote one file per export request and hour to
-//! `tenants/{t}/metrics/{date}/{hh}/{ulid}.parquet` ([`crate::derived`]);
+//! `tenants/{t}/metrics/{date}/{hh}/{ulid}.parquet` (storage's `derived` files);
 //! those files are still read by the table and expired by retention.
 //!
 //! | column | type | meaning |
@@ -51,7 +51,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 
 use crate::attributes::AttributesBuilder;
 use crate::schema::{attributes_type, timestamp_type};
-use crate::{Result, StorageError};
+use crate::{ModelError, Result};
 
 /// A refused data point and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,7 +372,7 @@ impl Rows {
             Arc::new(self.quantiles.finish()),
             Arc::new(self.flags.finish()),
         ];
-        RecordBatch::try_new(metrics_schema(), columns).map_err(StorageError::from)
+        RecordBatch::try_new(metrics_schema(), columns).map_err(ModelError::from)
     }
 }
 

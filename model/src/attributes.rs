@@ -17,14 +17,20 @@ use crate::schema::{any_value, any_value_fields, attribute_entries_field};
 
 /// Builds one `Map(Utf8, AnyValue)` column, a row at a time.
 #[derive(Debug)]
-pub(crate) struct AttributesBuilder {
+pub struct AttributesBuilder {
     offsets: Vec<i32>,
     keys: StringBuilder,
     values: AnyValueBuilder,
 }
 
+impl Default for AttributesBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl AttributesBuilder {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             offsets: vec![0],
             keys: StringBuilder::new(),
@@ -33,16 +39,12 @@ impl AttributesBuilder {
     }
 
     /// Appends one row holding `attributes`.
-    pub(crate) fn append_row(&mut self, attributes: &[KeyValue]) {
+    pub fn append_row(&mut self, attributes: &[KeyValue]) {
         self.append_row_except(attributes, |_| false);
     }
 
     /// Appends one row holding the `attributes` that `skip` does not match.
-    pub(crate) fn append_row_except(
-        &mut self,
-        attributes: &[KeyValue],
-        skip: impl Fn(&KeyValue) -> bool,
-    ) {
+    pub fn append_row_except(&mut self, attributes: &[KeyValue], skip: impl Fn(&KeyValue) -> bool) {
         for key_value in attributes.iter().filter(|key_value| !skip(key_value)) {
             self.keys.append_value(&key_value.key);
             let value = key_value.value.as_ref().and_then(|any| any.value.as_ref());
@@ -51,7 +53,7 @@ impl AttributesBuilder {
         self.offsets.push(self.keys.len() as i32);
     }
 
-    pub(crate) fn finish(&mut self) -> MapArray {
+    pub fn finish(&mut self) -> MapArray {
         let keys: ArrayRef = Arc::new(self.keys.finish());
         let values: ArrayRef = Arc::new(self.values.finish());
         let DataType::Struct(entry_fields) = attribute_entries_field().data_type().clone() else {
@@ -125,7 +127,7 @@ fn nested_to_json(value: &Value) -> String {
 }
 
 /// Reads row `row` of an attribute map column back into OTLP `KeyValue`s.
-pub(crate) fn read_attributes(map: &MapArray, row: usize) -> Vec<KeyValue> {
+pub fn read_attributes(map: &MapArray, row: usize) -> Vec<KeyValue> {
     let entries = map.value(row);
     let Some(keys) = entries.column(0).as_any().downcast_ref::<StringArray>() else {
         return Vec::new();
@@ -149,7 +151,7 @@ pub(crate) fn read_attributes(map: &MapArray, row: usize) -> Vec<KeyValue> {
 
 /// Compares rows of one attribute map column by value, for sharing
 /// repeated rows (the head stores each distinct resource once).
-pub(crate) struct MapRowComparator<'a> {
+pub struct MapRowComparator<'a> {
     map: &'a MapArray,
     keys: &'a StringArray,
     values: &'a StructArray,
@@ -158,7 +160,7 @@ pub(crate) struct MapRowComparator<'a> {
 
 impl<'a> MapRowComparator<'a> {
     /// `None` when `map` does not have the attribute map layout.
-    pub(crate) fn new(map: &'a MapArray) -> Option<Self> {
+    pub fn new(map: &'a MapArray) -> Option<Self> {
         let entries = map.entries();
         let keys = entries.column(0).as_any().downcast_ref::<StringArray>()?;
         let values = entries.column(1).as_any().downcast_ref::<StructArray>()?;
@@ -171,7 +173,7 @@ impl<'a> MapRowComparator<'a> {
     }
 
     /// Whether rows `a` and `b` hold the same entries in the same order.
-    pub(crate) fn rows_equal(&self, a: usize, b: usize) -> bool {
+    pub fn rows_equal(&self, a: usize, b: usize) -> bool {
         if self.map.is_null(a) != self.map.is_null(b) {
             return false;
         }
@@ -256,7 +258,7 @@ impl<'a> AnyValueReader<'a> {
 }
 
 /// Child `name` of a struct array, if present with type `T`.
-pub(crate) fn child<'a, T: 'static>(parent: &'a StructArray, name: &str) -> Option<&'a T> {
+pub fn child<'a, T: 'static>(parent: &'a StructArray, name: &str) -> Option<&'a T> {
     parent.column_by_name(name)?.as_any().downcast_ref::<T>()
 }
 
@@ -269,7 +271,7 @@ pub fn find_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
 }
 
 /// The integer value of attribute `key`: an int, or a string holding one.
-pub(crate) fn find_int(attributes: &[KeyValue], key: &str) -> Option<i64> {
+pub fn find_int(attributes: &[KeyValue], key: &str) -> Option<i64> {
     match find_value(attributes, key)? {
         Value::IntValue(int) => Some(*int),
         Value::StringValue(text) => text.parse().ok(),
@@ -279,7 +281,7 @@ pub(crate) fn find_int(attributes: &[KeyValue], key: &str) -> Option<i64> {
 }
 
 /// The boolean value of attribute `key`, if present and a boolean.
-pub(crate) fn find_bool(attributes: &[KeyValue], key: &str) -> Option<bool> {
+pub fn find_bool(attributes: &[KeyValue], key: &str) -> Option<bool> {
     match find_value(attributes, key)? {
         Value::BoolValue(flag) => Some(*flag),
         _ => None,
@@ -287,7 +289,7 @@ pub(crate) fn find_bool(attributes: &[KeyValue], key: &str) -> Option<bool> {
 }
 
 /// The value of attribute `key`, if present and set.
-pub(crate) fn find_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+pub fn find_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
     attributes
         .iter()
         .find(|key_value| key_value.key == key)

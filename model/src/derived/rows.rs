@@ -43,7 +43,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, Timestamp
 use super::facts::{ConnectionType, Node, Outcome, SpanFacts, infer_peer, kind_name, status_name};
 use super::histogram::LatencyHistogram;
 use crate::schema::timestamp_type;
-use crate::{Result, StorageError};
+use crate::{ModelError, Result};
 
 pub const NANOS_PER_MINUTE: i64 = 60_000_000_000;
 
@@ -532,7 +532,7 @@ impl EdgeSet {
         for row in 0..batch.num_rows() {
             let connection_type =
                 ConnectionType::parse(connection.value(row)).ok_or_else(|| {
-                    StorageError::Corrupt(format!(
+                    ModelError::Corrupt(format!(
                         "edges: unknown connection type {:?}",
                         connection.value(row)
                     ))
@@ -754,11 +754,11 @@ impl<'a> DerivedColumns<'a> {
     fn get(&self, name: &str) -> Result<&'a ArrayRef> {
         self.batch
             .column_by_name(name)
-            .ok_or_else(|| StorageError::Corrupt(format!("derived column {name} missing")))
+            .ok_or_else(|| ModelError::Corrupt(format!("derived column {name} missing")))
     }
 
-    fn mistyped(name: &str) -> StorageError {
-        StorageError::Corrupt(format!("derived column {name} has the wrong type"))
+    fn mistyped(name: &str) -> ModelError {
+        ModelError::Corrupt(format!("derived column {name} has the wrong type"))
     }
 
     fn minutes(

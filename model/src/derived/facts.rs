@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType};
 
 use crate::schema::{any_value, col};
 use crate::xray;
-use crate::{Result, StorageError};
+use crate::{ModelError, Result};
 
 /// A node of the service map: a service, an inferred downstream, or the
 /// `client` in front of roots. `node_type` is the X-Ray type
@@ -331,7 +331,7 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
     batch
         .column_by_name(name)
         .and_then(|array| array.as_any().downcast_ref::<T>())
-        .ok_or_else(|| StorageError::Corrupt(format!("span column {name} missing or mistyped")))
+        .ok_or_else(|| ModelError::Corrupt(format!("span column {name} missing or mistyped")))
 }
 
 fn optional_text(array: &StringArray, row: usize) -> Option<String> {
@@ -358,11 +358,11 @@ impl<'a> FactColumns<'a> {
             start_time: batch
                 .column_by_name(col::START_TIME)
                 .and_then(|array| array.as_primitive_opt())
-                .ok_or_else(|| StorageError::Corrupt("span column start_time".into()))?,
+                .ok_or_else(|| ModelError::Corrupt("span column start_time".into()))?,
             duration_ns: batch
                 .column_by_name(col::DURATION_NS)
                 .and_then(|array| array.as_primitive_opt())
-                .ok_or_else(|| StorageError::Corrupt("span column duration_ns".into()))?,
+                .ok_or_else(|| ModelError::Corrupt("span column duration_ns".into()))?,
             status_code: column(batch, col::STATUS_CODE)?,
             xray_error: column(batch, col::XRAY_ERROR)?,
             xray_fault: column(batch, col::XRAY_FAULT)?,
@@ -376,7 +376,7 @@ impl<'a> FactColumns<'a> {
     }
 
     fn read(&self, row: usize) -> Result<SpanFacts> {
-        let corrupt = |what: &str| StorageError::Corrupt(format!("span row {row}: {what}"));
+        let corrupt = |what: &str| ModelError::Corrupt(format!("span row {row}: {what}"));
         let kind = kind_name(self.kind.value(row));
         let (wanted, in_progress) = self.wanted_attributes(row);
         let [

@@ -25,6 +25,9 @@
 //! - Trace ids are random 128-bit; span ids random 64-bit; traces start
 //!   `spacing_ns` apart from `start_ns`.
 
+#[doc(hidden)]
+pub mod samples;
+
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
