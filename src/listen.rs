@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracelake_routes::Routes;
+use tracelake_routes::timing::RequestMetrics;
 
 use crate::auth::{Keys, Listener};
 use crate::config::Config;
@@ -110,12 +111,15 @@ pub(crate) static PRINT_ROUTES: std::sync::atomic::AtomicBool =
 
 /// `routes` behind the API-key check of `listener`, when keys are
 /// configured: each request is checked against the access its route
-/// declared, and a path no route declared is refused.
+/// declared, and a path no route declared is refused. Every request,
+/// refused or answered, is timed in `requests` by its route template.
 pub(crate) fn authenticated(
     routes: Routes,
     keys: &Option<Arc<Keys>>,
     listener: Listener,
+    requests: &RequestMetrics,
 ) -> axum::Router {
+    let timed = requests.layer(listener.name());
     let (router, declared) = routes.into_parts();
     if PRINT_ROUTES.load(std::sync::atomic::Ordering::Relaxed) {
         let mut stdout = std::io::stdout().lock();
@@ -131,21 +135,23 @@ pub(crate) fn authenticated(
         let _ = stdout.flush();
     }
     let Some(keys) = keys else {
-        return router;
+        return router.layer(timed);
     };
     let keys = Arc::clone(keys);
     let declared = Arc::new(declared.matcher());
-    router.layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
-            crate::auth::check(
-                Arc::clone(&keys),
-                Arc::clone(&declared),
-                listener,
-                request,
-                next,
-            )
-        },
-    ))
+    router
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                crate::auth::check(
+                    Arc::clone(&keys),
+                    Arc::clone(&declared),
+                    listener,
+                    request,
+                    next,
+                )
+            },
+        ))
+        .layer(timed)
 }
 
 /// SIGINT or SIGTERM.

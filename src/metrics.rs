@@ -1,24 +1,36 @@
-//! `GET /metrics` on the query port: Prometheus text exposition of the
-//! counters the parts keep (storage, receivers, tail sampling, the
-//! service-map aggregation) and of one tenant's service-graph and span
-//! metrics under Tempo's names and its latest OTLP metric points
-//! (`?tenant=`, default `single-tenant`).
+//! `GET /metrics` on the query port, in Prometheus text format 0.0.4:
+//!
+//! - for `admin` keys (or without keys), the process's one registry
+//!   (`prometheus_client`): every listener's request durations and counts
+//!   ([`tracelake_routes::timing`]), the storage counters ([`StorageMetrics`])
+//!   and the collector's ([`CollectorMetrics`]), each part registering its
+//!   own;
+//! - for `query` keys too, one tenant's service-graph and span metrics
+//!   under Tempo's names and its latest OTLP metric points (`?tenant=`,
+//!   default `single-tenant`): the tenant's data, written as Tempo's users
+//!   see them.
+//!
+//! The registry encodes OpenMetrics; the page stays in the text format it
+//! has always had ([`classic_text`]: counter families are named with their
+//! `_total`, no `# EOF`), so scrapers and parsers of it see no change.
 
 use std::collections::HashMap;
-use std::fmt::Write;
+use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::{Extension, Query};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+use tracelake_collector::CollectorMetrics;
 use tracelake_collector::aggregate::Aggregator;
 use tracelake_collector::metrics_ingest::MetricsExposition;
-use tracelake_collector::prometheus::write_plain_counter;
-use tracelake_collector::prometheus::{HistogramSeries, write_histogram};
-use tracelake_collector::receiver_stats::ReceiverStats;
-use tracelake_collector::tail::TailStage;
-use tracelake_collector::xray::udp::UdpStats;
+use tracelake_collector::prometheus::{
+    HistogramSeries, encode_histogram, encode_plain_counter, encode_plain_gauge,
+};
 use tracelake_routes::{Access, Routes};
 use tracelake_storage::Storage;
 
@@ -31,15 +43,13 @@ const LATENCY_BUCKETS: [f64; 12] = [
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Everything `/metrics` reports.
+/// Everything `/metrics` reports: the process's registry, and the sources
+/// of a tenant's series.
 #[derive(Clone)]
 pub(crate) struct MetricSources {
-    pub(crate) storage: Storage,
-    pub(crate) udp: Arc<UdpStats>,
-    pub(crate) tail: Option<Arc<TailStage>>,
+    pub(crate) registry: Arc<Registry>,
     pub(crate) aggregator: Arc<Aggregator>,
     pub(crate) otlp_metrics: Arc<MetricsExposition>,
-    pub(crate) receivers: Arc<ReceiverStats>,
 }
 
 /// `/metrics`, for `query` keys (their tenant's series) and `admin` keys
@@ -68,19 +78,20 @@ pub(crate) fn routes(sources: MetricSources) -> Routes {
                     let rendered = tokio::task::spawn_blocking(move || {
                         let mut out = String::new();
                         if process_wide {
-                            out = render(
-                                &sources.storage,
-                                &sources.udp,
-                                sources.tail.as_deref(),
-                                &sources.aggregator,
-                            );
-                            sources.receivers.render_prometheus(&mut out);
+                            let mut open_metrics = String::new();
+                            prometheus_client::encoding::text::encode_registry(
+                                &mut open_metrics,
+                                &sources.registry,
+                            )?;
+                            out = classic_text(&open_metrics);
                         }
                         sources.aggregator.render_series(&mut out, &tenant);
                         sources.otlp_metrics.render(&mut out, &tenant);
-                        out
+                        Ok::<_, fmt::Error>(out)
                     })
-                    .await;
+                    .await
+                    .map_err(|error| error.to_string())
+                    .and_then(|encoded| encoded.map_err(|error| error.to_string()));
                     match rendered {
                         Ok(out) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response(),
                         Err(error) => (
@@ -114,126 +125,217 @@ fn scrape_tenant(params: &HashMap<String, String>, headers: &HeaderMap) -> Resul
     Ok(tenant)
 }
 
-fn render(
-    storage: &Storage,
-    udp: &UdpStats,
-    tail: Option<&TailStage>,
-    aggregator: &Aggregator,
-) -> String {
-    let mut out = String::new();
-    let stats = storage.stats();
-    let counters = [
-        (
-            "tracelake_storage_appended_spans_total",
-            "Spans appended to the WAL and head.",
-            stats.appended_spans,
-        ),
-        (
-            "tracelake_storage_flushed_blocks_total",
-            "Parquet blocks written.",
-            stats.flushed_blocks,
-        ),
-        (
-            "tracelake_storage_flushed_bytes_total",
-            "Bytes of Parquet blocks written.",
-            stats.flushed_bytes,
-        ),
-        (
-            "tracelake_storage_compacted_blocks_total",
-            "Blocks merged away by compaction.",
-            stats.compacted_blocks,
-        ),
-        (
-            "tracelake_storage_expired_blocks_total",
-            "Blocks dropped by retention.",
-            stats.expired_blocks,
-        ),
-        (
-            "tracelake_storage_compaction_failures_total",
-            "Compaction passes that failed (retried on the next pass).",
-            stats.compaction_failures,
-        ),
-        (
-            "tracelake_storage_refused_appends_total",
-            "Appends refused because the head was over flush.max_head_bytes or the process over memory.limit_bytes' soft limit.",
-            stats.refused_appends,
-        ),
-        (
-            "tracelake_storage_flush_failures_total",
-            "Flushes that failed and will be retried.",
-            stats.flush_failures,
-        ),
-    ];
-    for (name, help, value) in counters {
-        write_plain_counter(&mut out, name, help, value);
+/// OpenMetrics text as Prometheus text format 0.0.4: a counter family's
+/// `# HELP` and `# TYPE` lines name it with its `_total` (as its samples
+/// are), and `# UNIT` and `# EOF` lines go.
+pub(crate) fn classic_text(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len() + 64);
+    let mut help: Option<&str> = None;
+    for line in open_metrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(pending) = help.replace(line) {
+                out.push_str(pending);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(family) = rest.strip_suffix(" counter")
+        {
+            if let Some(pending) = help.take() {
+                let text = pending
+                    .strip_prefix("# HELP ")
+                    .and_then(|text| text.strip_prefix(family))
+                    .unwrap_or_default();
+                out.push_str(&format!("# HELP {family}_total{text}\n"));
+            }
+            out.push_str(&format!("# TYPE {family}_total counter\n"));
+            continue;
+        }
+        if let Some(pending) = help.take() {
+            out.push_str(pending);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
     }
-    let gauges = [
-        (
-            "tracelake_storage_blocks",
-            "Blocks in the catalog.",
-            stats.blocks as u64,
-        ),
-        (
-            "tracelake_storage_head_active_bytes",
-            "Arrow bytes of the head batches not yet sealed for a flush.",
-            stats.head.active_bytes as u64,
-        ),
-        (
-            "tracelake_storage_head_batches",
-            "Batches in the head, active and sealed (being flushed).",
-            (stats.head.active_batches + stats.head.sealed_batches) as u64,
-        ),
-        (
-            "tracelake_storage_head_sealed_bytes",
-            "Arrow bytes of the head batches being flushed.",
-            stats.head.sealed_bytes as u64,
-        ),
-        (
-            "process_resident_memory_bytes",
-            "Resident memory of the process, as the memory limiter samples it.",
-            stats.resident_bytes,
-        ),
-        (
-            "tracelake_memory_limit_bytes",
-            "memory.limit_bytes (0: off); appends are refused from 80% of it.",
-            stats.memory_limit_bytes,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    if let Some(pending) = help {
+        out.push_str(pending);
+        out.push('\n');
+    }
+    out
+}
+
+/// The storage engine's counters, gauges and latency histograms, read at
+/// each scrape.
+pub(crate) struct StorageMetrics(pub(crate) Storage);
+
+impl fmt::Debug for StorageMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StorageMetrics")
+    }
+}
+
+impl Collector for StorageMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let stats = self.0.stats();
+        let counters = [
+            (
+                "tracelake_storage_appended_spans_total",
+                "Spans appended to the WAL and head.",
+                stats.appended_spans,
+            ),
+            (
+                "tracelake_storage_flushed_blocks_total",
+                "Parquet blocks written.",
+                stats.flushed_blocks,
+            ),
+            (
+                "tracelake_storage_flushed_bytes_total",
+                "Bytes of Parquet blocks written.",
+                stats.flushed_bytes,
+            ),
+            (
+                "tracelake_storage_compacted_blocks_total",
+                "Blocks merged away by compaction.",
+                stats.compacted_blocks,
+            ),
+            (
+                "tracelake_storage_expired_blocks_total",
+                "Blocks dropped by retention.",
+                stats.expired_blocks,
+            ),
+            (
+                "tracelake_storage_compaction_failures_total",
+                "Compaction passes that failed (retried on the next pass).",
+                stats.compaction_failures,
+            ),
+            (
+                "tracelake_storage_refused_appends_total",
+                "Appends refused because the head was over flush.max_head_bytes or the process over memory.limit_bytes' soft limit.",
+                stats.refused_appends,
+            ),
+            (
+                "tracelake_storage_flush_failures_total",
+                "Flushes that failed and will be retried.",
+                stats.flush_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            encode_plain_counter(&mut encoder, name, help, value)?;
+        }
+        let gauges = [
+            (
+                "tracelake_storage_blocks",
+                "Blocks in the catalog.",
+                stats.blocks as u64,
+            ),
+            (
+                "tracelake_storage_head_active_bytes",
+                "Arrow bytes of the head batches not yet sealed for a flush.",
+                stats.head.active_bytes as u64,
+            ),
+            (
+                "tracelake_storage_head_batches",
+                "Batches in the head, active and sealed (being flushed).",
+                (stats.head.active_batches + stats.head.sealed_batches) as u64,
+            ),
+            (
+                "tracelake_storage_head_sealed_bytes",
+                "Arrow bytes of the head batches being flushed.",
+                stats.head.sealed_bytes as u64,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory of the process, as the memory limiter samples it.",
+                stats.resident_bytes,
+            ),
+            (
+                "tracelake_memory_limit_bytes",
+                "memory.limit_bytes (0: off); appends are refused from 80% of it.",
+                stats.memory_limit_bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            encode_plain_gauge(&mut encoder, name, help, value as i64)?;
+        }
+        for (name, help, histogram) in [
+            (
+                "tracelake_wal_append_seconds",
+                "WAL append latency (write and fsync per the policy).",
+                &stats.wal_latency,
+            ),
+            (
+                "tracelake_flush_seconds",
+                "Head flush latency (seal, encode and write blocks).",
+                &stats.flush_latency,
+            ),
+        ] {
+            let series = HistogramSeries {
+                labels: Vec::new(),
+                cumulative: histogram.cumulative_counts(&LATENCY_BUCKETS),
+                // Summed from the histogram: exact within its 1% precision.
+                sum: histogram
+                    .distribution_seconds()
+                    .iter()
+                    .map(|(value, count)| value * *count as f64)
+                    .sum(),
+                count: histogram.count(),
+            };
+            encode_histogram(&mut encoder, name, help, &LATENCY_BUCKETS, &[series])?;
+        }
+        Ok(())
+    }
+}
+
+/// The process's registry: request metrics of every listener, and the
+/// storage and collector counters when they are given.
+pub(crate) fn registry(
+    storage: &Storage,
+    collector: CollectorMetrics,
+) -> (Registry, tracelake_routes::timing::RequestMetrics) {
+    let mut registry = Registry::default();
+    let requests = tracelake_routes::timing::RequestMetrics::register(&mut registry);
+    registry.register_collector(Box::new(StorageMetrics(storage.clone())));
+    registry.register_collector(Box::new(collector));
+    (registry, requests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_metrics_counters_are_named_with_their_total_and_the_rest_is_kept() {
+        let open_metrics = "# HELP requests Requests answered.\n# TYPE requests counter\nrequests_total{a=\"1\"} 2\n# HELP latency_seconds Time.\n# TYPE latency_seconds histogram\n# UNIT latency_seconds seconds\nlatency_seconds_sum 0.5\nlatency_seconds_count 1\nlatency_seconds_bucket{le=\"+Inf\"} 1\n# HELP heap Bytes.\n# TYPE heap gauge\nheap 7\n# EOF\n";
+        assert_eq!(
+            classic_text(open_metrics),
+            "# HELP requests_total Requests answered.\n# TYPE requests_total counter\nrequests_total{a=\"1\"} 2\n# HELP latency_seconds Time.\n# TYPE latency_seconds histogram\nlatency_seconds_sum 0.5\nlatency_seconds_count 1\nlatency_seconds_bucket{le=\"+Inf\"} 1\n# HELP heap Bytes.\n# TYPE heap gauge\nheap 7\n"
         );
     }
-    for (name, help, histogram) in [
-        (
-            "tracelake_wal_append_seconds",
-            "WAL append latency (write and fsync per the policy).",
-            &stats.wal_latency,
-        ),
-        (
-            "tracelake_flush_seconds",
-            "Head flush latency (seal, encode and write blocks).",
-            &stats.flush_latency,
-        ),
-    ] {
-        let series = HistogramSeries {
-            labels: Vec::new(),
-            cumulative: histogram.cumulative_counts(&LATENCY_BUCKETS),
-            // Summed from the histogram: exact within its 1% precision.
-            sum: histogram
-                .distribution_seconds()
-                .iter()
-                .map(|(value, count)| value * *count as f64)
-                .sum(),
-            count: histogram.count(),
-        };
-        write_histogram(&mut out, name, help, &LATENCY_BUCKETS, &[series]);
+
+    #[test]
+    fn the_registry_encodes_as_the_page_always_read() {
+        let mut registry = Registry::default();
+        let requests = tracelake_routes::timing::RequestMetrics::register(&mut registry);
+        requests.observe("http", "/ready", axum::http::StatusCode::OK, 0.002);
+        let mut open_metrics = String::new();
+        prometheus_client::encoding::text::encode(&mut open_metrics, &registry).unwrap();
+        let page = classic_text(&open_metrics);
+        for line in [
+            "# TYPE tracelake_requests_total counter",
+            "tracelake_requests_total{listener=\"http\",route=\"/ready\",status=\"2xx\"} 1",
+            "tracelake_request_duration_seconds_bucket{le=\"0.0025\",listener=\"http\",route=\"/ready\",status=\"2xx\"} 1",
+            "tracelake_request_duration_seconds_bucket{le=\"0.001\",listener=\"http\",route=\"/ready\",status=\"2xx\"} 0",
+        ] {
+            assert!(
+                page.lines().any(|one| one == line),
+                "missing {line}\n{page}"
+            );
+        }
+        assert!(!page.contains("EOF"));
     }
-    udp.render_prometheus(&mut out);
-    if let Some(tail) = tail {
-        tail.render_prometheus(&mut out);
-    }
-    aggregator.render_prometheus(&mut out);
-    out
 }

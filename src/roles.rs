@@ -35,6 +35,8 @@ use crate::auth::Listener;
 use crate::config::{CompactorCoordination, Config, Role};
 use crate::listen::{StopSignal, announce, authenticated, bind, keys_and_tls, serve_http};
 use crate::metrics::MetricSources;
+use tracelake_collector::CollectorMetrics;
+use tracelake_routes::timing::RequestMetrics;
 
 /// The block store of `config`; reads of an S3 store go through the
 /// bounded block cache when `cached`.
@@ -88,19 +90,27 @@ pub(crate) fn writer_config(
     Ok(storage_config)
 }
 
-/// `/metrics` of a role without receivers: the storage counters, and
-/// empty receiver and aggregation series.
-fn metrics_routes(storage: &Storage) -> Routes {
+/// The registry and `/metrics` of a role without receivers: the request
+/// metrics, the storage counters, and empty receiver and aggregation
+/// series.
+fn metrics_routes(storage: &Storage) -> (Routes, RequestMetrics) {
     let receivers = Arc::new(ReceiverStats::default());
-    crate::metrics::routes(MetricSources {
-        storage: storage.clone(),
-        udp: Arc::new(xray_udp::UdpStats::default()),
-        tail: None,
-        aggregator: Aggregator::new(Default::default()),
-        otlp_metrics: MetricsIngest::new(Arc::new(storage.clone()), Arc::clone(&receivers))
-            .exposition(),
-        receivers,
-    })
+    let aggregator = Aggregator::new(Default::default());
+    let (registry, requests) = crate::metrics::registry(
+        storage,
+        CollectorMetrics {
+            udp: Arc::new(xray_udp::UdpStats::default()),
+            tail: None,
+            aggregator: Arc::clone(&aggregator),
+            receivers: Arc::clone(&receivers),
+        },
+    );
+    let routes = crate::metrics::routes(MetricSources {
+        registry: Arc::new(registry),
+        aggregator,
+        otlp_metrics: MetricsIngest::new(Arc::new(storage.clone()), receivers).exposition(),
+    });
+    (routes, requests)
 }
 
 /// Refuses ingest on a node that has no WAL, saying where spans go.
@@ -169,18 +179,19 @@ pub(crate) async fn serve_query(
     .fallback(|uri: axum::http::Uri| async move {
         xray_api::AwsError::unknown_operation(uri.path())
     });
+    let (metrics, requests) = metrics_routes(&storage);
     let xray = serve_http(
         xray_api_listener,
-        authenticated(xray_routes, &keys, Listener::XrayApi),
+        authenticated(xray_routes, &keys, Listener::XrayApi, &requests),
         tls_for("xray-api"),
         "xray-api",
         stop.stopped(),
     )?;
-    let http_routes = tracelake_query::http::routes_with_limits(reader, config.query.limits())
-        .merge(metrics_routes(&storage));
+    let http_routes =
+        tracelake_query::http::routes_with_limits(reader, config.query.limits()).merge(metrics);
     let http = serve_http(
         http_listener,
-        authenticated(http_routes, &keys, Listener::Http),
+        authenticated(http_routes, &keys, Listener::Http, &requests),
         tls_for("http"),
         "http",
         stop.stopped(),
@@ -278,12 +289,14 @@ pub(crate) async fn serve_compactor(
     let http_listener = bind("http", &config.listen.http).await?;
     announce("http", http_listener.local_addr()?)?;
     let stop = StopSignal::new();
+    let (metrics, requests) = metrics_routes(&storage);
     let http = serve_http(
         http_listener,
         authenticated(
-            tracelake_query::http::health_routes().merge(metrics_routes(&storage)),
+            tracelake_query::http::health_routes().merge(metrics),
             &keys,
             Listener::Http,
+            &requests,
         ),
         tls.filter(|_| config.tls.covers("http")),
         "http",

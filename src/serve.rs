@@ -146,8 +146,19 @@ async fn serve_node(
         Arc::new(storage.clone()),
         Arc::clone(pipeline.receiver_stats()),
     );
+    let (registry, requests) = crate::metrics::registry(
+        &storage,
+        tracelake_collector::CollectorMetrics {
+            udp: Arc::clone(&udp_stats),
+            tail: tail.clone(),
+            aggregator: Arc::clone(&aggregation.aggregator),
+            receivers: Arc::clone(&receiver_stats),
+        },
+    );
+    let registry = Arc::new(registry);
     let grpc_auth = crate::auth::GrpcAuth { keys: keys.clone() };
     let grpc = tonic::transport::Server::builder()
+        .layer(requests.grpc_layer("otlp-grpc", otlp_grpc::METHODS))
         .add_service(InterceptedService::new(
             otlp_grpc::trace_service(pipeline.clone(), limits),
             grpc_auth.clone(),
@@ -180,6 +191,7 @@ async fn serve_node(
             otlp_http::routes(pipeline, metrics_ingest.clone(), limits),
             &keys,
             Listener::OtlpHttp,
+            &requests,
         ),
         tls_for("otlp-http"),
         "otlp-http",
@@ -196,7 +208,7 @@ async fn serve_node(
     let xray_api_routes = xray_api_routes.fallback(|uri: axum::http::Uri| async move {
         xray_api::AwsError::unknown_operation(uri.path())
     });
-    let xray_api_routes = authenticated(xray_api_routes, &keys, Listener::XrayApi);
+    let xray_api_routes = authenticated(xray_api_routes, &keys, Listener::XrayApi, &requests);
     let xray_api = serve_http(
         xray_api_listener,
         xray_api_routes,
@@ -210,14 +222,11 @@ async fn serve_node(
         tracelake_query::http::routes_with_limits(reader, config.query.limits())
     };
     let http_routes = query_routes.merge(crate::metrics::routes(MetricSources {
-        storage: storage.clone(),
-        udp: Arc::clone(&udp_stats),
-        tail: tail.clone(),
+        registry,
         aggregator: Arc::clone(&aggregation.aggregator),
         otlp_metrics: metrics_ingest.exposition(),
-        receivers: Arc::clone(&receiver_stats),
     }));
-    let http_routes = authenticated(http_routes, &keys, Listener::Http);
+    let http_routes = authenticated(http_routes, &keys, Listener::Http, &requests);
     let http = serve_http(
         http_listener,
         http_routes,

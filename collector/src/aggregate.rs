@@ -36,16 +36,17 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use parking_lot::Mutex;
+use prometheus_client::encoding::DescriptorEncoder;
 use tokio::sync::mpsc;
 use tracelake_model::derived::{
     EdgeSet, NANOS_PER_MINUTE, Node, SERVICE_GRAPH_BUCKETS, SPAN_METRICS_BUCKETS, SpanFacts,
     SpanMetricSet, minute_of, span_facts,
 };
-use tracelake_storage::DerivedTable;
-use tracelake_storage::{DerivedWriter, SpanWriter};
+use tracelake_storage::{DerivedTable, DerivedWriter, SpanWriter};
 
 use crate::prometheus::{
-    HistogramSeries, labels, write_counter, write_histogram, write_plain_counter,
+    HistogramSeries, encode_plain_counter, labels, write_counter, write_histogram,
+    write_plain_counter,
 };
 
 /// How the aggregation pairs and how much it holds.
@@ -678,8 +679,8 @@ impl Aggregator {
         );
     }
 
-    /// The aggregation's counters in Prometheus text format.
-    pub fn render_prometheus(&self, out: &mut String) {
+    /// The aggregation's counters, for `/metrics`.
+    pub fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         let stats = &self.stats;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let families: [(&str, &str, &AtomicU64); 11] = [
@@ -740,8 +741,9 @@ impl Aggregator {
             ),
         ];
         for (name, help, counter) in families {
-            write_plain_counter(out, name, help, load(counter));
+            encode_plain_counter(encoder, name, help, load(counter))?;
         }
+        Ok(())
     }
 }
 

@@ -40,3 +40,33 @@ impl Default for OtlpLimits {
         }
     }
 }
+
+/// The collector's own counters (X-Ray UDP, tail sampling, the service-map
+/// aggregation, every receiver) as one collector of the process's
+/// registry.
+pub struct CollectorMetrics {
+    pub udp: std::sync::Arc<xray::udp::UdpStats>,
+    pub tail: Option<std::sync::Arc<tail::TailStage>>,
+    pub aggregator: std::sync::Arc<aggregate::Aggregator>,
+    pub receivers: std::sync::Arc<receiver_stats::ReceiverStats>,
+}
+
+impl std::fmt::Debug for CollectorMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectorMetrics").finish_non_exhaustive()
+    }
+}
+
+impl prometheus_client::collector::Collector for CollectorMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        self.udp.encode(&mut encoder)?;
+        if let Some(tail) = &self.tail {
+            tail.encode(&mut encoder)?;
+        }
+        self.aggregator.encode(&mut encoder)?;
+        self.receivers.encode(encoder)
+    }
+}

@@ -34,6 +34,13 @@ pub struct OtlpTraceService {
     pipeline: Pipeline,
 }
 
+/// The gRPC methods this receiver serves (the route label of their
+/// request metrics).
+pub const METHODS: &[&str] = &[
+    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+];
+
 /// The tonic service, ready to add to a server.
 pub fn trace_service(
     pipeline: Pipeline,
@@ -97,6 +104,7 @@ impl TraceService for OtlpTraceService {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let tenant = tenant(&request)?;
         let stats = self.pipeline.receiver_stats();
+        stats.record_bytes(Receiver::OtlpGrpcTraces, request.get_ref().encoded_len());
         let _admitted = self
             .pipeline
             .admit(&tenant, request.get_ref().encoded_len())
@@ -112,7 +120,12 @@ impl TraceService for OtlpTraceService {
                 stats.record_failure(Receiver::OtlpGrpcTraces);
                 ingest_error_status(error)
             })?;
-        stats.record(Receiver::OtlpGrpcTraces, outcome.accepted, outcome.rejected);
+        stats.record(
+            Receiver::OtlpGrpcTraces,
+            &tenant,
+            outcome.accepted,
+            outcome.rejected,
+        );
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: outcome.partial_success(),
         }))
@@ -143,6 +156,7 @@ impl MetricsService for OtlpMetricsService {
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let tenant = tenant(&request)?;
         let stats = self.ingest.receiver_stats();
+        stats.record_bytes(Receiver::OtlpGrpcMetrics, request.get_ref().encoded_len());
         let outcome = self
             .ingest
             .ingest(&tenant, request.into_inner().resource_metrics)
@@ -153,6 +167,7 @@ impl MetricsService for OtlpMetricsService {
             })?;
         stats.record(
             Receiver::OtlpGrpcMetrics,
+            &tenant,
             outcome.accepted,
             outcome.rejected,
         );

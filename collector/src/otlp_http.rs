@@ -293,6 +293,7 @@ async fn export_traces(
     body: Bytes,
 ) -> Result<Response, OtlpHttpError> {
     let stats = state.pipeline.receiver_stats();
+    stats.record_bytes(Receiver::OtlpHttpTraces, body.len());
     // Admitted (or refused) before decoding: shedding load costs no decoding.
     let (tenant, encoding, request, _admitted) = read_request::<ExportTraceServiceRequest, _>(
         &state,
@@ -315,7 +316,12 @@ async fn export_traces(
             stats.record_failure(Receiver::OtlpHttpTraces);
             ingest_error(error, encoding)
         })?;
-    stats.record(Receiver::OtlpHttpTraces, outcome.accepted, outcome.rejected);
+    stats.record(
+        Receiver::OtlpHttpTraces,
+        &tenant,
+        outcome.accepted,
+        outcome.rejected,
+    );
     let response = ExportTraceServiceResponse {
         partial_success: outcome.partial_success(),
     };
@@ -327,6 +333,10 @@ async fn export_metrics(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OtlpHttpError> {
+    state
+        .metrics
+        .receiver_stats()
+        .record_bytes(Receiver::OtlpHttpMetrics, body.len());
     let (tenant, encoding, request, ()) = read_request::<ExportMetricsServiceRequest, _>(
         &state,
         &headers,
@@ -346,6 +356,7 @@ async fn export_metrics(
         })?;
     stats.record(
         Receiver::OtlpHttpMetrics,
+        &tenant,
         outcome.accepted,
         outcome.rejected,
     );

@@ -1,7 +1,18 @@
-//! Prometheus text exposition, shared by every part that reports counters
-//! on `/metrics`.
+//! Prometheus exposition, shared by every part that reports on `/metrics`.
+//!
+//! tracelake's own counters (receivers, tail sampling, the service-map
+//! aggregation) are encoded through the process's one
+//! `prometheus_client` registry ([`encode_counter`], [`encode_histogram`]
+//! from a `Collector`). A tenant's own series (the span metrics under
+//! Tempo's names, its OTLP metrics) are data, written in Prometheus text
+//! with the label order Tempo's and Prometheus' users see
+//! ([`write_counter`], [`write_histogram`]); the registry's client has no
+//! summary type, which OTLP metrics need.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
+
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 
 /// Writes one counter family: HELP, TYPE and one sample per
 /// `(labels, value)`, where `labels` is empty or `{key="value",...}`.
@@ -77,6 +88,85 @@ pub fn write_histogram(
         let _ = writeln!(out, "{name}_sum{plain} {}", one.sum);
         let _ = writeln!(out, "{name}_count{plain} {}", one.count);
     }
+}
+
+/// A sample's label pairs, in order.
+pub type Labels<'a> = Vec<(&'a str, &'a str)>;
+
+/// Encodes one counter family: one sample per `(labels, value)`. `name`
+/// is the sample's (ending in `_total`); the family is named without it,
+/// as OpenMetrics has it.
+pub fn encode_counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: &[(Labels<'_>, u64)],
+) -> fmt::Result {
+    let family = name.strip_suffix("_total").unwrap_or(name);
+    let mut metric = encoder.encode_descriptor(family, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            metric.encode_counter::<NoLabelSet, _, u64>(value, None)?;
+        } else {
+            metric
+                .encode_family(labels)?
+                .encode_counter::<NoLabelSet, _, u64>(value, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`encode_counter`] for a counter without labels.
+pub fn encode_plain_counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> fmt::Result {
+    encode_counter(encoder, name, help, &[(Vec::new(), value)])
+}
+
+/// Encodes one gauge without labels.
+pub fn encode_plain_gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&value)
+}
+
+/// Encodes one histogram family: `_bucket` per bound and `+Inf`, `_sum`,
+/// `_count` for each series.
+pub fn encode_histogram(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    series: &[HistogramSeries<'_>],
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for one in series {
+        // Per-bucket counts, as the encoder sums them up again; f64::MAX
+        // is its +Inf.
+        let mut buckets = Vec::with_capacity(bounds.len() + 1);
+        let mut below = 0;
+        for (bound, cumulative) in bounds.iter().zip(&one.cumulative) {
+            buckets.push((*bound, cumulative.saturating_sub(below)));
+            below = (*cumulative).max(below);
+        }
+        buckets.push((f64::MAX, one.count.saturating_sub(below)));
+        if one.labels.is_empty() {
+            metric.encode_histogram::<NoLabelSet>(one.sum, one.count, &buckets, None)?;
+        } else {
+            metric
+                .encode_family(&one.labels)?
+                .encode_histogram::<NoLabelSet>(one.sum, one.count, &buckets, None)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

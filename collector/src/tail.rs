@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use parking_lot::Mutex;
+use prometheus_client::encoding::DescriptorEncoder;
 use tracelake_model::TraceId;
 use tracelake_model::otlp::resource_spans_to_batch;
 use tracelake_sampler::store::now_seconds;
@@ -81,8 +82,8 @@ impl TailStage {
         self.sampler.lock().stats()
     }
 
-    /// Prometheus text exposition of the tail-sampling counters.
-    pub fn render_prometheus(&self, out: &mut String) {
+    /// The tail-sampling counters, for `/metrics`.
+    pub fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         let stats = self.stats();
         let counters = [
             (
@@ -107,8 +108,9 @@ impl TailStage {
             ),
         ];
         for (name, help, value) in counters {
-            crate::prometheus::write_plain_counter(out, name, help, value);
+            crate::prometheus::encode_plain_counter(encoder, name, help, value)?;
         }
+        Ok(())
     }
 
     /// Takes the explicitly unsampled spans with valid trace ids out of

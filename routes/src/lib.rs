@@ -13,8 +13,13 @@
 //!   the same id with the detail (SQL, DataFusion's and the object store's
 //!   words stay in the log).
 //!
-//! A leaf crate (axum, tower and matchit only), so the sampler, the collector and
-//! the query side share it without depending on each other.
+//! - [`timing`]: every request of every listener timed, by route template.
+//!
+//! A leaf crate (axum, tower, matchit and the Prometheus client only), so
+//! the sampler, the collector and the query side share it without
+//! depending on each other.
+
+pub mod timing;
 
 use std::fmt::Display;
 

@@ -99,12 +99,16 @@ async fn put_trace_segments(
 ) -> Result<Response, AwsError> {
     let tenant = tenant_of(&headers)?;
     let request: PutTraceSegmentsRequest = json_body(body).await?;
-    let documents = request
+    let documents: Vec<bytes::Bytes> = request
         .trace_segment_documents
         .into_iter()
         .map(bytes::Bytes::from)
         .collect();
     let stats = state.ingest.receiver_stats();
+    stats.record_bytes(
+        Receiver::XrayApi,
+        documents.iter().map(bytes::Bytes::len).sum(),
+    );
     let outcome = state
         .ingest
         .ingest(&tenant, documents)
@@ -115,6 +119,7 @@ async fn put_trace_segments(
         })?;
     stats.record(
         Receiver::XrayApi,
+        &tenant,
         outcome.accepted_documents,
         outcome.unprocessed.len(),
     );

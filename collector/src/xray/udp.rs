@@ -20,11 +20,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use prometheus_client::encoding::DescriptorEncoder;
 use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::{RejectReason, XrayIngest};
 use crate::IngestError;
+use crate::prometheus::Labels;
+use crate::receiver_stats::Receiver;
 
 /// A datagram can be at most this large (IPv4 UDP payload limit is 65,507).
 pub const MAX_DATAGRAM_BYTES: usize = 64 * 1024;
@@ -164,13 +167,13 @@ impl UdpStats {
         framing + documents
     }
 
-    /// Prometheus text exposition of these counters.
-    pub fn render_prometheus(&self, out: &mut String) {
+    /// These counters, for `/metrics`.
+    pub fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
-            crate::prometheus::write_counter(out, name, help, samples);
+        let mut counter = |name: &str, help: &str, samples: &[(Labels<'_>, u64)]| {
+            crate::prometheus::encode_counter(encoder, name, help, samples)
         };
-        let rejected: Vec<(String, u64)> = FrameError::ALL
+        let rejected: Vec<(Labels<'_>, u64)> = FrameError::ALL
             .iter()
             .map(|error| (error.label(), self.frame_errors(*error)))
             .chain(
@@ -178,44 +181,45 @@ impl UdpStats {
                     .iter()
                     .map(|reason| (reason.label(), self.document_errors(*reason))),
             )
-            .map(|(reason, value)| (format!("{{reason=\"{reason}\"}}"), value))
+            .map(|(reason, value)| (vec![("reason", reason)], value))
             .collect();
-        let plain = |value: u64| [(String::new(), value)];
+        let plain = |value: u64| [(Vec::new(), value)];
         counter(
             "tracelake_xray_udp_datagrams_received_total",
             "X-Ray daemon datagrams received.",
             &plain(load(&self.datagrams_received)),
-        );
+        )?;
         counter(
             "tracelake_xray_udp_datagrams_rejected_total",
             "X-Ray datagrams or documents refused, by reason.",
             &rejected,
-        );
+        )?;
         counter(
             "tracelake_xray_udp_datagrams_dropped_total",
             "X-Ray datagrams dropped because the decode queue was full.",
             &plain(load(&self.datagrams_dropped)),
-        );
+        )?;
         counter(
             "tracelake_xray_udp_documents_accepted_total",
             "X-Ray documents stored from UDP.",
             &plain(load(&self.documents_accepted)),
-        );
+        )?;
         counter(
             "tracelake_xray_udp_spans_accepted_total",
             "Spans stored from X-Ray UDP documents.",
             &plain(load(&self.spans_accepted)),
-        );
+        )?;
         counter(
             "tracelake_xray_udp_storage_failures_total",
             "Batches of X-Ray datagrams storage could not take.",
             &plain(load(&self.storage_failures)),
-        );
+        )?;
         counter(
             "tracelake_xray_udp_datagrams_shed_total",
             "X-Ray datagrams dropped because storage was over its memory limit.",
             &plain(load(&self.datagrams_shed)),
-        );
+        )?;
+        Ok(())
     }
 }
 
@@ -253,6 +257,7 @@ pub async fn run(
     // Every queued datagram holds at least one permit, so the byte budget
     // also bounds the queue length.
     let (sender, receiver) = mpsc::channel::<Datagram>(budget_bytes / 64 + 1);
+    let receivers = Arc::clone(ingest.receiver_stats());
     let worker = tokio::spawn(decode_worker(
         receiver,
         ingest,
@@ -274,6 +279,7 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         stats.datagrams_received.fetch_add(1, Ordering::Relaxed);
+        receivers.record_bytes(Receiver::XrayUdp, length);
         let body = match frame(&buffer[..length]) {
             Ok(body) => body,
             Err(error) => {
@@ -306,6 +312,7 @@ async fn decode_worker(
     tenant: String,
     stats: Arc<UdpStats>,
 ) {
+    let receivers = Arc::clone(ingest.receiver_stats());
     let mut batch = Vec::with_capacity(BATCH_DATAGRAMS);
     while receiver.recv_many(&mut batch, BATCH_DATAGRAMS).await > 0 {
         let datagrams = std::mem::take(&mut batch);
@@ -315,6 +322,12 @@ async fn decode_worker(
             .collect();
         match ingest.ingest(&tenant, bodies).await {
             Ok(outcome) => {
+                receivers.record(
+                    Receiver::XrayUdp,
+                    &tenant,
+                    outcome.accepted_documents,
+                    outcome.unprocessed.len(),
+                );
                 stats
                     .documents_accepted
                     .fetch_add(outcome.accepted_documents as u64, Ordering::Relaxed);
@@ -335,6 +348,7 @@ async fn decode_worker(
                 tracing::debug!(%error, datagrams = datagrams.len(), "x-ray udp batch shed");
             }
             Err(error) => {
+                receivers.record_failure(Receiver::XrayUdp);
                 stats.storage_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, datagrams = datagrams.len(), "x-ray udp batch lost: storage refused it");
             }
