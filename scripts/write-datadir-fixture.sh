@@ -69,9 +69,9 @@ start_s=$(date +%s)
 # Blocks: spans over OTLP HTTP and X-Ray UDP, flushed at shutdown.
 start "$data"
 "$binary" loadgen --protocol otlp-http --endpoint "$otlp" --spans 400 --seed 7 \
-  --connections 1 --spans-per-request 100 >/dev/null
+  --connections 1 --batch 100 >/dev/null
 "$binary" loadgen --protocol xray-udp --endpoint "$udp" --spans 100 --seed 8 \
-  --connections 1 --spans-per-request 20 >/dev/null
+  --connections 1 --batch 20 >/dev/null
 blocks=$(settle)
 kill -TERM "$server"
 wait "$server" || true
@@ -79,7 +79,7 @@ wait "$server" || true
 # The WAL: more spans, then the process dies before a flush.
 start "$data"
 "$binary" loadgen --protocol otlp-http --endpoint "$otlp" --spans 100 --seed 9 \
-  --connections 1 --spans-per-request 50 >/dev/null
+  --connections 1 --batch 50 >/dev/null
 total=$(settle)
 kill -KILL "$server"
 wait "$server" 2>/dev/null || true

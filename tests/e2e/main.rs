@@ -4,6 +4,7 @@ mod bad_input;
 #[cfg(feature = "ballista")]
 mod ballista;
 mod cli;
+mod datadir_compat;
 mod demo;
 mod durability;
 mod injection;

@@ -1,0 +1,91 @@
+//! A data dir written by the release before this one opens here and
+//! answers as that release did: `tests/fixtures/datadir-2026-12-06` holds
+//! blocks and derived rows flushed at a shutdown and a WAL a killed
+//! process left, and that release's answers to Tempo, Jaeger, SQL, TraceQL
+//! metrics and service-map requests over it
+//! (`scripts/write-datadir-fixture.sh` wrote both; run it again with an
+//! older binary to add a release).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::server::TestServerBuilder;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/datadir-2026-12-06");
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_dir_from_the_release_before_opens_and_answers_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The server writes to its data dir (WAL replay, flushes): a copy.
+    copy_dir(&Path::new(FIXTURE).join("data"), &data);
+    let server = TestServerBuilder::new(&data)
+        .arg("--retention-period")
+        .arg("0s")
+        .spawn();
+    let client = reqwest::Client::new();
+    let requests = std::fs::read_to_string(Path::new(FIXTURE).join("requests")).unwrap();
+    let mut compared = 0;
+    for line in requests.lines() {
+        let (name, path) = line.split_once('\t').unwrap();
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(Path::new(FIXTURE).join(format!("answers/{name}.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        let response = client
+            .get(format!("{}{path}", server.http_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{name}: {path}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer, expected, "{name}: {path}");
+        compared += 1;
+    }
+    assert!(compared >= 9, "requests compared: {compared}");
+    // The answers include the spans only the WAL held: more than the
+    // blocks' metas count.
+    let answer: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(FIXTURE).join("answers/sql_by_service.json")).unwrap(),
+    )
+    .unwrap();
+    let answered: u64 = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["spans"].as_u64().unwrap())
+        .sum();
+    let spans = Path::new(FIXTURE).join("data/tenants/single-tenant/spans");
+    let mut in_blocks = 0;
+    for day in std::fs::read_dir(spans).unwrap() {
+        for hour in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            for file in std::fs::read_dir(hour.unwrap().path()).unwrap() {
+                let path = file.unwrap().path();
+                if path.to_string_lossy().ends_with(".meta.json") {
+                    let meta: Value =
+                        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+                    in_blocks += meta["span_count"].as_u64().unwrap();
+                }
+            }
+        }
+    }
+    assert!(
+        in_blocks > 0 && answered > in_blocks,
+        "{answered} spans answered, {in_blocks} in blocks"
+    );
+}
