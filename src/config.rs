@@ -40,9 +40,9 @@ pub(crate) struct Config {
     pub(crate) tail_sampling: TailSamplingConfig,
     pub(crate) service_graph: ServiceGraphConfig,
     /// API keys per tenant; none: no authentication (see the `auth` module).
-    pub(crate) auth: crate::auth::AuthConfig,
+    pub(crate) auth: tracelake_auth::AuthConfig,
     /// TLS on the TCP listeners; off without a certificate.
-    pub(crate) tls: crate::tls::TlsConfig,
+    pub(crate) tls: tracelake_auth::tls::TlsConfig,
 }
 
 /// What a `tracelake serve` process does.
@@ -508,8 +508,8 @@ impl Default for Config {
             sampling: SamplingConfig::default(),
             tail_sampling: TailSamplingConfig::default(),
             service_graph: ServiceGraphConfig::default(),
-            auth: crate::auth::AuthConfig::default(),
-            tls: crate::tls::TlsConfig::default(),
+            auth: tracelake_auth::AuthConfig::default(),
+            tls: tracelake_auth::tls::TlsConfig::default(),
         }
     }
 }

@@ -17,8 +17,8 @@ use tokio_rustls::TlsAcceptor;
 use tracelake_routes::Routes;
 use tracelake_routes::timing::RequestMetrics;
 
-use crate::auth::{Keys, Listener};
 use crate::config::Config;
+use tracelake_auth::{Keys, Listener};
 
 pub(crate) async fn bind(name: &str, address: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address)
@@ -62,7 +62,7 @@ impl StopSignal {
 pub(crate) fn keys_and_tls(
     config: &Config,
 ) -> anyhow::Result<(Option<Arc<Keys>>, Option<TlsAcceptor>)> {
-    let keys = crate::auth::Keys::load(&config.auth, &config.xray.udp_tenant)
+    let keys = tracelake_auth::Keys::load(&config.auth, &config.xray.udp_tenant)
         .context("loading [auth] keys")?;
     let tls = config.tls.acceptor().context("loading [tls]")?;
     Ok((keys, tls))
@@ -99,8 +99,12 @@ pub(crate) fn serve_http(
         None => run(listener, routes, stop),
         Some(acceptor) => {
             let local = listener.local_addr()?;
-            let connections = crate::tls::accept(listener, acceptor, name);
-            run(crate::tls::TlsListener { connections, local }, routes, stop)
+            let connections = tracelake_auth::tls::accept(listener, acceptor, name);
+            run(
+                tracelake_auth::tls::TlsListener { connections, local },
+                routes,
+                stop,
+            )
         }
     })
 }
@@ -129,7 +133,7 @@ pub(crate) fn authenticated(
                 stdout,
                 "route {} {} {pattern}",
                 listener.name(),
-                crate::auth::describe(*access)
+                tracelake_auth::describe(*access)
             );
         }
         let _ = stdout.flush();
@@ -142,7 +146,7 @@ pub(crate) fn authenticated(
     router
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
-                crate::auth::check(
+                tracelake_auth::check(
                     Arc::clone(&keys),
                     Arc::clone(&declared),
                     listener,

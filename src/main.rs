@@ -1,7 +1,6 @@
 //! The `tracelake` command line: wires the crates together.
 
 mod aggregation;
-mod auth;
 #[cfg(feature = "ballista")]
 mod ballista;
 mod config;
@@ -13,9 +12,7 @@ mod materialize;
 mod metrics;
 mod roles;
 mod serve;
-mod sigv4;
 mod sql;
-mod tls;
 
 use std::path::PathBuf;
 
@@ -66,17 +63,17 @@ struct NewKeyArgs {
     tenant: String,
     /// Comma-separated: ingest, query, admin.
     #[arg(long, value_delimiter = ',', required = true, value_parser = parse_permission)]
-    permissions: Vec<auth::Permission>,
+    permissions: Vec<tracelake_auth::Permission>,
     /// Also make a SigV4 key pair; its secret goes to this new file.
     #[arg(long)]
     sigv4_secret_file: Option<PathBuf>,
 }
 
-fn parse_permission(text: &str) -> Result<auth::Permission, String> {
+fn parse_permission(text: &str) -> Result<tracelake_auth::Permission, String> {
     match text.trim() {
-        "ingest" => Ok(auth::Permission::Ingest),
-        "query" => Ok(auth::Permission::Query),
-        "admin" => Ok(auth::Permission::Admin),
+        "ingest" => Ok(tracelake_auth::Permission::Ingest),
+        "query" => Ok(tracelake_auth::Permission::Query),
+        "admin" => Ok(tracelake_auth::Permission::Admin),
         other => Err(format!(
             "{other:?} is not a permission (ingest, query, admin)"
         )),
@@ -86,18 +83,18 @@ fn parse_permission(text: &str) -> Result<auth::Permission, String> {
 /// `tracelake new-key`: the token as a TOML comment, then the entry.
 fn new_key(args: NewKeyArgs) -> anyhow::Result<()> {
     tracelake_model::validate_tenant(&args.tenant)?;
-    let token = auth::new_token()?;
-    let mut entry = auth::KeyConfig {
+    let token = tracelake_auth::new_token()?;
+    let mut entry = tracelake_auth::KeyConfig {
         name: args.name,
         tenant: args.tenant,
         permissions: args.permissions,
-        token_sha256: Some(auth::token_sha256(&token)),
+        token_sha256: Some(tracelake_auth::token_sha256(&token)),
         access_key_id: None,
         secret_access_key_file: None,
     };
     let mut access = None;
     if let Some(path) = args.sigv4_secret_file {
-        let (id, secret) = auth::new_access_key()?;
+        let (id, secret) = tracelake_auth::new_access_key()?;
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut file = std::fs::OpenOptions::new()
@@ -117,7 +114,7 @@ fn new_key(args: NewKeyArgs) -> anyhow::Result<()> {
     }
     #[derive(serde::Serialize)]
     struct AuthEntry {
-        keys: Vec<auth::KeyConfig>,
+        keys: Vec<tracelake_auth::KeyConfig>,
     }
     println!("# token (shown once; send as Authorization: Bearer <token>):");
     println!("# {token}");

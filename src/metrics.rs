@@ -31,10 +31,11 @@ use tracelake_collector::metrics_ingest::MetricsExposition;
 use tracelake_collector::prometheus::{
     HistogramSeries, encode_histogram, encode_plain_counter, encode_plain_gauge,
 };
+use tracelake_model::TenantId;
 use tracelake_routes::{Access, Routes};
 use tracelake_storage::Storage;
 
-use crate::auth::{Permission, Principal};
+use tracelake_auth::{Permission, Principal};
 
 /// Buckets of tracelake's own latency histograms, seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -65,8 +66,9 @@ pub(crate) fn routes(sources: MetricSources) -> Routes {
                 async move {
                     let tenant = match scrape_tenant(&params, &headers) {
                         Ok(tenant) => tenant,
-                        Err(message) => {
-                            return (axum::http::StatusCode::BAD_REQUEST, message).into_response();
+                        Err(error) => {
+                            return (axum::http::StatusCode::BAD_REQUEST, error.to_string())
+                                .into_response();
                         }
                     };
                     // With API keys (the key layer has already refused a
@@ -110,19 +112,16 @@ pub(crate) fn routes(sources: MetricSources) -> Routes {
 /// The tenant whose span metrics a scrape wants: `?tenant=` (what a
 /// Prometheus scrape config's `params` sets), else `X-Scope-OrgID`, else
 /// the default tenant.
-fn scrape_tenant(params: &HashMap<String, String>, headers: &HeaderMap) -> Result<String, String> {
-    let tenant = params
-        .get("tenant")
-        .cloned()
-        .or_else(|| {
-            headers
-                .get(tracelake_model::TENANT_HEADER)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| tracelake_model::DEFAULT_TENANT.to_string());
-    tracelake_model::validate_tenant(&tenant).map_err(|error| error.to_string())?;
-    Ok(tenant)
+fn scrape_tenant(
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<TenantId, tracelake_model::InvalidTenant> {
+    let named = params.get("tenant").map(String::as_str).or_else(|| {
+        headers
+            .get(tracelake_model::TENANT_HEADER)
+            .and_then(|value| value.to_str().ok())
+    });
+    TenantId::from_header(named)
 }
 
 /// OpenMetrics text as Prometheus text format 0.0.4: a counter family's

@@ -31,10 +31,10 @@ use tracelake_storage::{Coordination, LEASES_REFUSED, Leases, Sharing};
 use tracelake_storage::{SpanReader, Storage};
 use tracelake_storage::{StoreLocation, open_store};
 
-use crate::auth::Listener;
 use crate::config::{CompactorCoordination, Config, Role};
 use crate::listen::{StopSignal, announce, authenticated, bind, keys_and_tls, serve_http};
 use crate::metrics::MetricSources;
+use tracelake_auth::Listener;
 use tracelake_collector::CollectorMetrics;
 use tracelake_routes::timing::RequestMetrics;
 

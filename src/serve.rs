@@ -21,13 +21,13 @@ use tracelake_storage::{SpanReader, Storage};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::aggregation::Aggregation;
-use crate::auth::Listener;
 use crate::config::{Config, Role};
 use crate::listen::{
     ServerFuture, StopSignal, announce, authenticated, bind, keys_and_tls, serve_http,
     shutdown_signal,
 };
 use crate::metrics::MetricSources;
+use tracelake_auth::Listener;
 
 /// How often the flusher checks whether the head is due.
 /// `memory.limit_bytes / this` bounds the wire bytes of requests in flight.
@@ -156,7 +156,7 @@ async fn serve_node(
         },
     );
     let registry = Arc::new(registry);
-    let grpc_auth = crate::auth::GrpcAuth { keys: keys.clone() };
+    let grpc_auth = tracelake_auth::GrpcAuth { keys: keys.clone() };
     let grpc = tonic::transport::Server::builder()
         .layer(requests.grpc_layer("otlp-grpc", otlp_grpc::METHODS))
         .add_service(InterceptedService::new(
@@ -176,9 +176,12 @@ async fn serve_node(
             .map_err(anyhow::Error::from),
         ),
         Some(acceptor) => {
-            let connections =
-                ReceiverStream::new(crate::tls::accept(grpc_listener, acceptor, "otlp-grpc"))
-                    .map(|(connection, _)| Ok::<_, std::io::Error>(connection));
+            let connections = ReceiverStream::new(tracelake_auth::tls::accept(
+                grpc_listener,
+                acceptor,
+                "otlp-grpc",
+            ))
+            .map(|(connection, _)| Ok::<_, std::io::Error>(connection));
             Box::pin(
                 grpc.serve_with_incoming_shutdown(connections, stop.stopped())
                     .map_err(anyhow::Error::from),

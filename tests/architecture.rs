@@ -406,6 +406,8 @@ fn crates_depend_only_in_the_documented_direction() {
             &["model", "routes", "aws-json", "settings", "storage"][..],
         ),
         ("gateway-plugin", &["sampler", "aws-json"][..]),
+        // Refusals answer in each listener's protocol, OTLP/HTTP's included.
+        ("auth", &["model", "routes", "aws-json", "collector"][..]),
     ]);
     for (name, _) in crates() {
         let Some(allowed) = allowed.get(name.as_str()) else {

@@ -224,6 +224,11 @@ impl Route {
     }
 }
 
+/// A gateway configuration that names what does not exist or cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidGatewayConfig(pub String);
+
 impl Gateway {
     /// A gateway traced by `tracer` (its sink and sampler are used; the
     /// segment name is `{api}/{stage}`).
@@ -231,7 +236,11 @@ impl Gateway {
         config: GatewayConfig,
         tracer: Tracer,
         client: TracedClient,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, InvalidGatewayConfig> {
+        Self::build(config, tracer, client).map_err(InvalidGatewayConfig)
+    }
+
+    fn build(config: GatewayConfig, tracer: Tracer, client: TracedClient) -> Result<Self, String> {
         let plans: HashMap<&str, &UsagePlan> = config
             .usage_plans
             .iter()

@@ -507,9 +507,18 @@ fn route(method: Method, path: &str, integration: Integration) -> RouteConfig {
     }
 }
 
+/// Why the reference stack did not start: the component and its error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StackError(pub String);
+
 impl Stack {
     /// Starts every component, reporting to tracelake at `settings`.
-    pub async fn start(settings: StackSettings) -> Result<Self, String> {
+    pub async fn start(settings: StackSettings) -> Result<Self, StackError> {
+        Self::start_components(settings).await.map_err(StackError)
+    }
+
+    async fn start_components(settings: StackSettings) -> Result<Self, String> {
         let (stop, stop_receiver) = watch::channel(false);
         let mut tasks = Vec::new();
         let sink: Arc<dyn SegmentSink> = match settings.export {
@@ -698,7 +707,8 @@ impl Stack {
             },
             tracer("orders-api", "AWS::ApiGateway::Stage"),
             TracedClient::default(),
-        )?;
+        )
+        .map_err(|error| error.to_string())?;
         let (gateway_url, task) = serve(gateway.router(), stop_receiver.clone())
             .await
             .map_err(io)?;

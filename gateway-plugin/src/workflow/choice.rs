@@ -84,15 +84,24 @@ fn operator(name: &str) -> Option<Op> {
     }
 }
 
+/// Why a Choice rule does not parse: the message names the rule's fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRule(pub String);
+
 /// Parses one rule (the `Next` key is read by the caller).
-pub fn parse_rule(value: &Value) -> Result<Rule, String> {
+pub fn parse_rule(value: &Value) -> Result<Rule, InvalidRule> {
+    rule(value).map_err(InvalidRule)
+}
+
+fn rule(value: &Value) -> Result<Rule, String> {
     let object = value.as_object().ok_or("a rule must be an object")?;
     if let Some(rules) = object.get("And").or_else(|| object.get("Or")) {
         let list = rules
             .as_array()
             .filter(|list| !list.is_empty())
             .ok_or("And/Or take a non-empty list of rules")?;
-        let parsed = list.iter().map(parse_rule).collect::<Result<Vec<_>, _>>()?;
+        let parsed = list.iter().map(rule).collect::<Result<Vec<_>, _>>()?;
         return Ok(if object.contains_key("And") {
             Rule::And(parsed)
         } else {
@@ -100,7 +109,7 @@ pub fn parse_rule(value: &Value) -> Result<Rule, String> {
         });
     }
     if let Some(inner) = object.get("Not") {
-        return Ok(Rule::Not(Box::new(parse_rule(inner)?)));
+        return Ok(Rule::Not(Box::new(rule(inner)?)));
     }
     let variable = object
         .get("Variable")
@@ -337,7 +346,7 @@ mod tests {
                 "must start with $",
             ),
         ] {
-            assert!(parse_rule(&bad).unwrap_err().contains(needle), "{bad}");
+            assert!(parse_rule(&bad).unwrap_err().0.contains(needle), "{bad}");
         }
         assert!(wildcard("a\\*b*", "a*bcd"));
         assert!(!wildcard("a\\*b", "axb"));

@@ -30,26 +30,26 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPTED_QUEUE: usize = 64;
 
 /// The listeners TLS can cover (UDP cannot).
-pub(crate) const TLS_LISTENERS: [&str; 4] = ["xray-api", "otlp-grpc", "otlp-http", "http"];
+pub const TLS_LISTENERS: [&str; 4] = ["xray-api", "otlp-grpc", "otlp-http", "http"];
 
 /// `[tls]`: off unless both files are set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct TlsConfig {
+pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) cert_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) key_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     /// Which listeners serve TLS; empty: all of `xray-api`, `otlp-grpc`,
     /// `otlp-http` and `http`.
-    pub(crate) listeners: Vec<String>,
+    pub listeners: Vec<String>,
 }
 
 impl TlsConfig {
     /// The acceptor, when TLS is configured; errors name the file at fault.
-    pub(crate) fn acceptor(&self) -> anyhow::Result<Option<TlsAcceptor>> {
+    pub fn acceptor(&self) -> anyhow::Result<Option<TlsAcceptor>> {
         let (cert_file, key_file) = match (&self.cert_file, &self.key_file) {
             (None, None) => return Ok(None),
             (Some(cert), Some(key)) => (cert, key),
@@ -89,13 +89,13 @@ impl TlsConfig {
     }
 
     /// Whether listener `name` serves TLS (given an acceptor).
-    pub(crate) fn covers(&self, name: &str) -> bool {
+    pub fn covers(&self, name: &str) -> bool {
         self.listeners.is_empty() || self.listeners.iter().any(|listener| listener == name)
     }
 }
 
 /// A TLS connection, as both axum and tonic take it.
-pub(crate) struct TlsConnection(TlsStream<TcpStream>);
+pub struct TlsConnection(TlsStream<TcpStream>);
 
 impl AsyncRead for TlsConnection {
     fn poll_read(
@@ -153,7 +153,7 @@ impl tonic::transport::server::Connected for TlsConnection {
 
 /// Accepts TCP connections on `listener` and hands on those whose
 /// handshake succeeds, until the receiver is dropped.
-pub(crate) fn accept(
+pub fn accept(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     name: &'static str,
@@ -192,9 +192,9 @@ pub(crate) fn accept(
 }
 
 /// An axum listener over [`accept`]'s connections.
-pub(crate) struct TlsListener {
-    pub(crate) connections: mpsc::Receiver<(TlsConnection, SocketAddr)>,
-    pub(crate) local: SocketAddr,
+pub struct TlsListener {
+    pub connections: mpsc::Receiver<(TlsConnection, SocketAddr)>,
+    pub local: SocketAddr,
 }
 
 impl axum::serve::Listener for TlsListener {

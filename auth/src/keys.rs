@@ -56,51 +56,51 @@ use tracelake_routes::{Access, Matcher};
 
 use crate::sigv4;
 
-pub(crate) use tracelake_routes::Permission;
+pub use tracelake_routes::Permission;
 
 /// `[auth]`: no keys, no authentication (the tenant is `X-Scope-OrgID`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct AuthConfig {
-    pub(crate) keys: Vec<KeyConfig>,
+pub struct AuthConfig {
+    pub keys: Vec<KeyConfig>,
 }
 
 /// One `[[auth.keys]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct KeyConfig {
+pub struct KeyConfig {
     /// Shown in logs; unique.
-    pub(crate) name: String,
-    pub(crate) tenant: String,
-    pub(crate) permissions: Vec<Permission>,
+    pub name: String,
+    pub tenant: String,
+    pub permissions: Vec<Permission>,
     /// Hex SHA-256 of the bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) token_sha256: Option<String>,
+    pub token_sha256: Option<String>,
     /// SigV4 access key id (X-Ray API clients that sign).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) access_key_id: Option<String>,
+    pub access_key_id: Option<String>,
     /// File holding the SigV4 secret access key (required with `access_key_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) secret_access_key_file: Option<PathBuf>,
+    pub secret_access_key_file: Option<PathBuf>,
 }
 
 /// Who a request is: its key's name, tenant and permissions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Principal {
-    pub(crate) key: String,
-    pub(crate) tenant: String,
-    pub(crate) permissions: Vec<Permission>,
+pub struct Principal {
+    pub key: String,
+    pub tenant: String,
+    pub permissions: Vec<Permission>,
 }
 
 impl Principal {
-    pub(crate) fn may(&self, permission: Permission) -> bool {
+    pub fn may(&self, permission: Permission) -> bool {
         self.permissions.contains(&permission)
     }
 }
 
 /// The configured keys, looked up by token hash or access key id.
 #[derive(Debug)]
-pub(crate) struct Keys {
+pub struct Keys {
     by_token_hash: HashMap<[u8; 32], Arc<Principal>>,
     by_access_key: HashMap<String, (String, Arc<Principal>)>,
     /// The X-Ray daemon protocol's tenant, for unsigned sampling polls.
@@ -109,7 +109,7 @@ pub(crate) struct Keys {
 
 impl Keys {
     /// The keys of `config`, read and checked; `None` when there are none.
-    pub(crate) fn load(config: &AuthConfig, udp_tenant: &str) -> anyhow::Result<Option<Arc<Keys>>> {
+    pub fn load(config: &AuthConfig, udp_tenant: &str) -> anyhow::Result<Option<Arc<Keys>>> {
         if config.keys.is_empty() {
             return Ok(None);
         }
@@ -225,7 +225,7 @@ impl Keys {
 
 /// Which listener a request came in on: each shapes its errors its own way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Listener {
+pub enum Listener {
     XrayApi,
     OtlpHttp,
     Http,
@@ -233,7 +233,7 @@ pub(crate) enum Listener {
 
 impl Listener {
     /// The name of its `listening` line.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Listener::XrayApi => "xray-api",
             Listener::OtlpHttp => "otlp-http",
@@ -245,7 +245,7 @@ impl Listener {
 /// `access` as `serve --print-routes` shows it: `open`, or the permissions
 /// separated by `|`, led by `daemon` where no key at all is the daemon
 /// protocol's tenant.
-pub(crate) fn describe(access: Access) -> String {
+pub fn describe(access: Access) -> String {
     let names = |permissions: &[Permission]| {
         permissions
             .iter()
@@ -363,7 +363,7 @@ fn check_tenant_parameter(uri: &axum::http::Uri, principal: &Principal) -> Resul
 /// declared (refusing a path none declared), authenticates, checks the
 /// permission, pins the tenant and hands the [`Principal`] on as a request
 /// extension.
-pub(crate) async fn check(
+pub async fn check(
     keys: Arc<Keys>,
     declared: Arc<Matcher>,
     listener: Listener,
@@ -467,7 +467,7 @@ async fn authenticate_sigv4(
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     let parsed = sigv4::Authorization::parse(authorization)
-        .map_err(|message| unauthorized(&parts.headers, message))?;
+        .map_err(|error| unauthorized(&parts.headers, error.to_string()))?;
     let Some((secret, principal)) = keys.by_access_key.get(&parsed.access_key_id) else {
         return Err(unauthorized(
             &parts.headers,
@@ -504,7 +504,7 @@ async fn authenticate_sigv4(
             &bytes,
             SystemTime::now(),
         )
-        .map_err(|message| unauthorized(&parts.headers, message))?;
+        .map_err(|error| unauthorized(&parts.headers, error.to_string()))?;
     Ok((
         Arc::clone(principal),
         Request::from_parts(parts, Body::from(bytes)),
@@ -514,8 +514,8 @@ async fn authenticate_sigv4(
 /// The gRPC side (OTLP exports, all `ingest`): a tonic interceptor that
 /// authenticates the `authorization` metadata and pins the tenant.
 #[derive(Debug, Clone)]
-pub(crate) struct GrpcAuth {
-    pub(crate) keys: Option<Arc<Keys>>,
+pub struct GrpcAuth {
+    pub keys: Option<Arc<Keys>>,
 }
 
 impl tonic::service::Interceptor for GrpcAuth {
@@ -543,12 +543,12 @@ impl tonic::service::Interceptor for GrpcAuth {
 }
 
 /// A fresh bearer token: `tlk_` and 256 random bits, base64url.
-pub(crate) fn new_token() -> anyhow::Result<String> {
+pub fn new_token() -> anyhow::Result<String> {
     Ok(format!("tlk_{}", random_base64(32)?))
 }
 
 /// A fresh SigV4 key pair: an access key id and a 40-character secret.
-pub(crate) fn new_access_key() -> anyhow::Result<(String, String)> {
+pub fn new_access_key() -> anyhow::Result<(String, String)> {
     let mut id_bytes = [0u8; 12];
     getrandom::fill(&mut id_bytes).map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -566,7 +566,7 @@ fn random_base64(bytes: usize) -> anyhow::Result<String> {
 }
 
 /// Hex SHA-256 of a token, as `token_sha256` holds it.
-pub(crate) fn token_sha256(token: &str) -> String {
+pub fn token_sha256(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 

@@ -16,14 +16,49 @@ use sha2::{Digest, Sha256};
 
 /// How far `X-Amz-Date` may be from the server's clock (AWS allows 5 min;
 /// the X-Ray daemon's host clocks drift, so a little more).
-pub(crate) const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
+/// Why a SigV4 request is refused (the message its client sees).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SigV4Error {
+    #[error("only AWS4-HMAC-SHA256 signatures are accepted")]
+    NotSigV4,
+    #[error("malformed SigV4 authorization part {0:?}")]
+    MalformedPart(String),
+    #[error("SigV4 authorization has no {0}")]
+    Missing(&'static str),
+    #[error("SigV4 credential scope {0:?} is not date/region/service/aws4_request")]
+    Scope(String),
+    #[error("SigV4 credential has no access key id")]
+    NoAccessKeyId,
+    #[error("SigV4 signature must sign the host header")]
+    HostNotSigned,
+    #[error("a SigV4 request needs an X-Amz-Date header")]
+    NoDate,
+    #[error("X-Amz-Date {0:?} is not yyyymmddThhmmssZ")]
+    Date(String),
+    #[error("X-Amz-Date is not the date of the credential scope")]
+    DateOutsideScope,
+    #[error(
+        "signature expired: X-Amz-Date {date} is more than {minutes} minutes from the server's time"
+    )]
+    Expired { date: String, minutes: u64 },
+    #[error("x-amz-content-sha256 does not match the body")]
+    PayloadHash,
+    #[error("signed header {0:?} is missing from the request")]
+    SignedHeaderMissing(String),
+    #[error("signature is not hex")]
+    SignatureNotHex,
+    #[error("the request signature does not match (check the secret access key)")]
+    Mismatch,
+}
+
 /// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Authorization {
-    pub(crate) access_key_id: String,
+pub struct Authorization {
+    pub access_key_id: String,
     /// `date/region/service/aws4_request`.
     scope: String,
     date: String,
@@ -34,21 +69,19 @@ pub(crate) struct Authorization {
 }
 
 /// Whether `value` is a SigV4 `Authorization` header.
-pub(crate) fn is_sigv4(value: &str) -> bool {
+pub fn is_sigv4(value: &str) -> bool {
     value.starts_with(ALGORITHM)
 }
 
 impl Authorization {
     /// Parses `AWS4-HMAC-SHA256 Credential=AKID/20261130/us-east-1/xray/aws4_request,
     /// SignedHeaders=host;x-amz-date, Signature=hex`.
-    pub(crate) fn parse(value: &str) -> Result<Self, String> {
-        let rest = value
-            .strip_prefix(ALGORITHM)
-            .ok_or_else(|| format!("only {ALGORITHM} signatures are accepted"))?;
+    pub fn parse(value: &str) -> Result<Self, SigV4Error> {
+        let rest = value.strip_prefix(ALGORITHM).ok_or(SigV4Error::NotSigV4)?;
         let (mut credential, mut signed_headers, mut signature) = (None, None, None);
         for part in rest.split(',') {
             let Some((name, value)) = part.trim().split_once('=') else {
-                return Err(format!("malformed SigV4 authorization part {part:?}"));
+                return Err(SigV4Error::MalformedPart(part.to_string()));
             };
             match name {
                 "Credential" => credential = Some(value),
@@ -57,27 +90,25 @@ impl Authorization {
                 _ => {}
             }
         }
-        let credential = credential.ok_or("SigV4 authorization has no Credential")?;
-        let signed_headers = signed_headers.ok_or("SigV4 authorization has no SignedHeaders")?;
-        let signature = signature.ok_or("SigV4 authorization has no Signature")?;
+        let credential = credential.ok_or(SigV4Error::Missing("Credential"))?;
+        let signed_headers = signed_headers.ok_or(SigV4Error::Missing("SignedHeaders"))?;
+        let signature = signature.ok_or(SigV4Error::Missing("Signature"))?;
         let mut fields = credential.splitn(2, '/');
         let access_key_id = fields.next().unwrap_or_default().to_string();
         let scope = fields.next().unwrap_or_default().to_string();
         let scope_parts: Vec<&str> = scope.split('/').collect();
         let [date, region, service, "aws4_request"] = scope_parts[..] else {
-            return Err(format!(
-                "SigV4 credential scope {scope:?} is not date/region/service/aws4_request"
-            ));
+            return Err(SigV4Error::Scope(scope));
         };
         if access_key_id.is_empty() {
-            return Err("SigV4 credential has no access key id".into());
+            return Err(SigV4Error::NoAccessKeyId);
         }
         let signed_headers: Vec<String> = signed_headers
             .split(';')
             .map(|name| name.to_ascii_lowercase())
             .collect();
         if !signed_headers.iter().any(|name| name == "host") {
-            return Err("SigV4 signature must sign the host header".into());
+            return Err(SigV4Error::HostNotSigned);
         }
         Ok(Self {
             access_key_id,
@@ -92,7 +123,7 @@ impl Authorization {
 
     /// Checks the signature of a request (`path_and_query` as sent, `body`
     /// whole) against `secret`, at server time `now`.
-    pub(crate) fn verify(
+    pub fn verify(
         &self,
         secret: &str,
         method: &Method,
@@ -100,29 +131,28 @@ impl Authorization {
         headers: &HeaderMap,
         body: &[u8],
         now: SystemTime,
-    ) -> Result<(), String> {
-        let amz_date = header_text(headers, "x-amz-date")
-            .ok_or("a SigV4 request needs an X-Amz-Date header")?;
-        let signed_at = parse_amz_date(amz_date)
-            .ok_or_else(|| format!("X-Amz-Date {amz_date:?} is not yyyymmddThhmmssZ"))?;
+    ) -> Result<(), SigV4Error> {
+        let amz_date = header_text(headers, "x-amz-date").ok_or(SigV4Error::NoDate)?;
+        let signed_at =
+            parse_amz_date(amz_date).ok_or_else(|| SigV4Error::Date(amz_date.to_string()))?;
         if !amz_date.starts_with(&self.date) {
-            return Err("X-Amz-Date is not the date of the credential scope".into());
+            return Err(SigV4Error::DateOutsideScope);
         }
         let skew = now
             .duration_since(signed_at)
             .or_else(|_| signed_at.duration_since(now))
             .unwrap_or_default();
         if skew > MAX_SKEW {
-            return Err(format!(
-                "signature expired: X-Amz-Date {amz_date} is more than {} minutes from the server's time",
-                MAX_SKEW.as_secs() / 60
-            ));
+            return Err(SigV4Error::Expired {
+                date: amz_date.to_string(),
+                minutes: MAX_SKEW.as_secs() / 60,
+            });
         }
         let payload_hash = hex::encode(Sha256::digest(body));
         if let Some(claimed) = header_text(headers, "x-amz-content-sha256")
             && claimed != payload_hash
         {
-            return Err("x-amz-content-sha256 does not match the body".into());
+            return Err(SigV4Error::PayloadHash);
         }
         let canonical = self.canonical_request(method, path_and_query, headers, &payload_hash)?;
         let string_to_sign = format!(
@@ -140,11 +170,10 @@ impl Authorization {
         }
         let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
         mac.update(string_to_sign.as_bytes());
-        let expected = hex::decode(&self.signature).map_err(|_| "signature is not hex")?;
+        let expected = hex::decode(&self.signature).map_err(|_| SigV4Error::SignatureNotHex)?;
         // Constant time: the comparison leaks nothing about the right signature.
-        mac.verify_slice(&expected).map_err(|_| {
-            "the request signature does not match (check the secret access key)".into()
-        })
+        mac.verify_slice(&expected)
+            .map_err(|_| SigV4Error::Mismatch)
     }
 
     fn canonical_request(
@@ -153,7 +182,7 @@ impl Authorization {
         path_and_query: &str,
         headers: &HeaderMap,
         payload_hash: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, SigV4Error> {
         let (path, query) = path_and_query
             .split_once('?')
             .unwrap_or((path_and_query, ""));
@@ -175,9 +204,7 @@ impl Authorization {
                 })
                 .collect();
             if values.is_empty() {
-                return Err(format!(
-                    "signed header {name:?} is missing from the request"
-                ));
+                return Err(SigV4Error::SignedHeaderMissing(name.clone()));
             }
             canonical.push_str(&format!("{name}:{}\n", values.join(",")));
         }
@@ -294,7 +321,7 @@ mod tests {
         assert!(verify("/?Param2=value2&Param1=value3", &headers, signed_at).is_err());
         let late = signed_at + MAX_SKEW + Duration::from_secs(1);
         let error = verify("/?Param2=value2&Param1=value1", &headers, late).unwrap_err();
-        assert!(error.contains("expired"), "{error}");
+        assert!(error.to_string().contains("expired"), "{error}");
         let wrong_secret = authorization.verify(
             "not the secret",
             &Method::GET,
@@ -327,7 +354,7 @@ mod tests {
             ("AWS4-HMAC-SHA256 garbage", "malformed"),
         ] {
             let error = Authorization::parse(header).unwrap_err();
-            assert!(error.contains(reason), "{header}: {error}");
+            assert!(error.to_string().contains(reason), "{header}: {error}");
         }
     }
 
