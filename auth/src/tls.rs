@@ -2,7 +2,7 @@
 //! certificate chain and private key read from PEM files at start-up.
 //!
 //! Handshakes run in their own tasks, each bounded by
-//! [`HANDSHAKE_TIMEOUT`], so a client that connects and stalls (or speaks
+//! `HANDSHAKE_TIMEOUT`, so a client that connects and stalls (or speaks
 //! plain HTTP to a TLS port) holds up no one; finished connections queue
 //! for the HTTP or gRPC server. ALPN offers `h2` and `http/1.1`: gRPC
 //! clients require `h2`, browsers and SDKs pick either.

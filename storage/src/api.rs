@@ -34,7 +34,7 @@ pub trait SpanWriter: Send + Sync + std::fmt::Debug {
 
 /// The write side of OTLP metric points, used by the collector's metrics
 /// ingest. Points take the spans' path (WAL, head, blocks, compaction,
-/// retention; see [`crate::signal`]).
+/// retention; see `signal`).
 ///
 /// Contract: as [`SpanWriter::append`]'s. [`MetricWriter::append_metrics`]
 /// returns `Ok` only once the batch is in the WAL per the fsync policy, and
@@ -53,7 +53,7 @@ pub trait MetricWriter: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The write side of the derived tables ([`crate::derived`]), used by the
+/// The write side of the derived tables (`derived`), used by the
 /// collector's streaming aggregation.
 ///
 /// Contract: rows are visible to [`SpanReader::derived_files`] once
@@ -146,7 +146,7 @@ pub trait SpanReader: Send + Sync + std::fmt::Debug {
     /// request, before they took the WAL path.
     fn metrics_snapshot(&self, tenant: &str, time_range_ns: Option<(i64, i64)>) -> SpanSnapshot;
 
-    /// Files of a derived table ([`crate::derived`]) that may hold rows of
+    /// Files of a derived table (`derived`) that may hold rows of
     /// minutes in the inclusive nanosecond range (all files without one).
     fn derived_files(
         &self,

@@ -60,7 +60,7 @@ pub struct BlockMeta {
     pub created_unix_ms: i64,
     pub trace_filter: TraceIdFilter,
     /// Blocks (Parquet paths) this one was compacted from: once this meta
-    /// exists they are hidden, and deleted (see [`crate::compact`]).
+    /// exists they are hidden, and deleted (see `compact`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaces: Vec<String>,
     /// A flushed block: the last WAL segment its flush covered. Until the
@@ -69,7 +69,7 @@ pub struct BlockMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_through: Option<u64>,
     /// The collector that flushed it, on a store shared by several
-    /// ([`crate::cluster`]); its `wal_through` is that collector's.
+    /// (`cluster`); its `wal_through` is that collector's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<String>,
 }
@@ -146,7 +146,7 @@ struct SortKey {
 ///
 /// The head batches are concatenated once (resource maps stay shared) and
 /// only the sort keys are sorted (40 bytes a row); rows are then gathered
-/// into the Parquet writer [`GATHER_ROWS`] at a time. A flush needs about
+/// into the Parquet writer `GATHER_ROWS` at a time. A flush needs about
 /// one copy of the head beside it, not sorted full-width copies.
 pub fn encode_head(
     tenant: &str,
@@ -274,7 +274,7 @@ fn trace_ids(batch: &RecordBatch) -> Result<&FixedSizeBinaryArray> {
 
 /// Encodes one block from batches already in block order (trace id, then
 /// start time, across batches too; `time` for metric points), gathering its
-/// meta on the way, so a merge of sorted blocks ([`crate::compact`]) never
+/// meta on the way, so a merge of sorted blocks (`compact`) never
 /// holds all its rows.
 pub(crate) struct BlockWriter {
     signal: Signal,

@@ -10,7 +10,7 @@
 //!
 //! A flushed block whose `wal_through` is above the WAL's flushed mark
 //! belongs to a flush that crashed before committing: it is deleted, and
-//! the WAL replay stores its spans again (see [`crate::wal`]).
+//! the WAL replay stores its spans again (see `wal`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

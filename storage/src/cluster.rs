@@ -15,7 +15,7 @@
 //!   the store nor keeps a catalog: before writing a block it notes it in
 //!   its WAL directory (`wal/PENDING`), and at start it deletes the noted
 //!   blocks of a flush that never committed (its WAL replays their spans),
-//!   recording the removal in the change log ([`crate::changes`]). After
+//!   recording the removal in the change log (`changes`). After
 //!   each commit it publishes its WAL's flushed mark to
 //!   `nodes/{node_id}/flushed.json`; a compactor merges a collector's block
 //!   only once the mark covers it, so a replay never doubles a span that

@@ -60,11 +60,11 @@ pub struct StorageConfig {
     /// arrive faster than flushes write them, clients are told to retry
     /// instead of memory growing without bound.
     pub max_head_bytes: u64,
-    /// Process memory limit in bytes ([`crate::memory`]); 0 turns it off.
+    /// Process memory limit in bytes (`memory`); 0 turns it off.
     pub memory_limit_bytes: u64,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
-    /// How often small blocks are merged ([`crate::compact`]); zero: never.
+    /// How often small blocks are merged (`compact`); zero: never.
     #[serde(with = "humantime_serde")]
     pub compaction_interval: Duration,
     /// Largest block compaction writes, in spans (the merge holds a whole
@@ -77,11 +77,11 @@ pub struct StorageConfig {
     /// How long each tenant's spans and derived rows are kept.
     #[serde(skip)]
     pub retention: Retention,
-    /// Whether other processes share the store ([`crate::cluster`]).
+    /// Whether other processes share the store (`cluster`).
     #[serde(skip)]
     pub sharing: crate::cluster::Sharing,
     /// A reader on a shared store lists the whole store this often; in
-    /// between it reads the change log ([`crate::changes`]).
+    /// between it reads the change log (`changes`).
     #[serde(skip)]
     pub full_listing_interval: Duration,
 }

@@ -28,7 +28,7 @@
 //!
 //! OTLP metric points take the same path as a second [`Signal`]: WAL
 //! records of their own kind, a head of their own, blocks under
-//! `tenants/{t}/metric_blocks/` (see [`engine`] for the diagram).
+//! `tenants/{t}/metric_blocks/` (see `engine` for the diagram).
 //!
 //! The compactor merges an hour's small blocks and applies per-tenant
 //! retention ([`Storage::compact`]).
@@ -111,7 +111,7 @@ pub enum StorageError {
     ShuttingDown,
     /// The head holds `max_head_bytes` or more, waiting for flushes to
     /// catch up, or the process is over its memory limit
-    /// ([`crate::memory`]): new spans are refused (retry later) rather
+    /// (`memory`): new spans are refused (retry later) rather
     /// than buffered.
     #[error("over the limit of {what}: {used} bytes (limit {limit}); retry later")]
     Overloaded {

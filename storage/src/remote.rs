@@ -12,8 +12,8 @@
 //!
 //! Requests are retried with backoff (`object_store`'s retry policy: up to
 //! 10 retries within 3 minutes); large blocks go up as multipart uploads
-//! ([`crate::block::put_block`]). Blocks are immutable and named by ULID,
-//! so reads go through a bounded cache ([`crate::blob_cache`]).
+//! (`block::put_block`). Blocks are immutable and named by ULID,
+//! so reads go through a bounded cache (`blob_cache`).
 
 use std::sync::Arc;
 

@@ -22,7 +22,7 @@ impl Signal {
     ///
     /// Metric blocks are not under `metrics/`: that directory holds the
     /// files written one per export request before metric points took the
-    /// WAL path, which are still read as they are ([`crate::derived`]).
+    /// WAL path, which are still read as they are (`derived`).
     pub fn directory(self) -> &'static str {
         match self {
             Self::Spans => "spans",

@@ -30,7 +30,7 @@
 //! segments at or below it, so a crash between a flush's blocks becoming
 //! durable and its segments' deletion does not store their spans twice.
 //! Blocks of a flush that crashed before `FLUSHED` was written carry a
-//! higher `wal_through` and are removed at start ([`crate::catalog`]):
+//! higher `wal_through` and are removed at start (`catalog`):
 //! their spans come back from the replay instead.
 
 use std::fs::{File, OpenOptions};
@@ -129,7 +129,7 @@ pub(crate) fn read_flushed(dir: &Path) -> Result<u64> {
 /// `{wal_through} {block path}` line per block, fsynced before the block is
 /// put). A collector on a shared store removes, at start, the blocks of a
 /// flush that never committed from this file instead of listing the store
-/// for them (see [`crate::cluster`]); the commit removes the file.
+/// for them (see `cluster`); the commit removes the file.
 pub mod pending {
     use std::io::Write;
     use std::path::Path;

@@ -190,7 +190,7 @@ impl TryFrom<&Span> for ValidSpan {
 }
 
 /// A span's X-Ray flags `(error, fault, throttle)`, as stored in the
-/// `xray_error`, `xray_fault` and `xray_throttle` columns ([`xray_flags`]).
+/// `xray_error`, `xray_fault` and `xray_throttle` columns (`xray_flags`).
 pub fn span_xray_flags(span: &Span) -> (bool, bool, bool) {
     let attributes = span.attributes.as_slice();
     let status_code = span.status.as_ref().map_or(0, |status| status.code);

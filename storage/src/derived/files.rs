@@ -41,7 +41,7 @@ pub enum DerivedTable {
     SpanMetrics,
     /// OTLP metric points as older releases wrote them, one file per export
     /// request and hour: read and expired, no longer written (points are in
-    /// metric blocks now, [`crate::signal`]).
+    /// metric blocks now, `signal`).
     Metrics,
 }
 
@@ -168,7 +168,7 @@ impl DerivedCatalog {
     }
 
     /// Applies a reader's changes from the change log
-    /// ([`crate::changes`]): files added (once) and removed, and the
+    /// (`changes`): files added (once) and removed, and the
     /// watermark read before them.
     pub fn apply(&self, added: &[(String, u64)], removed: &HashSet<String>, watermark: i64) {
         if !removed.is_empty() {
