@@ -88,57 +88,18 @@ async fn serve_node(
     let limits = OtlpLimits {
         max_message_bytes: config.otlp.max_message_bytes,
     };
-    // Every stored batch also feeds the service-map aggregation.
-    let aggregation = Aggregation::start(&storage, config.service_graph.aggregate_config());
-    let writer = Arc::clone(&aggregation.writer);
+    let IngestPath {
+        aggregation,
+        tail,
+        pipeline,
+    } = IngestPath::start(&config, &storage);
     let reader: Arc<dyn SpanReader> = Arc::new(storage.clone());
-    let tail = config.tail_sampling.enabled.then(|| {
-        Arc::new(TailStage::new(
-            config.tail_sampling.policy(),
-            Arc::clone(&writer),
-        ))
-    });
-    let pipeline = match &tail {
-        Some(stage) => Pipeline::with_tail_sampling(writer, Arc::clone(stage)),
-        None => Pipeline::new(writer),
-    }
-    // Requests being decoded and stored, in wire bytes: they expand about
-    // eightfold (owned protobuf structs, Arrow, the WAL record), so this is
-    // about an eighth of the limit once expanded, inside the spike
-    // allowance (a fifth).
-    .with_inflight_limit(config.memory.limit_bytes / INFLIGHT_SHARE_OF_MEMORY)
-    .with_ingest_limits(config.overrides.ingest_limits());
     let receiver_stats = Arc::clone(pipeline.receiver_stats());
     let xray_ingest = XrayIngest::new(pipeline.clone());
     let udp_stats = Arc::new(xray_udp::UdpStats::default());
 
-    let udp_address: std::net::SocketAddr = tokio::net::lookup_host(&config.listen.xray_udp)
-        .await
-        .with_context(|| format!("resolving xray-udp address {}", config.listen.xray_udp))?
-        .next()
-        .with_context(|| {
-            format!(
-                "xray-udp address {} resolves to nothing",
-                config.listen.xray_udp
-            )
-        })?;
-    let udp_socket = xray_udp::bind(udp_address, config.xray.udp_receive_buffer_bytes)
-        .with_context(|| format!("binding xray-udp on {udp_address}"))?;
-    let xray_api_listener = bind("xray-api", &config.listen.xray_api).await?;
-    let grpc_listener = bind("otlp-grpc", &config.listen.otlp_grpc).await?;
-    let otlp_http_listener = bind("otlp-http", &config.listen.otlp_http).await?;
-    let http_listener = bind("http", &config.listen.http).await?;
-    announce("xray-udp", udp_socket.local_addr()?)?;
-    announce("xray-api", xray_api_listener.local_addr()?)?;
-    announce("otlp-grpc", grpc_listener.local_addr()?)?;
-    announce("otlp-http", otlp_http_listener.local_addr()?)?;
-    announce("http", http_listener.local_addr()?)?;
-    ready(Bound {
-        xray_udp: udp_socket.local_addr()?,
-        xray_api: xray_api_listener.local_addr()?,
-        otlp_http: otlp_http_listener.local_addr()?,
-        http: http_listener.local_addr()?,
-    });
+    let listeners = Listeners::bind(&config).await?;
+    ready(listeners.bound()?);
 
     let stop = StopSignal::new();
 
@@ -156,40 +117,20 @@ async fn serve_node(
         },
     );
     let registry = Arc::new(registry);
-    let grpc_auth = tracelake_auth::GrpcAuth { keys: keys.clone() };
-    let grpc = tonic::transport::Server::builder()
-        .layer(requests.grpc_layer("otlp-grpc", otlp_grpc::METHODS))
-        .add_service(InterceptedService::new(
-            otlp_grpc::trace_service(pipeline.clone(), limits),
-            grpc_auth.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            otlp_grpc::metrics_service(metrics_ingest.clone(), limits),
-            grpc_auth,
-        ));
-    let grpc: ServerFuture = match tls_for("otlp-grpc") {
-        None => Box::pin(
-            grpc.serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
-                stop.stopped(),
-            )
-            .map_err(anyhow::Error::from),
-        ),
-        Some(acceptor) => {
-            let connections = ReceiverStream::new(tracelake_auth::tls::accept(
-                grpc_listener,
-                acceptor,
-                "otlp-grpc",
-            ))
-            .map(|(connection, _)| Ok::<_, std::io::Error>(connection));
-            Box::pin(
-                grpc.serve_with_incoming_shutdown(connections, stop.stopped())
-                    .map_err(anyhow::Error::from),
-            )
-        }
-    };
+    let grpc = grpc_server(
+        listeners.grpc,
+        GrpcServices {
+            pipeline: pipeline.clone(),
+            metrics: metrics_ingest.clone(),
+            limits,
+        },
+        &keys,
+        &requests,
+        tls_for("otlp-grpc"),
+        stop.stopped(),
+    );
     let otlp_http = serve_http(
-        otlp_http_listener,
+        listeners.otlp_http,
         authenticated(
             otlp_http::routes(pipeline, metrics_ingest.clone(), limits),
             &keys,
@@ -213,7 +154,7 @@ async fn serve_node(
     });
     let xray_api_routes = authenticated(xray_api_routes, &keys, Listener::XrayApi, &requests);
     let xray_api = serve_http(
-        xray_api_listener,
+        listeners.xray_api,
         xray_api_routes,
         tls_for("xray-api"),
         "xray-api",
@@ -231,33 +172,20 @@ async fn serve_node(
     }));
     let http_routes = authenticated(http_routes, &keys, Listener::Http, &requests);
     let http = serve_http(
-        http_listener,
+        listeners.http,
         http_routes,
         tls_for("http"),
         "http",
         stop.stopped(),
     )?;
     let udp = xray_udp::run(
-        udp_socket,
+        listeners.udp,
         xray_ingest,
         config.udp_config(),
         udp_stats,
         stop.stopped(),
     );
-    let tail_task =
-        tail.map(|stage| tokio::spawn(stage.run(Duration::from_secs(1), stop.stopped())));
-    let flusher_storage = storage.clone();
-    let flusher_stop = stop.stopped();
-    let flusher =
-        tokio::spawn(async move { flusher_storage.run_flusher(FLUSH_CHECK, flusher_stop).await });
-    let compactor_storage = storage.clone();
-    let compactor_stop = stop.stopped();
-    // On a shared store, compactors do this (`--role compactor`).
-    let compactor = tokio::spawn(async move {
-        if !collector {
-            compactor_storage.run_compactor(compactor_stop).await;
-        }
-    });
+    let background = Background::spawn(tail, aggregation, &storage, !collector, &stop);
 
     let servers = tokio::spawn(async move {
         let (grpc, otlp_http, xray_api, http, ()) =
@@ -270,6 +198,98 @@ async fn serve_node(
     });
 
     shutdown.await;
+    stop_node(stop, servers, background, &storage).await
+}
+
+/// The path a span takes to storage on this node.
+struct IngestPath {
+    /// Every stored batch also feeds the service-map aggregation.
+    aggregation: Aggregation,
+    tail: Option<Arc<TailStage>>,
+    pipeline: Pipeline,
+}
+
+impl IngestPath {
+    /// The aggregation over storage's writer, tail sampling before it when
+    /// configured, and the pipeline with its limits in front.
+    fn start(config: &Config, storage: &Storage) -> Self {
+        let aggregation = Aggregation::start(storage, config.service_graph.aggregate_config());
+        let writer = Arc::clone(&aggregation.writer);
+        let tail = config.tail_sampling.enabled.then(|| {
+            Arc::new(TailStage::new(
+                config.tail_sampling.policy(),
+                Arc::clone(&writer),
+            ))
+        });
+        let pipeline = match &tail {
+            Some(stage) => Pipeline::with_tail_sampling(writer, Arc::clone(stage)),
+            None => Pipeline::new(writer),
+        }
+        // Requests being decoded and stored, in wire bytes: they expand about
+        // eightfold (owned protobuf structs, Arrow, the WAL record), so this is
+        // about an eighth of the limit once expanded, inside the spike
+        // allowance (a fifth).
+        .with_inflight_limit(config.memory.limit_bytes / INFLIGHT_SHARE_OF_MEMORY)
+        .with_ingest_limits(config.overrides.ingest_limits());
+        Self {
+            aggregation,
+            tail,
+            pipeline,
+        }
+    }
+}
+
+/// The node's tasks beside its servers, stopped in order after them.
+struct Background {
+    tail: Option<tokio::task::JoinHandle<()>>,
+    aggregation: Aggregation,
+    flusher: tokio::task::JoinHandle<()>,
+    compactor: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Tail sampling's clock, the flusher, and (`compacts`: not on a
+    /// collector of a shared store, where compactors do it) the compactor.
+    fn spawn(
+        tail: Option<Arc<TailStage>>,
+        aggregation: Aggregation,
+        storage: &Storage,
+        compacts: bool,
+        stop: &StopSignal,
+    ) -> Self {
+        let tail =
+            tail.map(|stage| tokio::spawn(stage.run(Duration::from_secs(1), stop.stopped())));
+        let flusher_storage = storage.clone();
+        let flusher_stop = stop.stopped();
+        let flusher =
+            tokio::spawn(
+                async move { flusher_storage.run_flusher(FLUSH_CHECK, flusher_stop).await },
+            );
+        let compactor_storage = storage.clone();
+        let compactor_stop = stop.stopped();
+        let compactor = tokio::spawn(async move {
+            if compacts {
+                compactor_storage.run_compactor(compactor_stop).await;
+            }
+        });
+        Self {
+            tail,
+            aggregation,
+            flusher,
+            compactor,
+        }
+    }
+}
+
+/// Stops accepting, lets requests in flight finish (up to
+/// [`DRAIN_TIMEOUT`]), decides pending traces, writes held rows, then
+/// flushes the head: nothing acked is left only in the WAL.
+async fn stop_node(
+    stop: StopSignal,
+    servers: tokio::task::JoinHandle<anyhow::Result<()>>,
+    background: Background,
+    storage: &Storage,
+) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining requests, then flushing the head");
     stop.stop();
     // Clients that keep connections open must not keep the head from disk.
@@ -279,17 +299,112 @@ async fn serve_node(
             tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight after the drain timeout; flushing anyway")
         }
     }
-    if let Some(task) = tail_task {
+    if let Some(task) = background.tail {
         // Pending traces are decided, and kept ones written, before the flush.
         let _ = task.await;
     }
     // Stored spans are counted, and every held row written, before the flush.
-    aggregation.finish().await;
-    let _ = flusher.await;
-    let _ = compactor.await;
+    background.aggregation.finish().await;
+    let _ = background.flusher.await;
+    let _ = background.compactor.await;
     let flushed = storage.shutdown().await.context("final flush")?;
     tracing::info!(?flushed, "stopped");
     Ok(())
+}
+
+/// Every listener of an `all` or `collector` node, bound and announced.
+struct Listeners {
+    udp: tokio::net::UdpSocket,
+    xray_api: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    otlp_http: tokio::net::TcpListener,
+    http: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds each listener (and the X-Ray UDP socket with its receive
+    /// buffer), then prints its `listening <name> <addr>` line.
+    async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let udp_address: std::net::SocketAddr = tokio::net::lookup_host(&config.listen.xray_udp)
+            .await
+            .with_context(|| format!("resolving xray-udp address {}", config.listen.xray_udp))?
+            .next()
+            .with_context(|| {
+                format!(
+                    "xray-udp address {} resolves to nothing",
+                    config.listen.xray_udp
+                )
+            })?;
+        let udp = xray_udp::bind(udp_address, config.xray.udp_receive_buffer_bytes)
+            .with_context(|| format!("binding xray-udp on {udp_address}"))?;
+        let listeners = Self {
+            udp,
+            xray_api: bind("xray-api", &config.listen.xray_api).await?,
+            grpc: bind("otlp-grpc", &config.listen.otlp_grpc).await?,
+            otlp_http: bind("otlp-http", &config.listen.otlp_http).await?,
+            http: bind("http", &config.listen.http).await?,
+        };
+        announce("xray-udp", listeners.udp.local_addr()?)?;
+        announce("xray-api", listeners.xray_api.local_addr()?)?;
+        announce("otlp-grpc", listeners.grpc.local_addr()?)?;
+        announce("otlp-http", listeners.otlp_http.local_addr()?)?;
+        announce("http", listeners.http.local_addr()?)?;
+        Ok(listeners)
+    }
+
+    fn bound(&self) -> anyhow::Result<Bound> {
+        Ok(Bound {
+            xray_udp: self.udp.local_addr()?,
+            xray_api: self.xray_api.local_addr()?,
+            otlp_http: self.otlp_http.local_addr()?,
+            http: self.http.local_addr()?,
+        })
+    }
+}
+
+/// What the OTLP gRPC listener serves.
+struct GrpcServices {
+    pipeline: Pipeline,
+    metrics: MetricsIngest,
+    limits: OtlpLimits,
+}
+
+/// The OTLP gRPC server (traces and metrics) behind the key check and
+/// request timing, over TLS when `tls` is set.
+fn grpc_server(
+    listener: tokio::net::TcpListener,
+    services: GrpcServices,
+    keys: &Option<Arc<tracelake_auth::Keys>>,
+    requests: &tracelake_routes::timing::RequestMetrics,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> ServerFuture {
+    let grpc_auth = tracelake_auth::GrpcAuth { keys: keys.clone() };
+    let grpc = tonic::transport::Server::builder()
+        .layer(requests.grpc_layer("otlp-grpc", otlp_grpc::METHODS))
+        .add_service(InterceptedService::new(
+            otlp_grpc::trace_service(services.pipeline, services.limits),
+            grpc_auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            otlp_grpc::metrics_service(services.metrics, services.limits),
+            grpc_auth,
+        ));
+    match tls {
+        None => Box::pin(
+            grpc.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+                .map_err(anyhow::Error::from),
+        ),
+        Some(acceptor) => {
+            let connections =
+                ReceiverStream::new(tracelake_auth::tls::accept(listener, acceptor, "otlp-grpc"))
+                    .map(|(connection, _)| Ok::<_, std::io::Error>(connection));
+            Box::pin(
+                grpc.serve_with_incoming_shutdown(connections, stop)
+                    .map_err(anyhow::Error::from),
+            )
+        }
+    }
 }
 
 /// Loads `[sampling] rules_file`, if set, into the rules store.
