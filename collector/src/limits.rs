@@ -26,6 +26,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parking_lot::Mutex;
 use prost::Message;
 use tracelake_model::otlp::SpanRejection;
+use tracelake_sampler::bucket::{TokenBucket, seconds_since};
 use tracelake_storage::StorageError;
 
 use crate::IngestError;
@@ -65,17 +66,25 @@ impl IngestLimits {
 const MAX_BUCKETS: usize = 10_000;
 
 /// The buckets, one per tenant seen.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RateLimiter {
     limits: IngestLimits,
-    /// Tokens and when they were counted.
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// The buckets' clock starts here.
+    origin: Instant,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self::new(IngestLimits::default())
+    }
 }
 
 impl RateLimiter {
     pub fn new(limits: IngestLimits) -> Self {
         Self {
             limits,
+            origin: Instant::now(),
             buckets: Mutex::default(),
         }
     }
@@ -102,25 +111,17 @@ impl RateLimiter {
                 "the tenant's ingestion burst (a request larger than the burst never passes)",
             ));
         }
+        let now = seconds_since(self.origin, now);
         let mut buckets = self.buckets.lock();
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(tenant) {
-            buckets.retain(|_, (tokens, last)| {
-                *tokens + now.saturating_duration_since(*last).as_secs_f64() * rate < burst
-            });
+            buckets.retain(|_, bucket| bucket.available(rate, burst, now) < burst);
         }
-        let (tokens, last) = buckets.entry(tenant.to_string()).or_insert((burst, now));
-        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
-        let available = (*tokens + elapsed * rate).min(burst);
-        *last = now.max(*last);
-        if available >= bytes as f64 {
-            *tokens = available - bytes as f64;
-            Ok(())
-        } else {
-            *tokens = available;
-            Err(refuse(
-                "the tenant's ingestion rate (ingestion_rate_limit_bytes per second)",
-            ))
-        }
+        let bucket = buckets
+            .entry(tenant.to_string())
+            .or_insert_with(|| TokenBucket::full(burst, now));
+        bucket.take(bytes as f64, rate, burst, now).map_err(|_| {
+            refuse("the tenant's ingestion rate (ingestion_rate_limit_bytes per second)")
+        })
     }
 
     pub fn admit(&self, tenant: &str, bytes: u64) -> Result<(), IngestError> {

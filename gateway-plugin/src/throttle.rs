@@ -1,17 +1,20 @@
 //! Token buckets: `rate` tokens per second refill a bucket of `burst`.
 //! The gateway's throttles (account, stage/method, API key) and the table's
-//! capacity use them.
+//! capacity use them; the bucket itself is the one every rate limit of
+//! tracelake keeps ([`tracelake_sampler::bucket`]).
 
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use tracelake_sampler::bucket::{self, seconds_since};
 
-/// A token bucket; starts full.
+/// A token bucket shared by the requests it throttles; starts full.
 #[derive(Debug)]
 pub struct TokenBucket {
     rate: f64,
     burst: f64,
-    state: Mutex<(f64, Instant)>,
+    origin: Instant,
+    state: Mutex<bucket::TokenBucket>,
 }
 
 impl TokenBucket {
@@ -20,27 +23,15 @@ impl TokenBucket {
         Self {
             rate: rate.max(0.0),
             burst,
-            state: Mutex::new((burst, Instant::now())),
+            origin: Instant::now(),
+            state: Mutex::new(bucket::TokenBucket::full(burst, 0.0)),
         }
     }
 
     /// Takes one token at `now`; `Err(seconds)` until one is available.
     pub fn try_take_at(&self, now: Instant) -> Result<(), f64> {
-        let mut state = self.state.lock();
-        let (tokens, last) = *state;
-        let elapsed = now.saturating_duration_since(last).as_secs_f64();
-        let tokens = (tokens + elapsed * self.rate).min(self.burst);
-        if tokens >= 1.0 {
-            *state = (tokens - 1.0, now.max(last));
-            Ok(())
-        } else {
-            *state = (tokens, now.max(last));
-            Err(if self.rate > 0.0 {
-                (1.0 - tokens) / self.rate
-            } else {
-                f64::INFINITY
-            })
-        }
+        let now = seconds_since(self.origin, now);
+        self.state.lock().take(1.0, self.rate, self.burst, now)
     }
 
     pub fn try_take(&self) -> Result<(), f64> {

@@ -1,7 +1,8 @@
 //! tracelake sampler: X-Ray-style centralized sampling rules (matcher,
 //! reservoir + fixed rate, quota allocation across clients, rules store)
 //! and tail-sampling policies, plus the `X-Amzn-Trace-Id` header both the
-//! collector and the instrumented components use.
+//! collector and the instrumented components use, and the token bucket
+//! every rate limit of tracelake keeps ([`bucket`]).
 //!
 //! Depends only on tracelake's leaf crates (`tracelake-aws-json` for the
 //! X-Ray error shape, `tracelake-routes` for the access each route
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod aws_error;
+pub mod bucket;
 pub mod client;
 pub mod pattern;
 pub mod quota;

@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use tracelake_model::TraceId;
 
+use crate::bucket::TokenBucket;
+
 /// Tail-sampling policies. A trace is kept when any keep-policy says so,
 /// subject to the per-service cap.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,12 +98,6 @@ struct PendingTrace<T> {
     items: Vec<T>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: f64,
-}
-
 /// Counters since start.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TailStats {
@@ -121,7 +117,7 @@ pub struct TailSampler<T> {
     pending: HashMap<TraceId, PendingTrace<T>>,
     order: VecDeque<(TraceId, f64)>,
     pending_spans: usize,
-    buckets: HashMap<String, Bucket>,
+    buckets: HashMap<String, TokenBucket>,
     stats: TailStats,
 }
 
@@ -244,16 +240,12 @@ impl<T> TailSampler<T> {
             && let Some(rate) = self.policy.max_traces_per_service_per_second
         {
             let service = trace.root_service.unwrap_or(trace.any_service);
-            let bucket = self.buckets.entry(service).or_insert(Bucket {
-                tokens: rate.max(1.0),
-                updated: now,
-            });
-            bucket.tokens =
-                (bucket.tokens + (now - bucket.updated).max(0.0) * rate).min(rate.max(1.0));
-            bucket.updated = now;
-            if bucket.tokens >= 1.0 {
-                bucket.tokens -= 1.0;
-            } else {
+            let burst = rate.max(1.0);
+            let bucket = self
+                .buckets
+                .entry(service)
+                .or_insert_with(|| TokenBucket::full(burst, now));
+            if bucket.take(1.0, rate, burst, now).is_err() {
                 verdict = Verdict::DroppedByServiceCap;
             }
         }
