@@ -2,9 +2,9 @@
 //!
 //! - for `admin` keys (or without keys), the process's one registry
 //!   (`prometheus_client`): every listener's request durations and counts
-//!   ([`tracelake_routes::timing`]), the storage counters ([`StorageMetrics`])
-//!   and the collector's ([`CollectorMetrics`]), each part registering its
-//!   own;
+//!   ([`tracelake_routes::timing`]), the storage engine's series
+//!   (`Storage::metrics`) and the collector's ([`CollectorMetrics`]), each
+//!   part providing its own;
 //! - for `query` keys too, one tenant's service-graph and span metrics
 //!   under Tempo's names and its latest OTLP metric points (`?tenant=`,
 //!   default `single-tenant`): the tenant's data, written as Tempo's users
@@ -22,25 +22,15 @@ use axum::extract::{Extension, Query};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 use tracelake_collector::CollectorMetrics;
 use tracelake_collector::aggregate::Aggregator;
 use tracelake_collector::metrics_ingest::MetricsExposition;
-use tracelake_collector::prometheus::{
-    HistogramSeries, encode_histogram, encode_plain_counter, encode_plain_gauge,
-};
 use tracelake_model::TenantId;
 use tracelake_routes::{Access, Routes};
 use tracelake_storage::Storage;
 
 use tracelake_auth::{Permission, Principal};
-
-/// Buckets of tracelake's own latency histograms, seconds.
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -168,128 +158,6 @@ pub(crate) fn classic_text(open_metrics: &str) -> String {
     out
 }
 
-/// The storage engine's counters, gauges and latency histograms, read at
-/// each scrape.
-pub(crate) struct StorageMetrics(pub(crate) Storage);
-
-impl fmt::Debug for StorageMetrics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StorageMetrics")
-    }
-}
-
-impl Collector for StorageMetrics {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
-        let stats = self.0.stats();
-        let counters = [
-            (
-                "tracelake_storage_appended_spans_total",
-                "Spans appended to the WAL and head.",
-                stats.appended_spans,
-            ),
-            (
-                "tracelake_storage_flushed_blocks_total",
-                "Parquet blocks written.",
-                stats.flushed_blocks,
-            ),
-            (
-                "tracelake_storage_flushed_bytes_total",
-                "Bytes of Parquet blocks written.",
-                stats.flushed_bytes,
-            ),
-            (
-                "tracelake_storage_compacted_blocks_total",
-                "Blocks merged away by compaction.",
-                stats.compacted_blocks,
-            ),
-            (
-                "tracelake_storage_expired_blocks_total",
-                "Blocks dropped by retention.",
-                stats.expired_blocks,
-            ),
-            (
-                "tracelake_storage_compaction_failures_total",
-                "Compaction passes that failed (retried on the next pass).",
-                stats.compaction_failures,
-            ),
-            (
-                "tracelake_storage_refused_appends_total",
-                "Appends refused because the head was over flush.max_head_bytes or the process over memory.limit_bytes' soft limit.",
-                stats.refused_appends,
-            ),
-            (
-                "tracelake_storage_flush_failures_total",
-                "Flushes that failed and will be retried.",
-                stats.flush_failures,
-            ),
-        ];
-        for (name, help, value) in counters {
-            encode_plain_counter(&mut encoder, name, help, value)?;
-        }
-        let gauges = [
-            (
-                "tracelake_storage_blocks",
-                "Blocks in the catalog.",
-                stats.blocks as u64,
-            ),
-            (
-                "tracelake_storage_head_active_bytes",
-                "Arrow bytes of the head batches not yet sealed for a flush.",
-                stats.head.active_bytes as u64,
-            ),
-            (
-                "tracelake_storage_head_batches",
-                "Batches in the head, active and sealed (being flushed).",
-                (stats.head.active_batches + stats.head.sealed_batches) as u64,
-            ),
-            (
-                "tracelake_storage_head_sealed_bytes",
-                "Arrow bytes of the head batches being flushed.",
-                stats.head.sealed_bytes as u64,
-            ),
-            (
-                "process_resident_memory_bytes",
-                "Resident memory of the process, as the memory limiter samples it.",
-                stats.resident_bytes,
-            ),
-            (
-                "tracelake_memory_limit_bytes",
-                "memory.limit_bytes (0: off); appends are refused from 80% of it.",
-                stats.memory_limit_bytes,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            encode_plain_gauge(&mut encoder, name, help, value as i64)?;
-        }
-        for (name, help, histogram) in [
-            (
-                "tracelake_wal_append_seconds",
-                "WAL append latency (write and fsync per the policy).",
-                &stats.wal_latency,
-            ),
-            (
-                "tracelake_flush_seconds",
-                "Head flush latency (seal, encode and write blocks).",
-                &stats.flush_latency,
-            ),
-        ] {
-            let series = HistogramSeries {
-                labels: Vec::new(),
-                cumulative: histogram.cumulative_counts(&LATENCY_BUCKETS),
-                // Summed from the histogram: exact within its 1% precision.
-                sum: histogram
-                    .distribution_seconds()
-                    .iter()
-                    .map(|(value, count)| value * *count as f64)
-                    .sum(),
-                count: histogram.count(),
-            };
-            encode_histogram(&mut encoder, name, help, &LATENCY_BUCKETS, &[series])?;
-        }
-        Ok(())
-    }
-}
-
 /// The process's registry: request metrics of every listener, and the
 /// storage and collector counters when they are given.
 pub(crate) fn registry(
@@ -298,7 +166,7 @@ pub(crate) fn registry(
 ) -> (Registry, tracelake_routes::timing::RequestMetrics) {
     let mut registry = Registry::default();
     let requests = tracelake_routes::timing::RequestMetrics::register(&mut registry);
-    registry.register_collector(Box::new(StorageMetrics(storage.clone())));
+    registry.register_collector(Box::new(storage.metrics()));
     registry.register_collector(Box::new(collector));
     (registry, requests)
 }

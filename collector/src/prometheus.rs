@@ -2,8 +2,7 @@
 //!
 //! tracelake's own counters (receivers, tail sampling, the service-map
 //! aggregation) are encoded through the process's one
-//! `prometheus_client` registry ([`encode_counter`], [`encode_histogram`]
-//! from a `Collector`). A tenant's own series (the span metrics under
+//! `prometheus_client` registry ([`encode_counter`] from a `Collector`). A tenant's own series (the span metrics under
 //! Tempo's names, its OTLP metrics) are data, written in Prometheus text
 //! with the label order Tempo's and Prometheus' users see
 //! ([`write_counter`], [`write_histogram`]); the registry's client has no
@@ -124,49 +123,6 @@ pub fn encode_plain_counter(
     value: u64,
 ) -> fmt::Result {
     encode_counter(encoder, name, help, &[(Vec::new(), value)])
-}
-
-/// Encodes one gauge without labels.
-pub fn encode_plain_gauge(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> fmt::Result {
-    encoder
-        .encode_descriptor(name, help, None, MetricType::Gauge)?
-        .encode_gauge(&value)
-}
-
-/// Encodes one histogram family: `_bucket` per bound and `+Inf`, `_sum`,
-/// `_count` for each series.
-pub fn encode_histogram(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    bounds: &[f64],
-    series: &[HistogramSeries<'_>],
-) -> fmt::Result {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    for one in series {
-        // Per-bucket counts, as the encoder sums them up again; f64::MAX
-        // is its +Inf.
-        let mut buckets = Vec::with_capacity(bounds.len() + 1);
-        let mut below = 0;
-        for (bound, cumulative) in bounds.iter().zip(&one.cumulative) {
-            buckets.push((*bound, cumulative.saturating_sub(below)));
-            below = (*cumulative).max(below);
-        }
-        buckets.push((f64::MAX, one.count.saturating_sub(below)));
-        if one.labels.is_empty() {
-            metric.encode_histogram::<NoLabelSet>(one.sum, one.count, &buckets, None)?;
-        } else {
-            metric
-                .encode_family(&one.labels)?
-                .encode_histogram::<NoLabelSet>(one.sum, one.count, &buckets, None)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

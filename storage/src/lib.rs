@@ -49,6 +49,7 @@ mod config;
 mod counting_store;
 mod derived;
 mod engine;
+mod exposition;
 mod head;
 mod memory;
 mod remote;
@@ -70,6 +71,7 @@ pub use derived::{DerivedCatalog, DerivedTable};
 pub use engine::{
     FlushStats, OpenStats, RefreshStats, Storage, StorageStats, local_store, run_every,
 };
+pub use exposition::StorageMetrics;
 pub use head::HeadRows;
 pub use remote::{S3Settings, StoreLocation, open_bucket, open_store};
 pub use signal::Signal;
