@@ -17,6 +17,26 @@ const FIXTURE: &str = concat!(
     "/tests/fixtures/datadir-2026-12-06"
 );
 
+/// An answer without what depends on where the spans sat when it was
+/// computed (head or block, which block first) rather than on the data:
+/// the bytes a query read (`inspectedBytes`), and which spans were picked
+/// as exemplars (any span of a series may be, as in Tempo).
+fn data_of(mut answer: Value) -> Value {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.remove("inspectedBytes");
+                map.remove("exemplars");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut answer);
+    answer
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -57,7 +77,7 @@ async fn a_data_dir_from_the_release_before_opens_and_answers_identically() {
             .unwrap();
         assert_eq!(response.status(), 200, "{name}: {path}");
         let answer: Value = response.json().await.unwrap();
-        assert_eq!(answer, expected, "{name}: {path}");
+        assert_eq!(data_of(answer), data_of(expected), "{name}: {path}");
         compared += 1;
     }
     assert!(compared >= 9, "requests compared: {compared}");
