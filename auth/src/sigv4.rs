@@ -42,9 +42,10 @@ pub enum SigV4Error {
     #[error("X-Amz-Date is not the date of the credential scope")]
     DateOutsideScope,
     #[error(
-        "signature expired: X-Amz-Date {date} is more than {minutes} minutes from the server's time"
+        "signature expired: X-Amz-Date {0} is more than {minutes} minutes from the server's time",
+        minutes = MAX_SKEW.as_secs() / 60
     )]
-    Expired { date: String, minutes: u64 },
+    Expired(String),
     #[error("x-amz-content-sha256 does not match the body")]
     PayloadHash,
     #[error("signed header {0:?} is missing from the request")]
@@ -143,10 +144,7 @@ impl Authorization {
             .or_else(|_| signed_at.duration_since(now))
             .unwrap_or_default();
         if skew > MAX_SKEW {
-            return Err(SigV4Error::Expired {
-                date: amz_date.to_string(),
-                minutes: MAX_SKEW.as_secs() / 60,
-            });
+            return Err(SigV4Error::Expired(amz_date.to_string()));
         }
         let payload_hash = hex::encode(Sha256::digest(body));
         if let Some(claimed) = header_text(headers, "x-amz-content-sha256")
