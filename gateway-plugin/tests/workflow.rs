@@ -13,7 +13,7 @@ use tracelake_gateway_plugin::runtime::{
     Downstream, FunctionConfig, HandlerError, Runtime, handler,
 };
 use tracelake_gateway_plugin::workflow::{
-    Clock, Engine, HistoryStore, RecordingClock, RuntimeTasks, SystemClock, parse,
+    Clock, Engine, Event, HistoryStore, Recorded, RecordingClock, RuntimeTasks, SystemClock, parse,
 };
 use tracelake_gateway_plugin::{MemorySink, Tracer};
 use tracelake_sampler::client::{Sampler, parse_local_rules};
@@ -371,10 +371,12 @@ async fn retry_backoff_catch_and_timeouts() {
         [Duration::from_secs(2), Duration::from_secs(5)]
     );
     let history = setup.engine.history(&retried.execution).unwrap();
-    let attempts: Vec<i64> = history
+    let attempts: Vec<u32> = history
         .iter()
-        .filter(|event| event["type"] == "TaskFailed")
-        .map(|event| event["attempt"].as_i64().unwrap())
+        .filter_map(|recorded| match recorded.event {
+            Event::TaskFailed { attempt, .. } => Some(attempt),
+            _ => None,
+        })
         .collect();
     assert_eq!(attempts, [1, 2]);
     // Every attempt is a subsegment of the state, each the parent of one
@@ -463,9 +465,11 @@ async fn map_items_and_path_processing() {
     let history = setup.engine.history(&paths.execution).unwrap();
     let scheduled_input = history
         .iter()
-        .find(|event| event["type"] == "TaskSucceeded")
-        .unwrap()["output"]
-        .clone();
+        .find_map(|recorded| match &recorded.event {
+            Event::TaskSucceeded { output, .. } => Some(output.clone()),
+            _ => None,
+        })
+        .unwrap();
     assert_eq!(
         scheduled_input,
         json!({"id": "o-1", "execution": paths.execution, "state": "T"})
@@ -663,7 +667,7 @@ fn crash_after<T>(work: impl std::future::Future<Output = T>) -> (tokio::runtime
 
 fn wait_for(engine: &Engine, id: &str, what: impl Fn(&[Value]) -> bool) {
     for _ in 0..500 {
-        if what(&engine.history(id).unwrap()) {
+        if what(&history_json(&engine.history(id).unwrap())) {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -799,5 +803,13 @@ fn a_killed_engine_resumes_without_rerunning_completed_tasks() {
 }
 
 fn engine_history(directory: &std::path::Path, id: &str) -> Vec<Value> {
-    HistoryStore::open(directory).unwrap().read(id).unwrap()
+    history_json(&HistoryStore::open(directory).unwrap().read(id).unwrap())
+}
+
+/// A history as the `/history` route shows it.
+fn history_json(history: &[Recorded]) -> Vec<Value> {
+    history
+        .iter()
+        .map(|recorded| serde_json::to_value(recorded).unwrap())
+        .collect()
 }

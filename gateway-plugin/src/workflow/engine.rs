@@ -34,8 +34,14 @@ use tokio::sync::watch;
 use tracelake_sampler::rules::RequestProperties;
 use tracelake_sampler::{SampledFlag, TraceHeader};
 
-use super::definition::{Catcher, Machine, Resource, Retrier, State, TaskState};
-use super::history::HistoryStore;
+use super::definition::{
+    Catcher, ChoiceState, Flow, Io, Machine, MapState, ParallelState, PassState, Resource, Retrier,
+    State, TaskState, WaitState,
+};
+use super::history::{
+    Edge, Event, HistoryError, HistoryStore, Recorded, StateEntered, StateExited, StateKind,
+    StateType,
+};
 use super::paths;
 use super::tasks::{Clock, TaskError, TaskRunner};
 use crate::document::{Document, Http, TopLevel, new_segment_id, new_trace_id, now_seconds};
@@ -96,6 +102,17 @@ impl std::fmt::Display for EngineError {
             }
             Self::ExecutionDoesNotExist(name) => write!(f, "execution {name:?} does not exist"),
             Self::Storage(message) => write!(f, "history: {message}"),
+        }
+    }
+}
+
+impl From<HistoryError> for EngineError {
+    fn from(error: HistoryError) -> Self {
+        match error {
+            HistoryError::NotFound(id) | HistoryError::InvalidId(id) => {
+                Self::ExecutionDoesNotExist(id)
+            }
+            other => Self::Storage(other.to_string()),
         }
     }
 }
@@ -170,38 +187,30 @@ struct Replay {
 }
 
 impl Replay {
-    fn from_events(events: &[Value]) -> Self {
+    fn from_events(events: &[Recorded]) -> Self {
         let mut replay = Self::default();
-        for event in events {
-            let Some(key) = event["key"].as_str() else {
-                continue;
-            };
-            let kind = event["type"].as_str().unwrap_or_default();
-            if kind.ends_with("StateExited") {
-                replay.exited.insert(
-                    key.to_string(),
-                    (
-                        event["output"].clone(),
-                        event["next"].as_str().map(str::to_string),
-                    ),
-                );
-            } else if kind == "TaskSucceeded" {
-                replay
-                    .succeeded
-                    .insert(key.to_string(), event["output"].clone());
-            } else if kind == "TaskFailed" {
-                replay
+        for recorded in events {
+            match &recorded.event {
+                Event::StateExited(exited) => {
+                    replay.exited.insert(
+                        exited.key.clone(),
+                        (exited.output.clone(), exited.next.clone()),
+                    );
+                }
+                Event::TaskSucceeded { key, output, .. } => {
+                    replay.succeeded.insert(key.clone(), output.clone());
+                }
+                Event::TaskFailed {
+                    key, error, cause, ..
+                } => replay
                     .failures
-                    .entry(key.to_string())
+                    .entry(key.clone())
                     .or_default()
-                    .push(TaskError::new(
-                        event["error"].as_str().unwrap_or_default(),
-                        event["cause"].as_str().unwrap_or_default(),
-                    ));
-            } else if kind == "WaitStateStarted"
-                && let Some(until) = event["until"].as_f64()
-            {
-                replay.wait_until.insert(key.to_string(), until);
+                    .push(TaskError::new(error, cause.clone())),
+                Event::WaitStateStarted { key, until } => {
+                    replay.wait_until.insert(key.clone(), *until);
+                }
+                _ => {}
             }
         }
         replay
@@ -332,11 +341,15 @@ impl Engine {
         };
         self.append_async(
             &id,
-            json!({
-                "type": "ExecutionStarted", "state_machine": machine, "input": input,
-                "trace_id": trace_id, "segment_id": new_segment_id(), "parent_id": parent_id,
-                "sampled": sampled, "sampling_rule": rule,
-            }),
+            Event::ExecutionStarted {
+                state_machine: machine.to_string(),
+                input,
+                trace_id,
+                segment_id: new_segment_id(),
+                parent_id,
+                sampled,
+                sampling_rule: rule,
+            },
         )
         .await?;
         self.spawn(id.clone());
@@ -392,53 +405,57 @@ impl Engine {
     }
 
     /// The execution's history.
-    pub fn history(&self, id: &str) -> Result<Vec<Value>, EngineError> {
-        self.inner
-            .store
-            .read(id)
-            .map_err(|_| EngineError::ExecutionDoesNotExist(id.to_string()))
+    pub fn history(&self, id: &str) -> Result<Vec<Recorded>, EngineError> {
+        Ok(self.inner.store.read(id)?)
     }
 
     /// The execution's state, from its history.
     pub fn describe(&self, id: &str) -> Result<Description, EngineError> {
         let events = self.history(id)?;
-        let started = events
-            .first()
-            .filter(|event| event["type"] == "ExecutionStarted")
-            .ok_or_else(|| EngineError::ExecutionDoesNotExist(id.to_string()))?;
+        let Some(Recorded {
+            timestamp,
+            event:
+                Event::ExecutionStarted {
+                    state_machine,
+                    input,
+                    trace_id,
+                    ..
+                },
+            ..
+        }) = events.first()
+        else {
+            return Err(EngineError::ExecutionDoesNotExist(id.to_string()));
+        };
         let mut description = Description {
             execution: id.to_string(),
-            state_machine: started["state_machine"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            state_machine: state_machine.clone(),
             status: "RUNNING".into(),
-            start: started["timestamp"].as_f64().unwrap_or_default(),
+            start: *timestamp,
             stop: None,
-            input: started["input"].clone(),
+            input: input.clone(),
             output: None,
             error: None,
             cause: None,
-            trace_id: started["trace_id"].as_str().map(str::to_string),
+            trace_id: Some(trace_id.clone()),
         };
-        if let Some(end) = events.iter().rev().find(|event| {
-            matches!(
-                event["type"].as_str(),
-                Some("ExecutionSucceeded" | "ExecutionFailed" | "ExecutionTimedOut")
-            )
-        }) {
-            description.stop = end["timestamp"].as_f64();
-            match end["type"].as_str() {
-                Some("ExecutionSucceeded") => {
-                    description.status = "SUCCEEDED".into();
-                    description.output = Some(end["output"].clone());
+        let end = events.iter().rev().find_map(|recorded| {
+            let (status, output, failure) = match &recorded.event {
+                Event::ExecutionSucceeded { output } => ("SUCCEEDED", Some(output), None),
+                Event::ExecutionFailed { error, cause } => ("FAILED", None, Some((error, cause))),
+                Event::ExecutionTimedOut { error, cause } => {
+                    ("TIMED_OUT", None, Some((error, cause)))
                 }
-                Some("ExecutionFailed") => description.status = "FAILED".into(),
-                _ => description.status = "TIMED_OUT".into(),
-            }
-            if description.status != "SUCCEEDED" {
-                description.error = end["error"].as_str().map(str::to_string);
-                description.cause = end["cause"].as_str().map(str::to_string);
+                _ => return None,
+            };
+            Some((recorded.timestamp, status, output, failure))
+        });
+        if let Some((stop, status, output, failure)) = end {
+            description.stop = Some(stop);
+            description.status = status.into();
+            description.output = output.cloned();
+            if let Some((error, cause)) = failure {
+                description.error = Some(error.clone());
+                description.cause = Some(cause.clone());
             }
         }
         Ok(description)
@@ -458,19 +475,30 @@ impl Engine {
 
     async fn run_execution(&self, id: &str) -> Result<(), EngineError> {
         let events = self.history_async(id).await?;
-        let started = events
-            .first()
-            .cloned()
-            .ok_or_else(|| EngineError::ExecutionDoesNotExist(id.to_string()))?;
-        let machine_name = started["state_machine"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let Some(machine) = self.inner.machines.get(&machine_name).cloned() else {
+        let Some(Recorded {
+            timestamp: started,
+            event:
+                Event::ExecutionStarted {
+                    state_machine,
+                    input,
+                    trace_id,
+                    segment_id,
+                    parent_id,
+                    sampled,
+                    sampling_rule,
+                },
+            ..
+        }) = events.first().cloned()
+        else {
+            return Err(EngineError::ExecutionDoesNotExist(id.to_string()));
+        };
+        let Some(machine) = self.inner.machines.get(&state_machine).cloned() else {
             self.append_async(
                 id,
-                json!({"type": "ExecutionFailed", "error": "States.Runtime",
-                "cause": format!("state machine {machine_name:?} is no longer defined")}),
+                Event::ExecutionFailed {
+                    error: "States.Runtime".into(),
+                    cause: format!("state machine {state_machine:?} is no longer defined"),
+                },
             )
             .await?;
             return Ok(());
@@ -478,30 +506,26 @@ impl Engine {
         if let Some(last) = events.last()
             && events.len() > 1
         {
-            let gap = now_seconds() - last["timestamp"].as_f64().unwrap_or_else(now_seconds);
-            self.append_async(
-                id,
-                json!({"type": "ExecutionResumed", "gap_seconds": gap, "after_event": last["id"]}),
-            )
-            .await?;
+            let event = Event::ExecutionResumed {
+                gap_seconds: now_seconds() - last.timestamp,
+                after_event: last.id,
+            };
+            self.append_async(id, event).await?;
         }
         let run = Run {
             engine: self.clone(),
             id: id.to_string(),
-            machine_name: machine_name.clone(),
-            input: started["input"].clone(),
-            started: started["timestamp"].as_f64().unwrap_or_else(now_seconds),
-            trace_id: started["trace_id"].as_str().unwrap_or_default().to_string(),
-            segment_id: started["segment_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            sampled: started["sampled"].as_bool().unwrap_or(false),
+            machine_name: state_machine,
+            input,
+            started,
+            trace_id,
+            segment_id,
+            sampled,
             replay: Replay::from_events(&events),
             visits: Mutex::new(HashMap::new()),
         };
-        let parent = started["parent_id"].as_str().map(str::to_string);
-        let rule = started["sampling_rule"].as_str().map(str::to_string);
+        let parent = parent_id;
+        let rule = sampling_rule;
         run.emit_segment(None, parent.as_deref(), rule.as_deref(), None);
 
         let body = run.machine(&machine, run.input.clone(), String::new());
@@ -516,12 +540,17 @@ impl Engine {
             None => body.await.map_err(Some),
         };
         let end = match &outcome {
-            Ok(output) => json!({"type": "ExecutionSucceeded", "output": output}),
-            Err(Some(failure)) => {
-                json!({"type": "ExecutionFailed", "error": failure.error, "cause": failure.cause})
-            }
-            Err(None) => json!({"type": "ExecutionTimedOut", "error": "States.Timeout",
-                                "cause": "the execution ran longer than its TimeoutSeconds"}),
+            Ok(output) => Event::ExecutionSucceeded {
+                output: output.clone(),
+            },
+            Err(Some(failure)) => Event::ExecutionFailed {
+                error: failure.error.clone(),
+                cause: failure.cause.clone(),
+            },
+            Err(None) => Event::ExecutionTimedOut {
+                error: "States.Timeout".into(),
+                cause: "the execution ran longer than its TimeoutSeconds".into(),
+            },
         };
         self.append_async(id, end).await?;
         let failure = match &outcome {
@@ -539,7 +568,7 @@ impl Engine {
     }
 
     /// [`Self::append`] on the blocking pool: appends fsync.
-    async fn append_async(&self, id: &str, event: Value) -> Result<Value, EngineError> {
+    async fn append_async(&self, id: &str, event: Event) -> Result<Recorded, EngineError> {
         let (engine, id) = (self.clone(), id.to_string());
         tokio::task::spawn_blocking(move || engine.append(&id, event))
             .await
@@ -547,7 +576,7 @@ impl Engine {
     }
 
     /// [`Self::history`] on the blocking pool (it reads a file).
-    pub async fn history_async(&self, id: &str) -> Result<Vec<Value>, EngineError> {
+    pub async fn history_async(&self, id: &str) -> Result<Vec<Recorded>, EngineError> {
         let (engine, id) = (self.clone(), id.to_string());
         tokio::task::spawn_blocking(move || engine.history(&id))
             .await
@@ -570,30 +599,78 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    fn append(&self, id: &str, event: Value) -> Result<Value, EngineError> {
-        self.inner
-            .store
-            .append(id, event)
-            .map_err(|error| EngineError::Storage(error.to_string()))
+    fn append(&self, id: &str, event: Event) -> Result<Recorded, EngineError> {
+        Ok(self.inner.store.append(id, event)?)
     }
 }
 
-fn type_name(state: &State) -> &'static str {
+fn kind_of(state: &State) -> StateKind {
     match state {
-        State::Task(_) => "Task",
-        State::Choice(_) => "Choice",
-        State::Wait(_) => "Wait",
-        State::Parallel(_) => "Parallel",
-        State::Map(_) => "Map",
-        State::Pass(_) => "Pass",
-        State::Succeed(_) => "Succeed",
-        State::Fail(_) => "Fail",
+        State::Task(_) => StateKind::Task,
+        State::Choice(_) => StateKind::Choice,
+        State::Wait(_) => StateKind::Wait,
+        State::Parallel(_) => StateKind::Parallel,
+        State::Map(_) => StateKind::Map,
+        State::Pass(_) => StateKind::Pass,
+        State::Succeed(_) => StateKind::Succeed,
+        State::Fail(_) => StateKind::Fail,
     }
+}
+
+/// The Choice's next state: the first rule that holds, else `Default`.
+fn choose(
+    name: &str,
+    choice: &ChoiceState,
+    raw: Value,
+) -> Result<(Value, Option<String>), Failure> {
+    let effective = paths::filter(&raw, choice.input_path.as_ref()).map_err(runtime_error)?;
+    let next = choice
+        .rules
+        .iter()
+        .find(|(rule, _)| rule.holds(&effective))
+        .map(|(_, next)| next.clone())
+        .or_else(|| choice.default.clone())
+        .ok_or_else(|| {
+            TaskError::new(
+                "States.NoChoiceMatched",
+                format!("no rule of {name:?} matched"),
+            )
+        })?;
+    let output = paths::filter(&effective, choice.output_path.as_ref()).map_err(runtime_error)?;
+    Ok((output, Some(next)))
+}
+
+/// When a Wait entered now ends (epoch seconds): `Seconds`,
+/// `SecondsPath`, `Timestamp` or `TimestampPath`.
+fn wait_until(wait: &WaitState, effective: &Value) -> Result<f64, Failure> {
+    if let Some(seconds) = wait.seconds {
+        return Ok(now_seconds() + seconds);
+    }
+    if let Some(path) = &wait.seconds_path {
+        let seconds = paths::select(effective, path)
+            .map_err(runtime_error)?
+            .as_f64()
+            .ok_or_else(|| runtime_error(format!("{path} is not a number of seconds")))?;
+        return Ok(now_seconds() + seconds);
+    }
+    let text = match (&wait.timestamp, &wait.timestamp_path) {
+        (Some(text), _) => Value::String(text.clone()),
+        (None, Some(path)) => paths::select(effective, path).map_err(runtime_error)?,
+        _ => Value::Null,
+    };
+    let at = text
+        .as_str()
+        .and_then(|text| humantime::parse_rfc3339_weak(text).ok())
+        .ok_or_else(|| runtime_error(format!("{text} is not an RFC 3339 timestamp")))?;
+    Ok(at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs_f64())
+        .unwrap_or(0.0))
 }
 
 impl Run {
     /// Appends to the history (fsynced) on the blocking pool.
-    async fn record(&self, event: Value) -> Result<(), Failure> {
+    async fn record(&self, event: Event) -> Result<(), Failure> {
         self.engine
             .append_async(&self.id, event)
             .await
@@ -703,24 +780,36 @@ impl Run {
         key: &str,
         raw: Value,
     ) -> Result<(Value, Option<String>), Failure> {
-        let kind = type_name(state);
+        let kind = kind_of(state);
         let entered = now_seconds();
-        self.record(
-            json!({"type": format!("{kind}StateEntered"), "key": key, "state": name, "input": raw}),
-        )
+        self.record(Event::StateEntered(StateEntered {
+            event_type: StateType {
+                kind,
+                edge: Edge::Entered,
+            },
+            key: key.to_string(),
+            state: name.to_string(),
+            input: raw.clone(),
+        }))
         .await?;
         let mut document = Document::new(name, entered);
         document
             .annotations
-            .insert("state_type".into(), json!(kind));
+            .insert("state_type".into(), json!(kind.as_str()));
         let outcome = self.state_body(name, state, key, raw, &mut document).await;
         document.end_time = Some(now_seconds());
         match &outcome {
             Ok((output, next)) => {
-                self.record(
-                    json!({"type": format!("{kind}StateExited"), "key": key, "state": name,
-                                   "output": output, "next": next}),
-                )
+                self.record(Event::StateExited(StateExited {
+                    event_type: StateType {
+                        kind,
+                        edge: Edge::Exited,
+                    },
+                    key: key.to_string(),
+                    state: name.to_string(),
+                    output: output.clone(),
+                    next: next.clone(),
+                }))
                 .await?;
             }
             Err(failure) => {
@@ -731,6 +820,7 @@ impl Run {
         outcome
     }
 
+    /// What a state does, by kind: its output and next state.
     async fn state_body(
         &self,
         name: &str,
@@ -739,25 +829,8 @@ impl Run {
         raw: Value,
         document: &mut Document,
     ) -> Result<(Value, Option<String>), Failure> {
-        let next_of = |flow: &super::definition::Flow| flow.next.clone();
         match state {
-            State::Pass(pass) => {
-                let effective =
-                    paths::filter(&raw, pass.io.input_path.as_ref()).map_err(runtime_error)?;
-                let result = match (&pass.result, &pass.io.parameters) {
-                    (Some(result), _) => result.clone(),
-                    (None, Some(parameters)) => {
-                        paths::template(parameters, &effective, &self.context(name, None))
-                            .map_err(runtime_error)?
-                    }
-                    (None, None) => effective,
-                };
-                let merged = paths::merge(&raw, result, pass.io.result_path.as_ref())
-                    .map_err(runtime_error)?;
-                let output =
-                    paths::filter(&merged, pass.io.output_path.as_ref()).map_err(runtime_error)?;
-                Ok((output, next_of(&pass.flow)))
-            }
+            State::Pass(pass) => self.pass(name, pass, raw),
             State::Succeed(succeed) => {
                 let effective =
                     paths::filter(&raw, succeed.input_path.as_ref()).map_err(runtime_error)?;
@@ -769,165 +842,162 @@ impl Run {
                 fail.error.as_deref().unwrap_or("States.Fail"),
                 fail.cause.clone().unwrap_or_default(),
             )),
-            State::Choice(choice) => {
-                let effective =
-                    paths::filter(&raw, choice.input_path.as_ref()).map_err(runtime_error)?;
-                let next = choice
-                    .rules
-                    .iter()
-                    .find(|(rule, _)| rule.holds(&effective))
-                    .map(|(_, next)| next.clone())
-                    .or_else(|| choice.default.clone())
-                    .ok_or_else(|| {
-                        TaskError::new(
-                            "States.NoChoiceMatched",
-                            format!("no rule of {name:?} matched"),
-                        )
-                    })?;
-                let output = paths::filter(&effective, choice.output_path.as_ref())
-                    .map_err(runtime_error)?;
-                Ok((output, Some(next)))
-            }
-            State::Wait(wait) => {
-                let effective =
-                    paths::filter(&raw, wait.input_path.as_ref()).map_err(runtime_error)?;
-                let until = match self.replay.wait_until.get(key) {
-                    Some(until) => *until,
-                    None => {
-                        let until = if let Some(seconds) = wait.seconds {
-                            now_seconds() + seconds
-                        } else if let Some(path) = &wait.seconds_path {
-                            let seconds = paths::select(&effective, path)
-                                .map_err(runtime_error)?
-                                .as_f64()
-                                .ok_or_else(|| {
-                                    runtime_error(format!("{path} is not a number of seconds"))
-                                })?;
-                            now_seconds() + seconds
-                        } else {
-                            let text = match (&wait.timestamp, &wait.timestamp_path) {
-                                (Some(text), _) => Value::String(text.clone()),
-                                (None, Some(path)) => {
-                                    paths::select(&effective, path).map_err(runtime_error)?
-                                }
-                                _ => Value::Null,
-                            };
-                            let at = text
-                                .as_str()
-                                .and_then(|text| humantime::parse_rfc3339_weak(text).ok())
-                                .ok_or_else(|| {
-                                    runtime_error(format!("{text} is not an RFC 3339 timestamp"))
-                                })?;
-                            at.duration_since(std::time::UNIX_EPOCH)
-                                .map(|elapsed| elapsed.as_secs_f64())
-                                .unwrap_or(0.0)
-                        };
-                        self.record(
-                            json!({"type": "WaitStateStarted", "key": key, "until": until}),
-                        )
-                        .await?;
-                        until
-                    }
-                };
-                self.engine
-                    .inner
-                    .clock
-                    .sleep(seconds(until - now_seconds()))
-                    .await;
-                let output =
-                    paths::filter(&effective, wait.output_path.as_ref()).map_err(runtime_error)?;
-                Ok((output, next_of(&wait.flow)))
-            }
+            State::Choice(choice) => choose(name, choice, raw),
+            State::Wait(wait) => self.wait(wait, key, raw).await,
             State::Task(task) => {
-                let effective =
-                    paths::filter(&raw, task.io.input_path.as_ref()).map_err(runtime_error)?;
-                let parameters = match &task.io.parameters {
-                    Some(parameters) => {
-                        paths::template(parameters, &effective, &self.context(name, None))
-                            .map_err(runtime_error)?
-                    }
-                    None => effective,
-                };
+                let parameters = self.parameters(name, &task.io, &raw)?;
                 let result = self.task(name, task, key, parameters, document).await;
                 self.finish(raw, result, &task.io, &task.catch, &task.flow)
             }
-            State::Parallel(parallel) => {
-                let effective =
-                    paths::filter(&raw, parallel.io.input_path.as_ref()).map_err(runtime_error)?;
-                let branch_input = match &parallel.io.parameters {
-                    Some(parameters) => {
-                        paths::template(parameters, &effective, &self.context(name, None))
-                            .map_err(runtime_error)?
-                    }
-                    None => effective,
-                };
-                let result = self
-                    .with_retry(&parallel.retry, || {
-                        let runs = parallel.branches.iter().enumerate().map(|(index, branch)| {
-                            self.machine(branch, branch_input.clone(), format!("{key}[{index}]/"))
-                        });
-                        Box::pin(async move {
-                            futures::future::try_join_all(runs).await.map(Value::Array)
-                        })
-                    })
-                    .await;
-                self.finish(raw, result, &parallel.io, &parallel.catch, &parallel.flow)
-            }
-            State::Map(map) => {
-                let effective =
-                    paths::filter(&raw, map.io.input_path.as_ref()).map_err(runtime_error)?;
-                let items = paths::select(&effective, map.items_path.as_deref().unwrap_or("$"))
-                    .map_err(runtime_error)?;
-                let items = items.as_array().cloned().ok_or_else(|| {
-                    runtime_error(format!("the items of Map {name:?} are not an array"))
-                })?;
-                let iterator = map
-                    .iterator
-                    .as_ref()
-                    .ok_or_else(|| runtime_error("Map without Iterator"))?;
-                // 0 means "as many as possible", which Step Functions' inline
-                // Map runs as 40 at a time: an input of a million items must
-                // not put a million iterations in flight.
-                let limit = match map.max_concurrency {
-                    0 => MAP_DEFAULT_CONCURRENCY,
-                    limit => limit,
-                };
-                document
-                    .annotations
-                    .insert("items".into(), json!(items.len()));
-                let result = self
-                    .with_retry(&map.retry, || {
-                        let inputs: Vec<Result<Value, Failure>> = items
-                            .iter()
-                            .enumerate()
-                            .map(|(index, item)| {
-                                match map.item_selector.as_ref().or(map.io.parameters.as_ref()) {
-                                    Some(selector) => paths::template(
-                                        selector,
-                                        &effective,
-                                        &self.context(name, Some((index, item))),
-                                    )
-                                    .map_err(runtime_error),
-                                    None => Ok(item.clone()),
-                                }
-                            })
-                            .collect();
-                        Box::pin(async move {
-                            futures::stream::iter(inputs.into_iter().enumerate())
-                                .map(|(index, input)| async move {
-                                    self.machine(iterator, input?, format!("{key}[{index}]/"))
-                                        .await
-                                })
-                                .buffered(limit)
-                                .try_collect::<Vec<Value>>()
-                                .await
-                                .map(Value::Array)
-                        })
-                    })
-                    .await;
-                self.finish(raw, result, &map.io, &map.catch, &map.flow)
-            }
+            State::Parallel(parallel) => self.parallel(name, parallel, key, raw).await,
+            State::Map(map) => self.map(name, map, key, raw, document).await,
         }
+    }
+
+    /// The input a Task or Parallel hands on: InputPath, then Parameters.
+    fn parameters(&self, name: &str, io: &Io, raw: &Value) -> Result<Value, Failure> {
+        let effective = paths::filter(raw, io.input_path.as_ref()).map_err(runtime_error)?;
+        match &io.parameters {
+            Some(parameters) => paths::template(parameters, &effective, &self.context(name, None))
+                .map_err(runtime_error),
+            None => Ok(effective),
+        }
+    }
+
+    fn pass(
+        &self,
+        name: &str,
+        pass: &PassState,
+        raw: Value,
+    ) -> Result<(Value, Option<String>), Failure> {
+        let effective = paths::filter(&raw, pass.io.input_path.as_ref()).map_err(runtime_error)?;
+        let result = match (&pass.result, &pass.io.parameters) {
+            (Some(result), _) => result.clone(),
+            (None, Some(parameters)) => {
+                paths::template(parameters, &effective, &self.context(name, None))
+                    .map_err(runtime_error)?
+            }
+            (None, None) => effective,
+        };
+        let merged =
+            paths::merge(&raw, result, pass.io.result_path.as_ref()).map_err(runtime_error)?;
+        let output = paths::filter(&merged, pass.io.output_path.as_ref()).map_err(runtime_error)?;
+        Ok((output, pass.flow.next.clone()))
+    }
+
+    /// Sleeps until the Wait's end, recorded before sleeping so that a
+    /// restarted engine waits only for what is left.
+    async fn wait(
+        &self,
+        wait: &WaitState,
+        key: &str,
+        raw: Value,
+    ) -> Result<(Value, Option<String>), Failure> {
+        let effective = paths::filter(&raw, wait.input_path.as_ref()).map_err(runtime_error)?;
+        let until = match self.replay.wait_until.get(key) {
+            Some(until) => *until,
+            None => {
+                let until = wait_until(wait, &effective)?;
+                self.record(Event::WaitStateStarted {
+                    key: key.to_string(),
+                    until,
+                })
+                .await?;
+                until
+            }
+        };
+        self.engine
+            .inner
+            .clock
+            .sleep(seconds(until - now_seconds()))
+            .await;
+        let output = paths::filter(&effective, wait.output_path.as_ref()).map_err(runtime_error)?;
+        Ok((output, wait.flow.next.clone()))
+    }
+
+    /// Runs every branch on the same input; the output is their outputs in
+    /// branch order.
+    async fn parallel(
+        &self,
+        name: &str,
+        parallel: &ParallelState,
+        key: &str,
+        raw: Value,
+    ) -> Result<(Value, Option<String>), Failure> {
+        let branch_input = self.parameters(name, &parallel.io, &raw)?;
+        let result = self
+            .with_retry(&parallel.retry, || {
+                let runs = parallel.branches.iter().enumerate().map(|(index, branch)| {
+                    self.machine(branch, branch_input.clone(), format!("{key}[{index}]/"))
+                });
+                Box::pin(async move { futures::future::try_join_all(runs).await.map(Value::Array) })
+            })
+            .await;
+        self.finish(raw, result, &parallel.io, &parallel.catch, &parallel.flow)
+    }
+
+    /// Runs the iterator once per item, at most `MaxConcurrency` at a time;
+    /// the output is their outputs in item order.
+    async fn map(
+        &self,
+        name: &str,
+        map: &MapState,
+        key: &str,
+        raw: Value,
+        document: &mut Document,
+    ) -> Result<(Value, Option<String>), Failure> {
+        let effective = paths::filter(&raw, map.io.input_path.as_ref()).map_err(runtime_error)?;
+        let items = paths::select(&effective, map.items_path.as_deref().unwrap_or("$"))
+            .map_err(runtime_error)?;
+        let items = items
+            .as_array()
+            .cloned()
+            .ok_or_else(|| runtime_error(format!("the items of Map {name:?} are not an array")))?;
+        let iterator = map
+            .iterator
+            .as_ref()
+            .ok_or_else(|| runtime_error("Map without Iterator"))?;
+        // 0 means "as many as possible", which Step Functions' inline Map
+        // runs as 40 at a time: an input of a million items must not put a
+        // million iterations in flight.
+        let limit = match map.max_concurrency {
+            0 => MAP_DEFAULT_CONCURRENCY,
+            limit => limit,
+        };
+        document
+            .annotations
+            .insert("items".into(), json!(items.len()));
+        let result = self
+            .with_retry(&map.retry, || {
+                let inputs: Vec<Result<Value, Failure>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(index, item)| {
+                        match map.item_selector.as_ref().or(map.io.parameters.as_ref()) {
+                            Some(selector) => paths::template(
+                                selector,
+                                &effective,
+                                &self.context(name, Some((index, item))),
+                            )
+                            .map_err(runtime_error),
+                            None => Ok(item.clone()),
+                        }
+                    })
+                    .collect();
+                Box::pin(async move {
+                    futures::stream::iter(inputs.into_iter().enumerate())
+                        .map(|(index, input)| async move {
+                            self.machine(iterator, input?, format!("{key}[{index}]/"))
+                                .await
+                        })
+                        .buffered(limit)
+                        .try_collect::<Vec<Value>>()
+                        .await
+                        .map(Value::Array)
+                })
+            })
+            .await;
+        self.finish(raw, result, &map.io, &map.catch, &map.flow)
     }
 
     /// ResultSelector, ResultPath, OutputPath on success; Catch on failure.
@@ -935,9 +1005,9 @@ impl Run {
         &self,
         raw: Value,
         result: Result<Value, Failure>,
-        io: &super::definition::Io,
+        io: &Io,
         catch: &[Catcher],
-        flow: &super::definition::Flow,
+        flow: &Flow,
     ) -> Result<(Value, Option<String>), Failure> {
         match result {
             Ok(result) => {
@@ -1016,10 +1086,10 @@ impl Run {
             .ok_or_else(|| runtime_error(format!("{name}: bad Resource")))?;
         let recorded = self.replay.failures.get(key).cloned().unwrap_or_default();
         let mut used = vec![0u32; task.retry.len()];
-        let mut attempt = 0usize;
+        let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let replayed = recorded.get(attempt - 1).cloned();
+            let replayed = recorded.get(attempt as usize - 1).cloned();
             let outcome = match &replayed {
                 Some(failure) => Err(failure.clone()),
                 None => {
@@ -1057,12 +1127,16 @@ impl Run {
         key: &str,
         resource: &Resource,
         input: Value,
-        attempt: usize,
+        attempt: u32,
         document: &mut Document,
     ) -> Result<Value, Failure> {
-        self.record(json!({"type": "TaskScheduled", "key": key, "state": name,
-                           "resource": task.resource, "attempt": attempt}))
-            .await?;
+        self.record(Event::TaskScheduled {
+            key: key.to_string(),
+            state: name.to_string(),
+            resource: task.resource.clone(),
+            attempt,
+        })
+        .await?;
         let mut call = match resource {
             Resource::Function(function) => {
                 let mut call = Document::new("Lambda", now_seconds());
@@ -1111,9 +1185,11 @@ impl Run {
         call.end_time = Some(now_seconds());
         match &outcome {
             Ok(output) => {
-                self.record(
-                    json!({"type": "TaskSucceeded", "key": key, "state": name, "output": output}),
-                )
+                self.record(Event::TaskSucceeded {
+                    key: key.to_string(),
+                    state: name.to_string(),
+                    output: output.clone(),
+                })
                 .await?;
             }
             Err(failure) => {
@@ -1121,10 +1197,13 @@ impl Run {
                     call.record_status(429);
                 }
                 call.add_exception(&failure.error, &failure.cause, true);
-                self.record(
-                    json!({"type": "TaskFailed", "key": key, "state": name, "attempt": attempt,
-                                   "error": failure.error, "cause": failure.cause}),
-                )
+                self.record(Event::TaskFailed {
+                    key: key.to_string(),
+                    state: name.to_string(),
+                    attempt,
+                    error: failure.error.clone(),
+                    cause: failure.cause.clone(),
+                })
                 .await?;
             }
         }

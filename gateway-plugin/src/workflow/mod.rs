@@ -22,5 +22,5 @@ pub mod tasks;
 
 pub use definition::{DefinitionError, Machine, parse};
 pub use engine::{Description, Engine, EngineError};
-pub use history::HistoryStore;
+pub use history::{Event, HistoryError, HistoryStore, Recorded};
 pub use tasks::{Clock, RecordingClock, RuntimeTasks, SystemClock, TaskError, TaskRunner};
