@@ -41,7 +41,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use anyhow::{Context, bail};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -98,6 +97,43 @@ impl Principal {
     }
 }
 
+/// Why `[auth]` was refused; each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("auth key {0:?}: two keys have this name")]
+    DuplicateName(String),
+    #[error("auth key {0:?}")]
+    Tenant(String, #[source] tracelake_model::InvalidTenant),
+    #[error("auth key {0:?}: permissions is empty (any of ingest, query, admin)")]
+    NoPermissions(String),
+    #[error("auth key {0:?}: needs token_sha256, access_key_id or both")]
+    NoCredential(String),
+    #[error("auth key {0:?}: token_sha256 is not 64 hex digits")]
+    BadTokenHash(String),
+    #[error("auth key {0:?}: another key has the same token")]
+    DuplicateToken(String),
+    #[error("auth key {key:?}: reading {}", path.display())]
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("auth key {key:?}: {} is empty", path.display())]
+    EmptySecret { key: String, path: PathBuf },
+    #[error("auth key {key:?}: another key has access key id {id}")]
+    DuplicateAccessKey { key: String, id: String },
+    #[error("auth key {0:?}: access_key_id needs secret_access_key_file")]
+    AccessKeyWithoutSecret(String),
+    #[error("auth key {0:?}: secret_access_key_file needs access_key_id")]
+    SecretWithoutAccessKey(String),
+}
+
+/// The system's random source failed (making a token or key).
+#[derive(Debug, thiserror::Error)]
+#[error("random bytes: {0}")]
+pub struct RandomError(getrandom::Error);
+
 /// The configured keys, looked up by token hash or access key id.
 #[derive(Debug)]
 pub struct Keys {
@@ -109,7 +145,7 @@ pub struct Keys {
 
 impl Keys {
     /// The keys of `config`, read and checked; `None` when there are none.
-    pub fn load(config: &AuthConfig, udp_tenant: &str) -> anyhow::Result<Option<Arc<Keys>>> {
+    pub fn load(config: &AuthConfig, udp_tenant: &str) -> Result<Option<Arc<Keys>>, KeysError> {
         if config.keys.is_empty() {
             return Ok(None);
         }
@@ -120,16 +156,14 @@ impl Keys {
         };
         let mut names = std::collections::HashSet::new();
         for key in &config.keys {
-            let context = || format!("auth key {:?}", key.name);
+            let name = || key.name.clone();
             if !names.insert(key.name.as_str()) {
-                bail!("{}: two keys have this name", context());
+                return Err(KeysError::DuplicateName(name()));
             }
-            tracelake_model::validate_tenant(&key.tenant).with_context(context)?;
+            tracelake_model::validate_tenant(&key.tenant)
+                .map_err(|error| KeysError::Tenant(name(), error))?;
             if key.permissions.is_empty() {
-                bail!(
-                    "{}: permissions is empty (any of ingest, query, admin)",
-                    context()
-                );
+                return Err(KeysError::NoPermissions(name()));
             }
             let principal = Arc::new(Principal {
                 key: key.name.clone(),
@@ -137,44 +171,50 @@ impl Keys {
                 permissions: key.permissions.clone(),
             });
             if key.token_sha256.is_none() && key.access_key_id.is_none() {
-                bail!("{}: needs token_sha256, access_key_id or both", context());
+                return Err(KeysError::NoCredential(name()));
             }
             if let Some(hash) = &key.token_sha256 {
                 let hash: [u8; 32] = hex::decode(hash.trim())
                     .ok()
                     .and_then(|bytes| bytes.try_into().ok())
-                    .with_context(|| format!("{}: token_sha256 is not 64 hex digits", context()))?;
+                    .ok_or_else(|| KeysError::BadTokenHash(name()))?;
                 if keys
                     .by_token_hash
                     .insert(hash, Arc::clone(&principal))
                     .is_some()
                 {
-                    bail!("{}: another key has the same token", context());
+                    return Err(KeysError::DuplicateToken(name()));
                 }
             }
             match (&key.access_key_id, &key.secret_access_key_file) {
                 (Some(id), Some(file)) => {
                     let secret = std::fs::read_to_string(file)
-                        .with_context(|| format!("{}: reading {}", context(), file.display()))?
+                        .map_err(|source| KeysError::SecretFile {
+                            key: name(),
+                            path: file.clone(),
+                            source,
+                        })?
                         .trim()
                         .to_string();
                     if secret.is_empty() {
-                        bail!("{}: {} is empty", context(), file.display());
+                        return Err(KeysError::EmptySecret {
+                            key: name(),
+                            path: file.clone(),
+                        });
                     }
                     if keys
                         .by_access_key
                         .insert(id.clone(), (secret, Arc::clone(&principal)))
                         .is_some()
                     {
-                        bail!("{}: another key has access key id {id}", context());
+                        return Err(KeysError::DuplicateAccessKey {
+                            key: name(),
+                            id: id.clone(),
+                        });
                     }
                 }
-                (Some(_), None) => {
-                    bail!("{}: access_key_id needs secret_access_key_file", context())
-                }
-                (None, Some(_)) => {
-                    bail!("{}: secret_access_key_file needs access_key_id", context())
-                }
+                (Some(_), None) => return Err(KeysError::AccessKeyWithoutSecret(name())),
+                (None, Some(_)) => return Err(KeysError::SecretWithoutAccessKey(name())),
                 (None, None) => {}
             }
         }
@@ -543,14 +583,14 @@ impl tonic::service::Interceptor for GrpcAuth {
 }
 
 /// A fresh bearer token: `tlk_` and 256 random bits, base64url.
-pub fn new_token() -> anyhow::Result<String> {
+pub fn new_token() -> Result<String, RandomError> {
     Ok(format!("tlk_{}", random_base64(32)?))
 }
 
 /// A fresh SigV4 key pair: an access key id and a 40-character secret.
-pub fn new_access_key() -> anyhow::Result<(String, String)> {
+pub fn new_access_key() -> Result<(String, String), RandomError> {
     let mut id_bytes = [0u8; 12];
-    getrandom::fill(&mut id_bytes).map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
+    getrandom::fill(&mut id_bytes).map_err(RandomError)?;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let id: String = id_bytes
         .iter()
@@ -559,9 +599,9 @@ pub fn new_access_key() -> anyhow::Result<(String, String)> {
     Ok((format!("TLAK{id}"), random_base64(30)?))
 }
 
-fn random_base64(bytes: usize) -> anyhow::Result<String> {
+fn random_base64(bytes: usize) -> Result<String, RandomError> {
     let mut buffer = vec![0u8; bytes];
-    getrandom::fill(&mut buffer).map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
+    getrandom::fill(&mut buffer).map_err(RandomError)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buffer))
 }
 

@@ -22,7 +22,7 @@ pub mod sigv4;
 pub mod tls;
 
 pub use keys::{
-    AuthConfig, GrpcAuth, KeyConfig, Keys, Listener, Permission, Principal, check, describe,
-    new_access_key, new_token, token_sha256,
+    AuthConfig, GrpcAuth, KeyConfig, Keys, KeysError, Listener, Permission, Principal, RandomError,
+    check, describe, new_access_key, new_token, token_sha256,
 };
-pub use tls::TlsConfig;
+pub use tls::{TlsConfig, TlsError};

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -47,42 +46,64 @@ pub struct TlsConfig {
     pub listeners: Vec<String>,
 }
 
+/// Why `[tls]` could not be loaded; each names the setting or file at
+/// fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("[tls] needs both cert_file and key_file")]
+    Incomplete,
+    #[error("[tls] listeners: {0:?} is not one of {list}", list = TLS_LISTENERS.join(", "))]
+    UnknownListener(String),
+    #[error("reading certificates from {}", .0.display())]
+    Certificates(PathBuf, #[source] rustls_pki_types::pem::Error),
+    #[error("{} holds no PEM certificate", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("reading the private key from {}", .0.display())]
+    PrivateKey(PathBuf, #[source] rustls_pki_types::pem::Error),
+    #[error("TLS protocol versions")]
+    ProtocolVersions(#[source] rustls::Error),
+    #[error("{} and {} do not make a usable certificate and key", .cert.display(), .key.display())]
+    Unusable {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
 impl TlsConfig {
     /// The acceptor, when TLS is configured; errors name the file at fault.
-    pub fn acceptor(&self) -> anyhow::Result<Option<TlsAcceptor>> {
+    pub fn acceptor(&self) -> Result<Option<TlsAcceptor>, TlsError> {
         let (cert_file, key_file) = match (&self.cert_file, &self.key_file) {
             (None, None) => return Ok(None),
             (Some(cert), Some(key)) => (cert, key),
-            _ => bail!("[tls] needs both cert_file and key_file"),
+            _ => return Err(TlsError::Incomplete),
         };
-        for name in &self.listeners {
-            if !TLS_LISTENERS.contains(&name.as_str()) {
-                bail!(
-                    "[tls] listeners: {name:?} is not one of {}",
-                    TLS_LISTENERS.join(", ")
-                );
-            }
+        if let Some(name) = self
+            .listeners
+            .iter()
+            .find(|name| !TLS_LISTENERS.contains(&name.as_str()))
+        {
+            return Err(TlsError::UnknownListener(name.clone()));
         }
         let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
             .and_then(|certificates| certificates.collect())
-            .with_context(|| format!("reading certificates from {}", cert_file.display()))?;
+            .map_err(|error| TlsError::Certificates(cert_file.clone(), error))?;
         if certificates.is_empty() {
-            bail!("{} holds no PEM certificate", cert_file.display());
+            return Err(TlsError::NoCertificate(cert_file.clone()));
         }
         let key = PrivateKeyDer::from_pem_file(key_file)
-            .with_context(|| format!("reading the private key from {}", key_file.display()))?;
+            .map_err(|error| TlsError::PrivateKey(key_file.clone(), error))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .context("TLS protocol versions")?
+            .map_err(TlsError::ProtocolVersions)?
             .with_no_client_auth()
             .with_single_cert(certificates, key)
-            .with_context(|| {
-                format!(
-                    "{} and {} do not make a usable certificate and key",
-                    cert_file.display(),
-                    key_file.display()
-                )
+            .map_err(|source| TlsError::Unusable {
+                cert: cert_file.clone(),
+                key: key_file.clone(),
+                source,
             })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(TlsAcceptor::from(Arc::new(config))))
@@ -211,5 +232,46 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(config: TlsConfig) -> TlsError {
+        match config.acceptor() {
+            Ok(_) => panic!("{config:?} was accepted"),
+            Err(error) => error,
+        }
+    }
+
+    fn config(cert: Option<&str>, key: Option<&str>, listeners: &[&str]) -> TlsConfig {
+        TlsConfig {
+            cert_file: cert.map(PathBuf::from),
+            key_file: key.map(PathBuf::from),
+            listeners: listeners.iter().map(|name| name.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_what_is_wrong() {
+        assert!(config(None, None, &[]).acceptor().unwrap().is_none());
+        let error = refusal(config(Some("c.pem"), None, &[]));
+        assert!(matches!(error, TlsError::Incomplete), "{error}");
+        let error = refusal(config(Some("c.pem"), Some("k.pem"), &["http", "udp"]));
+        assert_eq!(
+            error.to_string(),
+            "[tls] listeners: \"udp\" is not one of xray-api, otlp-grpc, otlp-http, http"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.pem");
+        let error = refusal(config(missing.to_str(), Some("k.pem"), &[]));
+        assert!(matches!(&error, TlsError::Certificates(path, _) if *path == missing));
+        assert!(error.to_string().contains("absent.pem"), "{error}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let error = refusal(config(empty.to_str(), Some("k.pem"), &[]));
+        assert!(matches!(error, TlsError::NoCertificate(_)), "{error}");
     }
 }
