@@ -1,5 +1,5 @@
-//! `tracelake loadgen`: sends the reference workload
-//! ([`tracelake_workload`]) to a collector over OTLP gRPC, OTLP
+//! `tracelake loadgen`: sends a workload of `--shape` (the reference one by
+//! default, [`tracelake_workload`]) to a collector over OTLP gRPC, OTLP
 //! HTTP or X-Ray UDP, at a target rate or as fast as it is accepted.
 //!
 //! Each of `--connections` workers generates its own share of the workload
@@ -42,7 +42,7 @@ use opentelemetry_proto::tonic::trace::v1::TracesData;
 use parking_lot::Mutex;
 use prost::Message;
 use tracelake_model::xray::traces_to_documents;
-use tracelake_workload::Workload;
+use tracelake_workload::{Shape, Workload};
 
 /// The wire protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +63,7 @@ pub(crate) struct LoadgenOptions {
     pub(crate) rate: Option<f64>,
     pub(crate) connections: usize,
     pub(crate) seed: u64,
+    pub(crate) shape: Shape,
     /// Spans per request.
     pub(crate) batch: usize,
     pub(crate) json: bool,
@@ -455,8 +456,12 @@ pub(crate) async fn loadgen(options: LoadgenOptions) -> anyhow::Result<()> {
             options.clone(),
         );
         workers.push(tokio::spawn(async move {
-            let mut workload =
-                Workload::new(options.seed.wrapping_add(worker as u64), start_ns, 100_000);
+            let mut workload = Workload::with_shape(
+                options.shape,
+                options.seed.wrapping_add(worker as u64),
+                start_ns,
+                100_000,
+            );
             let mut next_request = || ExportTraceServiceRequest {
                 resource_spans: workload.batch(options.batch),
             };

@@ -193,6 +193,10 @@ struct LoadgenArgs {
     /// Workload seed (the same seed sends the same spans).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Workload shape: `reference` (the demo's topology), `api`, `serverless`
+    /// or `mesh` (see the workload crate's docs).
+    #[arg(long, default_value = "reference")]
+    shape: tracelake_workload::Shape,
     /// Spans per request.
     #[arg(long, default_value_t = 500)]
     batch: usize,
@@ -337,6 +341,7 @@ fn main() -> anyhow::Result<()> {
                 rate: args.rate,
                 connections: args.connections,
                 seed: args.seed,
+                shape: args.shape,
                 batch: args.batch,
                 json: args.json,
                 tenant: args.tenant,

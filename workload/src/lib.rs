@@ -27,6 +27,9 @@
 
 #[doc(hidden)]
 pub mod samples;
+mod shapes;
+
+pub use shapes::Shape;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -123,6 +126,7 @@ fn resource(service: &str) -> Resource {
 /// The generator.
 #[derive(Debug, Clone)]
 pub struct Workload {
+    shape: Shape,
     rng: fastrand::Rng,
     next_start_ns: u64,
     spacing_ns: u64,
@@ -492,7 +496,13 @@ impl TraceBuilder<'_> {
 impl Workload {
     /// A generator; traces start at `start_ns`, `spacing_ns` apart.
     pub fn new(seed: u64, start_ns: u64, spacing_ns: u64) -> Self {
+        Self::with_shape(Shape::Reference, seed, start_ns, spacing_ns)
+    }
+
+    /// A generator of `shape`'s traces (see [`Shape`]).
+    pub fn with_shape(shape: Shape, seed: u64, start_ns: u64, spacing_ns: u64) -> Self {
         Self {
+            shape,
             rng: fastrand::Rng::with_seed(seed),
             next_start_ns: start_ns,
             spacing_ns,
@@ -503,6 +513,15 @@ impl Workload {
     pub fn next_trace(&mut self) -> Vec<ResourceSpans> {
         let start_ns = self.next_start_ns;
         self.next_start_ns += self.spacing_ns;
+        match self.shape {
+            Shape::Reference => self.reference_trace(start_ns),
+            Shape::Api => shapes::api_trace(&mut self.rng, start_ns),
+            Shape::Serverless => shapes::serverless_trace(&mut self.rng, start_ns),
+            Shape::Mesh => shapes::mesh_trace(&mut self.rng, start_ns),
+        }
+    }
+
+    fn reference_trace(&mut self, start_ns: u64) -> Vec<ResourceSpans> {
         let mut trace_id = vec![0u8; 16];
         trace_id[..8].copy_from_slice(&self.rng.u64(1..).to_be_bytes());
         trace_id[8..].copy_from_slice(&self.rng.u64(..).to_be_bytes());
@@ -539,6 +558,10 @@ impl Workload {
                     .iter()
                     .map(|scope| scope.spans.len())
                     .sum::<usize>();
+                if self.shape != Shape::Reference {
+                    shapes::merge(&mut built, resource_spans);
+                    continue;
+                }
                 let service = service_of(&resource_spans);
                 match built
                     .iter_mut()
