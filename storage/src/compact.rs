@@ -55,7 +55,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::block::time_column;
-use crate::block::{BlockMeta, BlockWriter, NANOS_PER_HOUR, put_block};
+use crate::block::{BlockMeta, BlockWriter, COMPACTION_ZSTD_LEVEL, NANOS_PER_HOUR, put_block};
 use crate::{Result, Signal, StorageError};
 use tracelake_model::schema::col;
 
@@ -144,7 +144,12 @@ pub(crate) async fn merge(
     let replaces = group.iter().map(|block| block.path.clone()).collect();
     let expected_traces = group.iter().map(|block| block.trace_count).sum();
     let (bytes, mut meta) = tokio::task::spawn_blocking(move || {
-        let mut writer = BlockWriter::of(signal, expected_traces, row_group_rows)?;
+        let mut writer = BlockWriter::of(
+            signal,
+            expected_traces,
+            row_group_rows,
+            COMPACTION_ZSTD_LEVEL,
+        )?;
         merge_sorted(signal, files, |chunk| writer.write(&chunk))?;
         writer.finish(&tenant, hour)
     })
@@ -434,6 +439,40 @@ mod tests {
         })
         .unwrap();
         assert_eq!(single, blocks[0].1.len());
+    }
+
+    /// Compaction writes the form spans keep: the same rows in fewer bytes
+    /// than a flush's encoding of them (a higher zstd level).
+    #[tokio::test]
+    async fn a_merged_block_is_smaller_than_the_same_rows_flushed() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let hour = 1_767_225_600_000_000_000 / NANOS_PER_HOUR;
+        let mut group = Vec::new();
+        let mut batches = Vec::new();
+        for seed in 1..=2 {
+            let mut workload =
+                tracelake_workload::Workload::new(seed, 1_767_225_600_000_000_000, 1000);
+            let batch =
+                tracelake_model::otlp::resource_spans_to_batch("t", &workload.batch(20_000))
+                    .unwrap()
+                    .batch
+                    .unwrap();
+            let (bytes, meta) = crate::block::encode_block("t", hour, &batch, 4096).unwrap();
+            put_block(&store, bytes, &meta).await.unwrap();
+            group.push(Arc::new(meta));
+            batches.push(batch);
+        }
+        let merged = merge(&store, &group, 4096).await.unwrap();
+        let all =
+            datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let (flushed, flushed_meta) = crate::block::encode_block("t", hour, &all, 4096).unwrap();
+        assert_eq!(merged.span_count, flushed_meta.span_count);
+        assert!(
+            (merged.size_bytes as f64) < 0.97 * flushed.len() as f64,
+            "merged {} bytes, flushed {}",
+            merged.size_bytes,
+            flushed.len()
+        );
     }
 
     #[test]
