@@ -12,6 +12,12 @@
 //! `tracelake://store` URL. What this leaves out: spans still in a
 //! collector's head, the `tracelake_latency` aggregate and the per-query
 //! pruning by time and trace id.
+//!
+//! `spans` is a view over the listing table of span blocks
+//! (`tracelake_storage::layout::block_schema`): it derives the columns
+//! blocks do not store (`duration_ns`) with plain expressions, which
+//! travel in the plan; blocks that still store them are read through the
+//! same view.
 
 use std::sync::Arc;
 
@@ -30,6 +36,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tracelake_storage::DerivedTable;
 use tracelake_storage::open_bucket;
 use tracelake_storage::{BlockRef, SpanFilter, SpanReader, Storage};
+
+use tracelake_model::schema::col;
 
 use crate::config::Config;
 
@@ -68,10 +76,11 @@ pub(crate) async fn run(
     register(
         &context,
         &root,
-        "spans",
+        SPAN_BLOCKS,
         &blocks,
-        tracelake_model::schema::span_schema(),
+        tracelake_storage::layout::block_schema(),
     )?;
+    register_spans_view(&context).await?;
     // Metric blocks, and the files of points written before they took the
     // WAL path.
     let metric_files = storage.metrics_snapshot(tenant, None).blocks;
@@ -90,6 +99,31 @@ pub(crate) async fn run(
         .sql_with_options(query, tracelake_query::sql::read_only_options())
         .await?;
     Ok(frame.collect().await?)
+}
+
+/// The listing table of span blocks, under the `spans` view.
+const SPAN_BLOCKS: &str = "span_blocks";
+
+/// Registers `spans`: the span table's columns over [`SPAN_BLOCKS`], the
+/// ones blocks do not store derived as storage derives them
+/// (`tracelake_storage::layout::to_spans`).
+async fn register_spans_view(context: &SessionContext) -> anyhow::Result<()> {
+    use datafusion::logical_expr::{Expr, cast, ident, lit, when};
+    let nanos = |name: &str| cast(ident(name), datafusion::arrow::datatypes::DataType::Int64);
+    let difference = nanos(col::END_TIME) - nanos(col::START_TIME);
+    let duration = when(difference.clone().gt(lit(0i64)), difference).otherwise(lit(0i64))?;
+    let columns: Vec<Expr> = tracelake_model::schema::span_schema()
+        .fields()
+        .iter()
+        .map(|field| match field.name().as_str() {
+            col::DURATION_NS => duration.clone().alias(col::DURATION_NS),
+            name => ident(name),
+        })
+        .collect();
+    let blocks = context.table_provider(SPAN_BLOCKS).await?;
+    let view = context.read_table(blocks)?.select(columns)?;
+    context.register_table("spans", view.into_view())?;
+    Ok(())
 }
 
 /// Registers `files` as the Parquet listing table `name` (an empty table

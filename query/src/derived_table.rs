@@ -92,6 +92,7 @@ impl TableProvider for DerivedTableProvider {
             projection,
             limit,
             state.config().target_partitions(),
+            None,
         )
     }
 }

@@ -17,6 +17,7 @@
 //! [`SpanReader`]: tracelake_storage::SpanReader
 
 mod api;
+mod block_layout;
 pub mod derived_rows;
 pub mod derived_table;
 mod exprs;

@@ -42,6 +42,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr_adapter::PhysicalExprAdapterFactory;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
@@ -49,6 +50,7 @@ use datafusion::physical_plan::{
 };
 use tracelake_storage::{BlockRef, Signal, SpanFilter, SpanReader, SpanSnapshot};
 
+use crate::block_layout::BlockLayout;
 use crate::filters::{span_filter, time_range};
 
 /// The URL the block store is registered under in every session
@@ -192,6 +194,7 @@ impl TableProvider for SpansTable {
         if !snapshot.blocks.is_empty() {
             let partitions = state.config().target_partitions().max(1);
             inputs.push(parquet_scan(
+                self.signal,
                 Arc::clone(&schema),
                 &snapshot,
                 predicate,
@@ -254,6 +257,7 @@ fn as_views(
 }
 
 fn parquet_scan(
+    signal: Signal,
     schema: SchemaRef,
     snapshot: &SpanSnapshot,
     predicate: Option<Arc<dyn PhysicalExpr>>,
@@ -272,7 +276,19 @@ fn parquet_scan(
     if let Some(predicate) = predicate {
         source = source.with_predicate(predicate);
     }
-    parquet_files_exec(source, &snapshot.blocks, projection, limit, partitions)
+    // Span blocks of every layout read as the table (see `block_layout`).
+    let adapter: Option<Arc<dyn PhysicalExprAdapterFactory>> = match signal {
+        Signal::Spans => Some(Arc::new(BlockLayout)),
+        Signal::Metrics => None,
+    };
+    parquet_files_exec(
+        source,
+        &snapshot.blocks,
+        projection,
+        limit,
+        partitions,
+        adapter,
+    )
 }
 
 /// A Parquet scan of `files` in the block store, spread round-robin over
@@ -283,6 +299,7 @@ pub(crate) fn parquet_files_exec(
     projection: Option<&Vec<usize>>,
     limit: Option<usize>,
     partitions: usize,
+    adapter: Option<Arc<dyn PhysicalExprAdapterFactory>>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let group_count = partitions.clamp(1, files.len().max(1));
     let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); group_count];
@@ -292,7 +309,8 @@ pub(crate) fn parquet_files_exec(
     }
     let mut builder = FileScanConfigBuilder::new(STORE_URL.clone(), Arc::new(source))
         .with_projection_indices(projection.cloned())?
-        .with_limit(limit);
+        .with_limit(limit)
+        .with_expr_adapter(adapter);
     for group in groups {
         builder = builder.with_file_group(FileGroup::new(group));
     }

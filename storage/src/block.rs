@@ -315,9 +315,13 @@ impl BlockWriter {
             Signal::Spans => writer_properties(expected_traces, row_group_rows, compression)?,
             Signal::Metrics => metrics_writer_properties(row_group_rows, compression)?,
         };
+        let schema = match signal {
+            Signal::Spans => crate::layout::block_schema(),
+            Signal::Metrics => signal.schema(),
+        };
         Ok(Self {
             signal,
-            writer: ArrowWriter::try_new(Vec::new(), signal.schema(), Some(properties))?,
+            writer: ArrowWriter::try_new(Vec::new(), schema, Some(properties))?,
             trace_filter: TraceIdFilter::with_capacity(expected_traces as usize),
             last_trace: None,
             trace_count: 0,
@@ -367,7 +371,10 @@ impl BlockWriter {
             self.max_end_ns = Some(self.max_end_ns.map_or(end, |max| max.max(end)));
         }
         self.span_count += batch.num_rows() as u64;
-        self.writer.write(batch)?;
+        match self.signal {
+            Signal::Spans => self.writer.write(&crate::layout::to_block(batch)?)?,
+            Signal::Metrics => self.writer.write(batch)?,
+        }
         Ok(())
     }
 
@@ -431,7 +438,7 @@ fn writer_properties(
     row_group_rows: usize,
     compression: Compression,
 ) -> Result<WriterProperties> {
-    let schema = Signal::Spans.schema();
+    let schema = crate::layout::block_schema();
     let index_of = |name: &str| {
         schema
             .index_of(name)
@@ -442,7 +449,7 @@ fn writer_properties(
     let mut builder = WriterProperties::builder();
     // Times are distinct per span and close to their neighbours (rows are
     // sorted by trace, then start): delta encoding, not a dictionary.
-    for column in [col::START_TIME, col::END_TIME, col::DURATION_NS] {
+    for column in [col::START_TIME, col::END_TIME] {
         builder = builder
             .set_column_dictionary_enabled(ColumnPath::from(column), false)
             .set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);

@@ -241,10 +241,11 @@ fn next_batch(
     for batch in reader.by_ref() {
         let batch = batch?;
         if batch.num_rows() > 0 {
-            return Ok(Some(RecordBatch::try_new(
-                signal.schema(),
-                batch.columns().to_vec(),
-            )?));
+            // Blocks of every layout merge into today's.
+            return Ok(Some(match signal {
+                Signal::Spans => crate::layout::to_block(&batch)?,
+                Signal::Metrics => RecordBatch::try_new(signal.schema(), batch.columns().to_vec())?,
+            }));
         }
     }
     Ok(None)

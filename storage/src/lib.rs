@@ -51,6 +51,7 @@ mod derived;
 mod engine;
 mod exposition;
 mod head;
+pub mod layout;
 mod memory;
 mod remote;
 mod signal;

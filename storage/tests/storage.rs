@@ -276,13 +276,7 @@ fn block_spans(storage: &Storage, dir: &std::path::Path, tenant: &str) -> Vec<Sp
                 .unwrap();
         for batch in reader {
             let batch = batch.unwrap();
-            batches.push(
-                RecordBatch::try_new(
-                    tracelake_model::schema::span_schema(),
-                    batch.columns().to_vec(),
-                )
-                .unwrap(),
-            );
+            batches.push(tracelake_storage::layout::to_spans(&batch).unwrap());
         }
     }
     spans_sorted(&batches_to_traces_data(&batches).unwrap().resource_spans)
