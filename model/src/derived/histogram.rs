@@ -8,6 +8,8 @@
 //! minutes merge without losing precision, so a quantile over an hour is as
 //! exact as over a minute.
 
+use std::sync::LazyLock;
+
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
@@ -26,10 +28,50 @@ pub const SIGNIFICANT_DIGITS: u8 = 2;
 const NANOS_PER_MICRO: i64 = 1_000;
 const MICROS_PER_SECOND: f64 = 1_000_000.0;
 
+/// Distinct values a histogram keeps as a sorted list before it becomes a
+/// dense hdrhistogram. A dense one of two significant digits holds 128
+/// counters per power of two up to its largest value: 14 KB for latencies up
+/// to a second, 18 KB up to a minute, whether one value was recorded or a
+/// million. The streaming aggregation keeps one per service, operation,
+/// kind, status and minute, most of which see a handful of distinct
+/// values; 64 entries (1 KB) keeps those small, and a busy key pays the
+/// dense size once.
+const MAX_SPARSE_VALUES: usize = 64;
+
+/// The hdrhistogram every histogram quantizes with: a value is recorded as
+/// its bucket's lowest equivalent value, which depends only on the
+/// precision, not on a histogram's range.
+static QUANTIZER: LazyLock<Histogram<u64>> = LazyLock::new(dense_histogram);
+
+fn dense_histogram() -> Histogram<u64> {
+    let mut micros = Histogram::new(SIGNIFICANT_DIGITS)
+        .expect("two significant digits is a valid hdrhistogram precision");
+    micros.auto(true);
+    micros
+}
+
 /// A latency distribution.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LatencyHistogram {
-    micros: Histogram<u64>,
+    micros: Repr,
+}
+
+/// How a histogram holds its counts; both answer alike (see
+/// [`MAX_SPARSE_VALUES`]).
+#[derive(Debug, Clone)]
+enum Repr {
+    /// Each recorded bucket, as its lowest equivalent value in
+    /// microseconds, with its count; ascending, no zero counts.
+    Sparse(Vec<(u64, u64)>),
+    Dense(Histogram<u64>),
+}
+
+impl PartialEq for LatencyHistogram {
+    /// Equal when they hold the same counts in the same buckets, however
+    /// each holds them.
+    fn eq(&self, other: &Self) -> bool {
+        self.buckets() == other.buckets()
+    }
 }
 
 impl Default for LatencyHistogram {
@@ -40,37 +82,105 @@ impl Default for LatencyHistogram {
 
 impl LatencyHistogram {
     pub fn new() -> Self {
-        let mut micros = Histogram::new(SIGNIFICANT_DIGITS)
-            .expect("two significant digits is a valid hdrhistogram precision");
-        micros.auto(true);
-        Self { micros }
+        Self {
+            micros: Repr::Sparse(Vec::new()),
+        }
     }
 
     /// Records one duration; negative durations count as zero. The
     /// histogram grows to hold any duration an i64 of nanoseconds can be.
     pub fn record_ns(&mut self, duration_ns: i64) {
         let micros = (duration_ns.max(0) / NANOS_PER_MICRO) as u64;
-        if self.micros.record(micros).is_err() {
-            // Growing failed (cannot happen for u64 counts and i64 inputs):
-            // clamp to the largest trackable value rather than lose the count.
-            self.micros.saturating_record(micros);
+        self.record_n(micros, 1);
+    }
+
+    fn record_n(&mut self, micros: u64, count: u64) {
+        match &mut self.micros {
+            Repr::Sparse(buckets) => {
+                let bucket = QUANTIZER.lowest_equivalent(micros);
+                match buckets.binary_search_by_key(&bucket, |(value, _)| *value) {
+                    Ok(index) => buckets[index].1 += count,
+                    Err(index) => {
+                        buckets.insert(index, (bucket, count));
+                        if buckets.len() > MAX_SPARSE_VALUES {
+                            self.micros = Repr::Dense(self.dense().into_owned());
+                        }
+                    }
+                }
+            }
+            Repr::Dense(dense) => record_dense(dense, micros, count),
         }
     }
 
     /// Adds every value of `other`.
     pub fn merge(&mut self, other: &Self) {
-        // Both auto-resize, so addition cannot run out of range.
-        if let Err(error) = self.micros.add(&other.micros) {
-            debug_assert!(false, "auto-resizing histograms always add: {error}");
+        match (&mut self.micros, &other.micros) {
+            (_, Repr::Sparse(buckets)) => {
+                for (value, count) in buckets {
+                    self.record_n(*value, *count);
+                }
+            }
+            (Repr::Dense(dense), Repr::Dense(theirs)) => {
+                // Both auto-resize, so addition cannot run out of range.
+                if let Err(error) = dense.add(theirs) {
+                    debug_assert!(false, "auto-resizing histograms always add: {error}");
+                }
+            }
+            (Repr::Sparse(_), Repr::Dense(_)) => {
+                let mut dense = other.dense().into_owned();
+                if let Repr::Sparse(buckets) = &self.micros {
+                    for (value, count) in buckets {
+                        record_dense(&mut dense, *value, *count);
+                    }
+                }
+                self.micros = Repr::Dense(dense);
+            }
+        }
+    }
+
+    /// The counts as a dense hdrhistogram (borrowed when they are one).
+    fn dense(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
+        match &self.micros {
+            Repr::Dense(dense) => std::borrow::Cow::Borrowed(dense),
+            Repr::Sparse(buckets) => {
+                let mut dense = dense_histogram();
+                for (value, count) in buckets {
+                    record_dense(&mut dense, *value, *count);
+                }
+                std::borrow::Cow::Owned(dense)
+            }
+        }
+    }
+
+    /// Every recorded bucket (its lowest equivalent value) and its count,
+    /// ascending.
+    fn buckets(&self) -> Vec<(u64, u64)> {
+        match &self.micros {
+            Repr::Sparse(buckets) => buckets.clone(),
+            Repr::Dense(dense) => dense
+                .iter_recorded()
+                .map(|step| {
+                    (
+                        dense.lowest_equivalent(step.value_iterated_to()),
+                        step.count_at_value(),
+                    )
+                })
+                .collect(),
         }
     }
 
     pub fn count(&self) -> u64 {
-        self.micros.len()
+        match &self.micros {
+            Repr::Sparse(buckets) => buckets.iter().map(|(_, count)| count).sum(),
+            Repr::Dense(dense) => dense.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.micros.is_empty()
+        match &self.micros {
+            Repr::Sparse(buckets) => buckets.is_empty(),
+            Repr::Dense(dense) => dense.is_empty(),
+        }
     }
 
     /// The value at `quantile` (0..=1), in seconds: the highest value
@@ -80,7 +190,7 @@ impl LatencyHistogram {
         if self.is_empty() {
             return 0.0;
         }
-        self.micros.value_at_quantile(quantile.clamp(0.0, 1.0)) as f64 / MICROS_PER_SECOND
+        self.dense().value_at_quantile(quantile.clamp(0.0, 1.0)) as f64 / MICROS_PER_SECOND
     }
 
     /// The largest recorded value, in seconds (within precision).
@@ -88,16 +198,17 @@ impl LatencyHistogram {
         if self.is_empty() {
             return 0.0;
         }
-        self.micros.max() as f64 / MICROS_PER_SECOND
+        self.dense().max() as f64 / MICROS_PER_SECOND
     }
 
     /// Every distinct recorded value (within precision) and its count, in
     /// seconds, ascending: X-Ray's `[{Value, Count}]` histogram.
     pub fn distribution_seconds(&self) -> Vec<(f64, u64)> {
-        self.micros
+        let dense = self.dense();
+        dense
             .iter_recorded()
             .map(|step| {
-                let value = self.micros.median_equivalent(step.value_iterated_to());
+                let value = dense.median_equivalent(step.value_iterated_to());
                 (value as f64 / MICROS_PER_SECOND, step.count_at_value())
             })
             .collect()
@@ -107,11 +218,12 @@ impl LatencyHistogram {
     /// as Prometheus histogram buckets; the `+Inf` bucket is [`Self::count`].
     /// A value within the precision of a bound counts as at most the bound.
     pub fn cumulative_counts(&self, bounds_seconds: &[f64]) -> Vec<u64> {
+        let dense = self.dense();
         bounds_seconds
             .iter()
             .map(|bound| {
                 let bound_micros = (bound * MICROS_PER_SECOND).max(0.0) as u64;
-                self.micros.count_between(0, bound_micros)
+                dense.count_between(0, bound_micros)
             })
             .collect()
     }
@@ -119,7 +231,7 @@ impl LatencyHistogram {
     /// The V2 serialization stored in the derived tables.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(64);
-        if let Err(error) = V2Serializer::new().serialize(&self.micros, &mut bytes) {
+        if let Err(error) = V2Serializer::new().serialize(self.dense().as_ref(), &mut bytes) {
             // Writing to a Vec cannot fail and a u64 histogram always encodes.
             debug_assert!(false, "hdrhistogram V2 encode: {error}");
         }
@@ -132,7 +244,18 @@ impl LatencyHistogram {
             .deserialize(&mut reader)
             .map_err(|error| ModelError::Corrupt(format!("latency histogram: {error:?}")))?;
         micros.auto(true);
-        Ok(Self { micros })
+        Ok(Self {
+            micros: Repr::Dense(micros),
+        })
+    }
+}
+
+/// Records `count` values of `micros` in an auto-resizing histogram.
+fn record_dense(dense: &mut Histogram<u64>, micros: u64, count: u64) {
+    if dense.record_n(micros, count).is_err() {
+        // Growing failed (cannot happen for u64 counts and i64 inputs):
+        // clamp to the largest trackable value rather than lose the count.
+        dense.saturating_record_n(micros, count);
     }
 }
 
@@ -186,6 +309,88 @@ mod tests {
         decoded.merge(&histogram_of(&[3_600_000]));
         assert_eq!(decoded.count(), 2);
         assert!((decoded.max_seconds() - 3600.0).abs() <= 36.0);
+    }
+
+    /// What a dense hdrhistogram of the same values answers: the sparse
+    /// form (and its change to dense) must answer exactly that.
+    fn reference(micros: &[u64]) -> Histogram<u64> {
+        let mut dense = dense_histogram();
+        for value in micros {
+            dense.record(*value).unwrap();
+        }
+        dense
+    }
+
+    fn values(count: usize, seed: u64) -> Vec<u64> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        // Latencies across six orders of magnitude, some repeated.
+        (0..count)
+            .map(|_| 10u64.pow(rng.u32(0..7)) * rng.u64(1..50))
+            .collect()
+    }
+
+    #[test]
+    fn sparse_and_dense_forms_answer_as_one_dense_histogram() {
+        for count in [0, 1, 10, 63, 64, 65, 200, 5_000] {
+            let micros = values(count, count as u64);
+            let mut histogram = LatencyHistogram::new();
+            for value in &micros {
+                histogram.record_ns(*value as i64 * 1_000);
+            }
+            let dense = reference(&micros);
+            let mut expected_bytes = Vec::new();
+            V2Serializer::new()
+                .serialize(&dense, &mut expected_bytes)
+                .unwrap();
+            assert_eq!(histogram.encode(), expected_bytes, "{count} values");
+            assert_eq!(histogram.count(), dense.len());
+            for quantile in [0.0, 0.5, 0.9, 0.99, 1.0] {
+                let expected = if dense.is_empty() {
+                    0.0
+                } else {
+                    dense.value_at_quantile(quantile) as f64 / MICROS_PER_SECOND
+                };
+                assert_eq!(histogram.quantile_seconds(quantile), expected);
+            }
+            assert_eq!(
+                histogram,
+                LatencyHistogram::decode(&expected_bytes).unwrap(),
+                "{count} values"
+            );
+            // A few values stay a short list; many become one dense array.
+            let sparse = matches!(histogram.micros, Repr::Sparse(_));
+            let distinct = histogram.buckets().len();
+            assert_eq!(sparse, distinct <= MAX_SPARSE_VALUES, "{distinct} distinct");
+            assert_eq!(sparse, count <= 10 || distinct <= 64, "{count} values");
+        }
+    }
+
+    #[test]
+    fn merging_any_forms_equals_recording_everything_once() {
+        let (small, large) = (values(20, 1), values(3_000, 2));
+        let of = |micros: &[u64]| {
+            let mut histogram = LatencyHistogram::new();
+            for value in micros {
+                histogram.record_ns(*value as i64 * 1_000);
+            }
+            histogram
+        };
+        let all: Vec<u64> = small.iter().chain(&large).copied().collect();
+        for (left, right) in [
+            (&small, &small),
+            (&small, &large),
+            (&large, &small),
+            (&large, &large),
+        ] {
+            let mut merged = of(left);
+            merged.merge(&of(right));
+            let both: Vec<u64> = left.iter().chain(right.iter()).copied().collect();
+            assert_eq!(merged, of(&both));
+            assert_eq!(merged.count(), both.len() as u64);
+        }
+        let mut decoded = LatencyHistogram::decode(&of(&small).encode()).unwrap();
+        decoded.merge(&of(&large));
+        assert_eq!(decoded, of(&all));
     }
 
     #[test]
