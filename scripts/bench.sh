@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # tracelake's system benchmark: one machine, one run, release build.
 #
-#   ./scripts/bench.sh [--spans N] [--lookup-spans M]
+#   ./scripts/bench.sh [--spans N] [--lookup-spans M] [--storage-spans S]
 #       N: spans per ingest phase (default 2,000,000)
 #       M: spans stored for the trace-by-id phase (default 10,000,000; 0 skips it)
+#       S: spans per workload shape in the storage-by-shape phase (default 1,000,000; 0 skips it)
 #
 # Phases (each against a fresh `tracelake serve` on port 0 with its own data dir):
 #   1. ingest over OTLP gRPC: `tracelake loadgen` sends the reference workload as
@@ -24,6 +25,9 @@
 #      with `loadgen --pool`) offer for 30 s many times what a server with
 #      memory.limit_bytes = 1 GiB stores; offered/stored, peak RSS against the limit,
 #      and whether every acknowledged span was stored;
+#   6. storage by workload shape: `scripts/bench-storage.sh` (the api,
+#      serverless and mesh shapes, S spans each): bytes per span after flush
+#      and after compaction, and the ratio to a naive zstd Parquet file;
 #   peak RSS (VmHWM) of the server in each phase.
 # Writes bench-results/results.md and bench-results/results.json; README.md quotes them.
 # The query benchmarks (service map, TraceQL, p99 by service vs DuckDB) are
@@ -33,11 +37,13 @@ cd "$(dirname "$0")/.."
 
 SPANS=2000000
 LOOKUP_SPANS=10000000
+STORAGE_SPANS=1000000
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --spans) SPANS="$2"; shift 2 ;;
     --lookup-spans) LOOKUP_SPANS="$2"; shift 2 ;;
-    *) echo "usage: $0 [--spans N] [--lookup-spans M]" >&2; exit 2 ;;
+    --storage-spans) STORAGE_SPANS="$2"; shift 2 ;;
+    *) echo "usage: $0 [--spans N] [--lookup-spans M] [--storage-spans S]" >&2; exit 2 ;;
   esac
 done
 
@@ -284,3 +290,9 @@ if lookup:
 open(f"{out}/results.md", "w").write(md)
 print(md)
 EOF
+
+# 6. Storage by workload shape.
+if [[ "$STORAGE_SPANS" -gt 0 ]]; then
+  ./scripts/bench-storage.sh --bin "$BIN" --spans "$STORAGE_SPANS"
+  { echo; cat "$OUT/storage.md"; } >> "$OUT/results.md"
+fi

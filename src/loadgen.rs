@@ -64,6 +64,7 @@ pub(crate) struct LoadgenOptions {
     pub(crate) connections: usize,
     pub(crate) seed: u64,
     pub(crate) shape: Shape,
+    pub(crate) trace_spacing_ns: u64,
     /// Spans per request.
     pub(crate) batch: usize,
     pub(crate) json: bool,
@@ -460,7 +461,7 @@ pub(crate) async fn loadgen(options: LoadgenOptions) -> anyhow::Result<()> {
                 options.shape,
                 options.seed.wrapping_add(worker as u64),
                 start_ns,
-                100_000,
+                options.trace_spacing_ns,
             );
             let mut next_request = || ExportTraceServiceRequest {
                 resource_spans: workload.batch(options.batch),

@@ -197,6 +197,11 @@ struct LoadgenArgs {
     /// or `mesh` (see the workload crate's docs).
     #[arg(long, default_value = "reference")]
     shape: tracelake_workload::Shape,
+    /// Time between the starts of consecutive traces of one connection (the
+    /// spans' own timestamps; e.g. 10ms spreads 1 M reference spans over
+    /// about two hours of span time).
+    #[arg(long, default_value = "100us", value_parser = humantime::parse_duration)]
+    trace_spacing: std::time::Duration,
     /// Spans per request.
     #[arg(long, default_value_t = 500)]
     batch: usize,
@@ -342,6 +347,7 @@ fn main() -> anyhow::Result<()> {
                 connections: args.connections,
                 seed: args.seed,
                 shape: args.shape,
+                trace_spacing_ns: u64::try_from(args.trace_spacing.as_nanos()).unwrap_or(u64::MAX),
                 batch: args.batch,
                 json: args.json,
                 tenant: args.tenant,
