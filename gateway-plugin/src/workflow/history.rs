@@ -353,9 +353,11 @@ impl HistoryStore {
             Err(error) => return Err(error.into()),
         };
         let mut events = Vec::new();
-        for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+        // Lines as bytes: a line torn inside a multi-byte character is not
+        // UTF-8, and is skipped like any other torn line.
+        for (index, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
             let line = line?;
-            let Ok(value) = serde_json::from_str::<Value>(&line) else {
+            let Ok(value) = serde_json::from_slice::<Value>(&line) else {
                 continue;
             };
             let version = value.get("version").and_then(Value::as_u64).unwrap_or(1);
@@ -484,6 +486,28 @@ mod tests {
             store.read("../x"),
             Err(HistoryError::InvalidId(_))
         ));
+    }
+
+    #[test]
+    fn a_line_torn_inside_a_character_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = r#"{"id":1,"timestamp":1.0,"type":"ExecutionSucceeded","output":"Zoë"}"#;
+        let cut = first.find('ë').unwrap() + 1;
+        let mut bytes = format!("{first}\n").into_bytes();
+        bytes.extend_from_slice(&first.as_bytes()[..cut]);
+        std::fs::write(dir.path().join("torn.jsonl"), &bytes).unwrap();
+        let store = HistoryStore::open(dir.path()).unwrap();
+        assert_eq!(store.read("torn").unwrap().len(), 1);
+        let appended = store
+            .append(
+                "torn",
+                Event::ExecutionResumed {
+                    gap_seconds: 1.0,
+                    after_event: 1,
+                },
+            )
+            .unwrap();
+        assert_eq!(store.read("torn").unwrap().last(), Some(&appended));
     }
 
     /// A crash mid-append leaves a torn last line: it is left out, and the
