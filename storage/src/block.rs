@@ -29,7 +29,7 @@ use datafusion::arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
-use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::file::metadata::{KeyValue, SortingColumn};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use object_store::path::Path;
@@ -455,6 +455,10 @@ fn writer_properties(
             .set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
     }
     Ok(builder
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            crate::layout::LAYOUT_KEY.to_string(),
+            crate::layout::LAYOUT.to_string(),
+        )]))
         .set_compression(compression)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))

@@ -24,6 +24,15 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef, TimestampNanosecondType};
 use crate::{Result, StorageError};
 use tracelake_model::schema::{col, span_schema};
 
+/// The layout span blocks are written in, recorded in each block's Parquet
+/// key-value metadata under [`LAYOUT_KEY`]: 1 (no key) stores the whole
+/// span table; 2 leaves out [`DERIVED_ON_READ`]. Readers go by the columns
+/// a file has; the marker tells a person, or a later reader, what wrote it.
+pub const LAYOUT: u32 = 2;
+
+/// The Parquet key-value metadata key of [`LAYOUT`].
+pub const LAYOUT_KEY: &str = "tracelake.block_layout";
+
 /// Table columns blocks do not store (see the module docs).
 pub const DERIVED_ON_READ: [&str; 1] = [col::DURATION_NS];
 
@@ -134,6 +143,32 @@ mod tests {
         // and becomes today's layout when rewritten.
         assert_eq!(to_spans(&table).unwrap(), table);
         assert_eq!(to_block(&block).unwrap(), block);
+    }
+
+    #[test]
+    fn a_written_block_has_the_layout_its_marker_names() {
+        use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+        let table = spans(300);
+        let hour = 1_767_225_600_000_000_000 / crate::block::NANOS_PER_HOUR;
+        let (bytes, _) = crate::block::encode_block("t", hour, &table, 4096).unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+        let metadata = reader.metadata().file_metadata();
+        let marker = metadata
+            .key_value_metadata()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry.key == LAYOUT_KEY)
+            .and_then(|entry| entry.value.clone());
+        assert_eq!(marker.as_deref(), Some("2"));
+        let columns: Vec<&str> = metadata
+            .schema_descr()
+            .root_schema()
+            .get_fields()
+            .iter()
+            .map(|field| field.name())
+            .collect();
+        assert_eq!(columns.len(), block_schema().fields().len());
+        assert!(!columns.contains(&col::DURATION_NS));
     }
 
     #[test]
