@@ -283,6 +283,17 @@ fn tune_allocator() {
     }
 }
 
+/// jemalloc in place of the system allocator (see README, "Benchmarks").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options: a background thread returns freed pages to the
+/// system after a second (the default keeps them ten), so memory a flush
+/// freed is not counted against the process for long.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> anyhow::Result<()> {
     tune_allocator();
     let cli = Cli::parse();
