@@ -112,9 +112,13 @@ impl Default for StorageConfig {
             fsync: FsyncPolicy::Always,
             fsync_interval: Duration::from_millis(100),
             wal_segment_bytes: 128 * 1024 * 1024,
-            flush_max_bytes: 256 * 1024 * 1024,
+            // Small flushes cost no more CPU per span than large ones and
+            // halve the peak memory of a fast ingest (1 M spans as fast as
+            // accepted, four workload shapes: 1.16-1.24 GB at 256/512 MiB,
+            // 0.56-0.63 GB at 32/128 MiB); compaction merges the blocks.
+            flush_max_bytes: 32 * 1024 * 1024,
             flush_max_age: Duration::from_secs(5 * 60),
-            max_head_bytes: 512 * 1024 * 1024,
+            max_head_bytes: 128 * 1024 * 1024,
             memory_limit_bytes: 2 * 1024 * 1024 * 1024,
             row_group_rows: 64 * 1024,
             compaction_interval: Duration::from_secs(60),
