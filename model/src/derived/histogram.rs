@@ -190,7 +190,31 @@ impl LatencyHistogram {
         if self.is_empty() {
             return 0.0;
         }
-        self.dense().value_at_quantile(quantile.clamp(0.0, 1.0)) as f64 / MICROS_PER_SECOND
+        let quantile = quantile.clamp(0.0, 1.0);
+        let micros = match &self.micros {
+            Repr::Dense(dense) => dense.value_at_quantile(quantile),
+            // hdrhistogram's own rule, over the buckets: the first whose
+            // running count reaches ceil(quantile * count) (at least 1),
+            // reported as its highest equivalent value (lowest for 0).
+            Repr::Sparse(buckets) => {
+                let wanted = ((quantile * self.count() as f64).ceil() as u64).max(1);
+                let mut running = 0;
+                let bucket = buckets
+                    .iter()
+                    .find(|(_, count)| {
+                        running += count;
+                        running >= wanted
+                    })
+                    .or(buckets.last())
+                    .map_or(0, |(value, _)| *value);
+                if quantile == 0.0 {
+                    bucket
+                } else {
+                    QUANTIZER.highest_equivalent(bucket)
+                }
+            }
+        };
+        micros as f64 / MICROS_PER_SECOND
     }
 
     /// The largest recorded value, in seconds (within precision).
@@ -198,18 +222,23 @@ impl LatencyHistogram {
         if self.is_empty() {
             return 0.0;
         }
-        self.dense().max() as f64 / MICROS_PER_SECOND
+        let micros = match &self.micros {
+            Repr::Dense(dense) => dense.max(),
+            Repr::Sparse(buckets) => buckets
+                .last()
+                .map_or(0, |(value, _)| QUANTIZER.highest_equivalent(*value)),
+        };
+        micros as f64 / MICROS_PER_SECOND
     }
 
     /// Every distinct recorded value (within precision) and its count, in
     /// seconds, ascending: X-Ray's `[{Value, Count}]` histogram.
     pub fn distribution_seconds(&self) -> Vec<(f64, u64)> {
-        let dense = self.dense();
-        dense
-            .iter_recorded()
-            .map(|step| {
-                let value = dense.median_equivalent(step.value_iterated_to());
-                (value as f64 / MICROS_PER_SECOND, step.count_at_value())
+        self.buckets()
+            .into_iter()
+            .map(|(value, count)| {
+                let median = QUANTIZER.median_equivalent(value);
+                (median as f64 / MICROS_PER_SECOND, count)
             })
             .collect()
     }
@@ -218,12 +247,23 @@ impl LatencyHistogram {
     /// as Prometheus histogram buckets; the `+Inf` bucket is [`Self::count`].
     /// A value within the precision of a bound counts as at most the bound.
     pub fn cumulative_counts(&self, bounds_seconds: &[f64]) -> Vec<u64> {
-        let dense = self.dense();
         bounds_seconds
             .iter()
             .map(|bound| {
                 let bound_micros = (bound * MICROS_PER_SECOND).max(0.0) as u64;
-                dense.count_between(0, bound_micros)
+                match &self.micros {
+                    Repr::Dense(dense) => dense.count_between(0, bound_micros),
+                    // Buckets up to the bound's own bucket, as hdrhistogram
+                    // counts them.
+                    Repr::Sparse(buckets) => {
+                        let last = QUANTIZER.lowest_equivalent(bound_micros);
+                        buckets
+                            .iter()
+                            .take_while(|(value, _)| *value <= last)
+                            .map(|(_, count)| count)
+                            .sum()
+                    }
+                }
             })
             .collect()
     }
@@ -344,14 +384,31 @@ mod tests {
                 .unwrap();
             assert_eq!(histogram.encode(), expected_bytes, "{count} values");
             assert_eq!(histogram.count(), dense.len());
-            for quantile in [0.0, 0.5, 0.9, 0.99, 1.0] {
+            for quantile in [0.0, 0.001, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0] {
                 let expected = if dense.is_empty() {
                     0.0
                 } else {
                     dense.value_at_quantile(quantile) as f64 / MICROS_PER_SECOND
                 };
-                assert_eq!(histogram.quantile_seconds(quantile), expected);
+                assert_eq!(
+                    histogram.quantile_seconds(quantile),
+                    expected,
+                    "q{quantile}"
+                );
             }
+            let as_dense = LatencyHistogram {
+                micros: Repr::Dense(dense.clone()),
+            };
+            assert_eq!(histogram.max_seconds(), as_dense.max_seconds());
+            assert_eq!(
+                histogram.distribution_seconds(),
+                as_dense.distribution_seconds()
+            );
+            let bounds: Vec<f64> = (0..40).map(|step| 1e-6 * 1.7f64.powi(step)).collect();
+            assert_eq!(
+                histogram.cumulative_counts(&bounds),
+                as_dense.cumulative_counts(&bounds)
+            );
             assert_eq!(
                 histogram,
                 LatencyHistogram::decode(&expected_bytes).unwrap(),
