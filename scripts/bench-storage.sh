@@ -37,44 +37,12 @@ if [[ -z "$BIN" ]]; then
   BIN="$CARGO_TARGET_DIR/release/tracelake"
 fi
 
-VENV="${TRACELAKE_BENCH_VENV:-/var/tmp/tracelake-bench-venv}"
-if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c "import duckdb" 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet duckdb
-fi
-PY="$VENV/bin/python"
-
 WORK="$(mktemp -d /var/tmp/tracelake-bench-storage.XXXXXX)"
-SERVER_PID=""
 trap '[[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 OUT=bench-results
 mkdir -p "$OUT"
+source scripts/bench-lib.sh
 
-start_server() {
-  local data="$1"; shift
-  "$BIN" serve --data-dir "$data" --flush-max-age 2s "$@" \
-    --listen-xray-udp 127.0.0.1:0 --listen-xray-api 127.0.0.1:0 \
-    --listen-otlp-grpc 127.0.0.1:0 --listen-otlp-http 127.0.0.1:0 --listen-http 127.0.0.1:0 \
-    > "$WORK/listening" 2> "$WORK/server.log" &
-  SERVER_PID=$!
-  for _ in $(seq 1 100); do
-    [[ $(grep -c '^listening' "$WORK/listening" 2>/dev/null || true) -ge 5 ]] && break
-    sleep 0.1
-  done
-  address() { awk -v name="$1" '$1 == "listening" && $2 == name {print $3}' "$WORK/listening"; }
-  GRPC=$(address otlp-grpc); HTTP=$(address http)
-}
-stop_server() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=""; }
-metric() { curl -s "http://$HTTP/metrics" | awk -v name="$1" '$1 == name {print $2}'; }
-wait_compacted() {
-  local last=-1 now stable=0
-  while [[ $stable -lt $1 ]]; do
-    now=$(metric tracelake_storage_compacted_blocks_total)
-    if [[ "$now" == "$last" ]]; then stable=$((stable + 1)); else stable=0; last="$now"; fi
-    sleep 1
-  done
-}
-parquet_bytes() { find "$1/tenants" -name '*.parquet' -path '*/spans/*' -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
 
 for shape in $SHAPES; do
   data="$WORK/$shape"

@@ -54,23 +54,18 @@ pub fn block_schema() -> SchemaRef {
 /// `batch` (span rows of the table's schema, or a block's of any layout)
 /// as a block stores it today: the columns of [`block_schema`], by name.
 pub fn to_block(batch: &RecordBatch) -> Result<RecordBatch> {
-    let schema = block_schema();
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|field| column(batch, field.name()))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new_with_options(
-        schema,
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-    )?)
+    reshape(batch, block_schema())
 }
 
 /// The rows of a block of any layout in the span table's schema, with the
 /// derived columns computed where the block lacks them.
 pub fn to_spans(batch: &RecordBatch) -> Result<RecordBatch> {
-    let schema = span_schema();
+    reshape(batch, span_schema())
+}
+
+/// `batch`'s columns in `schema`'s order, by name; a derived column the
+/// batch lacks is computed from the ones it has.
+fn reshape(batch: &RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()

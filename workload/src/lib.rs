@@ -148,32 +148,66 @@ struct TraceBuilder<'a> {
     order: String,
 }
 
+/// A random trace id: 128 bits, never zero.
+pub(crate) fn new_trace_id(rng: &mut fastrand::Rng) -> Vec<u8> {
+    let mut trace_id = vec![0u8; 16];
+    trace_id[..8].copy_from_slice(&rng.u64(1..).to_be_bytes());
+    trace_id[8..].copy_from_slice(&rng.u64(..).to_be_bytes());
+    trace_id
+}
+
+/// A random version-4 UUID, as request ids are.
+pub(crate) fn uuid(rng: &mut fastrand::Rng) -> String {
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        rng.u32(..),
+        rng.u16(..),
+        rng.u16(..0x1000),
+        rng.u16(0x8000..0xc000),
+        rng.u64(..1 << 48)
+    )
+}
+
+/// How a generator's latencies spread around their medians: log-normal
+/// with `sigma`, one in `tail_one_in` taking `tail` times longer, never
+/// under `floor_ms`.
+pub(crate) struct Spread {
+    pub(crate) sigma: f64,
+    pub(crate) tail_one_in: u32,
+    pub(crate) tail: std::ops::Range<f64>,
+    pub(crate) floor_ms: f64,
+}
+
+/// The reference workload's: sigma 0.5, one in a hundred 5-20x longer.
+const REFERENCE_SPREAD: Spread = Spread {
+    sigma: 0.5,
+    tail_one_in: 100,
+    tail: 5.0..20.0,
+    floor_ms: 0.05,
+};
+
+/// A duration around `median_ms`, in nanoseconds.
+pub(crate) fn latency_ns(rng: &mut fastrand::Rng, median_ms: f64, spread: &Spread) -> u64 {
+    let (u1, u2) = (rng.f64().max(1e-12), rng.f64());
+    let normal = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    let mut ms = median_ms * (spread.sigma * normal).exp();
+    if rng.u32(..spread.tail_one_in) == 0 {
+        ms *= spread.tail.start + rng.f64() * (spread.tail.end - spread.tail.start);
+    }
+    (ms.max(spread.floor_ms) * MS as f64) as u64
+}
+
 impl TraceBuilder<'_> {
     fn id(&mut self) -> Vec<u8> {
         self.rng.u64(1..).to_be_bytes().to_vec()
     }
 
     fn uuid(&mut self) -> String {
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            self.rng.u32(..),
-            self.rng.u16(..),
-            self.rng.u16(..0x1000),
-            self.rng.u16(0x8000..0xc000),
-            self.rng.u64(..1 << 48)
-        )
+        uuid(self.rng)
     }
 
-    /// A duration around `median_ms`: log-normal (sigma 0.5), and one in
-    /// a hundred 5-20x longer.
     fn latency(&mut self, median_ms: f64) -> u64 {
-        let (u1, u2) = (self.rng.f64().max(1e-12), self.rng.f64());
-        let normal = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-        let mut ms = median_ms * (0.5 * normal).exp();
-        if self.rng.u32(..100) == 0 {
-            ms *= 5.0 + self.rng.f64() * 15.0;
-        }
-        (ms.max(0.05) * MS as f64) as u64
+        latency_ns(self.rng, median_ms, &REFERENCE_SPREAD)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -522,9 +556,7 @@ impl Workload {
     }
 
     fn reference_trace(&mut self, start_ns: u64) -> Vec<ResourceSpans> {
-        let mut trace_id = vec![0u8; 16];
-        trace_id[..8].copy_from_slice(&self.rng.u64(1..).to_be_bytes());
-        trace_id[8..].copy_from_slice(&self.rng.u64(..).to_be_bytes());
+        let trace_id = new_trace_id(&mut self.rng);
         let user = format!("user-{:05}", self.rng.u32(..50_000));
         let order = format!("o-{:012x}", self.rng.u64(..1 << 48));
         let failed = self.rng.u32(..100) < 2;
@@ -924,7 +956,8 @@ mod tests {
 
     use super::*;
 
-    fn spans(trace: &[ResourceSpans]) -> Vec<&Span> {
+    /// Every span of a batch or trace, in order.
+    pub(crate) fn spans(trace: &[ResourceSpans]) -> Vec<&Span> {
         trace
             .iter()
             .flat_map(|resource| &resource.scope_spans)

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
-use super::{MS, boolean, double, int, text};
+use super::{MS, Spread, boolean, double, int, latency_ns, new_trace_id, text, uuid};
 
 /// Which generator a workload runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +74,40 @@ struct Spec<'a> {
     scope: &'a InstrumentationScope,
 }
 
+impl<'a> Spec<'a> {
+    /// A span of `resource` by `scope`: not failed, no events.
+    fn new(
+        resource: &'a Resource,
+        scope: &'a InstrumentationScope,
+        name: impl Into<String>,
+        kind: SpanKind,
+        attributes: Vec<KeyValue>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            attributes,
+            error: false,
+            events: Vec::new(),
+            resource,
+            scope,
+        }
+    }
+
+    fn failed(mut self, error: bool) -> Self {
+        self.error = error;
+        self
+    }
+
+    fn with_events(mut self, events: Vec<Event>) -> Self {
+        self.events = events;
+        self
+    }
+}
+
 impl<'a> Trace<'a> {
     pub(crate) fn new(rng: &'a mut fastrand::Rng) -> Self {
-        let mut trace_id = vec![0u8; 16];
-        trace_id[..8].copy_from_slice(&rng.u64(1..).to_be_bytes());
-        trace_id[8..].copy_from_slice(&rng.u64(..).to_be_bytes());
+        let trace_id = new_trace_id(rng);
         Self {
             rng,
             trace_id,
@@ -97,26 +126,19 @@ impl<'a> Trace<'a> {
     }
 
     fn uuid(&mut self) -> String {
-        format!(
-            "{}-{}-4{}-{}-{}",
-            self.hex(8),
-            self.hex(4),
-            self.hex(3),
-            self.hex(4),
-            self.hex(12)
-        )
+        uuid(self.rng)
     }
 
     /// A duration around `median_ms`: log-normal (sigma 0.6), one in fifty
-    /// 4-15x longer.
+    /// 4-15x longer: wider than the reference workload's.
     fn latency(&mut self, median_ms: f64) -> u64 {
-        let (u1, u2) = (self.rng.f64().max(1e-12), self.rng.f64());
-        let normal = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-        let mut ms = median_ms * (0.6 * normal).exp();
-        if self.rng.u32(..50) == 0 {
-            ms *= 4.0 + self.rng.f64() * 11.0;
-        }
-        (ms.max(0.02) * MS as f64) as u64
+        const SHAPES_SPREAD: Spread = Spread {
+            sigma: 0.6,
+            tail_one_in: 50,
+            tail: 4.0..15.0,
+            floor_ms: 0.02,
+        };
+        latency_ns(self.rng, median_ms, &SHAPES_SPREAD)
     }
 
     fn add(&mut self, spec: Spec<'_>, parent: Option<&[u8]>, start_ns: u64, end_ns: u64) -> SpanId {
@@ -304,10 +326,12 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
     let total = trace.latency(40.0);
     let status = if failed { 500 } else { 200 };
     let root = trace.add(
-        Spec {
-            name: format!("{method} {route}"),
-            kind: SpanKind::Server,
-            attributes: vec![
+        Spec::new(
+            &hosts[0],
+            &server_scope,
+            format!("{method} {route}"),
+            SpanKind::Server,
+            vec![
                 text("http.request.method", method),
                 text("http.route", route),
                 text("url.path", target.split('?').next().unwrap_or_default()),
@@ -326,11 +350,8 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
                 text("http.request.header.x-request-id", request_id.clone()),
                 text("network.protocol.version", "1.1"),
             ],
-            error: failed,
-            events: Vec::new(),
-            resource: &hosts[0],
-            scope: &server_scope,
-        },
+        )
+        .failed(failed),
         None,
         start_ns,
         start_ns + total + 2 * MS,
@@ -341,10 +362,12 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
         let call = trace.latency(12.0);
         let call_failed = failed && index + 1 == services.len();
         let client = trace.add(
-            Spec {
-                name: format!("{method} {name}"),
-                kind: SpanKind::Client,
-                attributes: vec![
+            Spec::new(
+                &hosts[0],
+                &http_scope,
+                format!("{method} {name}"),
+                SpanKind::Client,
+                vec![
                     text("http.request.method", method),
                     text("url.full", format!("http://{name}.internal:8080{target}")),
                     text("server.address", format!("{name}.internal")),
@@ -355,20 +378,19 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
                     ),
                     text("peer.service", name),
                 ],
-                error: call_failed,
-                events: Vec::new(),
-                resource: &hosts[0],
-                scope: &http_scope,
-            },
+            )
+            .failed(call_failed),
             Some(&root),
             at,
             at + call + MS,
         );
         let server = trace.add(
-            Spec {
-                name: format!("{method} {route}"),
-                kind: SpanKind::Server,
-                attributes: vec![
+            Spec::new(
+                &hosts[service],
+                &server_scope,
+                format!("{method} {route}"),
+                SpanKind::Server,
+                vec![
                     text("http.request.method", method),
                     text("http.route", route),
                     text("url.path", target.split('?').next().unwrap_or_default()),
@@ -379,11 +401,8 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
                     text("enduser.id", format!("u{user}")),
                     text("http.request.header.x-request-id", request_id.clone()),
                 ],
-                error: call_failed,
-                events: Vec::new(),
-                resource: &hosts[service],
-                scope: &server_scope,
-            },
+            )
+            .failed(call_failed),
             Some(&client),
             at + MS / 4,
             at + call + MS / 2,
@@ -410,10 +429,12 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
             );
             let capacity = 0.5 * f64::from(trace.rng.u32(1..9));
             trace.add(
-                Spec {
-                    name: format!("DynamoDB.{operation}"),
-                    kind: SpanKind::Client,
-                    attributes: vec![
+                Spec::new(
+                    &hosts[service],
+                    &client_scope,
+                    format!("DynamoDB.{operation}"),
+                    SpanKind::Client,
+                    vec![
                         text("rpc.system", "aws-api"),
                         text("rpc.service", "DynamoDB"),
                         text("rpc.method", *operation),
@@ -424,11 +445,7 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
                         text("server.address", "dynamodb.us-east-1.amazonaws.com"),
                         int("http.response.status_code", 200),
                     ],
-                    error: false,
-                    events: Vec::new(),
-                    resource: &hosts[service],
-                    scope: &client_scope,
-                },
+                ),
                 Some(&server),
                 inner,
                 inner + duration,
@@ -439,10 +456,12 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
             let duration = trace.latency(180.0);
             let charge = format!("ch_{}", trace.hex(24));
             trace.add(
-                Spec {
-                    name: "POST".into(),
-                    kind: SpanKind::Client,
-                    attributes: vec![
+                Spec::new(
+                    &hosts[service],
+                    &http_scope,
+                    "POST",
+                    SpanKind::Client,
+                    vec![
                         text("http.request.method", "POST"),
                         text(
                             "url.full",
@@ -455,11 +474,8 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
                             if call_failed { 402 } else { 200 },
                         ),
                     ],
-                    error: call_failed,
-                    events: Vec::new(),
-                    resource: &hosts[service],
-                    scope: &http_scope,
-                },
+                )
+                .failed(call_failed),
                 Some(&server),
                 inner,
                 inner + duration,
@@ -562,10 +578,12 @@ pub(crate) fn serverless_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Re
     let size = i64::from(trace.rng.u32(20_000..25_000_000));
     let total = trace.latency(120.0);
     let root = trace.add(
-        Spec {
-            name: "POST /v2/uploads".into(),
-            kind: SpanKind::Server,
-            attributes: vec![
+        Spec::new(
+            &api,
+            &http_scope,
+            "POST /v2/uploads",
+            SpanKind::Server,
+            vec![
                 text("http.request.method", "POST"),
                 text("http.route", "/v2/uploads"),
                 text(
@@ -578,11 +596,7 @@ pub(crate) fn serverless_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Re
                 text("enduser.id", owner.clone()),
                 text("net.host.name", "media.example.net"),
             ],
-            error: false,
-            events: Vec::new(),
-            resource: &api,
-            scope: &http_scope,
-        },
+        ),
         None,
         start_ns,
         start_ns + total + 5 * MS,
@@ -590,10 +604,12 @@ pub(crate) fn serverless_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Re
     let put = trace.latency(60.0);
     let put_request = trace.hex(16).to_uppercase();
     trace.add(
-        Spec {
-            name: "S3.PutObject".into(),
-            kind: SpanKind::Client,
-            attributes: vec![
+        Spec::new(
+            &api,
+            &sdk_scope,
+            "S3.PutObject",
+            SpanKind::Client,
+            vec![
                 text("rpc.system", "aws-api"),
                 text("rpc.service", "S3"),
                 text("rpc.method", "PutObject"),
@@ -602,11 +618,7 @@ pub(crate) fn serverless_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Re
                 text("aws.request_id", put_request),
                 int("http.response.status_code", 200),
             ],
-            error: false,
-            events: Vec::new(),
-            resource: &api,
-            scope: &sdk_scope,
-        },
+        ),
         Some(&root),
         start_ns + MS,
         start_ns + MS + put,
@@ -616,10 +628,12 @@ pub(crate) fn serverless_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Re
     let send_request = trace.uuid();
     let send_duration = trace.latency(8.0);
     let send = trace.add(
-        Spec {
-            name: "media-events send".into(),
-            kind: SpanKind::Producer,
-            attributes: vec![
+        Spec::new(
+            &api,
+            &sdk_scope,
+            "media-events send",
+            SpanKind::Producer,
+            vec![
                 text("rpc.system", "aws-api"),
                 text("rpc.service", "SQS"),
                 text("rpc.method", "SendMessage"),
@@ -632,11 +646,7 @@ pub(crate) fn serverless_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Re
                 ),
                 text("aws.request_id", send_request),
             ],
-            error: false,
-            events: Vec::new(),
-            resource: &api,
-            scope: &sdk_scope,
-        },
+        ),
         Some(&root),
         send_at,
         send_at + send_duration,
@@ -671,10 +681,12 @@ pub(crate) fn serverless_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Re
         }
         let cold = trace.rng.u32(..100) < 5;
         let handler = trace.add(
-            Spec {
-                name: name.into(),
-                kind: SpanKind::Consumer,
-                attributes: vec![
+            Spec::new(
+                &lambdas[function],
+                &handler_scope,
+                name,
+                SpanKind::Consumer,
+                vec![
                     text("faas.trigger", "pubsub"),
                     text("faas.invocation_id", request.clone()),
                     boolean("faas.coldstart", cold),
@@ -687,11 +699,9 @@ pub(crate) fn serverless_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Re
                     text("messaging.message.id", message.clone()),
                     text("aws.s3.key", object.clone()),
                 ],
-                error: step_failed,
-                events,
-                resource: &lambdas[function],
-                scope: &handler_scope,
-            },
+            )
+            .failed(step_failed)
+            .with_events(events),
             Some(&send),
             at,
             at + run,
@@ -734,15 +744,13 @@ pub(crate) fn serverless_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Re
                 )),
             }
             trace.add(
-                Spec {
-                    name: format!("{service}.{method}"),
-                    kind: SpanKind::Client,
+                Spec::new(
+                    &lambdas[function],
+                    &boto_scope,
+                    format!("{service}.{method}"),
+                    SpanKind::Client,
                     attributes,
-                    error: false,
-                    events: Vec::new(),
-                    resource: &lambdas[function],
-                    scope: &boto_scope,
-                },
+                ),
                 Some(&handler),
                 inner,
                 inner + duration,
@@ -820,10 +828,12 @@ pub(crate) fn mesh_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Resource
     let items = trace.rng.u32(1..9);
     let total = trace.latency(250.0);
     let root = trace.add(
-        Spec {
-            name: "POST /checkout".into(),
-            kind: SpanKind::Server,
-            attributes: vec![
+        Spec::new(
+            &pods[0],
+            &grpc_scope,
+            "POST /checkout",
+            SpanKind::Server,
+            vec![
                 text("http.request.method", "POST"),
                 text("http.route", "/checkout"),
                 text("url.path", "/checkout"),
@@ -834,11 +844,8 @@ pub(crate) fn mesh_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Resource
                 ),
                 int("cart.items", i64::from(items)),
             ],
-            error: failed,
-            events: Vec::new(),
-            resource: &pods[0],
-            scope: &grpc_scope,
-        },
+        )
+        .failed(failed),
         None,
         start_ns,
         start_ns + total + 20 * MS,
@@ -883,10 +890,12 @@ pub(crate) fn mesh_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Resource
         for item in 0..items {
             let sku = trace.rng.u32(..250_000);
             let work = trace.add(
-                Spec {
-                    name: format!("{}.item", method.rsplit('/').next().unwrap_or(method)),
-                    kind: SpanKind::Internal,
-                    attributes: vec![
+                Spec::new(
+                    &pods[callee],
+                    &internal_scope,
+                    format!("{}.item", method.rsplit('/').next().unwrap_or(method)),
+                    SpanKind::Internal,
+                    vec![
                         text("code.function", "handleItem"),
                         text(
                             "code.filepath",
@@ -896,32 +905,26 @@ pub(crate) fn mesh_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Resource
                         int("item.index", i64::from(item)),
                         text("item.sku", format!("{sku:08}")),
                     ],
-                    error: false,
-                    events: Vec::new(),
-                    resource: &pods[callee],
-                    scope: &internal_scope,
-                },
+                ),
                 Some(&server),
                 inner,
                 inner + per_item,
             );
             let redis = per_item / 5;
             trace.add(
-                Spec {
-                    name: "GET".into(),
-                    kind: SpanKind::Client,
-                    attributes: vec![
+                Spec::new(
+                    &pods[callee],
+                    &db_scope,
+                    "GET",
+                    SpanKind::Client,
+                    vec![
                         text("db.system", "redis"),
                         text("db.operation", "GET"),
                         text("db.statement", format!("GET sku:{sku:08}")),
                         text("server.address", "redis-master.shop-prod.svc"),
                         int("server.port", 6379),
                     ],
-                    error: false,
-                    events: Vec::new(),
-                    resource: &pods[callee],
-                    scope: &db_scope,
-                },
+                ),
                 Some(&work),
                 inner + MS / 20,
                 inner + MS / 20 + redis,
@@ -929,10 +932,12 @@ pub(crate) fn mesh_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Resource
             let table = ["prices", "stock", "scores", "similar", "rates"][callee % 5];
             let rows = i64::from(trace.rng.u32(..50));
             trace.add(
-                Spec {
-                    name: format!("SELECT shop.{table}"),
-                    kind: SpanKind::Client,
-                    attributes: vec![
+                Spec::new(
+                    &pods[callee],
+                    &db_scope,
+                    format!("SELECT shop.{table}"),
+                    SpanKind::Client,
+                    vec![
                         text("db.system", "postgresql"),
                         text("db.name", "shop"),
                         text("db.operation", "SELECT"),
@@ -947,11 +952,7 @@ pub(crate) fn mesh_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Resource
                         int("server.port", 5432),
                         int("db.rows_returned", rows),
                     ],
-                    error: false,
-                    events: Vec::new(),
-                    resource: &pods[callee],
-                    scope: &db_scope,
-                },
+                ),
                 Some(&work),
                 inner + redis + MS / 10,
                 inner + per_item - MS / 20,
@@ -967,10 +968,12 @@ pub(crate) fn mesh_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Resource
     let consume_at = at + trace.latency(15.0);
     let consume_duration = trace.latency(6.0);
     let produce = trace.add(
-        Spec {
-            name: "ledger-entries publish".into(),
-            kind: SpanKind::Producer,
-            attributes: vec![
+        Spec::new(
+            &pods[1],
+            &kafka_scope,
+            "ledger-entries publish",
+            SpanKind::Producer,
+            vec![
                 text("messaging.system", "kafka"),
                 text("messaging.operation", "publish"),
                 text("messaging.destination.name", "ledger-entries"),
@@ -981,20 +984,18 @@ pub(crate) fn mesh_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Resource
                 int("messaging.kafka.message.offset", offset),
                 text("messaging.kafka.message.key", format!("cart-{cart}")),
             ],
-            error: false,
-            events: Vec::new(),
-            resource: &pods[1],
-            scope: &kafka_scope,
-        },
+        ),
         Some(&checkout),
         at,
         at + produce_duration,
     );
     trace.add(
-        Spec {
-            name: "ledger-entries process".into(),
-            kind: SpanKind::Consumer,
-            attributes: vec![
+        Spec::new(
+            &pods[4],
+            &kafka_scope,
+            "ledger-entries process",
+            SpanKind::Consumer,
+            vec![
                 text("messaging.system", "kafka"),
                 text("messaging.operation", "process"),
                 text("messaging.destination.name", "ledger-entries"),
@@ -1005,11 +1006,7 @@ pub(crate) fn mesh_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<Resource
                 ),
                 int("messaging.kafka.message.offset", offset),
             ],
-            error: false,
-            events: Vec::new(),
-            resource: &pods[4],
-            scope: &kafka_scope,
-        },
+        ),
         Some(&produce),
         consume_at,
         consume_at + consume_duration,
@@ -1035,10 +1032,12 @@ fn grpc_call(
     let (service, rpc_method) = method.split_once('/').unwrap_or((method, ""));
     let code = if failed { 14 } else { 0 };
     let client = trace.add(
-        Spec {
-            name: method.into(),
-            kind: SpanKind::Client,
-            attributes: vec![
+        Spec::new(
+            &pods[caller],
+            scope,
+            method,
+            SpanKind::Client,
+            vec![
                 text("rpc.system", "grpc"),
                 text("rpc.service", service),
                 text("rpc.method", rpc_method),
@@ -1049,20 +1048,19 @@ fn grpc_call(
                 ),
                 int("server.port", 50051),
             ],
-            error: failed,
-            events: Vec::new(),
-            resource: &pods[caller],
-            scope,
-        },
+        )
+        .failed(failed),
         Some(parent),
         at,
         at + duration,
     );
     trace.add(
-        Spec {
-            name: method.into(),
-            kind: SpanKind::Server,
-            attributes: vec![
+        Spec::new(
+            &pods[callee],
+            scope,
+            method,
+            SpanKind::Server,
+            vec![
                 text("rpc.system", "grpc"),
                 text("rpc.service", service),
                 text("rpc.method", rpc_method),
@@ -1072,11 +1070,8 @@ fn grpc_call(
                     format!("10.4.{}.{}", caller * 3, callee * 7),
                 ),
             ],
-            error: failed,
-            events: Vec::new(),
-            resource: &pods[callee],
-            scope,
-        },
+        )
+        .failed(failed),
         Some(&client),
         at + MS / 5,
         at + duration - MS / 10,
@@ -1091,14 +1086,7 @@ mod tests {
 
     use super::*;
     use crate::Workload;
-
-    fn spans(groups: &[ResourceSpans]) -> Vec<&Span> {
-        groups
-            .iter()
-            .flat_map(|group| &group.scope_spans)
-            .flat_map(|scope| &scope.spans)
-            .collect()
-    }
+    use crate::tests::spans;
 
     /// Each shape makes whole traces (one root, every parent present) of
     /// its documented size, the same for the same seed.

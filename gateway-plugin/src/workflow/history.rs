@@ -488,14 +488,11 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_line_torn_inside_a_character_is_skipped() {
+    /// A history file of `bytes` whose torn tail is left out, and the event
+    /// a restarted engine then appends to it.
+    fn append_after(bytes: &[u8]) -> (tempfile::TempDir, HistoryStore, Recorded) {
         let dir = tempfile::tempdir().unwrap();
-        let first = r#"{"id":1,"timestamp":1.0,"type":"ExecutionSucceeded","output":"Zoë"}"#;
-        let cut = first.find('ë').unwrap() + 1;
-        let mut bytes = format!("{first}\n").into_bytes();
-        bytes.extend_from_slice(&first.as_bytes()[..cut]);
-        std::fs::write(dir.path().join("torn.jsonl"), &bytes).unwrap();
+        std::fs::write(dir.path().join("torn.jsonl"), bytes).unwrap();
         let store = HistoryStore::open(dir.path()).unwrap();
         assert_eq!(store.read("torn").unwrap().len(), 1);
         let appended = store
@@ -507,6 +504,16 @@ mod tests {
                 },
             )
             .unwrap();
+        (dir, store, appended)
+    }
+
+    #[test]
+    fn a_line_torn_inside_a_character_is_skipped() {
+        let first = r#"{"id":1,"timestamp":1.0,"type":"ExecutionSucceeded","output":"Zoë"}"#;
+        let cut = first.find('ë').unwrap() + 1;
+        let mut bytes = format!("{first}\n").into_bytes();
+        bytes.extend_from_slice(&first.as_bytes()[..cut]);
+        let (_dir, store, appended) = append_after(&bytes);
         assert_eq!(store.read("torn").unwrap().last(), Some(&appended));
     }
 
@@ -515,24 +522,9 @@ mod tests {
     /// of being glued to the torn one and lost with it.
     #[test]
     fn an_append_after_a_torn_line_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
         let first = r#"{"id":1,"timestamp":1.0,"type":"ExecutionSucceeded","output":1}"#;
-        std::fs::write(
-            dir.path().join("torn.jsonl"),
-            format!("{first}\n{{\"id\":2,\"times"),
-        )
-        .unwrap();
-        let store = HistoryStore::open(dir.path()).unwrap();
-        assert_eq!(store.read("torn").unwrap().len(), 1);
-        let appended = store
-            .append(
-                "torn",
-                Event::ExecutionResumed {
-                    gap_seconds: 3.0,
-                    after_event: 1,
-                },
-            )
-            .unwrap();
+        let (_dir, store, appended) =
+            append_after(format!("{first}\n{{\"id\":2,\"times").as_bytes());
         assert_eq!(appended.id, 2);
         let events = store.read("torn").unwrap();
         assert_eq!(events.len(), 2);
