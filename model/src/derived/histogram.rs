@@ -61,7 +61,9 @@ pub struct LatencyHistogram {
 #[derive(Debug, Clone)]
 enum Repr {
     /// Each recorded bucket, as its lowest equivalent value in
-    /// microseconds, with its count; ascending, no zero counts.
+    /// microseconds, with its count; ascending, no zero counts. A decoded
+    /// histogram may hold more than [`MAX_SPARSE_VALUES`]; recording a new
+    /// bucket into it makes it dense.
     Sparse(Vec<(u64, u64)>),
     Dense(Histogram<u64>),
 }
@@ -278,7 +280,17 @@ impl LatencyHistogram {
         bytes
     }
 
+    /// Reads the V2 serialization. The layout [`Self::encode`] writes (two
+    /// significant digits from 1 µs, uncompressed) is read straight into
+    /// its recorded buckets: an hour of minutes merges without building a
+    /// dense histogram of tens of kilobytes per minute. Any other V2 layout
+    /// goes through hdrhistogram's own reader.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
+        if let Some(buckets) = v2_buckets(bytes) {
+            return Ok(Self {
+                micros: Repr::Sparse(buckets?),
+            });
+        }
         let mut reader = bytes;
         let mut micros: Histogram<u64> = Deserializer::new()
             .deserialize(&mut reader)
@@ -288,6 +300,93 @@ impl LatencyHistogram {
             micros: Repr::Dense(micros),
         })
     }
+}
+
+/// hdrhistogram's V2 cookie (uncompressed) and header: cookie, payload
+/// length, normalizing index offset, significant digits (each a big-endian
+/// u32), lowest discernible and highest trackable value (u64), integer to
+/// double ratio (f64).
+const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+const V2_HEADER_BYTES: usize = 40;
+/// Sub-buckets in the upper half of each bucket, as a power of two: at two
+/// significant digits from 1 µs a bucket has 256 (2 * 10^2 rounded up to a
+/// power of two), counted from index 128 up in every bucket but the first.
+const SUB_BUCKET_HALF_MAGNITUDE: u32 = 7;
+
+/// The recorded buckets of a V2 serialization in the layout
+/// [`LatencyHistogram::encode`] writes, ascending with no zero counts;
+/// `None` for any other layout. The payload is hdrhistogram's: counts from
+/// index 0 as zig-zag LEB128 varints (the ninth byte holds eight bits), a
+/// negative number standing for that many zero counts.
+fn v2_buckets(bytes: &[u8]) -> Option<Result<Vec<(u64, u64)>>> {
+    let header = bytes.get(..V2_HEADER_BYTES)?;
+    let u32_at = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+    let ours = u32_at(0) == V2_COOKIE
+        && u32_at(8) == 0
+        && u32_at(12) == u32::from(SIGNIFICANT_DIGITS)
+        && u64_at(16) == 1
+        && f64::from_bits(u64_at(32)) == 1.0;
+    if !ours {
+        return None;
+    }
+    let corrupt = |what: &str| ModelError::Corrupt(format!("latency histogram: {what}"));
+    let payload_len = u32_at(4) as usize;
+    let Some(mut payload) = bytes[V2_HEADER_BYTES..].get(..payload_len) else {
+        return Some(Err(corrupt("payload shorter than its header says")));
+    };
+    let mut buckets = Vec::new();
+    let mut index: u64 = 0;
+    while !payload.is_empty() {
+        let Some(encoded) = read_varint(&mut payload) else {
+            return Some(Err(corrupt("truncated count")));
+        };
+        // Zig-zag decoding.
+        let count_or_zeros = ((encoded >> 1) as i64) ^ -((encoded & 1) as i64);
+        if count_or_zeros < 0 {
+            index = index.saturating_add(count_or_zeros.unsigned_abs());
+            continue;
+        }
+        if count_or_zeros > 0 {
+            let Some(value) = value_at_index(index) else {
+                return Some(Err(corrupt("count beyond the largest value")));
+            };
+            buckets.push((value, count_or_zeros as u64));
+        }
+        index += 1;
+    }
+    Some(Ok(buckets))
+}
+
+/// One hdrhistogram varint off the front of `bytes`: LEB128, except that a
+/// ninth byte contributes all eight bits.
+fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for position in 0..9 {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        if position == 8 {
+            return Some(value | u64::from(byte) << 56);
+        }
+        value |= u64::from(byte & 0x7f) << (7 * position);
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    unreachable!("the ninth byte returns")
+}
+
+/// The lowest value of the counts-array slot `index` (hdrhistogram's
+/// `value_for`, at two significant digits from 1); `None` past u64.
+fn value_at_index(index: u64) -> Option<u64> {
+    let half = 1u64 << SUB_BUCKET_HALF_MAGNITUDE;
+    let bucket = (index >> SUB_BUCKET_HALF_MAGNITUDE).checked_sub(1);
+    let (sub_bucket, shift) = match bucket {
+        Some(bucket) => ((index & (half - 1)) + half, bucket),
+        None => (index & (half - 1), 0),
+    };
+    // A sub-bucket holds at most 8 bits.
+    (shift <= 56).then(|| sub_bucket << shift)
 }
 
 /// Records `count` values of `micros` in an auto-resizing histogram.
@@ -448,6 +547,89 @@ mod tests {
         let mut decoded = LatencyHistogram::decode(&of(&small).encode()).unwrap();
         decoded.merge(&of(&large));
         assert_eq!(decoded, of(&all));
+    }
+
+    fn v2(dense: &Histogram<u64>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        V2Serializer::new().serialize(dense, &mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn our_v2_reader_reads_the_buckets_hdrhistogram_reads() {
+        let edges = [
+            0,
+            1,
+            127,
+            128,
+            255,
+            256,
+            257,
+            1 << 20,
+            i64::MAX as u64 / 1_000,
+        ];
+        for (count, seed) in [(0, 0), (1, 1), (64, 2), (500, 3), (20_000, 4)] {
+            let mut micros = values(count, seed);
+            if seed > 0 {
+                micros.extend(edges);
+            }
+            let bytes = v2(&reference(&micros));
+            let ours = LatencyHistogram::decode(&bytes).unwrap();
+            assert!(matches!(ours.micros, Repr::Sparse(_)), "read as buckets");
+            let theirs: Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).unwrap();
+            let theirs = LatencyHistogram {
+                micros: Repr::Dense(theirs),
+            };
+            assert_eq!(ours.buckets(), theirs.buckets(), "{count} values");
+            assert_eq!(ours.quantile_seconds(0.99), theirs.quantile_seconds(0.99));
+            for end in 0..bytes.len() {
+                assert!(
+                    LatencyHistogram::decode(&bytes[..end]).is_err(),
+                    "cut at {end}"
+                );
+            }
+        }
+        // A count past the largest value a u64 holds is corrupt.
+        let mut bytes = v2(&reference(&[1]));
+        let zig_zag = |value: i64| ((value << 1) ^ (value >> 63)) as u64;
+        let mut payload = Vec::new();
+        for number in [zig_zag(-(1 << 40)), zig_zag(1)] {
+            let mut rest = number;
+            while rest >= 0x80 {
+                payload.push(rest as u8 | 0x80);
+                rest >>= 7;
+            }
+            payload.push(rest as u8);
+        }
+        bytes.truncate(V2_HEADER_BYTES);
+        bytes[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        bytes.extend(payload);
+        assert!(LatencyHistogram::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn layouts_we_do_not_write_still_read() {
+        let micros = values(300, 9);
+        let mut three_digits: Histogram<u64> = Histogram::new(3).unwrap();
+        three_digits.auto(true);
+        for value in &micros {
+            three_digits.record(*value).unwrap();
+        }
+        let mut compressed = Vec::new();
+        hdrhistogram::serialization::V2DeflateSerializer::new()
+            .serialize(&reference(&micros), &mut compressed)
+            .unwrap();
+        for (bytes, expected) in [
+            (v2(&three_digits), three_digits.value_at_quantile(0.9)),
+            (compressed, reference(&micros).value_at_quantile(0.9)),
+        ] {
+            let decoded = LatencyHistogram::decode(&bytes).unwrap();
+            assert_eq!(decoded.count(), 300);
+            assert_eq!(
+                decoded.quantile_seconds(0.9),
+                expected as f64 / MICROS_PER_SECOND
+            );
+        }
     }
 
     #[test]
