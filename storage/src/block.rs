@@ -25,7 +25,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -146,22 +146,25 @@ pub(crate) const COMPACTION_ZSTD_LEVEL: i32 = 9;
 const GATHER_ROWS: usize = 8 * 1024;
 
 /// Where a row goes in block order: hour, trace id, start time, then its
-/// place in the head (field order is the sort order).
+/// place in the head: its source batch and row there (field order is the
+/// sort order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct SortKey {
     hour: i64,
     trace_id: [u8; 16],
     start_ns: i64,
+    source: u32,
     row: u32,
 }
 
 /// Encodes head rows as one block per UTC hour of the spans' start times;
 /// CPU only.
 ///
-/// The head batches are concatenated once (resource maps stay shared) and
-/// only the sort keys are sorted (40 bytes a row); rows are then gathered
-/// into the Parquet writer `GATHER_ROWS` at a time. A flush needs about
-/// one copy of the head beside it, not sorted full-width copies.
+/// Only the sort keys are sorted (48 bytes a row); rows are then gathered
+/// from the head batches into the Parquet writer `GATHER_ROWS` at a time
+/// ([`HeadRows::interleave`], resource maps read from their shared
+/// values). A flush holds no copy of the head beside it: the head stays
+/// readable while it is flushed, so a copy would be a second head.
 pub fn encode_head(
     tenant: &str,
     sources: &[HeadRows],
@@ -178,15 +181,14 @@ pub(crate) fn encode_head_of(
     sources: &[HeadRows],
     row_group_rows: usize,
 ) -> Result<Vec<(Vec<u8>, BlockMeta)>> {
-    let rows = HeadRows::concat(&signal.schema(), sources)?;
-    let keys = sort_keys(signal, &rows, true)?;
+    let keys = sort_keys(signal, sources, true)?;
     let mut blocks = Vec::new();
     for hour_keys in keys.chunk_by(|a, b| a.hour == b.hour) {
         blocks.push(write_sorted(
             signal,
             tenant,
             hour_keys[0].hour,
-            &rows,
+            sources,
             hour_keys,
             row_group_rows,
         )?);
@@ -205,7 +207,7 @@ pub fn encode_block(
     batch: &RecordBatch,
     row_group_rows: usize,
 ) -> Result<(Vec<u8>, BlockMeta)> {
-    let rows = HeadRows::new(batch.clone());
+    let rows = [HeadRows::new(batch.clone())];
     let keys = sort_keys(Signal::Spans, &rows, false)?;
     write_sorted(Signal::Spans, tenant, hour, &rows, &keys, row_group_rows)
 }
@@ -219,40 +221,43 @@ pub(crate) fn time_column(signal: Signal) -> &'static str {
     }
 }
 
-fn sort_keys(signal: Signal, rows: &HeadRows, by_hour: bool) -> Result<Vec<SortKey>> {
+fn sort_keys(signal: Signal, sources: &[HeadRows], by_hour: bool) -> Result<Vec<SortKey>> {
     let corrupt = |name: &str| StorageError::Corrupt(format!("{signal:?} rows without {name}"));
-    // Metric points have no trace id: they sort by time alone.
-    let trace_ids = match signal {
-        Signal::Spans => Some(
-            rows.plain_column(col::TRACE_ID)
-                .and_then(|array| array.as_fixed_size_binary_opt())
-                .ok_or_else(|| corrupt(col::TRACE_ID))?,
-        ),
-        Signal::Metrics => None,
-    };
-    let starts = rows
-        .plain_column(time_column(signal))
-        .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
-        .ok_or_else(|| corrupt(time_column(signal)))?;
-    let mut keys = Vec::with_capacity(rows.num_rows());
-    for row in 0..rows.num_rows() {
-        let mut trace_id = [0u8; 16];
-        if let Some(trace_ids) = trace_ids {
-            let value = trace_ids.value(row);
-            let len = value.len().min(16);
-            trace_id[..len].copy_from_slice(&value[..len]);
+    let mut keys = Vec::with_capacity(sources.iter().map(HeadRows::num_rows).sum());
+    for (source, rows) in sources.iter().enumerate() {
+        // Metric points have no trace id: they sort by time alone.
+        let trace_ids = match signal {
+            Signal::Spans => Some(
+                rows.plain_column(col::TRACE_ID)
+                    .and_then(|array| array.as_fixed_size_binary_opt())
+                    .ok_or_else(|| corrupt(col::TRACE_ID))?,
+            ),
+            Signal::Metrics => None,
+        };
+        let starts = rows
+            .plain_column(time_column(signal))
+            .and_then(|array| array.as_primitive_opt::<TimestampNanosecondType>())
+            .ok_or_else(|| corrupt(time_column(signal)))?;
+        for row in 0..rows.num_rows() {
+            let mut trace_id = [0u8; 16];
+            if let Some(trace_ids) = trace_ids {
+                let value = trace_ids.value(row);
+                let len = value.len().min(16);
+                trace_id[..len].copy_from_slice(&value[..len]);
+            }
+            let start_ns = starts.value(row);
+            keys.push(SortKey {
+                hour: if by_hour {
+                    start_ns.div_euclid(NANOS_PER_HOUR)
+                } else {
+                    0
+                },
+                trace_id,
+                start_ns,
+                source: source as u32,
+                row: row as u32,
+            });
         }
-        let start_ns = starts.value(row);
-        keys.push(SortKey {
-            hour: if by_hour {
-                start_ns.div_euclid(NANOS_PER_HOUR)
-            } else {
-                0
-            },
-            trace_id,
-            start_ns,
-            row: row as u32,
-        });
     }
     keys.sort_unstable();
     Ok(keys)
@@ -263,7 +268,7 @@ fn write_sorted(
     signal: Signal,
     tenant: &str,
     hour: i64,
-    rows: &HeadRows,
+    sources: &[HeadRows],
     keys: &[SortKey],
     row_group_rows: usize,
 ) -> Result<(Vec<u8>, BlockMeta)> {
@@ -272,9 +277,13 @@ fn write_sorted(
         Signal::Metrics => 0,
     };
     let mut writer = BlockWriter::of(signal, traces as u64, row_group_rows, FLUSH_ZSTD_LEVEL)?;
+    let schema = signal.schema();
     for chunk in keys.chunks(GATHER_ROWS) {
-        let indices: UInt32Array = chunk.iter().map(|key| key.row).collect();
-        writer.write(&rows.take(&indices)?)?;
+        let rows: Vec<(usize, usize)> = chunk
+            .iter()
+            .map(|key| (key.source as usize, key.row as usize))
+            .collect();
+        writer.write(&HeadRows::interleave(&schema, sources, &rows)?)?;
     }
     writer.finish(tenant, hour)
 }
@@ -635,18 +644,28 @@ mod encode_tests {
         written.sort();
         assert_eq!(written, expected);
 
-        // Shared resources come back whole: the rows equal the input's.
+        // Every stored column of every row comes back as it went in,
+        // shared resources whole.
+        let stored: Vec<String> = all_rows[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|field| field.name().clone())
+            .collect();
+        assert!(stored.iter().any(|name| name == col::RESOURCE_ATTRIBUTES));
         let by_span = |batches: &[RecordBatch]| {
-            let mut rows: Vec<(Vec<u8>, String)> = Vec::new();
+            let mut rows: Vec<(Vec<u8>, Vec<String>)> = Vec::new();
             for batch in batches {
                 let span_ids = batch.column_by_name(col::SPAN_ID).unwrap();
-                let resources = batch.column_by_name(col::RESOURCE_ATTRIBUTES).unwrap();
-                let resources = resources.as_map();
                 for row in 0..batch.num_rows() {
-                    rows.push((
-                        span_ids.as_fixed_size_binary().value(row).to_vec(),
-                        format!("{:?}", resources.value(row)),
-                    ));
+                    let values = stored
+                        .iter()
+                        .map(|name| {
+                            let column = batch.column_by_name(name).unwrap();
+                            format!("{:?}", column.slice(row, 1))
+                        })
+                        .collect();
+                    rows.push((span_ids.as_fixed_size_binary().value(row).to_vec(), values));
                 }
             }
             rows.sort();

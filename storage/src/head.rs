@@ -14,8 +14,8 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, MapArray, RecordBatch, UInt32Array, new_empty_array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::compute::{concat, concat_batches, max, min, take};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType, UInt32Type};
+use datafusion::arrow::compute::{concat, concat_batches, interleave, max, min, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType};
 use datafusion::arrow::error::ArrowError;
 use parking_lot::RwLock;
 
@@ -115,8 +115,7 @@ impl HeadRows {
 
     /// All `sources` (of `schema`, which has a resource map column) as
     /// one: the rows concatenated, the resource maps still stored once
-    /// each. A flush gathers from this in block order: one copy of the
-    /// head, not per-source gathers.
+    /// each. The head merges runs of small batches with it.
     pub(crate) fn concat(schema: &SchemaRef, sources: &[HeadRows]) -> Result<HeadRows, ArrowError> {
         let column = schema.index_of(col::RESOURCE_ATTRIBUTES)?;
         let mut rows = Vec::with_capacity(sources.len());
@@ -157,20 +156,46 @@ impl HeadRows {
         })
     }
 
-    /// Rows `indices` with every column (shared maps read from their
-    /// distinct values).
-    pub(crate) fn take(&self, indices: &UInt32Array) -> Result<RecordBatch, ArrowError> {
-        let taken = crate::take::take_batch(&self.rows, indices)?;
-        let Some(shared) = &self.resources else {
-            return Ok(taken);
-        };
-        let distinct_indices = take(&shared.row_to_distinct, indices, None)?;
-        let mut columns = taken.columns().to_vec();
-        columns[shared.column] = crate::take::take_array(
-            &shared.distinct,
-            distinct_indices.as_primitive::<UInt32Type>(),
-        )?;
-        RecordBatch::try_new(taken.schema(), columns)
+    /// Rows `rows` (source, row) of `sources` (of `schema`) as one batch
+    /// with every column, in that order; shared maps are read from their
+    /// distinct values, so nothing is copied but the rows asked for.
+    pub(crate) fn interleave(
+        schema: &SchemaRef,
+        sources: &[HeadRows],
+        rows: &[(usize, usize)],
+    ) -> Result<RecordBatch, ArrowError> {
+        fn shared_at(source: &HeadRows, column: usize) -> Option<&SharedResources> {
+            source
+                .resources
+                .as_ref()
+                .filter(|shared| shared.column == column)
+        }
+        let columns = (0..schema.fields().len())
+            .map(|column| {
+                let arrays: Vec<&dyn Array> = sources
+                    .iter()
+                    .map(|source| match shared_at(source, column) {
+                        Some(shared) => shared.distinct.as_ref(),
+                        None => source.rows.column(column).as_ref(),
+                    })
+                    .collect();
+                if sources
+                    .iter()
+                    .all(|source| shared_at(source, column).is_none())
+                {
+                    return interleave(&arrays, rows);
+                }
+                let distinct_rows: Vec<(usize, usize)> = rows
+                    .iter()
+                    .map(|&(source, row)| match shared_at(&sources[source], column) {
+                        Some(shared) => (source, shared.row_to_distinct.value(row) as usize),
+                        None => (source, row),
+                    })
+                    .collect();
+                interleave(&arrays, &distinct_rows)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(Arc::clone(schema), columns)
     }
 }
 

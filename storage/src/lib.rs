@@ -55,7 +55,6 @@ pub mod layout;
 mod memory;
 mod remote;
 mod signal;
-mod take;
 mod wal;
 
 // Storage's surface: what keeps spans, how it is configured and shared,
