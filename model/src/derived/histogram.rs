@@ -343,17 +343,21 @@ fn v2_buckets(bytes: &[u8]) -> Option<Result<Vec<(u64, u64)>>> {
         };
         // Zig-zag decoding.
         let count_or_zeros = ((encoded >> 1) as i64) ^ -((encoded & 1) as i64);
-        if count_or_zeros < 0 {
-            index = index.saturating_add(count_or_zeros.unsigned_abs());
-            continue;
-        }
-        if count_or_zeros > 0 {
+        // A run of zero counts skips that many slots, a count fills one.
+        let (slots, count) = match u64::try_from(count_or_zeros) {
+            Ok(count) => (1, count),
+            Err(_) => (count_or_zeros.unsigned_abs(), 0),
+        };
+        if count > 0 {
             let Some(value) = value_at_index(index) else {
                 return Some(Err(corrupt("count beyond the largest value")));
             };
-            buckets.push((value, count_or_zeros as u64));
+            buckets.push((value, count));
         }
-        index += 1;
+        let Some(next) = index.checked_add(slots) else {
+            return Some(Err(corrupt("zero counts beyond the largest value")));
+        };
+        index = next;
     }
     Some(Ok(buckets))
 }
@@ -361,19 +365,20 @@ fn v2_buckets(bytes: &[u8]) -> Option<Result<Vec<(u64, u64)>>> {
 /// One hdrhistogram varint off the front of `bytes`: LEB128, except that a
 /// ninth byte contributes all eight bits.
 fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for position in 0..9 {
+    let mut next = || {
         let (&byte, rest) = bytes.split_first()?;
         *bytes = rest;
-        if position == 8 {
-            return Some(value | u64::from(byte) << 56);
-        }
+        Some(byte)
+    };
+    let mut value = 0u64;
+    for position in 0..8 {
+        let byte = next()?;
         value |= u64::from(byte & 0x7f) << (7 * position);
         if byte & 0x80 == 0 {
             return Some(value);
         }
     }
-    unreachable!("the ninth byte returns")
+    Some(value | u64::from(next()?) << 56)
 }
 
 /// The lowest value of the counts-array slot `index` (hdrhistogram's
@@ -589,22 +594,37 @@ mod tests {
                 );
             }
         }
-        // A count past the largest value a u64 holds is corrupt.
-        let mut bytes = v2(&reference(&[1]));
-        let zig_zag = |value: i64| ((value << 1) ^ (value >> 63)) as u64;
+        // A count past the largest value a u64 holds is corrupt, and so
+        // are zero runs that run past the largest index.
+        assert!(LatencyHistogram::decode(&with_payload(&[-(1 << 40), 1])).is_err());
+        let past_the_end = [-i64::MAX, -i64::MAX, -i64::MAX, 0, 1];
+        assert!(LatencyHistogram::decode(&with_payload(&past_the_end)).is_err());
+    }
+
+    /// A V2 serialization in our layout whose payload is `numbers`
+    /// (negative: a run of zero counts), as hdrhistogram encodes them.
+    fn with_payload(numbers: &[i64]) -> Vec<u8> {
         let mut payload = Vec::new();
-        for number in [zig_zag(-(1 << 40)), zig_zag(1)] {
-            let mut rest = number;
-            while rest >= 0x80 {
-                payload.push(rest as u8 | 0x80);
-                rest >>= 7;
+        for number in numbers {
+            let mut rest = ((number << 1) ^ (number >> 63)) as u64;
+            for position in 0..9 {
+                if position == 8 {
+                    payload.push(rest as u8);
+                } else if rest >= 0x80 {
+                    payload.push(rest as u8 | 0x80);
+                    rest >>= 7;
+                    continue;
+                } else {
+                    payload.push(rest as u8);
+                }
+                break;
             }
-            payload.push(rest as u8);
         }
+        let mut bytes = v2(&reference(&[1]));
         bytes.truncate(V2_HEADER_BYTES);
         bytes[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
         bytes.extend(payload);
-        assert!(LatencyHistogram::decode(&bytes).is_err());
+        bytes
     }
 
     #[test]
