@@ -1,6 +1,11 @@
 # Shared by scripts/bench.sh and scripts/bench-storage.sh (sourced, not run):
-# the DuckDB venv, and a `tracelake serve` on port 0 with its helpers.
-# Expects BIN (the tracelake binary) and WORK (a scratch directory).
+# the DuckDB venv, the results directory, and a `tracelake serve` on port 0
+# with its helpers. Expects BIN (the tracelake binary) and WORK (a scratch
+# directory, removed on exit with the server stopped).
+
+OUT=bench-results
+mkdir -p "$OUT"
+trap '[[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 
 VENV="${TRACELAKE_BENCH_VENV:-/var/tmp/tracelake-bench-venv}"
 if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c "import duckdb" 2>/dev/null; then

@@ -38,9 +38,6 @@ if [[ -z "$BIN" ]]; then
 fi
 
 WORK="$(mktemp -d /var/tmp/tracelake-bench-storage.XXXXXX)"
-trap '[[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
-OUT=bench-results
-mkdir -p "$OUT"
 source scripts/bench-lib.sh
 
 

@@ -52,9 +52,6 @@ cargo build --release --bin tracelake
 BIN="$CARGO_TARGET_DIR/release/tracelake"
 
 WORK="$(mktemp -d /var/tmp/tracelake-bench.XXXXXX)"
-trap 'kill $SERVER_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
-OUT=bench-results
-mkdir -p "$OUT"
 source scripts/bench-lib.sh
 
 stored_spans() {
