@@ -318,6 +318,7 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
             &[3, 4],
         ),
     };
+    let path = target.split('?').next().unwrap_or_default();
     let method = if route.ends_with("checkout") || route.contains("items") {
         "POST"
     } else {
@@ -334,7 +335,7 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
             vec![
                 text("http.request.method", method),
                 text("http.route", route),
-                text("url.path", target.split('?').next().unwrap_or_default()),
+                text("url.path", path),
                 text("url.full", format!("https://shop.example.com{target}")),
                 text("url.scheme", "https"),
                 int("http.response.status_code", status),
@@ -393,7 +394,7 @@ pub(crate) fn api_trace(rng: &mut fastrand::Rng, start_ns: u64) -> Vec<ResourceS
                 vec![
                     text("http.request.method", method),
                     text("http.route", route),
-                    text("url.path", target.split('?').next().unwrap_or_default()),
+                    text("url.path", path),
                     int(
                         "http.response.status_code",
                         if call_failed { 500 } else { 200 },
