@@ -261,14 +261,14 @@ struct ServeArgs {
 
 /// Keeps glibc's malloc from holding on to freed memory.
 ///
-/// A flush (sort, encode) and a compaction chunk allocate large buffers for
-/// a moment on whichever blocking-pool thread runs them. By default glibc
-/// gives every thread an arena (up to 8 per core) and raises its mmap
-/// threshold after each large free, so those buffers end up reused from
-/// arenas that never shrink and RSS climbs to the sum of every thread's
-/// high-water mark. A fixed 128 KiB mmap threshold hands large buffers
-/// back to the kernel when they are freed, and two arenas per core bound
-/// the rest. (Measured with `scripts/bench.sh`: see README's figures.)
+/// Rust's allocations go to jemalloc ([`ALLOCATOR`]); glibc's malloc now
+/// serves only C code that calls it directly (zstd's compression contexts
+/// among them), on whichever blocking-pool thread runs a flush or a
+/// compaction. By default glibc gives every thread an arena (up to 8 per
+/// core) and raises its mmap threshold after each large free, so large
+/// buffers are reused from arenas that never shrink. A fixed 128 KiB mmap
+/// threshold hands them back to the kernel when they are freed, and two
+/// arenas per core bound the rest.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
